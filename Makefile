@@ -1,0 +1,97 @@
+# smtpgw build. `make` builds build/smtpgw; `make run` and `make check` first
+# install the Debian packages that are missing (as root), see README.md.
+
+CC      ?= cc
+PKGCONF ?= pkg-config
+
+WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	  -Wmissing-prototypes -Wformat=2
+CSTD    = -std=c17 -D_GNU_SOURCE
+INC     = $(shell $(PKGCONF) --cflags inih 2>/dev/null)
+LIBS    = -lev $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
+	  -lpthread
+
+CFLAGS_RELEASE = $(CSTD) $(WARN) -O2 -g $(INC)
+SANITIZE       = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+		 -fno-omit-frame-pointer
+CFLAGS_CHECK   = $(CSTD) $(WARN) -O1 -g $(SANITIZE) $(INC)
+
+SRC      = $(wildcard src/*.c)
+HDR      = $(wildcard src/*.h)
+OBJ      = $(SRC:src/%.c=build/obj/%.o)
+OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
+
+# Debian packages: what building, running and checking need.
+DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev
+DEPS_CHECK = lua-busted luajit2 lua-socket swaks python3 procps
+
+.PHONY: all run check deps deps-check unit clean fuzz format
+
+all: build/smtpgw
+
+build/smtpgw: $(OBJ)
+	$(CC) $(CFLAGS_RELEASE) -o $@ $(OBJ) $(LIBS)
+
+build/obj/%.o: src/%.c $(HDR) | build/obj
+	$(CC) $(CFLAGS_RELEASE) -c -o $@ $<
+
+build/check/smtpgw: $(OBJ_CHK)
+	$(CC) $(CFLAGS_CHECK) -o $@ $(OBJ_CHK) $(LIBS)
+
+build/check/obj/%.o: src/%.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -c -o $@ $<
+
+build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/smtp_proto.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_smtp_proto.c src/smtp_proto.c
+
+build/obj build/check/obj:
+	mkdir -p $@
+
+# Installs only what `dpkg -s` says is missing, so a ready machine is not
+# touched and a non-root user gets a clear list instead of a failed apt-get.
+define install_missing
+	@missing=""; for p in $(1); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "smtpgw: missing Debian packages:$$missing" >&2; \
+			echo "smtpgw: run as root, or: apt-get install$$missing" >&2; \
+			exit 1; \
+		fi; \
+		echo "smtpgw: installing$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $$missing >/dev/null || { \
+			apt-get update -q >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends $$missing >/dev/null; }; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(DEPS_BUILD))
+
+deps-check: deps
+	$(call install_missing,$(DEPS_CHECK))
+
+run: deps
+	$(MAKE) build/smtpgw
+	./build/smtpgw -c examples/gateway.ini
+
+check: deps-check
+	$(MAKE) build/check/smtpgw build/check/test_smtp_proto
+	./spec/run.sh
+
+# libFuzzer over the pure parsers (needs clang; not part of `make check`).
+fuzz: spec/c/fuzz_smtp_proto.c src/smtp_proto.c $(HDR)
+	mkdir -p build/fuzz
+	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+		-o build/fuzz/fuzz_smtp_proto spec/c/fuzz_smtp_proto.c src/smtp_proto.c
+	./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} build/fuzz/corpus 2>&1 | tail -5 || \
+		{ mkdir -p build/fuzz/corpus && ./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} build/fuzz/corpus 2>&1 | tail -5; }
+
+format:
+	clang-format -i src/*.c src/*.h spec/c/*.c
+
+clean:
+	rm -rf build

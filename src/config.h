@@ -1,0 +1,59 @@
+/*
+ * config: gateway.ini, read with inih into an immutable struct config.
+ * Loading either yields a complete, validated config or an error naming
+ * FILE:LINE; a running gateway is never left with half a config. Nothing
+ * here opens sockets or touches the spool.
+ */
+#ifndef SMTPGW_CONFIG_H
+#define SMTPGW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct cidr {
+	sa_family_t family;
+	uint8_t addr[16];
+	unsigned prefix;
+};
+
+struct listen_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[80];
+};
+
+struct config {
+	char *path;
+	char *hostname;
+	char *spool;
+	struct listen_addr *listen;
+	size_t n_listen;
+	char **relay_domains;
+	size_t n_relay_domains;
+	struct cidr *relay_networks;
+	size_t n_relay_networks;
+	uint64_t max_message_size;
+	unsigned max_recipients;
+	unsigned max_connections;
+	unsigned max_connections_per_ip;
+	unsigned max_errors;
+	double command_timeout;
+	double data_timeout;
+};
+
+/* Returns NULL and fills err ("FILE:LINE: message") on any error. */
+struct config *config_load(const char *path, char *err, size_t err_len);
+void config_free(struct config *cfg);
+
+bool config_is_relay_domain(const struct config *cfg, const char *domain,
+			    size_t len);
+bool config_is_relay_client(const struct config *cfg,
+			    const struct sockaddr *addr);
+
+/* Pure helpers, exposed for the parser of other lists. */
+bool cidr_parse(const char *text, struct cidr *out);
+bool cidr_contains(const struct cidr *net, const struct sockaddr *addr);
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * conn: the only place that calls read(2)/write(2) on client sockets.
+ * One read per readiness event into a 16 KiB buffer and one write per flush,
+ * so pipelined commands cost one syscall each way, not one per line.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Free buffers kept for reuse; the loop is single-threaded. */
+enum { POOL_KEEP = 256 };
+static char *pool[POOL_KEEP];
+static size_t pool_len;
+
+static char *buffer_get(void)
+{
+	if (pool_len > 0)
+		return pool[--pool_len];
+	return malloc(CONN_BUF_SIZE);
+}
+
+static void buffer_put(char **buf)
+{
+	if (*buf == NULL)
+		return;
+	if (pool_len < POOL_KEEP)
+		pool[pool_len++] = *buf;
+	else
+		free(*buf);
+	*buf = NULL;
+}
+
+static void rearm(struct conn *c)
+{
+	int events = 0;
+
+	if (c->reading && c->in_len < CONN_BUF_SIZE)
+		events |= EV_READ;
+	if (conn_output_pending(c))
+		events |= EV_WRITE;
+	if (events == (c->io.events & (EV_READ | EV_WRITE)) &&
+	    ev_is_active(&c->io) == (events != 0))
+		return;
+	ev_io_stop(c->loop, &c->io);
+	ev_io_set(&c->io, c->fd, events);
+	if (events != 0)
+		ev_io_start(c->loop, &c->io);
+}
+
+static bool on_readable(struct conn *c)
+{
+	ssize_t n;
+
+	if (c->in_len == CONN_BUF_SIZE)
+		return true; /* the owner has not made room yet */
+	if (c->in == NULL && (c->in = buffer_get()) == NULL)
+		return c->handler(c, CONN_ERROR, c->owner);
+	n = read(c->fd, c->in + c->in_len, CONN_BUF_SIZE - c->in_len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return true;
+	if (n <= 0)
+		return c->handler(c, n == 0 ? CONN_EOF : CONN_ERROR, c->owner);
+	c->in_len += (size_t)n;
+	if (ev_is_active(&c->timer))
+		ev_timer_again(c->loop, &c->timer);
+	return c->handler(c, CONN_DATAIN, c->owner);
+}
+
+static bool on_writable(struct conn *c)
+{
+	if (!conn_flush(c))
+		return c->handler(c, CONN_ERROR, c->owner);
+	if (conn_output_pending(c))
+		return true;
+	return c->handler(c, CONN_DRAINED, c->owner);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	if ((revents & EV_WRITE) && !on_writable(c))
+		return;
+	if ((revents & EV_READ) && c->reading && !on_readable(c))
+		return;
+	if (c->in != NULL && c->in_len == 0)
+		buffer_put(&c->in);
+	rearm(c);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	ev_timer_stop(c->loop, &c->timer);
+	c->handler(c, CONN_TIMEOUT, c->owner);
+}
+
+void conn_start(struct conn *c, struct ev_loop *loop, int fd,
+		conn_handler *handler, void *owner)
+{
+	memset(c, 0, sizeof(*c));
+	c->loop = loop;
+	c->fd = fd;
+	c->handler = handler;
+	c->owner = owner;
+	ev_io_init(&c->io, io_cb, fd, 0);
+	c->io.data = c;
+	ev_init(&c->timer, timer_cb);
+	c->timer.data = c;
+}
+
+void conn_stop(struct conn *c)
+{
+	ev_io_stop(c->loop, &c->io);
+	ev_timer_stop(c->loop, &c->timer);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	buffer_put(&c->in);
+	buffer_put(&c->out);
+	c->in_len = c->out_len = c->out_off = 0;
+}
+
+void conn_set_reading(struct conn *c, bool on)
+{
+	c->reading = on;
+	rearm(c);
+}
+
+void conn_set_timeout(struct conn *c, double seconds)
+{
+	if (seconds <= 0) {
+		ev_timer_stop(c->loop, &c->timer);
+		return;
+	}
+	c->timer.repeat = seconds;
+	ev_timer_again(c->loop, &c->timer);
+}
+
+const char *conn_input(const struct conn *c, size_t *len)
+{
+	*len = c->in_len;
+	return c->in;
+}
+
+void conn_consume(struct conn *c, size_t n)
+{
+	if (n >= c->in_len) {
+		c->in_len = 0;
+		return;
+	}
+	memmove(c->in, c->in + n, c->in_len - n);
+	c->in_len -= n;
+}
+
+size_t conn_output_room(const struct conn *c)
+{
+	return CONN_BUF_SIZE - c->out_len;
+}
+
+bool conn_write(struct conn *c, const char *data, size_t len)
+{
+	if (len > conn_output_room(c))
+		return false;
+	if (c->out == NULL && (c->out = buffer_get()) == NULL)
+		return false;
+	memcpy(c->out + c->out_len, data, len);
+	c->out_len += len;
+	return true;
+}
+
+bool conn_output_pending(const struct conn *c)
+{
+	return c->out_off < c->out_len;
+}
+
+bool conn_flush(struct conn *c)
+{
+	while (conn_output_pending(c)) {
+		ssize_t n = write(c->fd, c->out + c->out_off,
+				  c->out_len - c->out_off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0)
+			return false;
+		c->out_off += (size_t)n;
+	}
+	if (!conn_output_pending(c)) {
+		c->out_off = c->out_len = 0;
+		buffer_put(&c->out);
+	}
+	rearm(c);
+	return true;
+}
+
+void conn_pool_release(void)
+{
+	while (pool_len > 0)
+		free(pool[--pool_len]);
+}

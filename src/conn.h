@@ -1,0 +1,68 @@
+/*
+ * conn: buffered, non-blocking I/O for one socket on the libev loop. It owns
+ * the file descriptor, the watchers and the two buffers; it knows nothing of
+ * SMTP. Buffers come from a pool and go back whenever they are empty, so an
+ * idle connection costs its struct and the kernel's socket, nothing more.
+ * (STARTTLS will slot in here: the owner still only sees bytes.)
+ */
+#ifndef SMTPGW_CONN_H
+#define SMTPGW_CONN_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+enum { CONN_BUF_SIZE = 16384 };
+
+enum conn_event {
+	CONN_DATAIN,  /* new bytes are in the input buffer */
+	CONN_DRAINED, /* output that had to wait has all been written */
+	CONN_TIMEOUT, /* no input for the idle timeout */
+	CONN_EOF,     /* the peer closed its side */
+	CONN_ERROR,   /* read or write failed; the connection is unusable */
+};
+
+struct conn;
+
+/* Returns false when the owner has destroyed the conn inside the call. */
+typedef bool conn_handler(struct conn *c, enum conn_event ev, void *owner);
+
+struct conn {
+	struct ev_loop *loop;
+	int fd;
+	ev_io io;
+	ev_timer timer;
+	char *in;
+	size_t in_len;
+	char *out;
+	size_t out_len;
+	size_t out_off;
+	bool reading;
+	conn_handler *handler;
+	void *owner;
+};
+
+void conn_start(struct conn *c, struct ev_loop *loop, int fd,
+		conn_handler *handler, void *owner);
+/* Closes the socket and returns the buffers; the struct is the owner's. */
+void conn_stop(struct conn *c);
+
+/* Input is read only while the owner wants it (back-pressure). */
+void conn_set_reading(struct conn *c, bool on);
+/* Arms the idle timer (0 disarms it); every read restarts it. */
+void conn_set_timeout(struct conn *c, double seconds);
+
+const char *conn_input(const struct conn *c, size_t *len);
+void conn_consume(struct conn *c, size_t n);
+
+size_t conn_output_room(const struct conn *c);
+/* Appends to the output buffer; false if it does not fit. */
+bool conn_write(struct conn *c, const char *data, size_t len);
+/* Writes what it can now; false on a write error. */
+bool conn_flush(struct conn *c);
+bool conn_output_pending(const struct conn *c);
+
+/* Frees the pooled buffers at exit (keeps leak checkers quiet). */
+void conn_pool_release(void);
+
+#endif

@@ -1,0 +1,463 @@
+/*
+ * queue: spool directories, queue ids, temp-file writing and the sync
+ * thread. The thread owns a commit from queue_commit until it is reported
+ * back on the loop through an ev_async; the loop then calls the owner (or
+ * removes an orphan's file) and frees the commit. Nothing else is shared
+ * between the threads, and that list is guarded by one mutex.
+ */
+#include "queue.h"
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static const char QUEUE_MAGIC[] = "smtpgw-queue-file: 1\n";
+
+struct queue_commit {
+	struct queue_commit *next;
+	struct queue *q;
+	int fd;
+	char qid[QUEUE_ID_LEN + 1];
+	bool ok;
+	int error;
+	queue_commit_cb *cb;
+	void *owner;
+};
+
+struct queue {
+	char *dir;
+	int tmp_fd;
+	int queue_fd;
+	struct ev_loop *loop;
+	ev_async done_async;
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct queue_commit *pending; /* newest first; guarded by mu */
+	struct queue_commit *done;    /* guarded by mu */
+	bool stopping;		      /* guarded by mu */
+	uint64_t last_id;
+	unsigned in_flight;
+};
+
+static bool mkdir_p(const char *path)
+{
+	char buf[4096];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return false;
+		*p = '/';
+	}
+	return mkdir(buf, 0700) == 0 || errno == EEXIST;
+}
+
+static int open_subdir(const char *spool, const char *name)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", spool, name);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return -1;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		fsync(fd);
+	return fd;
+}
+
+static bool is_queue_id(const char *name)
+{
+	size_t n = strspn(name, "0123456789abcdef");
+
+	return n == QUEUE_ID_LEN && name[n] == '\0';
+}
+
+/* Every file in tmp/ is a message nobody was told 250 about. */
+static unsigned remove_partials(int dir_fd)
+{
+	DIR *d = fdopendir(dup(dir_fd));
+	struct dirent *e;
+	unsigned removed = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (unlinkat(dir_fd, e->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	fsync(dir_fd);
+	return removed;
+}
+
+static bool has_magic(int dir_fd, const char *name)
+{
+	char head[sizeof(QUEUE_MAGIC) - 1];
+	int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = read(fd, head, sizeof(head));
+	close(fd);
+	return n == (ssize_t)sizeof(head) &&
+	       memcmp(head, QUEUE_MAGIC, sizeof(head)) == 0;
+}
+
+static unsigned scan_queue(struct queue *q)
+{
+	DIR *d = fdopendir(dup(q->queue_fd));
+	struct dirent *e;
+	unsigned found = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		uint64_t id;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (!is_queue_id(e->d_name) ||
+		    !has_magic(q->queue_fd, e->d_name)) {
+			struct logline l;
+
+			log_begin(&l, LOG_WARN, "spool_unknown_file");
+			log_kv(&l, "file", "%s/queue/%s", q->dir, e->d_name);
+			log_end(&l);
+			continue;
+		}
+		found++;
+		id = strtoull(e->d_name, NULL, 16);
+		if (id > q->last_id)
+			q->last_id = id;
+	}
+	closedir(d);
+	return found;
+}
+
+static void sync_one(struct queue *q, struct queue_commit *c)
+{
+	c->ok = false;
+	if (fdatasync(c->fd) != 0) {
+		c->error = errno;
+		close(c->fd);
+		unlinkat(q->tmp_fd, c->qid, 0);
+		return;
+	}
+	close(c->fd);
+	if (renameat2(q->tmp_fd, c->qid, q->queue_fd, c->qid,
+		      RENAME_NOREPLACE) != 0) {
+		c->error = errno;
+		unlinkat(q->tmp_fd, c->qid, 0);
+		return;
+	}
+	c->ok = true;
+}
+
+/* A batch is durable only once the directory entry is; if that sync fails,
+ * none of the batch may be acknowledged. */
+static void sync_batch(struct queue *q, struct queue_commit *batch)
+{
+	bool renamed = false;
+
+	for (struct queue_commit *c = batch; c != NULL; c = c->next) {
+		sync_one(q, c);
+		renamed |= c->ok;
+	}
+	if (!renamed || fsync(q->queue_fd) == 0)
+		return;
+	for (struct queue_commit *c = batch; c != NULL; c = c->next) {
+		if (!c->ok)
+			continue;
+		c->ok = false;
+		c->error = errno;
+		unlinkat(q->queue_fd, c->qid, 0);
+	}
+}
+
+static struct queue_commit *reverse(struct queue_commit *list)
+{
+	struct queue_commit *out = NULL;
+
+	while (list != NULL) {
+		struct queue_commit *next = list->next;
+
+		list->next = out;
+		out = list;
+		list = next;
+	}
+	return out;
+}
+
+static void append_done(struct queue *q, struct queue_commit *batch)
+{
+	struct queue_commit *last = batch;
+
+	while (last->next != NULL)
+		last = last->next;
+	pthread_mutex_lock(&q->mu);
+	last->next = q->done;
+	q->done = batch;
+	pthread_mutex_unlock(&q->mu);
+	ev_async_send(q->loop, &q->done_async);
+}
+
+static void *sync_thread(void *arg)
+{
+	struct queue *q = arg;
+
+	for (;;) {
+		struct queue_commit *batch;
+
+		pthread_mutex_lock(&q->mu);
+		while (q->pending == NULL && !q->stopping)
+			pthread_cond_wait(&q->cv, &q->mu);
+		batch = reverse(q->pending);
+		q->pending = NULL;
+		pthread_mutex_unlock(&q->mu);
+		if (batch == NULL)
+			return NULL; /* stopping and nothing left */
+		sync_batch(q, batch);
+		append_done(q, batch);
+	}
+}
+
+static void report(struct queue *q, struct queue_commit *c)
+{
+	if (c->cb != NULL) {
+		if (!c->ok)
+			log_msg(LOG_ERR, "spool_sync_failed", "qid %s: %s",
+				c->qid, strerror(c->error));
+		c->cb(c->owner, c->ok, c->qid);
+	} else if (c->ok) {
+		struct logline l;
+
+		unlinkat(q->queue_fd, c->qid, 0);
+		log_begin(&l, LOG_INFO, "spool_orphan_removed");
+		log_kv(&l, "qid", "%s", c->qid);
+		log_end(&l);
+	}
+	q->in_flight--;
+	free(c);
+}
+
+static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct queue *q = w->data;
+	struct queue_commit *list;
+
+	(void)loop;
+	(void)revents;
+	pthread_mutex_lock(&q->mu);
+	list = reverse(q->done);
+	q->done = NULL;
+	pthread_mutex_unlock(&q->mu);
+	while (list != NULL) {
+		struct queue_commit *next = list->next;
+
+		report(q, list);
+		list = next;
+	}
+}
+
+static bool open_dirs(struct queue *q, char *err, size_t err_len)
+{
+	if (!mkdir_p(q->dir)) {
+		snprintf(err, err_len, "spool %s: %s", q->dir,
+			 strerror(errno));
+		return false;
+	}
+	q->tmp_fd = open_subdir(q->dir, "tmp");
+	q->queue_fd = open_subdir(q->dir, "queue");
+	if (q->tmp_fd < 0 || q->queue_fd < 0) {
+		snprintf(err, err_len, "spool %s: %s", q->dir,
+			 strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static void recover(struct queue *q)
+{
+	struct logline l;
+	unsigned removed = remove_partials(q->tmp_fd);
+	unsigned queued = scan_queue(q);
+
+	log_begin(&l, LOG_INFO, "spool_recover");
+	log_kv(&l, "spool", "%s", q->dir);
+	log_kv(&l, "queued", "%u", queued);
+	log_kv(&l, "partial_removed", "%u", removed);
+	log_end(&l);
+}
+
+struct queue *queue_open(const char *spool_dir, struct ev_loop *loop,
+			 char *err, size_t err_len)
+{
+	struct queue *q = calloc(1, sizeof(*q));
+
+	if (q == NULL || (q->dir = strdup(spool_dir)) == NULL) {
+		snprintf(err, err_len, "out of memory");
+		free(q);
+		return NULL;
+	}
+	q->tmp_fd = q->queue_fd = -1;
+	q->loop = loop;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	if (!open_dirs(q, err, err_len)) {
+		queue_close(q);
+		return NULL;
+	}
+	recover(q);
+	ev_async_init(&q->done_async, done_cb);
+	q->done_async.data = q;
+	ev_async_start(loop, &q->done_async);
+	if (pthread_create(&q->thread, NULL, sync_thread, q) != 0) {
+		snprintf(err, err_len, "cannot start the sync thread");
+		queue_close(q);
+		return NULL;
+	}
+	q->thread_started = true;
+	return q;
+}
+
+void queue_close(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	if (q->thread_started) {
+		pthread_mutex_lock(&q->mu);
+		q->stopping = true;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->thread, NULL);
+		done_cb(q->loop, &q->done_async, 0);
+		ev_async_stop(q->loop, &q->done_async);
+	}
+	if (q->tmp_fd >= 0)
+		close(q->tmp_fd);
+	if (q->queue_fd >= 0)
+		close(q->queue_fd);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	free(q->dir);
+	free(q);
+}
+
+unsigned queue_in_flight(const struct queue *q)
+{
+	return q->in_flight;
+}
+
+void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1])
+{
+	struct timeval tv;
+	uint64_t now, id;
+
+	gettimeofday(&tv, NULL);
+	now = ((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec) << 12;
+	/* Monotonic even if the clock steps back or many arrive at once. */
+	id = now > q->last_id ? now : q->last_id + 1;
+	q->last_id = id;
+	snprintf(out, QUEUE_ID_LEN + 1, "%016" PRIx64, id);
+}
+
+bool spool_file_create(struct queue *q, const char *qid,
+		       struct spool_file *f)
+{
+	memset(f, 0, sizeof(*f));
+	memcpy(f->qid, qid, QUEUE_ID_LEN + 1);
+	f->fd = openat(q->tmp_fd, qid,
+		       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (f->fd < 0) {
+		log_msg(LOG_ERR, "spool_create_failed", "qid %s: %s", qid,
+			strerror(errno));
+		f->failed = true;
+		return false;
+	}
+	f->written = 0;
+	if (write(f->fd, QUEUE_MAGIC, sizeof(QUEUE_MAGIC) - 1) !=
+	    (ssize_t)sizeof(QUEUE_MAGIC) - 1)
+		f->failed = true;
+	return !f->failed;
+}
+
+void spool_file_write(struct spool_file *f, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0 && !f->failed) {
+		ssize_t n = write(f->fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			log_msg(LOG_ERR, "spool_write_failed", "qid %s: %s",
+				f->qid, strerror(errno));
+			f->failed = true;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+		f->written += (uint64_t)n;
+	}
+}
+
+void spool_file_abort(struct queue *q, struct spool_file *f)
+{
+	if (f->fd < 0)
+		return;
+	close(f->fd);
+	unlinkat(q->tmp_fd, f->qid, 0);
+	f->fd = -1;
+}
+
+struct queue_commit *queue_commit(struct queue *q, struct spool_file *f,
+				  queue_commit_cb *cb, void *owner)
+{
+	struct queue_commit *c;
+
+	if (f->failed || (c = calloc(1, sizeof(*c))) == NULL) {
+		spool_file_abort(q, f);
+		return NULL;
+	}
+	c->q = q;
+	c->fd = f->fd;
+	f->fd = -1;
+	memcpy(c->qid, f->qid, sizeof(c->qid));
+	c->cb = cb;
+	c->owner = owner;
+	q->in_flight++;
+	pthread_mutex_lock(&q->mu);
+	c->next = q->pending;
+	q->pending = c;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	return c;
+}
+
+void queue_commit_orphan(struct queue_commit *commit)
+{
+	commit->cb = NULL;
+	commit->owner = NULL;
+}

@@ -1,0 +1,40 @@
+/*
+ * smtp_server: the inbound SMTP session. One struct session per client,
+ * driven by conn events through an explicit state machine and a command
+ * table of {verb, flags, proceed}. It decides replies and relay access and
+ * hands message bytes to the queue; it never touches a socket directly.
+ */
+#ifndef SMTPGW_SMTP_SERVER_H
+#define SMTPGW_SMTP_SERVER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct config;
+struct queue;
+struct listener;
+struct session;
+
+/* What all sessions of one worker share. */
+struct server {
+	struct ev_loop *loop;
+	const struct config *cfg;
+	struct queue *queue;
+	struct listener *listener;
+	struct session *sessions;
+	unsigned n_sessions;
+	uint64_t next_sid;
+	bool draining;
+};
+
+/* Takes ownership of fd (non-blocking, already counted by the listener). */
+void smtp_session_start(struct server *srv, int fd,
+			const struct sockaddr_storage *peer);
+
+/* SIGTERM: sessions waiting for a sync get their reply, the others 421;
+ * the loop is broken once the last session is gone. */
+void smtp_server_drain(struct server *srv);
+
+#endif
