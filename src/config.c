@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct key_def;
@@ -427,6 +428,53 @@ static bool set_listen(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+static const char *const level_names[] = {
+	[TLS_LEVEL_NONE] = "none",
+	[TLS_LEVEL_MAY] = "may",
+	[TLS_LEVEL_ENCRYPT] = "encrypt",
+	[TLS_LEVEL_VERIFY] = "verify",
+};
+
+const char *tls_level_name(enum tls_level level)
+{
+	return level <= TLS_LEVEL_VERIFY ? level_names[level] : "?";
+}
+
+bool tls_level_parse(const char *text, enum tls_level *out)
+{
+	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_VERIFY; i++) {
+		if (strcasecmp(text, level_names[i]) == 0) {
+			*out = (enum tls_level)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool set_level(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	if (!tls_level_parse(value, field(ctx, key)))
+		return fail(ctx, "%s: '%s' is not a level "
+				 "(none, may, encrypt, verify)",
+			    key->name, value);
+	return true;
+}
+
+static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
+		     const char *value)
+{
+	bool *slot = field(ctx, key);
+
+	if (strcasecmp(value, "yes") == 0 || strcasecmp(value, "true") == 0)
+		*slot = true;
+	else if (strcasecmp(value, "no") == 0 || strcasecmp(value, "false") == 0)
+		*slot = false;
+	else
+		return fail(ctx, "%s: '%s' is not yes or no", key->name, value);
+	return true;
+}
+
 #define AT(member) offsetof(struct config, member)
 
 static const struct key_def keys[] = {
@@ -449,6 +497,16 @@ static const struct key_def keys[] = {
 	 86400, "300s"},
 	{"gateway", "data_timeout", set_duration, AT(data_timeout), 1, 86400,
 	 "180s"},
+	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
+	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
+	 "/etc/ssl/certs/ca-certificates.crt"},
+	{"tls", "server_level", set_level, AT(server_level), 0, 0, "may"},
+	{"tls", "protocols", set_string, AT(protocols), 0, 0,
+	 "tlsv1.2,tlsv1.3"},
+	{"tls", "ciphers", set_string, AT(ciphers), 0, 0, "secure"},
+	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
+	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1, 3600,
+	 "60s"},
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
@@ -574,6 +632,10 @@ void config_free(struct config *cfg)
 	free(cfg->listen);
 	free(cfg->hostname);
 	free(cfg->spool);
+	free(cfg->cert_dir);
+	free(cfg->ca_file);
+	free(cfg->protocols);
+	free(cfg->ciphers);
 	free(cfg->path);
 	free(cfg);
 }

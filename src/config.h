@@ -24,6 +24,16 @@ struct listen_addr {
 	char text[80];
 };
 
+enum tls_level {
+	TLS_LEVEL_NONE = 0,
+	TLS_LEVEL_MAY,
+	TLS_LEVEL_ENCRYPT,
+	TLS_LEVEL_VERIFY,
+};
+
+const char *tls_level_name(enum tls_level level);
+bool tls_level_parse(const char *text, enum tls_level *out);
+
 struct config {
 	char *path;
 	char *hostname;
@@ -41,6 +51,14 @@ struct config {
 	unsigned max_errors;
 	double command_timeout;
 	double data_timeout;
+	double tls_timeout;
+	/* [tls] */
+	char *cert_dir;
+	char *ca_file;
+	enum tls_level server_level;
+	char *protocols;
+	char *ciphers;
+	bool ask_client_cert;
 };
 
 /* Returns NULL and fills err ("FILE:LINE: message") on any error. */

@@ -33,14 +33,30 @@ static void buffer_put(char **buf)
 	*buf = NULL;
 }
 
+/* libtls may need the opposite readiness to finish a read or a write
+ * (renegotiation, a record split across packets); ask for what it said. */
+static int tls_events(const struct conn *c)
+{
+	return (c->tls_wants_read ? EV_READ : 0) |
+	       (c->tls_wants_write ? EV_WRITE : 0);
+}
+
 static void rearm(struct conn *c)
 {
 	int events = 0;
+	bool want_input = c->reading && c->in_len < CONN_BUF_SIZE;
 
-	if (c->reading && c->in_len < CONN_BUF_SIZE)
-		events |= EV_READ;
-	if (conn_output_pending(c))
-		events |= EV_WRITE;
+	if (c->tls_state == CONN_TLS_HANDSHAKE) {
+		events = tls_events(c);
+	} else if (c->tls_state == CONN_TLS_ON) {
+		if (want_input || conn_output_pending(c))
+			events = tls_events(c);
+		if (want_input && c->tls_buffered)
+			ev_feed_event(c->loop, &c->io, EV_READ);
+	} else {
+		events = (want_input ? EV_READ : 0) |
+			 (conn_output_pending(c) ? EV_WRITE : 0);
+	}
 	if (events == (c->io.events & (EV_READ | EV_WRITE)) &&
 	    ev_is_active(&c->io) == (events != 0))
 		return;
@@ -48,6 +64,65 @@ static void rearm(struct conn *c)
 	ev_io_set(&c->io, c->fd, events);
 	if (events != 0)
 		ev_io_start(c->loop, &c->io);
+}
+
+/* Maps libtls's answers onto read(2)/write(2) conventions: -1 with
+ * EAGAIN when it wants more readiness, remembering which. */
+static ssize_t tls_result(struct conn *c, ssize_t n)
+{
+	c->tls_wants_read = n == TLS_WANT_POLLIN;
+	c->tls_wants_write = n == TLS_WANT_POLLOUT;
+	if (n == TLS_WANT_POLLIN || n == TLS_WANT_POLLOUT) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (n < 0)
+		errno = EIO;
+	return n;
+}
+
+static ssize_t raw_read(struct conn *c, char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->tls_state != CONN_TLS_ON)
+		return read(c->fd, buf, len);
+	n = tls_result(c, tls_read(c->tls, buf, len));
+	/* A full buffer may leave decrypted bytes inside libtls, where no
+	 * socket event will ever announce them. */
+	c->tls_buffered = n > 0 && (size_t)n == len;
+	if (!c->tls_wants_read && !c->tls_wants_write)
+		c->tls_wants_read = true;
+	return n;
+}
+
+static ssize_t raw_write(struct conn *c, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->tls_state != CONN_TLS_ON)
+		return write(c->fd, buf, len);
+	n = tls_result(c, tls_write(c->tls, buf, len));
+	if (!c->tls_wants_read && !c->tls_wants_write)
+		c->tls_wants_read = true;
+	return n;
+}
+
+static bool on_handshake(struct conn *c)
+{
+	int rc = tls_handshake(c->tls);
+
+	if (rc == TLS_WANT_POLLIN || rc == TLS_WANT_POLLOUT) {
+		c->tls_wants_read = rc == TLS_WANT_POLLIN;
+		c->tls_wants_write = rc == TLS_WANT_POLLOUT;
+		return true;
+	}
+	if (rc != 0)
+		return c->handler(c, CONN_TLSFAIL, c->owner);
+	c->tls_state = CONN_TLS_ON;
+	c->tls_wants_read = true;
+	c->tls_wants_write = false;
+	return c->handler(c, CONN_TLSREADY, c->owner);
 }
 
 static bool on_readable(struct conn *c)
@@ -58,7 +133,7 @@ static bool on_readable(struct conn *c)
 		return true; /* the owner has not made room yet */
 	if (c->in == NULL && (c->in = buffer_get()) == NULL)
 		return c->handler(c, CONN_ERROR, c->owner);
-	n = read(c->fd, c->in + c->in_len, CONN_BUF_SIZE - c->in_len);
+	n = raw_read(c, c->in + c->in_len, CONN_BUF_SIZE - c->in_len);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return true;
 	if (n <= 0)
@@ -83,7 +158,18 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct conn *c = w->data;
 
 	(void)loop;
-	if ((revents & EV_WRITE) && !on_writable(c))
+	if (c->tls_state == CONN_TLS_HANDSHAKE) {
+		if (!on_handshake(c))
+			return;
+		if (c->tls_state == CONN_TLS_ON)
+			revents = EV_READ; /* bytes may already be waiting */
+		else
+			revents = 0;
+	} else if (c->tls_state == CONN_TLS_ON) {
+		/* libtls decides what a readiness means; try both. */
+		revents = EV_READ | (conn_output_pending(c) ? EV_WRITE : 0);
+	}
+	if ((revents & EV_WRITE) && conn_output_pending(c) && !on_writable(c))
 		return;
 	if ((revents & EV_READ) && c->reading && !on_readable(c))
 		return;
@@ -120,6 +206,12 @@ void conn_stop(struct conn *c)
 {
 	ev_io_stop(c->loop, &c->io);
 	ev_timer_stop(c->loop, &c->timer);
+	if (c->tls != NULL) {
+		/* One try at close_notify; a blocked peer does not get more. */
+		tls_close(c->tls);
+		tls_free(c->tls);
+		c->tls = NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -184,8 +276,8 @@ bool conn_output_pending(const struct conn *c)
 bool conn_flush(struct conn *c)
 {
 	while (conn_output_pending(c)) {
-		ssize_t n = write(c->fd, c->out + c->out_off,
-				  c->out_len - c->out_off);
+		ssize_t n = raw_write(c, c->out + c->out_off,
+				      c->out_len - c->out_off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -207,4 +299,22 @@ void conn_pool_release(void)
 {
 	while (pool_len > 0)
 		free(pool[--pool_len]);
+}
+
+bool conn_starttls(struct conn *c, struct tls *server_ctx)
+{
+	if (c->in_len != 0 || tls_accept_socket(server_ctx, &c->tls, c->fd) != 0)
+		return false;
+	c->tls_state = CONN_TLS_HANDSHAKE;
+	c->tls_wants_read = true;
+	c->tls_wants_write = false;
+	rearm(c);
+	return true;
+}
+
+const char *conn_tls_error(const struct conn *c)
+{
+	const char *msg = c->tls ? tls_error(c->tls) : NULL;
+
+	return msg ? msg : "handshake failed";
 }

@@ -3,7 +3,8 @@
  * the file descriptor, the watchers and the two buffers; it knows nothing of
  * SMTP. Buffers come from a pool and go back whenever they are empty, so an
  * idle connection costs its struct and the kernel's socket, nothing more.
- * (STARTTLS will slot in here: the owner still only sees bytes.)
+ * After conn_starttls the same calls go through libtls: the owner still
+ * only sees bytes, plus the TLSREADY / TLSFAIL events of the handshake.
  */
 #ifndef SMTPGW_CONN_H
 #define SMTPGW_CONN_H
@@ -11,6 +12,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <tls.h>
 
 enum { CONN_BUF_SIZE = 16384 };
 
@@ -20,6 +22,14 @@ enum conn_event {
 	CONN_TIMEOUT, /* no input for the idle timeout */
 	CONN_EOF,     /* the peer closed its side */
 	CONN_ERROR,   /* read or write failed; the connection is unusable */
+	CONN_TLSREADY, /* the STARTTLS handshake completed */
+	CONN_TLSFAIL,  /* the handshake failed; see conn_tls_error */
+};
+
+enum conn_tls_state {
+	CONN_TLS_OFF,
+	CONN_TLS_HANDSHAKE,
+	CONN_TLS_ON,
 };
 
 struct conn;
@@ -38,6 +48,11 @@ struct conn {
 	size_t out_len;
 	size_t out_off;
 	bool reading;
+	struct tls *tls;
+	enum conn_tls_state tls_state;
+	bool tls_wants_write; /* libtls asked for POLLOUT to go on */
+	bool tls_wants_read;  /* libtls asked for POLLIN to go on */
+	bool tls_buffered;    /* libtls may hold decrypted bytes for us */
 	conn_handler *handler;
 	void *owner;
 };
@@ -61,6 +76,11 @@ bool conn_write(struct conn *c, const char *data, size_t len);
 /* Writes what it can now; false on a write error. */
 bool conn_flush(struct conn *c);
 bool conn_output_pending(const struct conn *c);
+
+/* Starts the server side of a TLS handshake on this socket (the input
+ * buffer must be empty: plaintext never crosses into TLS). */
+bool conn_starttls(struct conn *c, struct tls *server_ctx);
+const char *conn_tls_error(const struct conn *c);
 
 /* Frees the pooled buffers at exit (keeps leak checkers quiet). */
 void conn_pool_release(void);

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "queue.h"
 #include "smtp_proto.h"
+#include "tls.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ enum session_state {
 	ST_COMMAND, /* reading command lines */
 	ST_DATA,    /* reading the message after 354 */
 	ST_SYNC,    /* the queue is making the message durable */
+	ST_TLS,	    /* 220 to STARTTLS sent; handshake once it is out */
 	ST_CLOSING, /* last reply queued; close once it is written */
 };
 
@@ -39,6 +41,7 @@ enum close_reason {
 	CLOSE_TIMEOUT,
 	CLOSE_ERRORS,
 	CLOSE_SHUTDOWN,
+	CLOSE_TLS,
 };
 
 struct transaction {
@@ -67,6 +70,9 @@ struct session {
 	enum close_reason close_reason;
 	char *helo;
 	bool esmtp;
+	enum tls_level level;	/* inbound TLS level for this session */
+	bool tls_active;
+	enum tls_peer tls_peer;
 	bool discarding; /* inside a command line that is too long */
 	bool stalled; /* input waits for room in the output buffer */
 	unsigned errors, commands, messages;
@@ -79,6 +85,7 @@ enum {
 	F_NEED_RCPT = 1 << 2,
 	F_NO_TX = 1 << 3,
 	F_NO_ARG = 1 << 4,
+	F_PRE_TLS = 1 << 5, /* allowed before STARTTLS under encrypt/verify */
 };
 
 struct command {
@@ -120,6 +127,10 @@ static void enter_state(struct session *s, enum session_state next)
 		/* Pipelined input waits until the reply for this message. */
 		conn_set_reading(&s->conn, false);
 		conn_set_timeout(&s->conn, 0);
+		break;
+	case ST_TLS:
+		conn_set_reading(&s->conn, false);
+		conn_set_timeout(&s->conn, cfg_of(s)->tls_timeout);
 		break;
 	case ST_CLOSING:
 		/* Bounded too: a client that never reads its 421 goes away. */
@@ -257,6 +268,11 @@ static void do_helo(struct session *s, const struct smtp_cmd *cmd)
 	reply(s, "250 %s", cfg_of(s)->hostname);
 }
 
+static bool starttls_offered(const struct session *s)
+{
+	return s->level != TLS_LEVEL_NONE && !s->tls_active;
+}
+
 static void do_ehlo(struct session *s, const struct smtp_cmd *cmd)
 {
 	const struct config *cfg = cfg_of(s);
@@ -269,6 +285,8 @@ static void do_ehlo(struct session *s, const struct smtp_cmd *cmd)
 	reply(s, "250-%s", cfg->hostname);
 	send_line(s, "250-PIPELINING");
 	send_line(s, size);
+	if (starttls_offered(s))
+		send_line(s, "250-STARTTLS");
 	send_line(s, "250-8BITMIME");
 	send_line(s, "250-ENHANCEDSTATUSCODES");
 	send_line(s, "250 SMTPUTF8");
@@ -536,24 +554,39 @@ static void do_help(struct session *s, const struct smtp_cmd *cmd)
 
 static void do_starttls(struct session *s, const struct smtp_cmd *cmd)
 {
-	(void)cmd;
-	reject(s, SMTP_VERB_STARTTLS,
-	       "502 5.5.1 Error: command not implemented");
+	if (cmd->arg_len > 0)
+		reject(s, SMTP_VERB_STARTTLS, "501 5.5.4 Syntax: STARTTLS");
+	else if (s->tls_active)
+		reject(s, SMTP_VERB_STARTTLS,
+		       "554 5.5.1 Error: TLS already active");
+	else if (!starttls_offered(s))
+		reject(s, SMTP_VERB_STARTTLS,
+		       "502 5.5.1 Error: command not implemented");
+	else if (s->tx != NULL)
+		reject(s, SMTP_VERB_STARTTLS,
+		       "503 5.5.1 Error: MAIL transaction in progress");
+	else if (s->srv->tls == NULL)
+		reject(s, SMTP_VERB_STARTTLS,
+		       "454 4.7.0 TLS not available due to local problem");
+	else {
+		reply(s, "220 2.0.0 Ready to start TLS");
+		enter_state(s, ST_TLS);
+	}
 }
 
 static const struct command commands[SMTP_VERB_COUNT] = {
-	[SMTP_VERB_HELO] = {0, do_helo, NULL},
-	[SMTP_VERB_EHLO] = {0, do_ehlo, NULL},
+	[SMTP_VERB_HELO] = {F_PRE_TLS, do_helo, NULL},
+	[SMTP_VERB_EHLO] = {F_PRE_TLS, do_ehlo, NULL},
 	[SMTP_VERB_MAIL] = {F_NEED_HELO | F_NO_TX, do_mail, NULL},
 	[SMTP_VERB_RCPT] = {F_NEED_MAIL, do_rcpt, NULL},
 	[SMTP_VERB_DATA] = {F_NEED_RCPT | F_NO_ARG, do_data,
 			    "501 5.5.4 Syntax: DATA"},
 	[SMTP_VERB_RSET] = {F_NO_ARG, do_rset, "501 5.5.4 Syntax: RSET"},
-	[SMTP_VERB_NOOP] = {0, do_noop, NULL},
-	[SMTP_VERB_QUIT] = {0, do_quit, NULL},
+	[SMTP_VERB_NOOP] = {F_PRE_TLS, do_noop, NULL},
+	[SMTP_VERB_QUIT] = {F_PRE_TLS, do_quit, NULL},
 	[SMTP_VERB_VRFY] = {0, do_vrfy, NULL},
-	[SMTP_VERB_HELP] = {0, do_help, NULL},
-	[SMTP_VERB_STARTTLS] = {0, do_starttls, NULL},
+	[SMTP_VERB_HELP] = {F_PRE_TLS, do_help, NULL},
+	[SMTP_VERB_STARTTLS] = {F_PRE_TLS, do_starttls, NULL},
 };
 
 /* The flags of the command table, checked in one place. */
@@ -562,7 +595,10 @@ static bool command_allowed(struct session *s, enum smtp_verb verb,
 {
 	unsigned flags = commands[verb].flags;
 
-	if ((flags & F_NEED_HELO) && s->helo == NULL)
+	if (!(flags & F_PRE_TLS) && s->level >= TLS_LEVEL_ENCRYPT &&
+	    !s->tls_active)
+		reject(s, verb, "530 5.7.0 Must issue a STARTTLS command first");
+	else if ((flags & F_NEED_HELO) && s->helo == NULL)
 		reject(s, verb, "503 5.5.1 Error: send HELO/EHLO first");
 	else if ((flags & F_NO_TX) && s->tx != NULL)
 		reject(s, verb, "503 5.5.1 Error: nested MAIL command");
@@ -749,6 +785,8 @@ static const char *reason_name(enum close_reason why)
 		return "too_many_errors";
 	case CLOSE_SHUTDOWN:
 		return "shutdown";
+	case CLOSE_TLS:
+		return "tls";
 	}
 	return "none";
 }
@@ -762,6 +800,8 @@ static const char *state_name(enum session_state st)
 		return "DATA";
 	case ST_SYNC:
 		return "SYNC";
+	case ST_TLS:
+		return "TLS";
 	case ST_CLOSING:
 		return "CLOSING";
 	}
@@ -796,6 +836,30 @@ static void session_destroy(struct session *s)
 		ev_break(srv->loop, EVBREAK_ALL);
 }
 
+/* Plaintext that followed STARTTLS in the same read must never count as
+ * commands of the TLS session (CVE-2011-0411): drop it and say so. */
+static bool begin_handshake(struct session *s)
+{
+	struct logline l;
+	size_t len;
+
+	conn_input(&s->conn, &len);
+	if (len > 0) {
+		log_session(&l, s, LOG_WARN, "starttls_pipelining");
+		log_kv(&l, "client", "%s", s->peer_ip);
+		log_kv(&l, "discarded", "%zu", len);
+		log_end(&l);
+		conn_consume(&s->conn, len);
+	}
+	if (conn_starttls(&s->conn, tls_server_ctx(s->srv->tls)))
+		return true;
+	log_session(&l, s, LOG_WARN, "tls_failed");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "reason", "%s", conn_tls_error(&s->conn));
+	log_end(&l);
+	return false;
+}
+
 /* The end of every event: write what is queued, and destroy the session if
  * it is finished. Returns false when it was destroyed. */
 static bool settle(struct session *s)
@@ -810,6 +874,13 @@ static bool settle(struct session *s)
 		if (conn_output_pending(&s->conn))
 			return true; /* CONN_DRAINED resumes the input */
 		if (s->state == ST_CLOSING) {
+			session_destroy(s);
+			return false;
+		}
+		if (s->state == ST_TLS && s->conn.tls_state == CONN_TLS_OFF) {
+			if (begin_handshake(s))
+				return true;
+			s->close_reason = CLOSE_ERROR;
 			session_destroy(s);
 			return false;
 		}
@@ -834,6 +905,70 @@ static void on_timeout(struct session *s)
 	close_after_reply(s, CLOSE_TIMEOUT);
 }
 
+static void log_tls(struct session *s, const char *why)
+{
+	struct tls *t = s->conn.tls;
+	const char *sni = tls_conn_servername(t);
+	struct logline l;
+
+	log_session(&l, s, LOG_INFO, "tls");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "version", "%s", tls_conn_version(t));
+	log_kv(&l, "cipher", "%s", tls_conn_cipher(t));
+	log_kv(&l, "bits", "%d", tls_conn_cipher_strength(t));
+	log_kv(&l, "sni", "%s", sni ? sni : "");
+	log_kv(&l, "peer", "%s", tls_peer_name(s->tls_peer));
+	if (s->tls_peer != TLS_PEER_NONE) {
+		log_kv(&l, "peer_subject", "%s", tls_peer_cert_subject(t));
+		log_kv(&l, "peer_issuer", "%s", tls_peer_cert_issuer(t));
+	}
+	if (s->tls_peer == TLS_PEER_UNTRUSTED)
+		log_kv(&l, "peer_reason", "%s", why);
+	log_kv(&l, "msg", "%s TLS connection established from %s: %s with "
+			  "cipher %s",
+	       tls_peer_name(s->tls_peer), s->peer_ip, tls_conn_version(t),
+	       tls_conn_cipher(t));
+	log_end(&l);
+}
+
+/* TLS is up: the session starts over (RFC 3207 4.2), and under verify a
+ * client without a trusted certificate goes no further, as in Postfix. */
+static void on_tls_ready(struct session *s)
+{
+	char why[200];
+
+	s->tls_active = true;
+	s->tls_peer = tls_server_check_peer(s->srv->tls, s->conn.tls, why,
+					    sizeof(why));
+	log_tls(s, why);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	tx_free(s);
+	if (s->level == TLS_LEVEL_VERIFY && s->tls_peer != TLS_PEER_TRUSTED) {
+		reject(s, SMTP_VERB_STARTTLS, "421 4.7.1 %s Error: %s",
+		       cfg_of(s)->hostname,
+		       s->tls_peer == TLS_PEER_NONE
+			       ? "No client certificate presented"
+			       : "Client certificate not trusted");
+		close_after_reply(s, CLOSE_TLS);
+		return;
+	}
+	enter_state(s, ST_COMMAND);
+}
+
+static void on_tls_failed(struct session *s)
+{
+	struct logline l;
+
+	log_session(&l, s, LOG_WARN, "tls_failed");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "reason", "%s", conn_tls_error(&s->conn));
+	log_end(&l);
+	s->close_reason = CLOSE_TLS;
+	session_destroy(s);
+}
+
 static bool on_conn_event(struct conn *c, enum conn_event ev, void *owner)
 {
 	struct session *s = owner;
@@ -845,12 +980,21 @@ static bool on_conn_event(struct conn *c, enum conn_event ev, void *owner)
 		process_input(s);
 		break;
 	case CONN_TIMEOUT:
-		if (s->state == ST_CLOSING) {
-			session_destroy(s); /* it never read its last reply */
+		if (s->state == ST_CLOSING || s->state == ST_TLS) {
+			/* It never read its last reply, or never finished the
+			 * handshake: nothing can be said to it any more. */
+			s->close_reason = CLOSE_TIMEOUT;
+			session_destroy(s);
 			return false;
 		}
 		on_timeout(s);
 		break;
+	case CONN_TLSREADY:
+		on_tls_ready(s);
+		break;
+	case CONN_TLSFAIL:
+		on_tls_failed(s);
+		return false;
 	case CONN_EOF:
 	case CONN_ERROR:
 		if (s->close_reason == CLOSE_NONE)
@@ -902,6 +1046,7 @@ void smtp_session_start(struct server *srv, int fd,
 	}
 	s->srv = srv;
 	s->sid = ++srv->next_sid;
+	s->level = srv->cfg->server_level;
 	s->peer = *peer;
 	sockaddr_ip_text(peer, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = sockaddr_port(peer);
@@ -930,8 +1075,12 @@ void smtp_server_drain(struct server *srv)
 	while (s != NULL) {
 		struct session *next = s->next;
 
-		/* A message being synced gets its 250 first (on_committed). */
-		if (s->state != ST_SYNC && s->state != ST_CLOSING) {
+		/* A message being synced gets its 250 first (on_committed);
+		 * nothing can be said in the middle of a handshake. */
+		if (s->state == ST_TLS) {
+			s->close_reason = CLOSE_SHUTDOWN;
+			session_destroy(s);
+		} else if (s->state != ST_SYNC && s->state != ST_CLOSING) {
 			send_line(s, line);
 			close_after_reply(s, CLOSE_SHUTDOWN);
 			settle(s);

@@ -16,6 +16,7 @@ struct config;
 struct queue;
 struct listener;
 struct session;
+struct tls_server;
 
 /* What all sessions of one worker share. */
 struct server {
@@ -23,6 +24,7 @@ struct server {
 	const struct config *cfg;
 	struct queue *queue;
 	struct listener *listener;
+	struct tls_server *tls; /* NULL when TLS could not be set up */
 	struct session *sessions;
 	unsigned n_sessions;
 	uint64_t next_sid;
