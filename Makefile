@@ -9,7 +9,7 @@ WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CSTD    = -std=c17 -D_GNU_SOURCE
 INC     = $(shell $(PKGCONF) --cflags inih 2>/dev/null)
 LIBS    = -lev $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
-	  -lpthread
+	  -ltls -lssl -lcrypto -lpthread
 
 CFLAGS_RELEASE = $(CSTD) $(WARN) -O2 -g $(INC)
 SANITIZE       = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
@@ -22,7 +22,7 @@ OBJ      = $(SRC:src/%.c=build/obj/%.o)
 OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
-DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev
+DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks python3 procps
 
 .PHONY: all run check deps deps-check unit clean fuzz format
@@ -83,12 +83,16 @@ check: deps-check
 	./spec/run.sh
 
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).
+# The log goes to a file so that `tail` cannot hide the fuzzer's exit status,
+# and crash inputs land in build/fuzz/ rather than in the work tree.
 fuzz: spec/c/fuzz_smtp_proto.c src/smtp_proto.c $(HDR)
-	mkdir -p build/fuzz
-	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+	mkdir -p build/fuzz/corpus
+	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=undefined -Isrc \
 		-o build/fuzz/fuzz_smtp_proto spec/c/fuzz_smtp_proto.c src/smtp_proto.c
-	./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} build/fuzz/corpus 2>&1 | tail -5 || \
-		{ mkdir -p build/fuzz/corpus && ./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} build/fuzz/corpus 2>&1 | tail -5; }
+	./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} \
+		-artifact_prefix=build/fuzz/ build/fuzz/corpus \
+		>build/fuzz/fuzz.log 2>&1; rc=$$?; tail -5 build/fuzz/fuzz.log; exit $$rc
 
 format:
 	clang-format -i src/*.c src/*.h spec/c/*.c

@@ -539,14 +539,35 @@ static int on_key(void *user, const char *section, const char *name,
 	return fail(ctx, "unknown key '%s' in [%s]", name, section);
 }
 
+/* inih calls the handler only for keys, so an unknown section without
+ * keys would pass unseen: section lines are checked as they are read. */
+static void check_section_line(struct load_ctx *ctx, const char *line)
+{
+	char name[128];
+	const char *p = line + strspn(line, " \t");
+	size_t n;
+
+	if (*p != '[')
+		return;
+	n = strcspn(++p, "]");
+	if (p[n] != ']' || n >= sizeof(name))
+		return; /* inih reports the syntax error */
+	memcpy(name, p, n);
+	name[n] = '\0';
+	if (!known_section(name))
+		fail(ctx, "unknown section [%s]", name);
+}
+
 /* inih's reader hook: counting lines here gives setters their line. */
 static char *read_line(char *buf, int size, void *stream)
 {
 	struct load_ctx *ctx = stream;
 	char *got = fgets(buf, size, ctx->file);
 
-	if (got != NULL)
+	if (got != NULL) {
 		ctx->line++;
+		check_section_line(ctx, got);
+	}
 	return got;
 }
 

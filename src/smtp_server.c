@@ -73,6 +73,7 @@ struct session {
 	enum tls_level level;	/* inbound TLS level for this session */
 	bool tls_active;
 	enum tls_peer tls_peer;
+	const char *tls_refusal; /* verify failed: the next command gets it */
 	bool discarding; /* inside a command line that is too long */
 	bool stalled; /* input waits for room in the output buffer */
 	unsigned errors, commands, messages;
@@ -621,6 +622,12 @@ static void handle_command(struct session *s, const char *line, size_t len)
 	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
 
 	s->commands++;
+	if (s->tls_refusal != NULL) {
+		reject(s, cmd.verb, "421 4.7.1 %s Error: %s", cfg_of(s)->hostname,
+		       s->tls_refusal);
+		close_after_reply(s, CLOSE_TLS);
+		return;
+	}
 	switch (st) {
 	case SMTP_CMD_OK:
 		break;
@@ -945,15 +952,12 @@ static void on_tls_ready(struct session *s)
 	s->helo = NULL;
 	s->esmtp = false;
 	tx_free(s);
-	if (s->level == TLS_LEVEL_VERIFY && s->tls_peer != TLS_PEER_TRUSTED) {
-		reject(s, SMTP_VERB_STARTTLS, "421 4.7.1 %s Error: %s",
-		       cfg_of(s)->hostname,
-		       s->tls_peer == TLS_PEER_NONE
-			       ? "No client certificate presented"
-			       : "Client certificate not trusted");
-		close_after_reply(s, CLOSE_TLS);
-		return;
-	}
+	/* Answered to the client's next command rather than at once: a reply
+	 * sent unasked is lost to a TCP reset when its EHLO crosses our close. */
+	if (s->level == TLS_LEVEL_VERIFY && s->tls_peer != TLS_PEER_TRUSTED)
+		s->tls_refusal = s->tls_peer == TLS_PEER_NONE
+					 ? "No client certificate presented"
+					 : "Client certificate not trusted";
 	enter_state(s, ST_COMMAND);
 }
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs every spec for `make check`: the C unit tests of the pure parser
+# (build/check/test_smtp_proto, TAP) and the busted specs in spec/unit and
+# spec/integration (TAP), against the sanitized build/check/smtpgw.
+# Prints all output, then as the very last line "N passed, N failed".
+# Exits 1 when anything failed or a runner crashed.
+set -u
+
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+
+export SMTPGW_BIN="$ROOT/build/check/smtpgw"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export LC_ALL=C.UTF-8
+
+passed=0
+failed=0
+skipped=0
+
+# count_tap NAME STATUS FILE: add the TAP results of one runner. A runner
+# that exited non-zero without reporting a failure counts as one failure;
+# so does a runner that reported no test at all.
+count_tap() {
+	local name=$1 status=$2 file=$3
+	local ok notok skip
+	ok=$(grep -cE '^ok [0-9]+' "$file")
+	skip=$(grep -cE '^ok [0-9]+ - # SKIP' "$file")
+	notok=$(grep -cE '^not ok [0-9]+' "$file")
+	ok=$((ok - skip))
+	echo "# $name: $ok ok, $notok not ok, $skip skipped, exit status $status"
+	passed=$((passed + ok))
+	failed=$((failed + notok))
+	skipped=$((skipped + skip))
+	if [ "$status" -ne 0 ] && [ "$notok" -eq 0 ]; then
+		echo "# $name: runner exited with status $status without a failing test: counted as 1 failure"
+		failed=$((failed + 1))
+	elif [ $((ok + notok + skip)) -eq 0 ]; then
+		echo "# $name: runner reported no test: counted as 1 failure"
+		failed=$((failed + 1))
+	fi
+}
+
+tmp=$(mktemp -d /tmp/smtpgw-run.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+export SMTPGW_SPEC_PIDS="$tmp/pids"
+# One certificate pair for every gateway of the run (see gateway.lua).
+export SMTPGW_SPEC_CERTS="$tmp/certs"
+: >"$SMTPGW_SPEC_PIDS"
+
+# ---- C unit tests of src/smtp_proto.c
+echo "# ==== spec/c: build/check/test_smtp_proto"
+if [ -x build/check/test_smtp_proto ]; then
+	timeout -k 10 120 ./build/check/test_smtp_proto >"$tmp/c.out" 2>&1
+	status=$?
+else
+	echo "build/check/test_smtp_proto is missing (run: make build/check/test_smtp_proto)" >"$tmp/c.out"
+	status=127
+fi
+cat "$tmp/c.out"
+count_tap "spec/c" "$status" "$tmp/c.out"
+
+# ---- busted specs
+dirs=()
+for d in spec/unit spec/integration; do
+	[ -d "$d" ] && dirs+=("$d")
+done
+echo "# ==== busted: ${dirs[*]}"
+if [ ! -x "$SMTPGW_BIN" ]; then
+	echo "# warning: $SMTPGW_BIN is missing; the integration specs will fail"
+fi
+timeout -k 10 480 busted --lua=luajit -o TAP "${dirs[@]}" >"$tmp/busted.out" 2>&1
+status=$?
+cat "$tmp/busted.out"
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+	echo "# busted: timed out"
+fi
+count_tap "busted" "$status" "$tmp/busted.out"
+
+# A gateway that a crashed spec left running must not outlive the run: the
+# harness records every PID it starts in $SMTPGW_SPEC_PIDS.
+while read -r pid; do
+	[ -n "$pid" ] || continue
+	if [ -r "/proc/$pid/cmdline" ] &&
+		tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$SMTPGW_BIN -c "; then
+		echo "# gateway pid $pid was left running by the specs: killed, counted as 1 failure"
+		kill -KILL "$pid" 2>/dev/null
+		failed=$((failed + 1))
+	fi
+done <"$SMTPGW_SPEC_PIDS"
+
+if [ "$skipped" -gt 0 ]; then
+	echo "# $skipped skipped"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
