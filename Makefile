@@ -23,7 +23,8 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev
-DEPS_CHECK = lua-busted luajit2 lua-socket swaks python3 procps openssl
+DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh
 
 .PHONY: all run check deps deps-check unit clean fuzz format
 
