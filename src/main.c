@@ -10,6 +10,7 @@
 #include "queue.h"
 #include "smtp_server.h"
 #include "tls.h"
+#include "tls_probe.h"
 
 #include <ev.h>
 #include <signal.h>
@@ -20,27 +21,62 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-enum command { CMD_RUN, CMD_CHECK, CMD_CERTS };
+enum command { CMD_RUN, CMD_CHECK, CMD_CERTS, CMD_PROBE };
 
 struct options {
 	const char *config_path;
 	enum command command;
 	bool json;
+	struct probe_options probe;
 };
 
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: smtpgw -c FILE [-t]\n"
 		    "       smtpgw -c FILE certs [--json]\n"
+		    "       smtpgw -c FILE tls-probe HOST:PORT [--level encrypt|"
+		    "verify] [--name NAME] [--repeat N]\n"
 		    "  -c FILE  gateway.ini to use\n"
 		    "  -t       check FILE and exit (0 ok, 1 error)\n"
 		    "  certs    list the certificates of [tls] cert_dir\n");
+}
+
+static bool parse_probe(int argc, char **argv, struct options *o)
+{
+	struct probe_options *p = &o->probe;
+
+	o->command = CMD_PROBE;
+	p->level = TLS_LEVEL_VERIFY;
+	p->repeat = 1;
+	if (optind + 1 >= argc)
+		return false;
+	p->target = argv[optind + 1];
+	for (int i = optind + 2; i + 1 < argc; i += 2) {
+		const char *opt = argv[i], *val = argv[i + 1];
+
+		if (strcmp(opt, "--level") == 0) {
+			if (!tls_level_parse(val, &p->level) ||
+			    p->level < TLS_LEVEL_ENCRYPT)
+				return false;
+		} else if (strcmp(opt, "--name") == 0) {
+			p->name = val;
+		} else if (strcmp(opt, "--repeat") == 0) {
+			p->repeat = (unsigned)strtoul(val, NULL, 10);
+			if (p->repeat == 0 || p->repeat > 100)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return (argc - optind) % 2 == 0;
 }
 
 static bool parse_command(int argc, char **argv, struct options *o)
 {
 	if (optind == argc)
 		return true;
+	if (strcmp(argv[optind], "tls-probe") == 0)
+		return parse_probe(argc, argv, o);
 	if (strcmp(argv[optind], "certs") != 0)
 		return false;
 	o->command = CMD_CERTS;
@@ -336,6 +372,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_CERTS:
 		rc = certs_command(cfg, o.json);
+		break;
+	case CMD_PROBE:
+		rc = tls_probe_command(cfg, &o.probe);
 		break;
 	case CMD_RUN:
 		rc = run(cfg);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -561,12 +562,34 @@ const char *tls_peer_name(enum tls_peer peer)
 
 /* ---- clients ----------------------------------------------------------- */
 
+/* libtls keeps a client's resumable session in a file; an anonymous
+ * memory file keeps it off the disk. One per config: later per-destination
+ * configs (delivery) get one each, so sessions are not offered across
+ * destinations. */
+static int enable_session_reuse(struct tls_config *c, char *err,
+				size_t err_len)
+{
+	int fd = memfd_create("smtpgw-tls-session", MFD_CLOEXEC);
+
+	if (fd < 0 || fchmod(fd, 0600) != 0 ||
+	    tls_config_set_session_fd(c, fd) != 0) {
+		snprintf(err, err_len, "tls session cache: %s",
+			 fd < 0 ? strerror(errno) : tls_config_error(c));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd; /* libtls uses it but does not own it */
+}
+
 static struct tls_config *client_config(const struct config *cfg, bool verify,
-					char *err, size_t err_len)
+					int *session_fd, char *err,
+					size_t err_len)
 {
 	struct tls_config *c = tls_config_new();
 
-	if (c == NULL || !apply_common(cfg, c, err, err_len)) {
+	if (c == NULL || !apply_common(cfg, c, err, err_len) ||
+	    (*session_fd = enable_session_reuse(c, err, err_len)) < 0) {
 		if (c == NULL)
 			snprintf(err, err_len, "tls: out of memory");
 		tls_config_free(c);
@@ -586,8 +609,12 @@ static struct tls_config *client_config(const struct config *cfg, bool verify,
 bool tls_clients_new(const struct config *cfg, struct tls_clients *out,
 		     char *err, size_t err_len)
 {
-	out->encrypt = client_config(cfg, false, err, err_len);
-	out->verify = out->encrypt ? client_config(cfg, true, err, err_len)
+	out->encrypt_session = out->verify_session = -1;
+	out->encrypt = client_config(cfg, false, &out->encrypt_session, err,
+				     err_len);
+	out->verify = out->encrypt ? client_config(cfg, true,
+						   &out->verify_session, err,
+						   err_len)
 				   : NULL;
 	if (out->verify == NULL) {
 		tls_clients_free(out);
@@ -601,4 +628,9 @@ void tls_clients_free(struct tls_clients *c)
 	tls_config_free(c->encrypt);
 	tls_config_free(c->verify);
 	c->encrypt = c->verify = NULL;
+	if (c->encrypt_session >= 0)
+		close(c->encrypt_session);
+	if (c->verify_session >= 0)
+		close(c->verify_session);
+	c->encrypt_session = c->verify_session = -1;
 }

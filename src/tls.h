@@ -66,6 +66,8 @@ const char *tls_peer_name(enum tls_peer peer);
 struct tls_clients {
 	struct tls_config *encrypt;
 	struct tls_config *verify;
+	int encrypt_session; /* memory files holding the resumable sessions */
+	int verify_session;
 };
 
 bool tls_clients_new(const struct config *cfg, struct tls_clients *out,
