@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""A small real SMTP receiver for specs: plaintext or STARTTLS (Python's ssl
+module, i.e. OpenSSL), storing each accepted message as a file.
+
+    smtp_receiver.py --maildir DIR [--cert CRT --key KEY] [--no-starttls]
+                     [--rcpt-reply "450 4.2.0 busy"] [--host 127.0.0.1]
+
+It binds port 0 on the loopback, prints "listening PORT" on stdout and then
+serves until killed. Each message lands in DIR/N.eml with the envelope in
+DIR/N.env ("tls: TLSv1.3" or "tls: none", "from: ...", "rcpt: ..." lines).
+"""
+import argparse
+import os
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+
+counter_lock = threading.Lock()
+counter = [0]
+
+
+def next_name(maildir):
+    with counter_lock:
+        counter[0] += 1
+        return os.path.join(maildir, "%d" % counter[0])
+
+
+class Session:
+    def __init__(self, sock, opts):
+        self.sock = sock
+        self.opts = opts
+        self.buf = b""
+        self.tls = None
+        self.reset()
+
+    def reset(self):
+        self.sender = None
+        self.rcpts = []
+
+    def send(self, line):
+        self.sock.sendall(line.encode() + b"\r\n")
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+            if len(self.buf) > 1 << 20:
+                return None
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def ehlo(self, arg):
+        lines = ["250-receiver.test", "250-PIPELINING", "250-8BITMIME"]
+        if self.opts.cert and not self.opts.no_starttls and self.tls is None:
+            lines.append("250-STARTTLS")
+        lines.append("250 SIZE 50000000")
+        self.sock.sendall("".join(l + "\r\n" for l in lines).encode())
+
+    def starttls(self):
+        if not self.opts.cert or self.opts.no_starttls or self.tls:
+            self.send("502 5.5.1 not offered")
+            return True
+        self.send("220 2.0.0 go ahead")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.opts.cert, self.opts.key)
+        if self.opts.break_tls:
+            # A handshake that fails: garbage instead of a ServerHello.
+            self.sock.recv(4096)
+            self.sock.sendall(b"this is not TLS\r\n")
+            return False
+        try:
+            self.sock = ctx.wrap_socket(self.sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            return False
+        self.tls = self.sock.version()
+        self.buf = b""
+        self.reset()
+        return True
+
+    def data(self):
+        if not self.rcpts:
+            self.send("554 5.5.1 no valid recipients")
+            return True
+        self.send("354 go ahead")
+        body = []
+        while True:
+            line = self.line()
+            if line is None:
+                return False
+            if line == b".":
+                break
+            body.append(line[1:] if line.startswith(b".") else line)
+        base = next_name(self.opts.maildir)
+        with open(base + ".eml.tmp", "wb") as f:
+            f.write(b"\r\n".join(body) + b"\r\n")
+        with open(base + ".env", "w") as f:
+            f.write("tls: %s\n" % (self.tls or "none"))
+            f.write("from: %s\n" % self.sender)
+            for r in self.rcpts:
+                f.write("rcpt: %s\n" % r)
+        os.rename(base + ".eml.tmp", base + ".eml")
+        self.send("250 2.0.0 stored as %s" % os.path.basename(base))
+        self.reset()
+        return True
+
+    def run(self):
+        self.send("220 receiver.test ESMTP spec receiver")
+        while True:
+            line = self.line()
+            if line is None:
+                return
+            text = line.decode("utf-8", "replace")
+            verb = text.split(" ", 1)[0].upper()
+            arg = text[len(verb):].strip()
+            if verb in ("EHLO", "HELO"):
+                self.ehlo(arg)
+            elif verb == "STARTTLS":
+                if not self.starttls():
+                    return
+            elif verb == "MAIL":
+                self.sender = arg[5:].strip() if len(arg) > 5 else ""
+                self.send("250 2.1.0 ok")
+            elif verb == "RCPT":
+                if self.opts.rcpt_reply:
+                    self.send(self.opts.rcpt_reply)
+                else:
+                    self.rcpts.append(arg[3:].strip())
+                    self.send("250 2.1.5 ok")
+            elif verb == "DATA":
+                if not self.data():
+                    return
+            elif verb == "RSET":
+                self.reset()
+                self.send("250 2.0.0 ok")
+            elif verb == "NOOP":
+                self.send("250 2.0.0 ok")
+            elif verb == "QUIT":
+                self.send("221 2.0.0 bye")
+                return
+            else:
+                self.send("502 5.5.2 unknown")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--maildir", required=True)
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--no-starttls", action="store_true")
+    p.add_argument("--break-tls", action="store_true")
+    p.add_argument("--rcpt-reply")
+    p.add_argument("--host", default="127.0.0.1")
+    opts = p.parse_args()
+    os.makedirs(opts.maildir, exist_ok=True)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            try:
+                Session(self.request, opts).run()
+            except (OSError, ssl.SSLError):
+                pass
+
+    family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+
+    class Server(socketserver.ThreadingTCPServer):
+        address_family = family
+        daemon_threads = True
+        allow_reuse_address = True
+
+    with Server((opts.host, 0), Handler) as srv:
+        print("listening %d" % srv.server_address[1], flush=True)
+        srv.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
