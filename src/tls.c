@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -322,7 +323,7 @@ static void fingerprint(X509 *cert, char *out, size_t len)
 	out[0] = '\0';
 	if (X509_digest(cert, EVP_sha256(), md, &n) != 1)
 		return;
-	for (unsigned i = 0; i < n && used + 4 < len; i++)
+	for (unsigned i = 0; i < n && used + 3 < len; i++) /* ":XX" + NUL */
 		used += (size_t)snprintf(out + used, len - used, "%s%02X",
 					 i ? ":" : "", md[i]);
 }
@@ -385,6 +386,33 @@ static bool fail_config(struct tls_config *c, const char *what, char *err,
 	return false;
 }
 
+/*
+ * libtls's named cipher sets, spelled for OpenSSL. Debian's libtls (LibreTLS)
+ * passes its own definition of "secure" ("TLSv1.3:TLSv1.2+AEAD+ECDHE:...")
+ * to OpenSSL, which does not parse it and leaves every cipher enabled, RSA
+ * key exchange and CBC included (seen with openssl s_client -cipher
+ * AES256-SHA). So the names are resolved here to what libtls documents.
+ * TLS 1.3 suites are all AEAD with forward secrecy and are not affected.
+ */
+static const char *openssl_ciphers(const char *name)
+{
+	static const struct {
+		const char *name, *ciphers;
+	} sets[] = {
+		{"secure", "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"},
+		{"default", "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"},
+		{"compat", "HIGH:!aNULL"},
+		{"legacy", "HIGH:MEDIUM:!aNULL"},
+		{"insecure", "ALL:!aNULL:!eNULL"},
+		{"all", "ALL:!aNULL:!eNULL"},
+	};
+
+	for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
+		if (strcasecmp(name, sets[i].name) == 0)
+			return sets[i].ciphers;
+	return name; /* an explicit OpenSSL cipher string */
+}
+
 /* Protocols and ciphers, shared by server and client configs. */
 static bool apply_common(const struct config *cfg, struct tls_config *c,
 			 char *err, size_t err_len)
@@ -394,7 +422,7 @@ static bool apply_common(const struct config *cfg, struct tls_config *c,
 	if (tls_config_parse_protocols(&protocols, cfg->protocols) != 0 ||
 	    tls_config_set_protocols(c, protocols) != 0)
 		return fail_config(c, "[tls] protocols", err, err_len);
-	if (tls_config_set_ciphers(c, cfg->ciphers) != 0)
+	if (tls_config_set_ciphers(c, openssl_ciphers(cfg->ciphers)) != 0)
 		return fail_config(c, "[tls] ciphers", err, err_len);
 	return true;
 }

@@ -4,12 +4,12 @@
 
 local gateway = require "gateway"
 local procs = require "procs"
-local pki = require "pki"
+local tls = require "tls_support"
 local tools = require "tools"
 local q = gateway.shell_quote
 
 describe("tls-probe: outbound client configs", function()
-  local dir, ca
+  local dir, pki, selfsigned
 
   -- A receiver with `args`; returns its port.
   local function receiver(args)
@@ -22,16 +22,16 @@ describe("tls-probe: outbound client configs", function()
   local function probe(port, extra)
     local ini = dir .. "/probe.ini"
     gateway.write_file(ini, "[gateway]\nhostname = probe.test.example\n" ..
-      "listen = 127.0.0.1:0\n[tls]\nca_file = " .. ca.crt .. "\n")
+      "listen = 127.0.0.1:0\n[tls]\nca_file = " .. pki.ca.crt .. "\n")
     return gateway.run(q(gateway.bin()) .. " -c " .. q(ini) ..
       " tls-probe 127.0.0.1:" .. port .. " " .. (extra or ""))
   end
 
   setup(function()
     dir = gateway.mktempdir()
-    ca = pki.ca(dir .. "/ca")
-    pki.leaf(dir .. "/pki", "receiver.test", { ca = ca })
-    pki.leaf(dir .. "/pki", "selfsigned.test")
+    pki = tls.make_pki(dir .. "/pki") -- a: a.test.example, signed by pki.ca
+    selfsigned = tls.self_signed(dir .. "/pki", "selfsigned",
+      { cn = "selfsigned.test", san = "DNS:selfsigned.test" })
   end)
 
   teardown(function()
@@ -40,8 +40,7 @@ describe("tls-probe: outbound client configs", function()
   end)
 
   it("encrypt: TLS with a self-signed certificate, nothing checked", function()
-    local port = receiver("--cert " .. q(dir .. "/pki/selfsigned.test.crt") ..
-      " --key " .. q(dir .. "/pki/selfsigned.test.key"))
+    local port = receiver("--cert " .. q(selfsigned.crt) .. " --key " .. q(selfsigned.key))
     local out, code = probe(port, "--level encrypt --name selfsigned.test")
     assert.are.equal(0, code, out)
     assert.truthy(out:find("Untrusted TLS connection established to 127.0.0.1:" ..
@@ -49,17 +48,15 @@ describe("tls-probe: outbound client configs", function()
   end)
 
   it("verify: a self-signed certificate fails the chain check", function()
-    local port = receiver("--cert " .. q(dir .. "/pki/selfsigned.test.crt") ..
-      " --key " .. q(dir .. "/pki/selfsigned.test.key"))
+    local port = receiver("--cert " .. q(selfsigned.crt) .. " --key " .. q(selfsigned.key))
     local out, code = probe(port, "--level verify --name selfsigned.test")
     assert.are.equal(1, code, out)
     assert.truthy(out:find("failed: certificate verification failed", 1, true), out)
   end)
 
   it("verify: a certificate from the test CA with the right name verifies", function()
-    local port = receiver("--cert " .. q(dir .. "/pki/receiver.test.crt") ..
-      " --key " .. q(dir .. "/pki/receiver.test.key"))
-    local out, code = probe(port, "--level verify --name receiver.test --repeat 2")
+    local port = receiver("--cert " .. q(pki.a.crt) .. " --key " .. q(pki.a.key))
+    local out, code = probe(port, "--level verify --name a.test.example --repeat 2")
     assert.are.equal(0, code, out)
     local _, n = out:gsub("Verified TLS connection established to 127%.0%.0%.1:" ..
       port .. ": TLSv1%.[23] with cipher %S+ resumed=%a+", "")
@@ -67,8 +64,7 @@ describe("tls-probe: outbound client configs", function()
   end)
 
   it("verify: a name mismatch fails", function()
-    local port = receiver("--cert " .. q(dir .. "/pki/receiver.test.crt") ..
-      " --key " .. q(dir .. "/pki/receiver.test.key"))
+    local port = receiver("--cert " .. q(pki.a.crt) .. " --key " .. q(pki.a.key))
     local out, code = probe(port, "--level verify --name other.test")
     assert.are.equal(1, code, out)
     assert.truthy(out:find("name `other.test' not present in server certificate", 1, true), out)
@@ -82,8 +78,7 @@ describe("tls-probe: outbound client configs", function()
   end)
 
   it("a broken handshake is a failure with its reason", function()
-    local port = receiver("--break-tls --cert " .. q(dir .. "/pki/receiver.test.crt") ..
-      " --key " .. q(dir .. "/pki/receiver.test.key"))
+    local port = receiver("--break-tls --cert " .. q(pki.a.crt) .. " --key " .. q(pki.a.key))
     local out, code = probe(port, "--level encrypt")
     assert.are.equal(1, code, out)
     assert.truthy(out:find("TLS to 127.0.0.1:" .. port .. " failed: ", 1, true), out)

@@ -5,6 +5,7 @@
 --   local gateway = require "gateway"
 --   local gw = gateway.start{ ini_extra = { max_recipients = 3 } }
 --   ... gw:port(), gw:dir(), gw:log(), gw:wait_log("event=queued") ...
+--   gw:signal("HUP")                -- by PID, without waiting for an exit
 --   gw:stop()                       -- raises on sanitizer reports / bad exit
 --
 -- Every started instance is remembered; gateway.cleanup() (call it from
@@ -164,7 +165,7 @@ function M.shared_cert_dir()
   if not dir or dir == "" then dir = mktempdir() .. "/certs" end
   if not exists(dir .. "/shared.crt") then
     local out, code = run("mkdir -p " .. shell_quote(dir) ..
-      " && openssl req -x509 -newkey rsa:2048 -nodes -days 30" ..
+      " && openssl req -x509 -newkey rsa:2048 -nodes -days 3650" ..
       " -subj /CN=" .. M.HOSTNAME ..
       " -addext subjectAltName=DNS:" .. M.HOSTNAME ..
       " -keyout " .. shell_quote(dir .. "/shared.key") ..
@@ -408,6 +409,16 @@ function Gateway:kill(sig, deadline)
   self.killed = tostring(sig)
   return wait_for(function() return not self:alive() end,
     deadline or M.STOP_DEADLINE) and true or false
+end
+
+-- Sends a signal (e.g. "HUP") by PID and returns at once: for signals the
+-- gateway handles and keeps running (unlike kill, which waits for the exit).
+function Gateway:signal(sig)
+  assert(sig, "signal: which signal?")
+  assert(self:alive(), "signal: gateway is not running")
+  local out, code = run("kill -" .. tostring(sig) .. " " .. self.pid)
+  assert(code == 0, "kill -" .. tostring(sig) .. " " .. self.pid .. ": " .. out)
+  return true
 end
 
 function Gateway:_terminate()

@@ -5,7 +5,10 @@ Prints one JSON object on stdout:
   {"steps": [{"cmd": "ehlo", "code": 250, "text": "..."}, ...],
    "error": null | "ExceptionName: message"}
 Each message of --count is sent as MAIL, RCPT..., DATA in one session.
-Exit status 0 when the session ran to QUIT (whatever the replies were).
+With --starttls the session issues STARTTLS after the first EHLO (smtplib's
+default context: no certificate checks) and EHLO again; "tls_version" is
+then set. Exit status 0 when the session ran to QUIT (whatever the replies
+were).
 """
 import argparse
 import json
@@ -26,6 +29,8 @@ def main():
     ap.add_argument("--smtputf8", action="store_true")
     ap.add_argument("--mail-option", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=20)
+    ap.add_argument("--starttls", action="store_true",
+                    help="STARTTLS (no certificate checks) and EHLO again")
     args = ap.parse_args()
 
     if args.msg_file:
@@ -48,6 +53,13 @@ def main():
         s = smtplib.SMTP(local_hostname=args.ehlo, timeout=args.timeout)
         step("connect", s.connect(args.host, args.port))
         step("ehlo", s.ehlo(args.ehlo))
+        if args.starttls:
+            # connect() does not record the host; starttls() passes it as
+            # server_hostname (an address: no SNI is sent)
+            s._host = args.host
+            step("starttls", s.starttls())
+            out["tls_version"] = s.sock.version()
+            step("ehlo", s.ehlo(args.ehlo))
         out["esmtp_features"] = {k: v for k, v in s.esmtp_features.items()}
         opts = list(args.mail_option)
         if args.smtputf8:

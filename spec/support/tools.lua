@@ -32,6 +32,7 @@ local function smtplib_cmd(opts)
   if opts.ehlo then add("--ehlo", opts.ehlo) end
   if opts.count then add("--count", tostring(opts.count)) end
   if opts.smtputf8 then add("--smtputf8") end
+  if opts.starttls then add("--starttls") end
   for _, o in ipairs(opts.mail_options or {}) do add("--mail-option", o) end
   if opts.msg then
     local path = os.tmpname()
@@ -62,8 +63,9 @@ local function decode(out, code)
 end
 
 -- smtplib{ port=, host=, from=, to={...}, msg="...", ehlo=, count=n,
--- smtputf8=bool, mail_options={...} } -> { steps = {{cmd,code,text}...},
--- error = nil|string, exit = n, by = { data = {...}, ... } }
+-- smtputf8=bool, mail_options={...}, starttls=bool } -> { steps =
+-- {{cmd,code,text}...}, error = nil|string, exit = n, by = { data = {...},
+-- ... }, tls_version = "TLSv1.3" (with starttls) }
 function M.smtplib(opts)
   local cmd = smtplib_cmd(opts)
   local out, code = gateway.run("timeout -k 5 60 " .. cmd)
@@ -108,6 +110,35 @@ function M.swaks(opts)
     " </dev/null")
   local qid = out:match("250 2%.0%.0 Ok: queued as (%x+)")
   return out, code, qid
+end
+
+-- tls_session(port, steps, opts) runs spec/support/tls_client.py, a scripted
+-- SMTP client that can STARTTLS (with SNI and a client certificate). steps
+-- is a list such as { {op="cmd", line="EHLO x"}, {op="send", data="..."},
+-- {op="read"}, {op="tls", sni=, cert=, key=, ca=}, {op="closed"} } (see the
+-- script). Returns { banner = {code,text,lines}, steps = {...}, error =
+-- nil|string, exit = n }. opts.host, opts.timeout (seconds per read).
+function M.tls_session(port, steps, opts)
+  opts = opts or {}
+  local script = os.tmpname()
+  gateway.write_file(script, json.encode(steps))
+  local args = { M.PYTHON, M.SUPPORT .. "/tls_client.py", "--port", tostring(port),
+    "--host", opts.host or "127.0.0.1", "--script", script,
+    "--timeout", tostring(opts.timeout or 10) }
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = q(a) end
+  local out, code = gateway.run("timeout -k 5 60 " .. table.concat(quoted, " ") ..
+    " </dev/null")
+  os.remove(script)
+  local line = out:match("(%b{})%s*$")
+  local obj = line and json.decode(line)
+  if not obj then
+    error("tls_client.py printed no JSON (exit " .. tostring(code) .. "):\n" .. out, 2)
+  end
+  if obj.error == json.null then obj.error = nil end
+  obj.exit = code
+  obj.raw = out
+  return obj
 end
 
 return M
