@@ -7,8 +7,10 @@ PKGCONF ?= pkg-config
 WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Wmissing-prototypes -Wformat=2
 CSTD    = -std=c17 -D_GNU_SOURCE
-INC     = $(shell $(PKGCONF) --cflags inih 2>/dev/null)
+INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
+	  -DSMTPGW_LUA_DIR='"$(CURDIR)/lua"'
 LIBS    = -lev $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
+	  $(shell $(PKGCONF) --libs luajit 2>/dev/null || echo -lluajit-5.1) \
 	  -ltls -lssl -lcrypto -lpthread
 
 CFLAGS_RELEASE = $(CSTD) $(WARN) -O2 -g $(INC)
@@ -22,7 +24,8 @@ OBJ      = $(SRC:src/%.c=build/obj/%.o)
 OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
-DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev
+DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
+	     libluajit2-5.1-dev
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh
 

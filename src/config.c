@@ -203,29 +203,47 @@ static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
-/* "300", "300s", "5m", "1h" → seconds. */
+/* "300", "300s", "5m", "1h", "100ms" → seconds; bounds are milliseconds. */
 static bool set_duration(struct load_ctx *ctx, const struct key_def *key,
 			 const char *value)
 {
+	static const struct {
+		const char *suffix;
+		uint64_t ms;
+	} units[] = {{"", 1000}, {"s", 1000}, {"ms", 1}, {"m", 60000},
+		     {"h", 3600000}};
 	char number[32];
 	size_t n = strspn(value, "0123456789");
-	uint64_t v, scale = 1;
+	uint64_t v;
 
 	if (n == 0 || n >= sizeof(number))
 		return fail(ctx, "%s: '%s' is not a duration (e.g. 300s, 5m)",
 			    key->name, value);
 	memcpy(number, value, n);
 	number[n] = '\0';
-	if (strcmp(value + n, "h") == 0)
-		scale = 3600;
-	else if (strcmp(value + n, "m") == 0)
-		scale = 60;
-	else if (value[n] != '\0' && strcmp(value + n, "s") != 0)
-		return fail(ctx, "%s: '%s' is not a duration (e.g. 300s, 5m)",
-			    key->name, value);
-	if (!parse_u64(number, &v) || !check_range(ctx, key, value, v * scale))
-		return false;
-	*(double *)field(ctx, key) = (double)(v * scale);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(value + n, units[i].suffix) != 0)
+			continue;
+		if (!parse_u64(number, &v) || v > UINT32_MAX ||
+		    !check_range(ctx, key, value, v * units[i].ms))
+			return false;
+		*(double *)field(ctx, key) = (double)(v * units[i].ms) / 1000;
+		return true;
+	}
+	return fail(ctx, "%s: '%s' is not a duration (e.g. 300s, 5m, 100ms)",
+		    key->name, value);
+}
+
+/* A path that may be left empty (meaning: none). */
+static bool set_optional_path(struct load_ctx *ctx, const struct key_def *key,
+			      const char *value)
+{
+	char **slot = field(ctx, key);
+
+	if (value[0] != '\0')
+		return set_path(ctx, key, value);
+	free(*slot);
+	*slot = NULL;
 	return true;
 }
 
@@ -493,10 +511,10 @@ static const struct key_def keys[] = {
 	{"gateway", "max_connections_per_ip", set_uint,
 	 AT(max_connections_per_ip), 1, 1000000, "50"},
 	{"gateway", "max_errors", set_uint, AT(max_errors), 1, 10000, "20"},
-	{"gateway", "command_timeout", set_duration, AT(command_timeout), 1,
-	 86400, "300s"},
-	{"gateway", "data_timeout", set_duration, AT(data_timeout), 1, 86400,
-	 "180s"},
+	{"gateway", "command_timeout", set_duration, AT(command_timeout), 1000,
+	 86400000, "300s"},
+	{"gateway", "data_timeout", set_duration, AT(data_timeout), 1000,
+	 86400000, "180s"},
 	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
 	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
 	 "/etc/ssl/certs/ca-certificates.crt"},
@@ -505,14 +523,106 @@ static const struct key_def keys[] = {
 	 "tlsv1.2,tlsv1.3"},
 	{"tls", "ciphers", set_string, AT(ciphers), 0, 0, "secure"},
 	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
-	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1, 3600,
-	 "60s"},
+	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
+	 3600000, "60s"},
+	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
+	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),
+	 1000, 1000000000, "1000000"},
+	{"policy", "max_time", set_duration, AT(policy_max_time), 1, 10000,
+	 "100ms"},
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
 
+static const char DOMAIN_PREFIX[] = "domain:";
+
+static bool is_domain_section(const char *section)
+{
+	const char *name = section + sizeof(DOMAIN_PREFIX) - 1;
+
+	return strncasecmp(section, DOMAIN_PREFIX, sizeof(DOMAIN_PREFIX) - 1) ==
+		       0 &&
+	       valid_hostname(name[0] == '.' ? name + 1 : name);
+}
+
+static struct domain_rule *find_or_add_rule(struct load_ctx *ctx,
+					    const char *section)
+{
+	struct config *cfg = ctx->cfg;
+	const char *name = section + sizeof(DOMAIN_PREFIX) - 1;
+	struct domain_rule *grown, *r;
+
+	for (size_t i = 0; i < cfg->n_domains; i++)
+		if (strcasecmp(cfg->domains[i].name, name) == 0)
+			return &cfg->domains[i];
+	grown = realloc(cfg->domains, (cfg->n_domains + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return NULL;
+	cfg->domains = grown;
+	r = &grown[cfg->n_domains];
+	memset(r, 0, sizeof(*r));
+	if ((r->name = strdup(name)) == NULL)
+		return NULL;
+	for (char *c = r->name; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+	cfg->n_domains++;
+	return r;
+}
+
+/* "host:port", "1.2.3.4:25" or "[::1]:25", checked for shape only: the
+ * name is resolved when mail is delivered. */
+static bool valid_next_hop(const char *value)
+{
+	struct listen_addr addr;
+	const char *colon = strrchr(value, ':');
+	char host[256];
+	uint64_t port;
+
+	if (parse_listen(value, &addr))
+		return ((struct sockaddr_in *)&addr.ss)->sin_port != 0;
+	if (colon == NULL || (size_t)(colon - value) >= sizeof(host) ||
+	    !parse_u64(colon + 1, &port) || port == 0 || port > 65535)
+		return false;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - value), value);
+	return valid_hostname(host);
+}
+
+static int on_domain_key(struct load_ctx *ctx, const char *section,
+			 const char *name, const char *value)
+{
+	struct domain_rule *r = find_or_add_rule(ctx, section);
+
+	if (r == NULL)
+		return fail(ctx, "out of memory");
+	if (strcmp(name, "tls") == 0) {
+		if (r->has_tls)
+			return fail(ctx, "tls: given twice in [%s]", section);
+		if (!tls_level_parse(value, &r->tls))
+			return fail(ctx, "tls: '%s' is not a level "
+					 "(none, may, encrypt, verify)",
+				    value);
+		r->has_tls = true;
+		return true;
+	}
+	if (strcmp(name, "next_hop") == 0) {
+		if (r->next_hop != NULL)
+			return fail(ctx, "next_hop: given twice in [%s]",
+				    section);
+		if (!valid_next_hop(value))
+			return fail(ctx, "next_hop: '%s' is not HOST:PORT",
+				    value);
+		if ((r->next_hop = strdup(value)) == NULL)
+			return fail(ctx, "out of memory");
+		return true;
+	}
+	return fail(ctx, "unknown key '%s' in [%s] (tls, next_hop)", name,
+		    section);
+}
+
 static bool known_section(const char *section)
 {
+	if (is_domain_section(section))
+		return true;
 	for (size_t i = 0; i < N_KEYS; i++)
 		if (strcmp(keys[i].section, section) == 0)
 			return true;
@@ -524,6 +634,8 @@ static int on_key(void *user, const char *section, const char *name,
 {
 	struct load_ctx *ctx = user;
 
+	if (is_domain_section(section))
+		return on_domain_key(ctx, section, name, value);
 	for (size_t i = 0; i < N_KEYS; i++) {
 		if (strcmp(keys[i].section, section) != 0 ||
 		    strcmp(keys[i].name, name) != 0)
@@ -657,6 +769,12 @@ void config_free(struct config *cfg)
 	free(cfg->ca_file);
 	free(cfg->protocols);
 	free(cfg->ciphers);
+	free(cfg->policy_script);
+	for (size_t i = 0; i < cfg->n_domains; i++) {
+		free(cfg->domains[i].name);
+		free(cfg->domains[i].next_hop);
+	}
+	free(cfg->domains);
 	free(cfg->path);
 	free(cfg);
 }
@@ -680,4 +798,26 @@ bool config_is_relay_client(const struct config *cfg,
 		if (cidr_contains(&cfg->relay_networks[i], addr))
 			return true;
 	return false;
+}
+
+const struct domain_rule *config_domain_rule(const struct config *cfg,
+					     const char *domain, size_t len)
+{
+	const struct domain_rule *best = NULL;
+	size_t best_len = 0;
+
+	for (size_t i = 0; i < cfg->n_domains; i++) {
+		const struct domain_rule *r = &cfg->domains[i];
+		size_t n = strlen(r->name);
+
+		if (r->name[0] != '.') {
+			if (n == len && strncasecmp(r->name, domain, len) == 0)
+				return r; /* the exact name wins */
+		} else if (n > best_len &&
+			   smtp_domain_matches(domain, len, r->name, n)) {
+			best = r;
+			best_len = n;
+		}
+	}
+	return best;
 }

@@ -34,6 +34,14 @@ enum tls_level {
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);
 
+/* A [domain:NAME] section: NAME is lower case; ".NAME" covers subdomains. */
+struct domain_rule {
+	char *name;
+	bool has_tls;
+	enum tls_level tls;
+	char *next_hop; /* HOST:PORT, or NULL */
+};
+
 struct config {
 	char *path;
 	char *hostname;
@@ -59,6 +67,13 @@ struct config {
 	char *protocols;
 	char *ciphers;
 	bool ask_client_cert;
+	/* [policy] */
+	char *policy_script; /* NULL: no script, built-in defaults */
+	unsigned policy_max_instructions;
+	double policy_max_time;
+	/* [domain:NAME] */
+	struct domain_rule *domains;
+	size_t n_domains;
 };
 
 /* Returns NULL and fills err ("FILE:LINE: message") on any error. */
@@ -69,6 +84,11 @@ bool config_is_relay_domain(const struct config *cfg, const char *domain,
 			    size_t len);
 bool config_is_relay_client(const struct config *cfg,
 			    const struct sockaddr *addr);
+
+/* The [domain:...] section for a recipient domain: the exact name, else the
+ * longest ".parent" that covers it; NULL when none does. */
+const struct domain_rule *config_domain_rule(const struct config *cfg,
+					     const char *domain, size_t len);
 
 /* Pure helpers, exposed for the parser of other lists. */
 bool cidr_parse(const char *text, struct cidr *out);

@@ -7,6 +7,7 @@
 #include "listener.h"
 
 #include "config.h"
+#include "generation.h"
 #include "log.h"
 #include "smtp_server.h"
 
@@ -101,7 +102,7 @@ void listener_client_gone(struct listener *l,
 static const char *admit(struct listener *l,
 			 const struct sockaddr_storage *peer)
 {
-	const struct config *cfg = l->srv->cfg;
+	const struct config *cfg = l->srv->gen->cfg;
 	uint8_t key[16];
 	struct client_count **p;
 
@@ -133,7 +134,7 @@ static void refuse(struct listener *l, int fd,
 	sockaddr_ip_text(peer, ip, sizeof(ip));
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
-	n = snprintf(line, sizeof(line) - 2, fmt, l->srv->cfg->hostname, ip);
+	n = snprintf(line, sizeof(line) - 2, fmt, l->srv->gen->cfg->hostname, ip);
 #pragma GCC diagnostic pop
 	if (n < 0 || (size_t)n >= sizeof(line) - 2)
 		n = (int)strlen(line);
@@ -222,7 +223,7 @@ fail:
 
 struct listener *listener_open(struct server *srv, char *err, size_t err_len)
 {
-	const struct config *cfg = srv->cfg;
+	const struct config *cfg = srv->gen->cfg;
 	struct listener *l = calloc(1, sizeof(*l));
 
 	if (l == NULL || (l->socks = calloc(cfg->n_listen,

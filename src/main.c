@@ -1,12 +1,16 @@
 /*
- * main: command line, signals and wiring. It builds the config, the spool,
- * the listeners and the loop, and tears them down in reverse order; it
- * holds no protocol logic.
+ * main: command line, signals and wiring. It builds the first generation
+ * (config, policy, certificates), the spool, the listeners and the loop,
+ * swaps generations on SIGHUP, and tears down in reverse order; it holds
+ * no protocol logic.
  */
+#include "commands.h"
 #include "config.h"
 #include "conn.h"
+#include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "policy.h"
 #include "queue.h"
 #include "smtp_server.h"
 #include "tls.h"
@@ -17,75 +21,132 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-enum command { CMD_RUN, CMD_CHECK, CMD_CERTS, CMD_PROBE };
+enum command {
+	CMD_RUN,
+	CMD_CHECK,
+	CMD_CERTS,
+	CMD_PROBE,
+	CMD_EXPLAIN,
+	CMD_RELOAD,
+};
 
 struct options {
 	const char *config_path;
 	enum command command;
 	bool json;
 	struct probe_options probe;
+	struct explain_options explain;
 };
 
 static void usage(FILE *to)
 {
-	fprintf(to, "usage: smtpgw -c FILE [-t]\n"
-		    "       smtpgw -c FILE certs [--json]\n"
-		    "       smtpgw -c FILE tls-probe HOST:PORT [--level encrypt|"
-		    "verify] [--name NAME] [--repeat N]\n"
-		    "  -c FILE  gateway.ini to use\n"
-		    "  -t       check FILE and exit (0 ok, 1 error)\n"
-		    "  certs    list the certificates of [tls] cert_dir\n");
+	fprintf(to,
+		"usage: smtpgw -c FILE [-t]\n"
+		"       smtpgw -c FILE certs [--json]\n"
+		"       smtpgw -c FILE explain --client IP --rcpt ADDR [--tls "
+		"VERSION]\n"
+		"                     [--peer none|untrusted|trusted] [--helo "
+		"NAME] [--from ADDR]\n"
+		"       smtpgw -c FILE reload\n"
+		"       smtpgw -c FILE tls-probe HOST:PORT [--level encrypt|"
+		"verify] [--name NAME]\n"
+		"                     [--repeat N]\n"
+		"  -c FILE  gateway.ini to use\n"
+		"  -t       check FILE and its policy script; exit 0 or 1\n");
 }
 
-static bool parse_probe(int argc, char **argv, struct options *o)
+/* Subcommand options come as "--name value" pairs after the word. */
+typedef bool option_fn(struct options *o, const char *name, const char *val);
+
+static bool parse_pairs(int argc, char **argv, int from, struct options *o,
+			option_fn *fn)
+{
+	if ((argc - from) % 2 != 0)
+		return false;
+	for (int i = from; i + 1 < argc; i += 2)
+		if (!fn(o, argv[i], argv[i + 1]))
+			return false;
+	return true;
+}
+
+static bool probe_option(struct options *o, const char *name, const char *val)
 {
 	struct probe_options *p = &o->probe;
 
-	o->command = CMD_PROBE;
-	p->level = TLS_LEVEL_VERIFY;
-	p->repeat = 1;
-	if (optind + 1 >= argc)
-		return false;
-	p->target = argv[optind + 1];
-	for (int i = optind + 2; i + 1 < argc; i += 2) {
-		const char *opt = argv[i], *val = argv[i + 1];
-
-		if (strcmp(opt, "--level") == 0) {
-			if (!tls_level_parse(val, &p->level) ||
-			    p->level < TLS_LEVEL_ENCRYPT)
-				return false;
-		} else if (strcmp(opt, "--name") == 0) {
-			p->name = val;
-		} else if (strcmp(opt, "--repeat") == 0) {
-			p->repeat = (unsigned)strtoul(val, NULL, 10);
-			if (p->repeat == 0 || p->repeat > 100)
-				return false;
-		} else {
-			return false;
-		}
+	if (strcmp(name, "--level") == 0)
+		return tls_level_parse(val, &p->level) &&
+		       p->level >= TLS_LEVEL_ENCRYPT;
+	if (strcmp(name, "--name") == 0) {
+		p->name = val;
+		return true;
 	}
-	return (argc - optind) % 2 == 0;
+	if (strcmp(name, "--repeat") == 0) {
+		p->repeat = (unsigned)strtoul(val, NULL, 10);
+		return p->repeat > 0 && p->repeat <= 100;
+	}
+	return false;
+}
+
+static bool explain_option(struct options *o, const char *name,
+			   const char *val)
+{
+	struct explain_options *e = &o->explain;
+
+	if (strcmp(name, "--client") == 0)
+		e->client = val;
+	else if (strcmp(name, "--rcpt") == 0)
+		e->rcpt = val;
+	else if (strcmp(name, "--tls") == 0)
+		e->tls_version = val;
+	else if (strcmp(name, "--helo") == 0)
+		e->helo = val;
+	else if (strcmp(name, "--from") == 0)
+		e->sender = val;
+	else if (strcmp(name, "--peer") == 0 && strcmp(val, "none") == 0)
+		e->peer = TLS_PEER_NONE;
+	else if (strcmp(name, "--peer") == 0 && strcmp(val, "untrusted") == 0)
+		e->peer = TLS_PEER_UNTRUSTED;
+	else if (strcmp(name, "--peer") == 0 && strcmp(val, "trusted") == 0)
+		e->peer = TLS_PEER_TRUSTED;
+	else
+		return false;
+	return true;
 }
 
 static bool parse_command(int argc, char **argv, struct options *o)
 {
-	if (optind == argc)
+	const char *word = optind < argc ? argv[optind] : NULL;
+
+	if (word == NULL)
 		return true;
-	if (strcmp(argv[optind], "tls-probe") == 0)
-		return parse_probe(argc, argv, o);
-	if (strcmp(argv[optind], "certs") != 0)
-		return false;
-	o->command = CMD_CERTS;
-	for (int i = optind + 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") != 0)
-			return false;
-		o->json = true;
+	if (strcmp(word, "certs") == 0) {
+		o->command = CMD_CERTS;
+		o->json = optind + 2 == argc &&
+			  strcmp(argv[optind + 1], "--json") == 0;
+		return optind + 1 == argc || o->json;
 	}
-	return true;
+	if (strcmp(word, "reload") == 0) {
+		o->command = CMD_RELOAD;
+		return optind + 1 == argc;
+	}
+	if (strcmp(word, "explain") == 0) {
+		o->command = CMD_EXPLAIN;
+		o->explain.helo = "explain.invalid";
+		o->explain.sender = "";
+		return parse_pairs(argc, argv, optind + 1, o, explain_option) &&
+		       o->explain.client != NULL && o->explain.rcpt != NULL;
+	}
+	if (strcmp(word, "tls-probe") == 0 && optind + 1 < argc) {
+		o->command = CMD_PROBE;
+		o->probe.level = TLS_LEVEL_VERIFY;
+		o->probe.repeat = 1;
+		o->probe.target = argv[optind + 1];
+		return parse_pairs(argc, argv, optind + 2, o, probe_option);
+	}
+	return false;
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -142,86 +203,90 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	smtp_server_drain(srv);
 }
 
-/* Sessions already in TLS keep what they negotiated (their contexts hold
- * references of their own); new STARTTLS handshakes use the new store. */
+/* What a reload cannot change without a restart, said out loud. */
+static void warn_restart_keys(const struct config *old, const struct config *new)
+{
+	bool same_listen = old->n_listen == new->n_listen;
+
+	for (size_t i = 0; same_listen && i < old->n_listen; i++)
+		same_listen = strcmp(old->listen[i].text,
+				     new->listen[i].text) == 0;
+	if (!same_listen)
+		log_msg(LOG_WARN, "reload",
+			"listen changed: takes effect at the next restart");
+	if (strcmp(old->spool, new->spool) != 0)
+		log_msg(LOG_WARN, "reload",
+			"spool changed: takes effect at the next restart");
+}
+
+/* SIGHUP: gateway.ini, the policy and the certificates, built and checked
+ * as a whole; the running generation stays in charge if anything fails.
+ * Sessions keep the generation they started with. */
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct server *srv = w->data;
-	struct tls_server *fresh;
-	char err[512];
+	struct generation *fresh;
+	char err[1024];
 
 	(void)loop;
 	(void)revents;
-	if (srv->cfg->server_level == TLS_LEVEL_NONE)
-		return;
-	fresh = tls_server_new(srv->cfg, err, sizeof(err));
+	fresh = generation_build(srv->gen->cfg->path, true, err, sizeof(err));
 	if (fresh == NULL) {
-		log_msg(LOG_ERR, "reload", "certificates kept: %s", err);
-		return;
-	}
-	tls_server_free(srv->tls);
-	srv->tls = fresh;
-	log_msg(LOG_INFO, "reload", "certificates re-read from %s",
-		srv->cfg->cert_dir);
-}
-
-static void warn_expiring(const struct config *cfg)
-{
-	struct cert_info *certs;
-	size_t n;
-	char err[512];
-	time_t now = time(NULL);
-
-	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err)))
-		return;
-	for (size_t i = 0; i < n; i++) {
-		long days = (long)((certs[i].not_after - now) / 86400);
 		struct logline l;
 
-		if (days >= 30)
-			continue;
-		log_begin(&l, LOG_WARN, "cert_expiry");
-		log_kv(&l, "cert", "%s", certs[i].name);
-		log_kv(&l, "days_left", "%ld", days);
-		log_kv(&l, "msg", "%s", days < 0 ? "expired" : "expires soon");
+		log_begin(&l, LOG_ERR, "reload");
+		log_kv(&l, "status", "failed");
+		log_kv(&l, "kept", "%u", srv->gen->serial);
+		log_kv(&l, "reason", "%s", err);
 		log_end(&l);
+		return;
 	}
-	free(certs);
+	warn_restart_keys(srv->gen->cfg, fresh->cfg);
+	generation_release(srv->gen);
+	srv->gen = fresh;
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "reload");
+	log_kv(&l, "status", "ok");
+	log_kv(&l, "generation", "%u", fresh->serial);
+	log_kv(&l, "script", "%s", policy_script(fresh->policy));
+	log_end(&l);
 }
 
-/* The Default Cert is made here, before the loop runs: an RSA 4096 key
- * takes seconds, and no session may wait for it. */
-static bool setup_tls(struct server *srv, char *err, size_t err_len)
+static void write_pid_file(const struct config *cfg)
 {
-	bool created;
+	char path[4096], tmp[4200];
+	FILE *f;
 
-	if (srv->cfg->server_level == TLS_LEVEL_NONE)
-		return true;
-	if (!tls_ensure_default_cert(srv->cfg, &created, err, err_len))
-		return false;
-	if (created)
-		log_msg(LOG_INFO, "cert_created",
-			"Default Cert %s/default.crt (RSA 4096, SHA-256, "
-			"self-signed, CN=%s)",
-			srv->cfg->cert_dir, srv->cfg->hostname);
-	warn_expiring(srv->cfg);
-	srv->tls = tls_server_new(srv->cfg, err, err_len);
-	return srv->tls != NULL;
+	snprintf(path, sizeof(path), "%s/smtpgw.pid", cfg->spool);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	f = fopen(tmp, "we");
+	if (f == NULL)
+		return;
+	fprintf(f, "%ld\n", (long)getpid());
+	if (fclose(f) == 0)
+		rename(tmp, path);
 }
 
-static int run(struct config *cfg)
+static void remove_pid_file(const struct config *cfg)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/smtpgw.pid", cfg->spool);
+	unlink(path);
+}
+
+static int run(struct generation *gen)
 {
 	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
-	struct server srv = {.loop = loop, .cfg = cfg};
+	struct server srv = {.loop = loop, .gen = gen};
 	ev_signal sig_term, sig_int, sig_hup;
 	char err[512];
 	int rc = 1;
 
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	if (!setup_tls(&srv, err, sizeof(err)))
-		goto out;
-	srv.queue = queue_open(cfg->spool, loop, err, sizeof(err));
+	srv.queue = queue_open(gen->cfg->spool, loop, err, sizeof(err));
 	if (srv.queue == NULL)
 		goto out;
 	srv.listener = listener_open(&srv, err, sizeof(err));
@@ -234,8 +299,11 @@ static int run(struct config *cfg)
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_hup);
-	log_msg(LOG_INFO, "start", "smtpgw %s ready", cfg->hostname);
+	write_pid_file(gen->cfg);
+	log_msg(LOG_INFO, "start", "smtpgw %s ready, policy %s",
+		gen->cfg->hostname, policy_script(gen->policy));
 	ev_run(loop, 0);
+	remove_pid_file(srv.gen->cfg);
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
 	ev_signal_stop(loop, &sig_hup);
@@ -245,141 +313,68 @@ out:
 		fprintf(stderr, "smtpgw: %s\n", err);
 	listener_close(srv.listener);
 	queue_close(srv.queue);
-	tls_server_free(srv.tls);
+	generation_release(srv.gen);
 	conn_pool_release();
 	ev_loop_destroy(loop);
 	log_msg(LOG_INFO, "exit", "status %d", rc);
 	return rc;
 }
 
-static void print_time(const char *label, time_t t)
+static int with_config(const struct options *o)
 {
-	char buf[64];
-	struct tm tm;
+	char err[1024];
+	struct config *cfg = config_load(o->config_path, err, sizeof(err));
+	int rc = 1;
 
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
-	printf("  %-12s %s\n", label, buf);
-}
-
-static void print_cert(const struct cert_info *c, time_t now)
-{
-	long days = (long)((c->not_after - now) / 86400);
-
-	printf("%s%s\n", c->name,
-	       strcmp(c->name, "default") == 0 ? " (Default Cert)" : "");
-	printf("  %-12s %s\n", "subject", c->subject);
-	printf("  %-12s %s\n", "dns names", c->dns[0] ? c->dns : "-");
-	printf("  %-12s %s\n", "issuer", c->issuer);
-	print_time("valid from", c->not_before);
-	print_time("valid to", c->not_after);
-	printf("  %-12s %ld%s\n", "days left", days,
-	       days < 0 ? " EXPIRED" : days < 30 ? " WARNING: expires soon" : "");
-	printf("  %-12s %s %d\n", "key", c->key_type, c->key_bits);
-	printf("  %-12s %s\n", "signature", c->sig_alg);
-	printf("  %-12s %s\n", "sha256", c->sha256);
-	printf("  %-12s %s\n\n", "self-signed", c->self_signed ? "yes" : "no");
-}
-
-/* JSON strings here come from certificates: escape what JSON requires. */
-static void json_string(const char *key, const char *value, bool comma)
-{
-	printf("\"%s\":\"", key);
-	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if (*p < 0x20)
-			printf("\\u%04x", *p);
-		else
-			putchar(*p);
-	}
-	printf("\"%s", comma ? "," : "");
-}
-
-static void print_cert_json(const struct cert_info *c, time_t now, bool comma)
-{
-	printf("{");
-	json_string("name", c->name, true);
-	json_string("subject", c->subject, true);
-	printf("\"dns_names\":[");
-	for (const char *p = c->dns; *p;) {
-		size_t n = strcspn(p, ",");
-		char one[256];
-
-		snprintf(one, sizeof(one), "%.*s", (int)n, p);
-		printf("\"%s\"%s", one, p[n] ? "," : "");
-		p += p[n] ? n + 1 : n;
-	}
-	printf("],");
-	json_string("issuer", c->issuer, true);
-	printf("\"not_before\":%lld,\"not_after\":%lld,\"days_left\":%ld,",
-	       (long long)c->not_before, (long long)c->not_after,
-	       (long)((c->not_after - now) / 86400));
-	json_string("key_type", c->key_type, true);
-	printf("\"key_bits\":%d,", c->key_bits);
-	json_string("signature_algorithm", c->sig_alg, true);
-	json_string("sha256", c->sha256, true);
-	printf("\"self_signed\":%s}%s\n", c->self_signed ? "true" : "false",
-	       comma ? "," : "");
-}
-
-static int certs_command(const struct config *cfg, bool json)
-{
-	struct cert_info *certs;
-	size_t n;
-	char err[512];
-	time_t now = time(NULL);
-
-	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err))) {
+	if (cfg == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	if (json)
-		printf("[\n");
-	for (size_t i = 0; i < n; i++) {
-		if (json)
-			print_cert_json(&certs[i], now, i + 1 < n);
-		else
-			print_cert(&certs[i], now);
+	switch (o->command) {
+	case CMD_CERTS:
+		rc = certs_command(cfg, o->json);
+		break;
+	case CMD_PROBE:
+		rc = tls_probe_command(cfg, &o->probe);
+		break;
+	case CMD_RELOAD:
+		rc = reload_command(cfg);
+		break;
+	case CMD_RUN:
+	case CMD_CHECK:
+	case CMD_EXPLAIN:
+		break;
 	}
-	if (json)
-		printf("]\n");
-	else if (n == 0)
-		printf("%s: no certificates (the gateway creates the Default "
-		       "Cert at start)\n", cfg->cert_dir);
-	free(certs);
-	return 0;
+	config_free(cfg);
+	return rc;
 }
 
 int main(int argc, char **argv)
 {
 	struct options o = {0};
-	struct config *cfg;
-	char err[512];
+	struct generation *gen;
+	char err[1024];
 	int rc = parse_args(argc, argv, &o);
 
 	if (rc >= 0)
 		return rc;
-	cfg = config_load(o.config_path, err, sizeof(err));
-	if (cfg == NULL) {
+	if (o.command == CMD_EXPLAIN)
+		return explain_command(o.config_path, &o.explain);
+	if (o.command != CMD_RUN && o.command != CMD_CHECK)
+		return with_config(&o);
+	/* -t checks what a start would load, without making the Default
+	 * Cert (a check must not write). */
+	gen = generation_build(o.config_path, o.command == CMD_RUN, err,
+			       sizeof(err));
+	if (gen == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	switch (o.command) {
-	case CMD_CHECK:
-		printf("%s: ok\n", o.config_path);
-		rc = 0;
-		break;
-	case CMD_CERTS:
-		rc = certs_command(cfg, o.json);
-		break;
-	case CMD_PROBE:
-		rc = tls_probe_command(cfg, &o.probe);
-		break;
-	case CMD_RUN:
-		rc = run(cfg);
-		break;
+	if (o.command == CMD_CHECK) {
+		printf("%s: ok (policy %s)\n", o.config_path,
+		       policy_script(gen->policy));
+		generation_release(gen);
+		return 0;
 	}
-	config_free(cfg);
-	return rc;
+	return run(gen);
 }

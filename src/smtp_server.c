@@ -8,12 +8,15 @@
 
 #include "config.h"
 #include "conn.h"
+#include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "policy.h"
 #include "queue.h"
 #include "smtp_proto.h"
 #include "tls.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +45,7 @@ enum close_reason {
 	CLOSE_ERRORS,
 	CLOSE_SHUTDOWN,
 	CLOSE_TLS,
+	CLOSE_POLICY,
 };
 
 struct transaction {
@@ -61,6 +65,7 @@ struct transaction {
 struct session {
 	struct conn conn;
 	struct server *srv;
+	struct generation *gen; /* the configuration this session started with */
 	struct session *prev, *next;
 	uint64_t sid;
 	struct sockaddr_storage peer;
@@ -100,7 +105,7 @@ static char data_scratch[CONN_BUF_SIZE + 2];
 
 static const struct config *cfg_of(const struct session *s)
 {
-	return s->srv->cfg;
+	return s->gen->cfg;
 }
 
 static void log_session(struct logline *l, const struct session *s,
@@ -247,6 +252,101 @@ static bool tx_add_rcpt(struct transaction *tx, const struct smtp_addr *a)
 	return true;
 }
 
+/* ---- policy ----------------------------------------------------------- */
+
+static void facts_for(const struct session *s, enum policy_hook hook,
+		      struct policy_facts *f)
+{
+	struct tls *t = s->conn.tls;
+
+	memset(f, 0, sizeof(*f));
+	f->hook = hook;
+	f->sid = s->sid;
+	f->hostname = cfg_of(s)->hostname;
+	f->inbound = true;
+	f->client_ip = s->peer_ip;
+	f->client_port = s->peer_port;
+	f->client_trusted = config_is_relay_client(
+		cfg_of(s), (const struct sockaddr *)&s->peer);
+	f->helo = s->helo;
+	f->tls_active = s->tls_active;
+	f->tls_peer = s->tls_peer;
+	if (s->tls_active) {
+		f->tls_version = tls_conn_version(t);
+		f->tls_cipher = tls_conn_cipher(t);
+		f->tls_sni = tls_conn_servername(t);
+	}
+	if (s->tx != NULL)
+		f->sender = s->tx->sender.mailbox;
+}
+
+static void log_policy_error(struct session *s, enum policy_hook hook,
+			     const char *reason)
+{
+	struct logline l;
+
+	log_session(&l, s, LOG_ERR, "policy_error");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "hook", "%s", policy_hook_name(hook));
+	log_kv(&l, "reason", "%s", reason);
+	log_end(&l);
+}
+
+/* A verdict hook. True when the command may go on; otherwise its refusal
+ * (or the 451 of a failed policy) has been sent. */
+static bool policy_allows(struct session *s, const struct policy_facts *f,
+			  enum smtp_verb verb)
+{
+	struct policy_result r;
+
+	policy_call(s->gen->policy, f, &r);
+	switch (r.outcome) {
+	case POLICY_ACCEPT:
+		return true;
+	case POLICY_REJECT:
+	case POLICY_TEMPFAIL:
+		reject(s, verb, "%d %s", r.code, r.text);
+		return false;
+	case POLICY_LEVEL:
+	case POLICY_ERROR:
+		break;
+	}
+	log_policy_error(s, f->hook, r.text);
+	reject(s, verb, "451 4.3.0 Error: policy failure");
+	return false;
+}
+
+/* At connect: server_tls gives the session its level, then the connect
+ * verdict. False when the session is refused (its 421/5xx is queued). */
+static bool policy_connect(struct session *s)
+{
+	struct policy_facts f;
+	struct policy_result r;
+	const char *host = cfg_of(s)->hostname;
+
+	facts_for(s, HOOK_SERVER_TLS, &f);
+	policy_call(s->gen->policy, &f, &r);
+	if (r.outcome != POLICY_LEVEL) {
+		log_policy_error(s, HOOK_SERVER_TLS, r.text);
+		reply(s, "421 4.3.0 %s Error: policy failure", host);
+		close_after_reply(s, CLOSE_POLICY);
+		return false;
+	}
+	s->level = r.level;
+	facts_for(s, HOOK_CONNECT, &f);
+	policy_call(s->gen->policy, &f, &r);
+	if (r.outcome == POLICY_ACCEPT)
+		return true;
+	if (r.outcome == POLICY_REJECT || r.outcome == POLICY_TEMPFAIL) {
+		reject(s, SMTP_VERB_UNKNOWN, "%d %s", r.code, r.text);
+	} else {
+		log_policy_error(s, HOOK_CONNECT, r.text);
+		reply(s, "421 4.3.0 %s Error: policy failure", host);
+	}
+	close_after_reply(s, CLOSE_POLICY);
+	return false;
+}
+
 /* ---- commands --------------------------------------------------------- */
 
 static void set_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
@@ -263,8 +363,23 @@ static void set_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
 	tx_free(s); /* EHLO/HELO reset the transaction (RFC 5321 4.1.4) */
 }
 
+/* The helo verdict sees the name being offered, not the previous one. */
+static bool helo_allowed(struct session *s, const struct smtp_cmd *cmd,
+			 enum smtp_verb verb)
+{
+	struct policy_facts f;
+	char name[SMTP_COMMAND_LINE_MAX];
+
+	snprintf(name, sizeof(name), "%.*s", (int)cmd->arg_len, cmd->arg);
+	facts_for(s, HOOK_HELO, &f);
+	f.helo = name;
+	return policy_allows(s, &f, verb);
+}
+
 static void do_helo(struct session *s, const struct smtp_cmd *cmd)
 {
+	if (!helo_allowed(s, cmd, SMTP_VERB_HELO))
+		return;
 	set_helo(s, cmd, false);
 	reply(s, "250 %s", cfg_of(s)->hostname);
 }
@@ -279,6 +394,8 @@ static void do_ehlo(struct session *s, const struct smtp_cmd *cmd)
 	const struct config *cfg = cfg_of(s);
 	char size[40] = "250-SIZE";
 
+	if (!helo_allowed(s, cmd, SMTP_VERB_EHLO))
+		return;
 	set_helo(s, cmd, true);
 	if (cfg->max_message_size > 0)
 		snprintf(size, sizeof(size), "250-SIZE %llu",
@@ -332,6 +449,7 @@ static void do_mail(struct session *s, const struct smtp_cmd *cmd)
 {
 	const struct config *cfg = cfg_of(s);
 	struct transaction *tx = calloc(1, sizeof(*tx));
+	struct policy_facts f;
 	const char *bad = NULL;
 	size_t bad_len = 0;
 	enum smtp_path_status st;
@@ -356,24 +474,48 @@ static void do_mail(struct session *s, const struct smtp_cmd *cmd)
 	}
 	queue_new_id(s->srv->queue, tx->qid);
 	s->tx = tx;
+	facts_for(s, HOOK_MAIL, &f);
+	if (!policy_allows(s, &f, SMTP_VERB_MAIL)) {
+		tx_free(s);
+		return;
+	}
 	reply(s, "250 2.1.0 Ok");
 }
 
 /* Routing syntax must not ride on relay_domains (allow_untrusted_routing
  * = no): such an address relays only for trusted clients. */
-static bool relay_allowed(const struct session *s, const struct smtp_addr *a)
+bool smtp_relay_allowed(const struct config *cfg, const struct sockaddr *peer,
+			const struct smtp_addr *a)
 {
-	const struct config *cfg = cfg_of(s);
 	const char *domain = a->mailbox + a->domain;
 	size_t len = a->mailbox_len - a->domain;
 
-	if (config_is_relay_client(cfg, (const struct sockaddr *)&s->peer))
+	if (config_is_relay_client(cfg, peer))
 		return true;
 	if (a->has_route || a->routing_chars || a->literal)
 		return false;
 	if (len == 0)
 		return true; /* <postmaster>: always accepted (RFC 5321 4.5.1) */
 	return config_is_relay_domain(cfg, domain, len);
+}
+
+static bool rcpt_policy_allows(struct session *s, const struct smtp_addr *a)
+{
+	const struct config *cfg = cfg_of(s);
+	size_t len = a->mailbox_len - a->domain;
+	char domain[SMTP_DOMAIN_MAX + 1];
+	struct policy_facts f;
+
+	for (size_t i = 0; i < len && i < SMTP_DOMAIN_MAX; i++)
+		domain[i] = (char)tolower((unsigned char)a->mailbox[a->domain + i]);
+	domain[len < SMTP_DOMAIN_MAX ? len : SMTP_DOMAIN_MAX] = '\0';
+	facts_for(s, HOOK_RCPT, &f);
+	f.recipient = a->mailbox;
+	if (len > 0) {
+		f.domain = domain;
+		f.section = config_domain_rule(cfg, domain, strlen(domain));
+	}
+	return policy_allows(s, &f, SMTP_VERB_RCPT);
 }
 
 static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
@@ -394,11 +536,14 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 		reject_path(s, SMTP_VERB_RCPT, st, &addr, bad, bad_len);
 		return;
 	}
-	if (!relay_allowed(s, &addr)) {
+	if (!smtp_relay_allowed(cfg_of(s), (const struct sockaddr *)&s->peer,
+				&addr)) {
 		reject(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
 		       addr.mailbox);
 		return;
 	}
+	if (!rcpt_policy_allows(s, &addr))
+		return;
 	if (!tx_add_rcpt(tx, &addr)) {
 		reply(s, "451 4.3.0 Error: out of memory");
 		return;
@@ -566,7 +711,7 @@ static void do_starttls(struct session *s, const struct smtp_cmd *cmd)
 	else if (s->tx != NULL)
 		reject(s, SMTP_VERB_STARTTLS,
 		       "503 5.5.1 Error: MAIL transaction in progress");
-	else if (s->srv->tls == NULL)
+	else if (s->gen->tls == NULL)
 		reject(s, SMTP_VERB_STARTTLS,
 		       "454 4.7.0 TLS not available due to local problem");
 	else {
@@ -794,6 +939,8 @@ static const char *reason_name(enum close_reason why)
 		return "shutdown";
 	case CLOSE_TLS:
 		return "tls";
+	case CLOSE_POLICY:
+		return "policy";
 	}
 	return "none";
 }
@@ -831,6 +978,7 @@ static void session_destroy(struct session *s)
 	tx_free(s);
 	conn_stop(&s->conn);
 	listener_client_gone(srv->listener, &s->peer);
+	generation_release(s->gen);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
@@ -858,7 +1006,7 @@ static bool begin_handshake(struct session *s)
 		log_end(&l);
 		conn_consume(&s->conn, len);
 	}
-	if (conn_starttls(&s->conn, tls_server_ctx(s->srv->tls)))
+	if (conn_starttls(&s->conn, tls_server_ctx(s->gen->tls)))
 		return true;
 	log_session(&l, s, LOG_WARN, "tls_failed");
 	log_kv(&l, "client", "%s", s->peer_ip);
@@ -945,7 +1093,7 @@ static void on_tls_ready(struct session *s)
 	char why[200];
 
 	s->tls_active = true;
-	s->tls_peer = tls_server_check_peer(s->srv->tls, s->conn.tls, why,
+	s->tls_peer = tls_server_check_peer(s->gen->tls, s->conn.tls, why,
 					    sizeof(why));
 	log_tls(s, why);
 	free(s->helo);
@@ -1049,8 +1197,8 @@ void smtp_session_start(struct server *srv, int fd,
 		return;
 	}
 	s->srv = srv;
+	s->gen = generation_retain(srv->gen);
 	s->sid = ++srv->next_sid;
-	s->level = srv->cfg->server_level;
 	s->peer = *peer;
 	sockaddr_ip_text(peer, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = sockaddr_port(peer);
@@ -1063,8 +1211,9 @@ void smtp_session_start(struct server *srv, int fd,
 	log_session(&l, s, LOG_INFO, "connect");
 	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
 	log_end(&l);
-	reply(s, "220 %s ESMTP smtpgw", srv->cfg->hostname);
 	enter_state(s, ST_COMMAND);
+	if (policy_connect(s))
+		reply(s, "220 %s ESMTP smtpgw", cfg_of(s)->hostname);
 	settle(s);
 }
 
@@ -1075,7 +1224,7 @@ void smtp_server_drain(struct server *srv)
 
 	srv->draining = true;
 	snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down",
-		 srv->cfg->hostname);
+		 srv->gen->cfg->hostname);
 	while (s != NULL) {
 		struct session *next = s->next;
 

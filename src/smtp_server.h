@@ -13,18 +13,19 @@
 #include <sys/socket.h>
 
 struct config;
+struct generation;
+struct smtp_addr;
 struct queue;
 struct listener;
 struct session;
-struct tls_server;
 
-/* What all sessions of one worker share. */
+/* What all sessions of one worker share. New sessions take a reference to
+ * the current generation; a reload replaces `gen` and nothing else. */
 struct server {
 	struct ev_loop *loop;
-	const struct config *cfg;
+	struct generation *gen;
 	struct queue *queue;
 	struct listener *listener;
-	struct tls_server *tls; /* NULL when TLS could not be set up */
 	struct session *sessions;
 	unsigned n_sessions;
 	uint64_t next_sid;
@@ -38,5 +39,9 @@ void smtp_session_start(struct server *srv, int fd,
 /* SIGTERM: sessions waiting for a sync get their reply, the others 421;
  * the loop is broken once the last session is gone. */
 void smtp_server_drain(struct server *srv);
+
+/* The relay rule: may this client send to this recipient? */
+bool smtp_relay_allowed(const struct config *cfg, const struct sockaddr *peer,
+			const struct smtp_addr *a);
 
 #endif

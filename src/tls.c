@@ -205,6 +205,15 @@ static bool make_default(const struct config *cfg, char *err, size_t err_len)
 	return ok;
 }
 
+bool tls_store_has_pairs(const char *cert_dir)
+{
+	size_t n;
+	char **names = list_pairs(cert_dir, &n);
+
+	free_names(names, n);
+	return n > 0;
+}
+
 bool tls_ensure_default_cert(const struct config *cfg, bool *created,
 			     char *err, size_t err_len)
 {

@@ -36,6 +36,8 @@ struct cert_info {
 bool tls_ensure_default_cert(const struct config *cfg, bool *created,
 			     char *err, size_t err_len);
 
+bool tls_store_has_pairs(const char *cert_dir);
+
 /* Every pair in cert_dir, sorted by name. Caller frees *out. */
 bool tls_cert_inventory(const char *cert_dir, struct cert_info **out,
 			size_t *n, char *err, size_t err_len);

@@ -1,6 +1,6 @@
 -- Envelope addresses and MAIL/RCPT parameters.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local tools = require "tools"
 local h = require "helpers"

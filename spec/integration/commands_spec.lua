@@ -1,6 +1,6 @@
 -- The command set and its sequencing (README "SMTP behaviour").
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

@@ -2,7 +2,7 @@
 -- unknown section, unknown key or bad value names FILE:LINE; -t exits 1 and
 -- the gateway refuses to start.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local h = require "helpers"
 
 -- A valid file with `bad` inserted as line 4 (after [gateway], listen, spool).

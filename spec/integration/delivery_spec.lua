@@ -1,7 +1,7 @@
 -- Accepting mail end to end: smtplib, swaks and raw sockets; the queue file
 -- format (README "Spool") and the queued log line.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local tools = require "tools"
 local h = require "helpers"

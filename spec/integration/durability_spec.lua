@@ -1,7 +1,7 @@
 -- Durability of the spool (README "Spool"): a 250 means the message survives
 -- kill -9; anything not acknowledged is removed at the next start.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

@@ -1,7 +1,7 @@
 -- Self-test of the spec harness (spec/support): the checks every other spec
 -- relies on must be able to fail.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 

@@ -1,6 +1,6 @@
 -- Listening on IPv6 loopback and on two addresses at once.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

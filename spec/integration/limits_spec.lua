@@ -1,7 +1,7 @@
 -- Limits: line lengths, recipients, message size, errors, timeouts and
 -- connection counts (README gateway.ini table and "SMTP behaviour").
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

@@ -1,6 +1,6 @@
 -- PIPELINING (RFC 2920): commands sent in one write are answered in order.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

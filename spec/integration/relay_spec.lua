@@ -2,7 +2,7 @@
 -- domains only from relay_networks, and no routing tricks on the strength of
 -- relay_domains alone.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

@@ -3,7 +3,7 @@
 -- is rejected once the real end arrives, and nothing inside it is ever
 -- parsed as a command.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local R = h.R

@@ -1,7 +1,7 @@
 -- testssl.sh (Debian's testssl.sh, run as `testssl`) against the gateway's
 -- STARTTLS: no protocol below TLS 1.2, no cipher it rates weak.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local q = gateway.shell_quote
 
 describe("testssl --starttls smtp", function()

@@ -2,7 +2,7 @@
 -- real STARTTLS receiver that is not smtpgw: Python's ssl module (OpenSSL)
 -- in spec/support/smtp_receiver.py.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local procs = require "procs"
 local tls = require "tls_support"
 local tools = require "tools"

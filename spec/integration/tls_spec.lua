@@ -10,7 +10,7 @@
 
 local lfs = require "lfs"
 local json = require "dkjson"
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
 local tools = require "tools"
@@ -615,7 +615,8 @@ describe("TLS", function()
       tlss.sh("chmod 644 " .. q(dir .. "/a.key"))
       gw:signal("HUP")
       local lines = gw:wait_log_count("event=reload", 2)
-      assert.truthy(lines[2]:find("certificates kept", 1, true), lines[2])
+      assert.truthy(lines[2]:find("status=failed", 1, true), lines[2])
+      assert.truthy(lines[2]:find("readable by group or others", 1, true), lines[2])
       assert.truthy(lines[2]:find("a.key", 1, true), lines[2])
       assert.is_true(gw:alive())
       assert.are.equal("CN=b.test.example", served("b.test.example"))

@@ -1,6 +1,6 @@
 -- Small shared steps for the integration specs.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 local client = require "smtp_client"
 
 local M = {}

@@ -2,7 +2,7 @@
 -- PID recorded (also in $SMTPGW_SPEC_PIDS, so spec/run.sh kills leftovers),
 -- stopped by PID. A process prints its readiness line on stdout.
 
-local gateway = require "gateway"
+local gateway = require "harness"
 
 local M = {}
 local live = {}

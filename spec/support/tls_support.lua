@@ -7,7 +7,7 @@
 --   tlss.install(pki.a, certdir, "a")      -- certdir/a.crt + a.key (0600)
 --   tlss.x509_text(pem) / tlss.fingerprint(pem) / tlss.subject(pem) ...
 
-local gateway = require "gateway"
+local gateway = require "harness"
 
 local M = {}
 

@@ -2,7 +2,7 @@
 -- spec/support/smtp_send.py, always /usr/bin/python3) and swaks.
 
 local json = require "dkjson"
-local gateway = require "gateway"
+local gateway = require "harness"
 
 local M = {}
 

@@ -2,7 +2,7 @@
 -- private temporary directory (gateway.ini, spool, logs) and tears it down by
 -- PID. Used by spec/integration/*_spec.lua.
 --
---   local gateway = require "gateway"
+--   local gateway = require "harness"
 --   local gw = gateway.start{ ini_extra = { max_recipients = 3 } }
 --   ... gw:port(), gw:dir(), gw:log(), gw:wait_log("event=queued") ...
 --   gw:signal("HUP")                -- by PID, without waiting for an exit

@@ -1,0 +1,327 @@
+/*
+ * commands: the subcommands that run without the event loop — certs,
+ * explain and reload. Each works on a configuration loaded for the purpose
+ * and prints for a person (or, with --json, a program).
+ */
+#include "commands.h"
+
+#include "config.h"
+#include "generation.h"
+#include "policy.h"
+#include "smtp_proto.h"
+#include "smtp_server.h"
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void print_time(const char *label, time_t t)
+{
+	char buf[64];
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	printf("  %-12s %s\n", label, buf);
+}
+
+static void print_cert(const struct cert_info *c, time_t now)
+{
+	long days = (long)((c->not_after - now) / 86400);
+
+	printf("%s%s\n", c->name,
+	       strcmp(c->name, "default") == 0 ? " (Default Cert)" : "");
+	printf("  %-12s %s\n", "subject", c->subject);
+	printf("  %-12s %s\n", "dns names", c->dns[0] ? c->dns : "-");
+	printf("  %-12s %s\n", "issuer", c->issuer);
+	print_time("valid from", c->not_before);
+	print_time("valid to", c->not_after);
+	printf("  %-12s %ld%s\n", "days left", days,
+	       days < 0 ? " EXPIRED" : days < 30 ? " WARNING: expires soon" : "");
+	printf("  %-12s %s %d\n", "key", c->key_type, c->key_bits);
+	printf("  %-12s %s\n", "signature", c->sig_alg);
+	printf("  %-12s %s\n", "sha256", c->sha256);
+	printf("  %-12s %s\n\n", "self-signed", c->self_signed ? "yes" : "no");
+}
+
+/* JSON strings here come from certificates: escape what JSON requires. */
+static void json_string(const char *key, const char *value, bool comma)
+{
+	printf("\"%s\":\"", key);
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	printf("\"%s", comma ? "," : "");
+}
+
+static void print_cert_json(const struct cert_info *c, time_t now, bool comma)
+{
+	printf("{");
+	json_string("name", c->name, true);
+	json_string("subject", c->subject, true);
+	printf("\"dns_names\":[");
+	for (const char *p = c->dns; *p;) {
+		size_t n = strcspn(p, ",");
+		char one[256];
+
+		snprintf(one, sizeof(one), "%.*s", (int)n, p);
+		printf("\"%s\"%s", one, p[n] ? "," : "");
+		p += p[n] ? n + 1 : n;
+	}
+	printf("],");
+	json_string("issuer", c->issuer, true);
+	printf("\"not_before\":%lld,\"not_after\":%lld,\"days_left\":%ld,",
+	       (long long)c->not_before, (long long)c->not_after,
+	       (long)((c->not_after - now) / 86400));
+	json_string("key_type", c->key_type, true);
+	printf("\"key_bits\":%d,", c->key_bits);
+	json_string("signature_algorithm", c->sig_alg, true);
+	json_string("sha256", c->sha256, true);
+	printf("\"self_signed\":%s}%s\n", c->self_signed ? "true" : "false",
+	       comma ? "," : "");
+}
+
+int certs_command(const struct config *cfg, bool json)
+{
+	struct cert_info *certs;
+	size_t n;
+	char err[512];
+	time_t now = time(NULL);
+
+	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (json)
+		printf("[\n");
+	for (size_t i = 0; i < n; i++) {
+		if (json)
+			print_cert_json(&certs[i], now, i + 1 < n);
+		else
+			print_cert(&certs[i], now);
+	}
+	if (json)
+		printf("]\n");
+	else if (n == 0)
+		printf("%s: no certificates (the gateway creates the Default "
+		       "Cert at start)\n", cfg->cert_dir);
+	free(certs);
+	return 0;
+}
+
+
+/* ---- explain --------------------------------------------------------- */
+
+static bool parse_ip(const char *ip, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+static const char *decider(const struct policy_result *r,
+			   enum policy_hook hook)
+{
+	static char buf[64];
+
+	snprintf(buf, sizeof(buf), "%s%s", policy_hook_name(hook),
+		 r->by_default ? " (absent: default)" : "");
+	return buf;
+}
+
+static void print_verdict(const char *stage, const struct policy_result *r,
+			  enum policy_hook hook)
+{
+	switch (r->outcome) {
+	case POLICY_ACCEPT:
+		printf("%-10s accept\t\t\tdecided by %s\n", stage,
+		       decider(r, hook));
+		break;
+	case POLICY_REJECT:
+	case POLICY_TEMPFAIL:
+		printf("%-10s %s %d %s\tdecided by %s\n", stage,
+		       r->outcome == POLICY_REJECT ? "reject" : "tempfail",
+		       r->code, r->text, decider(r, hook));
+		break;
+	case POLICY_LEVEL:
+		printf("%-10s %s\t\t\tdecided by %s\n", stage,
+		       tls_level_name(r->level), decider(r, hook));
+		break;
+	case POLICY_ERROR:
+		printf("%-10s policy failure (451 4.3.0 inbound, deferral "
+		       "outbound): %s\n",
+		       stage, r->text);
+		break;
+	}
+}
+
+static void explain_facts(const struct config *cfg,
+			  const struct explain_options *o,
+			  const struct sockaddr_storage *client,
+			  struct policy_facts *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->hostname = cfg->hostname;
+	f->inbound = true;
+	f->client_ip = o->client;
+	f->client_port = 0;
+	f->client_trusted =
+		config_is_relay_client(cfg, (const struct sockaddr *)client);
+	f->tls_active = o->tls_version != NULL;
+	f->tls_version = o->tls_version;
+	f->tls_cipher = o->tls_version ? "(explain)" : NULL;
+	f->tls_peer = o->peer;
+}
+
+/* The engine's own rules before the policy's rcpt hook. */
+static bool explain_engine_rcpt(const struct config *cfg, enum tls_level level,
+				const struct explain_options *o,
+				const struct sockaddr_storage *client,
+				const struct smtp_addr *a)
+{
+	if (level >= TLS_LEVEL_ENCRYPT && o->tls_version == NULL) {
+		printf("%-10s reject 530 5.7.0 Must issue a STARTTLS command "
+		       "first\tdecided by the inbound level (no --tls)\n",
+		       "rcpt");
+		return false;
+	}
+	if (!smtp_relay_allowed(cfg, (const struct sockaddr *)client, a)) {
+		printf("%-10s reject 554 5.7.1 <%s>: Relay access denied\t"
+		       "decided by relay_domains / relay_networks\n",
+		       "rcpt", a->mailbox);
+		return false;
+	}
+	return true;
+}
+
+static int explain_run(struct generation *g, const struct explain_options *o)
+{
+	const struct config *cfg = g->cfg;
+	struct sockaddr_storage client;
+	struct smtp_addr addr;
+	struct policy_facts f;
+	struct policy_result r;
+	char arg[SMTP_PATH_MAX + 3], domain[SMTP_DOMAIN_MAX + 1] = "";
+	const struct domain_rule *rule = NULL;
+	size_t dlen;
+
+	snprintf(arg, sizeof(arg), "<%s>", o->rcpt);
+	if (!parse_ip(o->client, &client) ||
+	    smtp_parse_rcpt(arg, strlen(arg), true, &addr, NULL, NULL) !=
+		    SMTP_PATH_OK) {
+		fprintf(stderr, "explain: --client must be an address and "
+				"--rcpt a mail address\n");
+		return 1;
+	}
+	dlen = addr.mailbox_len - addr.domain;
+	for (size_t i = 0; i < dlen && i < SMTP_DOMAIN_MAX; i++)
+		domain[i] = (char)tolower((unsigned char)addr.mailbox[addr.domain + i]);
+	domain[dlen < SMTP_DOMAIN_MAX ? dlen : SMTP_DOMAIN_MAX] = '\0';
+	if (domain[0] != '\0')
+		rule = config_domain_rule(cfg, domain, strlen(domain));
+	printf("%-10s %s\n", "script", policy_script(g->policy));
+	if (rule != NULL)
+		printf("%-10s [domain:%s]%s%s\n", "section", rule->name,
+		       rule->has_tls ? " tls = " : "",
+		       rule->has_tls ? tls_level_name(rule->tls) : "");
+	else
+		printf("%-10s none matches %s\n", "section", domain);
+	explain_facts(cfg, o, &client, &f);
+	f.hook = HOOK_SERVER_TLS;
+	policy_call(g->policy, &f, &r);
+	print_verdict("inbound", &r, HOOK_SERVER_TLS);
+	enum tls_level level = r.outcome == POLICY_LEVEL ? r.level
+							 : TLS_LEVEL_NONE;
+	const enum policy_hook stages[] = {HOOK_CONNECT, HOOK_HELO, HOOK_MAIL};
+	f.helo = o->helo;
+	for (size_t i = 0; i < 3; i++) {
+		f.hook = stages[i];
+		f.sender = stages[i] == HOOK_MAIL ? o->sender : NULL;
+		policy_call(g->policy, &f, &r);
+		print_verdict(policy_hook_name(stages[i]), &r, stages[i]);
+	}
+	f.hook = HOOK_RCPT;
+	f.recipient = addr.mailbox;
+	f.domain = domain[0] ? domain : NULL;
+	f.section = rule;
+	if (explain_engine_rcpt(cfg, level, o, &client, &addr)) {
+		policy_call(g->policy, &f, &r);
+		print_verdict("rcpt", &r, HOOK_RCPT);
+	}
+	memset(&f, 0, sizeof(f));
+	f.hook = HOOK_CLIENT_TLS;
+	f.hostname = cfg->hostname;
+	f.sender = o->sender;
+	f.recipient = addr.mailbox;
+	f.domain = domain[0] ? domain : NULL;
+	f.section = rule;
+	policy_call(g->policy, &f, &r);
+	print_verdict("outbound", &r, HOOK_CLIENT_TLS);
+	return 0;
+}
+
+int explain_command(const char *config_path, const struct explain_options *o)
+{
+	char err[1024];
+	struct generation *g = generation_build(config_path, false, err,
+						sizeof(err));
+	int rc;
+
+	if (g == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	rc = explain_run(g, o);
+	generation_release(g);
+	return rc;
+}
+
+/* ---- reload ------------------------------------------------------------ */
+
+int reload_command(const struct config *cfg)
+{
+	char path[4096];
+	FILE *f;
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/smtpgw.pid", cfg->spool);
+	f = fopen(path, "re");
+	if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+		fprintf(stderr, "%s: no running gateway (%s)\n", path,
+			f ? "bad pid file" : strerror(errno));
+		if (f != NULL)
+			fclose(f);
+		return 1;
+	}
+	fclose(f);
+	if (kill((pid_t)pid, SIGHUP) != 0) {
+		fprintf(stderr, "reload: pid %ld from %s: %s\n", pid, path,
+			strerror(errno));
+		return 1;
+	}
+	printf("reload: sent SIGHUP to pid %ld\n", pid);
+	return 0;
+}
