@@ -29,7 +29,7 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh
 
-.PHONY: all run check deps deps-check unit clean fuzz format
+.PHONY: all run check deps deps-check unit clean fuzz format bench
 
 all: build/smtpgw
 
@@ -97,6 +97,20 @@ fuzz: spec/c/fuzz_smtp_proto.c src/smtp_proto.c $(HDR)
 	./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} \
 		-artifact_prefix=build/fuzz/ build/fuzz/corpus \
 		>build/fuzz/fuzz.log 2>&1; rc=$$?; tail -5 build/fuzz/fuzz.log; exit $$rc
+
+# The cost of one policy decision (README "Performance"); a release build.
+BENCH_SRC = spec/bench/bench_policy.c src/policy.c src/config.c src/log.c \
+	    src/smtp_proto.c
+build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
+	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
+
+bench: deps build/bench_policy
+	@mkdir -p build/bench
+	@for p in try require require_verify; do \
+		printf '[gateway]\nhostname = mx.example.test\n[policy]\nscript = %s/policies/%s.lua\n[domain:partner.example]\ntls = verify\n' \
+			"$(CURDIR)" $$p > build/bench/$$p.ini; done
+	./build/bench_policy build/bench/try.ini build/bench/require.ini \
+		build/bench/require_verify.ini
 
 format:
 	clang-format -i src/*.c src/*.h spec/c/*.c
