@@ -62,7 +62,7 @@ count_tap "spec/c" "$status" "$tmp/c.out"
 
 # ---- busted specs
 dirs=()
-for d in spec/unit spec/integration; do
+for d in spec/unit spec/integration examples; do
 	[ -d "$d" ] && dirs+=("$d")
 done
 echo "# ==== busted: ${dirs[*]}"

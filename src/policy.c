@@ -319,10 +319,11 @@ static void open_sandbox(struct policy *p)
 	static const char *const removed[] = {
 		"dofile", "loadfile", "load",	 "loadstring",	   "getfenv",
 		"setfenv", "module",  "print",	 "collectgarbage", "gcinfo",
-		"newproxy", "require",
+		"newproxy", "require", "coroutine",
 	};
 	lua_State *L = p->L;
 
+	/* LuaJIT's luaopen_base also registers coroutine: removed below. */
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
 		lua_pushcfunction(L, libs[i].func);
 		lua_pushstring(L, libs[i].name);

@@ -509,12 +509,15 @@ static bool rcpt_policy_allows(struct session *s, const struct smtp_addr *a)
 	for (size_t i = 0; i < len && i < SMTP_DOMAIN_MAX; i++)
 		domain[i] = (char)tolower((unsigned char)a->mailbox[a->domain + i]);
 	domain[len < SMTP_DOMAIN_MAX ? len : SMTP_DOMAIN_MAX] = '\0';
+	/* <postmaster> without a domain is ours: its domain is our name. */
+	if (len == 0)
+		len = snprintf(domain, sizeof(domain), "%s", cfg->hostname);
+	for (char *c = domain; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
 	facts_for(s, HOOK_RCPT, &f);
 	f.recipient = a->mailbox;
-	if (len > 0) {
-		f.domain = domain;
-		f.section = config_domain_rule(cfg, domain, strlen(domain));
-	}
+	f.domain = domain;
+	f.section = config_domain_rule(cfg, domain, strlen(domain));
 	return policy_allows(s, &f, SMTP_VERB_RCPT);
 }
 

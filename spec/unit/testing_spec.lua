@@ -1,0 +1,312 @@
+-- Unit specs of lua/gateway/testing.lua (the busted kit for policy specs).
+
+local t = require "gateway.testing"
+
+describe("gateway.testing.ctx", function()
+  it("builds a rcpt ctx by default with the README's fields", function()
+    assert.are.same({
+      stage = "rcpt",
+      hostname = "mx.example.test",
+      client = { ip = "192.0.2.10", port = 40000, trusted = false },
+      helo = "client.example.org",
+      tls = { active = false, peer = "none" },
+      sender = "sender@example.org",
+      recipient = "user@example.test",
+      domain = "example.test",
+    }, t.ctx())
+  end)
+
+  it("has exactly the fields of each stage", function()
+    local expect = {
+      server_tls = { "client", "hostname", "stage", "tls" },
+      connect = { "client", "hostname", "stage", "tls" },
+      helo = { "client", "helo", "hostname", "stage", "tls" },
+      mail = { "client", "helo", "hostname", "sender", "stage", "tls" },
+      rcpt = { "client", "domain", "helo", "hostname", "recipient", "sender", "stage", "tls" },
+      client_tls = { "domain", "hostname", "recipient", "sender", "stage" },
+    }
+    for _, stage in ipairs(t.STAGES) do
+      local ctx = t.ctx{ stage = stage }
+      local keys = {}
+      for k in pairs(ctx) do
+        keys[#keys + 1] = k
+      end
+      table.sort(keys)
+      assert.are.same(expect[stage], keys, stage)
+      assert.are.equal(stage, ctx.stage)
+      assert.is_true(t.check_shape(ctx))
+    end
+  end)
+
+  it("fills the domain from the recipient, lower case", function()
+    local ctx = t.ctx{ stage = "rcpt", recipient = "U@Partner.Example", tls = { active = true, peer = "trusted" } }
+    assert.are.equal("partner.example", ctx.domain)
+    assert.are.equal("U@Partner.Example", ctx.recipient)
+    assert.are.equal("client_tls", t.ctx{ stage = "client_tls", recipient = "a@b.example" }.stage)
+    assert.are.equal("b.example", t.ctx{ stage = "client_tls", recipient = "a@b.example" }.domain)
+  end)
+
+  it("keeps a domain that is given", function()
+    assert.are.equal("other.example", t.ctx{ recipient = "postmaster", domain = "other.example" }.domain)
+  end)
+
+  it("deep-merges nested tables and fills tls version and cipher when active", function()
+    local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", tls = { active = true, peer = "trusted" },
+      client = { ip = "2001:db8::7" } }
+    assert.are.same({ ip = "2001:db8::7", port = 40000, trusted = false }, ctx.client)
+    assert.are.same({ active = true, peer = "trusted", version = "TLSv1.3", cipher = "TLS_AES_256_GCM_SHA384" },
+      ctx.tls)
+  end)
+
+  it("keeps a given tls version, cipher and sni", function()
+    local ctx = t.ctx{ stage = "helo", tls = { active = true, version = "TLSv1.2",
+      cipher = "ECDHE-RSA-AES256-GCM-SHA384", sni = "mx.example.test" } }
+    assert.are.same({ active = true, peer = "none", version = "TLSv1.2",
+      cipher = "ECDHE-RSA-AES256-GCM-SHA384", sni = "mx.example.test" }, ctx.tls)
+  end)
+
+  it("names a section after the domain when no name is given", function()
+    local ctx = t.ctx{ stage = "client_tls", recipient = "u@partner.example", section = { tls = "verify" } }
+    assert.are.same({ name = "domain:partner.example", tls = "verify" }, ctx.section)
+    ctx = t.ctx{ recipient = "u@a.partner.example", section = { name = "domain:.partner.example", tls = "encrypt" } }
+    assert.are.same({ name = "domain:.partner.example", tls = "encrypt" }, ctx.section)
+  end)
+
+  it("returns fresh tables each time and does not keep the overrides", function()
+    local over = { client = { ip = "10.0.0.1" }, section = { tls = "may" } }
+    local a, b = t.ctx(over), t.ctx(over)
+    assert.are_not.equal(a.client, b.client)
+    assert.are_not.equal(a.client, over.client)
+    a.client.port = 1
+    a.section.next_hop = "x"
+    assert.are.equal(40000, b.client.port)
+    assert.are.same({ ip = "10.0.0.1" }, over.client)
+    assert.are.same({ tls = "may" }, over.section)
+    assert.are.equal(40000, t.ctx().client.port)
+  end)
+
+  it("removes a field given as t.NIL", function()
+    local ctx = t.ctx{ stage = "rcpt", section = t.NIL, tls = { active = true, sni = t.NIL } }
+    assert.is_nil(ctx.section)
+    assert.is_nil(ctx.tls.sni)
+    ctx = t.ctx({ stage = "rcpt", tls = { active = true, cipher = t.NIL } }, { check = false })
+    assert.is_nil(ctx.tls.cipher)
+    assert.are.equal("TLSv1.3", ctx.tls.version)
+    assert.has_error(function() t.ctx{ stage = "rcpt", helo = t.NIL } end,
+      'gateway.testing.ctx: helo: missing (required at stage "rcpt")')
+  end)
+
+  it("raises when the result does not have the stage's shape", function()
+    assert.has_error(function() t.ctx{ stage = "connect", recipient = "u@example.test" } end,
+      'gateway.testing.ctx: recipient: not a field at stage "connect" (only at rcpt, client_tls)')
+    assert.has_error(function() t.ctx{ tls = { actve = true } } end,
+      'gateway.testing.ctx: tls.actve: unknown field at stage "rcpt"')
+    assert.has_error(function() t.ctx{ client = { port = "25" } } end,
+      "gateway.testing.ctx: client.port: expected number, got string")
+    assert.has_error(function() t.ctx{ tls = { peer = "trusted" } } end,
+      'gateway.testing.ctx: tls.peer: must be "none" while tls.active is not true, got "trusted"')
+    assert.has_error(function() t.ctx{ stage = "connect", section = { tls = "may" } } end)
+    assert.has_error(function() t.ctx{ stage = "rcpt", recipient = "postmaster" } end,
+      'gateway.testing.ctx: domain: missing (required at stage "rcpt")')
+  end)
+
+  it("builds an off-shape ctx when asked", function()
+    local ctx = t.ctx({ stage = "connect", extra = 1 }, { check = false })
+    assert.are.equal(1, ctx.extra)
+  end)
+
+  it("raises on a bad stage or overrides", function()
+    assert.has_error(function() t.ctx{ stage = "data" } end,
+      'gateway.testing.ctx: stage must be one of server_tls, connect, helo, mail, rcpt, client_tls, got "data"')
+    assert.has_error(function() t.ctx("rcpt") end)
+  end)
+end)
+
+describe("gateway.testing.host", function()
+  it("records log messages in order", function()
+    local host = t.host()
+    host.log("one")
+    host.log("two")
+    host.log(3)
+    assert.are.same({ "one", "two", "3" }, host.logs)
+  end)
+
+  it("refuses a log message that is not a string", function()
+    local host = t.host()
+    assert.has_error(function() host.log(nil) end, "host.log: message must be a string, got nil")
+    assert.has_error(function() host:log("colon call") end, "host.log: message must be a string, got table")
+    assert.are.same({}, host.logs)
+  end)
+
+  it("has a clock that stands still and can be set", function()
+    local host = t.host()
+    assert.are.equal(t.DEFAULTS.now, host.now())
+    assert.are.equal(host.now(), host.now())
+    assert.are.equal(123, t.host{ now = 123 }.now())
+    host.clock = 1000.5
+    assert.are.equal(1000.5, host.now())
+    assert.has_error(function() t.host{ now = "noon" } end)
+  end)
+
+  it("gives every host its own log", function()
+    local a, b = t.host(), t.host()
+    a.log("x")
+    assert.are.same({}, b.logs)
+  end)
+end)
+
+describe("gateway.testing.check_shape", function()
+  it("accepts every fixture", function()
+    for _, stage in ipairs(t.STAGES) do
+      assert.is_true(t.check_shape(t.ctx{ stage = stage }))
+    end
+    assert.is_true(t.check_shape(t.ctx{ section = { tls = "verify", next_hop = "127.0.0.1:2600" } }))
+    assert.is_true(t.check_shape(t.ctx{ stage = "helo", tls = { active = true, peer = "trusted", sni = "mx" } }))
+  end)
+
+  it("accepts a hand-written engine-like ctx with optional fields absent", function()
+    assert.is_true(t.check_shape({
+      stage = "client_tls", hostname = "mx", sender = "", recipient = "a@b", domain = "b",
+    }))
+    assert.is_true(t.check_shape({
+      stage = "connect", hostname = "mx",
+      client = { ip = "::1", port = 1, trusted = true },
+      tls = { active = false, peer = "none" },
+    }))
+  end)
+
+  local function check(ctx)
+    local ok, msg = t.check_shape(ctx)
+    assert.is_false(ok)
+    return msg
+  end
+
+  local function rcpt(over)
+    return t.ctx(over or {}, { check = false })
+  end
+
+  it("catches a wrong type", function()
+    assert.are.equal("client.port: expected number, got string", check(rcpt{ client = { port = "40000" } }))
+    assert.are.equal("client.trusted: expected boolean, got string", check(rcpt{ client = { trusted = "no" } }))
+    assert.are.equal("tls.active: expected boolean, got number", check(rcpt{ tls = { active = 1 } }))
+    assert.are.equal("hostname: expected string, got number", check(rcpt{ hostname = 5 }))
+    assert.are.equal("section: expected table, got string", check(rcpt{ section = "domain:x" }))
+    assert.are.equal("client: expected table, got string", check(rcpt{ client = "192.0.2.1" }))
+    assert.are.equal("section.next_hop: expected string, got number",
+      check(rcpt{ section = { next_hop = 25 } }))
+  end)
+
+  it("catches an unknown field", function()
+    assert.are.equal('colour: unknown field at stage "rcpt"', check(rcpt{ colour = "blue" }))
+    assert.are.equal('client.name: unknown field at stage "rcpt"', check(rcpt{ client = { name = "x" } }))
+    assert.are.equal('tls.Peer: unknown field at stage "rcpt"', check(rcpt{ tls = { Peer = "none" } }))
+    assert.are.equal('section.max: unknown field at stage "rcpt"', check(rcpt{ section = { max = "1" } }))
+    assert.are.equal('[1]: unknown field at stage "rcpt"', check(rcpt{ "array" }))
+    assert.are.equal('helo: not a field at stage "connect" (only at helo, mail, rcpt)',
+      check(t.ctx({ stage = "connect", helo = "x" }, { check = false })))
+    assert.are.equal('client: not a field at stage "client_tls" (only at server_tls, connect, helo, mail, rcpt)',
+      check(t.ctx({ stage = "client_tls", client = { ip = "x", port = 1, trusted = false } }, { check = false })))
+  end)
+
+  it("catches a missing field", function()
+    assert.are.equal('sender: missing (required at stage "rcpt")', check(rcpt{ sender = t.NIL }))
+    assert.are.equal('client.ip: missing (required at stage "rcpt")', check(rcpt{ client = { ip = t.NIL } }))
+    assert.are.equal('tls.peer: missing (required at stage "rcpt")', check(rcpt{ tls = { peer = t.NIL } }))
+    assert.are.equal('tls.cipher: missing (required at stage "rcpt")',
+      check(rcpt{ tls = { active = true, cipher = t.NIL } }))
+    assert.are.equal('section.name: missing (required at stage "rcpt")',
+      check({ stage = "rcpt", hostname = "mx", client = { ip = "x", port = 1, trusted = false }, helo = "h",
+        tls = { active = false, peer = "none" }, sender = "", recipient = "a@b", domain = "b",
+        section = { tls = "may" } }))
+    assert.are.equal('hostname: missing (required at stage "server_tls")', check({ stage = "server_tls" }))
+    assert.are.equal('client: missing (required at stage "server_tls")',
+      check({ stage = "server_tls", hostname = "mx" }))
+    assert.are.equal('sender: missing (required at stage "client_tls")',
+      check({ stage = "client_tls", hostname = "mx" }))
+    assert.are.equal("stage: missing", check({ hostname = "mx" }))
+  end)
+
+  it("checks the few value rules", function()
+    assert.are.equal('stage: expected one of server_tls, connect, helo, mail, rcpt, client_tls, got "data"',
+      check({ stage = "data" }))
+    assert.are.equal("stage: expected string, got number", check({ stage = 1 }))
+    assert.are.equal('tls.peer: expected one of none, untrusted, trusted, got "Trusted"',
+      check(rcpt{ tls = { active = true, peer = "Trusted" } }))
+    assert.are.equal('domain: must be lower case, got "Example.test"', check(rcpt{ domain = "Example.test" }))
+    assert.are.equal('section.name: malformed value "partner.example"',
+      check(rcpt{ section = { name = "partner.example" } }))
+    assert.are.equal("tls.version: must be absent while tls.active is not true",
+      check(rcpt{ tls = { version = "TLSv1.3" } }))
+    assert.are.equal("tls.sni: must be absent while tls.active is not true",
+      check(rcpt{ tls = { sni = "mx.example.test" } }))
+    assert.are.equal('tls.peer: must be "none" while tls.active is not true, got "untrusted"',
+      check(rcpt{ tls = { peer = "untrusted" } }))
+  end)
+
+  it("refuses what is not a table", function()
+    assert.are.equal("ctx: expected table, got nil", check(nil))
+    assert.are.equal("ctx: expected table, got string", check("rcpt"))
+  end)
+
+  it("describes the shape per stage", function()
+    assert.are.equal("string", t.SHAPE.rcpt.domain.type)
+    assert.is_true(t.SHAPE.rcpt.domain.required)
+    assert.is_false(t.SHAPE.rcpt.section.required)
+    assert.are.equal("number", t.SHAPE.connect.client.fields.port.type)
+    assert.are.equal("active", t.SHAPE.helo.tls.fields.version.when)
+    assert.is_true(t.SHAPE.helo.tls.fields.version.required)
+    assert.is_false(t.SHAPE.helo.tls.fields.sni.required)
+    assert.is_nil(t.SHAPE.connect.helo)
+    assert.is_nil(t.SHAPE.client_tls.tls)
+    for _, stage in ipairs(t.STAGES) do
+      assert.is_table(t.SHAPE[stage])
+      assert.is_table(t.SHAPE[stage].stage)
+      assert.is_table(t.SHAPE[stage].hostname)
+    end
+  end)
+end)
+
+describe("gateway.testing.run", function()
+  local gateway = require "gateway"
+
+  it("calls the hook of ctx.stage and returns its answer", function()
+    local seen
+    local policy = {
+      server_tls = function() return "encrypt" end,
+      rcpt = function(ctx, host) seen = host; host.log(ctx.recipient); return gateway.reject(550, "5.1.1 no") end,
+    }
+    local host = t.host()
+    assert.are.equal("encrypt", t.run(policy, t.ctx{ stage = "server_tls" }))
+    assert.are.same(gateway.reject(550, "5.1.1 no"), t.run(policy, t.ctx{ stage = "rcpt" }, host))
+    assert.are.equal(host, seen)
+    assert.are.same({ "user@example.test" }, host.logs)
+  end)
+
+  it("gives the gateway's defaults for absent hooks", function()
+    assert.are.equal("may", t.run({}, t.ctx{ stage = "server_tls" }))
+    assert.are.equal("verify", t.run({}, t.ctx{ stage = "server_tls" }, nil, { server_level = "verify" }))
+    assert.are.equal("may", t.run({}, t.ctx{ stage = "client_tls" }))
+    for _, stage in ipairs({ "connect", "helo", "mail", "rcpt" }) do
+      assert.are.equal("accept", t.run({}, t.ctx{ stage = stage }))
+    end
+  end)
+
+  it("raises on answers the gateway would refuse", function()
+    assert.has_error(function()
+      t.run({ server_tls = function() return "Encrypt" end }, t.ctx{ stage = "server_tls" })
+    end,
+      'gateway.testing.run: server_tls returned "Encrypt", not a level')
+    assert.has_error(function() t.run({ client_tls = function() end }, t.ctx{ stage = "client_tls" }) end,
+      "gateway.testing.run: client_tls returned nil, not a level")
+    assert.has_error(function() t.run({ mail = function() return "ok" end }, t.ctx{ stage = "mail" }) end,
+      'gateway.testing.run: mail returned a malformed verdict: a verdict is "accept" or a table, got "ok"')
+    assert.has_error(function()
+      t.run({ rcpt = function() return { action = "reject", code = 250, text = "x" } end }, t.ctx())
+    end, "gateway.testing.run: rcpt returned a malformed verdict: "
+      .. "reject code must be an integer from 400 to 599, got 250")
+    assert.has_error(function() t.run({ helo = "accept" }, t.ctx{ stage = "helo" }) end,
+      "gateway.testing.run: hook helo is a string, not a function")
+    assert.has_error(function() t.run(nil, t.ctx()) end)
+    assert.has_error(function() t.run({}, { stage = "data" }) end)
+  end)
+end)
