@@ -177,14 +177,20 @@ static bool check_range(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+static bool parse_bounded(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value, uint64_t *v)
+{
+	if (!parse_u64(value, v))
+		return fail(ctx, "%s: '%s' is not a number", key->name, value);
+	return check_range(ctx, key, value, *v);
+}
+
 static bool set_u64(struct load_ctx *ctx, const struct key_def *key,
 		    const char *value)
 {
 	uint64_t v;
 
-	if (!parse_u64(value, &v))
-		return fail(ctx, "%s: '%s' is not a number", key->name, value);
-	if (!check_range(ctx, key, value, v))
+	if (!parse_bounded(ctx, key, value, &v))
 		return false;
 	*(uint64_t *)field(ctx, key) = v;
 	return true;
@@ -195,9 +201,7 @@ static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
 {
 	uint64_t v;
 
-	if (!parse_u64(value, &v))
-		return fail(ctx, "%s: '%s' is not a number", key->name, value);
-	if (!check_range(ctx, key, value, v))
+	if (!parse_bounded(ctx, key, value, &v))
 		return false;
 	*(unsigned *)field(ctx, key) = (unsigned)v;
 	return true;
