@@ -217,69 +217,125 @@ static bool explain_engine_rcpt(const struct config *cfg, enum tls_level level,
 	return true;
 }
 
-static int explain_run(struct generation *g, const struct explain_options *o)
-{
-	const struct config *cfg = g->cfg;
+/* What explain works on: the client address, the recipient and its domain
+ * (lower case) and section. */
+struct explain_target {
 	struct sockaddr_storage client;
 	struct smtp_addr addr;
-	struct policy_facts f;
-	struct policy_result r;
-	char arg[SMTP_PATH_MAX + 3], domain[SMTP_DOMAIN_MAX + 1] = "";
-	const struct domain_rule *rule = NULL;
-	size_t dlen;
+	char domain[SMTP_DOMAIN_MAX + 1];
+	const struct domain_rule *rule;
+};
+
+static bool explain_parse(const struct config *cfg,
+			  const struct explain_options *o,
+			  struct explain_target *t)
+{
+	char arg[SMTP_PATH_MAX + 3];
+	size_t n;
 
 	snprintf(arg, sizeof(arg), "<%s>", o->rcpt);
-	if (!parse_ip(o->client, &client) ||
-	    smtp_parse_rcpt(arg, strlen(arg), true, &addr, NULL, NULL) !=
-		    SMTP_PATH_OK) {
+	if (!parse_ip(o->client, &t->client) ||
+	    smtp_parse_rcpt(arg, strlen(arg), true, &t->addr, NULL, NULL) !=
+		    SMTP_PATH_OK)
+		return false;
+	n = t->addr.mailbox_len - t->addr.domain;
+	if (n > SMTP_DOMAIN_MAX)
+		n = SMTP_DOMAIN_MAX;
+	for (size_t i = 0; i < n; i++)
+		t->domain[i] = (char)tolower(
+			(unsigned char)t->addr.mailbox[t->addr.domain + i]);
+	t->domain[n] = '\0';
+	t->rule = n > 0 ? config_domain_rule(cfg, t->domain, n) : NULL;
+	return true;
+}
+
+static void explain_header(const struct generation *g,
+			   const struct explain_target *t)
+{
+	const struct domain_rule *r = t->rule;
+
+	printf("%-10s %s\n", "script", policy_script(g->policy));
+	if (r != NULL)
+		printf("%-10s [domain:%s]%s%s\n", "section", r->name,
+		       r->has_tls ? " tls = " : "",
+		       r->has_tls ? tls_level_name(r->tls) : "");
+	else
+		printf("%-10s none matches %s\n", "section", t->domain);
+}
+
+/* server_tls, then connect, helo and mail; returns the inbound level. */
+static enum tls_level explain_inbound(const struct generation *g,
+				      const struct explain_options *o,
+				      struct policy_facts *f)
+{
+	static const enum policy_hook stages[] = {HOOK_CONNECT, HOOK_HELO,
+						  HOOK_MAIL};
+	struct policy_result r;
+	enum tls_level level;
+
+	f->hook = HOOK_SERVER_TLS;
+	policy_call(g->policy, f, &r);
+	print_verdict("inbound", &r, HOOK_SERVER_TLS);
+	level = r.outcome == POLICY_LEVEL ? r.level : TLS_LEVEL_NONE;
+	f->helo = o->helo;
+	for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++) {
+		f->hook = stages[i];
+		f->sender = stages[i] == HOOK_MAIL ? o->sender : NULL;
+		policy_call(g->policy, f, &r);
+		print_verdict(policy_hook_name(stages[i]), &r, stages[i]);
+	}
+	return level;
+}
+
+static void explain_recipient(const struct generation *g,
+			      const struct explain_options *o,
+			      const struct explain_target *t,
+			      enum tls_level level, struct policy_facts *f)
+{
+	struct policy_result r;
+
+	f->hook = HOOK_RCPT;
+	f->recipient = t->addr.mailbox;
+	f->domain = t->domain[0] ? t->domain : NULL;
+	f->section = t->rule;
+	if (!explain_engine_rcpt(g->cfg, level, o, &t->client, &t->addr))
+		return;
+	policy_call(g->policy, f, &r);
+	print_verdict("rcpt", &r, HOOK_RCPT);
+}
+
+static void explain_outbound(const struct generation *g,
+			     const struct explain_options *o,
+			     const struct explain_target *t)
+{
+	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
+	struct policy_result r;
+
+	f.hostname = g->cfg->hostname;
+	f.sender = o->sender;
+	f.recipient = t->addr.mailbox;
+	f.domain = t->domain[0] ? t->domain : NULL;
+	f.section = t->rule;
+	policy_call(g->policy, &f, &r);
+	print_verdict("outbound", &r, HOOK_CLIENT_TLS);
+}
+
+static int explain_run(struct generation *g, const struct explain_options *o)
+{
+	struct explain_target t;
+	struct policy_facts f;
+	enum tls_level level;
+
+	if (!explain_parse(g->cfg, o, &t)) {
 		fprintf(stderr, "explain: --client must be an address and "
 				"--rcpt a mail address\n");
 		return 1;
 	}
-	dlen = addr.mailbox_len - addr.domain;
-	for (size_t i = 0; i < dlen && i < SMTP_DOMAIN_MAX; i++)
-		domain[i] = (char)tolower((unsigned char)addr.mailbox[addr.domain + i]);
-	domain[dlen < SMTP_DOMAIN_MAX ? dlen : SMTP_DOMAIN_MAX] = '\0';
-	if (domain[0] != '\0')
-		rule = config_domain_rule(cfg, domain, strlen(domain));
-	printf("%-10s %s\n", "script", policy_script(g->policy));
-	if (rule != NULL)
-		printf("%-10s [domain:%s]%s%s\n", "section", rule->name,
-		       rule->has_tls ? " tls = " : "",
-		       rule->has_tls ? tls_level_name(rule->tls) : "");
-	else
-		printf("%-10s none matches %s\n", "section", domain);
-	explain_facts(cfg, o, &client, &f);
-	f.hook = HOOK_SERVER_TLS;
-	policy_call(g->policy, &f, &r);
-	print_verdict("inbound", &r, HOOK_SERVER_TLS);
-	enum tls_level level = r.outcome == POLICY_LEVEL ? r.level
-							 : TLS_LEVEL_NONE;
-	const enum policy_hook stages[] = {HOOK_CONNECT, HOOK_HELO, HOOK_MAIL};
-	f.helo = o->helo;
-	for (size_t i = 0; i < 3; i++) {
-		f.hook = stages[i];
-		f.sender = stages[i] == HOOK_MAIL ? o->sender : NULL;
-		policy_call(g->policy, &f, &r);
-		print_verdict(policy_hook_name(stages[i]), &r, stages[i]);
-	}
-	f.hook = HOOK_RCPT;
-	f.recipient = addr.mailbox;
-	f.domain = domain[0] ? domain : NULL;
-	f.section = rule;
-	if (explain_engine_rcpt(cfg, level, o, &client, &addr)) {
-		policy_call(g->policy, &f, &r);
-		print_verdict("rcpt", &r, HOOK_RCPT);
-	}
-	memset(&f, 0, sizeof(f));
-	f.hook = HOOK_CLIENT_TLS;
-	f.hostname = cfg->hostname;
-	f.sender = o->sender;
-	f.recipient = addr.mailbox;
-	f.domain = domain[0] ? domain : NULL;
-	f.section = rule;
-	policy_call(g->policy, &f, &r);
-	print_verdict("outbound", &r, HOOK_CLIENT_TLS);
+	explain_header(g, &t);
+	explain_facts(g->cfg, o, &t.client, &f);
+	level = explain_inbound(g, o, &f);
+	explain_recipient(g, o, &t, level, &f);
+	explain_outbound(g, o, &t);
 	return 0;
 }
 
