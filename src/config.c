@@ -365,6 +365,42 @@ static bool add_network(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* "127.0.0.1@5353", "::1", as libunbound's ub_ctx_set_fwd takes them. */
+static bool add_resolver(struct load_ctx *ctx, const struct key_def *key,
+			 const char *item)
+{
+	struct config *cfg = ctx->cfg;
+	char addr[64];
+	const char *at = strchr(item, '@');
+	size_t n = at ? (size_t)(at - item) : strlen(item);
+	uint64_t port = 53;
+	struct cidr probe;
+	char **grown;
+
+	if (n == 0 || n >= sizeof(addr))
+		return fail(ctx, "%s: '%s' is not IP or IP@PORT", key->name, item);
+	memcpy(addr, item, n);
+	addr[n] = '\0';
+	if (strchr(addr, '/') != NULL || !cidr_parse(addr, &probe) ||
+	    (at && (!parse_u64(at + 1, &port) || port == 0 || port > 65535)))
+		return fail(ctx, "%s: '%s' is not IP or IP@PORT", key->name, item);
+	grown = realloc(cfg->dns_resolvers,
+			(cfg->n_dns_resolvers + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	cfg->dns_resolvers = grown;
+	if ((grown[cfg->n_dns_resolvers] = strdup(item)) == NULL)
+		return fail(ctx, "out of memory");
+	cfg->n_dns_resolvers++;
+	return true;
+}
+
+static bool set_resolvers(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value)
+{
+	return for_each_item(ctx, key, value, add_resolver);
+}
+
 static bool set_networks(struct load_ctx *ctx, const struct key_def *key,
 			 const char *value)
 {
@@ -529,6 +565,7 @@ static const struct key_def keys[] = {
 	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
 	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
 	 3600000, "60s"},
+	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
 	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
 	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),
 	 1000, 1000000000, "1000000"},
@@ -774,6 +811,9 @@ void config_free(struct config *cfg)
 	free(cfg->protocols);
 	free(cfg->ciphers);
 	free(cfg->policy_script);
+	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
+		free(cfg->dns_resolvers[i]);
+	free(cfg->dns_resolvers);
 	for (size_t i = 0; i < cfg->n_domains; i++) {
 		free(cfg->domains[i].name);
 		free(cfg->domains[i].next_hop);

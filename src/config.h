@@ -71,6 +71,9 @@ struct config {
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
 	double policy_max_time;
+	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
+	char **dns_resolvers;
+	size_t n_dns_resolvers;
 	/* [domain:NAME] */
 	struct domain_rule *domains;
 	size_t n_domains;

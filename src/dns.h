@@ -1,0 +1,69 @@
+/*
+ * dns: asynchronous MX and address lookups with libunbound, inside the
+ * event loop (its descriptor is watched by libev; answers are processed
+ * when it is readable). Callbacks carry the caller's id, never a pointer:
+ * whoever asked may be gone when the answer comes. Only the resolvers of
+ * [dns] resolver are asked when it is set; the system's resolv.conf only
+ * when it is not.
+ */
+#ifndef SMTPGW_DNS_H
+#define SMTPGW_DNS_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct config;
+struct dns;
+
+enum { DNS_MAX_HOSTS = 10, DNS_MAX_ADDRS = 8 };
+
+enum dns_status {
+	DNS_OK,
+	DNS_PERMFAIL, /* NXDOMAIN, null MX (RFC 7505), no address at all */
+	DNS_TEMPFAIL, /* SERVFAIL, timeout, no answer yet */
+};
+
+/* One next hop: a name and its addresses, port filled in. */
+struct dns_host {
+	char name[256];
+	unsigned pref;
+	struct sockaddr_storage addrs[DNS_MAX_ADDRS];
+	size_t n_addrs;
+};
+
+/* Where mail for a domain goes, in the order to try (RFC 5321 §5.1). */
+struct dns_route {
+	enum dns_status status;
+	char error[160]; /* why, for logs and DSNs, when not DNS_OK */
+	struct dns_host hosts[DNS_MAX_HOSTS];
+	size_t n_hosts;
+};
+
+typedef void dns_route_cb(uint64_t id, const struct dns_route *route,
+			  void *arg);
+
+struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
+		    char *err, size_t err_len);
+void dns_free(struct dns *dns);
+
+/*
+ * MX route of `domain`: MX records by preference (equal preferences in
+ * random order), each resolved to A and AAAA; no MX at all → the domain's
+ * own A/AAAA (implicit MX); a null MX or NXDOMAIN → DNS_PERMFAIL.
+ * `cb(id, route, arg)` is called exactly once, never from inside this call.
+ */
+void dns_mx_route(struct dns *dns, const char *domain, unsigned port,
+		  uint64_t id, dns_route_cb *cb, void *arg);
+
+/* A static next hop (no MX lookup): `host` is a name or an address
+ * literal (no DNS then); one dns_host with its addresses. */
+void dns_host_route(struct dns *dns, const char *host, unsigned port,
+		    uint64_t id, dns_route_cb *cb, void *arg);
+
+/* Forgets the callbacks of `id` (the caller is going away). */
+void dns_cancel(struct dns *dns, uint64_t id);
+
+#endif
