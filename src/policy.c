@@ -725,6 +725,30 @@ static void apply_default(const struct policy *p, enum policy_hook h,
 	}
 }
 
+/* "file:12: ..." already says where; anything else (a tail call keeps no
+ * frame, error() at level 0, a non-string error) gets the script and hook
+ * so the log still names what failed. */
+static bool has_position(const char *msg)
+{
+	const char *colon = strchr(msg, ':');
+
+	return colon != NULL && colon > msg &&
+	       colon[1 + strspn(colon + 1, "0123456789")] == ':' &&
+	       colon[1] >= '0' && colon[1] <= '9';
+}
+
+static void call_failed(const struct policy *p, enum policy_hook h,
+			lua_State *L, struct policy_result *out)
+{
+	const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1)
+					      : "error object is not a string";
+
+	if (has_position(msg))
+		fail_result(out, "%s", msg);
+	else
+		fail_result(out, "%s: %s: %s", p->script, hook_names[h], msg);
+}
+
 void policy_call(struct policy *p, const struct policy_facts *f,
 		 struct policy_result *out)
 {
@@ -745,9 +769,7 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 	rc = lua_pcall(L, 2, 1, 0);
 	budget_stop(p);
 	if (rc != 0)
-		fail_result(out, "%s", lua_isstring(L, -1)
-					       ? lua_tostring(L, -1)
-					       : "error object is not a string");
+		call_failed(p, f->hook, L, out);
 	else if (f->hook == HOOK_SERVER_TLS || f->hook == HOOK_CLIENT_TLS)
 		read_level(L, p, f->hook, out);
 	else
