@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "envelope.h"
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
@@ -554,19 +555,6 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 	reply(s, "250 2.1.5 Ok");
 }
 
-static const char *body_name(enum smtp_body_type body)
-{
-	switch (body) {
-	case SMTP_BODY_7BIT:
-		return "7BIT";
-	case SMTP_BODY_8BITMIME:
-		return "8BITMIME";
-	case SMTP_BODY_UNSPECIFIED:
-		break;
-	}
-	return "unspecified";
-}
-
 /* Appends to a growing header buffer; false when out of memory. */
 struct header_buf {
 	char *p;
@@ -600,19 +588,30 @@ static bool hb_add(struct header_buf *h, const char *fmt, ...)
 	return true;
 }
 
-static bool write_envelope(struct session *s, struct header_buf *h)
+/* The queue file's envelope block (envelope.c), from this transaction. */
+static char *format_envelope(const struct session *s, size_t *len)
 {
 	const struct transaction *tx = s->tx;
+	struct envelope e = {.arrival = (long long)time(NULL)};
+	char **rcpts = calloc(tx->n_rcpt, sizeof(*rcpts));
 	const char *r = tx->rcpts;
-	bool ok;
+	char *text;
 
-	ok = hb_add(h, "id: %s\narrival: %lld\nclient: %s\nhelo: %s\n",
-		    tx->qid, (long long)time(NULL), s->peer_ip, s->helo) &&
-	     hb_add(h, "sender: <%s>\n", tx->sender.mailbox);
-	for (unsigned i = 0; ok && i < tx->n_rcpt; i++, r += strlen(r) + 1)
-		ok = hb_add(h, "rcpt: <%s>\n", r);
-	return ok && hb_add(h, "body: %s\nsmtputf8: %d\n\n",
-			    body_name(tx->params.body), tx->params.smtputf8);
+	if (rcpts == NULL)
+		return NULL;
+	for (unsigned i = 0; i < tx->n_rcpt; i++, r += strlen(r) + 1)
+		rcpts[i] = (char *)r;
+	memcpy(e.qid, tx->qid, sizeof(e.qid));
+	snprintf(e.client, sizeof(e.client), "%s", s->peer_ip);
+	e.helo = s->helo;
+	e.sender = (char *)tx->sender.mailbox;
+	e.rcpts = rcpts;
+	e.n_rcpts = tx->n_rcpt;
+	e.body = tx->params.body;
+	e.smtputf8 = tx->params.smtputf8;
+	text = envelope_format(&e, len);
+	free(rcpts);
+	return text;
 }
 
 static bool write_received(struct session *s, struct header_buf *h)
@@ -638,6 +637,8 @@ static bool open_spool_file(struct session *s)
 {
 	struct transaction *tx = s->tx;
 	struct header_buf h = {.cap = 1024};
+	char *envelope;
+	size_t envelope_len;
 	bool ok;
 
 	if (!spool_file_create(s->srv->queue, tx->qid, &tx->file)) {
@@ -645,10 +646,14 @@ static bool open_spool_file(struct session *s)
 		return false;
 	}
 	tx->file_open = true;
-	ok = (h.p = malloc(h.cap)) != NULL && write_envelope(s, &h) &&
+	envelope = format_envelope(s, &envelope_len);
+	ok = envelope != NULL && (h.p = malloc(h.cap)) != NULL &&
 	     write_received(s, &h);
-	if (ok)
+	if (ok) {
+		spool_file_write(&tx->file, envelope, envelope_len);
 		spool_file_write(&tx->file, h.p, h.len);
+	}
+	free(envelope);
 	free(h.p);
 	return ok && !tx->file.failed;
 }
