@@ -214,8 +214,8 @@ static bool set_duration(struct load_ctx *ctx, const struct key_def *key,
 	static const struct {
 		const char *suffix;
 		uint64_t ms;
-	} units[] = {{"", 1000}, {"s", 1000}, {"ms", 1}, {"m", 60000},
-		     {"h", 3600000}};
+	} units[] = {{"", 1000},       {"s", 1000},	  {"ms", 1},
+		     {"m", 60000},     {"h", 3600000}, {"d", 86400000}};
 	char number[32];
 	size_t n = strspn(value, "0123456789");
 	uint64_t v;
@@ -565,6 +565,18 @@ static const struct key_def keys[] = {
 	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
 	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
 	 3600000, "60s"},
+	{"delivery", "max_connections", set_uint, AT(delivery_max_connections),
+	 1, 100000, "50"},
+	{"delivery", "max_per_destination", set_uint,
+	 AT(delivery_max_per_destination), 1, 10000, "5"},
+	{"delivery", "retry_min", set_duration, AT(retry_min), 1000,
+	 86400000, "5m"},
+	{"delivery", "retry_max", set_duration, AT(retry_max), 1000,
+	 604800000, "1h"},
+	{"delivery", "max_queue_lifetime", set_duration, AT(max_queue_lifetime),
+	 1000, 8640000000ULL, "5d"},
+	{"delivery", "timeout", set_duration, AT(delivery_timeout), 1000,
+	 3600000, "300s"},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
 	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
 	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),

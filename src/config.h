@@ -71,6 +71,13 @@ struct config {
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
 	double policy_max_time;
+	/* [delivery] */
+	unsigned delivery_max_connections;
+	unsigned delivery_max_per_destination;
+	double retry_min;
+	double retry_max;
+	double max_queue_lifetime;
+	double delivery_timeout;
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;

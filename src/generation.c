@@ -91,7 +91,9 @@ struct generation *generation_build(const char *config_path, bool make_cert,
 	if (g->cfg != NULL)
 		g->policy = policy_load(g->cfg, generation_lua_dir(), err,
 					err_len);
-	if (g->policy == NULL || !build_tls(g, make_cert, err, err_len)) {
+	g->clients.encrypt_session = g->clients.verify_session = -1;
+	if (g->policy == NULL || !build_tls(g, make_cert, err, err_len) ||
+	    !tls_clients_new(g->cfg, &g->clients, err, err_len)) {
 		g->refs = 1;
 		generation_release(g);
 		return NULL;
@@ -111,6 +113,7 @@ void generation_release(struct generation *g)
 	if (g == NULL || --g->refs > 0)
 		return;
 	tls_server_free(g->tls);
+	tls_clients_free(&g->clients);
 	policy_free(g->policy);
 	config_free(g->cfg);
 	free(g);

@@ -7,6 +7,8 @@
 #ifndef SMTPGW_GENERATION_H
 #define SMTPGW_GENERATION_H
 
+#include "tls.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -20,6 +22,7 @@ struct generation {
 	struct config *cfg;
 	struct policy *policy;
 	struct tls_server *tls; /* NULL when no session can use TLS */
+	struct tls_clients clients; /* outbound: one config per level */
 };
 
 /* Loads and checks everything; NULL and "FILE:LINE: message" in err on the

@@ -6,6 +6,7 @@
  * between the threads, and that list is guarded by one mutex.
  */
 #include "queue.h"
+#include "envelope.h"
 #include "log.h"
 
 #include <dirent.h>
@@ -37,6 +38,7 @@ struct queue {
 	char *dir;
 	int tmp_fd;
 	int queue_fd;
+	int state_fd;
 	struct ev_loop *loop;
 	ev_async done_async;
 	pthread_t thread;
@@ -289,7 +291,8 @@ static bool open_dirs(struct queue *q, char *err, size_t err_len)
 	}
 	q->tmp_fd = open_subdir(q->dir, "tmp");
 	q->queue_fd = open_subdir(q->dir, "queue");
-	if (q->tmp_fd < 0 || q->queue_fd < 0) {
+	q->state_fd = open_subdir(q->dir, "state");
+	if (q->tmp_fd < 0 || q->queue_fd < 0 || q->state_fd < 0) {
 		snprintf(err, err_len, "spool %s: %s", q->dir,
 			 strerror(errno));
 		return false;
@@ -320,7 +323,7 @@ struct queue *queue_open(const char *spool_dir, struct ev_loop *loop,
 		free(q);
 		return NULL;
 	}
-	q->tmp_fd = q->queue_fd = -1;
+	q->tmp_fd = q->queue_fd = q->state_fd = -1;
 	q->loop = loop;
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
@@ -358,6 +361,8 @@ void queue_close(struct queue *q)
 		close(q->tmp_fd);
 	if (q->queue_fd >= 0)
 		close(q->queue_fd);
+	if (q->state_fd >= 0)
+		close(q->state_fd);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
 	free(q->dir);
@@ -460,4 +465,162 @@ void queue_commit_orphan(struct queue_commit *commit)
 {
 	commit->cb = NULL;
 	commit->owner = NULL;
+}
+
+/* ---- delivery's view ---------------------------------------------------- */
+
+enum { HEADER_READ = 16384, HEADER_MAX = 4 << 20 };
+
+/* Reads until the header's blank line is in the buffer. */
+static char *read_header(int fd, size_t *len)
+{
+	size_t cap = HEADER_READ;
+	char *buf = malloc(cap);
+
+	*len = 0;
+	while (buf != NULL) {
+		ssize_t n = pread(fd, buf + *len, cap - *len, (off_t)*len);
+
+		if (n <= 0)
+			return buf; /* the parser says what is missing */
+		*len += (size_t)n;
+		if (memmem(buf, *len, "\n\n", 2) != NULL || cap >= HEADER_MAX)
+			return buf;
+		if (*len == cap) {
+			char *grown = realloc(buf, cap * 2);
+
+			if (grown == NULL)
+				break;
+			buf = grown;
+			cap *= 2;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len)
+{
+	struct stat st;
+	size_t len, offset = 0;
+	char *header;
+
+	m->fd = openat(q->queue_fd, qid, O_RDONLY | O_CLOEXEC);
+	if (m->fd < 0 || fstat(m->fd, &st) != 0) {
+		snprintf(err, err_len, "queue/%s: %s", qid, strerror(errno));
+		if (m->fd >= 0)
+			close(m->fd);
+		return false;
+	}
+	header = read_header(m->fd, &len);
+	if (header != NULL)
+		offset = envelope_parse(header, len, e, err, err_len);
+	free(header);
+	if (offset == 0) {
+		close(m->fd);
+		return false;
+	}
+	m->body_offset = (off_t)offset;
+	m->body_size = (uint64_t)st.st_size - offset;
+	return true;
+}
+
+void queue_state_append(struct queue *q, const char *qid, size_t index,
+			enum rcpt_state state, const char *text)
+{
+	char line[600];
+	int fd = openat(q->state_fd, qid,
+			O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int n;
+
+	if (fd < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%zu %s %.500s\n", index,
+		     state == RCPT_SENT ? "sent" : "bounced", text);
+	for (char *c = line; c < line + n - 1; c++)
+		if (*c == '\n' || *c == '\r')
+			*c = ' ';
+	if (write(fd, line, (size_t)n) != n)
+		log_msg(LOG_ERR, "spool_state_failed", "state/%s: %s", qid,
+			strerror(errno));
+	close(fd);
+}
+
+void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
+		      size_t n)
+{
+	int fd = openat(q->state_fd, qid, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	char line[700];
+
+	for (size_t i = 0; i < n; i++)
+		states[i] = RCPT_PENDING;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		size_t index;
+		char word[16];
+
+		if (sscanf(line, "%zu %15s", &index, word) != 2 || index >= n)
+			continue;
+		if (strcmp(word, "sent") == 0)
+			states[index] = RCPT_SENT;
+		else if (strcmp(word, "bounced") == 0)
+			states[index] = RCPT_BOUNCED;
+	}
+	if (f != NULL)
+		fclose(f);
+	else if (fd >= 0)
+		close(fd);
+}
+
+void queue_remove(struct queue *q, const char *qid)
+{
+	unlinkat(q->queue_fd, qid, 0);
+	unlinkat(q->state_fd, qid, 0);
+}
+
+char **queue_list(struct queue *q, size_t *n)
+{
+	DIR *d = fdopendir(dup(q->queue_fd));
+	struct dirent *e;
+	char **ids = NULL;
+
+	*n = 0;
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		char **grown;
+
+		if (!is_queue_id(e->d_name))
+			continue;
+		grown = realloc(ids, (*n + 1) * sizeof(*ids));
+		if (grown == NULL)
+			break;
+		ids = grown;
+		if ((ids[*n] = strdup(e->d_name)) != NULL)
+			(*n)++;
+	}
+	if (d != NULL)
+		closedir(d);
+	return ids;
+}
+
+bool queue_submit(struct queue *q, const struct envelope *e,
+		  const char *content, size_t len, queue_commit_cb *cb,
+		  void *owner)
+{
+	struct spool_file f;
+	struct envelope own = *e;
+	size_t header_len;
+	char *header;
+
+	queue_new_id(q, own.qid);
+	if (!spool_file_create(q, own.qid, &f))
+		return false;
+	header = envelope_format(&own, &header_len);
+	if (header != NULL)
+		spool_file_write(&f, header, header_len);
+	else
+		f.failed = true;
+	free(header);
+	spool_file_write(&f, content, len);
+	return queue_commit(q, &f, cb, owner) != NULL;
 }

@@ -56,4 +56,44 @@ struct queue_commit *queue_commit(struct queue *q, struct spool_file *f,
  * anyway is removed, because nobody was told 250. */
 void queue_commit_orphan(struct queue_commit *commit);
 
+/* ---- delivery's view ------------------------------------------------- */
+
+struct envelope;
+
+/* A queued message opened for delivery: its envelope, and the descriptor
+ * with the offset and size of the message itself. */
+struct queued_message {
+	int fd;
+	off_t body_offset;
+	uint64_t body_size;
+};
+
+/* Opens queue/ID and parses its header into `e` (envelope_free it, and
+ * close m->fd). False with a reason when it is gone or malformed. */
+bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len);
+
+/* Per-recipient outcomes, appended to state/ID as "INDEX STATUS TEXT"
+ * lines. Not synced: after a crash a recipient whose line was lost is
+ * delivered again (a duplicate), never dropped. */
+enum rcpt_state { RCPT_PENDING, RCPT_SENT, RCPT_BOUNCED };
+
+void queue_state_append(struct queue *q, const char *qid, size_t index,
+			enum rcpt_state state, const char *text);
+/* Fills states[0..n) from state/ID (PENDING where nothing is recorded). */
+void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
+		      size_t n);
+/* The message is done: queue/ID and state/ID go. */
+void queue_remove(struct queue *q, const char *qid);
+
+/* Every queued id, for delivery at start-up (malloc'd array of malloc'd
+ * strings). */
+char **queue_list(struct queue *q, size_t *n);
+
+/* Queues a message made here (a DSN): envelope + content, synced like any
+ * other; `cb` reports with the new id. */
+bool queue_submit(struct queue *q, const struct envelope *e,
+		  const char *content, size_t len, queue_commit_cb *cb,
+		  void *owner);
+
 #endif

@@ -7,6 +7,8 @@
  */
 #include "tls.h"
 
+#include "log.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -636,9 +638,10 @@ static struct tls_config *client_config(const struct config *cfg, bool verify,
 		tls_config_insecure_noverifycert(c);
 		tls_config_insecure_noverifyname(c);
 	} else if (tls_config_set_ca_file(c, cfg->ca_file) != 0) {
-		fail_config(c, cfg->ca_file, err, err_len);
-		tls_config_free(c);
-		return NULL;
+		/* Not fatal: without trust anchors nothing verifies, so verify
+		 * deliveries defer with that reason and the rest goes on. */
+		log_msg(LOG_WARN, "tls_ca_file", "%s: %s: outbound verify "
+			"will fail", cfg->ca_file, tls_config_error(c));
 	}
 	return c;
 }

@@ -1,0 +1,36 @@
+/*
+ * delivery: gets queued mail out. It keeps every queued message in memory
+ * (envelope and per-recipient state, not the content), groups a message's
+ * pending recipients by domain, runs one outbound transaction per domain
+ * and records each recipient's outcome in the spool, retrying with backoff
+ * until delivered, bounced, or too old; bounces go back as RFC 3464 DSNs
+ * through the same queue.
+ */
+#ifndef SMTPGW_DELIVERY_H
+#define SMTPGW_DELIVERY_H
+
+#include <ev.h>
+
+struct delivery;
+struct dns;
+struct generation;
+struct queue;
+
+/* `current` points at the running generation (it changes on reload);
+ * each attempt uses the generation current when it starts. */
+struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
+			      struct dns *dns,
+			      struct generation *const *current);
+/* Aborts transactions in flight (their messages stay queued) and ignores
+ * what is added from then on: called before the queue's last callbacks. */
+void delivery_stop(struct delivery *d);
+void delivery_free(struct delivery *d);
+
+/* Every message already in the spool, at start-up. */
+void delivery_load(struct delivery *d);
+/* A message that has just been queued. */
+void delivery_add(struct delivery *d, const char *qid);
+/* Every deferred message, now (SIGUSR1, `queue flush`). */
+void delivery_flush(struct delivery *d);
+
+#endif
