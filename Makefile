@@ -8,9 +8,11 @@ WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Wmissing-prototypes -Wformat=2
 CSTD    = -std=c17 -D_GNU_SOURCE
 INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
+	  $(shell $(PKGCONF) --cflags libunbound 2>/dev/null) \
 	  -DSMTPGW_LUA_DIR='"$(CURDIR)/lua"'
 LIBS    = -lev $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
 	  $(shell $(PKGCONF) --libs luajit 2>/dev/null || echo -lluajit-5.1) \
+	  $(shell $(PKGCONF) --libs libunbound 2>/dev/null || echo -lunbound) \
 	  -ltls -lssl -lcrypto -lpthread
 
 CFLAGS_RELEASE = $(CSTD) $(WARN) -O2 -g $(INC)
@@ -25,9 +27,9 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
-	     libluajit2-5.1-dev
+	     libluajit2-5.1-dev libunbound-dev ca-certificates
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
 .PHONY: all run check deps deps-check unit clean fuzz format bench
 
@@ -47,6 +49,9 @@ build/check/obj/%.o: src/%.c $(HDR) | build/check/obj
 
 build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/smtp_proto.c $(HDR) | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_smtp_proto.c src/smtp_proto.c
+
+build/check/test_dsn: spec/c/test_dsn.c src/dsn.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/dsn.c
 
 build/obj build/check/obj:
 	mkdir -p $@
@@ -83,7 +88,7 @@ run: deps
 	./build/smtpgw -c examples/gateway.ini
 
 check: deps-check
-	$(MAKE) build/check/smtpgw build/check/test_smtp_proto
+	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn
 	./spec/run.sh
 
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).

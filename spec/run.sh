@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every spec for `make check`: the C unit tests of the pure parser
-# (build/check/test_smtp_proto, TAP) and the busted specs in spec/unit and
-# spec/integration (TAP), against the sanitized build/check/smtpgw.
+# Runs every spec for `make check`: the C unit tests of the pure modules
+# (build/check/test_smtp_proto and build/check/test_dsn, TAP) and the busted
+# specs in spec/unit and spec/integration (TAP), against the sanitized
+# build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
 # Exits 1 when anything failed or a runner crashed.
 set -u
@@ -48,17 +49,19 @@ export SMTPGW_SPEC_PIDS="$tmp/pids"
 export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
-# ---- C unit tests of src/smtp_proto.c
-echo "# ==== spec/c: build/check/test_smtp_proto"
-if [ -x build/check/test_smtp_proto ]; then
-	timeout -k 10 120 ./build/check/test_smtp_proto >"$tmp/c.out" 2>&1
-	status=$?
-else
-	echo "build/check/test_smtp_proto is missing (run: make build/check/test_smtp_proto)" >"$tmp/c.out"
-	status=127
-fi
-cat "$tmp/c.out"
-count_tap "spec/c" "$status" "$tmp/c.out"
+# ---- C unit tests of src/smtp_proto.c and src/dsn.c
+for t in test_smtp_proto test_dsn; do
+	echo "# ==== spec/c: build/check/$t"
+	if [ -x "build/check/$t" ]; then
+		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1
+		status=$?
+	else
+		echo "build/check/$t is missing (run: make build/check/$t)" >"$tmp/$t.out"
+		status=127
+	fi
+	cat "$tmp/$t.out"
+	count_tap "spec/c/$t" "$status" "$tmp/$t.out"
+done
 
 # ---- busted specs
 dirs=()

@@ -33,7 +33,9 @@ struct dsn_input {
 	size_t headers_len;
 };
 
-/* Returns a malloc'd message and its length, or NULL (out of memory). */
+/* Returns a malloc'd message and its length, or NULL with *len = 0: out of
+ * memory, or nothing to report (no recipients, an empty or null sender —
+ * a bounce is never bounced — or an empty hostname, qid or address). */
 char *dsn_build(const struct dsn_input *in, size_t *len);
 
 #endif
