@@ -6,6 +6,8 @@
 #include "commands.h"
 
 #include "config.h"
+#include "envelope.h"
+#include "queue.h"
 #include "generation.h"
 #include "policy.h"
 #include "smtp_proto.h"
@@ -357,27 +359,108 @@ int explain_command(const char *config_path, const struct explain_options *o)
 
 /* ---- reload ------------------------------------------------------------ */
 
-int reload_command(const struct config *cfg)
+/* The running gateway's pid, from SPOOL/smtpgw.pid; 0 when none. */
+static long gateway_pid(const struct config *cfg, char *path, size_t len)
 {
-	char path[4096];
 	FILE *f;
 	long pid = 0;
 
-	snprintf(path, sizeof(path), "%s/smtpgw.pid", cfg->spool);
-	f = fopen(path, "re");
-	if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-		fprintf(stderr, "%s: no running gateway (%s)\n", path,
-			f ? "bad pid file" : strerror(errno));
-		if (f != NULL)
-			fclose(f);
+	snprintf(path, len, "%s/smtpgw.pid", cfg->spool);
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	if (fscanf(f, "%ld", &pid) != 1 || pid <= 1)
+		pid = 0;
+	fclose(f);
+	return pid;
+}
+
+static int signal_gateway(const struct config *cfg, int sig, const char *what)
+{
+	char path[4096];
+	long pid = gateway_pid(cfg, path, sizeof(path));
+
+	if (pid == 0) {
+		fprintf(stderr, "%s: no running gateway\n", path);
 		return 1;
 	}
-	fclose(f);
-	if (kill((pid_t)pid, SIGHUP) != 0) {
-		fprintf(stderr, "reload: pid %ld from %s: %s\n", pid, path,
+	if (kill((pid_t)pid, sig) != 0) {
+		fprintf(stderr, "%s: pid %ld from %s: %s\n", what, pid, path,
 			strerror(errno));
 		return 1;
 	}
-	printf("reload: sent SIGHUP to pid %ld\n", pid);
+	printf("%s: signalled pid %ld\n", what, pid);
 	return 0;
+}
+
+int reload_command(const struct config *cfg)
+{
+	return signal_gateway(cfg, SIGHUP, "reload");
+}
+
+/* ---- queue ------------------------------------------------------------- */
+
+static const char *rcpt_word(enum rcpt_state st)
+{
+	return st == RCPT_SENT ? "sent" : st == RCPT_BOUNCED ? "bounced"
+							    : "pending";
+}
+
+static void print_message(const char *spool, const char *qid, time_t now)
+{
+	struct envelope e;
+	struct queued_message m;
+	enum rcpt_state *states = NULL;
+	char **last = NULL, err[300];
+
+	if (!spool_read_message(spool, qid, &e, &m, &states, &last, err,
+				sizeof(err))) {
+		printf("%s  (unreadable: %s)\n", qid, err);
+		return;
+	}
+	close(m.fd);
+	printf("%s  age %lds  size %llu  from <%s>\n", qid,
+	       (long)(now - (time_t)e.arrival),
+	       (unsigned long long)m.body_size, e.sender);
+	for (size_t i = 0; i < e.n_rcpts; i++) {
+		printf("    <%s>  %s%s%s\n", e.rcpts[i], rcpt_word(states[i]),
+		       last[i] ? "  " : "", last[i] ? last[i] : "");
+		free(last[i]);
+	}
+	free(last);
+	free(states);
+	envelope_free(&e);
+}
+
+static int queue_list_command(const struct config *cfg)
+{
+	size_t n;
+	char **ids = spool_list(cfg->spool, &n);
+	time_t now = time(NULL);
+
+	for (size_t i = 0; i < n; i++) {
+		print_message(cfg->spool, ids[i], now);
+		free(ids[i]);
+	}
+	free(ids);
+	printf("%zu message%s queued\n", n, n == 1 ? "" : "s");
+	return 0;
+}
+
+int queue_command(const struct config *cfg, int argc, char **argv)
+{
+	if (argc == 0)
+		return queue_list_command(cfg);
+	if (argc == 1 && strcmp(argv[0], "flush") == 0)
+		return signal_gateway(cfg, SIGUSR1, "queue flush");
+	if (argc == 2 && strcmp(argv[0], "delete") == 0) {
+		if (!spool_remove(cfg->spool, argv[1])) {
+			fprintf(stderr, "queue delete: %s: no such message\n",
+				argv[1]);
+			return 1;
+		}
+		printf("queue delete: %s removed\n", argv[1]);
+		return 0;
+	}
+	fprintf(stderr, "usage: smtpgw -c FILE queue [flush | delete ID]\n");
+	return 1;
 }

@@ -21,5 +21,7 @@ struct explain_options {
 int certs_command(const struct config *cfg, bool json);
 int explain_command(const char *config_path, const struct explain_options *o);
 int reload_command(const struct config *cfg);
+/* queue [flush | delete ID]: argv after the word "queue". */
+int queue_command(const struct config *cfg, int argc, char **argv);
 
 #endif

@@ -499,14 +499,14 @@ static char *read_header(int fd, size_t *len)
 	return NULL;
 }
 
-bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
-			struct queued_message *m, char *err, size_t err_len)
+static bool open_message_at(int queue_fd, const char *qid, struct envelope *e,
+			    struct queued_message *m, char *err, size_t err_len)
 {
 	struct stat st;
 	size_t len, offset = 0;
 	char *header;
 
-	m->fd = openat(q->queue_fd, qid, O_RDONLY | O_CLOEXEC);
+	m->fd = openat(queue_fd, qid, O_RDONLY | O_CLOEXEC);
 	if (m->fd < 0 || fstat(m->fd, &st) != 0) {
 		snprintf(err, err_len, "queue/%s: %s", qid, strerror(errno));
 		if (m->fd >= 0)
@@ -526,6 +526,18 @@ bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 	return true;
 }
 
+bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len)
+{
+	return open_message_at(q->queue_fd, qid, e, m, err, err_len);
+}
+
+static const char *const state_words[] = {
+	[RCPT_PENDING] = "deferred",
+	[RCPT_SENT] = "sent",
+	[RCPT_BOUNCED] = "bounced",
+};
+
 void queue_state_append(struct queue *q, const char *qid, size_t index,
 			enum rcpt_state state, const char *text)
 {
@@ -537,7 +549,7 @@ void queue_state_append(struct queue *q, const char *qid, size_t index,
 	if (fd < 0)
 		return;
 	n = snprintf(line, sizeof(line), "%zu %s %.500s\n", index,
-		     state == RCPT_SENT ? "sent" : "bounced", text);
+		     state_words[state], text);
 	for (char *c = line; c < line + n - 1; c++)
 		if (*c == '\n' || *c == '\r')
 			*c = ' ';
@@ -547,10 +559,12 @@ void queue_state_append(struct queue *q, const char *qid, size_t index,
 	close(fd);
 }
 
-void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
-		      size_t n)
+/* Replays state/ID: the last line of a recipient gives its text; only
+ * "sent" and "bounced" change its state ("deferred" is a note). */
+static void load_states_at(int state_fd, const char *qid,
+			   enum rcpt_state *states, char **last, size_t n)
 {
-	int fd = openat(q->state_fd, qid, O_RDONLY | O_CLOEXEC);
+	int fd = openat(state_fd, qid, O_RDONLY | O_CLOEXEC);
 	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 	char line[700];
 
@@ -559,18 +573,96 @@ void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
 	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
 		size_t index;
 		char word[16];
+		int text = 0;
 
-		if (sscanf(line, "%zu %15s", &index, word) != 2 || index >= n)
+		if (sscanf(line, "%zu %15s %n", &index, word, &text) < 2 ||
+		    index >= n)
 			continue;
 		if (strcmp(word, "sent") == 0)
 			states[index] = RCPT_SENT;
 		else if (strcmp(word, "bounced") == 0)
 			states[index] = RCPT_BOUNCED;
+		if (last != NULL && text > 0) {
+			line[strcspn(line, "\n")] = '\0';
+			free(last[index]);
+			last[index] = strdup(line + text);
+		}
 	}
 	if (f != NULL)
 		fclose(f);
 	else if (fd >= 0)
 		close(fd);
+}
+
+void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
+		      size_t n)
+{
+	load_states_at(q->state_fd, qid, states, NULL, n);
+}
+
+/* ---- the spool without a running queue (the queue command) ------------- */
+
+static int open_dir(const char *spool, const char *name)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", spool, name);
+	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+bool spool_read_message(const char *spool, const char *qid,
+			struct envelope *e, struct queued_message *m,
+			enum rcpt_state **states, char ***last, char *err,
+			size_t err_len)
+{
+	int queue_fd = open_dir(spool, "queue"), state_fd = -1;
+	bool ok = queue_fd >= 0 &&
+		  open_message_at(queue_fd, qid, e, m, err, err_len);
+
+	if (queue_fd < 0)
+		snprintf(err, err_len, "%s/queue: %s", spool, strerror(errno));
+	if (queue_fd >= 0)
+		close(queue_fd);
+	if (!ok)
+		return false;
+	*states = calloc(e->n_rcpts, sizeof(**states));
+	*last = calloc(e->n_rcpts, sizeof(**last));
+	if (*states == NULL || *last == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return false;
+	}
+	if ((state_fd = open_dir(spool, "state")) >= 0) {
+		load_states_at(state_fd, qid, *states, *last, e->n_rcpts);
+		close(state_fd);
+	}
+	return true;
+}
+
+bool spool_remove(const char *spool, const char *qid)
+{
+	int queue_fd = open_dir(spool, "queue"), state_fd = open_dir(spool, "state");
+	bool ok = is_queue_id(qid) && queue_fd >= 0 &&
+		  unlinkat(queue_fd, qid, 0) == 0;
+
+	if (ok && state_fd >= 0)
+		unlinkat(state_fd, qid, 0);
+	if (queue_fd >= 0)
+		close(queue_fd);
+	if (state_fd >= 0)
+		close(state_fd);
+	return ok;
+}
+
+char **spool_list(const char *spool, size_t *n)
+{
+	struct queue q = {.queue_fd = open_dir(spool, "queue")};
+	char **ids = q.queue_fd >= 0 ? queue_list(&q, n) : NULL;
+
+	if (q.queue_fd >= 0)
+		close(q.queue_fd);
+	else
+		*n = 0;
+	return ids;
 }
 
 void queue_remove(struct queue *q, const char *qid)

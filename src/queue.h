@@ -74,8 +74,9 @@ bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len);
 
 /* Per-recipient outcomes, appended to state/ID as "INDEX STATUS TEXT"
- * lines. Not synced: after a crash a recipient whose line was lost is
- * delivered again (a duplicate), never dropped. */
+ * lines (STATUS: sent, bounced, or deferred, which only notes the reason).
+ * Not synced: after a crash a recipient whose line was lost is delivered
+ * again (a duplicate), never dropped. */
 enum rcpt_state { RCPT_PENDING, RCPT_SENT, RCPT_BOUNCED };
 
 void queue_state_append(struct queue *q, const char *qid, size_t index,
@@ -95,5 +96,16 @@ char **queue_list(struct queue *q, size_t *n);
 bool queue_submit(struct queue *q, const struct envelope *e,
 		  const char *content, size_t len, queue_commit_cb *cb,
 		  void *owner);
+
+/* The same, read from the spool directory by the queue command, with no
+ * running queue (queue_open's recovery must not run beside a gateway).
+ * *states and *last (the last result per recipient, or NULL) are
+ * malloc'd; close m->fd. */
+bool spool_read_message(const char *spool, const char *qid,
+			struct envelope *e, struct queued_message *m,
+			enum rcpt_state **states, char ***last, char *err,
+			size_t err_len);
+bool spool_remove(const char *spool, const char *qid);
+char **spool_list(const char *spool, size_t *n);
 
 #endif
