@@ -10,7 +10,11 @@ CSTD    = -std=c17 -D_GNU_SOURCE
 INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
 	  $(shell $(PKGCONF) --cflags libunbound 2>/dev/null) \
 	  -DSMTPGW_LUA_DIR='"$(CURDIR)/lua"'
-LIBS    = -lev $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
+# libev is linked statically: Debian's libev.so also exports libevent's API
+# (event_base_new, event_add, ...), which would take the place of the real
+# libevent inside libunbound and corrupt its memory; from libev.a only ev.o
+# is pulled in.
+LIBS    = -l:libev.a $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
 	  $(shell $(PKGCONF) --libs luajit 2>/dev/null || echo -lluajit-5.1) \
 	  $(shell $(PKGCONF) --libs libunbound 2>/dev/null || echo -lunbound) \
 	  -ltls -lssl -lcrypto -lpthread
@@ -53,6 +57,13 @@ build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/smtp_proto.c $(HDR) | 
 build/check/test_dsn: spec/c/test_dsn.c src/dsn.c $(HDR) | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/dsn.c
 
+# One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
+CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,smtp_client.o conn.o tls.o \
+		    config.o log.o smtp_proto.o)
+build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
+		$(CLIENT_DRIVER_OBJ) $(LIBS)
+
 build/obj build/check/obj:
 	mkdir -p $@
 
@@ -88,7 +99,8 @@ run: deps
 	./build/smtpgw -c examples/gateway.ini
 
 check: deps-check
-	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn
+	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
+		build/check/client_driver
 	./spec/run.sh
 
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).

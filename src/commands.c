@@ -374,7 +374,8 @@ static long gateway_pid(const struct config *cfg, char *path, size_t len)
 	return pid;
 }
 
-static int signal_gateway(const struct config *cfg, int sig, const char *what)
+static int signal_gateway(const struct config *cfg, int sig,
+			  const char *sig_name, const char *what)
 {
 	char path[4096];
 	long pid = gateway_pid(cfg, path, sizeof(path));
@@ -388,13 +389,13 @@ static int signal_gateway(const struct config *cfg, int sig, const char *what)
 			strerror(errno));
 		return 1;
 	}
-	printf("%s: signalled pid %ld\n", what, pid);
+	printf("%s: sent %s to pid %ld\n", what, sig_name, pid);
 	return 0;
 }
 
 int reload_command(const struct config *cfg)
 {
-	return signal_gateway(cfg, SIGHUP, "reload");
+	return signal_gateway(cfg, SIGHUP, "SIGHUP", "reload");
 }
 
 /* ---- queue ------------------------------------------------------------- */
@@ -451,7 +452,7 @@ int queue_command(const struct config *cfg, int argc, char **argv)
 	if (argc == 0)
 		return queue_list_command(cfg);
 	if (argc == 1 && strcmp(argv[0], "flush") == 0)
-		return signal_gateway(cfg, SIGUSR1, "queue flush");
+		return signal_gateway(cfg, SIGUSR1, "SIGUSR1", "queue flush");
 	if (argc == 2 && strcmp(argv[0], "delete") == 0) {
 		if (!spool_remove(cfg->spool, argv[1])) {
 			fprintf(stderr, "queue delete: %s: no such message\n",

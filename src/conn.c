@@ -6,8 +6,10 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Free buffers kept for reuse; the loop is single-threaded. */
@@ -46,7 +48,11 @@ static void rearm(struct conn *c)
 	int events = 0;
 	bool want_input = c->reading && c->in_len < CONN_BUF_SIZE;
 
-	if (c->tls_state == CONN_TLS_HANDSHAKE) {
+	if (c->connecting && (c->fd < 0 || c->sock_error != 0))
+		return; /* the failure is already on its way as an event */
+	if (c->connecting) {
+		events = EV_WRITE; /* writable: the connect has finished */
+	} else if (c->tls_state == CONN_TLS_HANDSHAKE) {
 		events = tls_events(c);
 	} else if (c->tls_state == CONN_TLS_ON) {
 		if (want_input || conn_output_pending(c))
@@ -153,11 +159,44 @@ static bool on_writable(struct conn *c)
 	return c->handler(c, CONN_DRAINED, c->owner);
 }
 
+/* The socket of conn_connect is writable (or the failure was fed in). */
+static void on_connect_done(struct conn *c)
+{
+	int err = c->sock_error;
+	socklen_t len = sizeof(err);
+	struct sockaddr_storage peer;
+	socklen_t peer_len = sizeof(peer);
+
+	if (err == 0 &&
+	    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err == 0 &&
+	    getpeername(c->fd, (struct sockaddr *)&peer, &peer_len) != 0) {
+		if (errno != ENOTCONN)
+			err = errno;
+		else
+			return; /* not really writable yet: keep waiting */
+	}
+	c->connecting = false;
+	c->sock_error = err;
+	ev_io_stop(c->loop, &c->io);
+	if (err != 0) {
+		c->handler(c, CONN_ERROR, c->owner);
+		return;
+	}
+	if (c->handler(c, (enum conn_event)CONN_CONNECTED, c->owner))
+		rearm(c);
+}
+
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
 
 	(void)loop;
+	if (c->connecting) {
+		on_connect_done(c);
+		return;
+	}
 	if (c->tls_state == CONN_TLS_HANDSHAKE) {
 		if (!on_handshake(c))
 			return;
@@ -275,6 +314,8 @@ bool conn_output_pending(const struct conn *c)
 
 bool conn_flush(struct conn *c)
 {
+	if (c->connecting)
+		return true; /* written once CONN_CONNECTED has come */
 	while (conn_output_pending(c)) {
 		ssize_t n = raw_write(c, c->out + c->out_off,
 				      c->out_len - c->out_off);
@@ -308,6 +349,56 @@ bool conn_starttls(struct conn *c, struct tls *server_ctx)
 	c->tls_state = CONN_TLS_HANDSHAKE;
 	c->tls_wants_read = true;
 	c->tls_wants_write = false;
+	rearm(c);
+	return true;
+}
+
+void conn_connect(struct conn *c, struct ev_loop *loop,
+		  const struct sockaddr_storage *addr, conn_handler *handler,
+		  void *owner)
+{
+	socklen_t len = addr->ss_family == AF_INET6
+				? sizeof(struct sockaddr_in6)
+				: sizeof(struct sockaddr_in);
+	int fd = -1, err = 0;
+
+	if (addr->ss_family != AF_INET && addr->ss_family != AF_INET6)
+		err = EAFNOSUPPORT;
+	else if ((fd = socket(addr->ss_family,
+			      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			      0)) < 0)
+		err = errno;
+	else if (connect(fd, (const struct sockaddr *)addr, len) != 0 &&
+		 errno != EINPROGRESS && errno != EINTR)
+		err = errno;
+	conn_start(c, loop, fd, handler, owner);
+	c->connecting = true;
+	c->sock_error = err;
+	if (err != 0)
+		ev_feed_event(loop, &c->io, EV_WRITE); /* reported from the loop */
+	else
+		rearm(c);
+}
+
+void conn_discard_output(struct conn *c)
+{
+	c->out_off = c->out_len = 0;
+	buffer_put(&c->out);
+	rearm(c);
+}
+
+bool conn_starttls_client(struct conn *c, struct tls_config *cfg,
+			  const char *servername)
+{
+	if (c->in_len != 0 || c->tls != NULL || c->connecting)
+		return false;
+	if ((c->tls = tls_client()) == NULL ||
+	    tls_configure(c->tls, cfg) != 0 ||
+	    tls_connect_socket(c->tls, c->fd, servername) != 0)
+		return false;
+	c->tls_state = CONN_TLS_HANDSHAKE;
+	c->tls_wants_read = false;
+	c->tls_wants_write = true; /* the client speaks first */
 	rearm(c);
 	return true;
 }

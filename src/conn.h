@@ -12,6 +12,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <tls.h>
 
 enum { CONN_BUF_SIZE = 16384 };
@@ -25,6 +26,12 @@ enum conn_event {
 	CONN_TLSREADY, /* the STARTTLS handshake completed */
 	CONN_TLSFAIL,  /* the handshake failed; see conn_tls_error */
 };
+
+/* conn_connect: the connection is up. Kept out of enum conn_event so that
+ * the server's complete switches over it stay complete (-Wswitch): a
+ * handler of an outgoing conn gets it as (enum conn_event)CONN_CONNECTED
+ * and switches on (int)ev. */
+enum { CONN_CONNECTED = CONN_TLSFAIL + 1 };
 
 enum conn_tls_state {
 	CONN_TLS_OFF,
@@ -55,6 +62,8 @@ struct conn {
 	bool tls_buffered;    /* libtls may hold decrypted bytes for us */
 	conn_handler *handler;
 	void *owner;
+	bool connecting; /* conn_connect: waiting for the connection */
+	int sock_error;	 /* errno of a failed conn_connect, else 0 */
 };
 
 void conn_start(struct conn *c, struct ev_loop *loop, int fd,
@@ -76,6 +85,28 @@ bool conn_write(struct conn *c, const char *data, size_t len);
 /* Writes what it can now; false on a write error. */
 bool conn_flush(struct conn *c);
 bool conn_output_pending(const struct conn *c);
+
+/* The client side: opens a non-blocking socket to `addr` (with its port)
+ * and connects. The result always arrives as an event, never from inside
+ * this call: CONN_CONNECTED, or CONN_ERROR with the reason in
+ * conn->sock_error (an errno value); CONN_TIMEOUT when the owner armed
+ * conn_set_timeout and the connection did not come up in time. Until then
+ * nothing is read or written. conn_stop ends it as any conn. */
+void conn_connect(struct conn *c, struct ev_loop *loop,
+		  const struct sockaddr_storage *addr, conn_handler *handler,
+		  void *owner);
+
+/* Drops the output not written yet: after a write error, an SMTP client
+ * stops talking and reads what the server said before it hung up. */
+void conn_discard_output(struct conn *c);
+
+/* Starts the client side of a TLS handshake with a client config:
+ * `servername` is sent as SNI (libtls leaves it out for an IP literal) and
+ * is the name checked when the config verifies. Then as conn_starttls:
+ * CONN_TLSREADY or CONN_TLSFAIL. False (see conn_tls_error) when it could
+ * not even start, e.g. with bytes still in the input buffer. */
+bool conn_starttls_client(struct conn *c, struct tls_config *cfg,
+			  const char *servername);
 
 /* Starts the server side of a TLS handshake on this socket (the input
  * buffer must be empty: plaintext never crosses into TLS). */

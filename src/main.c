@@ -7,11 +7,14 @@
 #include "commands.h"
 #include "config.h"
 #include "conn.h"
+#include "delivery.h"
+#include "dns.h"
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
 #include "policy.h"
 #include "queue.h"
+#include "route_command.h"
 #include "smtp_server.h"
 #include "tls.h"
 #include "tls_probe.h"
@@ -31,6 +34,8 @@ enum command {
 	CMD_PROBE,
 	CMD_EXPLAIN,
 	CMD_RELOAD,
+	CMD_QUEUE,
+	CMD_ROUTE,
 };
 
 struct options {
@@ -39,6 +44,9 @@ struct options {
 	bool json;
 	struct probe_options probe;
 	struct explain_options explain;
+	int queue_argc;
+	char **queue_argv;
+	struct route_options route;
 };
 
 static void usage(FILE *to)
@@ -51,9 +59,11 @@ static void usage(FILE *to)
 		"                     [--peer none|untrusted|trusted] [--helo "
 		"NAME] [--from ADDR]\n"
 		"       smtpgw -c FILE reload\n"
+		"       smtpgw -c FILE queue [flush | delete ID]\n"
 		"       smtpgw -c FILE tls-probe HOST:PORT [--level encrypt|"
 		"verify] [--name NAME]\n"
 		"                     [--repeat N]\n"
+		"       smtpgw -c FILE route DOMAIN [--port N]\n"
 		"  -c FILE  gateway.ini to use\n"
 		"  -t       check FILE and its policy script; exit 0 or 1\n");
 }
@@ -128,6 +138,12 @@ static bool parse_command(int argc, char **argv, struct options *o)
 			  strcmp(argv[optind + 1], "--json") == 0;
 		return optind + 1 == argc || o->json;
 	}
+	if (strcmp(word, "queue") == 0) {
+		o->command = CMD_QUEUE;
+		o->queue_argc = argc - optind - 1;
+		o->queue_argv = argv + optind + 1;
+		return o->queue_argc <= 2;
+	}
 	if (strcmp(word, "reload") == 0) {
 		o->command = CMD_RELOAD;
 		return optind + 1 == argc;
@@ -138,6 +154,11 @@ static bool parse_command(int argc, char **argv, struct options *o)
 		o->explain.sender = "";
 		return parse_pairs(argc, argv, optind + 1, o, explain_option) &&
 		       o->explain.client != NULL && o->explain.rcpt != NULL;
+	}
+	if (strcmp(word, "route") == 0) {
+		o->command = CMD_ROUTE;
+		return route_parse_args(argc - optind - 1, argv + optind + 1,
+					&o->route);
 	}
 	if (strcmp(word, "tls-probe") == 0 && optind + 1 < argc) {
 		o->command = CMD_PROBE;
@@ -253,6 +274,16 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	log_end(&l);
 }
 
+static void on_flush_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct server *srv = w->data;
+
+	(void)loop;
+	(void)revents;
+	log_msg(LOG_INFO, "flush", "SIGUSR1: every deferred message now");
+	delivery_flush(srv->delivery);
+}
+
 static void write_pid_file(const struct config *cfg)
 {
 	char path[4096], tmp[4200];
@@ -280,7 +311,8 @@ static int run(struct generation *gen)
 {
 	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
 	struct server srv = {.loop = loop, .gen = gen};
-	ev_signal sig_term, sig_int, sig_hup;
+	ev_signal sig_term, sig_int, sig_hup, sig_usr1;
+	struct dns *dns = NULL;
 	char err[512];
 	int rc = 1;
 
@@ -289,17 +321,26 @@ static int run(struct generation *gen)
 	srv.queue = queue_open(gen->cfg->spool, loop, err, sizeof(err));
 	if (srv.queue == NULL)
 		goto out;
+	dns = dns_new(loop, gen->cfg, err, sizeof(err));
+	if (dns == NULL)
+		goto out;
+	srv.delivery = delivery_new(loop, srv.queue, dns, &srv.gen);
+	if (srv.delivery == NULL)
+		goto out;
 	srv.listener = listener_open(&srv, err, sizeof(err));
 	if (srv.listener == NULL)
 		goto out;
 	ev_signal_init(&sig_term, on_stop_signal, SIGTERM);
 	ev_signal_init(&sig_int, on_stop_signal, SIGINT);
 	ev_signal_init(&sig_hup, on_hup, SIGHUP);
-	sig_term.data = sig_int.data = sig_hup.data = &srv;
+	ev_signal_init(&sig_usr1, on_flush_signal, SIGUSR1);
+	sig_term.data = sig_int.data = sig_hup.data = sig_usr1.data = &srv;
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_hup);
+	ev_signal_start(loop, &sig_usr1);
 	write_pid_file(gen->cfg);
+	delivery_load(srv.delivery);
 	log_msg(LOG_INFO, "start", "smtpgw %s ready, policy %s",
 		gen->cfg->hostname, policy_script(gen->policy));
 	ev_run(loop, 0);
@@ -307,12 +348,16 @@ static int run(struct generation *gen)
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
 	ev_signal_stop(loop, &sig_hup);
+	ev_signal_stop(loop, &sig_usr1);
 	rc = 0;
 out:
 	if (rc != 0)
 		fprintf(stderr, "smtpgw: %s\n", err);
 	listener_close(srv.listener);
+	delivery_stop(srv.delivery);
 	queue_close(srv.queue);
+	delivery_free(srv.delivery);
+	dns_free(dns);
 	generation_release(srv.gen);
 	conn_pool_release();
 	ev_loop_destroy(loop);
@@ -339,6 +384,12 @@ static int with_config(const struct options *o)
 		break;
 	case CMD_RELOAD:
 		rc = reload_command(cfg);
+		break;
+	case CMD_QUEUE:
+		rc = queue_command(cfg, o->queue_argc, o->queue_argv);
+		break;
+	case CMD_ROUTE:
+		rc = route_command(cfg, &o->route);
 		break;
 	case CMD_RUN:
 	case CMD_CHECK:

@@ -92,10 +92,22 @@ static bool is_queue_id(const char *name)
 	return n == QUEUE_ID_LEN && name[n] == '\0';
 }
 
+/* A DIR over a dup of one of our directory descriptors. The dup shares
+ * the read position, so it must be rewound: an earlier scan left it at
+ * the end (and the next listing then saw no message at all). */
+static DIR *open_listing(int dir_fd)
+{
+	DIR *d = fdopendir(dup(dir_fd));
+
+	if (d != NULL)
+		rewinddir(d);
+	return d;
+}
+
 /* Every file in tmp/ is a message nobody was told 250 about. */
 static unsigned remove_partials(int dir_fd)
 {
-	DIR *d = fdopendir(dup(dir_fd));
+	DIR *d = open_listing(dir_fd);
 	struct dirent *e;
 	unsigned removed = 0;
 
@@ -128,7 +140,7 @@ static bool has_magic(int dir_fd, const char *name)
 
 static unsigned scan_queue(struct queue *q)
 {
-	DIR *d = fdopendir(dup(q->queue_fd));
+	DIR *d = open_listing(q->queue_fd);
 	struct dirent *e;
 	unsigned found = 0;
 
@@ -673,7 +685,7 @@ void queue_remove(struct queue *q, const char *qid)
 
 char **queue_list(struct queue *q, size_t *n)
 {
-	DIR *d = fdopendir(dup(q->queue_fd));
+	DIR *d = open_listing(q->queue_fd);
 	struct dirent *e;
 	char **ids = NULL;
 

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "delivery.h"
 #include "envelope.h"
 #include "generation.h"
 #include "listener.h"
@@ -1182,6 +1183,7 @@ static void on_committed(void *owner, bool ok, const char *qid)
 		log_end(&l);
 		s->messages++;
 		reply(s, "250 2.0.0 Ok: queued as %s", qid);
+		delivery_add(s->srv->delivery, qid);
 	}
 	tx_free(s);
 	if (s->srv->draining) {

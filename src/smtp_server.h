@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 struct config;
+struct delivery;
 struct generation;
 struct smtp_addr;
 struct queue;
@@ -25,6 +26,7 @@ struct server {
 	struct ev_loop *loop;
 	struct generation *gen;
 	struct queue *queue;
+	struct delivery *delivery;
 	struct listener *listener;
 	struct session *sessions;
 	unsigned n_sessions;

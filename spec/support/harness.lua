@@ -197,6 +197,11 @@ function M.ini_text(extra, sections)
     merged.tls.cert_dir = nil
   end
   if next(merged.tls) == nil then merged.tls = nil end
+  -- Delivery must never ask the system resolver (it is off the machine):
+  -- unless a spec names its own, DNS goes to a dead loopback port and every
+  -- lookup fails at once, locally.
+  merged.dns = merged.dns or { resolver = "127.0.0.1@9" }
+  if merged.dns == false then merged.dns = nil end
   sections = merged
   local lines = { "[gateway]" }
   local seen = {}
