@@ -38,12 +38,15 @@ struct message {
 	char qid[QUEUE_ID_LEN + 1];
 	struct envelope env;
 	enum rcpt_state *states;
-	bool *busy;	    /* the recipient is in a job now */
+	bool *busy;	    /* tried in this round: set when a job takes the
+			       recipient, cleared when the round ends, so a
+			       deferral waits for its retry time */
 	bool *bounced_now;  /* bounced in this round: goes in its DSN */
 	char **last_error;  /* per recipient, for the DSN and the queue */
 	double next_attempt;
 	unsigned attempts;
 	unsigned jobs;
+	bool gone; /* its queue file was deleted (queue delete) */
 };
 
 struct job {
@@ -384,6 +387,14 @@ static void round_done(struct delivery *d, struct message *m)
 {
 	const struct config *cfg = cfg_now(d);
 
+	if (m->gone) {
+		queue_remove(d->queue, m->qid); /* a state line may have come
+						   back with a late outcome */
+		unlink_message(d, m);
+		message_free(m);
+		return;
+	}
+	memset(m->busy, 0, m->env.n_rcpts * sizeof(*m->busy));
 	m->attempts++;
 	if (message_pending(m) &&
 	    now_s(d) - (double)m->env.arrival > cfg->max_queue_lifetime)
@@ -424,8 +435,6 @@ static void job_done(struct job *j)
 	struct delivery *d = j->d;
 	struct message *m = j->m;
 
-	for (size_t k = 0; k < j->n; k++)
-		m->busy[j->index[k]] = false;
 	job_free(j);
 	if (--m->jobs == 0)
 		round_done(d, m);
@@ -442,8 +451,34 @@ static void job_defer(struct job *j, const char *why)
 	job_done(j);
 }
 
+/* Keeps only the recipients still undecided (4xx) in the job, for the
+ * next MX host; returns how many there are. */
+static size_t keep_undecided(struct job *j)
+{
+	size_t kept = 0;
+
+	for (size_t k = 0; k < j->n; k++) {
+		if (j->m->states[j->index[k]] != RCPT_PENDING)
+			continue;
+		j->index[kept] = j->index[k];
+		j->rcpts[kept] = j->rcpts[k];
+		kept++;
+	}
+	j->n = kept;
+	return kept;
+}
+
+static bool more_hosts(const struct job *j)
+{
+	return j->host + 1 < j->route.n_hosts;
+}
+
+/* The transaction ended: 2xx sent, 5xx bounced; a 4xx goes to the next MX
+ * host while there is one, and is deferred after the last. */
 static void on_result(struct job *j, const struct client_result *r)
 {
+	bool next_mx = r->outcome == CLIENT_DONE && more_hosts(j);
+
 	for (size_t k = 0; k < j->n; k++) {
 		int code = j->rcpts[k].code;
 		const char *reply = j->rcpts[k].reply[0] ? j->rcpts[k].reply
@@ -455,8 +490,17 @@ static void on_result(struct job *j, const struct client_result *r)
 			record(j, k, RCPT_SENT, reply, r);
 		else if (code / 100 == 5)
 			record(j, k, RCPT_BOUNCED, reply, r);
+		else if (next_mx)
+			snprintf(j->failure, sizeof(j->failure), "%s", reply);
 		else
 			record(j, k, RCPT_PENDING, reply, r);
+	}
+	if (next_mx && keep_undecided(j) > 0) {
+		j->host++;
+		j->addr = 0;
+		j->no_tls = false;
+		try_next(j);
+		return;
 	}
 	job_done(j);
 }
@@ -635,7 +679,10 @@ static void job_begin(struct job *j)
 
 	if (!queue_open_message(j->d->queue, j->m->qid, &e, &j->file, err,
 				sizeof(err))) {
-		job_defer(j, "4.3.0 queue file unreadable");
+		/* Deleted (queue delete) or unreadable: nothing left to send. */
+		log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, err);
+		j->m->gone = true;
+		job_done(j);
 		return;
 	}
 	envelope_free(&e);
