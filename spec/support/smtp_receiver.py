@@ -4,10 +4,23 @@ module, i.e. OpenSSL), storing each accepted message as a file.
 
     smtp_receiver.py --maildir DIR [--cert CRT --key KEY] [--no-starttls]
                      [--rcpt-reply "450 4.2.0 busy"] [--host 127.0.0.1]
+                     [--port N] [--data-delay SECONDS] [--command-log FILE]
 
-It binds port 0 on the loopback, prints "listening PORT" on stdout and then
+It binds --port (default 0: a free port) on the loopback, prints
+"listening PORT" on stdout and then
 serves until killed. Each message lands in DIR/N.eml with the envelope in
 DIR/N.env ("tls: TLSv1.3" or "tls: none", "from: ...", "rcpt: ..." lines).
+--data-delay waits that long after storing a message before the final 250
+(a slow receiver: a sender killed meanwhile never sees the 250).
+For the outbound client's specs: --reject-rcpt ADDR (repeatable) answers
+RCPT for that address "550 5.1.1 <ADDR>: Recipient address rejected: User
+unknown"; --no-pipelining leaves PIPELINING out of the EHLO reply; --size N
+announces SIZE N (default 50000000); --transcript FILE appends one line per
+command received, "CHUNK COMMAND", CHUNK counting the recv() calls of the
+session, so commands that came in one write share it.
+--command-log FILE appends every command line received (never the message
+text) as "CONN plain|tls LINE", CONN numbering the receiver's connections
+from 1: what a sender said in the clear, and on which connection.
 """
 import argparse
 import os
@@ -16,15 +29,21 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 
 counter_lock = threading.Lock()
 counter = [0]
+conn_counter = [0]
 
 
 def next_name(maildir):
+    # skips names a previous receiver on the same maildir has used
     with counter_lock:
-        counter[0] += 1
-        return os.path.join(maildir, "%d" % counter[0])
+        while True:
+            counter[0] += 1
+            base = os.path.join(maildir, "%d" % counter[0])
+            if not os.path.exists(base + ".env"):
+                return base
 
 
 class Session:
@@ -33,6 +52,10 @@ class Session:
         self.opts = opts
         self.buf = b""
         self.tls = None
+        self.chunk = 0
+        with counter_lock:
+            conn_counter[0] += 1
+            self.conn = conn_counter[0]
         self.reset()
 
     def reset(self):
@@ -47,6 +70,7 @@ class Session:
             chunk = self.sock.recv(65536)
             if not chunk:
                 return None
+            self.chunk += 1
             self.buf += chunk
             if len(self.buf) > 1 << 20:
                 return None
@@ -54,10 +78,12 @@ class Session:
         return line
 
     def ehlo(self, arg):
-        lines = ["250-receiver.test", "250-PIPELINING", "250-8BITMIME"]
+        lines = ["250-receiver.test", "250-8BITMIME"]
+        if not self.opts.no_pipelining:
+            lines.insert(1, "250-PIPELINING")
         if self.opts.cert and not self.opts.no_starttls and self.tls is None:
             lines.append("250-STARTTLS")
-        lines.append("250 SIZE 50000000")
+        lines.append("250 SIZE %d" % self.opts.size)
         self.sock.sendall("".join(l + "\r\n" for l in lines).encode())
 
     def starttls(self):
@@ -103,6 +129,8 @@ class Session:
             for r in self.rcpts:
                 f.write("rcpt: %s\n" % r)
         os.rename(base + ".eml.tmp", base + ".eml")
+        if self.opts.data_delay > 0:
+            time.sleep(self.opts.data_delay)
         self.send("250 2.0.0 stored as %s" % os.path.basename(base))
         self.reset()
         return True
@@ -114,6 +142,14 @@ class Session:
             if line is None:
                 return
             text = line.decode("utf-8", "replace")
+            if self.opts.transcript:
+                with open(self.opts.transcript, "a") as f:
+                    f.write("%d %s\n" % (self.chunk, text))
+            if self.opts.command_log:
+                with counter_lock:
+                    with open(self.opts.command_log, "a") as f:
+                        f.write("%d %s %s\n" % (
+                            self.conn, "tls" if self.tls else "plain", text))
             verb = text.split(" ", 1)[0].upper()
             arg = text[len(verb):].strip()
             if verb in ("EHLO", "HELO"):
@@ -125,7 +161,11 @@ class Session:
                 self.sender = arg[5:].strip() if len(arg) > 5 else ""
                 self.send("250 2.1.0 ok")
             elif verb == "RCPT":
-                if self.opts.rcpt_reply:
+                addr = arg[3:].strip()
+                if addr.strip("<>") in (self.opts.reject_rcpt or []):
+                    self.send("550 5.1.1 %s: Recipient address rejected: "
+                              "User unknown" % addr)
+                elif self.opts.rcpt_reply:
                     self.send(self.opts.rcpt_reply)
                 else:
                     self.rcpts.append(arg[3:].strip())
@@ -153,7 +193,14 @@ def main():
     p.add_argument("--no-starttls", action="store_true")
     p.add_argument("--break-tls", action="store_true")
     p.add_argument("--rcpt-reply")
+    p.add_argument("--reject-rcpt", action="append")
+    p.add_argument("--no-pipelining", action="store_true")
+    p.add_argument("--size", type=int, default=50000000)
+    p.add_argument("--transcript")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--data-delay", type=float, default=0.0)
+    p.add_argument("--command-log")
     opts = p.parse_args()
     os.makedirs(opts.maildir, exist_ok=True)
 
@@ -171,7 +218,7 @@ def main():
         daemon_threads = True
         allow_reuse_address = True
 
-    with Server((opts.host, 0), Handler) as srv:
+    with Server((opts.host, opts.port), Handler) as srv:
         print("listening %d" % srv.server_address[1], flush=True)
         srv.serve_forever()
 
