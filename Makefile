@@ -35,7 +35,7 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check unit clean fuzz format bench
+.PHONY: all run check deps deps-check deps-postfix unit clean fuzz format bench
 
 all: build/smtpgw
 
@@ -67,11 +67,15 @@ build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 build/obj build/check/obj:
 	mkdir -p $@
 
-# Installs only what `dpkg -s` says is missing, so a ready machine is not
-# touched and a non-root user gets a clear list instead of a failed apt-get.
+# Installs only what dpkg says is not installed ("dpkg -s" also succeeds
+# for a removed package that left its config files), so a ready machine is
+# not touched and a non-root user gets a clear list instead of a failed
+# apt-get.
+installed = dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q '^install ok installed'
+
 define install_missing
 	@missing=""; for p in $(1); do \
-		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+		$(call installed,$$p) || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" -ne 0 ]; then \
@@ -93,6 +97,19 @@ deps:
 
 deps-check: deps
 	$(call install_missing,$(DEPS_CHECK))
+	@# postfix only for its smtp-sink: installed with services forbidden to
+	@# start (policy-rc.d), so no mail system starts listening on port 25.
+	@if ! $(call installed,postfix); then \
+		made=; if [ "$$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && \
+			chmod 755 /usr/sbin/policy-rc.d && made=1; \
+		fi; \
+		$(MAKE) --no-print-directory deps-postfix; rc=$$?; \
+		[ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+deps-postfix:
+	$(call install_missing,postfix)
 
 run: deps
 	$(MAKE) build/smtpgw

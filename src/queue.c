@@ -312,11 +312,29 @@ static bool open_dirs(struct queue *q, char *err, size_t err_len)
 	return true;
 }
 
+/* A state file without its message: the message was removed and the
+ * process stopped before the state file followed it. */
+static void remove_orphan_states(struct queue *q)
+{
+	DIR *d = open_listing(q->state_fd);
+	struct dirent *e;
+	struct stat st;
+
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (is_queue_id(e->d_name) &&
+		    fstatat(q->queue_fd, e->d_name, &st, 0) != 0)
+			unlinkat(q->state_fd, e->d_name, 0);
+	if (d != NULL)
+		closedir(d);
+}
+
 static void recover(struct queue *q)
 {
 	struct logline l;
 	unsigned removed = remove_partials(q->tmp_fd);
 	unsigned queued = scan_queue(q);
+
+	remove_orphan_states(q);
 
 	log_begin(&l, LOG_INFO, "spool_recover");
 	log_kv(&l, "spool", "%s", q->dir);
