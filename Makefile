@@ -145,6 +145,10 @@ bench: deps build/bench_policy
 			"$(CURDIR)" $$p > build/bench/$$p.ini; done
 	./build/bench_policy build/bench/try.ini build/bench/require.ini \
 		build/bench/require_verify.ini
+	$(MAKE) --no-print-directory deps-check build/smtpgw
+	rm -rf build/bench/gw
+	/usr/bin/python3 spec/bench/bench_gateway.py $(CURDIR)/build/smtpgw \
+		$(CURDIR)/build/bench/gw
 
 format:
 	clang-format -i src/*.c src/*.h spec/c/*.c
