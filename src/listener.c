@@ -98,33 +98,62 @@ void listener_client_gone(struct listener *l,
 	}
 }
 
-/* Counts the client in, or returns the 421 it gets instead. */
-static const char *admit(struct listener *l,
-			 const struct sockaddr_storage *peer)
+enum admission {
+	ADMITTED,
+	REFUSED_DRAINING,
+	REFUSED_TOTAL,
+	REFUSED_PER_IP,
+	REFUSED_MEMORY,
+};
+
+/* Counts the client in, or says why it is refused. */
+static enum admission admit(struct listener *l,
+			    const struct sockaddr_storage *peer)
 {
 	const struct config *cfg = l->srv->gen->cfg;
 	uint8_t key[16];
 	struct client_count **p;
 
 	if (l->srv->draining)
-		return "421 4.3.2 %s Service shutting down";
+		return REFUSED_DRAINING;
 	if (l->srv->n_sessions >= cfg->max_connections)
-		return "421 4.7.0 %s Error: too many connections";
+		return REFUSED_TOTAL;
 	address_key(peer, key);
 	p = find_client(l, key);
 	if (*p == NULL) {
 		if ((*p = calloc(1, sizeof(**p))) == NULL)
-			return "421 4.3.0 %s Error: out of memory";
+			return REFUSED_MEMORY;
 		memcpy((*p)->addr, key, 16);
 	}
 	if ((*p)->count >= cfg->max_connections_per_ip)
-		return "421 4.7.0 %s Error: too many connections from %s";
+		return REFUSED_PER_IP;
 	(*p)->count++;
-	return NULL;
+	return ADMITTED;
+}
+
+static int refusal_text(enum admission why, const char *host, const char *ip,
+			char *line, size_t len)
+{
+	switch (why) {
+	case REFUSED_DRAINING:
+		return snprintf(line, len, "421 4.3.2 %s Service shutting down",
+				host);
+	case REFUSED_TOTAL:
+		return snprintf(line, len,
+				"421 4.7.0 %s Error: too many connections", host);
+	case REFUSED_PER_IP:
+		return snprintf(line, len,
+				"421 4.7.0 %s Error: too many connections from %s",
+				host, ip);
+	case REFUSED_MEMORY:
+	case ADMITTED:
+		break;
+	}
+	return snprintf(line, len, "421 4.3.0 %s Error: out of memory", host);
 }
 
 static void refuse(struct listener *l, int fd,
-		   const struct sockaddr_storage *peer, const char *fmt)
+		   const struct sockaddr_storage *peer, enum admission why)
 {
 	char ip[64], line[400];
 	struct logline lg;
@@ -132,10 +161,8 @@ static void refuse(struct listener *l, int fd,
 	ssize_t w;
 
 	sockaddr_ip_text(peer, ip, sizeof(ip));
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-	n = snprintf(line, sizeof(line) - 2, fmt, l->srv->gen->cfg->hostname, ip);
-#pragma GCC diagnostic pop
+	n = refusal_text(why, l->srv->gen->cfg->hostname, ip, line,
+			 sizeof(line) - 2);
 	if (n < 0 || (size_t)n >= sizeof(line) - 2)
 		n = (int)strlen(line);
 	log_begin(&lg, LOG_INFO, "reject");
@@ -163,7 +190,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		socklen_t len = sizeof(peer);
 		int fd = accept4(w->fd, (struct sockaddr *)&peer, &len,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		const char *refusal;
+		enum admission why;
 
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR &&
@@ -172,9 +199,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 					strerror(errno));
 			return;
 		}
-		refusal = admit(l, &peer);
-		if (refusal != NULL)
-			refuse(l, fd, &peer, refusal);
+		why = admit(l, &peer);
+		if (why != ADMITTED)
+			refuse(l, fd, &peer, why);
 		else
 			smtp_session_start(l->srv, fd, &peer);
 	}
