@@ -35,7 +35,8 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check deps-postfix unit clean fuzz format bench
+.PHONY: all run check deps deps-check deps-postfix unit clean fuzz format bench \
+	bench-postfix
 
 all: build/smtpgw
 
@@ -149,6 +150,10 @@ bench: deps build/bench_policy
 	rm -rf build/bench/gw
 	/usr/bin/python3 spec/bench/bench_gateway.py $(CURDIR)/build/smtpgw \
 		$(CURDIR)/build/bench/gw
+
+# The same relay load against a private Postfix (README "Performance").
+bench-postfix: deps-check
+	./spec/bench/bench_postfix.sh
 
 format:
 	clang-format -i src/*.c src/*.h spec/c/*.c
