@@ -402,8 +402,17 @@ int reload_command(const struct config *cfg)
 
 static const char *rcpt_word(enum rcpt_state st)
 {
-	return st == RCPT_SENT ? "sent" : st == RCPT_BOUNCED ? "bounced"
-							    : "pending";
+	switch (st) {
+	case RCPT_SENT:
+		return "sent";
+	case RCPT_BOUNCED:
+		return "bounced (DSN not queued yet)";
+	case RCPT_NOTIFIED:
+		return "bounced";
+	case RCPT_PENDING:
+		break;
+	}
+	return "pending";
 }
 
 static void print_message(const char *spool, const char *qid, time_t now)

@@ -41,11 +41,12 @@ struct message {
 	bool *busy;	    /* tried in this round: set when a job takes the
 			       recipient, cleared when the round ends, so a
 			       deferral waits for its retry time */
-	bool *bounced_now;  /* bounced in this round: goes in its DSN */
+	bool *dsn_busy;	    /* in a DSN the sync thread still holds */
 	char **last_error;  /* per recipient, for the DSN and the queue */
 	double next_attempt;
 	unsigned attempts;
 	unsigned jobs;
+	unsigned dsns;	   /* DSNs being synced; the message waits for them */
 	bool gone; /* its queue file was deleted (queue delete) */
 };
 
@@ -101,7 +102,7 @@ static void message_free(struct message *m)
 	free(m->last_error);
 	free(m->states);
 	free(m->busy);
-	free(m->bounced_now);
+	free(m->dsn_busy);
 	envelope_free(&m->env);
 	free(m);
 }
@@ -126,13 +127,13 @@ static struct message *message_load(struct delivery *d, const char *qid)
 	memcpy(m->qid, qid, sizeof(m->qid));
 	m->states = calloc(n, sizeof(*m->states));
 	m->busy = calloc(n, sizeof(*m->busy));
-	m->bounced_now = calloc(n, sizeof(*m->bounced_now));
+	m->dsn_busy = calloc(n, sizeof(*m->dsn_busy));
 	m->last_error = calloc(n, sizeof(*m->last_error));
-	if (!m->states || !m->busy || !m->bounced_now || !m->last_error) {
+	if (!m->states || !m->busy || !m->dsn_busy || !m->last_error) {
 		message_free(m);
 		return NULL;
 	}
-	queue_state_load(d->queue, qid, m->states, n);
+	queue_state_load(d->queue, qid, m->states, m->last_error, n);
 	m->next_attempt = now_s(d);
 	return m;
 }
@@ -230,7 +231,6 @@ static void record(struct job *j, size_t k, enum rcpt_state st,
 
 	queue_state_append(j->d->queue, m->qid, i, st, reply);
 	m->states[i] = st;
-	m->bounced_now[i] = st == RCPT_BOUNCED;
 	free(m->last_error[i]);
 	m->last_error[i] = strdup(reply);
 	log_rcpt(j, k, st, reply, r);
@@ -245,12 +245,59 @@ static void record_all(struct job *j, enum rcpt_state st, const char *reply,
 
 /* ---- DSN --------------------------------------------------------------- */
 
+/* A DSN on its way to the spool: which bounced recipients it covers. The
+ * message is not removed while one is in flight (m->dsns). */
+struct dsn_commit {
+	struct delivery *d;
+	struct message *m;
+	size_t n;
+	size_t index[];
+};
+
+static bool owes_dsn(const struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_BOUNCED)
+			return true;
+	return false;
+}
+
+static bool finish_if_done(struct delivery *d, struct message *m);
+
+static void mark_notified(struct delivery *d, struct message *m, size_t i,
+			  const char *why)
+{
+	queue_state_append(d->queue, m->qid, i, RCPT_NOTIFIED, why);
+	m->states[i] = RCPT_NOTIFIED;
+}
+
+/* Only now, with the DSN synced, are its recipients settled; a DSN that
+ * failed leaves them owed, for the next round to try again. */
 static void on_dsn_queued(void *owner, bool ok, const char *qid)
 {
-	struct delivery *d = owner;
+	struct dsn_commit *c = owner;
+	struct delivery *d = c->d;
+	struct message *m = c->m;
+	char why[64];
 
+	snprintf(why, sizeof(why), "DSN queued as %s", qid);
+	for (size_t k = 0; k < c->n; k++) {
+		m->dsn_busy[c->index[k]] = false;
+		if (ok)
+			mark_notified(d, m, c->index[k], why);
+	}
+	if (!ok) {
+		log_msg(LOG_ERR, "dsn_failed", "qid %s: the DSN did not reach "
+			"the spool; retried later", m->qid);
+		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
+	}
+	m->dsns--;
+	free(c);
+	if (d->stopping)
+		return;
 	if (ok)
 		delivery_add(d, qid);
+	finish_if_done(d, m);
 }
 
 /* The original header section, for the DSN's third part. */
@@ -295,62 +342,92 @@ static void status_of(const char *reply, char *out, size_t len)
 		snprintf(out, len, "5.0.0");
 }
 
+/* The owed recipients not already in a DSN in flight, into `c`. */
 static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
-			char (*status)[16])
+			char (*status)[16], struct dsn_commit *c)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
 		const char *why = m->last_error[i] ? m->last_error[i] : "";
 
-		if (!m->bounced_now[i])
+		if (m->states[i] != RCPT_BOUNCED || m->dsn_busy[i])
 			continue;
 		status_of(why, status[n], sizeof(status[n]));
 		out[n] = (struct dsn_rcpt){.address = m->env.rcpts[i],
 					   .action = DSN_FAILED,
 					   .status = status[n],
 					   .diagnostic = why};
-		n++;
+		c->index[n++] = i;
 	}
+	c->n = n;
 	return n;
 }
 
-/* Bounces go to the sender, never for a null sender (RFC 5321 §4.5.5). */
-static void send_dsn(struct delivery *d, struct message *m)
+static bool submit_dsn(struct delivery *d, struct message *m,
+		       struct dsn_input *in, struct dsn_commit *c)
 {
 	const struct config *cfg = cfg_now(d);
-	struct dsn_rcpt *rcpts = calloc(m->env.n_rcpts, sizeof(*rcpts));
-	char (*status)[16] = calloc(m->env.n_rcpts, sizeof(*status));
 	char *to[1] = {m->env.sender};
-	struct envelope e = {.sender = "", .rcpts = to, .n_rcpts = 1};
-	struct dsn_input in = {.hostname = cfg->hostname, .qid = m->qid,
-			       .sender = m->env.sender,
-			       .arrival = (time_t)m->env.arrival,
-			       .now = (time_t)now_s(d)};
-	char *text = NULL;
+	struct envelope e = {.sender = "", .rcpts = to, .n_rcpts = 1,
+			     .arrival = (long long)now_s(d),
+			     .helo = (char *)cfg->hostname};
 	size_t len = 0;
+	char *text;
+	bool ok;
 
-	if (rcpts == NULL || status == NULL || m->env.sender[0] == '\0')
+	snprintf(e.client, sizeof(e.client), "local");
+	in->headers = original_headers(d, m, &in->headers_len);
+	text = dsn_build(in, &len);
+	ok = text != NULL &&
+	     queue_submit(d->queue, &e, text, len, on_dsn_queued, c);
+	free((char *)in->headers);
+	free(text);
+	return ok;
+}
+
+/* Bounces go to the sender, never for a null sender (RFC 5321 §4.5.5):
+ * those recipients are settled at once. */
+static void send_dsn(struct delivery *d, struct message *m)
+{
+	size_t n = m->env.n_rcpts;
+	struct dsn_rcpt *rcpts = calloc(n, sizeof(*rcpts));
+	char (*status)[16] = calloc(n, sizeof(*status));
+	struct dsn_commit *c = calloc(1, sizeof(*c) + n * sizeof(size_t));
+	struct dsn_input in = {.hostname = cfg_now(d)->hostname,
+			       .qid = m->qid, .sender = m->env.sender,
+			       .arrival = (time_t)m->env.arrival,
+			       .now = (time_t)now_s(d), .rcpts = rcpts};
+
+	if (rcpts == NULL || status == NULL || c == NULL)
 		goto out;
-	in.rcpts = rcpts;
-	in.n_rcpts = dsn_rcpts(m, rcpts, status);
+	in.n_rcpts = dsn_rcpts(m, rcpts, status, c);
 	if (in.n_rcpts == 0)
 		goto out;
-	in.headers = original_headers(d, m, &in.headers_len);
-	text = dsn_build(&in, &len);
-	e.arrival = (long long)now_s(d);
-	e.helo = (char *)cfg->hostname;
-	snprintf(e.client, sizeof(e.client), "local");
-	if (text == NULL || !queue_submit(d->queue, &e, text, len,
-					  on_dsn_queued, d))
-		log_msg(LOG_ERR, "dsn_failed", "qid %s: cannot queue the DSN",
-			m->qid);
-	free((char *)in.headers);
+	if (m->env.sender[0] == '\0') {
+		for (size_t k = 0; k < c->n; k++)
+			mark_notified(d, m, c->index[k],
+				      "no DSN for the null sender");
+		goto out;
+	}
+	*c = (struct dsn_commit){.d = d, .m = m, .n = c->n};
+	for (size_t k = 0; k < c->n; k++)
+		m->dsn_busy[c->index[k]] = true;
+	m->dsns++;
+	if (submit_dsn(d, m, &in, c)) {
+		c = NULL; /* the queue holds it until on_dsn_queued */
+	} else {
+		log_msg(LOG_ERR, "dsn_failed", "qid %s: cannot queue the DSN; "
+			"retried later", m->qid);
+		for (size_t k = 0; k < c->n; k++)
+			m->dsn_busy[c->index[k]] = false;
+		m->dsns--;
+		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
+	}
 out:
-	free(text);
+	free(c);
 	free(rcpts);
 	free(status);
-	memset(m->bounced_now, 0, m->env.n_rcpts * sizeof(*m->bounced_now));
 }
 
 /* ---- after an attempt -------------------------------------------------- */
@@ -367,7 +444,6 @@ static void expire(struct delivery *d, struct message *m)
 			 m->last_error[i] ? m->last_error[i] : "not delivered");
 		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
 		m->states[i] = RCPT_BOUNCED;
-		m->bounced_now[i] = true;
 		free(m->last_error[i]);
 		m->last_error[i] = strdup(why);
 	}
@@ -382,16 +458,30 @@ static void unlink_message(struct delivery *d, struct message *m)
 	*p = m->next;
 }
 
+/* A message goes only when nothing is pending, no DSN is owed or in flight
+ * and no job holds it; true when it went. */
+static bool finish_if_done(struct delivery *d, struct message *m)
+{
+	if (m->jobs > 0 || m->dsns > 0)
+		return false;
+	if (!m->gone && (message_pending(m) || owes_dsn(m)))
+		return false;
+	if (!m->gone)
+		log_msg(LOG_INFO, "removed", "qid %s: every recipient done",
+			m->qid);
+	queue_remove(d->queue, m->qid);
+	unlink_message(d, m);
+	message_free(m);
+	return true;
+}
+
 /* Every job of a round is back: bounce, retry, or finish the message. */
 static void round_done(struct delivery *d, struct message *m)
 {
 	const struct config *cfg = cfg_now(d);
 
 	if (m->gone) {
-		queue_remove(d->queue, m->qid); /* a state line may have come
-						   back with a late outcome */
-		unlink_message(d, m);
-		message_free(m);
+		finish_if_done(d, m);
 		return;
 	}
 	memset(m->busy, 0, m->env.n_rcpts * sizeof(*m->busy));
@@ -400,14 +490,10 @@ static void round_done(struct delivery *d, struct message *m)
 	    now_s(d) - (double)m->env.arrival > cfg->max_queue_lifetime)
 		expire(d, m);
 	send_dsn(d, m);
-	if (message_pending(m)) {
+	if (message_pending(m))
 		m->next_attempt = now_s(d) + backoff(cfg, m->attempts);
-		return;
-	}
-	log_msg(LOG_INFO, "removed", "qid %s: every recipient done", m->qid);
-	queue_remove(d->queue, m->qid);
-	unlink_message(d, m);
-	message_free(m);
+	else
+		finish_if_done(d, m);
 }
 
 static void job_free(struct job *j)
@@ -779,9 +865,19 @@ static void run_queue(struct delivery *d)
 
 	if (d->stopping)
 		return;
-	for (struct message *m = d->messages; m != NULL; m = m->next)
-		if (m->next_attempt <= now && message_pending(m))
+	for (struct message *m = d->messages, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->next_attempt > now)
+			continue;
+		if (message_pending(m)) {
 			plan_message(d, m);
+		} else if (m->jobs == 0 && m->dsns == 0 && owes_dsn(m)) {
+			/* a DSN that failed, or one owed from before a
+			 * restart */
+			send_dsn(d, m);
+			finish_if_done(d, m);
+		}
+	}
 	last = d->next_id;
 	for (uint64_t id = first; id <= last; id++) {
 		struct job *j = find_job(d, id);
@@ -844,32 +940,42 @@ void delivery_free(struct delivery *d)
 	free(d);
 }
 
-void delivery_add(struct delivery *d, const char *qid)
+/* Takes a queued message in; false when there is nothing to do for it. */
+static bool admit_message(struct delivery *d, const char *qid)
 {
 	struct message *m;
 
 	if (d->stopping || (m = message_load(d, qid)) == NULL)
-		return;
-	if (!message_pending(m)) {
+		return false;
+	if (!message_pending(m) && !owes_dsn(m)) {
 		queue_remove(d->queue, qid);
 		message_free(m);
-		return;
+		return false;
 	}
 	m->next = d->messages;
 	d->messages = m;
-	run_queue(d);
+	return true;
 }
 
+void delivery_add(struct delivery *d, const char *qid)
+{
+	if (admit_message(d, qid))
+		run_queue(d);
+}
+
+/* Every message first, then one run: a run per message would walk the
+ * whole queue each time (quadratic in its length, on the loop). */
 void delivery_load(struct delivery *d)
 {
 	size_t n;
 	char **ids = queue_list(d->queue, &n);
 
 	for (size_t i = 0; i < n; i++) {
-		delivery_add(d, ids[i]);
+		admit_message(d, ids[i]);
 		free(ids[i]);
 	}
 	free(ids);
+	run_queue(d);
 }
 
 void delivery_flush(struct delivery *d)

@@ -566,6 +566,7 @@ static const char *const state_words[] = {
 	[RCPT_PENDING] = "deferred",
 	[RCPT_SENT] = "sent",
 	[RCPT_BOUNCED] = "bounced",
+	[RCPT_NOTIFIED] = "notified",
 };
 
 void queue_state_append(struct queue *q, const char *qid, size_t index,
@@ -612,6 +613,8 @@ static void load_states_at(int state_fd, const char *qid,
 			states[index] = RCPT_SENT;
 		else if (strcmp(word, "bounced") == 0)
 			states[index] = RCPT_BOUNCED;
+		else if (strcmp(word, "notified") == 0)
+			states[index] = RCPT_NOTIFIED;
 		if (last != NULL && text > 0) {
 			line[strcspn(line, "\n")] = '\0';
 			free(last[index]);
@@ -625,9 +628,9 @@ static void load_states_at(int state_fd, const char *qid,
 }
 
 void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
-		      size_t n)
+		      char **last, size_t n)
 {
-	load_states_at(q->state_fd, qid, states, NULL, n);
+	load_states_at(q->state_fd, qid, states, last, n);
 }
 
 /* ---- the spool without a running queue (the queue command) ------------- */

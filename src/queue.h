@@ -77,13 +77,17 @@ bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
  * lines (STATUS: sent, bounced, or deferred, which only notes the reason).
  * Not synced: after a crash a recipient whose line was lost is delivered
  * again (a duplicate), never dropped. */
-enum rcpt_state { RCPT_PENDING, RCPT_SENT, RCPT_BOUNCED };
+/* BOUNCED owes the sender a DSN until NOTIFIED: that DSN is queued (synced),
+ * or none is owed (the null sender). */
+enum rcpt_state { RCPT_PENDING, RCPT_SENT, RCPT_BOUNCED, RCPT_NOTIFIED };
 
 void queue_state_append(struct queue *q, const char *qid, size_t index,
 			enum rcpt_state state, const char *text);
-/* Fills states[0..n) from state/ID (PENDING where nothing is recorded). */
+/* Fills states[0..n) from state/ID (PENDING where nothing is recorded) and,
+ * when `last` is not NULL, each recipient's last recorded text (malloc'd;
+ * a bounce's reason, for a DSN still owed after a restart). */
 void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
-		      size_t n);
+		      char **last, size_t n);
 /* The message is done: queue/ID and state/ID go. */
 void queue_remove(struct queue *q, const char *qid);
 

@@ -156,6 +156,43 @@ describe("outbound delivery: outcomes and the queue", function()
     ds.assert_one_line_per_attempt(gw)
   end)
 
+  it("a bounce recorded before a crash but whose DSN never reached the spool is sent after restart", function()
+    local home = ds.receiver() -- the sender's domain
+    local gw = gateway.start{ sections = sections{
+      ["domain:origin.example"] = { next_hop = home:addr() },
+    } }
+    assert.is_true(gw:kill("KILL"))
+    -- the spool as a crash leaves it: "bounced" written, the DSN not yet
+    -- synced (no "notified"); and one whose DSN was already queued
+    local function queue_file(qid, subject)
+      gateway.write_file(gw:spool() .. "/queue/" .. qid, table.concat({
+        "smtpgw-queue-file: 1", "id: " .. qid, "arrival: " .. os.time(),
+        "client: 127.0.0.1", "helo: client.example",
+        "sender: <sender@origin.example>", "rcpt: <mike@gone.example>",
+        "body: unspecified", "smtputf8: 0", "" }, "\n") .. "\n" ..
+        "Subject: " .. subject .. "\r\n\r\nbody\r\n")
+    end
+    local owed, settled = "00000000000a0001", "00000000000a0002"
+    queue_file(owed, "owed a bounce")
+    gateway.write_file(gw:spool() .. "/state/" .. owed,
+      "0 bounced 550 5.1.1 no such user\n")
+    queue_file(settled, "bounce already sent")
+    gateway.write_file(gw:spool() .. "/state/" .. settled,
+      "0 bounced 550 5.1.1 no such user\n0 notified DSN queued as 00000000000a0003\n")
+
+    gw:restart()
+    local dsn = home:wait_messages(1, 20)[1]
+    assert.are.equal("", dsn.from)
+    assert.are.same({ "sender@origin.example" }, dsn.rcpts)
+    assert.truthy(dsn.text:find("Final%-Recipient: rfc822; ?mike@gone%.example"), dsn.text)
+    assert.truthy(dsn.text:find("Status: 5.1.1", 1, true), dsn.text)
+    assert.truthy(dsn.text:find("Subject: owed a bounce", 1, true), dsn.text)
+    ds.wait_queue_empty(gw, { owed, settled })
+    -- exactly one DSN: the settled message was not bounced a second time
+    ds.wait_queue_empty(gw, nil, 20)
+    assert.are.equal(1, #home:messages())
+  end)
+
   it("kill -9 during delivery, then restart: every recipient arrives", function()
     -- a slow receiver: it stores each message and waits before its 250
     local slow = ds.receiver{ data_delay = 0.3 }
