@@ -29,9 +29,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
-enum { DSN_HEADER_MAX = 65536 };
+/* Postfix's hopcount_limit: more Received: headers than this is a loop
+ * (an MX or next_hop pointing back at us, or two gateways in a circle). */
+enum { DSN_HEADER_MAX = 65536, MAX_HOPS = 50 };
 
 struct message {
 	struct message *next;
@@ -47,6 +50,7 @@ struct message {
 	unsigned attempts;
 	unsigned jobs;
 	unsigned dsns;	   /* DSNs being synced; the message waits for them */
+	unsigned hops;	   /* Received: headers in the message */
 	bool gone; /* its queue file was deleted (queue delete) */
 };
 
@@ -95,6 +99,8 @@ static const struct config *cfg_now(const struct delivery *d)
 
 /* ---- messages ---------------------------------------------------------- */
 
+static unsigned count_hops(struct delivery *d, struct message *m);
+
 static void message_free(struct message *m)
 {
 	for (size_t i = 0; i < m->env.n_rcpts; i++)
@@ -134,6 +140,7 @@ static struct message *message_load(struct delivery *d, const char *qid)
 		return NULL;
 	}
 	queue_state_load(d->queue, qid, m->states, m->last_error, n);
+	m->hops = count_hops(d, m);
 	m->next_attempt = now_s(d);
 	return m;
 }
@@ -324,6 +331,20 @@ static char *original_headers(struct delivery *d, struct message *m,
 	end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
 	*len = end ? (size_t)(end - buf) + 2 : (size_t)n;
 	return buf;
+}
+
+static unsigned count_hops(struct delivery *d, struct message *m)
+{
+	size_t len;
+	char *h = original_headers(d, m, &len);
+	unsigned hops = 0;
+
+	for (size_t i = 0; h != NULL && i + 9 <= len; i++)
+		if ((i == 0 || h[i - 1] == '\n') &&
+		    strncasecmp(h + i, "Received:", 9) == 0)
+			hops++;
+	free(h);
+	return hops;
 }
 
 /* The enhanced status code in "550 5.1.1 text" or "5.1.2 text". */
@@ -837,6 +858,24 @@ static struct job *job_new(struct delivery *d, struct message *m,
 	return j;
 }
 
+static void bounce_loop(struct delivery *d, struct message *m)
+{
+	char why[200];
+
+	snprintf(why, sizeof(why), "5.4.6 too many hops (%u Received: "
+		 "headers): mail forwarding loop", m->hops);
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		if (m->states[i] != RCPT_PENDING || m->busy[i])
+			continue;
+		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
+		m->states[i] = RCPT_BOUNCED;
+		free(m->last_error[i]);
+		m->last_error[i] = strdup(why);
+		log_msg(LOG_WARN, "loop", "qid %s rcpt <%s>: %s", m->qid,
+			m->env.rcpts[i], why);
+	}
+}
+
 /* Plans jobs for a due message's idle recipients, within the limits. */
 static void plan_message(struct delivery *d, struct message *m)
 {
@@ -869,7 +908,11 @@ static void run_queue(struct delivery *d)
 		next = m->next;
 		if (m->next_attempt > now)
 			continue;
-		if (message_pending(m)) {
+		if (message_pending(m) && m->hops > MAX_HOPS) {
+			bounce_loop(d, m);
+			send_dsn(d, m);
+			finish_if_done(d, m);
+		} else if (message_pending(m)) {
 			plan_message(d, m);
 		} else if (m->jobs == 0 && m->dsns == 0 && owes_dsn(m)) {
 			/* a DSN that failed, or one owed from before a

@@ -193,6 +193,42 @@ describe("outbound delivery: outcomes and the queue", function()
     assert.are.equal(1, #home:messages())
   end)
 
+  it("a message that has looped (over 50 Received: headers) bounces with 5.4.6 and is not relayed", function()
+    local next_hop = ds.receiver()
+    local home = ds.receiver() -- the sender's domain
+    local gw = gateway.start{ sections = sections{
+      ["domain:far.example"] = { next_hop = next_hop:addr() },
+      ["domain:origin.example"] = { next_hop = home:addr() },
+    } }
+    local received = {}
+    for i = 1, 51 do
+      received[i] = "Received: from hop" .. i .. ".example by hop" .. (i + 1) .. ".example"
+    end
+    local qid = ds.submit(gw, "sender@origin.example", { "nina@far.example" },
+      { subject = "looping", extra_headers = received })
+    gw:wait_log("event=loop[^\n]*nina@far%.example")
+    local line = gw:log():match("[^\n]*event=loop[^\n]*nina@far%.example[^\n]*")
+    assert.truthy(line:find("5.4.6 too many hops (52 Received: headers)", 1, true), line)
+    local dsn = home:wait_messages(1, 20)[1]
+    assert.truthy(dsn.text:find("Status: 5.4.6", 1, true), dsn.text)
+    ds.wait_queue_empty(gw, { qid })
+    assert.are.same({}, next_hop:messages())
+  end)
+
+  it("a message with 50 Received: headers is still relayed", function()
+    local next_hop = ds.receiver()
+    local gw = gateway.start{ sections = sections{
+      ["domain:far.example"] = { next_hop = next_hop:addr() },
+    } }
+    local received = {}
+    -- 49 here, and the gateway's own makes 50
+    for i = 1, 49 do received[i] = "Received: from hop" .. i .. ".example" end
+    ds.submit(gw, "sender@origin.example", { "olga@far.example" },
+      { subject = "long path", extra_headers = received })
+    ds.wait_delivery(gw, "olga@far.example", "sent")
+    assert.are.equal(1, #next_hop:wait_messages(1, 20))
+  end)
+
   it("kill -9 during delivery, then restart: every recipient arrives", function()
     -- a slow receiver: it stores each message and waits before its 250
     local slow = ds.receiver{ data_delay = 0.3 }

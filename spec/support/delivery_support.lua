@@ -169,14 +169,18 @@ end
 -- queue id. opts.subject, opts.body, opts.starttls (default true).
 function M.submit(gw, from, rcpts, opts)
   opts = opts or {}
-  local msg = table.concat({
+  -- opts.extra_headers: header lines (a list) put before From:
+  local lines = {}
+  for _, l in ipairs(opts.extra_headers or {}) do lines[#lines + 1] = l end
+  for _, l in ipairs({
     "From: <" .. from .. ">",
     "To: " .. table.concat(rcpts, ", "),
     "Subject: " .. (opts.subject or "delivery spec"),
     "Message-ID: <" .. tostring(os.time()) .. "." .. math.random(1e9) .. "@spec.example>",
     "",
     opts.body or "Hello from the delivery spec.",
-    "" }, "\r\n")
+    "" }) do lines[#lines + 1] = l end
+  local msg = table.concat(lines, "\r\n")
   local r = tools.smtplib { port = gw:port(), from = from, to = rcpts, msg = msg,
     ehlo = "client.example", starttls = opts.starttls ~= false }
   assert(r.error == nil, "submission failed: " .. tostring(r.error) .. "\n" .. r.raw)
