@@ -46,8 +46,9 @@ struct message {
 			       deferral waits for its retry time */
 	bool *dsn_busy;	    /* in a DSN the sync thread still holds */
 	char **last_error;  /* per recipient, for the DSN and the queue */
-	double next_attempt;
-	unsigned attempts;
+	double next_attempt; /* the earliest retry_at of a pending recipient */
+	double *retry_at;    /* per recipient: not before (0: at once) */
+	unsigned *tries;     /* per recipient: attempts made */
 	unsigned jobs;
 	unsigned dsns;	   /* DSNs being synced; the message waits for them */
 	unsigned hops;	   /* Received: headers in the message */
@@ -109,6 +110,8 @@ static void message_free(struct message *m)
 	free(m->states);
 	free(m->busy);
 	free(m->dsn_busy);
+	free(m->retry_at);
+	free(m->tries);
 	envelope_free(&m->env);
 	free(m);
 }
@@ -134,8 +137,11 @@ static struct message *message_load(struct delivery *d, const char *qid)
 	m->states = calloc(n, sizeof(*m->states));
 	m->busy = calloc(n, sizeof(*m->busy));
 	m->dsn_busy = calloc(n, sizeof(*m->dsn_busy));
+	m->retry_at = calloc(n, sizeof(*m->retry_at));
+	m->tries = calloc(n, sizeof(*m->tries));
 	m->last_error = calloc(n, sizeof(*m->last_error));
-	if (!m->states || !m->busy || !m->dsn_busy || !m->last_error) {
+	if (!m->states || !m->busy || !m->dsn_busy || !m->last_error ||
+	    !m->retry_at || !m->tries) {
 		message_free(m);
 		return NULL;
 	}
@@ -224,7 +230,7 @@ static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 	if (r && r->tls_version[0])
 		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
 	log_kv(&l, "status", "%s", state_word(st));
-	log_kv(&l, "attempt", "%u", j->m->attempts + 1);
+	log_kv(&l, "attempt", "%u", j->m->tries[j->index[k]] + 1);
 	log_kv(&l, "reply", "%s", reply);
 	log_end(&l);
 }
@@ -237,10 +243,13 @@ static void record(struct job *j, size_t k, enum rcpt_state st,
 	size_t i = j->index[k];
 
 	queue_state_append(j->d->queue, m->qid, i, st, reply);
+	log_rcpt(j, k, st, reply, r);
+	m->tries[i]++;
+	if (st == RCPT_PENDING)
+		m->retry_at[i] = now_s(j->d) + backoff(cfg_now(j->d), m->tries[i]);
 	m->states[i] = st;
 	free(m->last_error[i]);
 	m->last_error[i] = strdup(reply);
-	log_rcpt(j, k, st, reply, r);
 }
 
 static void record_all(struct job *j, enum rcpt_state st, const char *reply,
@@ -461,7 +470,7 @@ static void expire(struct delivery *d, struct message *m)
 		if (m->states[i] != RCPT_PENDING)
 			continue;
 		snprintf(why, sizeof(why), "4.4.7 message expired after %u "
-			 "attempts: %s", m->attempts,
+			 "attempts: %s", m->tries[i],
 			 m->last_error[i] ? m->last_error[i] : "not delivered");
 		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
 		m->states[i] = RCPT_BOUNCED;
@@ -477,6 +486,18 @@ static void unlink_message(struct delivery *d, struct message *m)
 	while (*p != m)
 		p = &(*p)->next;
 	*p = m->next;
+}
+
+/* Each recipient waits for its own retry time: one held back by a
+ * concurrency limit has not been tried and is due at once. */
+static double earliest_retry(const struct message *m)
+{
+	double next = INFINITY;
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_PENDING && m->retry_at[i] < next)
+			next = m->retry_at[i];
+	return next;
 }
 
 /* A message goes only when nothing is pending, no DSN is owed or in flight
@@ -506,13 +527,12 @@ static void round_done(struct delivery *d, struct message *m)
 		return;
 	}
 	memset(m->busy, 0, m->env.n_rcpts * sizeof(*m->busy));
-	m->attempts++;
 	if (message_pending(m) &&
 	    now_s(d) - (double)m->env.arrival > cfg->max_queue_lifetime)
 		expire(d, m);
 	send_dsn(d, m);
 	if (message_pending(m))
-		m->next_attempt = now_s(d) + backoff(cfg, m->attempts);
+		m->next_attempt = earliest_retry(m);
 	else
 		finish_if_done(d, m);
 }
@@ -842,7 +862,8 @@ static struct job *job_new(struct delivery *d, struct message *m,
 	for (size_t i = 0; i < n; i++) {
 		char dom[256];
 
-		if (m->states[i] != RCPT_PENDING || m->busy[i])
+		if (m->states[i] != RCPT_PENDING || m->busy[i] ||
+		    m->retry_at[i] > now_s(d))
 			continue;
 		rcpt_domain(d, m->env.rcpts[i], dom, sizeof(dom));
 		if (strcmp(dom, domain) != 0)
@@ -884,7 +905,8 @@ static void plan_message(struct delivery *d, struct message *m)
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
 		char dom[256];
 
-		if (m->states[i] != RCPT_PENDING || m->busy[i])
+		if (m->states[i] != RCPT_PENDING || m->busy[i] ||
+		    m->retry_at[i] > now_s(d))
 			continue;
 		if (d->active >= cfg->delivery_max_connections)
 			return;
@@ -1023,7 +1045,9 @@ void delivery_load(struct delivery *d)
 
 void delivery_flush(struct delivery *d)
 {
-	for (struct message *m = d->messages; m != NULL; m = m->next)
+	for (struct message *m = d->messages; m != NULL; m = m->next) {
 		m->next_attempt = 0;
+		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
+	}
 	run_queue(d);
 }

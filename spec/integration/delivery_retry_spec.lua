@@ -229,6 +229,25 @@ describe("outbound delivery: outcomes and the queue", function()
     assert.are.equal(1, #next_hop:wait_messages(1, 20))
   end)
 
+  it("a recipient held back by a concurrency limit is tried at once, not backed off with the others", function()
+    local live = ds.receiver()
+    local dead = ds.receiver()
+    local dead_addr = dead:addr()
+    dead:stop() -- nothing answers there any more
+    local gw = gateway.start{ sections = sections{
+      delivery = { max_connections = 1, retry_min = "1h", retry_max = "1h" },
+      ["domain:dead.example"] = { next_hop = dead_addr },
+      ["domain:live.example"] = { next_hop = live:addr() },
+    } }
+    -- one transaction at a time: dead.example (first) is deferred for an
+    -- hour; live.example must not wait that hour with it
+    ds.submit(gw, "sender@origin.example", { "pat@dead.example", "quinn@live.example" },
+      { subject = "held back" })
+    ds.wait_delivery(gw, "pat@dead.example", "deferred")
+    ds.wait_delivery(gw, "quinn@live.example", "sent", 1, 20)
+    assert.are.same({ "quinn@live.example" }, live:wait_messages(1, 20)[1].rcpts)
+  end)
+
   it("kill -9 during delivery, then restart: every recipient arrives", function()
     -- a slow receiver: it stores each message and waits before its 250
     local slow = ds.receiver{ data_delay = 0.3 }
