@@ -632,6 +632,28 @@ static void on_result(struct job *j, const struct client_result *r)
 	job_done(j);
 }
 
+/* Lost before the message went out: the 5xx recipients bounce, the rest try
+ * the next address or MX (after the dot they wait: it may have arrived).
+ * False when there is nowhere else to go. */
+static bool lost_elsewhere(struct job *j, const struct client_result *r)
+{
+	if (j->addr + 1 >= j->route.hosts[j->host].n_addrs && !more_hosts(j))
+		return false;
+	for (size_t k = 0; k < j->n; k++)
+		if (j->rcpts[k].code / 100 == 5)
+			record(j, k, RCPT_BOUNCED, j->rcpts[k].reply, r);
+	if (keep_undecided(j) == 0) {
+		job_done(j);
+		return true;
+	}
+	snprintf(j->failure, sizeof(j->failure), "4.4.2 %s: %s", j->relay,
+		 r->reply);
+	j->no_tls = false;
+	j->addr++;
+	try_next(j);
+	return true;
+}
+
 static void log_downgrade(const struct job *j, const char *why)
 {
 	struct logline l;
@@ -653,8 +675,11 @@ static void on_client(void *owner, const struct client_result *r)
 	j->client = NULL;
 	switch (r->outcome) {
 	case CLIENT_DONE:
-	case CLIENT_LOST:
 		on_result(j, r);
+		return;
+	case CLIENT_LOST:
+		if (r->dot_sent || !lost_elsewhere(j, r))
+			on_result(j, r);
 		return;
 	case CLIENT_TLS_FAILED:
 		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {

@@ -136,6 +136,8 @@ static bool expects_reply(enum client_state st)
 static void enter_state(struct smtp_client *c, enum client_state next)
 {
 	c->state = next;
+	if (next == CS_DOT)
+		c->result.dot_sent = true; /* from here a loss may duplicate */
 	switch (next) {
 	case CS_CONNECT:
 	case CS_HANDSHAKE:

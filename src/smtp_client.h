@@ -68,6 +68,8 @@ struct client_result {
 	char tls_version[16]; /* "TLSv1.3", or "" when in plaintext */
 	char tls_cipher[64];
 	bool tls_verified;    /* chain and name checked (verify level) */
+	bool dot_sent;	      /* the end of data went out: after a loss the
+				 message may have arrived all the same */
 };
 
 struct smtp_client;

@@ -285,6 +285,48 @@ describe("outbound delivery: MX routing", function()
       math.random(2, 250))
   end
 
+  it("a connection lost before the message went out goes on to the next MX, not into the queue", function()
+    local procs = require "procs"
+    local tools = require "tools"
+    local live_ip, flaky_ip, live, flaky
+    for _ = 1, 5 do
+      live_ip, flaky_ip = random_loopback(), random_loopback()
+      local ok, r = pcall(ds.receiver, { host = live_ip, port = 25 })
+      if ok and live_ip ~= flaky_ip then live = r break end
+    end
+    assert(live, "no loopback address with port 25 free")
+    local transcript = gateway.mktempdir() .. "/flaky.log"
+    -- greets, answers EHLO, reads MAIL FROM, then hangs up
+    flaky = procs.start({ tools.PYTHON, tools.SUPPORT .. "/smtp_script.py",
+      "--host", flaky_ip, "--port", "25", "--log", transcript,
+      "send:220 flaky.example ESMTP\\r\\n", "line",
+      "send:250 flaky.example\\r\\n", "line", "close" },
+      { ready = "listening (%d+)" })
+    local dns = dns_server.start{
+      zones = { ["lost.example."] = "static" },
+      data = { "lost.example. MX 10 flaky.lost.example.",
+               "lost.example. MX 20 live.lost.example.",
+               "flaky.lost.example. A " .. flaky_ip,
+               "live.lost.example. A " .. live_ip },
+    }
+    local ok, err = pcall(function()
+      local gw = gateway.start{ sections = sections("try.lua", {
+        dns = { resolver = dns:resolver() },
+      }) }
+      local qid = ds.submit(gw, "sender@origin.example", { "lena@lost.example" })
+      local sent = ds.wait_delivery(gw, "lena@lost.example", "sent", 1, 30)
+      assert.truthy(sent:find("relay=live.lost.example[" .. live_ip .. "]:25", 1, true), sent)
+      -- the first MX was really tried: it got as far as MAIL FROM
+      assert.truthy((gateway.read_file(transcript) or ""):find("MAIL FROM:", 1, true))
+      only(live:wait_messages(1), "message at the second MX")
+      assert.are.same({}, ds.delivery_lines(gw, "lena@lost.example", "deferred"))
+      ds.wait_queue_empty(gw, { qid })
+    end)
+    dns:stop()
+    flaky:stop()
+    if not ok then error(err, 0) end
+  end)
+
   it("falls back to the second MX when the first does not answer", function()
     local live_ip, dead_ip, live
     for _ = 1, 5 do

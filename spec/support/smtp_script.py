@@ -2,9 +2,9 @@
 """A scripted SMTP server for the outbound client's specs: it plays the
 peer that misbehaves, one step at a time.
 
-    smtp_script.py [--log FILE] [--host 127.0.0.1] STEP...
+    smtp_script.py [--log FILE] [--host 127.0.0.1] [--port N] STEP...
 
-It binds a free loopback port, prints "listening PORT" and serves
+It binds a free loopback port (or --port), prints "listening PORT" and serves
 connections one after the other, each with the same steps:
 
     send:TEXT   send TEXT (backslash escapes such as \\r\\n are decoded)
@@ -62,12 +62,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--log")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
     p.add_argument("steps", nargs="+")
     opts = p.parse_args()
     family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
     srv = socket.socket(family, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((opts.host, 0))
+    srv.bind((opts.host, opts.port))
     srv.listen(16)
     print("listening %d" % srv.getsockname()[1], flush=True)
     while True:
