@@ -145,7 +145,7 @@ static bool on_readable(struct conn *c)
 	if (n <= 0)
 		return c->handler(c, n == 0 ? CONN_EOF : CONN_ERROR, c->owner);
 	c->in_len += (size_t)n;
-	if (ev_is_active(&c->timer))
+	if (ev_is_active(&c->timer) && !c->deadline)
 		ev_timer_again(c->loop, &c->timer);
 	return c->handler(c, CONN_DATAIN, c->owner);
 }

@@ -63,6 +63,8 @@ struct conn {
 	conn_handler *handler;
 	void *owner;
 	bool connecting; /* conn_connect: waiting for the connection */
+	bool deadline;	 /* the timeout is a deadline: reads do not
+			    restart it (outbound replies are timed whole) */
 	int sock_error;	 /* errno of a failed conn_connect, else 0 */
 };
 

@@ -29,6 +29,7 @@ enum {
 
 /* QUIT is a courtesy: its 221 is not worth more than this. */
 static const double QUIT_WAIT = 2.0;
+static const double CONNECT_TIMEOUT = 30.0;
 
 enum client_state {
 	CS_CONNECT,	/* waiting for the TCP connection */
@@ -140,6 +141,13 @@ static void enter_state(struct smtp_client *c, enum client_state next)
 		c->result.dot_sent = true; /* from here a loss may duplicate */
 	switch (next) {
 	case CS_CONNECT:
+		/* Postfix's smtp_connect_timeout: a dead host costs 30 s,
+		 * not a whole step, before the next address is tried. */
+		conn_set_reading(&c->conn, false);
+		conn_set_timeout(&c->conn, step_timeout(c) < CONNECT_TIMEOUT
+						   ? step_timeout(c)
+						   : CONNECT_TIMEOUT);
+		break;
 	case CS_HANDSHAKE:
 		conn_set_reading(&c->conn, false);
 		conn_set_timeout(&c->conn, step_timeout(c));
@@ -1125,6 +1133,9 @@ struct smtp_client *smtp_client_start(struct ev_loop *loop,
 	check_rcpts(c);
 	describe_peer(c);
 	conn_connect(&c->conn, loop, &c->job.addr, on_conn_event, c);
+	/* A reply must arrive whole within the step timeout: a peer that
+	 * drips a byte at a time must not hold a delivery slot for days. */
+	c->conn.deadline = true;
 	enter_state(c, CS_CONNECT);
 	return c;
 }

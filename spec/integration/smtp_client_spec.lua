@@ -435,6 +435,22 @@ describe("smtp_client", function()
       assert.are.equal("QUIT\r\n", harness.read_file(log))
     end)
 
+    it("a reply dripped line by line is timed whole, not per byte", function()
+      -- each line comes within the 2 s step timeout of the one before; the
+      -- whole reply does not
+      local steps = { "send:220 peer.test\\r\\n", "line" }
+      for _ = 1, 6 do
+        steps[#steps + 1] = "send:250-slow\\r\\n"
+        steps[#steps + 1] = "sleep:0.8"
+      end
+      steps[#steps + 1] = "send:250 done\\r\\n"
+      local port = script(steps)
+      local r = deliver{ port = port, level = "none", timeout = 2 }
+      assert.are.equal("LOST", r.outcome)
+      -- in the EHLO reply, not later (per byte, EHLO would have finished)
+      assert.truthy(r.reply:find("EHLO", 1, true), r.reply)
+    end)
+
     it("an EHLO reply of more than 100 lines is LOST: reply too long", function()
       local port = script{ "send:220 peer.test\\r\\n", "line",
         "send:" .. string.rep("250-x\\r\\n", 100) .. "250 end\\r\\n" }

@@ -9,6 +9,7 @@ connections one after the other, each with the same steps:
 
     send:TEXT   send TEXT (backslash escapes such as \\r\\n are decoded)
     line        read one line from the client (up to LF)
+    sleep:S     wait S seconds (a slow peer)
     close       close the connection now
 
 After the last step it reads until the client closes (10 s at most). With
@@ -17,6 +18,7 @@ After the last step it reads until the client closes (10 s at most). With
 import argparse
 import codecs
 import socket
+import time
 import sys
 
 
@@ -49,6 +51,8 @@ def serve(conn, opts):
                 return
         elif step == "close":
             return
+        elif step.startswith("sleep:"):
+            time.sleep(float(step[6:]))
         else:
             raise SystemExit("unknown step: " + step)
     while True:
