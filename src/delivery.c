@@ -25,6 +25,7 @@
 #include "smtp_client.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,8 +126,13 @@ static struct message *message_load(struct delivery *d, const char *qid)
 
 	if (m == NULL)
 		return NULL;
+	errno = 0;
 	if (!queue_open_message(d->queue, qid, &m->env, &file, err,
 				sizeof(err))) {
+		/* Gone (queue delete) is fine; unreadable as a queue file is
+		 * set aside rather than left to fail at every start. */
+		if (errno != ENOENT)
+			queue_quarantine(d->queue, qid);
 		log_msg(LOG_ERR, "delivery_load", "%s", err);
 		free(m);
 		return NULL;

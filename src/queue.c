@@ -698,6 +698,24 @@ char **spool_list(const char *spool, size_t *n)
 	return ids;
 }
 
+void queue_quarantine(struct queue *q, const char *qid)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/corrupt", q->dir);
+	fd = open_subdir(q->dir, "corrupt");
+	if (fd < 0 || renameat(q->queue_fd, qid, fd, qid) != 0)
+		log_msg(LOG_ERR, "spool_corrupt", "queue/%s: cannot move it to "
+			"%s: %s", qid, path, strerror(errno));
+	else
+		log_msg(LOG_ERR, "spool_corrupt", "queue/%s is not a valid "
+			"queue file: moved to %s/%s", qid, path, qid);
+	unlinkat(q->state_fd, qid, 0);
+	if (fd >= 0)
+		close(fd);
+}
+
 void queue_remove(struct queue *q, const char *qid)
 {
 	unlinkat(q->queue_fd, qid, 0);

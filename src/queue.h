@@ -88,6 +88,10 @@ void queue_state_append(struct queue *q, const char *qid, size_t index,
  * a bounce's reason, for a DSN still owed after a restart). */
 void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
 		      char **last, size_t n);
+/* A queue file that cannot be read as one: moved to SPOOL/corrupt/ for a
+ * person to look at (never deleted, never retried). */
+void queue_quarantine(struct queue *q, const char *qid);
+
 /* The message is done: queue/ID and state/ID go. */
 void queue_remove(struct queue *q, const char *qid);
 

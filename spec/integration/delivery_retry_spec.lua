@@ -193,6 +193,21 @@ describe("outbound delivery: outcomes and the queue", function()
     assert.are.equal(1, #home:messages())
   end)
 
+  it("a queue file that cannot be read as one is moved to corrupt/, not retried forever", function()
+    local gw = gateway.start{ sections = sections{} }
+    assert.is_true(gw:kill("KILL"))
+    local qid = "00000000000b0001"
+    gateway.write_file(gw:spool() .. "/queue/" .. qid,
+      "smtpgw-queue-file: 1\nid: " .. qid .. "\nthis line is not a header\n\nbody\r\n")
+    gw:restart()
+    gw:wait_log("event=spool_corrupt")
+    assert.truthy(gateway.exists(gw:spool() .. "/corrupt/" .. qid))
+    assert.falsy(gateway.exists(gw:spool() .. "/queue/" .. qid))
+    local out, code = ds.queue_cmd(gw)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("0 messages queued", 1, true), out)
+  end)
+
   it("a message that has looped (over 50 Received: headers) bounces with 5.4.6 and is not relayed", function()
     local next_hop = ds.receiver()
     local home = ds.receiver() -- the sender's domain
