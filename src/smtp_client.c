@@ -30,6 +30,7 @@ enum {
 /* QUIT is a courtesy: its 221 is not worth more than this. */
 static const double QUIT_WAIT = 2.0;
 static const double CONNECT_TIMEOUT = 30.0;
+static const double LAST_WORDS_WAIT = 5.0;
 
 enum client_state {
 	CS_CONNECT,	/* waiting for the TCP connection */
@@ -986,6 +987,11 @@ static bool hear_last_words(struct smtp_client *c)
 		return false;
 	c->write_failed = true;
 	conn_discard_output(&c->conn);
+	/* Replies to what was never written will not come: a short grace
+	 * for the ones that might, not a whole step. */
+	conn_set_timeout(&c->conn, step_timeout(c) < LAST_WORDS_WAIT
+					   ? step_timeout(c)
+					   : LAST_WORDS_WAIT);
 	return true;
 }
 
