@@ -6,10 +6,12 @@
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
  * bounced; 4xx, no connection, a TLS failure the level does not allow →
- * deferred, retried after retry_min doubling to retry_max, bounced once the
- * message is older than max_queue_lifetime. "sent" and "bounced" are
- * appended to the spool's state file before anything else happens, so a
- * restart never delivers them again; a deferred recipient records nothing.
+ * the next address or MX, then deferred, retried (per recipient) after
+ * retry_min doubling to retry_max, bounced once the message is older than
+ * max_queue_lifetime. Every outcome is appended to the spool's state file
+ * before anything else happens, so a restart never delivers a sent
+ * recipient again; a bounced one stays owed until the DSN that reports it
+ * is synced ("notified"), and only then may the message go.
  */
 #include "delivery.h"
 
