@@ -671,8 +671,7 @@ static void log_downgrade(const struct job *j, const char *why)
 	log_kv(&l, "relay", "%s", j->relay);
 	log_kv(&l, "tls", "may");
 	log_kv(&l, "reason", "%s", why);
-	log_kv(&l, "msg", "TLS handshake failed; retrying the same host in "
-			  "plaintext");
+	log_kv(&l, "msg", "no TLS with this host; going on in plaintext");
 	log_end(&l);
 }
 
@@ -681,6 +680,8 @@ static void on_client(void *owner, const struct client_result *r)
 	struct job *j = owner;
 
 	j->client = NULL;
+	if (r->starttls_refused[0] != '\0')
+		log_downgrade(j, r->starttls_refused);
 	switch (r->outcome) {
 	case CLIENT_DONE:
 		on_result(j, r);

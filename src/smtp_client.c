@@ -829,7 +829,11 @@ static void on_starttls_reply(struct smtp_client *c)
 	if (code == 220) {
 		begin_tls(c);
 	} else if (may && code != 421) {
-		start_transaction(c); /* refused: on in plaintext */
+		/* refused: on in plaintext, and the caller logs why */
+		snprintf(c->result.starttls_refused,
+			 sizeof(c->result.starttls_refused), "%.127s",
+			 c->reply.text);
+		start_transaction(c);
 	} else {
 		set_result(c, may ? CLIENT_CONNECT_FAILED : CLIENT_TLS_FAILED,
 			   code, c->reply.text);

@@ -70,6 +70,8 @@ struct client_result {
 	bool tls_verified;    /* chain and name checked (verify level) */
 	bool dot_sent;	      /* the end of data went out: after a loss the
 				 message may have arrived all the same */
+	char starttls_refused[128]; /* may: the refusal it went on in
+				       plaintext after, or "" */
 };
 
 struct smtp_client;

@@ -107,6 +107,8 @@ static void on_done(void *owner, const struct client_result *r)
 	       r->tls_version[0] ? r->tls_version : "none",
 	       r->tls_cipher[0] ? r->tls_cipher : "none",
 	       r->tls_verified ? "yes" : "no");
+	printf(" starttls_refused=");
+	print_quoted(r->starttls_refused);
 	print_rcpts(run->job);
 	putchar('\n');
 	fflush(stdout);

@@ -451,6 +451,17 @@ describe("smtp_client", function()
       assert.truthy(r.reply:find("EHLO", 1, true), r.reply)
     end)
 
+    it("may: a refused STARTTLS goes on in plaintext and says why", function()
+      local port, log = script{ "send:220 peer.test\\r\\n", "line",
+        "send:250-peer.test\\r\\n250 STARTTLS\\r\\n", "line",
+        "send:454 4.7.0 TLS not available due to local problem\\r\\n", "line", "close" }
+      local r = deliver{ port = port, level = "may" }
+      assert.are.equal("454 4.7.0 TLS not available due to local problem", r.starttls_refused)
+      assert.are.equal("none", r.tls_version)
+      -- it went on in plaintext: the next command after STARTTLS was MAIL
+      assert.truthy((harness.read_file(log) or ""):find("STARTTLS\r\nMAIL FROM:", 1, true))
+    end)
+
     it("an EHLO reply of more than 100 lines is LOST: reply too long", function()
       local port = script{ "send:220 peer.test\\r\\n", "line",
         "send:" .. string.rep("250-x\\r\\n", 100) .. "250 end\\r\\n" }
