@@ -103,7 +103,7 @@ static const struct config *cfg_now(const struct delivery *d)
 
 /* ---- messages ---------------------------------------------------------- */
 
-static unsigned count_hops(struct delivery *d, struct message *m);
+static unsigned count_hops(const struct queued_message *f);
 
 static void message_free(struct message *m)
 {
@@ -139,6 +139,8 @@ static struct message *message_load(struct delivery *d, const char *qid)
 		free(m);
 		return NULL;
 	}
+	/* Counted now, on the descriptor already open: not read again. */
+	m->hops = count_hops(&file);
 	close(file.fd);
 	n = m->env.n_rcpts;
 	memcpy(m->qid, qid, sizeof(m->qid));
@@ -154,7 +156,6 @@ static struct message *message_load(struct delivery *d, const char *qid)
 		return NULL;
 	}
 	queue_state_load(d->queue, qid, m->states, m->last_error, n);
-	m->hops = count_hops(d, m);
 	m->next_attempt = now_s(d);
 	return m;
 }
@@ -324,23 +325,13 @@ static void on_dsn_queued(void *owner, bool ok, const char *qid)
 	finish_if_done(d, m);
 }
 
-/* The original header section, for the DSN's third part. */
-static char *original_headers(struct delivery *d, struct message *m,
-			      size_t *len)
+/* The message's header section, read from an open queue file. */
+static char *read_headers(const struct queued_message *f, size_t *len)
 {
-	struct envelope e;
-	struct queued_message f;
-	char err[200], *buf;
-	ssize_t n;
-	char *end;
+	char *buf = malloc(DSN_HEADER_MAX), *end;
+	ssize_t n = buf ? pread(f->fd, buf, DSN_HEADER_MAX, f->body_offset) : -1;
 
 	*len = 0;
-	if (!queue_open_message(d->queue, m->qid, &e, &f, err, sizeof(err)))
-		return NULL;
-	envelope_free(&e);
-	buf = malloc(DSN_HEADER_MAX);
-	n = buf ? pread(f.fd, buf, DSN_HEADER_MAX, f.body_offset) : -1;
-	close(f.fd);
 	if (n <= 0) {
 		free(buf);
 		return NULL;
@@ -350,10 +341,27 @@ static char *original_headers(struct delivery *d, struct message *m,
 	return buf;
 }
 
-static unsigned count_hops(struct delivery *d, struct message *m)
+/* The original header section, for the DSN's third part. */
+static char *original_headers(struct delivery *d, struct message *m,
+			      size_t *len)
+{
+	struct envelope e;
+	struct queued_message f;
+	char err[200], *headers;
+
+	*len = 0;
+	if (!queue_open_message(d->queue, m->qid, &e, &f, err, sizeof(err)))
+		return NULL;
+	envelope_free(&e);
+	headers = read_headers(&f, len);
+	close(f.fd);
+	return headers;
+}
+
+static unsigned count_hops(const struct queued_message *f)
 {
 	size_t len;
-	char *h = original_headers(d, m, &len);
+	char *h = read_headers(f, &len);
 	unsigned hops = 0;
 
 	for (size_t i = 0; h != NULL && i + 9 <= len; i++)

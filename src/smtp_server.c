@@ -556,39 +556,6 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 	reply(s, "250 2.1.5 Ok");
 }
 
-/* Appends to a growing header buffer; false when out of memory. */
-struct header_buf {
-	char *p;
-	size_t len, cap;
-};
-
-static bool hb_add(struct header_buf *h, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static bool hb_add(struct header_buf *h, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(h->p + h->len, h->cap - h->len, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return false;
-		if ((size_t)n < h->cap - h->len)
-			break;
-		h->cap = (h->cap + (size_t)n) * 2;
-		char *grown = realloc(h->p, h->cap);
-
-		if (grown == NULL)
-			return false;
-		h->p = grown;
-	}
-	h->len += (size_t)n;
-	return true;
-}
-
 /* The queue file's envelope block (envelope.c), from this transaction. */
 static char *format_envelope(const struct session *s, size_t *len)
 {
@@ -615,32 +582,35 @@ static char *format_envelope(const struct session *s, size_t *len)
 	return text;
 }
 
-static bool write_received(struct session *s, struct header_buf *h)
+/* Every part is bounded (HELO by the command line, the host name, one
+ * address, the date), so the header fits a fixed buffer. */
+enum { RECEIVED_MAX = 2 * SMTP_COMMAND_LINE_MAX + SMTP_PATH_MAX + 256 };
+
+static int format_received(const struct session *s, char *out, size_t len)
 {
 	const struct transaction *tx = s->tx;
-	char date[64];
+	char date[64], rcpt[SMTP_PATH_MAX + 16] = "";
 	time_t now = time(NULL);
 	struct tm tm;
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	if (!hb_add(h, "Received: from %s (unknown [%s])\r\n\tby %s (smtpgw) "
-		       "with %s id %s",
-		    s->helo, s->peer_ip, cfg_of(s)->hostname,
-		    s->esmtp ? "ESMTP" : "SMTP", tx->qid))
-		return false;
-	if (tx->n_rcpt == 1 && !hb_add(h, "\r\n\tfor <%s>", tx->rcpts))
-		return false;
-	return hb_add(h, "; %s\r\n", date);
+	if (tx->n_rcpt == 1)
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", tx->rcpts);
+	return snprintf(out, len,
+			"Received: from %s (unknown [%s])\r\n\tby %s (smtpgw) "
+			"with %s id %s%s; %s\r\n",
+			s->helo, s->peer_ip, cfg_of(s)->hostname,
+			s->esmtp ? "ESMTP" : "SMTP", tx->qid, rcpt, date);
 }
 
 static bool open_spool_file(struct session *s)
 {
 	struct transaction *tx = s->tx;
-	struct header_buf h = {.cap = 1024};
+	char received[RECEIVED_MAX];
 	char *envelope;
 	size_t envelope_len;
-	bool ok;
+	int n;
 
 	if (!spool_file_create(s->srv->queue, tx->qid, &tx->file)) {
 		spool_file_abort(s->srv->queue, &tx->file);
@@ -648,15 +618,15 @@ static bool open_spool_file(struct session *s)
 	}
 	tx->file_open = true;
 	envelope = format_envelope(s, &envelope_len);
-	ok = envelope != NULL && (h.p = malloc(h.cap)) != NULL &&
-	     write_received(s, &h);
-	if (ok) {
-		spool_file_write(&tx->file, envelope, envelope_len);
-		spool_file_write(&tx->file, h.p, h.len);
+	n = format_received(s, received, sizeof(received));
+	if (envelope == NULL || n < 0 || (size_t)n >= sizeof(received)) {
+		free(envelope);
+		return false;
 	}
+	spool_file_write(&tx->file, envelope, envelope_len);
+	spool_file_write(&tx->file, received, (size_t)n);
 	free(envelope);
-	free(h.p);
-	return ok && !tx->file.failed;
+	return !tx->file.failed;
 }
 
 static void do_data(struct session *s, const struct smtp_cmd *cmd)
