@@ -6,7 +6,7 @@ PKGCONF ?= pkg-config
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Wmissing-prototypes -Wformat=2
-CSTD    = -std=c17 -D_GNU_SOURCE
+CSTD    = -std=c17 -D_GNU_SOURCE -Isrc
 INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
 	  $(shell $(PKGCONF) --cflags libunbound 2>/dev/null) \
 	  -DSMTPGW_LUA_DIR='"$(CURDIR)/lua"'
@@ -24,15 +24,17 @@ SANITIZE       = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 		 -fno-omit-frame-pointer
 CFLAGS_CHECK   = $(CSTD) $(WARN) -O1 -g $(SANITIZE) $(INC)
 
-SRC      = $(wildcard src/*.c)
-HDR      = $(wildcard src/*.h)
+# src/ has a folder per layer (README "Source layout"); includes name the
+# folder ("core/log.h"), so -Isrc is the only include path.
+SRC      = $(wildcard src/*.c src/*/*.c)
+HDR      = $(wildcard src/*/*.h)
 OBJ      = $(SRC:src/%.c=build/obj/%.o)
 OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
 	     libluajit2-5.1-dev libunbound-dev ca-certificates
-DEPS_CHECK = lua-busted luajit2 lua-socket swaks libnet-ssleay-perl \
+DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
 .PHONY: all run check deps deps-check deps-postfix unit clean fuzz format bench \
@@ -43,24 +45,26 @@ all: build/smtpgw
 build/smtpgw: $(OBJ)
 	$(CC) $(CFLAGS_RELEASE) -o $@ $(OBJ) $(LIBS)
 
-build/obj/%.o: src/%.c $(HDR) | build/obj
+build/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_RELEASE) -c -o $@ $<
 
 build/check/smtpgw: $(OBJ_CHK)
 	$(CC) $(CFLAGS_CHECK) -o $@ $(OBJ_CHK) $(LIBS)
 
-build/check/obj/%.o: src/%.c $(HDR) | build/check/obj
+build/check/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_CHECK) -c -o $@ $<
 
-build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/smtp_proto.c $(HDR) | build/check/obj
-	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_smtp_proto.c src/smtp_proto.c
+build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/proto/smtp_proto.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_smtp_proto.c src/proto/smtp_proto.c
 
-build/check/test_dsn: spec/c/test_dsn.c src/dsn.c $(HDR) | build/check/obj
-	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/dsn.c
+build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/proto/dsn.c
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
-CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,smtp_client.o conn.o tls.o \
-		    config.o log.o smtp_proto.o)
+CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
+		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -124,18 +128,18 @@ check: deps-check
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).
 # The log goes to a file so that `tail` cannot hide the fuzzer's exit status,
 # and crash inputs land in build/fuzz/ rather than in the work tree.
-fuzz: spec/c/fuzz_smtp_proto.c src/smtp_proto.c $(HDR)
+fuzz: spec/c/fuzz_smtp_proto.c src/proto/smtp_proto.c $(HDR)
 	mkdir -p build/fuzz/corpus
 	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=undefined -Isrc \
-		-o build/fuzz/fuzz_smtp_proto spec/c/fuzz_smtp_proto.c src/smtp_proto.c
+		-o build/fuzz/fuzz_smtp_proto spec/c/fuzz_smtp_proto.c src/proto/smtp_proto.c
 	./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} \
 		-artifact_prefix=build/fuzz/ build/fuzz/corpus \
 		>build/fuzz/fuzz.log 2>&1; rc=$$?; tail -5 build/fuzz/fuzz.log; exit $$rc
 
 # The cost of one policy decision (README "Performance"); a release build.
-BENCH_SRC = spec/bench/bench_policy.c src/policy.c src/config.c src/log.c \
-	    src/smtp_proto.c
+BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/core/config.c \
+	    src/core/log.c src/proto/smtp_proto.c
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 
@@ -156,7 +160,7 @@ bench-postfix: deps-check
 	./spec/bench/bench_postfix.sh
 
 format:
-	clang-format -i src/*.c src/*.h spec/c/*.c
+	clang-format -i src/*.c src/*/*.c src/*/*.h spec/c/*.c
 
 clean:
 	rm -rf build

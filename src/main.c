@@ -4,20 +4,20 @@
  * swaps generations on SIGHUP, and tears down in reverse order; it holds
  * no protocol logic.
  */
-#include "commands.h"
-#include "config.h"
-#include "conn.h"
-#include "delivery.h"
-#include "dns.h"
-#include "generation.h"
-#include "listener.h"
-#include "log.h"
-#include "policy.h"
-#include "queue.h"
-#include "route_command.h"
-#include "smtp_server.h"
-#include "tls.h"
-#include "tls_probe.h"
+#include "cli/commands.h"
+#include "core/config.h"
+#include "net/conn.h"
+#include "outbound/delivery.h"
+#include "net/dns.h"
+#include "policy/generation.h"
+#include "inbound/listener.h"
+#include "core/log.h"
+#include "policy/policy.h"
+#include "spool/queue.h"
+#include "cli/route_command.h"
+#include "inbound/smtp_server.h"
+#include "net/tls.h"
+#include "cli/tls_probe.h"
 
 #include <ev.h>
 #include <signal.h>

@@ -3,8 +3,8 @@
  * (fresh ctx table, budget hook armed, pcall, result checked), for each
  * stock script and hook. `make bench` runs it; the figures go in README.
  */
-#include "config.h"
-#include "policy.h"
+#include "core/config.h"
+#include "policy/policy.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -17,9 +17,9 @@
  * address of family AF_UNIX, to see a connect that fails at once. Exit 0 once a
  * result is printed, 2 on bad arguments.
  */
-#include "conn.h"
-#include "smtp_client.h"
-#include "tls.h"
+#include "net/conn.h"
+#include "outbound/smtp_client.h"
+#include "net/tls.h"
 
 #include <ev.h>
 #include <fcntl.h>

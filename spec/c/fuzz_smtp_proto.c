@@ -10,7 +10,7 @@
  *    chunks, and matches a slow, obviously-correct reference decoder;
  *  - a decoder call writes no more than the len + 2 octets it is allowed.
  */
-#include "smtp_proto.h"
+#include "proto/smtp_proto.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -8,7 +8,7 @@
  * every DSN built is also written to DIR/NN.eml, for
  * spec/c/test_dsn_email.py to hand to Python's email parser.
  */
-#include "dsn.h"
+#include "proto/dsn.h"
 
 #include <stdarg.h>
 #include <stdbool.h>

@@ -5,7 +5,7 @@
  * Inputs are spelled out in each call so a failing line names the exact
  * octets; S() passes a literal with its length so NULs survive.
  */
-#include "smtp_proto.h"
+#include "proto/smtp_proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>

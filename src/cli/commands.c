@@ -1,0 +1,476 @@
+/*
+ * commands: the subcommands that run without the event loop — certs,
+ * explain and reload. Each works on a configuration loaded for the purpose
+ * and prints for a person (or, with --json, a program).
+ */
+#include "cli/commands.h"
+
+#include "core/config.h"
+#include "proto/envelope.h"
+#include "spool/queue.h"
+#include "policy/generation.h"
+#include "policy/policy.h"
+#include "proto/smtp_proto.h"
+#include "inbound/smtp_server.h"
+#include "net/tls.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void print_time(const char *label, time_t t)
+{
+	char buf[64];
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	printf("  %-12s %s\n", label, buf);
+}
+
+static void print_cert(const struct cert_info *c, time_t now)
+{
+	long days = (long)((c->not_after - now) / 86400);
+
+	printf("%s%s\n", c->name,
+	       strcmp(c->name, "default") == 0 ? " (Default Cert)" : "");
+	printf("  %-12s %s\n", "subject", c->subject);
+	printf("  %-12s %s\n", "dns names", c->dns[0] ? c->dns : "-");
+	printf("  %-12s %s\n", "issuer", c->issuer);
+	print_time("valid from", c->not_before);
+	print_time("valid to", c->not_after);
+	printf("  %-12s %ld%s\n", "days left", days,
+	       days < 0 ? " EXPIRED" : days < 30 ? " WARNING: expires soon" : "");
+	printf("  %-12s %s %d\n", "key", c->key_type, c->key_bits);
+	printf("  %-12s %s\n", "signature", c->sig_alg);
+	printf("  %-12s %s\n", "sha256", c->sha256);
+	printf("  %-12s %s\n\n", "self-signed", c->self_signed ? "yes" : "no");
+}
+
+/* JSON strings here come from certificates: escape what JSON requires. */
+static void json_string(const char *key, const char *value, bool comma)
+{
+	printf("\"%s\":\"", key);
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	printf("\"%s", comma ? "," : "");
+}
+
+static void print_cert_json(const struct cert_info *c, time_t now, bool comma)
+{
+	printf("{");
+	json_string("name", c->name, true);
+	json_string("subject", c->subject, true);
+	printf("\"dns_names\":[");
+	for (const char *p = c->dns; *p;) {
+		size_t n = strcspn(p, ",");
+		char one[256];
+
+		snprintf(one, sizeof(one), "%.*s", (int)n, p);
+		printf("\"%s\"%s", one, p[n] ? "," : "");
+		p += p[n] ? n + 1 : n;
+	}
+	printf("],");
+	json_string("issuer", c->issuer, true);
+	printf("\"not_before\":%lld,\"not_after\":%lld,\"days_left\":%ld,",
+	       (long long)c->not_before, (long long)c->not_after,
+	       (long)((c->not_after - now) / 86400));
+	json_string("key_type", c->key_type, true);
+	printf("\"key_bits\":%d,", c->key_bits);
+	json_string("signature_algorithm", c->sig_alg, true);
+	json_string("sha256", c->sha256, true);
+	printf("\"self_signed\":%s}%s\n", c->self_signed ? "true" : "false",
+	       comma ? "," : "");
+}
+
+int certs_command(const struct config *cfg, bool json)
+{
+	struct cert_info *certs;
+	size_t n;
+	char err[512];
+	time_t now = time(NULL);
+
+	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (json)
+		printf("[\n");
+	for (size_t i = 0; i < n; i++) {
+		if (json)
+			print_cert_json(&certs[i], now, i + 1 < n);
+		else
+			print_cert(&certs[i], now);
+	}
+	if (json)
+		printf("]\n");
+	else if (n == 0)
+		printf("%s: no certificates (the gateway creates the Default "
+		       "Cert at start)\n", cfg->cert_dir);
+	free(certs);
+	return 0;
+}
+
+
+/* ---- explain --------------------------------------------------------- */
+
+static bool parse_ip(const char *ip, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+static const char *decider(const struct policy_result *r,
+			   enum policy_hook hook)
+{
+	static char buf[64];
+
+	snprintf(buf, sizeof(buf), "%s%s", policy_hook_name(hook),
+		 r->by_default ? " (absent: default)" : "");
+	return buf;
+}
+
+static void print_verdict(const char *stage, const struct policy_result *r,
+			  enum policy_hook hook)
+{
+	switch (r->outcome) {
+	case POLICY_ACCEPT:
+		printf("%-10s accept\t\t\tdecided by %s\n", stage,
+		       decider(r, hook));
+		break;
+	case POLICY_REJECT:
+	case POLICY_TEMPFAIL:
+		printf("%-10s %s %d %s\tdecided by %s\n", stage,
+		       r->outcome == POLICY_REJECT ? "reject" : "tempfail",
+		       r->code, r->text, decider(r, hook));
+		break;
+	case POLICY_LEVEL:
+		printf("%-10s %s\t\t\tdecided by %s\n", stage,
+		       tls_level_name(r->level), decider(r, hook));
+		break;
+	case POLICY_ERROR:
+		printf("%-10s policy failure (451 4.3.0 inbound, deferral "
+		       "outbound): %s\n",
+		       stage, r->text);
+		break;
+	}
+}
+
+static void explain_facts(const struct config *cfg,
+			  const struct explain_options *o,
+			  const struct sockaddr_storage *client,
+			  struct policy_facts *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->hostname = cfg->hostname;
+	f->inbound = true;
+	f->client_ip = o->client;
+	f->client_port = 0;
+	f->client_trusted =
+		config_is_relay_client(cfg, (const struct sockaddr *)client);
+	f->tls_active = o->tls_version != NULL;
+	f->tls_version = o->tls_version;
+	f->tls_cipher = o->tls_version ? "(explain)" : NULL;
+	f->tls_peer = o->peer;
+}
+
+/* The engine's own rules before the policy's rcpt hook. */
+static bool explain_engine_rcpt(const struct config *cfg, enum tls_level level,
+				const struct explain_options *o,
+				const struct sockaddr_storage *client,
+				const struct smtp_addr *a)
+{
+	if (level >= TLS_LEVEL_ENCRYPT && o->tls_version == NULL) {
+		printf("%-10s reject 530 5.7.0 Must issue a STARTTLS command "
+		       "first\tdecided by the inbound level (no --tls)\n",
+		       "rcpt");
+		return false;
+	}
+	if (!smtp_relay_allowed(cfg, (const struct sockaddr *)client, a)) {
+		printf("%-10s reject 554 5.7.1 <%s>: Relay access denied\t"
+		       "decided by relay_domains / relay_networks\n",
+		       "rcpt", a->mailbox);
+		return false;
+	}
+	return true;
+}
+
+/* What explain works on: the client address, the recipient and its domain
+ * (lower case) and section. */
+struct explain_target {
+	struct sockaddr_storage client;
+	struct smtp_addr addr;
+	char domain[SMTP_DOMAIN_MAX + 1];
+	const struct domain_rule *rule;
+};
+
+static bool explain_parse(const struct config *cfg,
+			  const struct explain_options *o,
+			  struct explain_target *t)
+{
+	char arg[SMTP_PATH_MAX + 3];
+	size_t n;
+
+	snprintf(arg, sizeof(arg), "<%s>", o->rcpt);
+	if (!parse_ip(o->client, &t->client) ||
+	    smtp_parse_rcpt(arg, strlen(arg), true, &t->addr, NULL, NULL) !=
+		    SMTP_PATH_OK)
+		return false;
+	n = t->addr.mailbox_len - t->addr.domain;
+	if (n > SMTP_DOMAIN_MAX)
+		n = SMTP_DOMAIN_MAX;
+	for (size_t i = 0; i < n; i++)
+		t->domain[i] = (char)tolower(
+			(unsigned char)t->addr.mailbox[t->addr.domain + i]);
+	t->domain[n] = '\0';
+	t->rule = n > 0 ? config_domain_rule(cfg, t->domain, n) : NULL;
+	return true;
+}
+
+static void explain_header(const struct generation *g,
+			   const struct explain_target *t)
+{
+	const struct domain_rule *r = t->rule;
+
+	printf("%-10s %s\n", "script", policy_script(g->policy));
+	if (r != NULL)
+		printf("%-10s [domain:%s]%s%s\n", "section", r->name,
+		       r->has_tls ? " tls = " : "",
+		       r->has_tls ? tls_level_name(r->tls) : "");
+	else
+		printf("%-10s none matches %s\n", "section", t->domain);
+}
+
+/* server_tls, then connect, helo and mail; returns the inbound level. */
+static enum tls_level explain_inbound(const struct generation *g,
+				      const struct explain_options *o,
+				      struct policy_facts *f)
+{
+	static const enum policy_hook stages[] = {HOOK_CONNECT, HOOK_HELO,
+						  HOOK_MAIL};
+	struct policy_result r;
+	enum tls_level level;
+
+	f->hook = HOOK_SERVER_TLS;
+	policy_call(g->policy, f, &r);
+	print_verdict("inbound", &r, HOOK_SERVER_TLS);
+	level = r.outcome == POLICY_LEVEL ? r.level : TLS_LEVEL_NONE;
+	f->helo = o->helo;
+	for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++) {
+		f->hook = stages[i];
+		f->sender = stages[i] == HOOK_MAIL ? o->sender : NULL;
+		policy_call(g->policy, f, &r);
+		print_verdict(policy_hook_name(stages[i]), &r, stages[i]);
+	}
+	return level;
+}
+
+static void explain_recipient(const struct generation *g,
+			      const struct explain_options *o,
+			      const struct explain_target *t,
+			      enum tls_level level, struct policy_facts *f)
+{
+	struct policy_result r;
+
+	f->hook = HOOK_RCPT;
+	f->recipient = t->addr.mailbox;
+	f->domain = t->domain[0] ? t->domain : NULL;
+	f->section = t->rule;
+	if (!explain_engine_rcpt(g->cfg, level, o, &t->client, &t->addr))
+		return;
+	policy_call(g->policy, f, &r);
+	print_verdict("rcpt", &r, HOOK_RCPT);
+}
+
+static void explain_outbound(const struct generation *g,
+			     const struct explain_options *o,
+			     const struct explain_target *t)
+{
+	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
+	struct policy_result r;
+
+	f.hostname = g->cfg->hostname;
+	f.sender = o->sender;
+	f.recipient = t->addr.mailbox;
+	f.domain = t->domain[0] ? t->domain : NULL;
+	f.section = t->rule;
+	policy_call(g->policy, &f, &r);
+	print_verdict("outbound", &r, HOOK_CLIENT_TLS);
+}
+
+static int explain_run(struct generation *g, const struct explain_options *o)
+{
+	struct explain_target t;
+	struct policy_facts f;
+	enum tls_level level;
+
+	if (!explain_parse(g->cfg, o, &t)) {
+		fprintf(stderr, "explain: --client must be an address and "
+				"--rcpt a mail address\n");
+		return 1;
+	}
+	explain_header(g, &t);
+	explain_facts(g->cfg, o, &t.client, &f);
+	level = explain_inbound(g, o, &f);
+	explain_recipient(g, o, &t, level, &f);
+	explain_outbound(g, o, &t);
+	return 0;
+}
+
+int explain_command(const char *config_path, const struct explain_options *o)
+{
+	char err[1024];
+	struct generation *g = generation_build(config_path, false, err,
+						sizeof(err));
+	int rc;
+
+	if (g == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	rc = explain_run(g, o);
+	generation_release(g);
+	return rc;
+}
+
+/* ---- reload ------------------------------------------------------------ */
+
+/* The running gateway's pid, from SPOOL/smtpgw.pid; 0 when none. */
+static long gateway_pid(const struct config *cfg, char *path, size_t len)
+{
+	FILE *f;
+	long pid = 0;
+
+	snprintf(path, len, "%s/smtpgw.pid", cfg->spool);
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	if (fscanf(f, "%ld", &pid) != 1 || pid <= 1)
+		pid = 0;
+	fclose(f);
+	return pid;
+}
+
+static int signal_gateway(const struct config *cfg, int sig,
+			  const char *sig_name, const char *what)
+{
+	char path[4096];
+	long pid = gateway_pid(cfg, path, sizeof(path));
+
+	if (pid == 0) {
+		fprintf(stderr, "%s: no running gateway\n", path);
+		return 1;
+	}
+	if (kill((pid_t)pid, sig) != 0) {
+		fprintf(stderr, "%s: pid %ld from %s: %s\n", what, pid, path,
+			strerror(errno));
+		return 1;
+	}
+	printf("%s: sent %s to pid %ld\n", what, sig_name, pid);
+	return 0;
+}
+
+int reload_command(const struct config *cfg)
+{
+	return signal_gateway(cfg, SIGHUP, "SIGHUP", "reload");
+}
+
+/* ---- queue ------------------------------------------------------------- */
+
+static const char *rcpt_word(enum rcpt_state st)
+{
+	switch (st) {
+	case RCPT_SENT:
+		return "sent";
+	case RCPT_BOUNCED:
+		return "bounced (DSN not queued yet)";
+	case RCPT_NOTIFIED:
+		return "bounced";
+	case RCPT_PENDING:
+		break;
+	}
+	return "pending";
+}
+
+static void print_message(const char *spool, const char *qid, time_t now)
+{
+	struct envelope e;
+	struct queued_message m;
+	enum rcpt_state *states = NULL;
+	char **last = NULL, err[300];
+
+	if (!spool_read_message(spool, qid, &e, &m, &states, &last, err,
+				sizeof(err))) {
+		printf("%s  (unreadable: %s)\n", qid, err);
+		return;
+	}
+	close(m.fd);
+	printf("%s  age %lds  size %llu  from <%s>\n", qid,
+	       (long)(now - (time_t)e.arrival),
+	       (unsigned long long)m.body_size, e.sender);
+	for (size_t i = 0; i < e.n_rcpts; i++) {
+		printf("    <%s>  %s%s%s\n", e.rcpts[i], rcpt_word(states[i]),
+		       last[i] ? "  " : "", last[i] ? last[i] : "");
+		free(last[i]);
+	}
+	free(last);
+	free(states);
+	envelope_free(&e);
+}
+
+static int queue_list_command(const struct config *cfg)
+{
+	size_t n;
+	char **ids = spool_list(cfg->spool, &n);
+	time_t now = time(NULL);
+
+	for (size_t i = 0; i < n; i++) {
+		print_message(cfg->spool, ids[i], now);
+		free(ids[i]);
+	}
+	free(ids);
+	printf("%zu message%s queued\n", n, n == 1 ? "" : "s");
+	return 0;
+}
+
+int queue_command(const struct config *cfg, int argc, char **argv)
+{
+	if (argc == 0)
+		return queue_list_command(cfg);
+	if (argc == 1 && strcmp(argv[0], "flush") == 0)
+		return signal_gateway(cfg, SIGUSR1, "SIGUSR1", "queue flush");
+	if (argc == 2 && strcmp(argv[0], "delete") == 0) {
+		if (!spool_remove(cfg->spool, argv[1])) {
+			fprintf(stderr, "queue delete: %s: no such message\n",
+				argv[1]);
+			return 1;
+		}
+		printf("queue delete: %s removed\n", argv[1]);
+		return 0;
+	}
+	fprintf(stderr, "usage: smtpgw -c FILE queue [flush | delete ID]\n");
+	return 1;
+}

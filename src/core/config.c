@@ -1,0 +1,879 @@
+/*
+ * config: gateway.ini → struct config. The keys live in one declarative
+ * table (section, name, setter, default, bounds) in the manner of Postfix's
+ * parameter tables; defaults go through the same setters as file values, so
+ * there is one validation path. The file is read through our own line reader
+ * so every error names the exact FILE:LINE, even those found by the setters.
+ */
+#include "core/config.h"
+#include "proto/smtp_proto.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+struct key_def;
+
+struct load_ctx {
+	struct config *cfg;
+	FILE *file;
+	const char *path;
+	char dir[PATH_MAX];
+	unsigned line;
+	unsigned error_line;
+	char error[256];
+	unsigned char seen[32];
+};
+
+typedef bool setter_fn(struct load_ctx *ctx, const struct key_def *key,
+		       const char *value);
+
+struct key_def {
+	const char *section;
+	const char *name;
+	setter_fn *set;
+	size_t offset;
+	uint64_t min, max;
+	const char *fallback;
+};
+
+static bool fail(struct load_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static bool fail(struct load_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ctx->error_line != 0 || ctx->error[0] != '\0')
+		return false; /* keep the first error: it is the one to fix */
+	ctx->error_line = ctx->line;
+	va_start(ap, fmt);
+	vsnprintf(ctx->error, sizeof(ctx->error), fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+static void *field(struct load_ctx *ctx, const struct key_def *key)
+{
+	return (char *)ctx->cfg + key->offset;
+}
+
+/* Splits a list on commas and white space; calls `each` per item. */
+static bool for_each_item(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value,
+			  bool (*each)(struct load_ctx *, const struct key_def *,
+				       const char *))
+{
+	char item[256];
+	const char *p = value;
+
+	while (*p != '\0') {
+		size_t n;
+
+		p += strspn(p, ", \t");
+		n = strcspn(p, ", \t");
+		if (n == 0)
+			break;
+		if (n >= sizeof(item))
+			return fail(ctx, "%s: list item too long", key->name);
+		memcpy(item, p, n);
+		item[n] = '\0';
+		if (!each(ctx, key, item))
+			return false;
+		p += n;
+	}
+	return true;
+}
+
+static bool set_string(struct load_ctx *ctx, const struct key_def *key,
+		       const char *value)
+{
+	char **slot = field(ctx, key);
+	char *copy = strdup(value);
+
+	if (copy == NULL)
+		return fail(ctx, "out of memory");
+	free(*slot);
+	*slot = copy;
+	return true;
+}
+
+static bool valid_hostname(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 253 || name[0] == '.' || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)name[i]) && name[i] != '.' &&
+		    name[i] != '-')
+			return false;
+	return true;
+}
+
+static bool set_hostname(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	char local[256];
+
+	if (value[0] == '\0') {
+		if (gethostname(local, sizeof(local)) != 0)
+			snprintf(local, sizeof(local), "localhost");
+		local[sizeof(local) - 1] = '\0';
+		value = local;
+	}
+	if (!valid_hostname(value))
+		return fail(ctx, "%s: '%s' is not a valid host name",
+			    key->name, value);
+	return set_string(ctx, key, value);
+}
+
+static bool set_path(struct load_ctx *ctx, const struct key_def *key,
+		     const char *value)
+{
+	char full[PATH_MAX];
+	int n;
+
+	if (value[0] == '\0')
+		return fail(ctx, "%s: empty path", key->name);
+	if (value[0] == '/')
+		n = snprintf(full, sizeof(full), "%s", value);
+	else
+		n = snprintf(full, sizeof(full), "%s/%s", ctx->dir, value);
+	if (n < 0 || (size_t)n >= sizeof(full))
+		return fail(ctx, "%s: path too long", key->name);
+	return set_string(ctx, key, full);
+}
+
+static bool parse_u64(const char *text, uint64_t *out)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]))
+		return false;
+	errno = 0;
+	*out = strtoull(text, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+static bool check_range(struct load_ctx *ctx, const struct key_def *key,
+			const char *value, uint64_t v)
+{
+	if (v < key->min || v > key->max)
+		return fail(ctx,
+			    "%s: '%s' is out of range (%llu..%llu)", key->name,
+			    value, (unsigned long long)key->min,
+			    (unsigned long long)key->max);
+	return true;
+}
+
+static bool parse_bounded(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value, uint64_t *v)
+{
+	if (!parse_u64(value, v))
+		return fail(ctx, "%s: '%s' is not a number", key->name, value);
+	return check_range(ctx, key, value, *v);
+}
+
+static bool set_u64(struct load_ctx *ctx, const struct key_def *key,
+		    const char *value)
+{
+	uint64_t v;
+
+	if (!parse_bounded(ctx, key, value, &v))
+		return false;
+	*(uint64_t *)field(ctx, key) = v;
+	return true;
+}
+
+static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
+		     const char *value)
+{
+	uint64_t v;
+
+	if (!parse_bounded(ctx, key, value, &v))
+		return false;
+	*(unsigned *)field(ctx, key) = (unsigned)v;
+	return true;
+}
+
+/* "300", "300s", "5m", "1h", "100ms" → seconds; bounds are milliseconds. */
+static bool set_duration(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t ms;
+	} units[] = {{"", 1000},       {"s", 1000},	  {"ms", 1},
+		     {"m", 60000},     {"h", 3600000}, {"d", 86400000}};
+	char number[32];
+	size_t n = strspn(value, "0123456789");
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(number))
+		return fail(ctx, "%s: '%s' is not a duration (e.g. 300s, 5m)",
+			    key->name, value);
+	memcpy(number, value, n);
+	number[n] = '\0';
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(value + n, units[i].suffix) != 0)
+			continue;
+		if (!parse_u64(number, &v) || v > UINT32_MAX ||
+		    !check_range(ctx, key, value, v * units[i].ms))
+			return false;
+		*(double *)field(ctx, key) = (double)(v * units[i].ms) / 1000;
+		return true;
+	}
+	return fail(ctx, "%s: '%s' is not a duration (e.g. 300s, 5m, 100ms)",
+		    key->name, value);
+}
+
+/* A path that may be left empty (meaning: none). */
+static bool set_optional_path(struct load_ctx *ctx, const struct key_def *key,
+			      const char *value)
+{
+	char **slot = field(ctx, key);
+
+	if (value[0] != '\0')
+		return set_path(ctx, key, value);
+	free(*slot);
+	*slot = NULL;
+	return true;
+}
+
+static bool add_domain(struct load_ctx *ctx, const struct key_def *key,
+		       const char *item)
+{
+	struct config *cfg = ctx->cfg;
+	const char *name = item[0] == '.' ? item + 1 : item;
+	char **grown, *copy;
+
+	if (!valid_hostname(name))
+		return fail(ctx, "%s: '%s' is not a domain", key->name, item);
+	grown = realloc(cfg->relay_domains,
+			(cfg->n_relay_domains + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	cfg->relay_domains = grown;
+	if ((copy = strdup(item)) == NULL)
+		return fail(ctx, "out of memory");
+	for (char *c = copy; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+	grown[cfg->n_relay_domains++] = copy;
+	return true;
+}
+
+static bool set_domains(struct load_ctx *ctx, const struct key_def *key,
+			const char *value)
+{
+	struct config *cfg = ctx->cfg;
+
+	for (size_t i = 0; i < cfg->n_relay_domains; i++)
+		free(cfg->relay_domains[i]);
+	cfg->n_relay_domains = 0;
+	return for_each_item(ctx, key, value, add_domain);
+}
+
+bool cidr_parse(const char *text, struct cidr *out)
+{
+	char addr[64];
+	const char *slash = strchr(text, '/');
+	size_t n = slash ? (size_t)(slash - text) : strlen(text);
+	uint64_t prefix;
+	unsigned max;
+
+	if (n == 0 || n >= sizeof(addr))
+		return false;
+	memcpy(addr, text, n);
+	addr[n] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, addr, out->addr) == 1) {
+		out->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+		out->family = AF_INET6;
+		max = 128;
+	} else {
+		return false;
+	}
+	if (slash == NULL)
+		prefix = max;
+	else if (!parse_u64(slash + 1, &prefix) || prefix > max)
+		return false;
+	out->prefix = (unsigned)prefix;
+	return true;
+}
+
+static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+	unsigned whole = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, whole) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	return ((a[whole] ^ b[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+bool cidr_contains(const struct cidr *net, const struct sockaddr *addr)
+{
+	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0,
+					     0, 0, 0, 0, 0xff, 0xff};
+	const uint8_t *bytes;
+
+	if (addr->sa_family == AF_INET) {
+		bytes = (const uint8_t *)&((const struct sockaddr_in *)addr)
+				->sin_addr;
+		return net->family == AF_INET &&
+		       prefix_equal(net->addr, bytes, net->prefix);
+	}
+	if (addr->sa_family != AF_INET6)
+		return false;
+	bytes = ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
+	if (net->family == AF_INET6)
+		return prefix_equal(net->addr, bytes, net->prefix);
+	/* An IPv4 client seen through a dual-stack socket. */
+	return memcmp(bytes, v4mapped, 12) == 0 &&
+	       prefix_equal(net->addr, bytes + 12, net->prefix);
+}
+
+static bool add_network(struct load_ctx *ctx, const struct key_def *key,
+			const char *item)
+{
+	struct config *cfg = ctx->cfg;
+	struct cidr net, *grown;
+
+	if (!cidr_parse(item, &net))
+		return fail(ctx, "%s: '%s' is not an address or CIDR network",
+			    key->name, item);
+	grown = realloc(cfg->relay_networks,
+			(cfg->n_relay_networks + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	cfg->relay_networks = grown;
+	grown[cfg->n_relay_networks++] = net;
+	return true;
+}
+
+/* "127.0.0.1@5353", "::1", as libunbound's ub_ctx_set_fwd takes them. */
+static bool add_resolver(struct load_ctx *ctx, const struct key_def *key,
+			 const char *item)
+{
+	struct config *cfg = ctx->cfg;
+	char addr[64];
+	const char *at = strchr(item, '@');
+	size_t n = at ? (size_t)(at - item) : strlen(item);
+	uint64_t port = 53;
+	struct cidr probe;
+	char **grown;
+
+	if (n == 0 || n >= sizeof(addr))
+		return fail(ctx, "%s: '%s' is not IP or IP@PORT", key->name, item);
+	memcpy(addr, item, n);
+	addr[n] = '\0';
+	if (strchr(addr, '/') != NULL || !cidr_parse(addr, &probe) ||
+	    (at && (!parse_u64(at + 1, &port) || port == 0 || port > 65535)))
+		return fail(ctx, "%s: '%s' is not IP or IP@PORT", key->name, item);
+	grown = realloc(cfg->dns_resolvers,
+			(cfg->n_dns_resolvers + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	cfg->dns_resolvers = grown;
+	if ((grown[cfg->n_dns_resolvers] = strdup(item)) == NULL)
+		return fail(ctx, "out of memory");
+	cfg->n_dns_resolvers++;
+	return true;
+}
+
+static bool set_resolvers(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value)
+{
+	return for_each_item(ctx, key, value, add_resolver);
+}
+
+static bool set_networks(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	ctx->cfg->n_relay_networks = 0;
+	return for_each_item(ctx, key, value, add_network);
+}
+
+/* "127.0.0.1:2525" or "[::1]:2525". */
+static bool parse_listen(const char *item, struct listen_addr *out)
+{
+	char host[64];
+	const char *colon, *start = item;
+	size_t n;
+	uint64_t port;
+
+	memset(out, 0, sizeof(*out));
+	if (item[0] == '[') {
+		const char *close = strchr(item, ']');
+
+		if (close == NULL || close[1] != ':')
+			return false;
+		start = item + 1;
+		n = (size_t)(close - start);
+		colon = close + 1;
+	} else {
+		colon = strrchr(item, ':');
+		if (colon == NULL)
+			return false;
+		n = (size_t)(colon - item);
+	}
+	if (n == 0 || n >= sizeof(host) || !parse_u64(colon + 1, &port) ||
+	    port > 65535)
+		return false;
+	memcpy(host, start, n);
+	host[n] = '\0';
+	if (item[0] != '[') {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return false;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		out->len = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return false;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		out->len = sizeof(*sin6);
+	}
+	snprintf(out->text, sizeof(out->text), "%s", item);
+	return true;
+}
+
+static bool add_listen(struct load_ctx *ctx, const struct key_def *key,
+		       const char *item)
+{
+	struct config *cfg = ctx->cfg;
+	struct listen_addr addr, *grown;
+
+	if (!parse_listen(item, &addr))
+		return fail(ctx,
+			    "%s: '%s' is not ADDRESS:PORT (IPv6 as [ADDR]:PORT)",
+			    key->name, item);
+	grown = realloc(cfg->listen, (cfg->n_listen + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	cfg->listen = grown;
+	grown[cfg->n_listen++] = addr;
+	return true;
+}
+
+static bool set_listen(struct load_ctx *ctx, const struct key_def *key,
+		       const char *value)
+{
+	ctx->cfg->n_listen = 0;
+	if (!for_each_item(ctx, key, value, add_listen))
+		return false;
+	if (ctx->cfg->n_listen == 0)
+		return fail(ctx, "%s: no address given", key->name);
+	return true;
+}
+
+static const char *const level_names[] = {
+	[TLS_LEVEL_NONE] = "none",
+	[TLS_LEVEL_MAY] = "may",
+	[TLS_LEVEL_ENCRYPT] = "encrypt",
+	[TLS_LEVEL_VERIFY] = "verify",
+};
+
+const char *tls_level_name(enum tls_level level)
+{
+	return level <= TLS_LEVEL_VERIFY ? level_names[level] : "?";
+}
+
+bool tls_level_parse(const char *text, enum tls_level *out)
+{
+	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_VERIFY; i++) {
+		if (strcasecmp(text, level_names[i]) == 0) {
+			*out = (enum tls_level)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool set_level(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	if (!tls_level_parse(value, field(ctx, key)))
+		return fail(ctx, "%s: '%s' is not a level "
+				 "(none, may, encrypt, verify)",
+			    key->name, value);
+	return true;
+}
+
+static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
+		     const char *value)
+{
+	bool *slot = field(ctx, key);
+
+	if (strcasecmp(value, "yes") == 0 || strcasecmp(value, "true") == 0)
+		*slot = true;
+	else if (strcasecmp(value, "no") == 0 || strcasecmp(value, "false") == 0)
+		*slot = false;
+	else
+		return fail(ctx, "%s: '%s' is not yes or no", key->name, value);
+	return true;
+}
+
+#define AT(member) offsetof(struct config, member)
+
+static const struct key_def keys[] = {
+	{"gateway", "hostname", set_hostname, AT(hostname), 0, 0, ""},
+	{"gateway", "listen", set_listen, 0, 0, 0, "127.0.0.1:25"},
+	{"gateway", "spool", set_path, AT(spool), 0, 0, "spool"},
+	{"gateway", "relay_domains", set_domains, 0, 0, 0, ""},
+	{"gateway", "relay_networks", set_networks, 0, 0, 0,
+	 "127.0.0.0/8, ::1/128"},
+	{"gateway", "max_message_size", set_u64, AT(max_message_size), 0,
+	 UINT64_MAX / 2, "36700160"},
+	{"gateway", "max_recipients", set_uint, AT(max_recipients), 1, 100000,
+	 "1000"},
+	{"gateway", "max_connections", set_uint, AT(max_connections), 1,
+	 1000000, "1000"},
+	{"gateway", "max_connections_per_ip", set_uint,
+	 AT(max_connections_per_ip), 1, 1000000, "50"},
+	{"gateway", "max_errors", set_uint, AT(max_errors), 1, 10000, "20"},
+	{"gateway", "command_timeout", set_duration, AT(command_timeout), 1000,
+	 86400000, "300s"},
+	{"gateway", "data_timeout", set_duration, AT(data_timeout), 1000,
+	 86400000, "180s"},
+	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
+	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
+	 "/etc/ssl/certs/ca-certificates.crt"},
+	{"tls", "server_level", set_level, AT(server_level), 0, 0, "may"},
+	{"tls", "protocols", set_string, AT(protocols), 0, 0,
+	 "tlsv1.2,tlsv1.3"},
+	{"tls", "ciphers", set_string, AT(ciphers), 0, 0, "secure"},
+	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
+	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
+	 3600000, "60s"},
+	{"delivery", "max_connections", set_uint, AT(delivery_max_connections),
+	 1, 100000, "50"},
+	{"delivery", "max_per_destination", set_uint,
+	 AT(delivery_max_per_destination), 1, 10000, "5"},
+	{"delivery", "retry_min", set_duration, AT(retry_min), 1000,
+	 86400000, "5m"},
+	{"delivery", "retry_max", set_duration, AT(retry_max), 1000,
+	 604800000, "1h"},
+	{"delivery", "max_queue_lifetime", set_duration, AT(max_queue_lifetime),
+	 1000, 8640000000ULL, "5d"},
+	{"delivery", "timeout", set_duration, AT(delivery_timeout), 1000,
+	 3600000, "300s"},
+	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
+	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
+	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),
+	 1000, 1000000000, "1000000"},
+	{"policy", "max_time", set_duration, AT(policy_max_time), 1, 10000,
+	 "100ms"},
+};
+
+enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
+
+static const char DOMAIN_PREFIX[] = "domain:";
+
+static bool is_domain_section(const char *section)
+{
+	const char *name = section + sizeof(DOMAIN_PREFIX) - 1;
+
+	return strncasecmp(section, DOMAIN_PREFIX, sizeof(DOMAIN_PREFIX) - 1) ==
+		       0 &&
+	       valid_hostname(name[0] == '.' ? name + 1 : name);
+}
+
+static struct domain_rule *find_or_add_rule(struct load_ctx *ctx,
+					    const char *section)
+{
+	struct config *cfg = ctx->cfg;
+	const char *name = section + sizeof(DOMAIN_PREFIX) - 1;
+	struct domain_rule *grown, *r;
+
+	for (size_t i = 0; i < cfg->n_domains; i++)
+		if (strcasecmp(cfg->domains[i].name, name) == 0)
+			return &cfg->domains[i];
+	grown = realloc(cfg->domains, (cfg->n_domains + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return NULL;
+	cfg->domains = grown;
+	r = &grown[cfg->n_domains];
+	memset(r, 0, sizeof(*r));
+	if ((r->name = strdup(name)) == NULL)
+		return NULL;
+	for (char *c = r->name; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+	cfg->n_domains++;
+	return r;
+}
+
+/* "host:port", "1.2.3.4:25" or "[::1]:25", checked for shape only: the
+ * name is resolved when mail is delivered. */
+static bool valid_next_hop(const char *value)
+{
+	struct listen_addr addr;
+	const char *colon = strrchr(value, ':');
+	char host[256];
+	uint64_t port;
+
+	if (parse_listen(value, &addr))
+		return ((struct sockaddr_in *)&addr.ss)->sin_port != 0;
+	if (colon == NULL || (size_t)(colon - value) >= sizeof(host) ||
+	    !parse_u64(colon + 1, &port) || port == 0 || port > 65535)
+		return false;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - value), value);
+	return valid_hostname(host);
+}
+
+static int on_domain_key(struct load_ctx *ctx, const char *section,
+			 const char *name, const char *value)
+{
+	struct domain_rule *r = find_or_add_rule(ctx, section);
+
+	if (r == NULL)
+		return fail(ctx, "out of memory");
+	if (strcmp(name, "tls") == 0) {
+		if (r->has_tls)
+			return fail(ctx, "tls: given twice in [%s]", section);
+		if (!tls_level_parse(value, &r->tls))
+			return fail(ctx, "tls: '%s' is not a level "
+					 "(none, may, encrypt, verify)",
+				    value);
+		r->has_tls = true;
+		return true;
+	}
+	if (strcmp(name, "next_hop") == 0) {
+		if (r->next_hop != NULL)
+			return fail(ctx, "next_hop: given twice in [%s]",
+				    section);
+		if (!valid_next_hop(value))
+			return fail(ctx, "next_hop: '%s' is not HOST:PORT",
+				    value);
+		if ((r->next_hop = strdup(value)) == NULL)
+			return fail(ctx, "out of memory");
+		return true;
+	}
+	return fail(ctx, "unknown key '%s' in [%s] (tls, next_hop)", name,
+		    section);
+}
+
+static bool known_section(const char *section)
+{
+	if (is_domain_section(section))
+		return true;
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(keys[i].section, section) == 0)
+			return true;
+	return false;
+}
+
+static int on_key(void *user, const char *section, const char *name,
+		  const char *value)
+{
+	struct load_ctx *ctx = user;
+
+	if (is_domain_section(section))
+		return on_domain_key(ctx, section, name, value);
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].section, section) != 0 ||
+		    strcmp(keys[i].name, name) != 0)
+			continue;
+		if (ctx->seen[i])
+			return fail(ctx, "%s: given twice in [%s]", name,
+				    section);
+		ctx->seen[i] = 1;
+		return keys[i].set(ctx, &keys[i], value);
+	}
+	if (!known_section(section))
+		return fail(ctx, "unknown section [%s]", section);
+	return fail(ctx, "unknown key '%s' in [%s]", name, section);
+}
+
+/* inih calls the handler only for keys, so an unknown section without
+ * keys would pass unseen: section lines are checked as they are read. */
+static void check_section_line(struct load_ctx *ctx, const char *line)
+{
+	char name[128];
+	const char *p = line + strspn(line, " \t");
+	size_t n;
+
+	if (*p != '[')
+		return;
+	n = strcspn(++p, "]");
+	if (p[n] != ']' || n >= sizeof(name))
+		return; /* inih reports the syntax error */
+	memcpy(name, p, n);
+	name[n] = '\0';
+	if (!known_section(name))
+		fail(ctx, "unknown section [%s]", name);
+}
+
+/* inih's reader hook: counting lines here gives setters their line. */
+static char *read_line(char *buf, int size, void *stream)
+{
+	struct load_ctx *ctx = stream;
+	char *got = fgets(buf, size, ctx->file);
+
+	if (got != NULL) {
+		ctx->line++;
+		check_section_line(ctx, got);
+	}
+	return got;
+}
+
+static bool apply_defaults(struct load_ctx *ctx)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (!ctx->seen[i] && !keys[i].set(ctx, &keys[i],
+						  keys[i].fallback))
+			return false;
+	return true;
+}
+
+static void set_dir(struct load_ctx *ctx, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		snprintf(ctx->dir, sizeof(ctx->dir), ".");
+	else if (slash == path)
+		snprintf(ctx->dir, sizeof(ctx->dir), "/");
+	else
+		snprintf(ctx->dir, sizeof(ctx->dir), "%.*s",
+			 (int)(slash - path), path);
+}
+
+static int parse_file(struct load_ctx *ctx, char *err, size_t err_len)
+{
+	int rc;
+
+	ctx->file = fopen(ctx->path, "re");
+	if (ctx->file == NULL) {
+		snprintf(err, err_len, "%s: cannot open: %s", ctx->path,
+			 strerror(errno));
+		return -1;
+	}
+	rc = ini_parse_stream(read_line, ctx, on_key, ctx);
+	fclose(ctx->file);
+	if (rc == 0 && ctx->error[0] == '\0')
+		return 0;
+	if (ctx->error[0] == '\0' || (rc > 0 && (unsigned)rc < ctx->error_line))
+		snprintf(err, err_len,
+			 "%s:%d: syntax error (expected [section] or "
+			 "name = value)",
+			 ctx->path, rc);
+	else
+		snprintf(err, err_len, "%s:%u: %s", ctx->path, ctx->error_line,
+			 ctx->error);
+	return -1;
+}
+
+struct config *config_load(const char *path, char *err, size_t err_len)
+{
+	struct load_ctx ctx = {.path = path};
+
+	ctx.cfg = calloc(1, sizeof(*ctx.cfg));
+	if (ctx.cfg == NULL || (ctx.cfg->path = strdup(path)) == NULL) {
+		snprintf(err, err_len, "%s: out of memory", path);
+		config_free(ctx.cfg);
+		return NULL;
+	}
+	set_dir(&ctx, path);
+	if (parse_file(&ctx, err, err_len) != 0) {
+		config_free(ctx.cfg);
+		return NULL;
+	}
+	ctx.line = 0;
+	if (!apply_defaults(&ctx)) {
+		snprintf(err, err_len, "%s: default: %s", path, ctx.error);
+		config_free(ctx.cfg);
+		return NULL;
+	}
+	return ctx.cfg;
+}
+
+void config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->n_relay_domains; i++)
+		free(cfg->relay_domains[i]);
+	free(cfg->relay_domains);
+	free(cfg->relay_networks);
+	free(cfg->listen);
+	free(cfg->hostname);
+	free(cfg->spool);
+	free(cfg->cert_dir);
+	free(cfg->ca_file);
+	free(cfg->protocols);
+	free(cfg->ciphers);
+	free(cfg->policy_script);
+	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
+		free(cfg->dns_resolvers[i]);
+	free(cfg->dns_resolvers);
+	for (size_t i = 0; i < cfg->n_domains; i++) {
+		free(cfg->domains[i].name);
+		free(cfg->domains[i].next_hop);
+	}
+	free(cfg->domains);
+	free(cfg->path);
+	free(cfg);
+}
+
+bool config_is_relay_domain(const struct config *cfg, const char *domain,
+			    size_t len)
+{
+	for (size_t i = 0; i < cfg->n_relay_domains; i++) {
+		const char *pattern = cfg->relay_domains[i];
+
+		if (smtp_domain_matches(domain, len, pattern, strlen(pattern)))
+			return true;
+	}
+	return false;
+}
+
+bool config_is_relay_client(const struct config *cfg,
+			    const struct sockaddr *addr)
+{
+	for (size_t i = 0; i < cfg->n_relay_networks; i++)
+		if (cidr_contains(&cfg->relay_networks[i], addr))
+			return true;
+	return false;
+}
+
+const struct domain_rule *config_domain_rule(const struct config *cfg,
+					     const char *domain, size_t len)
+{
+	const struct domain_rule *best = NULL;
+	size_t best_len = 0;
+
+	for (size_t i = 0; i < cfg->n_domains; i++) {
+		const struct domain_rule *r = &cfg->domains[i];
+		size_t n = strlen(r->name);
+
+		if (r->name[0] != '.') {
+			if (n == len && strncasecmp(r->name, domain, len) == 0)
+				return r; /* the exact name wins */
+		} else if (n > best_len &&
+			   smtp_domain_matches(domain, len, r->name, n)) {
+			best = r;
+			best_len = n;
+		}
+	}
+	return best;
+}

@@ -1,0 +1,24 @@
+/*
+ * listener: binds the configured addresses, accepts connections and
+ * enforces the connection limits (overall and per client address) before
+ * a session exists. It owns the listening sockets and the per-address
+ * counters; sessions tell it when a client is gone.
+ */
+#ifndef SMTPGW_LISTENER_H
+#define SMTPGW_LISTENER_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct server;
+struct listener;
+
+struct listener *listener_open(struct server *srv, char *err, size_t err_len);
+/* Stops accepting; the sockets stay open until listener_close. */
+void listener_stop(struct listener *l);
+void listener_close(struct listener *l);
+void listener_client_gone(struct listener *l,
+			  const struct sockaddr_storage *peer);
+
+
+#endif

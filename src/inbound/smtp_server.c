@@ -1,0 +1,1226 @@
+/*
+ * smtp_server: inbound SMTP sessions (RFC 5321, replies as Postfix gives
+ * them). A session owns its conn, its transaction and its spool file; the
+ * queue owns a commit while it syncs. Sessions are destroyed in exactly one
+ * place, at the end of an event, so no handler ever runs on a freed session.
+ */
+#include "inbound/smtp_server.h"
+
+#include "core/config.h"
+#include "net/conn.h"
+#include "outbound/delivery.h"
+#include "proto/envelope.h"
+#include "policy/generation.h"
+#include "core/netaddr.h"
+#include "inbound/listener.h"
+#include "core/log.h"
+#include "policy/policy.h"
+#include "spool/queue.h"
+#include "proto/smtp_proto.h"
+#include "net/tls.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Room kept free in the output buffer before a command is processed:
+ * larger than any single reply, so a reply never fails to fit. */
+enum { REPLY_RESERVE = 1024 };
+
+enum session_state {
+	ST_COMMAND, /* reading command lines */
+	ST_DATA,    /* reading the message after 354 */
+	ST_SYNC,    /* the queue is making the message durable */
+	ST_TLS,	    /* 220 to STARTTLS sent; handshake once it is out */
+	ST_CLOSING, /* last reply queued; close once it is written */
+};
+
+enum close_reason {
+	CLOSE_NONE = 0,
+	CLOSE_QUIT,
+	CLOSE_EOF,
+	CLOSE_ERROR,
+	CLOSE_TIMEOUT,
+	CLOSE_ERRORS,
+	CLOSE_SHUTDOWN,
+	CLOSE_TLS,
+	CLOSE_POLICY,
+};
+
+struct transaction {
+	char qid[QUEUE_ID_LEN + 1];
+	struct smtp_addr sender;
+	struct smtp_mail_params params;
+	char *rcpts; /* mailboxes, each NUL-terminated */
+	size_t rcpts_len;
+	size_t rcpts_cap;
+	unsigned n_rcpt;
+	struct spool_file file;
+	bool file_open;
+	struct smtp_data_decoder dec;
+	struct queue_commit *commit;
+};
+
+struct session {
+	struct conn conn;
+	struct server *srv;
+	struct generation *gen; /* the configuration this session started with */
+	struct session *prev, *next;
+	uint64_t sid;
+	struct sockaddr_storage peer;
+	char peer_ip[64];
+	unsigned peer_port;
+	enum session_state state;
+	enum close_reason close_reason;
+	char *helo;
+	bool esmtp;
+	enum tls_level level;	/* inbound TLS level for this session */
+	bool tls_active;
+	enum tls_peer tls_peer;
+	const char *tls_refusal; /* verify failed: the next command gets it */
+	bool discarding; /* inside a command line that is too long */
+	bool stalled; /* input waits for room in the output buffer */
+	unsigned errors, commands, messages;
+	struct transaction *tx;
+};
+
+enum {
+	F_NEED_HELO = 1 << 0,
+	F_NEED_MAIL = 1 << 1,
+	F_NEED_RCPT = 1 << 2,
+	F_NO_TX = 1 << 3,
+	F_NO_ARG = 1 << 4,
+	F_PRE_TLS = 1 << 5, /* allowed before STARTTLS under encrypt/verify */
+};
+
+struct command {
+	unsigned flags;
+	void (*proceed)(struct session *s, const struct smtp_cmd *cmd);
+	const char *no_arg_reply;
+};
+
+/* Decoded message content of one read; the loop is single-threaded. */
+static char data_scratch[CONN_BUF_SIZE + 2];
+
+static const struct config *cfg_of(const struct session *s)
+{
+	return s->gen->cfg;
+}
+
+static void log_session(struct logline *l, const struct session *s,
+			enum log_level level, const char *event)
+{
+	log_begin(l, level, event);
+	log_kv(l, "sid", "%llu", (unsigned long long)s->sid);
+	if (s->tx != NULL)
+		log_kv(l, "qid", "%s", s->tx->qid);
+}
+
+static void enter_state(struct session *s, enum session_state next)
+{
+	s->state = next;
+	switch (next) {
+	case ST_COMMAND:
+		conn_set_reading(&s->conn, true);
+		conn_set_timeout(&s->conn, cfg_of(s)->command_timeout);
+		break;
+	case ST_DATA:
+		conn_set_reading(&s->conn, true);
+		conn_set_timeout(&s->conn, cfg_of(s)->data_timeout);
+		break;
+	case ST_SYNC:
+		/* Pipelined input waits until the reply for this message. */
+		conn_set_reading(&s->conn, false);
+		conn_set_timeout(&s->conn, 0);
+		break;
+	case ST_TLS:
+		conn_set_reading(&s->conn, false);
+		conn_set_timeout(&s->conn, cfg_of(s)->tls_timeout);
+		break;
+	case ST_CLOSING:
+		/* Bounded too: a client that never reads its 421 goes away. */
+		conn_set_reading(&s->conn, false);
+		conn_set_timeout(&s->conn, cfg_of(s)->command_timeout);
+		break;
+	}
+}
+
+static void close_after_reply(struct session *s, enum close_reason why)
+{
+	s->close_reason = why;
+	enter_state(s, ST_CLOSING);
+}
+
+static void send_line(struct session *s, const char *line)
+{
+	size_t n = strlen(line);
+
+	/* REPLY_RESERVE guarantees room; a miss means a bug, so close. */
+	if (!conn_write(&s->conn, line, n) || !conn_write(&s->conn, "\r\n", 2))
+		close_after_reply(s, CLOSE_ERROR);
+}
+
+static void reply(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Every 4xx/5xx counts towards max_errors, as Postfix's hard limit. */
+static void reply(struct session *s, const char *fmt, ...)
+{
+	char text[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	send_line(s, text);
+	if (text[0] != '4' && text[0] != '5')
+		return;
+	if (++s->errors < cfg_of(s)->max_errors)
+		return;
+	snprintf(text, sizeof(text), "421 4.7.0 %s Error: too many errors",
+		 cfg_of(s)->hostname);
+	send_line(s, text);
+	close_after_reply(s, CLOSE_ERRORS);
+}
+
+static const char *stage_name(const struct session *s, enum smtp_verb verb)
+{
+	if (s->state == ST_DATA || s->state == ST_SYNC)
+		return "END-OF-DATA";
+	return smtp_verb_name(verb);
+}
+
+static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
+		   ...) __attribute__((format(printf, 3, 4)));
+
+/* A refused command: the reply plus one log line saying why. */
+static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
+		   ...)
+{
+	char text[600];
+	struct logline l;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_session(&l, s, LOG_INFO, "reject");
+	log_kv(&l, "stage", "%s", stage_name(s, verb));
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "code", "%.3s", text);
+	log_kv(&l, "reply", "%s", text + 4);
+	log_end(&l);
+	reply(s, "%s", text);
+}
+
+/* ---- transaction ---------------------------------------------------- */
+
+static void tx_free(struct session *s)
+{
+	struct transaction *tx = s->tx;
+
+	if (tx == NULL)
+		return;
+	if (tx->file_open)
+		spool_file_abort(s->srv->queue, &tx->file);
+	if (tx->commit != NULL)
+		queue_commit_orphan(tx->commit);
+	free(tx->rcpts);
+	free(tx);
+	s->tx = NULL;
+}
+
+static bool tx_add_rcpt(struct transaction *tx, const struct smtp_addr *a)
+{
+	size_t need = a->mailbox_len + 1;
+
+	if (tx->rcpts_len + need > tx->rcpts_cap) {
+		size_t cap = tx->rcpts_cap ? tx->rcpts_cap * 2 : 512;
+		char *grown;
+
+		while (cap < tx->rcpts_len + need)
+			cap *= 2;
+		if ((grown = realloc(tx->rcpts, cap)) == NULL)
+			return false;
+		tx->rcpts = grown;
+		tx->rcpts_cap = cap;
+	}
+	memcpy(tx->rcpts + tx->rcpts_len, a->mailbox, need);
+	tx->rcpts_len += need;
+	tx->n_rcpt++;
+	return true;
+}
+
+/* ---- policy ----------------------------------------------------------- */
+
+static void facts_for(const struct session *s, enum policy_hook hook,
+		      struct policy_facts *f)
+{
+	struct tls *t = s->conn.tls;
+
+	memset(f, 0, sizeof(*f));
+	f->hook = hook;
+	f->sid = s->sid;
+	f->hostname = cfg_of(s)->hostname;
+	f->inbound = true;
+	f->client_ip = s->peer_ip;
+	f->client_port = s->peer_port;
+	f->client_trusted = config_is_relay_client(
+		cfg_of(s), (const struct sockaddr *)&s->peer);
+	f->helo = s->helo;
+	f->tls_active = s->tls_active;
+	f->tls_peer = s->tls_peer;
+	if (s->tls_active) {
+		f->tls_version = tls_conn_version(t);
+		f->tls_cipher = tls_conn_cipher(t);
+		f->tls_sni = tls_conn_servername(t);
+	}
+	if (s->tx != NULL)
+		f->sender = s->tx->sender.mailbox;
+}
+
+static void log_policy_error(struct session *s, enum policy_hook hook,
+			     const char *reason)
+{
+	struct logline l;
+
+	log_session(&l, s, LOG_ERR, "policy_error");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "hook", "%s", policy_hook_name(hook));
+	log_kv(&l, "reason", "%s", reason);
+	log_end(&l);
+}
+
+/* A verdict hook. True when the command may go on; otherwise its refusal
+ * (or the 451 of a failed policy) has been sent. */
+static bool policy_allows(struct session *s, const struct policy_facts *f,
+			  enum smtp_verb verb)
+{
+	struct policy_result r;
+
+	policy_call(s->gen->policy, f, &r);
+	switch (r.outcome) {
+	case POLICY_ACCEPT:
+		return true;
+	case POLICY_REJECT:
+	case POLICY_TEMPFAIL:
+		reject(s, verb, "%d %s", r.code, r.text);
+		return false;
+	case POLICY_LEVEL:
+	case POLICY_ERROR:
+		break;
+	}
+	log_policy_error(s, f->hook, r.text);
+	reject(s, verb, "451 4.3.0 Error: policy failure");
+	return false;
+}
+
+/* At connect: server_tls gives the session its level, then the connect
+ * verdict. False when the session is refused (its 421/5xx is queued). */
+static bool policy_connect(struct session *s)
+{
+	struct policy_facts f;
+	struct policy_result r;
+	const char *host = cfg_of(s)->hostname;
+
+	facts_for(s, HOOK_SERVER_TLS, &f);
+	policy_call(s->gen->policy, &f, &r);
+	if (r.outcome != POLICY_LEVEL) {
+		log_policy_error(s, HOOK_SERVER_TLS, r.text);
+		reply(s, "421 4.3.0 %s Error: policy failure", host);
+		close_after_reply(s, CLOSE_POLICY);
+		return false;
+	}
+	s->level = r.level;
+	facts_for(s, HOOK_CONNECT, &f);
+	policy_call(s->gen->policy, &f, &r);
+	if (r.outcome == POLICY_ACCEPT)
+		return true;
+	if (r.outcome == POLICY_REJECT || r.outcome == POLICY_TEMPFAIL) {
+		reject(s, SMTP_VERB_UNKNOWN, "%d %s", r.code, r.text);
+	} else {
+		log_policy_error(s, HOOK_CONNECT, r.text);
+		reply(s, "421 4.3.0 %s Error: policy failure", host);
+	}
+	close_after_reply(s, CLOSE_POLICY);
+	return false;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static void set_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
+{
+	char *name = strndup(cmd->arg, cmd->arg_len);
+
+	if (name == NULL) {
+		reply(s, "451 4.3.0 Error: out of memory");
+		return;
+	}
+	free(s->helo);
+	s->helo = name;
+	s->esmtp = esmtp;
+	tx_free(s); /* EHLO/HELO reset the transaction (RFC 5321 4.1.4) */
+}
+
+/* The helo verdict sees the name being offered, not the previous one. */
+static bool helo_allowed(struct session *s, const struct smtp_cmd *cmd,
+			 enum smtp_verb verb)
+{
+	struct policy_facts f;
+	char name[SMTP_COMMAND_LINE_MAX];
+
+	snprintf(name, sizeof(name), "%.*s", (int)cmd->arg_len, cmd->arg);
+	facts_for(s, HOOK_HELO, &f);
+	f.helo = name;
+	return policy_allows(s, &f, verb);
+}
+
+static void do_helo(struct session *s, const struct smtp_cmd *cmd)
+{
+	if (!helo_allowed(s, cmd, SMTP_VERB_HELO))
+		return;
+	set_helo(s, cmd, false);
+	reply(s, "250 %s", cfg_of(s)->hostname);
+}
+
+static bool starttls_offered(const struct session *s)
+{
+	return s->level != TLS_LEVEL_NONE && !s->tls_active;
+}
+
+static void do_ehlo(struct session *s, const struct smtp_cmd *cmd)
+{
+	const struct config *cfg = cfg_of(s);
+	char size[40] = "250-SIZE";
+
+	if (!helo_allowed(s, cmd, SMTP_VERB_EHLO))
+		return;
+	set_helo(s, cmd, true);
+	if (cfg->max_message_size > 0)
+		snprintf(size, sizeof(size), "250-SIZE %llu",
+			 (unsigned long long)cfg->max_message_size);
+	reply(s, "250-%s", cfg->hostname);
+	send_line(s, "250-PIPELINING");
+	send_line(s, size);
+	if (starttls_offered(s))
+		send_line(s, "250-STARTTLS");
+	send_line(s, "250-8BITMIME");
+	send_line(s, "250-ENHANCEDSTATUSCODES");
+	send_line(s, "250 SMTPUTF8");
+}
+
+static void reject_path(struct session *s, enum smtp_verb verb,
+			enum smtp_path_status st, const struct smtp_addr *a,
+			const char *bad, size_t bad_len)
+{
+	bool mail = verb == SMTP_VERB_MAIL;
+
+	switch (st) {
+	case SMTP_PATH_OK:
+		break;
+	case SMTP_PATH_NEED_UTF8:
+		reject(s, verb, "553 5.6.7 Must declare SMTPUTF8 to send "
+				"unicode address");
+		break;
+	case SMTP_PATH_BAD_PARAM:
+		reject(s, verb, "555 5.5.4 Unsupported option: %.*s",
+		       (int)(bad_len > 100 ? 100 : bad_len), bad ? bad : "");
+		break;
+	case SMTP_PATH_NO_DOMAIN:
+		if (!mail) {
+			reject(s, verb,
+			       "504 5.5.2 <%s>: Recipient address rejected: "
+			       "need fully-qualified address",
+			       a->mailbox);
+			break;
+		}
+		/* fall through */
+	case SMTP_PATH_SYNTAX:
+	case SMTP_PATH_TOO_LONG:
+	case SMTP_PATH_NULL_RCPT:
+		reject(s, verb, mail ? "501 5.1.7 Bad sender address syntax"
+				     : "501 5.1.3 Bad recipient address syntax");
+		break;
+	}
+}
+
+static void do_mail(struct session *s, const struct smtp_cmd *cmd)
+{
+	const struct config *cfg = cfg_of(s);
+	struct transaction *tx = calloc(1, sizeof(*tx));
+	struct policy_facts f;
+	const char *bad = NULL;
+	size_t bad_len = 0;
+	enum smtp_path_status st;
+
+	if (tx == NULL) {
+		reply(s, "451 4.3.0 Error: out of memory");
+		return;
+	}
+	st = smtp_parse_mail(cmd->arg, cmd->arg_len, &tx->sender, &tx->params,
+			     &bad, &bad_len);
+	if (st != SMTP_PATH_OK) {
+		reject_path(s, SMTP_VERB_MAIL, st, &tx->sender, bad, bad_len);
+		free(tx);
+		return;
+	}
+	if (cfg->max_message_size > 0 && tx->params.has_size &&
+	    tx->params.size > cfg->max_message_size) {
+		reject(s, SMTP_VERB_MAIL,
+		       "552 5.3.4 Message size exceeds fixed limit");
+		free(tx);
+		return;
+	}
+	queue_new_id(s->srv->queue, tx->qid);
+	s->tx = tx;
+	facts_for(s, HOOK_MAIL, &f);
+	if (!policy_allows(s, &f, SMTP_VERB_MAIL)) {
+		tx_free(s);
+		return;
+	}
+	reply(s, "250 2.1.0 Ok");
+}
+
+/* Routing syntax must not ride on relay_domains (allow_untrusted_routing
+ * = no): such an address relays only for trusted clients. */
+bool smtp_relay_allowed(const struct config *cfg, const struct sockaddr *peer,
+			const struct smtp_addr *a)
+{
+	const char *domain = a->mailbox + a->domain;
+	size_t len = a->mailbox_len - a->domain;
+
+	if (config_is_relay_client(cfg, peer))
+		return true;
+	if (a->has_route || a->routing_chars || a->literal)
+		return false;
+	if (len == 0)
+		return true; /* <postmaster>: always accepted (RFC 5321 4.5.1) */
+	return config_is_relay_domain(cfg, domain, len);
+}
+
+static bool rcpt_policy_allows(struct session *s, const struct smtp_addr *a)
+{
+	const struct config *cfg = cfg_of(s);
+	size_t len = a->mailbox_len - a->domain;
+	char domain[SMTP_DOMAIN_MAX + 1];
+	struct policy_facts f;
+
+	for (size_t i = 0; i < len && i < SMTP_DOMAIN_MAX; i++)
+		domain[i] = (char)tolower((unsigned char)a->mailbox[a->domain + i]);
+	domain[len < SMTP_DOMAIN_MAX ? len : SMTP_DOMAIN_MAX] = '\0';
+	/* <postmaster> without a domain is ours: its domain is our name. */
+	if (len == 0)
+		len = snprintf(domain, sizeof(domain), "%s", cfg->hostname);
+	for (char *c = domain; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+	facts_for(s, HOOK_RCPT, &f);
+	f.recipient = a->mailbox;
+	f.domain = domain;
+	f.section = config_domain_rule(cfg, domain, strlen(domain));
+	return policy_allows(s, &f, SMTP_VERB_RCPT);
+}
+
+static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
+{
+	struct transaction *tx = s->tx;
+	struct smtp_addr addr;
+	const char *bad = NULL;
+	size_t bad_len = 0;
+	enum smtp_path_status st;
+
+	if (tx->n_rcpt >= cfg_of(s)->max_recipients) {
+		reject(s, SMTP_VERB_RCPT, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	st = smtp_parse_rcpt(cmd->arg, cmd->arg_len, tx->params.smtputf8,
+			     &addr, &bad, &bad_len);
+	if (st != SMTP_PATH_OK) {
+		reject_path(s, SMTP_VERB_RCPT, st, &addr, bad, bad_len);
+		return;
+	}
+	if (!smtp_relay_allowed(cfg_of(s), (const struct sockaddr *)&s->peer,
+				&addr)) {
+		reject(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
+		       addr.mailbox);
+		return;
+	}
+	if (!rcpt_policy_allows(s, &addr))
+		return;
+	if (!tx_add_rcpt(tx, &addr)) {
+		reply(s, "451 4.3.0 Error: out of memory");
+		return;
+	}
+	reply(s, "250 2.1.5 Ok");
+}
+
+/* The queue file's envelope block (envelope.c), from this transaction. */
+static char *format_envelope(const struct session *s, size_t *len)
+{
+	const struct transaction *tx = s->tx;
+	struct envelope e = {.arrival = (long long)time(NULL)};
+	char **rcpts = calloc(tx->n_rcpt, sizeof(*rcpts));
+	const char *r = tx->rcpts;
+	char *text;
+
+	if (rcpts == NULL)
+		return NULL;
+	for (unsigned i = 0; i < tx->n_rcpt; i++, r += strlen(r) + 1)
+		rcpts[i] = (char *)r;
+	memcpy(e.qid, tx->qid, sizeof(e.qid));
+	snprintf(e.client, sizeof(e.client), "%s", s->peer_ip);
+	e.helo = s->helo;
+	e.sender = (char *)tx->sender.mailbox;
+	e.rcpts = rcpts;
+	e.n_rcpts = tx->n_rcpt;
+	e.body = tx->params.body;
+	e.smtputf8 = tx->params.smtputf8;
+	text = envelope_format(&e, len);
+	free(rcpts);
+	return text;
+}
+
+/* Every part is bounded (HELO by the command line, the host name, one
+ * address, the date), so the header fits a fixed buffer. */
+enum { RECEIVED_MAX = 2 * SMTP_COMMAND_LINE_MAX + SMTP_PATH_MAX + 256 };
+
+static int format_received(const struct session *s, char *out, size_t len)
+{
+	const struct transaction *tx = s->tx;
+	char date[64], rcpt[SMTP_PATH_MAX + 16] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	if (tx->n_rcpt == 1)
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", tx->rcpts);
+	return snprintf(out, len,
+			"Received: from %s (unknown [%s])\r\n\tby %s (smtpgw) "
+			"with %s id %s%s; %s\r\n",
+			s->helo, s->peer_ip, cfg_of(s)->hostname,
+			s->esmtp ? "ESMTP" : "SMTP", tx->qid, rcpt, date);
+}
+
+static bool open_spool_file(struct session *s)
+{
+	struct transaction *tx = s->tx;
+	char received[RECEIVED_MAX];
+	char *envelope;
+	size_t envelope_len;
+	int n;
+
+	if (!spool_file_create(s->srv->queue, tx->qid, &tx->file)) {
+		spool_file_abort(s->srv->queue, &tx->file);
+		return false;
+	}
+	tx->file_open = true;
+	envelope = format_envelope(s, &envelope_len);
+	n = format_received(s, received, sizeof(received));
+	if (envelope == NULL || n < 0 || (size_t)n >= sizeof(received)) {
+		free(envelope);
+		return false;
+	}
+	spool_file_write(&tx->file, envelope, envelope_len);
+	spool_file_write(&tx->file, received, (size_t)n);
+	free(envelope);
+	return !tx->file.failed;
+}
+
+static void do_data(struct session *s, const struct smtp_cmd *cmd)
+{
+	(void)cmd;
+	if (!open_spool_file(s)) {
+		reject(s, SMTP_VERB_DATA, "451 4.3.0 Error: queue file write error");
+		tx_free(s);
+		return;
+	}
+	smtp_data_init(&s->tx->dec);
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	enter_state(s, ST_DATA);
+}
+
+static void do_rset(struct session *s, const struct smtp_cmd *cmd)
+{
+	(void)cmd;
+	tx_free(s);
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void do_noop(struct session *s, const struct smtp_cmd *cmd)
+{
+	(void)cmd;
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void do_quit(struct session *s, const struct smtp_cmd *cmd)
+{
+	(void)cmd;
+	reply(s, "221 2.0.0 Bye");
+	close_after_reply(s, CLOSE_QUIT);
+}
+
+static void do_vrfy(struct session *s, const struct smtp_cmd *cmd)
+{
+	if (cmd->arg_len == 0) {
+		reject(s, SMTP_VERB_VRFY, "501 5.5.4 Syntax: VRFY address");
+		return;
+	}
+	reply(s, "252 2.0.0 Send some mail, I'll try my best");
+}
+
+static void do_help(struct session *s, const struct smtp_cmd *cmd)
+{
+	(void)cmd;
+	reply(s, "214 2.0.0 See RFC 5321");
+}
+
+static void do_starttls(struct session *s, const struct smtp_cmd *cmd)
+{
+	if (cmd->arg_len > 0)
+		reject(s, SMTP_VERB_STARTTLS, "501 5.5.4 Syntax: STARTTLS");
+	else if (s->tls_active)
+		reject(s, SMTP_VERB_STARTTLS,
+		       "554 5.5.1 Error: TLS already active");
+	else if (!starttls_offered(s))
+		reject(s, SMTP_VERB_STARTTLS,
+		       "502 5.5.1 Error: command not implemented");
+	else if (s->tx != NULL)
+		reject(s, SMTP_VERB_STARTTLS,
+		       "503 5.5.1 Error: MAIL transaction in progress");
+	else if (s->gen->tls == NULL)
+		reject(s, SMTP_VERB_STARTTLS,
+		       "454 4.7.0 TLS not available due to local problem");
+	else {
+		reply(s, "220 2.0.0 Ready to start TLS");
+		enter_state(s, ST_TLS);
+	}
+}
+
+static const struct command commands[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_HELO] = {F_PRE_TLS, do_helo, NULL},
+	[SMTP_VERB_EHLO] = {F_PRE_TLS, do_ehlo, NULL},
+	[SMTP_VERB_MAIL] = {F_NEED_HELO | F_NO_TX, do_mail, NULL},
+	[SMTP_VERB_RCPT] = {F_NEED_MAIL, do_rcpt, NULL},
+	[SMTP_VERB_DATA] = {F_NEED_RCPT | F_NO_ARG, do_data,
+			    "501 5.5.4 Syntax: DATA"},
+	[SMTP_VERB_RSET] = {F_NO_ARG, do_rset, "501 5.5.4 Syntax: RSET"},
+	[SMTP_VERB_NOOP] = {F_PRE_TLS, do_noop, NULL},
+	[SMTP_VERB_QUIT] = {F_PRE_TLS, do_quit, NULL},
+	[SMTP_VERB_VRFY] = {0, do_vrfy, NULL},
+	[SMTP_VERB_HELP] = {F_PRE_TLS, do_help, NULL},
+	[SMTP_VERB_STARTTLS] = {F_PRE_TLS, do_starttls, NULL},
+};
+
+/* The flags of the command table, checked in one place. */
+static bool command_allowed(struct session *s, enum smtp_verb verb,
+			    const struct smtp_cmd *cmd)
+{
+	unsigned flags = commands[verb].flags;
+
+	if (!(flags & F_PRE_TLS) && s->level >= TLS_LEVEL_ENCRYPT &&
+	    !s->tls_active)
+		reject(s, verb, "530 5.7.0 Must issue a STARTTLS command first");
+	else if ((flags & F_NEED_HELO) && s->helo == NULL)
+		reject(s, verb, "503 5.5.1 Error: send HELO/EHLO first");
+	else if ((flags & F_NO_TX) && s->tx != NULL)
+		reject(s, verb, "503 5.5.1 Error: nested MAIL command");
+	else if ((flags & F_NEED_MAIL) && s->tx == NULL)
+		reject(s, verb, "503 5.5.1 Error: need MAIL command");
+	else if ((flags & F_NEED_RCPT) && s->tx == NULL)
+		reject(s, verb, "503 5.5.1 Error: need RCPT command");
+	else if ((flags & F_NEED_RCPT) && s->tx->n_rcpt == 0)
+		reject(s, verb, "554 5.5.1 Error: no valid recipients");
+	else if ((flags & F_NO_ARG) && cmd->arg_len > 0)
+		reject(s, verb, "%s", commands[verb].no_arg_reply);
+	else
+		return true;
+	return false;
+}
+
+static void handle_command(struct session *s, const char *line, size_t len)
+{
+	struct smtp_cmd cmd;
+	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
+
+	s->commands++;
+	if (s->tls_refusal != NULL) {
+		reject(s, cmd.verb, "421 4.7.1 %s Error: %s", cfg_of(s)->hostname,
+		       s->tls_refusal);
+		close_after_reply(s, CLOSE_TLS);
+		return;
+	}
+	switch (st) {
+	case SMTP_CMD_OK:
+		break;
+	case SMTP_CMD_EMPTY:
+	case SMTP_CMD_BAD_OCTETS:
+		reject(s, SMTP_VERB_UNKNOWN, "500 5.5.2 Error: bad syntax");
+		return;
+	case SMTP_CMD_UNKNOWN:
+		reject(s, SMTP_VERB_UNKNOWN,
+		       "502 5.5.2 Error: command not recognized");
+		return;
+	case SMTP_CMD_SYNTAX:
+		reject(s, cmd.verb, cmd.verb == SMTP_VERB_MAIL
+					    ? "501 5.5.4 Syntax: MAIL FROM:<address>"
+					    : "501 5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	if ((cmd.verb == SMTP_VERB_HELO || cmd.verb == SMTP_VERB_EHLO) &&
+	    cmd.arg_len == 0) {
+		reject(s, cmd.verb, "501 5.5.4 Syntax: %s hostname",
+		       smtp_verb_name(cmd.verb));
+		return;
+	}
+	if (command_allowed(s, cmd.verb, &cmd))
+		commands[cmd.verb].proceed(s, &cmd);
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+/* One command line from the input buffer; returns octets consumed, or 0
+ * when the line is not complete yet. */
+static size_t take_command_line(struct session *s, const char *in, size_t len)
+{
+	const char *lf = memchr(in, '\n', len);
+	size_t line_len;
+
+	if (lf == NULL) {
+		/* Too long already: drop it now, answer when it ends. */
+		if (len >= SMTP_COMMAND_LINE_MAX || s->discarding) {
+			s->discarding = true;
+			return len;
+		}
+		return 0;
+	}
+	line_len = (size_t)(lf - in) + 1;
+	if (s->discarding || line_len > SMTP_COMMAND_LINE_MAX) {
+		s->discarding = false;
+		s->commands++;
+		reject(s, SMTP_VERB_UNKNOWN,
+		       "500 5.5.2 Error: command line too long");
+	} else if (line_len < 2 || lf[-1] != '\r') {
+		s->commands++;
+		reject(s, SMTP_VERB_UNKNOWN,
+		       "500 5.5.2 Error: bare <LF> received");
+	} else {
+		handle_command(s, in, line_len - 2);
+	}
+	return line_len;
+}
+
+static const char *data_verdict(const struct session *s)
+{
+	const struct smtp_data_decoder *d = &s->tx->dec;
+	uint64_t limit = cfg_of(s)->max_message_size;
+
+	if (limit > 0 && d->size > limit)
+		return "552 5.3.4 Message size exceeds fixed limit";
+	if (d->bare_lf)
+		return "550 5.5.2 Error: bare <LF> received";
+	if (d->bare_cr)
+		return "550 5.5.2 Error: bare <CR> received";
+	if (d->long_line)
+		return "550 5.5.2 Error: message line longer than 1000 octets";
+	if (d->nul)
+		return "550 5.6.0 Error: message contains NUL";
+	if (s->tx->file.failed)
+		return "451 4.3.0 Error: queue file write error";
+	return NULL;
+}
+
+static void on_committed(void *owner, bool ok, const char *qid);
+
+static void end_of_data(struct session *s)
+{
+	struct transaction *tx = s->tx;
+	const char *verdict = data_verdict(s);
+
+	if (verdict != NULL) {
+		reject(s, SMTP_VERB_DATA, "%s", verdict);
+		tx_free(s);
+		if (s->state == ST_DATA)
+			enter_state(s, ST_COMMAND);
+		return;
+	}
+	tx->file_open = false;
+	tx->commit = queue_commit(s->srv->queue, &tx->file, on_committed, s);
+	if (tx->commit == NULL) {
+		reject(s, SMTP_VERB_DATA, "451 4.3.0 Error: queue file write error");
+		tx_free(s);
+		if (s->state == ST_DATA)
+			enter_state(s, ST_COMMAND);
+		return;
+	}
+	enter_state(s, ST_SYNC);
+}
+
+static size_t take_data(struct session *s, const char *in, size_t len)
+{
+	struct transaction *tx = s->tx;
+	uint64_t limit = cfg_of(s)->max_message_size;
+	size_t out_len, used;
+	enum smtp_data_status st;
+
+	st = smtp_data_feed(&tx->dec, in, len, data_scratch, &out_len, &used);
+	/* Past the limit, keep reading to the end but stop writing. */
+	if (limit == 0 || tx->dec.size <= limit)
+		spool_file_write(&tx->file, data_scratch, out_len);
+	if (st == SMTP_DATA_END)
+		end_of_data(s);
+	return used;
+}
+
+static void process_input(struct session *s)
+{
+	s->stalled = false;
+	while (s->state == ST_COMMAND || s->state == ST_DATA) {
+		size_t len, used;
+		const char *in = conn_input(&s->conn, &len);
+
+		if (len == 0)
+			break;
+		if (conn_output_room(&s->conn) < REPLY_RESERVE) {
+			s->stalled = true;
+			break;
+		}
+		if (s->state == ST_DATA)
+			used = take_data(s, in, len);
+		else
+			used = take_command_line(s, in, len);
+		if (used == 0)
+			break;
+		conn_consume(&s->conn, used);
+	}
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static const char *reason_name(enum close_reason why)
+{
+	switch (why) {
+	case CLOSE_NONE:
+		return "none";
+	case CLOSE_QUIT:
+		return "quit";
+	case CLOSE_EOF:
+		return "lost_connection";
+	case CLOSE_ERROR:
+		return "io_error";
+	case CLOSE_TIMEOUT:
+		return "timeout";
+	case CLOSE_ERRORS:
+		return "too_many_errors";
+	case CLOSE_SHUTDOWN:
+		return "shutdown";
+	case CLOSE_TLS:
+		return "tls";
+	case CLOSE_POLICY:
+		return "policy";
+	}
+	return "none";
+}
+
+static const char *state_name(enum session_state st)
+{
+	switch (st) {
+	case ST_COMMAND:
+		return "COMMAND";
+	case ST_DATA:
+		return "DATA";
+	case ST_SYNC:
+		return "SYNC";
+	case ST_TLS:
+		return "TLS";
+	case ST_CLOSING:
+		return "CLOSING";
+	}
+	return "?";
+}
+
+static void session_destroy(struct session *s)
+{
+	struct server *srv = s->srv;
+	struct logline l;
+
+	log_session(&l, s, LOG_INFO, "disconnect");
+	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
+	log_kv(&l, "reason", "%s", reason_name(s->close_reason));
+	log_kv(&l, "state", "%s", state_name(s->state));
+	log_kv(&l, "commands", "%u", s->commands);
+	log_kv(&l, "errors", "%u", s->errors);
+	log_kv(&l, "messages", "%u", s->messages);
+	log_end(&l);
+	tx_free(s);
+	conn_stop(&s->conn);
+	listener_client_gone(srv->listener, &s->peer);
+	generation_release(s->gen);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	free(s->helo);
+	free(s);
+	if (--srv->n_sessions == 0 && srv->draining)
+		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+/* Plaintext that followed STARTTLS in the same read must never count as
+ * commands of the TLS session (CVE-2011-0411): drop it and say so. */
+static bool begin_handshake(struct session *s)
+{
+	struct logline l;
+	size_t len;
+
+	conn_input(&s->conn, &len);
+	if (len > 0) {
+		log_session(&l, s, LOG_WARN, "starttls_pipelining");
+		log_kv(&l, "client", "%s", s->peer_ip);
+		log_kv(&l, "discarded", "%zu", len);
+		log_end(&l);
+		conn_consume(&s->conn, len);
+	}
+	if (conn_starttls(&s->conn, tls_server_ctx(s->gen->tls)))
+		return true;
+	log_session(&l, s, LOG_WARN, "tls_failed");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "reason", "%s", conn_tls_error(&s->conn));
+	log_end(&l);
+	return false;
+}
+
+/* The end of every event: write what is queued, and destroy the session if
+ * it is finished. Returns false when it was destroyed. */
+static bool settle(struct session *s)
+{
+	for (;;) {
+		if (!conn_flush(&s->conn)) {
+			if (s->close_reason == CLOSE_NONE)
+				s->close_reason = CLOSE_ERROR;
+			session_destroy(s);
+			return false;
+		}
+		if (conn_output_pending(&s->conn))
+			return true; /* CONN_DRAINED resumes the input */
+		if (s->state == ST_CLOSING) {
+			session_destroy(s);
+			return false;
+		}
+		if (s->state == ST_TLS && s->conn.tls_state == CONN_TLS_OFF) {
+			if (begin_handshake(s))
+				return true;
+			s->close_reason = CLOSE_ERROR;
+			session_destroy(s);
+			return false;
+		}
+		if (!s->stalled)
+			return true;
+		process_input(s); /* the flush made room: carry on */
+	}
+}
+
+static void on_timeout(struct session *s)
+{
+	struct logline l;
+	char line[300];
+
+	log_session(&l, s, LOG_INFO, "timeout");
+	log_kv(&l, "state", "%s", state_name(s->state));
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_end(&l);
+	snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded",
+		 cfg_of(s)->hostname);
+	send_line(s, line);
+	close_after_reply(s, CLOSE_TIMEOUT);
+}
+
+static void log_tls(struct session *s, const char *why)
+{
+	struct tls *t = s->conn.tls;
+	const char *sni = tls_conn_servername(t);
+	struct logline l;
+
+	log_session(&l, s, LOG_INFO, "tls");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "version", "%s", tls_conn_version(t));
+	log_kv(&l, "cipher", "%s", tls_conn_cipher(t));
+	log_kv(&l, "bits", "%d", tls_conn_cipher_strength(t));
+	log_kv(&l, "sni", "%s", sni ? sni : "");
+	log_kv(&l, "peer", "%s", tls_peer_name(s->tls_peer));
+	if (s->tls_peer != TLS_PEER_NONE) {
+		log_kv(&l, "peer_subject", "%s", tls_peer_cert_subject(t));
+		log_kv(&l, "peer_issuer", "%s", tls_peer_cert_issuer(t));
+	}
+	if (s->tls_peer == TLS_PEER_UNTRUSTED)
+		log_kv(&l, "peer_reason", "%s", why);
+	log_kv(&l, "msg", "%s TLS connection established from %s: %s with "
+			  "cipher %s",
+	       tls_peer_name(s->tls_peer), s->peer_ip, tls_conn_version(t),
+	       tls_conn_cipher(t));
+	log_end(&l);
+}
+
+/* TLS is up: the session starts over (RFC 3207 4.2), and under verify a
+ * client without a trusted certificate goes no further, as in Postfix. */
+static void on_tls_ready(struct session *s)
+{
+	char why[200];
+
+	s->tls_active = true;
+	s->tls_peer = tls_server_check_peer(s->gen->tls, s->conn.tls, why,
+					    sizeof(why));
+	log_tls(s, why);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	tx_free(s);
+	/* Answered to the client's next command rather than at once: a reply
+	 * sent unasked is lost to a TCP reset when its EHLO crosses our close. */
+	if (s->level == TLS_LEVEL_VERIFY && s->tls_peer != TLS_PEER_TRUSTED)
+		s->tls_refusal = s->tls_peer == TLS_PEER_NONE
+					 ? "No client certificate presented"
+					 : "Client certificate not trusted";
+	enter_state(s, ST_COMMAND);
+}
+
+static void on_tls_failed(struct session *s)
+{
+	struct logline l;
+
+	log_session(&l, s, LOG_WARN, "tls_failed");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "reason", "%s", conn_tls_error(&s->conn));
+	log_end(&l);
+	s->close_reason = CLOSE_TLS;
+	session_destroy(s);
+}
+
+static bool on_conn_event(struct conn *c, enum conn_event ev, void *owner)
+{
+	struct session *s = owner;
+
+	(void)c;
+	switch (ev) {
+	case CONN_DATAIN:
+	case CONN_DRAINED:
+		process_input(s);
+		break;
+	case CONN_TIMEOUT:
+		if (s->state == ST_CLOSING || s->state == ST_TLS) {
+			/* It never read its last reply, or never finished the
+			 * handshake: nothing can be said to it any more. */
+			s->close_reason = CLOSE_TIMEOUT;
+			session_destroy(s);
+			return false;
+		}
+		on_timeout(s);
+		break;
+	case CONN_TLSREADY:
+		on_tls_ready(s);
+		break;
+	case CONN_TLSFAIL:
+		on_tls_failed(s);
+		return false;
+	case CONN_EOF:
+	case CONN_ERROR:
+		if (s->close_reason == CLOSE_NONE)
+			s->close_reason = ev == CONN_EOF ? CLOSE_EOF : CLOSE_ERROR;
+		session_destroy(s);
+		return false;
+	}
+	return settle(s);
+}
+
+static void on_committed(void *owner, bool ok, const char *qid)
+{
+	struct session *s = owner;
+	struct logline l;
+
+	s->tx->commit = NULL;
+	if (!ok) {
+		reject(s, SMTP_VERB_DATA, "451 4.3.0 Error: queue file write error");
+	} else {
+		log_session(&l, s, LOG_INFO, "queued");
+		log_kv(&l, "client", "%s", s->peer_ip);
+		log_kv(&l, "from", "<%s>", s->tx->sender.mailbox);
+		log_kv(&l, "nrcpt", "%u", s->tx->n_rcpt);
+		log_kv(&l, "size", "%llu", (unsigned long long)s->tx->dec.size);
+		log_end(&l);
+		s->messages++;
+		reply(s, "250 2.0.0 Ok: queued as %s", qid);
+		delivery_add(s->srv->delivery, qid);
+	}
+	tx_free(s);
+	if (s->srv->draining) {
+		close_after_reply(s, CLOSE_SHUTDOWN);
+	} else if (s->state == ST_SYNC) {
+		enter_state(s, ST_COMMAND);
+		process_input(s); /* commands pipelined after the dot */
+	}
+	settle(s);
+}
+
+void smtp_session_start(struct server *srv, int fd,
+			const struct sockaddr_storage *peer)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	struct logline l;
+
+	if (s == NULL) {
+		listener_client_gone(srv->listener, peer);
+		close(fd);
+		return;
+	}
+	s->srv = srv;
+	s->gen = generation_retain(srv->gen);
+	s->sid = ++srv->next_sid;
+	s->peer = *peer;
+	sockaddr_ip_text(peer, s->peer_ip, sizeof(s->peer_ip));
+	s->peer_port = sockaddr_port(peer);
+	s->next = srv->sessions;
+	if (s->next != NULL)
+		s->next->prev = s;
+	srv->sessions = s;
+	srv->n_sessions++;
+	conn_start(&s->conn, srv->loop, fd, on_conn_event, s);
+	log_session(&l, s, LOG_INFO, "connect");
+	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
+	log_end(&l);
+	enter_state(s, ST_COMMAND);
+	if (policy_connect(s))
+		reply(s, "220 %s ESMTP smtpgw", cfg_of(s)->hostname);
+	settle(s);
+}
+
+void smtp_server_drain(struct server *srv)
+{
+	struct session *s = srv->sessions;
+	char line[300];
+
+	srv->draining = true;
+	snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down",
+		 srv->gen->cfg->hostname);
+	while (s != NULL) {
+		struct session *next = s->next;
+
+		/* A message being synced gets its 250 first (on_committed);
+		 * nothing can be said in the middle of a handshake. */
+		if (s->state == ST_TLS) {
+			s->close_reason = CLOSE_SHUTDOWN;
+			session_destroy(s);
+		} else if (s->state != ST_SYNC && s->state != ST_CLOSING) {
+			send_line(s, line);
+			close_after_reply(s, CLOSE_SHUTDOWN);
+			settle(s);
+		}
+		s = next;
+	}
+	if (srv->n_sessions == 0)
+		ev_break(srv->loop, EVBREAK_ALL);
+}

@@ -1,0 +1,941 @@
+/*
+ * dns: MX and address lookups with libunbound, inside the event loop.
+ * libunbound resolves in a thread of its own (ub_ctx_async) and reports on
+ * a pipe, ub_fd(), that an ev_io watches; ub_process() then runs on_answer
+ * on the loop's thread. This file owns every request from dns_*_route until
+ * its callback has returned or it was cancelled; callers only see their ids.
+ * It never calls back from inside a dns_* call or from inside ub_process()
+ * (callbacks run from a zero timer), never blocks the loop, and never reads
+ * /etc/resolv.conf or /etc/hosts when [dns] resolver is set. dns_free drops
+ * pending requests without calling back, and must not be called from a
+ * callback.
+ */
+#include "net/dns.h"
+
+#include "core/config.h"
+#include "core/log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unbound.h>
+#include <unistd.h>
+
+/*
+ * Seconds a whole route (MX, then every address) may take before it is a
+ * DNS_TEMPFAIL. libunbound has no overall query timeout of its own; this
+ * bounds what its retries and backoff can add up to.
+ */
+#define DNS_TIMEOUT 20.0
+
+enum {
+	N_BUCKETS = 256,
+	MAX_QUERIES = 2 * DNS_MAX_HOSTS, /* AAAA + A per host; MX uses q[0] */
+	RR_A = 1,
+	RR_MX = 15,
+	RR_AAAA = 28,
+	CLASS_IN = 1,
+	RCODE_NXDOMAIN = 3,
+};
+
+enum stage { STAGE_MX, STAGE_ADDR, STAGE_DONE };
+enum outcome { OUT_DATA, OUT_NODATA, OUT_NXDOMAIN, OUT_TEMP };
+
+struct req;
+
+/* One question to libunbound; its answer is kept until the stage ends. */
+struct query {
+	struct req *req;
+	int async_id;
+	bool in_flight;
+	int err; /* libunbound's error; 0 when res tells */
+	struct ub_result *res;
+};
+
+struct req {
+	struct req *next, *prev; /* hash chain, by id */
+	struct req *next_ready;	 /* all answers in, inside on_readable */
+	struct req *next_done;	 /* waiting for on_kick to call back */
+	struct dns *dns;
+	uint64_t id;
+	dns_route_cb *cb;
+	void *arg;
+	enum stage stage;
+	bool cancelled; /* no callback, ever (again) */
+	bool queued;	/* on the done list */
+	unsigned port;
+	char name[256]; /* the domain or host asked for */
+	struct query q[MAX_QUERIES];
+	unsigned in_flight;
+	ev_timer deadline;
+	struct dns_route route;
+};
+
+struct dns {
+	struct ev_loop *loop;
+	struct ub_ctx *ub;
+	ev_io io;
+	ev_timer kick;
+	struct req *buckets[N_BUCKETS];
+	struct req *ready;
+	struct req *done, *done_tail;
+	uint64_t rng;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+/* xorshift64*: equal MX preferences only need to spread load, and a
+ * per-context state keeps random(3)'s global state for others. */
+static uint32_t rng_next(struct dns *dns)
+{
+	dns->rng ^= dns->rng >> 12;
+	dns->rng ^= dns->rng << 25;
+	dns->rng ^= dns->rng >> 27;
+	return (uint32_t)((dns->rng * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+static uint64_t rng_seed(void)
+{
+	uint64_t seed = 0;
+
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
+		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	return seed != 0 ? seed : 0x9E3779B97F4A7C15ULL;
+}
+
+static bool host_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+/* A host or domain name we are willing to ask about: LDH (and '_')
+ * labels of 1..63 octets, 253 in all; one trailing dot is dropped. */
+static bool copy_name(const char *in, char *out, size_t out_len)
+{
+	size_t n = strlen(in), label = 0;
+
+	if (n > 0 && in[n - 1] == '.')
+		n--;
+	if (n == 0 || n > 253 || n >= out_len)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (in[i] == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (!host_char((unsigned char)in[i]) || ++label > 63) {
+			return false;
+		}
+	}
+	if (label == 0)
+		return false;
+	memcpy(out, in, n);
+	out[n] = '\0';
+	return true;
+}
+
+/* An uncompressed wire-format name (as libunbound hands rdata out) into
+ * "a.b.c"; the root name becomes "". False when malformed or not LDH. */
+static bool wire_name(const unsigned char *p, size_t len, char *out,
+		      size_t out_len)
+{
+	size_t i = 0, o = 0;
+
+	for (;;) {
+		size_t label;
+
+		if (i >= len)
+			return false;
+		label = p[i++];
+		if (label == 0)
+			break;
+		if (label > 63 || i + label > len ||
+		    o + label + 2 > out_len || o + label + 1 > 254)
+			return false;
+		if (o > 0)
+			out[o++] = '.';
+		for (size_t k = 0; k < label; k++) {
+			if (!host_char(p[i + k]))
+				return false;
+			out[o++] = (char)p[i + k];
+		}
+		i += label;
+	}
+	out[o] = '\0';
+	return i == len;
+}
+
+static void set_addr(struct sockaddr_storage *ss, int family,
+		     const void *addr, unsigned port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		memcpy(&v6->sin6_addr, addr, 16);
+	} else {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)port);
+		memcpy(&v4->sin_addr, addr, 4);
+	}
+}
+
+/* "192.0.2.1", "::1", "[::1]", "[IPv6:::1]" or "[192.0.2.1]". */
+static bool parse_literal(const char *host, unsigned port,
+			  struct sockaddr_storage *ss)
+{
+	unsigned char addr[16];
+	char buf[64];
+	const char *p = host;
+	size_t n = strlen(host);
+
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+		p++;
+		n -= 2;
+		if (n > 5 && strncasecmp(p, "IPv6:", 5) == 0) {
+			p += 5;
+			n -= 5;
+		}
+	}
+	if (n == 0 || n >= sizeof(buf))
+		return false;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET, buf, addr) == 1)
+		set_addr(ss, AF_INET, addr, port);
+	else if (inet_pton(AF_INET6, buf, addr) == 1)
+		set_addr(ss, AF_INET6, addr, port);
+	else
+		return false;
+	return true;
+}
+
+static const char *rcode_name(int rcode)
+{
+	static const char *const names[] = {
+		"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
+		"NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
+	};
+
+	if (rcode >= 0 && (size_t)rcode < sizeof(names) / sizeof(names[0]))
+		return names[rcode];
+	return "unexpected rcode";
+}
+
+/* What one answer says; `why` is filled for OUT_TEMP. */
+static enum outcome outcome_of(const struct query *q, char *why,
+			       size_t why_len)
+{
+	const struct ub_result *r = q->res;
+
+	if (q->err != 0 || r == NULL) {
+		snprintf(why, why_len, "%s",
+			 q->err != 0 ? ub_strerror(q->err) : "no answer");
+		return OUT_TEMP;
+	}
+	/* Only with a validator, which TLSA/DANE will bring. */
+	if (r->bogus) {
+		snprintf(why, why_len, "DNSSEC validation failed");
+		return OUT_TEMP;
+	}
+	if (r->nxdomain || r->rcode == RCODE_NXDOMAIN)
+		return OUT_NXDOMAIN;
+	if (r->rcode != 0) {
+		snprintf(why, why_len, "%s", rcode_name(r->rcode));
+		return OUT_TEMP;
+	}
+	return r->havedata ? OUT_DATA : OUT_NODATA;
+}
+
+/* ---- the request table ------------------------------------------------ */
+
+static struct req **bucket(struct dns *dns, uint64_t id)
+{
+	return &dns->buckets[(id ^ (id >> 17)) % N_BUCKETS];
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents);
+
+static struct req *req_new(struct dns *dns, const char *name, unsigned port,
+			   uint64_t id, dns_route_cb *cb, void *arg)
+{
+	struct req *req = calloc(1, sizeof(*req));
+	struct req **head;
+
+	if (req == NULL)
+		return NULL;
+	req->dns = dns;
+	req->id = id;
+	req->cb = cb;
+	req->arg = arg;
+	req->port = port;
+	snprintf(req->name, sizeof(req->name), "%s", name);
+	for (size_t i = 0; i < MAX_QUERIES; i++)
+		req->q[i].req = req;
+	ev_timer_init(&req->deadline, on_deadline, DNS_TIMEOUT, 0.);
+	req->deadline.data = req;
+	head = bucket(dns, id);
+	req->next = *head;
+	if (*head != NULL)
+		(*head)->prev = req;
+	*head = req;
+	return req;
+}
+
+static void release_answers(struct req *req)
+{
+	for (size_t i = 0; i < MAX_QUERIES; i++) {
+		ub_resolve_free(req->q[i].res);
+		req->q[i].res = NULL;
+		req->q[i].err = 0;
+	}
+}
+
+static void req_free(struct req *req)
+{
+	struct dns *dns = req->dns;
+
+	if (req->prev != NULL)
+		req->prev->next = req->next;
+	else
+		*bucket(dns, req->id) = req->next;
+	if (req->next != NULL)
+		req->next->prev = req->prev;
+	ev_timer_stop(dns->loop, &req->deadline);
+	release_answers(req);
+	free(req);
+}
+
+/* A request goes once it will not be called back, libunbound holds no
+ * pointer to it and it is off the done list. */
+static void req_maybe_free(struct req *req)
+{
+	if (req->cancelled && req->in_flight == 0 && !req->queued)
+		req_free(req);
+}
+
+/* ub_cancel guarantees no callback for a query it found; one it cannot
+ * find stays in flight, and its answer is dropped in on_answer. */
+static void cancel_queries(struct req *req)
+{
+	for (size_t i = 0; i < MAX_QUERIES; i++) {
+		struct query *q = &req->q[i];
+
+		if (q->in_flight &&
+		    ub_cancel(req->dns->ub, q->async_id) == UB_NOERROR) {
+			q->in_flight = false;
+			req->in_flight--;
+		}
+	}
+}
+
+/* ---- finishing: results go out from a zero timer ---------------------- */
+
+static void finish(struct req *req)
+{
+	struct dns *dns = req->dns;
+
+	ev_timer_stop(dns->loop, &req->deadline);
+	cancel_queries(req);
+	release_answers(req);
+	req->stage = STAGE_DONE;
+	req->queued = true;
+	if (dns->done_tail != NULL)
+		dns->done_tail->next_done = req;
+	else
+		dns->done = req;
+	dns->done_tail = req;
+	if (!ev_is_active(&dns->kick))
+		ev_timer_start(dns->loop, &dns->kick);
+}
+
+static void fail(struct req *req, enum dns_status status, const char *fmt,
+		 ...) __attribute__((format(printf, 3, 4)));
+
+static void fail(struct req *req, enum dns_status status, const char *fmt,
+		 ...)
+{
+	va_list ap;
+
+	req->route.status = status;
+	req->route.n_hosts = 0;
+	va_start(ap, fmt);
+	vsnprintf(req->route.error, sizeof(req->route.error), fmt, ap);
+	va_end(ap);
+	finish(req);
+}
+
+/* Calls back what was finished before this round; what a callback
+ * finishes (a new address literal, say) waits for the next round. */
+static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct dns *dns = w->data;
+	struct req *req = dns->done;
+
+	(void)loop;
+	(void)revents;
+	dns->done = dns->done_tail = NULL;
+	while (req != NULL) {
+		struct req *next = req->next_done;
+
+		req->queued = false;
+		if (!req->cancelled) {
+			req->cancelled = true;
+			req->cb(req->id, &req->route, req->arg);
+		}
+		req_maybe_free(req);
+		req = next;
+	}
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct req *req = w->data;
+
+	(void)loop;
+	(void)revents;
+	fail(req, DNS_TEMPFAIL, "%s: DNS lookup timed out after %.0f s",
+	     req->name, DNS_TIMEOUT);
+}
+
+/* ---- asking libunbound ------------------------------------------------ */
+
+static void on_answer(void *data, int err, struct ub_result *res)
+{
+	struct query *q = data;
+	struct req *req = q->req;
+
+	q->in_flight = false;
+	req->in_flight--;
+	if (req->stage == STAGE_DONE || req->cancelled) {
+		ub_resolve_free(res);
+		req_maybe_free(req);
+		return;
+	}
+	q->err = err;
+	q->res = res;
+	if (req->in_flight == 0) {
+		req->next_ready = req->dns->ready;
+		req->dns->ready = req;
+	}
+}
+
+/* A question that cannot even be asked counts as a temporary failure. */
+static void ask(struct req *req, struct query *q, const char *name,
+		int rrtype)
+{
+	int rc = ub_resolve_async(req->dns->ub, name, rrtype, CLASS_IN, q,
+				  on_answer, &q->async_id);
+
+	if (rc != UB_NOERROR) {
+		q->err = rc;
+		return;
+	}
+	q->in_flight = true;
+	req->in_flight++;
+}
+
+static void addresses_answered(struct req *req);
+
+/* AAAA and A of every host at once; q[2i] and q[2i+1] belong to host i. */
+static void ask_addresses(struct req *req)
+{
+	struct dns_route *rt = &req->route;
+
+	req->stage = STAGE_ADDR;
+	for (size_t i = 0; i < rt->n_hosts; i++) {
+		ask(req, &req->q[2 * i], rt->hosts[i].name, RR_AAAA);
+		ask(req, &req->q[2 * i + 1], rt->hosts[i].name, RR_A);
+	}
+	if (req->in_flight == 0)
+		addresses_answered(req);
+}
+
+/* ---- MX answers --------------------------------------------------------- */
+
+struct mx_cand {
+	unsigned pref;
+	uint32_t key; /* random: shuffles equal preferences */
+	char name[256];
+};
+
+static int mx_cmp(const void *a, const void *b)
+{
+	const struct mx_cand *x = a, *y = b;
+
+	if (x->pref != y->pref)
+		return x->pref < y->pref ? -1 : 1;
+	return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* Sorted candidates into route.hosts: duplicates of a name keep their
+ * best preference, at most DNS_MAX_HOSTS. */
+static void mx_take(struct req *req, struct mx_cand *c, size_t n)
+{
+	struct dns_route *rt = &req->route;
+
+	qsort(c, n, sizeof(*c), mx_cmp);
+	for (size_t i = 0; i < n && rt->n_hosts < DNS_MAX_HOSTS; i++) {
+		bool dup = false;
+
+		for (size_t k = 0; k < rt->n_hosts && !dup; k++)
+			dup = strcasecmp(rt->hosts[k].name, c[i].name) == 0;
+		if (dup)
+			continue;
+		snprintf(rt->hosts[rt->n_hosts].name,
+			 sizeof(rt->hosts[0].name), "%s", c[i].name);
+		rt->hosts[rt->n_hosts++].pref = c[i].pref;
+	}
+}
+
+/* One MX rdata: 2-octet preference, then the exchange name. False (with
+ * `why`) when it cannot be used; *root for the "." of a null MX. */
+static bool mx_parse(const unsigned char *p, int len, struct mx_cand *c,
+		     bool *root, char *why, size_t why_len)
+{
+	unsigned char probe[16];
+
+	*root = false;
+	if (len < 3 || !wire_name(p + 2, (size_t)len - 2, c->name,
+				  sizeof(c->name))) {
+		snprintf(why, why_len, "malformed MX record");
+		return false;
+	}
+	c->pref = (unsigned)p[0] << 8 | p[1];
+	if (c->name[0] == '\0') {
+		*root = true;
+		return false;
+	}
+	/* RFC 5321 §5.1 wants a name; an address here is a mistake that
+	 * we neither look up as a name nor trust as a destination. */
+	if (inet_pton(AF_INET, c->name, probe) == 1) {
+		snprintf(why, why_len, "MX host %.40s is an IP address",
+			 c->name);
+		return false;
+	}
+	return true;
+}
+
+/* False when the request was failed here. */
+static bool mx_records(struct req *req, const struct ub_result *r)
+{
+	size_t n = 0, usable = 0, roots = 0;
+	struct mx_cand *c;
+	char why[128] = "no MX record";
+
+	while (r->data[n] != NULL)
+		n++;
+	c = calloc(n, sizeof(*c));
+	if (c == NULL) {
+		fail(req, DNS_TEMPFAIL, "%s: out of memory", req->name);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool root;
+
+		if (mx_parse((const unsigned char *)r->data[i], r->len[i],
+			     &c[usable], &root, why, sizeof(why))) {
+			c[usable].key = rng_next(req->dns);
+			usable++;
+		}
+		roots += root;
+	}
+	if (usable > 0)
+		mx_take(req, c, usable);
+	free(c);
+	if (usable > 0)
+		return true;
+	/* RFC 7505: a lone "0 ." says the domain takes no mail (any
+	 * set of only "." is read the same); a "." next to real hosts is
+	 * just a host we cannot use. Records that are broken otherwise are
+	 * the domain's to fix: the mail waits rather than bounces. */
+	if (roots == n)
+		fail(req, DNS_PERMFAIL, "%s: null MX: the domain accepts "
+					"no mail (RFC 7505)", req->name);
+	else
+		fail(req, DNS_TEMPFAIL, "%s: %s", req->name, why);
+	return false;
+}
+
+static void mx_answered(struct req *req)
+{
+	struct query *q = &req->q[0];
+	struct dns_route *rt = &req->route;
+	char why[96];
+
+	switch (outcome_of(q, why, sizeof(why))) {
+	case OUT_TEMP:
+		fail(req, DNS_TEMPFAIL, "%s: MX lookup failed: %s", req->name,
+		     why);
+		return;
+	case OUT_NXDOMAIN:
+		fail(req, DNS_PERMFAIL, "%s: domain not found (NXDOMAIN)",
+		     req->name);
+		return;
+	case OUT_NODATA:
+		/* RFC 5321 §5.1: no MX, so the domain is its own host. */
+		snprintf(rt->hosts[0].name, sizeof(rt->hosts[0].name), "%s",
+			 req->name);
+		rt->hosts[0].pref = 0;
+		rt->n_hosts = 1;
+		break;
+	case OUT_DATA:
+		if (!mx_records(req, q->res))
+			return;
+		break;
+	}
+	release_answers(req);
+	ask_addresses(req);
+}
+
+/* ---- address answers -------------------------------------------------- */
+
+/* The next rdata of `want` octets in r, if any. */
+static const char *next_addr(const struct ub_result *r, size_t *i,
+			     int want)
+{
+	while (r != NULL && r->data[*i] != NULL) {
+		size_t k = (*i)++;
+
+		if (r->len[k] == want)
+			return r->data[k];
+	}
+	return NULL;
+}
+
+/* The addresses of one host, AAAA and A interleaved (AAAA first) so
+ * that the DNS_MAX_ADDRS cap keeps both families and a delivery that
+ * walks the list in order switches family after each failure. Within a
+ * family the order is libunbound's. */
+static void host_addresses(struct req *req, struct dns_host *h,
+			   const struct ub_result *v6,
+			   const struct ub_result *v4)
+{
+	size_t i6 = 0, i4 = 0;
+	const char *a6 = next_addr(v6, &i6, 16);
+	const char *a4 = next_addr(v4, &i4, 4);
+
+	h->n_addrs = 0;
+	while ((a6 != NULL || a4 != NULL) && h->n_addrs < DNS_MAX_ADDRS) {
+		if (a6 != NULL) {
+			set_addr(&h->addrs[h->n_addrs++], AF_INET6, a6,
+				 req->port);
+			a6 = next_addr(v6, &i6, 16);
+		}
+		if (a4 != NULL && h->n_addrs < DNS_MAX_ADDRS) {
+			set_addr(&h->addrs[h->n_addrs++], AF_INET, a4,
+				 req->port);
+			a4 = next_addr(v4, &i4, 4);
+		}
+	}
+}
+
+static const struct ub_result *data_of(const struct query *q, bool *temp,
+				       char *why, size_t why_len)
+{
+	char here[96];
+
+	switch (outcome_of(q, here, sizeof(here))) {
+	case OUT_DATA:
+		return q->res;
+	case OUT_TEMP:
+		if (!*temp)
+			snprintf(why, why_len, "%s", here);
+		*temp = true;
+		break;
+	case OUT_NODATA:
+	case OUT_NXDOMAIN:
+		break;
+	}
+	return NULL;
+}
+
+static void addresses_answered(struct req *req)
+{
+	struct dns_route *rt = &req->route;
+	size_t kept = 0, asked = rt->n_hosts;
+	bool temp = false;
+	char why[96] = "", first_temp[256] = "";
+
+	for (size_t i = 0; i < asked; i++) {
+		bool was_temp = temp;
+		const struct ub_result *v6 = data_of(&req->q[2 * i], &temp,
+						     why, sizeof(why));
+		const struct ub_result *v4 = data_of(&req->q[2 * i + 1],
+						     &temp, why, sizeof(why));
+
+		if (temp && !was_temp)
+			snprintf(first_temp, sizeof(first_temp), "%s",
+				 rt->hosts[i].name);
+		host_addresses(req, &rt->hosts[i], v6, v4);
+		if (rt->hosts[i].n_addrs == 0)
+			continue;
+		if (kept != i)
+			rt->hosts[kept] = rt->hosts[i];
+		kept++;
+	}
+	rt->n_hosts = kept;
+	if (kept > 0) {
+		rt->status = DNS_OK;
+		finish(req);
+	} else if (temp) {
+		fail(req, DNS_TEMPFAIL, "%s: address lookup failed: %s",
+		     first_temp, why);
+	} else if (asked == 1) {
+		fail(req, DNS_PERMFAIL, "%s: no address", rt->hosts[0].name);
+	} else {
+		fail(req, DNS_PERMFAIL, "%s: no address for any of %zu hosts",
+		     req->name, asked);
+	}
+}
+
+/* ---- the loop side ---------------------------------------------------- */
+
+/* Answers are only taken in inside ub_process(); the stages move on after
+ * it has returned, so no libunbound call is made from its callback. */
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct dns *dns = w->data;
+	struct req *req;
+
+	(void)revents;
+	if (ub_process(dns->ub) != UB_NOERROR) {
+		/* Its thread is gone and the pipe would stay readable for
+		 * ever: stop watching; the deadlines answer what is left. */
+		log_msg(LOG_ERR, "dns", "libunbound's worker is gone; "
+					"lookups will time out");
+		ev_io_stop(loop, w);
+	}
+	while ((req = dns->ready) != NULL) {
+		dns->ready = req->next_ready;
+		if (req->stage == STAGE_MX)
+			mx_answered(req);
+		else if (req->stage == STAGE_ADDR)
+			addresses_answered(req);
+	}
+}
+
+/* ---- setting libunbound up -------------------------------------------- */
+
+static bool ub_ok(int rc, const char *what, char *err, size_t err_len)
+{
+	if (rc == UB_NOERROR)
+		return true;
+	snprintf(err, err_len, "dns: %s: %s", what, ub_strerror(rc));
+	return false;
+}
+
+static bool set_option(struct ub_ctx *ub, const char *name,
+		       const char *value, char *err, size_t err_len)
+{
+	return ub_ok(ub_ctx_set_option(ub, name, value), name, err, err_len);
+}
+
+static bool set_options(struct ub_ctx *ub, bool forwarders, char *err,
+			size_t err_len)
+{
+	static const char *const options[][2] = {
+		/* No trust anchor yet, so no validator: answers are taken
+		 * as they come. TLSA/DANE will need "validator iterator",
+		 * a trust anchor (ub_ctx_add_ta_autr) and a look at
+		 * ub_result.secure; outcome_of already fails bogus ones. */
+		{"module-config:", "iterator"},
+		/* A resolver that failed is asked again at once instead of
+		 * being skipped for infra-host-ttl (15 min): with one or two
+		 * resolvers there is nobody else to ask. */
+		{"infra-keep-probing:", "yes"},
+		/* The per-try timeout grows with backoff up to this (the
+		 * default is 120 s); DNS_TIMEOUT bounds the whole route. */
+		{"infra-cache-max-rtt:", "5000"},
+		/* Negative answers (NXDOMAIN, no MX) are kept at most a
+		 * minute, so a domain that fixes its DNS is seen again
+		 * soon; positive ones live as long as their TTL says. */
+		{"cache-max-negative-ttl:", "60"},
+		/* libunbound answers these from built-in zones (NXDOMAIN)
+		 * unless told otherwise; the site's resolvers decide. A
+		 * "transparent" zone without data asks them ("nodefault"
+		 * is not taken through ub_ctx_set_option). */
+		{"local-zone:", "test. transparent"},
+		{"local-zone:", "home.arpa. transparent"},
+		/* The servers asked are the ones named; 127.0.0.53 or a
+		 * local unbound is a normal choice. */
+		{"do-not-query-localhost:", "no"},
+	};
+
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+		if (!set_option(ub, options[i][0], options[i][1], err,
+				err_len))
+			return false;
+	/* With [dns] resolver set even "localhost" is theirs to answer,
+	 * not libunbound's built-in 127.0.0.1 and ::1. */
+	return !forwarders || set_option(ub, "local-zone:",
+					 "localhost. transparent", err,
+					 err_len);
+}
+
+static bool set_servers(struct ub_ctx *ub, const struct config *cfg,
+			char *err, size_t err_len)
+{
+	char what[128];
+
+	if (cfg->n_dns_resolvers == 0)
+		return ub_ok(ub_ctx_resolvconf(ub, NULL), "/etc/resolv.conf",
+			     err, err_len) &&
+		       ub_ok(ub_ctx_hosts(ub, NULL), "/etc/hosts", err,
+			     err_len);
+	for (size_t i = 0; i < cfg->n_dns_resolvers; i++) {
+		snprintf(what, sizeof(what), "resolver %s",
+			 cfg->dns_resolvers[i]);
+		if (!ub_ok(ub_ctx_set_fwd(ub, cfg->dns_resolvers[i]), what,
+			   err, err_len))
+			return false;
+	}
+	return true;
+}
+
+struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
+		    char *err, size_t err_len)
+{
+	struct dns *dns = calloc(1, sizeof(*dns));
+
+	if (dns == NULL) {
+		snprintf(err, err_len, "dns: out of memory");
+		return NULL;
+	}
+	dns->loop = loop;
+	dns->rng = rng_seed();
+	dns->ub = ub_ctx_create();
+	if (dns->ub == NULL) {
+		snprintf(err, err_len, "dns: cannot create a libunbound "
+				       "context");
+		free(dns);
+		return NULL;
+	}
+	if (!ub_ok(ub_ctx_async(dns->ub, 1), "threads", err, err_len) ||
+	    !set_options(dns->ub, cfg->n_dns_resolvers > 0, err, err_len) ||
+	    !set_servers(dns->ub, cfg, err, err_len)) {
+		ub_ctx_delete(dns->ub);
+		free(dns);
+		return NULL;
+	}
+	ev_io_init(&dns->io, on_readable, ub_fd(dns->ub), EV_READ);
+	dns->io.data = dns;
+	ev_io_start(loop, &dns->io);
+	ev_timer_init(&dns->kick, on_kick, 0., 0.);
+	dns->kick.data = dns;
+	return dns;
+}
+
+void dns_free(struct dns *dns)
+{
+	if (dns == NULL)
+		return;
+	ev_io_stop(dns->loop, &dns->io);
+	ev_timer_stop(dns->loop, &dns->kick);
+	/* Joins libunbound's thread and drops its queries without calling
+	 * back, so nothing points at a request any more. */
+	ub_ctx_delete(dns->ub);
+	for (size_t i = 0; i < N_BUCKETS; i++)
+		while (dns->buckets[i] != NULL)
+			req_free(dns->buckets[i]);
+	free(dns);
+}
+
+/* ---- the interface ---------------------------------------------------- */
+
+static struct req *start(struct dns *dns, const char *name, unsigned port,
+			 uint64_t id, dns_route_cb *cb, void *arg)
+{
+	struct req *req = req_new(dns, name, port, id, cb, arg);
+
+	if (req == NULL) {
+		struct dns_route *rt = calloc(1, sizeof(*rt));
+
+		/* Nothing to queue the answer on: say so now rather than
+		 * never, the lesser breach of the contract. */
+		if (rt != NULL) {
+			rt->status = DNS_TEMPFAIL;
+			snprintf(rt->error, sizeof(rt->error),
+				 "out of memory");
+		}
+		log_msg(LOG_ERR, "dns", "out of memory for %s", name);
+		if (rt != NULL)
+			cb(id, rt, arg);
+		free(rt);
+		return NULL;
+	}
+	ev_timer_start(dns->loop, &req->deadline);
+	return req;
+}
+
+void dns_mx_route(struct dns *dns, const char *domain, unsigned port,
+		  uint64_t id, dns_route_cb *cb, void *arg)
+{
+	char name[256];
+	bool valid = copy_name(domain, name, sizeof(name));
+	struct req *req = start(dns, valid ? name : domain, port, id, cb, arg);
+
+	if (req == NULL)
+		return;
+	if (!valid) {
+		fail(req, DNS_PERMFAIL, "invalid domain name");
+		return;
+	}
+	req->stage = STAGE_MX;
+	ask(req, &req->q[0], req->name, RR_MX);
+	if (req->in_flight == 0)
+		mx_answered(req);
+}
+
+void dns_host_route(struct dns *dns, const char *host, unsigned port,
+		    uint64_t id, dns_route_cb *cb, void *arg)
+{
+	struct req *req = start(dns, host, port, id, cb, arg);
+	struct dns_route *rt;
+
+	if (req == NULL)
+		return;
+	rt = &req->route;
+	snprintf(rt->hosts[0].name, sizeof(rt->hosts[0].name), "%s", host);
+	rt->n_hosts = 1;
+	if (parse_literal(host, port, &rt->hosts[0].addrs[0])) {
+		rt->hosts[0].n_addrs = 1;
+		rt->status = DNS_OK;
+		finish(req);
+		return;
+	}
+	if (!copy_name(host, rt->hosts[0].name, sizeof(rt->hosts[0].name))) {
+		fail(req, DNS_PERMFAIL, "%s: invalid host name", host);
+		return;
+	}
+	ask_addresses(req);
+}
+
+void dns_cancel(struct dns *dns, uint64_t id)
+{
+	struct req *req = *bucket(dns, id);
+
+	while (req != NULL) {
+		struct req *next = req->next;
+
+		if (req->id == id && !req->cancelled) {
+			req->cancelled = true;
+			ev_timer_stop(dns->loop, &req->deadline);
+			cancel_queries(req);
+			release_answers(req);
+			req_maybe_free(req);
+		}
+		req = next;
+	}
+}

@@ -1,0 +1,1095 @@
+/*
+ * delivery: the queue runner. Owns the in-memory messages and the jobs (one
+ * message × one recipient domain × one attempt); a job owns its smtp_client
+ * and holds a reference to the generation it started under. DNS answers come
+ * back by job id, so a job that is gone is simply not found.
+ *
+ * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
+ * bounced; 4xx, no connection, a TLS failure the level does not allow →
+ * the next address or MX, then deferred, retried (per recipient) after
+ * retry_min doubling to retry_max, bounced once the message is older than
+ * max_queue_lifetime. Every outcome is appended to the spool's state file
+ * before anything else happens, so a restart never delivers a sent
+ * recipient again; a bounced one stays owed until the DSN that reports it
+ * is synced ("notified"), and only then may the message go.
+ */
+#include "outbound/delivery.h"
+
+#include "core/config.h"
+#include "net/dns.h"
+#include "proto/dsn.h"
+#include "proto/envelope.h"
+#include "policy/generation.h"
+#include "core/netaddr.h"
+#include "core/log.h"
+#include "policy/policy.h"
+#include "spool/queue.h"
+#include "outbound/smtp_client.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Postfix's hopcount_limit: more Received: headers than this is a loop
+ * (an MX or next_hop pointing back at us, or two gateways in a circle). */
+enum { DSN_HEADER_MAX = 65536, MAX_HOPS = 50 };
+
+struct message {
+	struct message *next;
+	char qid[QUEUE_ID_LEN + 1];
+	struct envelope env;
+	enum rcpt_state *states;
+	bool *busy;	    /* tried in this round: set when a job takes the
+			       recipient, cleared when the round ends, so a
+			       deferral waits for its retry time */
+	bool *dsn_busy;	    /* in a DSN the sync thread still holds */
+	char **last_error;  /* per recipient, for the DSN and the queue */
+	double next_attempt; /* the earliest retry_at of a pending recipient */
+	double *retry_at;    /* per recipient: not before (0: at once) */
+	unsigned *tries;     /* per recipient: attempts made */
+	unsigned jobs;
+	unsigned dsns;	   /* DSNs being synced; the message waits for them */
+	unsigned hops;	   /* Received: headers in the message */
+	bool gone; /* its queue file was deleted (queue delete) */
+};
+
+struct job {
+	struct job *next;
+	uint64_t id;
+	struct delivery *d;
+	struct message *m;
+	struct generation *gen;
+	char domain[256];
+	size_t *index; /* recipients of m in this job */
+	struct client_rcpt *rcpts;
+	size_t n;
+	enum tls_level level;
+	struct dns_route route;
+	size_t host, addr;
+	bool no_tls;
+	struct queued_message file;
+	struct smtp_client *client;
+	char relay[340];   /* host[ip]:port of the current try */
+	char failure[800]; /* why the last try failed, for a deferral */
+};
+
+struct delivery {
+	struct ev_loop *loop;
+	struct queue *queue;
+	struct dns *dns;
+	struct generation *const *current;
+	struct message *messages;
+	struct job *jobs;
+	unsigned active;
+	uint64_t next_id;
+	ev_timer wake;
+	bool stopping;
+};
+
+static double now_s(struct delivery *d)
+{
+	return ev_now(d->loop);
+}
+
+static const struct config *cfg_now(const struct delivery *d)
+{
+	return (*d->current)->cfg;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+static unsigned count_hops(const struct queued_message *f);
+
+static void message_free(struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		free(m->last_error[i]);
+	free(m->last_error);
+	free(m->states);
+	free(m->busy);
+	free(m->dsn_busy);
+	free(m->retry_at);
+	free(m->tries);
+	envelope_free(&m->env);
+	free(m);
+}
+
+static struct message *message_load(struct delivery *d, const char *qid)
+{
+	struct message *m = calloc(1, sizeof(*m));
+	struct queued_message file;
+	char err[200];
+	size_t n;
+
+	if (m == NULL)
+		return NULL;
+	errno = 0;
+	if (!queue_open_message(d->queue, qid, &m->env, &file, err,
+				sizeof(err))) {
+		/* Gone (queue delete) is fine; unreadable as a queue file is
+		 * set aside rather than left to fail at every start. */
+		if (errno != ENOENT)
+			queue_quarantine(d->queue, qid);
+		log_msg(LOG_ERR, "delivery_load", "%s", err);
+		free(m);
+		return NULL;
+	}
+	/* Counted now, on the descriptor already open: not read again. */
+	m->hops = count_hops(&file);
+	close(file.fd);
+	n = m->env.n_rcpts;
+	memcpy(m->qid, qid, sizeof(m->qid));
+	m->states = calloc(n, sizeof(*m->states));
+	m->busy = calloc(n, sizeof(*m->busy));
+	m->dsn_busy = calloc(n, sizeof(*m->dsn_busy));
+	m->retry_at = calloc(n, sizeof(*m->retry_at));
+	m->tries = calloc(n, sizeof(*m->tries));
+	m->last_error = calloc(n, sizeof(*m->last_error));
+	if (!m->states || !m->busy || !m->dsn_busy || !m->last_error ||
+	    !m->retry_at || !m->tries) {
+		message_free(m);
+		return NULL;
+	}
+	queue_state_load(d->queue, qid, m->states, m->last_error, n);
+	m->next_attempt = now_s(d);
+	return m;
+}
+
+static bool message_pending(const struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_PENDING)
+			return true;
+	return false;
+}
+
+/* Lower-case domain of a recipient; <postmaster> is ours. */
+static void rcpt_domain(const struct delivery *d, const char *rcpt, char *out,
+			size_t len)
+{
+	const char *at = strrchr(rcpt, '@');
+
+	snprintf(out, len, "%s", at ? at + 1 : cfg_now(d)->hostname);
+	for (char *c = out; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+}
+
+/* ---- timing ------------------------------------------------------------ */
+
+/* Arms the timer for the next due message. One that is already due was
+ * held back by a concurrency limit: a finishing job kicks the runner, and
+ * a one-second poll covers the rest, so the loop never spins on it. */
+static void schedule(struct delivery *d)
+{
+	double next = INFINITY, now = now_s(d);
+
+	for (struct message *m = d->messages; m != NULL; m = m->next)
+		if (m->jobs == 0 && m->next_attempt < next)
+			next = m->next_attempt;
+	ev_timer_stop(d->loop, &d->wake);
+	if (next == INFINITY)
+		return;
+	ev_timer_set(&d->wake, next > now ? next - now : 1.0, 0);
+	ev_timer_start(d->loop, &d->wake);
+}
+
+/* Runs the queue from the loop, not from inside a job's callback. */
+static void kick(struct delivery *d)
+{
+	ev_timer_stop(d->loop, &d->wake);
+	ev_timer_set(&d->wake, 0, 0);
+	ev_timer_start(d->loop, &d->wake);
+}
+
+/* retry_min, doubling per attempt, up to retry_max (Postfix's
+ * minimal_backoff_time / maximal_backoff_time). */
+static double backoff(const struct config *cfg, unsigned attempts)
+{
+	double delay = cfg->retry_min;
+
+	for (unsigned i = 1; i < attempts && delay < cfg->retry_max; i++)
+		delay *= 2;
+	return delay < cfg->retry_max ? delay : cfg->retry_max;
+}
+
+/* ---- recording outcomes ------------------------------------------------ */
+
+static const char *state_word(enum rcpt_state st)
+{
+	return st == RCPT_SENT ? "sent" : st == RCPT_BOUNCED ? "bounced"
+							    : "deferred";
+}
+
+static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
+		     const char *reply, const struct client_result *r)
+{
+	struct logline l;
+
+	log_begin(&l, st == RCPT_PENDING ? LOG_WARN : LOG_INFO, "delivery");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "rcpt", "<%s>", j->rcpts[k].address);
+	log_kv(&l, "relay", "%s", j->relay[0] ? j->relay : "none");
+	log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
+	       r && r->tls_version[0] ? r->tls_version : "none");
+	if (r && r->tls_version[0])
+		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+	log_kv(&l, "status", "%s", state_word(st));
+	log_kv(&l, "attempt", "%u", j->m->tries[j->index[k]] + 1);
+	log_kv(&l, "reply", "%s", reply);
+	log_end(&l);
+}
+
+/* One recipient's outcome: spool state first, then memory and the log. */
+static void record(struct job *j, size_t k, enum rcpt_state st,
+		   const char *reply, const struct client_result *r)
+{
+	struct message *m = j->m;
+	size_t i = j->index[k];
+
+	queue_state_append(j->d->queue, m->qid, i, st, reply);
+	log_rcpt(j, k, st, reply, r);
+	m->tries[i]++;
+	if (st == RCPT_PENDING)
+		m->retry_at[i] = now_s(j->d) + backoff(cfg_now(j->d), m->tries[i]);
+	m->states[i] = st;
+	free(m->last_error[i]);
+	m->last_error[i] = strdup(reply);
+}
+
+static void record_all(struct job *j, enum rcpt_state st, const char *reply,
+		       const struct client_result *r)
+{
+	for (size_t k = 0; k < j->n; k++)
+		record(j, k, st, reply, r);
+}
+
+/* ---- DSN --------------------------------------------------------------- */
+
+/* A DSN on its way to the spool: which bounced recipients it covers. The
+ * message is not removed while one is in flight (m->dsns). */
+struct dsn_commit {
+	struct delivery *d;
+	struct message *m;
+	size_t n;
+	size_t index[];
+};
+
+static bool owes_dsn(const struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_BOUNCED)
+			return true;
+	return false;
+}
+
+static bool finish_if_done(struct delivery *d, struct message *m);
+
+static void mark_notified(struct delivery *d, struct message *m, size_t i,
+			  const char *why)
+{
+	queue_state_append(d->queue, m->qid, i, RCPT_NOTIFIED, why);
+	m->states[i] = RCPT_NOTIFIED;
+}
+
+/* Only now, with the DSN synced, are its recipients settled; a DSN that
+ * failed leaves them owed, for the next round to try again. */
+static void on_dsn_queued(void *owner, bool ok, const char *qid)
+{
+	struct dsn_commit *c = owner;
+	struct delivery *d = c->d;
+	struct message *m = c->m;
+	char why[64];
+
+	snprintf(why, sizeof(why), "DSN queued as %s", qid);
+	for (size_t k = 0; k < c->n; k++) {
+		m->dsn_busy[c->index[k]] = false;
+		if (ok)
+			mark_notified(d, m, c->index[k], why);
+	}
+	if (!ok) {
+		log_msg(LOG_ERR, "dsn_failed", "qid %s: the DSN did not reach "
+			"the spool; retried later", m->qid);
+		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
+	}
+	m->dsns--;
+	free(c);
+	if (d->stopping)
+		return;
+	if (ok)
+		delivery_add(d, qid);
+	finish_if_done(d, m);
+}
+
+/* The message's header section, read from an open queue file. */
+static char *read_headers(const struct queued_message *f, size_t *len)
+{
+	char *buf = malloc(DSN_HEADER_MAX), *end;
+	ssize_t n = buf ? pread(f->fd, buf, DSN_HEADER_MAX, f->body_offset) : -1;
+
+	*len = 0;
+	if (n <= 0) {
+		free(buf);
+		return NULL;
+	}
+	end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
+	*len = end ? (size_t)(end - buf) + 2 : (size_t)n;
+	return buf;
+}
+
+/* The original header section, for the DSN's third part. */
+static char *original_headers(struct delivery *d, struct message *m,
+			      size_t *len)
+{
+	struct envelope e;
+	struct queued_message f;
+	char err[200], *headers;
+
+	*len = 0;
+	if (!queue_open_message(d->queue, m->qid, &e, &f, err, sizeof(err)))
+		return NULL;
+	envelope_free(&e);
+	headers = read_headers(&f, len);
+	close(f.fd);
+	return headers;
+}
+
+static unsigned count_hops(const struct queued_message *f)
+{
+	size_t len;
+	char *h = read_headers(f, &len);
+	unsigned hops = 0;
+
+	for (size_t i = 0; h != NULL && i + 9 <= len; i++)
+		if ((i == 0 || h[i - 1] == '\n') &&
+		    strncasecmp(h + i, "Received:", 9) == 0)
+			hops++;
+	free(h);
+	return hops;
+}
+
+/* The enhanced status code in "550 5.1.1 text" or "5.1.2 text". */
+static void status_of(const char *reply, char *out, size_t len)
+{
+	const char *p = reply;
+	int a, b, c, used = 0;
+
+	if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
+	    isdigit((unsigned char)p[2]) && p[3] == ' ')
+		p += 4;
+	if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &used) == 3 && used > 0 &&
+	    (a == 2 || a == 4 || a == 5))
+		snprintf(out, len, "%d.%d.%d", a, b, c);
+	else
+		snprintf(out, len, "5.0.0");
+}
+
+/* The owed recipients not already in a DSN in flight, into `c`. */
+static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
+			char (*status)[16], struct dsn_commit *c)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		const char *why = m->last_error[i] ? m->last_error[i] : "";
+
+		if (m->states[i] != RCPT_BOUNCED || m->dsn_busy[i])
+			continue;
+		status_of(why, status[n], sizeof(status[n]));
+		out[n] = (struct dsn_rcpt){.address = m->env.rcpts[i],
+					   .action = DSN_FAILED,
+					   .status = status[n],
+					   .diagnostic = why};
+		c->index[n++] = i;
+	}
+	c->n = n;
+	return n;
+}
+
+static bool submit_dsn(struct delivery *d, struct message *m,
+		       struct dsn_input *in, struct dsn_commit *c)
+{
+	const struct config *cfg = cfg_now(d);
+	char *to[1] = {m->env.sender};
+	struct envelope e = {.sender = "", .rcpts = to, .n_rcpts = 1,
+			     .arrival = (long long)now_s(d),
+			     .helo = (char *)cfg->hostname};
+	size_t len = 0;
+	char *text;
+	bool ok;
+
+	snprintf(e.client, sizeof(e.client), "local");
+	in->headers = original_headers(d, m, &in->headers_len);
+	text = dsn_build(in, &len);
+	ok = text != NULL &&
+	     queue_submit(d->queue, &e, text, len, on_dsn_queued, c);
+	free((char *)in->headers);
+	free(text);
+	return ok;
+}
+
+/* Bounces go to the sender, never for a null sender (RFC 5321 §4.5.5):
+ * those recipients are settled at once. */
+static void send_dsn(struct delivery *d, struct message *m)
+{
+	size_t n = m->env.n_rcpts;
+	struct dsn_rcpt *rcpts = calloc(n, sizeof(*rcpts));
+	char (*status)[16] = calloc(n, sizeof(*status));
+	struct dsn_commit *c = calloc(1, sizeof(*c) + n * sizeof(size_t));
+	struct dsn_input in = {.hostname = cfg_now(d)->hostname,
+			       .qid = m->qid, .sender = m->env.sender,
+			       .arrival = (time_t)m->env.arrival,
+			       .now = (time_t)now_s(d), .rcpts = rcpts};
+
+	if (rcpts == NULL || status == NULL || c == NULL)
+		goto out;
+	in.n_rcpts = dsn_rcpts(m, rcpts, status, c);
+	if (in.n_rcpts == 0)
+		goto out;
+	if (m->env.sender[0] == '\0') {
+		for (size_t k = 0; k < c->n; k++)
+			mark_notified(d, m, c->index[k],
+				      "no DSN for the null sender");
+		goto out;
+	}
+	*c = (struct dsn_commit){.d = d, .m = m, .n = c->n};
+	for (size_t k = 0; k < c->n; k++)
+		m->dsn_busy[c->index[k]] = true;
+	m->dsns++;
+	if (submit_dsn(d, m, &in, c)) {
+		c = NULL; /* the queue holds it until on_dsn_queued */
+	} else {
+		log_msg(LOG_ERR, "dsn_failed", "qid %s: cannot queue the DSN; "
+			"retried later", m->qid);
+		for (size_t k = 0; k < c->n; k++)
+			m->dsn_busy[c->index[k]] = false;
+		m->dsns--;
+		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
+	}
+out:
+	free(c);
+	free(rcpts);
+	free(status);
+}
+
+/* ---- after an attempt -------------------------------------------------- */
+
+static void expire(struct delivery *d, struct message *m)
+{
+	char why[400];
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		if (m->states[i] != RCPT_PENDING)
+			continue;
+		snprintf(why, sizeof(why), "4.4.7 message expired after %u "
+			 "attempts: %s", m->tries[i],
+			 m->last_error[i] ? m->last_error[i] : "not delivered");
+		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
+		m->states[i] = RCPT_BOUNCED;
+		free(m->last_error[i]);
+		m->last_error[i] = strdup(why);
+	}
+}
+
+static void unlink_message(struct delivery *d, struct message *m)
+{
+	struct message **p = &d->messages;
+
+	while (*p != m)
+		p = &(*p)->next;
+	*p = m->next;
+}
+
+/* Each recipient waits for its own retry time: one held back by a
+ * concurrency limit has not been tried and is due at once. */
+static double earliest_retry(const struct message *m)
+{
+	double next = INFINITY;
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_PENDING && m->retry_at[i] < next)
+			next = m->retry_at[i];
+	return next;
+}
+
+/* A message goes only when nothing is pending, no DSN is owed or in flight
+ * and no job holds it; true when it went. */
+static bool finish_if_done(struct delivery *d, struct message *m)
+{
+	if (m->jobs > 0 || m->dsns > 0)
+		return false;
+	if (!m->gone && (message_pending(m) || owes_dsn(m)))
+		return false;
+	if (!m->gone)
+		log_msg(LOG_INFO, "removed", "qid %s: every recipient done",
+			m->qid);
+	queue_remove(d->queue, m->qid);
+	unlink_message(d, m);
+	message_free(m);
+	return true;
+}
+
+/* Every job of a round is back: bounce, retry, or finish the message. */
+static void round_done(struct delivery *d, struct message *m)
+{
+	const struct config *cfg = cfg_now(d);
+
+	if (m->gone) {
+		finish_if_done(d, m);
+		return;
+	}
+	memset(m->busy, 0, m->env.n_rcpts * sizeof(*m->busy));
+	if (message_pending(m) &&
+	    now_s(d) - (double)m->env.arrival > cfg->max_queue_lifetime)
+		expire(d, m);
+	send_dsn(d, m);
+	if (message_pending(m))
+		m->next_attempt = earliest_retry(m);
+	else
+		finish_if_done(d, m);
+}
+
+static void job_free(struct job *j)
+{
+	struct delivery *d = j->d;
+	struct job **p = &d->jobs;
+
+	while (*p != j)
+		p = &(*p)->next;
+	*p = j->next;
+	if (j->client != NULL)
+		smtp_client_abort(j->client);
+	dns_cancel(d->dns, j->id);
+	if (j->file.fd >= 0)
+		close(j->file.fd);
+	generation_release(j->gen);
+	free(j->index);
+	free(j->rcpts);
+	free(j);
+	d->active--;
+}
+
+static void job_done(struct job *j)
+{
+	struct delivery *d = j->d;
+	struct message *m = j->m;
+
+	job_free(j);
+	if (--m->jobs == 0)
+		round_done(d, m);
+	kick(d);
+}
+
+/* ---- trying hosts ------------------------------------------------------ */
+
+static void try_next(struct job *j);
+
+static void job_defer(struct job *j, const char *why)
+{
+	record_all(j, RCPT_PENDING, why, NULL);
+	job_done(j);
+}
+
+/* Keeps only the recipients still undecided (4xx) in the job, for the
+ * next MX host; returns how many there are. */
+static size_t keep_undecided(struct job *j)
+{
+	size_t kept = 0;
+
+	for (size_t k = 0; k < j->n; k++) {
+		if (j->m->states[j->index[k]] != RCPT_PENDING)
+			continue;
+		j->index[kept] = j->index[k];
+		j->rcpts[kept] = j->rcpts[k];
+		kept++;
+	}
+	j->n = kept;
+	return kept;
+}
+
+static bool more_hosts(const struct job *j)
+{
+	return j->host + 1 < j->route.n_hosts;
+}
+
+/* The transaction ended: 2xx sent, 5xx bounced; a 4xx goes to the next MX
+ * host while there is one, and is deferred after the last. */
+static void on_result(struct job *j, const struct client_result *r)
+{
+	bool next_mx = r->outcome == CLIENT_DONE && more_hosts(j);
+
+	for (size_t k = 0; k < j->n; k++) {
+		int code = j->rcpts[k].code;
+		const char *reply = j->rcpts[k].reply[0] ? j->rcpts[k].reply
+							 : r->reply;
+
+		if (r->outcome != CLIENT_DONE && code / 100 != 5)
+			record(j, k, RCPT_PENDING, r->reply, r);
+		else if (code / 100 == 2)
+			record(j, k, RCPT_SENT, reply, r);
+		else if (code / 100 == 5)
+			record(j, k, RCPT_BOUNCED, reply, r);
+		else if (next_mx)
+			snprintf(j->failure, sizeof(j->failure), "%s", reply);
+		else
+			record(j, k, RCPT_PENDING, reply, r);
+	}
+	if (next_mx && keep_undecided(j) > 0) {
+		j->host++;
+		j->addr = 0;
+		j->no_tls = false;
+		try_next(j);
+		return;
+	}
+	job_done(j);
+}
+
+/* Lost before the message went out: the 5xx recipients bounce, the rest try
+ * the next address or MX (after the dot they wait: it may have arrived).
+ * False when there is nowhere else to go. */
+static bool lost_elsewhere(struct job *j, const struct client_result *r)
+{
+	if (j->addr + 1 >= j->route.hosts[j->host].n_addrs && !more_hosts(j))
+		return false;
+	for (size_t k = 0; k < j->n; k++)
+		if (j->rcpts[k].code / 100 == 5)
+			record(j, k, RCPT_BOUNCED, j->rcpts[k].reply, r);
+	if (keep_undecided(j) == 0) {
+		job_done(j);
+		return true;
+	}
+	snprintf(j->failure, sizeof(j->failure), "4.4.2 %s: %s", j->relay,
+		 r->reply);
+	j->no_tls = false;
+	j->addr++;
+	try_next(j);
+	return true;
+}
+
+static void log_downgrade(const struct job *j, const char *why)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_WARN, "tls_downgrade");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "relay", "%s", j->relay);
+	log_kv(&l, "tls", "may");
+	log_kv(&l, "reason", "%s", why);
+	log_kv(&l, "msg", "no TLS with this host; going on in plaintext");
+	log_end(&l);
+}
+
+static void on_client(void *owner, const struct client_result *r)
+{
+	struct job *j = owner;
+
+	j->client = NULL;
+	if (r->starttls_refused[0] != '\0')
+		log_downgrade(j, r->starttls_refused);
+	switch (r->outcome) {
+	case CLIENT_DONE:
+		on_result(j, r);
+		return;
+	case CLIENT_LOST:
+		if (r->dot_sent || !lost_elsewhere(j, r))
+			on_result(j, r);
+		return;
+	case CLIENT_TLS_FAILED:
+		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {
+			/* may: the same host again at once, in plaintext. */
+			log_downgrade(j, r->reply);
+			j->no_tls = true;
+			try_next(j);
+			return;
+		}
+		snprintf(j->failure, sizeof(j->failure),
+			 "4.7.5 Cannot start TLS with %s: %s", j->relay,
+			 r->reply);
+		break;
+	case CLIENT_TLS_NOT_OFFERED:
+		snprintf(j->failure, sizeof(j->failure),
+			 "4.7.4 TLS is required, but was not offered by host %s",
+			 j->relay);
+		break;
+	case CLIENT_CONNECT_FAILED:
+		snprintf(j->failure, sizeof(j->failure),
+			 "4.4.1 %s: %s", j->relay, r->reply);
+		break;
+	}
+	j->no_tls = false;
+	j->addr++;
+	try_next(j);
+}
+
+static struct tls_config *level_config(const struct job *j)
+{
+	switch (j->level) {
+	case TLS_LEVEL_NONE:
+		return NULL;
+	case TLS_LEVEL_MAY:
+	case TLS_LEVEL_ENCRYPT:
+		return j->gen->clients.encrypt;
+	case TLS_LEVEL_VERIFY:
+		return j->gen->clients.verify;
+	}
+	return NULL;
+}
+
+static void describe_relay(struct job *j, const struct dns_host *h,
+			   const struct sockaddr_storage *a)
+{
+	char ip[64];
+
+	sockaddr_ip_text(a, ip, sizeof(ip));
+	snprintf(j->relay, sizeof(j->relay), "%.255s[%.63s]:%u", h->name, ip,
+		 sockaddr_port(a));
+}
+
+/* The next address of the current host, else the next host (next MX). */
+static void try_next(struct job *j)
+{
+	const struct config *cfg = j->gen->cfg;
+	struct client_job cj;
+	const struct dns_host *h;
+
+	while (j->host < j->route.n_hosts &&
+	       j->addr >= j->route.hosts[j->host].n_addrs) {
+		j->host++;
+		j->addr = 0;
+	}
+	if (j->host >= j->route.n_hosts) {
+		job_defer(j, j->failure[0] ? j->failure
+					    : "4.4.1 no host could be reached");
+		return;
+	}
+	h = &j->route.hosts[j->host];
+	describe_relay(j, h, &h->addrs[j->addr]);
+	cj = (struct client_job){
+		.addr = h->addrs[j->addr], .host = h->name,
+		.helo = cfg->hostname, .level = j->level,
+		.tls = level_config(j), .no_tls = j->no_tls,
+		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
+		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
+		.body_size = j->file.body_size, .body_type = j->m->env.body,
+		.smtputf8 = j->m->env.smtputf8,
+		.timeout = cfg->delivery_timeout,
+	};
+	for (size_t k = 0; k < j->n; k++) {
+		j->rcpts[k].code = 0;
+		j->rcpts[k].reply[0] = '\0';
+	}
+	j->client = smtp_client_start(j->d->loop, &cj, on_client, j);
+	if (j->client == NULL)
+		job_defer(j, "4.3.0 cannot start an SMTP client");
+}
+
+static struct job *find_job(struct delivery *d, uint64_t id)
+{
+	for (struct job *j = d->jobs; j != NULL; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+static void on_route(uint64_t id, const struct dns_route *route, void *arg)
+{
+	struct job *j = find_job(arg, id);
+	char why[300];
+
+	if (j == NULL)
+		return;
+	if (route->status == DNS_OK) {
+		j->route = *route;
+		try_next(j);
+		return;
+	}
+	snprintf(why, sizeof(why), "%s Host or domain name %s: %s",
+		 route->status == DNS_PERMFAIL ? "5.1.2" : "4.4.3",
+		 route->status == DNS_PERMFAIL ? "not found" : "lookup failed",
+		 route->error);
+	record_all(j, route->status == DNS_PERMFAIL ? RCPT_BOUNCED
+						    : RCPT_PENDING,
+		   why, NULL);
+	job_done(j);
+}
+
+/* ---- starting jobs ----------------------------------------------------- */
+
+static bool choose_level(struct job *j, const struct domain_rule *rule)
+{
+	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
+	struct policy_result r;
+
+	f.hostname = j->gen->cfg->hostname;
+	f.sender = j->m->env.sender;
+	f.recipient = j->rcpts[0].address;
+	f.domain = j->domain;
+	f.section = rule;
+	policy_call(j->gen->policy, &f, &r);
+	if (r.outcome == POLICY_LEVEL) {
+		j->level = r.level;
+		return true;
+	}
+	log_msg(LOG_ERR, "policy_error", "hook client_tls qid %s domain %s: %s",
+		j->m->qid, j->domain, r.text);
+	return false;
+}
+
+static void job_begin(struct job *j)
+{
+	const struct domain_rule *rule =
+		config_domain_rule(j->gen->cfg, j->domain, strlen(j->domain));
+	struct envelope e;
+	char err[200];
+
+	if (!queue_open_message(j->d->queue, j->m->qid, &e, &j->file, err,
+				sizeof(err))) {
+		/* Deleted (queue delete) or unreadable: nothing left to send. */
+		log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, err);
+		j->m->gone = true;
+		job_done(j);
+		return;
+	}
+	envelope_free(&e);
+	if (!choose_level(j, rule)) {
+		job_defer(j, "4.3.0 policy failure (client_tls)");
+		return;
+	}
+	if (rule != NULL && rule->next_hop != NULL) {
+		const char *colon = strrchr(rule->next_hop, ':');
+		char host[256];
+
+		snprintf(host, sizeof(host), "%.*s",
+			 (int)(colon - rule->next_hop), rule->next_hop);
+		dns_host_route(j->d->dns, host, (unsigned)atoi(colon + 1),
+			       j->id, on_route, j->d);
+	} else {
+		dns_mx_route(j->d->dns, j->domain, 25, j->id, on_route, j->d);
+	}
+}
+
+static unsigned active_for(const struct delivery *d, const char *domain)
+{
+	unsigned n = 0;
+
+	for (const struct job *j = d->jobs; j != NULL; j = j->next)
+		n += strcmp(j->domain, domain) == 0;
+	return n;
+}
+
+/* A job for the idle pending recipients of `m` in `domain`. */
+static struct job *job_new(struct delivery *d, struct message *m,
+			   const char *domain)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	size_t n = m->env.n_rcpts;
+
+	if (j == NULL || (j->index = calloc(n, sizeof(*j->index))) == NULL ||
+	    (j->rcpts = calloc(n, sizeof(*j->rcpts))) == NULL) {
+		if (j != NULL)
+			free(j->index);
+		free(j);
+		return NULL;
+	}
+	j->id = ++d->next_id;
+	j->d = d;
+	j->m = m;
+	j->gen = generation_retain(*d->current);
+	j->file.fd = -1;
+	snprintf(j->domain, sizeof(j->domain), "%s", domain);
+	for (size_t i = 0; i < n; i++) {
+		char dom[256];
+
+		if (m->states[i] != RCPT_PENDING || m->busy[i] ||
+		    m->retry_at[i] > now_s(d))
+			continue;
+		rcpt_domain(d, m->env.rcpts[i], dom, sizeof(dom));
+		if (strcmp(dom, domain) != 0)
+			continue;
+		m->busy[i] = true;
+		j->index[j->n] = i;
+		j->rcpts[j->n++].address = m->env.rcpts[i];
+	}
+	j->next = d->jobs;
+	d->jobs = j;
+	d->active++;
+	m->jobs++;
+	return j;
+}
+
+static void bounce_loop(struct delivery *d, struct message *m)
+{
+	char why[200];
+
+	snprintf(why, sizeof(why), "5.4.6 too many hops (%u Received: "
+		 "headers): mail forwarding loop", m->hops);
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		if (m->states[i] != RCPT_PENDING || m->busy[i])
+			continue;
+		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
+		m->states[i] = RCPT_BOUNCED;
+		free(m->last_error[i]);
+		m->last_error[i] = strdup(why);
+		log_msg(LOG_WARN, "loop", "qid %s rcpt <%s>: %s", m->qid,
+			m->env.rcpts[i], why);
+	}
+}
+
+/* Plans jobs for a due message's idle recipients, within the limits. */
+static void plan_message(struct delivery *d, struct message *m)
+{
+	const struct config *cfg = cfg_now(d);
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		char dom[256];
+
+		if (m->states[i] != RCPT_PENDING || m->busy[i] ||
+		    m->retry_at[i] > now_s(d))
+			continue;
+		if (d->active >= cfg->delivery_max_connections)
+			return;
+		rcpt_domain(d, m->env.rcpts[i], dom, sizeof(dom));
+		if (active_for(d, dom) < cfg->delivery_max_per_destination)
+			job_new(d, m, dom);
+	}
+}
+
+/* Plans every due message first and begins the jobs afterwards, by id: a
+ * job that ends at once (an unreadable file, a policy failure) may finish
+ * its message, which must not happen under the planning loop's feet. */
+static void run_queue(struct delivery *d)
+{
+	double now = now_s(d);
+	uint64_t first = d->next_id + 1, last;
+
+	if (d->stopping)
+		return;
+	for (struct message *m = d->messages, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->next_attempt > now)
+			continue;
+		if (message_pending(m) && m->hops > MAX_HOPS) {
+			bounce_loop(d, m);
+			send_dsn(d, m);
+			finish_if_done(d, m);
+		} else if (message_pending(m)) {
+			plan_message(d, m);
+		} else if (m->jobs == 0 && m->dsns == 0 && owes_dsn(m)) {
+			/* a DSN that failed, or one owed from before a
+			 * restart */
+			send_dsn(d, m);
+			finish_if_done(d, m);
+		}
+	}
+	last = d->next_id;
+	for (uint64_t id = first; id <= last; id++) {
+		struct job *j = find_job(d, id);
+
+		if (j != NULL)
+			job_begin(j);
+	}
+	schedule(d);
+}
+
+static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	run_queue(w->data);
+}
+
+/* ---- the interface ----------------------------------------------------- */
+
+struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
+			      struct dns *dns,
+			      struct generation *const *current)
+{
+	struct delivery *d = calloc(1, sizeof(*d));
+
+	if (d == NULL)
+		return NULL;
+	d->loop = loop;
+	d->queue = q;
+	d->dns = dns;
+	d->current = current;
+	ev_init(&d->wake, wake_cb);
+	d->wake.data = d;
+	return d;
+}
+
+void delivery_stop(struct delivery *d)
+{
+	if (d == NULL)
+		return;
+	d->stopping = true;
+	ev_timer_stop(d->loop, &d->wake);
+	while (d->jobs != NULL) {
+		d->jobs->m->jobs--;
+		job_free(d->jobs);
+	}
+}
+
+void delivery_free(struct delivery *d)
+{
+	if (d == NULL)
+		return;
+	delivery_stop(d);
+	while (d->messages != NULL) {
+		struct message *m = d->messages;
+
+		d->messages = m->next;
+		message_free(m);
+	}
+	free(d);
+}
+
+/* Takes a queued message in; false when there is nothing to do for it. */
+static bool admit_message(struct delivery *d, const char *qid)
+{
+	struct message *m;
+
+	if (d->stopping || (m = message_load(d, qid)) == NULL)
+		return false;
+	if (!message_pending(m) && !owes_dsn(m)) {
+		queue_remove(d->queue, qid);
+		message_free(m);
+		return false;
+	}
+	m->next = d->messages;
+	d->messages = m;
+	return true;
+}
+
+void delivery_add(struct delivery *d, const char *qid)
+{
+	if (admit_message(d, qid))
+		run_queue(d);
+}
+
+/* Every message first, then one run: a run per message would walk the
+ * whole queue each time (quadratic in its length, on the loop). */
+void delivery_load(struct delivery *d)
+{
+	size_t n;
+	char **ids = queue_list(d->queue, &n);
+
+	for (size_t i = 0; i < n; i++) {
+		admit_message(d, ids[i]);
+		free(ids[i]);
+	}
+	free(ids);
+	run_queue(d);
+}
+
+void delivery_flush(struct delivery *d)
+{
+	for (struct message *m = d->messages; m != NULL; m = m->next) {
+		m->next_attempt = 0;
+		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
+	}
+	run_queue(d);
+}

@@ -1,0 +1,1157 @@
+/*
+ * smtp_client: one outbound SMTP transaction (RFC 5321) as an explicit
+ * state machine on a conn. Every conn event ends in settle(), the one
+ * place that flushes, streams the body and, once the state is CS_DONE,
+ * reports and destroys the client; so `done` runs exactly once, from the
+ * loop, and no handler ever runs on a freed client.
+ */
+#include "outbound/smtp_client.h"
+
+#include "net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum {
+	REPLY_MAX_LINES = 100, /* lines in one reply */
+	BODY_CHUNK = 8192,     /* octets per pread */
+	BODY_MIN_CHUNK = 512,  /* smaller room waits for CONN_DRAINED */
+	BODY_TAIL = 16,	       /* CRLF for a held CR, CRLF, ".CRLF" */
+	DEFAULT_TIMEOUT = 300, /* job.timeout <= 0 */
+};
+
+/* QUIT is a courtesy: its 221 is not worth more than this. */
+static const double QUIT_WAIT = 2.0;
+static const double CONNECT_TIMEOUT = 30.0;
+static const double LAST_WORDS_WAIT = 5.0;
+
+enum client_state {
+	CS_CONNECT,	/* waiting for the TCP connection */
+	CS_BANNER,	/* waiting for the 220 greeting */
+	CS_EHLO,	/* EHLO sent */
+	CS_HELO,	/* HELO sent after EHLO was refused */
+	CS_STARTTLS,	/* STARTTLS sent */
+	CS_HANDSHAKE,	/* TLS handshake running */
+	CS_TRANSACTION, /* MAIL, RCPT, DATA sent (pipelined when offered) */
+	CS_BODY,	/* 354 received: streaming the message */
+	CS_DOT,		/* end of data sent: waiting for its reply */
+	CS_QUIT,	/* QUIT sent: waiting briefly for 221 */
+	CS_DONE,	/* finished: settle() reports and destroys */
+};
+
+/* Transaction commands, remembered in the order they went out so that
+ * pipelined replies find their command. */
+enum tx_cmd {
+	TX_MAIL,
+	TX_RCPT,
+	TX_DATA,
+	TX_DOT, /* the empty message after an unwanted 354 (RFC 2920 3.1) */
+};
+
+struct sent_cmd {
+	enum tx_cmd cmd;
+	size_t rcpt;
+};
+
+struct extensions {
+	bool starttls;
+	bool pipelining;
+	bool size;
+	uint64_t size_limit; /* 0: none announced */
+	bool eightbitmime;
+	bool smtputf8;
+};
+
+/* The reply being read, line by line. */
+struct reply {
+	int code;
+	unsigned lines;
+	char text[256]; /* "250 2.1.5 Ok"; the lines joined by spaces */
+	size_t len;
+};
+
+struct rcpt_track {
+	bool invalid;  /* refused locally: never sent */
+	bool accepted; /* RCPT got 2xx */
+};
+
+struct smtp_client {
+	struct conn conn;
+	struct client_job job;
+	client_done_cb *done;
+	void *owner;
+	enum client_state state;
+	struct client_result result;
+	bool result_final; /* the result stands, whatever happens next */
+	char peer[320];	   /* "host[ip]:port" for messages */
+	char servername[256];
+	struct extensions ext;
+	bool tls_active;
+	struct reply reply;
+	bool write_failed; /* output dropped: only listening now */
+	/* transaction */
+	struct rcpt_track *track;
+	struct sent_cmd *sent;
+	size_t n_sent, n_replied;
+	bool mail_sent, data_sent;
+	size_t next_rcpt;
+	size_t n_rcpt_sent, n_accepted;
+	bool tx_over; /* MAIL or DATA refused: send nothing more */
+	/* body */
+	uint64_t body_sent;
+	bool at_bol;	 /* the next octet starts a line */
+	bool pending_cr; /* a CR whose LF may come in the next chunk */
+};
+
+static double step_timeout(const struct smtp_client *c)
+{
+	return c->job.timeout > 0 ? c->job.timeout : DEFAULT_TIMEOUT;
+}
+
+static bool expects_reply(enum client_state st)
+{
+	switch (st) {
+	case CS_BANNER:
+	case CS_EHLO:
+	case CS_HELO:
+	case CS_STARTTLS:
+	case CS_TRANSACTION:
+	case CS_BODY: /* a server may refuse before the dot */
+	case CS_DOT:
+	case CS_QUIT:
+		return true;
+	case CS_CONNECT:
+	case CS_HANDSHAKE:
+	case CS_DONE:
+		break;
+	}
+	return false;
+}
+
+static void enter_state(struct smtp_client *c, enum client_state next)
+{
+	c->state = next;
+	if (next == CS_DOT)
+		c->result.dot_sent = true; /* from here a loss may duplicate */
+	switch (next) {
+	case CS_CONNECT:
+		/* Postfix's smtp_connect_timeout: a dead host costs 30 s,
+		 * not a whole step, before the next address is tried. */
+		conn_set_reading(&c->conn, false);
+		conn_set_timeout(&c->conn, step_timeout(c) < CONNECT_TIMEOUT
+						   ? step_timeout(c)
+						   : CONNECT_TIMEOUT);
+		break;
+	case CS_HANDSHAKE:
+		conn_set_reading(&c->conn, false);
+		conn_set_timeout(&c->conn, step_timeout(c));
+		break;
+	case CS_BANNER:
+	case CS_EHLO:
+	case CS_HELO:
+	case CS_STARTTLS:
+	case CS_TRANSACTION:
+	case CS_BODY:
+	case CS_DOT:
+		conn_set_reading(&c->conn, true);
+		conn_set_timeout(&c->conn, step_timeout(c));
+		break;
+	case CS_QUIT:
+		conn_set_reading(&c->conn, true);
+		conn_set_timeout(&c->conn, step_timeout(c) < QUIT_WAIT
+					       ? step_timeout(c)
+					       : QUIT_WAIT);
+		break;
+	case CS_DONE:
+		conn_set_reading(&c->conn, false);
+		conn_set_timeout(&c->conn, 0);
+		break;
+	}
+}
+
+/* ---- results ---------------------------------------------------------- */
+
+static void set_result(struct smtp_client *c, enum client_outcome outcome,
+		       int code, const char *text)
+{
+	c->result.outcome = outcome;
+	c->result.code = code;
+	snprintf(c->result.reply, sizeof(c->result.reply), "%s", text);
+}
+
+/* The transaction has its answer; what follows (QUIT) cannot change it. */
+static void settle_result(struct smtp_client *c, int code, const char *text)
+{
+	set_result(c, CLIENT_DONE, code, text);
+	c->result_final = true;
+}
+
+static void give_rcpt(struct client_rcpt *r, int code, const char *text)
+{
+	r->code = code;
+	snprintf(r->reply, sizeof(r->reply), "%s", text);
+}
+
+/* A refusal that covers the transaction: every recipient still in it gets
+ * the reply (only those whose RCPT was accepted, once RCPTs are known). */
+static void refuse_all(struct smtp_client *c, int code, const char *text,
+		       bool only_accepted)
+{
+	for (size_t i = 0; i < c->job.n_rcpts; i++) {
+		if (c->track[i].invalid ||
+		    (only_accepted && !c->track[i].accepted))
+			continue;
+		give_rcpt(&c->job.rcpts[i], code, text);
+	}
+	settle_result(c, code, text);
+}
+
+static void finish(struct smtp_client *c)
+{
+	enter_state(c, CS_DONE);
+}
+
+static void send_quit(struct smtp_client *c);
+
+/* Ends the session with a local reason. Before a final result the outcome
+ * depends on how far it got; a final result stands. */
+static void fail_session(struct smtp_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void fail_session(struct smtp_client *c, const char *fmt, ...)
+{
+	char text[sizeof(c->result.reply)];
+	enum client_outcome outcome = CLIENT_LOST;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (c->state == CS_CONNECT || c->state == CS_BANNER)
+		outcome = CLIENT_CONNECT_FAILED;
+	else if (c->state == CS_HANDSHAKE)
+		outcome = CLIENT_TLS_FAILED;
+	if (!c->result_final && c->state != CS_QUIT)
+		set_result(c, outcome, 0, text);
+	finish(c);
+}
+
+/* What was going on, in Postfix's words, for loss and timeout messages. */
+static const char *stage_text(const struct smtp_client *c)
+{
+	switch (c->state) {
+	case CS_CONNECT:
+		return "connecting";
+	case CS_BANNER:
+		return "receiving the initial server greeting";
+	case CS_EHLO:
+		return "performing the EHLO handshake";
+	case CS_HELO:
+		return "performing the HELO handshake";
+	case CS_STARTTLS:
+		return "sending STARTTLS";
+	case CS_HANDSHAKE:
+		return "performing the TLS handshake";
+	case CS_TRANSACTION:
+		if (c->n_replied < c->n_sent) {
+			switch (c->sent[c->n_replied].cmd) {
+			case TX_MAIL:
+				return "sending MAIL FROM";
+			case TX_RCPT:
+				return "sending RCPT TO";
+			case TX_DATA:
+				return "sending DATA command";
+			case TX_DOT:
+				return "sending end of data";
+			}
+		}
+		return "sending MAIL FROM";
+	case CS_BODY:
+		return "sending message body";
+	case CS_DOT:
+		return "sending end of data -- message may be sent more than "
+		       "once";
+	case CS_QUIT:
+		return "sending QUIT";
+	case CS_DONE:
+		break;
+	}
+	return "finishing";
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+/* Nothing that could end a command line early or smuggle another. */
+static bool clean_text(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	for (; s[n] != '\0'; n++)
+		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f || n >= max)
+			return false;
+	return true;
+}
+
+static bool write_command(struct smtp_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static bool write_command(struct smtp_client *c, const char *fmt, ...)
+{
+	char line[SMTP_COMMAND_LINE_MAX + 1];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n + 2 > SMTP_COMMAND_LINE_MAX)
+		return false;
+	memcpy(line + n, "\r\n", 2);
+	return conn_write(&c->conn, line, (size_t)n + 2);
+}
+
+static void send_hello(struct smtp_client *c, const char *verb,
+		       enum client_state next)
+{
+	const char *helo = c->job.helo;
+
+	if (helo == NULL || helo[0] == '\0' || !clean_text(helo, 255) ||
+	    strchr(helo, ' ') != NULL)
+		helo = "localhost";
+	memset(&c->ext, 0, sizeof(c->ext));
+	if (!write_command(c, "%s %s", verb, helo)) {
+		fail_session(c, "cannot send %s to %s", verb, c->peer);
+		return;
+	}
+	enter_state(c, next);
+}
+
+static void send_quit(struct smtp_client *c)
+{
+	if (!write_command(c, "QUIT")) {
+		finish(c);
+		return;
+	}
+	enter_state(c, CS_QUIT);
+}
+
+/* ---- the transaction -------------------------------------------------- */
+
+static void remember(struct smtp_client *c, enum tx_cmd cmd, size_t rcpt)
+{
+	c->sent[c->n_sent].cmd = cmd;
+	c->sent[c->n_sent].rcpt = rcpt;
+	c->n_sent++;
+}
+
+static bool write_mail(struct smtp_client *c)
+{
+	char params[96] = "";
+	size_t n = 0;
+
+	if (c->ext.size)
+		n += (size_t)snprintf(params + n, sizeof(params) - n,
+				      " SIZE=%llu",
+				      (unsigned long long)c->job.body_size);
+	if (c->ext.eightbitmime && c->job.body_type == SMTP_BODY_8BITMIME)
+		n += (size_t)snprintf(params + n, sizeof(params) - n,
+				      " BODY=8BITMIME");
+	if (c->job.smtputf8)
+		snprintf(params + n, sizeof(params) - n, " SMTPUTF8");
+	return write_command(c, "MAIL FROM:<%s>%s", c->job.sender, params);
+}
+
+/* DATA follows the RCPTs at once when pipelining (RFC 2920: its reply
+ * tells), otherwise only once a recipient has been accepted. */
+static bool data_wanted(const struct smtp_client *c)
+{
+	return c->ext.pipelining ? c->n_rcpt_sent > 0 : c->n_accepted > 0;
+}
+
+/* The next transaction command, if it may go now. False when nothing was
+ * written (nothing left, a reply to wait for, or no room). */
+static bool send_next_command(struct smtp_client *c)
+{
+	if (c->tx_over || c->write_failed ||
+	    (!c->ext.pipelining && c->n_sent != c->n_replied) ||
+	    conn_output_room(&c->conn) < SMTP_COMMAND_LINE_MAX)
+		return false;
+	if (!c->mail_sent) {
+		if (!write_mail(c))
+			return false;
+		c->mail_sent = true;
+		remember(c, TX_MAIL, 0);
+		return true;
+	}
+	while (c->next_rcpt < c->job.n_rcpts && c->track[c->next_rcpt].invalid)
+		c->next_rcpt++;
+	if (c->next_rcpt < c->job.n_rcpts) {
+		size_t i = c->next_rcpt++;
+
+		if (!write_command(c, "RCPT TO:<%s>", c->job.rcpts[i].address))
+			return false;
+		c->n_rcpt_sent++;
+		remember(c, TX_RCPT, i);
+		return true;
+	}
+	if (c->data_sent || !data_wanted(c) || !write_command(c, "DATA"))
+		return false;
+	c->data_sent = true;
+	remember(c, TX_DATA, 0);
+	return true;
+}
+
+static bool send_commands(struct smtp_client *c)
+{
+	bool any = false;
+
+	while (send_next_command(c))
+		any = true;
+	return any;
+}
+
+/* Locally refused recipients never go out: an address that could break
+ * the command line, or one too long for it. */
+static void check_rcpts(struct smtp_client *c)
+{
+	for (size_t i = 0; i < c->job.n_rcpts; i++) {
+		const char *a = c->job.rcpts[i].address;
+
+		if (a != NULL && a[0] != '\0' &&
+		    clean_text(a, SMTP_PATH_MAX - 2))
+			continue;
+		c->track[i].invalid = true;
+		give_rcpt(&c->job.rcpts[i], 501,
+			  "501 5.1.3 Bad recipient address syntax");
+	}
+}
+
+static void start_transaction(struct smtp_client *c)
+{
+	const struct client_job *j = &c->job;
+
+	if (c->ext.size && c->ext.size_limit > 0 &&
+	    j->body_size > c->ext.size_limit) {
+		refuse_all(c, 552,
+			   "552 5.3.4 Message size exceeds fixed limit "
+			   "of the receiving server",
+			   false);
+		send_quit(c);
+		return;
+	}
+	if (j->smtputf8 && !c->ext.smtputf8) {
+		refuse_all(c, 553,
+			   "553 5.6.7 SMTPUTF8 not supported by the "
+			   "receiving server",
+			   false);
+		send_quit(c);
+		return;
+	}
+	if (j->sender == NULL || !clean_text(j->sender, SMTP_PATH_MAX - 2)) {
+		refuse_all(c, 501, "501 5.1.7 Bad sender address syntax",
+			   false);
+		send_quit(c);
+		return;
+	}
+	enter_state(c, CS_TRANSACTION);
+	if (!send_commands(c))
+		fail_session(c, "cannot send MAIL FROM to %s", c->peer);
+}
+
+static bool is_2xx(int code)
+{
+	return code >= 200 && code < 300;
+}
+
+static void on_mail_reply(struct smtp_client *c)
+{
+	if (is_2xx(c->reply.code))
+		return;
+	refuse_all(c, c->reply.code, c->reply.text, false);
+	c->tx_over = true;
+}
+
+static void on_rcpt_reply(struct smtp_client *c, size_t i)
+{
+	if (c->tx_over)
+		return; /* MAIL was refused: these replies mean nothing */
+	give_rcpt(&c->job.rcpts[i], c->reply.code, c->reply.text);
+	if (is_2xx(c->reply.code)) {
+		c->track[i].accepted = true;
+		c->n_accepted++;
+	}
+}
+
+static void on_data_reply(struct smtp_client *c)
+{
+	if (c->tx_over || c->n_accepted == 0) {
+		/* Pipelined DATA without a recipient: a server that still
+		 * says 354 gets an empty message, ended at once. */
+		if (c->reply.code == 354 && write_command(c, "."))
+			remember(c, TX_DOT, 0);
+		c->tx_over = true;
+		return;
+	}
+	if (c->reply.code != 354) {
+		refuse_all(c, c->reply.code, c->reply.text, true);
+		c->tx_over = true;
+		return;
+	}
+	c->body_sent = 0;
+	c->at_bol = true; /* DATA's own CRLF starts the first line */
+	c->pending_cr = false;
+	enter_state(c, CS_BODY);
+}
+
+/* No recipient accepted: the last refusal is the answer. */
+static void no_recipients(struct smtp_client *c)
+{
+	for (size_t i = c->job.n_rcpts; i > 0; i--) {
+		const struct client_rcpt *r = &c->job.rcpts[i - 1];
+
+		if (r->code != 0) {
+			settle_result(c, r->code, r->reply);
+			return;
+		}
+	}
+	settle_result(c, 0, "no recipients");
+}
+
+static void on_transaction_reply(struct smtp_client *c)
+{
+	struct sent_cmd cmd;
+
+	if (c->n_replied == c->n_sent) {
+		fail_session(c, "unexpected reply from %s: %s", c->peer,
+			     c->reply.text);
+		return;
+	}
+	cmd = c->sent[c->n_replied++];
+	switch (cmd.cmd) {
+	case TX_MAIL:
+		on_mail_reply(c);
+		break;
+	case TX_RCPT:
+		on_rcpt_reply(c, cmd.rcpt);
+		break;
+	case TX_DATA:
+		on_data_reply(c);
+		break;
+	case TX_DOT:
+		break;
+	}
+	if (c->state != CS_TRANSACTION)
+		return;
+	send_commands(c);
+	if (c->n_replied < c->n_sent)
+		return;
+	/* Nothing outstanding and nothing more to send: it is over. */
+	if (!c->result_final)
+		no_recipients(c);
+	send_quit(c);
+}
+
+/* ---- the message ------------------------------------------------------ */
+
+/* Copies `len` octets of the stored message to `out` (room for 2 * len +
+ * 2): dot-stuffed, and every line ending a CRLF (a bare LF or bare CR
+ * becomes one, RFC 5321 2.3.8). A CR at the end of a chunk waits for the
+ * next octet. */
+static size_t stuff(struct smtp_client *c, const char *in, size_t len,
+		    char *out)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = in[i];
+
+		if (c->pending_cr) {
+			c->pending_cr = false;
+			out[n++] = '\r';
+			out[n++] = '\n';
+			c->at_bol = true;
+			if (ch == '\n')
+				continue;
+		}
+		if (ch == '\r') {
+			c->pending_cr = true;
+			continue;
+		}
+		if (ch == '\n') {
+			out[n++] = '\r';
+			out[n++] = '\n';
+			c->at_bol = true;
+			continue;
+		}
+		if (c->at_bol && ch == '.')
+			out[n++] = '.';
+		out[n++] = ch;
+		c->at_bol = false;
+	}
+	return n;
+}
+
+static void end_body(struct smtp_client *c)
+{
+	char tail[BODY_TAIL];
+	size_t n = 0;
+
+	if (c->pending_cr) {
+		memcpy(tail + n, "\r\n", 2);
+		n += 2;
+		c->at_bol = true;
+	}
+	if (!c->at_bol) {
+		memcpy(tail + n, "\r\n", 2);
+		n += 2;
+	}
+	memcpy(tail + n, ".\r\n", 3);
+	n += 3;
+	if (!conn_write(&c->conn, tail, n)) {
+		fail_session(c, "cannot send end of data to %s", c->peer);
+		return;
+	}
+	enter_state(c, CS_DOT);
+}
+
+/* One chunk of the message into the output buffer; false when there is
+ * not enough room (or the body is over). */
+static bool body_chunk(struct smtp_client *c)
+{
+	static char chunk[BODY_CHUNK];
+	static char out[2 * BODY_CHUNK + BODY_TAIL];
+	size_t room = conn_output_room(&c->conn);
+	uint64_t left = c->job.body_size - c->body_sent;
+	size_t want = room > BODY_TAIL ? (room - BODY_TAIL) / 2 : 0;
+	ssize_t got;
+
+	if (left == 0) {
+		if (room < BODY_TAIL)
+			return false;
+		end_body(c);
+		return false;
+	}
+	if (want > BODY_CHUNK)
+		want = BODY_CHUNK;
+	if (want > left)
+		want = (size_t)left;
+	if (want < BODY_MIN_CHUNK && want < left)
+		return false;
+	do
+		got = pread(c->job.body_fd, chunk, want,
+			    c->job.body_offset + (off_t)c->body_sent);
+	while (got < 0 && errno == EINTR);
+	if (got <= 0) {
+		/* No dot: the server must not take a truncated message. */
+		fail_session(c, "cannot read the queue file: %s",
+			     got < 0 ? strerror(errno)
+				     : "unexpected end of file");
+		return false;
+	}
+	if (!conn_write(&c->conn, out, stuff(c, chunk, (size_t)got, out))) {
+		fail_session(c, "cannot send the message to %s", c->peer);
+		return false;
+	}
+	c->body_sent += (uint64_t)got;
+	return true;
+}
+
+static void pump_body(struct smtp_client *c)
+{
+	/* Writing is progress too: the step timeout counts idleness. */
+	conn_set_timeout(&c->conn, step_timeout(c));
+	while (c->state == CS_BODY && body_chunk(c))
+		;
+}
+
+/* A reply before our dot: the server gave up on the message. */
+static void on_body_reply(struct smtp_client *c)
+{
+	if (c->reply.code < 400) {
+		fail_session(c, "unexpected reply from %s while %s: %s",
+			     c->peer, stage_text(c), c->reply.text);
+		return;
+	}
+	refuse_all(c, c->reply.code, c->reply.text, true);
+	finish(c); /* no QUIT: it would land inside the message */
+}
+
+static void on_dot_reply(struct smtp_client *c)
+{
+	refuse_all(c, c->reply.code, c->reply.text, true);
+	send_quit(c);
+}
+
+/* ---- greeting, EHLO, STARTTLS ----------------------------------------- */
+
+static void on_banner_reply(struct smtp_client *c)
+{
+	if (c->reply.code == 220) {
+		send_hello(c, "EHLO", CS_EHLO);
+		return;
+	}
+	set_result(c, CLIENT_CONNECT_FAILED, c->reply.code, c->reply.text);
+	c->result_final = true;
+	if (c->reply.code == 421)
+		finish(c); /* it is closing anyway */
+	else
+		send_quit(c); /* RFC 5321 3.1: after a 554 greeting */
+}
+
+static bool word_is(const char *w, size_t len, const char *word)
+{
+	return len == strlen(word) && strncasecmp(w, word, len) == 0;
+}
+
+static uint64_t parse_size(const char *s, size_t len)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	while (i < len && s[i] == ' ')
+		i++;
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return 0; /* beyond any message: as no limit */
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	return i == len ? v : 0;
+}
+
+static void parse_extension(struct extensions *e, const char *t, size_t len)
+{
+	size_t kw = 0;
+
+	while (kw < len && t[kw] != ' ')
+		kw++;
+	if (word_is(t, kw, "STARTTLS")) {
+		e->starttls = true;
+	} else if (word_is(t, kw, "PIPELINING")) {
+		e->pipelining = true;
+	} else if (word_is(t, kw, "8BITMIME")) {
+		e->eightbitmime = true;
+	} else if (word_is(t, kw, "SMTPUTF8")) {
+		e->smtputf8 = true;
+	} else if (word_is(t, kw, "SIZE")) {
+		e->size = true;
+		e->size_limit = parse_size(t + kw, len - kw);
+	}
+}
+
+static void send_starttls(struct smtp_client *c)
+{
+	if (!write_command(c, "STARTTLS")) {
+		fail_session(c, "cannot send STARTTLS to %s", c->peer);
+		return;
+	}
+	enter_state(c, CS_STARTTLS);
+}
+
+/* EHLO or HELO accepted: STARTTLS as the level asks, or the mail. */
+static void after_hello(struct smtp_client *c)
+{
+	const struct client_job *j = &c->job;
+	char text[sizeof(c->result.reply)];
+
+	if (c->tls_active || j->level == TLS_LEVEL_NONE) {
+		start_transaction(c);
+	} else if (j->level == TLS_LEVEL_MAY) {
+		if (c->ext.starttls && !j->no_tls && j->tls != NULL)
+			send_starttls(c);
+		else
+			start_transaction(c);
+	} else if (!c->ext.starttls) {
+		snprintf(text, sizeof(text),
+			 "TLS is required, but was not offered by %.200s",
+			 c->peer);
+		set_result(c, CLIENT_TLS_NOT_OFFERED, 0, text);
+		c->result_final = true;
+		send_quit(c);
+	} else if (j->tls == NULL) {
+		set_result(c, CLIENT_TLS_FAILED, 0,
+			   "no TLS client configuration for this level");
+		c->result_final = true;
+		send_quit(c);
+	} else {
+		send_starttls(c);
+	}
+}
+
+static void on_hello_reply(struct smtp_client *c)
+{
+	int code = c->reply.code;
+
+	if (code == 250) {
+		if (c->state == CS_HELO)
+			memset(&c->ext, 0, sizeof(c->ext));
+		after_hello(c);
+	} else if (code == 421) {
+		set_result(c, CLIENT_CONNECT_FAILED, code, c->reply.text);
+		c->result_final = true;
+		finish(c);
+	} else if (c->state == CS_EHLO && code >= 500) {
+		send_hello(c, "HELO", CS_HELO);
+	} else {
+		refuse_all(c, code, c->reply.text, false);
+		send_quit(c);
+	}
+}
+
+/* Plaintext that came with the 220 would count as TLS-protected replies
+ * (CVE-2011-0411, the client side): refuse to go on. */
+static void begin_tls(struct smtp_client *c)
+{
+	size_t len;
+
+	conn_input(&c->conn, &len);
+	enter_state(c, CS_HANDSHAKE);
+	if (len > 0) {
+		fail_session(c, "%s sent bytes after its 220 to STARTTLS",
+			     c->peer);
+		return;
+	}
+	if (!conn_starttls_client(&c->conn, c->job.tls, c->servername))
+		fail_session(c, "%s", conn_tls_error(&c->conn));
+}
+
+static void on_starttls_reply(struct smtp_client *c)
+{
+	int code = c->reply.code;
+	bool may = c->job.level == TLS_LEVEL_MAY;
+
+	if (code == 220) {
+		begin_tls(c);
+	} else if (may && code != 421) {
+		/* refused: on in plaintext, and the caller logs why */
+		snprintf(c->result.starttls_refused,
+			 sizeof(c->result.starttls_refused), "%.127s",
+			 c->reply.text);
+		start_transaction(c);
+	} else {
+		set_result(c, may ? CLIENT_CONNECT_FAILED : CLIENT_TLS_FAILED,
+			   code, c->reply.text);
+		c->result_final = true;
+		if (code == 421)
+			finish(c);
+		else
+			send_quit(c);
+	}
+}
+
+static void on_tls_ready(struct smtp_client *c)
+{
+	struct tls *t = c->conn.tls;
+	const char *version = tls_conn_version(t);
+	const char *cipher = tls_conn_cipher(t);
+
+	c->tls_active = true;
+	snprintf(c->result.tls_version, sizeof(c->result.tls_version), "%s",
+		 version ? version : "");
+	snprintf(c->result.tls_cipher, sizeof(c->result.tls_cipher), "%s",
+		 cipher ? cipher : "");
+	c->result.tls_verified = c->job.level == TLS_LEVEL_VERIFY;
+	send_hello(c, "EHLO", CS_EHLO); /* RFC 3207 4.2: start over */
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void on_reply(struct smtp_client *c)
+{
+	switch (c->state) {
+	case CS_BANNER:
+		on_banner_reply(c);
+		break;
+	case CS_EHLO:
+	case CS_HELO:
+		on_hello_reply(c);
+		break;
+	case CS_STARTTLS:
+		on_starttls_reply(c);
+		break;
+	case CS_TRANSACTION:
+		on_transaction_reply(c);
+		break;
+	case CS_BODY:
+		on_body_reply(c);
+		break;
+	case CS_DOT:
+		on_dot_reply(c);
+		break;
+	case CS_QUIT:
+		finish(c);
+		break;
+	case CS_CONNECT:
+	case CS_HANDSHAKE:
+	case CS_DONE:
+		break;
+	}
+}
+
+static void reply_append(struct reply *r, int code, const char *text,
+			 size_t len)
+{
+	if (r->lines == 1)
+		r->len = (size_t)snprintf(r->text, sizeof(r->text), "%d", code);
+	if (len > 0 && r->len + 1 < sizeof(r->text))
+		r->text[r->len++] = ' ';
+	for (size_t i = 0; i < len && r->len + 1 < sizeof(r->text); i++) {
+		unsigned char ch = (unsigned char)text[i];
+
+		r->text[r->len++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+	}
+	r->text[r->len] = '\0';
+}
+
+static void take_reply_line(struct smtp_client *c, const char *line, size_t len)
+{
+	struct smtp_reply_line rl;
+
+	if (!smtp_parse_reply_line(line, len, &rl)) {
+		fail_session(c, "malformed reply from %s while %s", c->peer,
+			     stage_text(c));
+		return;
+	}
+	if (++c->reply.lines > REPLY_MAX_LINES) {
+		fail_session(c, "reply too long from %s while %s", c->peer,
+			     stage_text(c));
+		return;
+	}
+	reply_append(&c->reply, rl.code, rl.text, rl.text_len);
+	if (c->state == CS_EHLO && c->reply.lines > 1)
+		parse_extension(&c->ext, rl.text, rl.text_len);
+	if (rl.more)
+		return;
+	c->reply.code = rl.code;
+	on_reply(c);
+	c->reply.lines = 0;
+	c->reply.len = 0;
+}
+
+static void process_input(struct smtp_client *c)
+{
+	while (expects_reply(c->state)) {
+		char line[SMTP_REPLY_LINE_MAX];
+		size_t len, line_len, n;
+		const char *in = conn_input(&c->conn, &len);
+		const char *lf = len > 0 ? memchr(in, '\n', len) : NULL;
+
+		line_len = lf != NULL ? (size_t)(lf - in) + 1 : len;
+		if (line_len > SMTP_REPLY_LINE_MAX) {
+			fail_session(c, "reply too long from %s while %s",
+				     c->peer, stage_text(c));
+			return;
+		}
+		if (lf == NULL)
+			return;
+		n = line_len - 1;
+		if (n > 0 && in[n - 1] == '\r')
+			n--;
+		memcpy(line, in, n);
+		conn_consume(&c->conn, line_len);
+		take_reply_line(c, line, n);
+	}
+}
+
+/* ---- events and lifecycle --------------------------------------------- */
+
+static void client_free(struct smtp_client *c)
+{
+	conn_stop(&c->conn);
+	free(c->track);
+	free(c->sent);
+	free(c);
+}
+
+/* Reports and destroys: the owner gets its result from a client that is
+ * already gone, so it may start the next one from the callback. */
+static void report(struct smtp_client *c)
+{
+	struct client_result r = c->result;
+	client_done_cb *done = c->done;
+	void *owner = c->owner;
+
+	client_free(c);
+	done(owner, &r);
+}
+
+/* A write failed, but a server that hangs up mid-way (a 5xx in the
+ * middle of the message, a 421 to pipelined commands) has usually said
+ * why first: stop writing and read its last replies. Once only. */
+static bool hear_last_words(struct smtp_client *c)
+{
+	if (c->write_failed || !expects_reply(c->state) ||
+	    c->state == CS_QUIT)
+		return false;
+	c->write_failed = true;
+	conn_discard_output(&c->conn);
+	/* Replies to what was never written will not come: a short grace
+	 * for the ones that might, not a whole step. */
+	conn_set_timeout(&c->conn, step_timeout(c) < LAST_WORDS_WAIT
+					   ? step_timeout(c)
+					   : LAST_WORDS_WAIT);
+	return true;
+}
+
+/* The end of every event. False when the client is gone. */
+static bool settle(struct smtp_client *c)
+{
+	for (;;) {
+		if (c->state == CS_DONE) {
+			report(c);
+			return false;
+		}
+		if (!conn_flush(&c->conn)) {
+			if (!hear_last_words(c))
+				fail_session(c, "lost connection with %s while %s",
+					     c->peer, stage_text(c));
+			continue;
+		}
+		if (conn_output_pending(&c->conn))
+			return true; /* CONN_DRAINED brings us back */
+		if (c->write_failed)
+			return true; /* reading the last replies */
+		if (c->state == CS_TRANSACTION && send_commands(c))
+			continue;
+		if (c->state != CS_BODY)
+			return true;
+		pump_body(c);
+	}
+}
+
+static void on_timeout(struct smtp_client *c)
+{
+	if (c->state == CS_QUIT) {
+		finish(c);
+		return;
+	}
+	if (c->state == CS_HANDSHAKE) {
+		fail_session(c, "TLS handshake with %s timed out", c->peer);
+		return;
+	}
+	if (c->state == CS_CONNECT) {
+		fail_session(c, "connect to %s: Connection timed out", c->peer);
+		return;
+	}
+	fail_session(c, "conversation with %s timed out while %s", c->peer,
+		     stage_text(c));
+}
+
+static void on_lost(struct smtp_client *c, enum conn_event ev)
+{
+	/* With output pending the error may have been the write's. */
+	if (ev == CONN_ERROR && conn_output_pending(&c->conn) &&
+	    hear_last_words(c))
+		return;
+	if (c->state == CS_CONNECT) {
+		fail_session(
+		    c, "connect to %s: %s", c->peer,
+		    strerror(c->conn.sock_error ? c->conn.sock_error : EIO));
+		return;
+	}
+	fail_session(c, "lost connection with %s while %s", c->peer,
+		     stage_text(c));
+}
+
+static bool on_conn_event(struct conn *conn, enum conn_event ev, void *owner)
+{
+	struct smtp_client *c = owner;
+
+	(void)conn;
+	switch ((int)ev) {
+	case CONN_CONNECTED:
+		enter_state(c, CS_BANNER);
+		break;
+	case CONN_DATAIN:
+		process_input(c);
+		break;
+	case CONN_DRAINED:
+		break; /* settle() sends what waited for room */
+	case CONN_TIMEOUT:
+		on_timeout(c);
+		break;
+	case CONN_EOF:
+	case CONN_ERROR:
+		on_lost(c, ev);
+		break;
+	case CONN_TLSREADY:
+		on_tls_ready(c);
+		break;
+	case CONN_TLSFAIL:
+		fail_session(c, "%s", conn_tls_error(&c->conn));
+		break;
+	default:
+		break;
+	}
+	return settle(c);
+}
+
+static void describe_peer(struct smtp_client *c)
+{
+	const struct sockaddr_storage *a = &c->job.addr;
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
+
+		inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof(ip));
+		port = ntohs(v4->sin_port);
+	} else if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
+
+		inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof(ip));
+		port = ntohs(v6->sin6_port);
+	}
+	if (c->job.host != NULL && c->job.host[0] != '\0')
+		snprintf(c->servername, sizeof(c->servername), "%s",
+			 c->job.host);
+	else
+		snprintf(c->servername, sizeof(c->servername), "%s", ip);
+	snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->servername, ip,
+		 port);
+}
+
+struct smtp_client *smtp_client_start(struct ev_loop *loop,
+				      const struct client_job *job,
+				      client_done_cb *done, void *owner)
+{
+	struct smtp_client *c = calloc(1, sizeof(*c));
+	size_t n = job->n_rcpts;
+
+	if (c == NULL)
+		return NULL;
+	c->track = calloc(n > 0 ? n : 1, sizeof(*c->track));
+	c->sent = calloc(n + 3, sizeof(*c->sent)); /* MAIL, RCPTs, DATA, . */
+	if (c->track == NULL || c->sent == NULL) {
+		free(c->track);
+		free(c->sent);
+		free(c);
+		return NULL;
+	}
+	c->job = *job;
+	c->done = done;
+	c->owner = owner;
+	for (size_t i = 0; i < n; i++)
+		give_rcpt(&c->job.rcpts[i], 0, "");
+	check_rcpts(c);
+	describe_peer(c);
+	conn_connect(&c->conn, loop, &c->job.addr, on_conn_event, c);
+	/* A reply must arrive whole within the step timeout: a peer that
+	 * drips a byte at a time must not hold a delivery slot for days. */
+	c->conn.deadline = true;
+	enter_state(c, CS_CONNECT);
+	return c;
+}
+
+void smtp_client_abort(struct smtp_client *c)
+{
+	if (c != NULL)
+		client_free(c);
+}

@@ -1,0 +1,89 @@
+/*
+ * smtp_client: one outbound SMTP transaction with one host, as an explicit
+ * state machine on a conn: connect, banner, EHLO (HELO fallback), STARTTLS
+ * as the level asks, EHLO again, MAIL, RCPT (pipelined when offered), DATA
+ * with the message streamed from the spool file, dot-stuffed, QUIT. It
+ * reports what happened; what that means for the queue (retry, next MX,
+ * bounce) is delivery.c's business.
+ */
+#ifndef SMTPGW_SMTP_CLIENT_H
+#define SMTPGW_SMTP_CLIENT_H
+
+#include "core/config.h"
+#include "proto/smtp_proto.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <tls.h>
+
+/* One recipient of the transaction; the client fills code and reply. */
+struct client_rcpt {
+	const char *address;
+	int code;	  /* RCPT reply, or the end-of-data reply when the
+			     RCPT was accepted; 0 when never asked */
+	char reply[256];  /* that reply's text, "250 2.1.5 Ok" */
+};
+
+/* Everything the client needs; all memory belongs to the caller and must
+ * outlive the client. */
+struct client_job {
+	struct sockaddr_storage addr; /* with the port */
+	const char *host;	      /* MX or next-hop name: logs, SNI and
+					 the name checked under verify */
+	const char *helo;	      /* our EHLO name */
+	enum tls_level level;
+	struct tls_config *tls;	      /* the level's config; NULL for none */
+	bool no_tls;		      /* may, after a failed handshake with
+					 this host: do not STARTTLS again */
+	const char *sender;	      /* "" for the null sender */
+	struct client_rcpt *rcpts;
+	size_t n_rcpts;
+	int body_fd;		      /* the spool file, read with pread */
+	off_t body_offset;	      /* where the message starts in it */
+	uint64_t body_size;	      /* octets from body_offset to EOF */
+	enum smtp_body_type body_type;
+	bool smtputf8;
+	double timeout;		      /* per step (RFC 5321 4.5.3.2) */
+};
+
+enum client_outcome {
+	CLIENT_DONE,	     /* the transaction got its final reply; see the
+				per-recipient codes (and `code` for MAIL or
+				DATA refusals that covered everyone) */
+	CLIENT_CONNECT_FAILED, /* no connection, no banner, or 421: try the
+				next host */
+	CLIENT_TLS_NOT_OFFERED, /* encrypt/verify, no STARTTLS in EHLO */
+	CLIENT_TLS_FAILED,   /* STARTTLS refused or the handshake failed */
+	CLIENT_LOST,	     /* connection lost or timed out mid-way */
+};
+
+struct client_result {
+	enum client_outcome outcome;
+	int code;	      /* the reply that ended it, when there was one */
+	char reply[256];      /* its text, or a local reason */
+	char tls_version[16]; /* "TLSv1.3", or "" when in plaintext */
+	char tls_cipher[64];
+	bool tls_verified;    /* chain and name checked (verify level) */
+	bool dot_sent;	      /* the end of data went out: after a loss the
+				 message may have arrived all the same */
+	char starttls_refused[128]; /* may: the refusal it went on in
+				       plaintext after, or "" */
+};
+
+struct smtp_client;
+
+typedef void client_done_cb(void *owner, const struct client_result *r);
+
+/* Starts the transaction; `done` is called exactly once, never from
+ * inside this call, unless the client is aborted first. */
+struct smtp_client *smtp_client_start(struct ev_loop *loop,
+				      const struct client_job *job,
+				      client_done_cb *done, void *owner);
+/* Stops at once: QUIT is not sent and `done` is not called. */
+void smtp_client_abort(struct smtp_client *c);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * generation: building, sharing and retiring configurations. Building does
+ * blocking work (reading files, maybe an RSA key): at start-up that is
+ * before the loop runs; on SIGHUP it is a short stall of the loop, accepted
+ * because a reload is rare and operator-driven.
+ */
+#include "policy/generation.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "policy/policy.h"
+#include "net/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#ifndef SMTPGW_LUA_DIR
+#define SMTPGW_LUA_DIR "lua"
+#endif
+
+static unsigned next_serial;
+
+const char *generation_lua_dir(void)
+{
+	const char *env = getenv("SMTPGW_LUA_DIR");
+
+	return env != NULL && env[0] != '\0' ? env : SMTPGW_LUA_DIR;
+}
+
+static void warn_expiring(const struct config *cfg)
+{
+	struct cert_info *certs;
+	size_t n;
+	char err[512];
+	time_t now = time(NULL);
+
+	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err)))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		long days = (long)((certs[i].not_after - now) / 86400);
+		struct logline l;
+
+		if (days >= 30)
+			continue;
+		log_begin(&l, LOG_WARN, "cert_expiry");
+		log_kv(&l, "cert", "%s", certs[i].name);
+		log_kv(&l, "days_left", "%ld", days);
+		log_kv(&l, "msg", "%s", days < 0 ? "expired" : "expires soon");
+		log_end(&l);
+	}
+	free(certs);
+}
+
+/* TLS is set up unless nothing could ever offer it: no script to choose
+ * a level and server_level = none. */
+static bool build_tls(struct generation *g, bool make_cert, char *err,
+		      size_t err_len)
+{
+	const struct config *cfg = g->cfg;
+	bool created = false;
+
+	if (cfg->policy_script == NULL && cfg->server_level == TLS_LEVEL_NONE)
+		return true;
+	if (!make_cert && !tls_store_has_pairs(cfg->cert_dir))
+		return true; /* a check: the Default Cert comes at start */
+	if (make_cert &&
+	    !tls_ensure_default_cert(cfg, &created, err, err_len))
+		return false;
+	if (created)
+		log_msg(LOG_INFO, "cert_created",
+			"Default Cert %s/default.crt (RSA 4096, SHA-256, "
+			"self-signed, CN=%s)",
+			cfg->cert_dir, cfg->hostname);
+	warn_expiring(cfg);
+	g->tls = tls_server_new(cfg, err, err_len);
+	return g->tls != NULL;
+}
+
+struct generation *generation_build(const char *config_path, bool make_cert,
+				    char *err, size_t err_len)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (g == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	g->refs = 1;
+	g->cfg = config_load(config_path, err, err_len);
+	if (g->cfg != NULL)
+		g->policy = policy_load(g->cfg, generation_lua_dir(), err,
+					err_len);
+	g->clients.encrypt_session = g->clients.verify_session = -1;
+	if (g->policy == NULL || !build_tls(g, make_cert, err, err_len) ||
+	    !tls_clients_new(g->cfg, &g->clients, err, err_len)) {
+		g->refs = 1;
+		generation_release(g);
+		return NULL;
+	}
+	g->serial = ++next_serial;
+	return g;
+}
+
+struct generation *generation_retain(struct generation *g)
+{
+	g->refs++;
+	return g;
+}
+
+void generation_release(struct generation *g)
+{
+	if (g == NULL || --g->refs > 0)
+		return;
+	tls_server_free(g->tls);
+	tls_clients_free(&g->clients);
+	policy_free(g->policy);
+	config_free(g->cfg);
+	free(g);
+}

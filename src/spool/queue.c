@@ -1,0 +1,769 @@
+/*
+ * queue: spool directories, queue ids, temp-file writing and the sync
+ * thread. The thread owns a commit from queue_commit until it is reported
+ * back on the loop through an ev_async; the loop then calls the owner (or
+ * removes an orphan's file) and frees the commit. Nothing else is shared
+ * between the threads, and that list is guarded by one mutex.
+ */
+#include "spool/queue.h"
+#include "proto/envelope.h"
+#include "core/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static const char QUEUE_MAGIC[] = "smtpgw-queue-file: 1\n";
+
+struct queue_commit {
+	struct queue_commit *next;
+	struct queue *q;
+	int fd;
+	char qid[QUEUE_ID_LEN + 1];
+	bool ok;
+	int error;
+	queue_commit_cb *cb;
+	void *owner;
+};
+
+struct queue {
+	char *dir;
+	int tmp_fd;
+	int queue_fd;
+	int state_fd;
+	struct ev_loop *loop;
+	ev_async done_async;
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct queue_commit *pending; /* newest first; guarded by mu */
+	struct queue_commit *done;    /* guarded by mu */
+	bool stopping;		      /* guarded by mu */
+	uint64_t last_id;
+	unsigned in_flight;
+};
+
+static bool mkdir_p(const char *path)
+{
+	char buf[4096];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return false;
+		*p = '/';
+	}
+	return mkdir(buf, 0700) == 0 || errno == EEXIST;
+}
+
+static int open_subdir(const char *spool, const char *name)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", spool, name);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return -1;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		fsync(fd);
+	return fd;
+}
+
+static bool is_queue_id(const char *name)
+{
+	size_t n = strspn(name, "0123456789abcdef");
+
+	return n == QUEUE_ID_LEN && name[n] == '\0';
+}
+
+/* A DIR over a dup of one of our directory descriptors. The dup shares
+ * the read position, so it must be rewound: an earlier scan left it at
+ * the end (and the next listing then saw no message at all). */
+static DIR *open_listing(int dir_fd)
+{
+	DIR *d = fdopendir(dup(dir_fd));
+
+	if (d != NULL)
+		rewinddir(d);
+	return d;
+}
+
+/* Every file in tmp/ is a message nobody was told 250 about. */
+static unsigned remove_partials(int dir_fd)
+{
+	DIR *d = open_listing(dir_fd);
+	struct dirent *e;
+	unsigned removed = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (unlinkat(dir_fd, e->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	fsync(dir_fd);
+	return removed;
+}
+
+static bool has_magic(int dir_fd, const char *name)
+{
+	char head[sizeof(QUEUE_MAGIC) - 1];
+	int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = read(fd, head, sizeof(head));
+	close(fd);
+	return n == (ssize_t)sizeof(head) &&
+	       memcmp(head, QUEUE_MAGIC, sizeof(head)) == 0;
+}
+
+static unsigned scan_queue(struct queue *q)
+{
+	DIR *d = open_listing(q->queue_fd);
+	struct dirent *e;
+	unsigned found = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		uint64_t id;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (!is_queue_id(e->d_name) ||
+		    !has_magic(q->queue_fd, e->d_name)) {
+			struct logline l;
+
+			log_begin(&l, LOG_WARN, "spool_unknown_file");
+			log_kv(&l, "file", "%s/queue/%s", q->dir, e->d_name);
+			log_end(&l);
+			continue;
+		}
+		found++;
+		id = strtoull(e->d_name, NULL, 16);
+		if (id > q->last_id)
+			q->last_id = id;
+	}
+	closedir(d);
+	return found;
+}
+
+static void sync_one(struct queue *q, struct queue_commit *c)
+{
+	c->ok = false;
+	if (fdatasync(c->fd) != 0) {
+		c->error = errno;
+		close(c->fd);
+		unlinkat(q->tmp_fd, c->qid, 0);
+		return;
+	}
+	close(c->fd);
+	if (renameat2(q->tmp_fd, c->qid, q->queue_fd, c->qid,
+		      RENAME_NOREPLACE) != 0) {
+		c->error = errno;
+		unlinkat(q->tmp_fd, c->qid, 0);
+		return;
+	}
+	c->ok = true;
+}
+
+/* A batch is durable only once the directory entry is; if that sync fails,
+ * none of the batch may be acknowledged. */
+static void sync_batch(struct queue *q, struct queue_commit *batch)
+{
+	bool renamed = false;
+
+	for (struct queue_commit *c = batch; c != NULL; c = c->next) {
+		sync_one(q, c);
+		renamed |= c->ok;
+	}
+	if (!renamed || fsync(q->queue_fd) == 0)
+		return;
+	for (struct queue_commit *c = batch; c != NULL; c = c->next) {
+		if (!c->ok)
+			continue;
+		c->ok = false;
+		c->error = errno;
+		unlinkat(q->queue_fd, c->qid, 0);
+	}
+}
+
+static struct queue_commit *reverse(struct queue_commit *list)
+{
+	struct queue_commit *out = NULL;
+
+	while (list != NULL) {
+		struct queue_commit *next = list->next;
+
+		list->next = out;
+		out = list;
+		list = next;
+	}
+	return out;
+}
+
+static void append_done(struct queue *q, struct queue_commit *batch)
+{
+	struct queue_commit *last = batch;
+
+	while (last->next != NULL)
+		last = last->next;
+	pthread_mutex_lock(&q->mu);
+	last->next = q->done;
+	q->done = batch;
+	pthread_mutex_unlock(&q->mu);
+	ev_async_send(q->loop, &q->done_async);
+}
+
+static void *sync_thread(void *arg)
+{
+	struct queue *q = arg;
+
+	for (;;) {
+		struct queue_commit *batch;
+
+		pthread_mutex_lock(&q->mu);
+		while (q->pending == NULL && !q->stopping)
+			pthread_cond_wait(&q->cv, &q->mu);
+		batch = reverse(q->pending);
+		q->pending = NULL;
+		pthread_mutex_unlock(&q->mu);
+		if (batch == NULL)
+			return NULL; /* stopping and nothing left */
+		sync_batch(q, batch);
+		append_done(q, batch);
+	}
+}
+
+static void report(struct queue *q, struct queue_commit *c)
+{
+	if (c->cb != NULL) {
+		if (!c->ok)
+			log_msg(LOG_ERR, "spool_sync_failed", "qid %s: %s",
+				c->qid, strerror(c->error));
+		c->cb(c->owner, c->ok, c->qid);
+	} else if (c->ok) {
+		struct logline l;
+
+		unlinkat(q->queue_fd, c->qid, 0);
+		log_begin(&l, LOG_INFO, "spool_orphan_removed");
+		log_kv(&l, "qid", "%s", c->qid);
+		log_end(&l);
+	}
+	q->in_flight--;
+	free(c);
+}
+
+static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct queue *q = w->data;
+	struct queue_commit *list;
+
+	(void)loop;
+	(void)revents;
+	pthread_mutex_lock(&q->mu);
+	list = reverse(q->done);
+	q->done = NULL;
+	pthread_mutex_unlock(&q->mu);
+	while (list != NULL) {
+		struct queue_commit *next = list->next;
+
+		report(q, list);
+		list = next;
+	}
+}
+
+static bool open_dirs(struct queue *q, char *err, size_t err_len)
+{
+	if (!mkdir_p(q->dir)) {
+		snprintf(err, err_len, "spool %s: %s", q->dir,
+			 strerror(errno));
+		return false;
+	}
+	q->tmp_fd = open_subdir(q->dir, "tmp");
+	q->queue_fd = open_subdir(q->dir, "queue");
+	q->state_fd = open_subdir(q->dir, "state");
+	if (q->tmp_fd < 0 || q->queue_fd < 0 || q->state_fd < 0) {
+		snprintf(err, err_len, "spool %s: %s", q->dir,
+			 strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* A state file without its message: the message was removed and the
+ * process stopped before the state file followed it. */
+static void remove_orphan_states(struct queue *q)
+{
+	DIR *d = open_listing(q->state_fd);
+	struct dirent *e;
+	struct stat st;
+
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (is_queue_id(e->d_name) &&
+		    fstatat(q->queue_fd, e->d_name, &st, 0) != 0)
+			unlinkat(q->state_fd, e->d_name, 0);
+	if (d != NULL)
+		closedir(d);
+}
+
+static void recover(struct queue *q)
+{
+	struct logline l;
+	unsigned removed = remove_partials(q->tmp_fd);
+	unsigned queued = scan_queue(q);
+
+	remove_orphan_states(q);
+
+	log_begin(&l, LOG_INFO, "spool_recover");
+	log_kv(&l, "spool", "%s", q->dir);
+	log_kv(&l, "queued", "%u", queued);
+	log_kv(&l, "partial_removed", "%u", removed);
+	log_end(&l);
+}
+
+struct queue *queue_open(const char *spool_dir, struct ev_loop *loop,
+			 char *err, size_t err_len)
+{
+	struct queue *q = calloc(1, sizeof(*q));
+
+	if (q == NULL || (q->dir = strdup(spool_dir)) == NULL) {
+		snprintf(err, err_len, "out of memory");
+		free(q);
+		return NULL;
+	}
+	q->tmp_fd = q->queue_fd = q->state_fd = -1;
+	q->loop = loop;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	if (!open_dirs(q, err, err_len)) {
+		queue_close(q);
+		return NULL;
+	}
+	recover(q);
+	ev_async_init(&q->done_async, done_cb);
+	q->done_async.data = q;
+	ev_async_start(loop, &q->done_async);
+	if (pthread_create(&q->thread, NULL, sync_thread, q) != 0) {
+		snprintf(err, err_len, "cannot start the sync thread");
+		queue_close(q);
+		return NULL;
+	}
+	q->thread_started = true;
+	return q;
+}
+
+void queue_close(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	if (q->thread_started) {
+		pthread_mutex_lock(&q->mu);
+		q->stopping = true;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->thread, NULL);
+		done_cb(q->loop, &q->done_async, 0);
+		ev_async_stop(q->loop, &q->done_async);
+	}
+	if (q->tmp_fd >= 0)
+		close(q->tmp_fd);
+	if (q->queue_fd >= 0)
+		close(q->queue_fd);
+	if (q->state_fd >= 0)
+		close(q->state_fd);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	free(q->dir);
+	free(q);
+}
+
+unsigned queue_in_flight(const struct queue *q)
+{
+	return q->in_flight;
+}
+
+void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1])
+{
+	struct timeval tv;
+	uint64_t now, id;
+
+	gettimeofday(&tv, NULL);
+	now = ((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec) << 12;
+	/* Monotonic even if the clock steps back or many arrive at once. */
+	id = now > q->last_id ? now : q->last_id + 1;
+	q->last_id = id;
+	snprintf(out, QUEUE_ID_LEN + 1, "%016" PRIx64, id);
+}
+
+bool spool_file_create(struct queue *q, const char *qid,
+		       struct spool_file *f)
+{
+	memset(f, 0, sizeof(*f));
+	memcpy(f->qid, qid, QUEUE_ID_LEN + 1);
+	f->fd = openat(q->tmp_fd, qid,
+		       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (f->fd < 0) {
+		log_msg(LOG_ERR, "spool_create_failed", "qid %s: %s", qid,
+			strerror(errno));
+		f->failed = true;
+		return false;
+	}
+	f->written = 0;
+	if (write(f->fd, QUEUE_MAGIC, sizeof(QUEUE_MAGIC) - 1) !=
+	    (ssize_t)sizeof(QUEUE_MAGIC) - 1)
+		f->failed = true;
+	return !f->failed;
+}
+
+void spool_file_write(struct spool_file *f, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0 && !f->failed) {
+		ssize_t n = write(f->fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			log_msg(LOG_ERR, "spool_write_failed", "qid %s: %s",
+				f->qid, strerror(errno));
+			f->failed = true;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+		f->written += (uint64_t)n;
+	}
+}
+
+void spool_file_abort(struct queue *q, struct spool_file *f)
+{
+	if (f->fd < 0)
+		return;
+	close(f->fd);
+	unlinkat(q->tmp_fd, f->qid, 0);
+	f->fd = -1;
+}
+
+struct queue_commit *queue_commit(struct queue *q, struct spool_file *f,
+				  queue_commit_cb *cb, void *owner)
+{
+	struct queue_commit *c;
+
+	if (f->failed || (c = calloc(1, sizeof(*c))) == NULL) {
+		spool_file_abort(q, f);
+		return NULL;
+	}
+	c->q = q;
+	c->fd = f->fd;
+	f->fd = -1;
+	memcpy(c->qid, f->qid, sizeof(c->qid));
+	c->cb = cb;
+	c->owner = owner;
+	q->in_flight++;
+	pthread_mutex_lock(&q->mu);
+	c->next = q->pending;
+	q->pending = c;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	return c;
+}
+
+void queue_commit_orphan(struct queue_commit *commit)
+{
+	commit->cb = NULL;
+	commit->owner = NULL;
+}
+
+/* ---- delivery's view ---------------------------------------------------- */
+
+enum { HEADER_READ = 16384, HEADER_MAX = 4 << 20 };
+
+/* Reads until the header's blank line is in the buffer. */
+static char *read_header(int fd, size_t *len)
+{
+	size_t cap = HEADER_READ;
+	char *buf = malloc(cap);
+
+	*len = 0;
+	while (buf != NULL) {
+		ssize_t n = pread(fd, buf + *len, cap - *len, (off_t)*len);
+
+		if (n <= 0)
+			return buf; /* the parser says what is missing */
+		*len += (size_t)n;
+		if (memmem(buf, *len, "\n\n", 2) != NULL || cap >= HEADER_MAX)
+			return buf;
+		if (*len == cap) {
+			char *grown = realloc(buf, cap * 2);
+
+			if (grown == NULL)
+				break;
+			buf = grown;
+			cap *= 2;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static bool open_message_at(int queue_fd, const char *qid, struct envelope *e,
+			    struct queued_message *m, char *err, size_t err_len)
+{
+	struct stat st;
+	size_t len, offset = 0;
+	char *header;
+
+	m->fd = openat(queue_fd, qid, O_RDONLY | O_CLOEXEC);
+	if (m->fd < 0 || fstat(m->fd, &st) != 0) {
+		snprintf(err, err_len, "queue/%s: %s", qid, strerror(errno));
+		if (m->fd >= 0)
+			close(m->fd);
+		return false;
+	}
+	header = read_header(m->fd, &len);
+	if (header != NULL)
+		offset = envelope_parse(header, len, e, err, err_len);
+	free(header);
+	if (offset == 0) {
+		close(m->fd);
+		return false;
+	}
+	m->body_offset = (off_t)offset;
+	m->body_size = (uint64_t)st.st_size - offset;
+	return true;
+}
+
+bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len)
+{
+	return open_message_at(q->queue_fd, qid, e, m, err, err_len);
+}
+
+static const char *const state_words[] = {
+	[RCPT_PENDING] = "deferred",
+	[RCPT_SENT] = "sent",
+	[RCPT_BOUNCED] = "bounced",
+	[RCPT_NOTIFIED] = "notified",
+};
+
+void queue_state_append(struct queue *q, const char *qid, size_t index,
+			enum rcpt_state state, const char *text)
+{
+	char line[600];
+	int fd = openat(q->state_fd, qid,
+			O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int n;
+
+	if (fd < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%zu %s %.500s\n", index,
+		     state_words[state], text);
+	for (char *c = line; c < line + n - 1; c++)
+		if (*c == '\n' || *c == '\r')
+			*c = ' ';
+	if (write(fd, line, (size_t)n) != n)
+		log_msg(LOG_ERR, "spool_state_failed", "state/%s: %s", qid,
+			strerror(errno));
+	close(fd);
+}
+
+/* Replays state/ID: the last line of a recipient gives its text; only
+ * "sent" and "bounced" change its state ("deferred" is a note). */
+static void load_states_at(int state_fd, const char *qid,
+			   enum rcpt_state *states, char **last, size_t n)
+{
+	int fd = openat(state_fd, qid, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	char line[700];
+
+	for (size_t i = 0; i < n; i++)
+		states[i] = RCPT_PENDING;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		size_t index;
+		char word[16];
+		int text = 0;
+
+		if (sscanf(line, "%zu %15s %n", &index, word, &text) < 2 ||
+		    index >= n)
+			continue;
+		if (strcmp(word, "sent") == 0)
+			states[index] = RCPT_SENT;
+		else if (strcmp(word, "bounced") == 0)
+			states[index] = RCPT_BOUNCED;
+		else if (strcmp(word, "notified") == 0)
+			states[index] = RCPT_NOTIFIED;
+		if (last != NULL && text > 0) {
+			line[strcspn(line, "\n")] = '\0';
+			free(last[index]);
+			last[index] = strdup(line + text);
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+	else if (fd >= 0)
+		close(fd);
+}
+
+void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
+		      char **last, size_t n)
+{
+	load_states_at(q->state_fd, qid, states, last, n);
+}
+
+/* ---- the spool without a running queue (the queue command) ------------- */
+
+static int open_dir(const char *spool, const char *name)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", spool, name);
+	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+bool spool_read_message(const char *spool, const char *qid,
+			struct envelope *e, struct queued_message *m,
+			enum rcpt_state **states, char ***last, char *err,
+			size_t err_len)
+{
+	int queue_fd = open_dir(spool, "queue"), state_fd = -1;
+	bool ok = queue_fd >= 0 &&
+		  open_message_at(queue_fd, qid, e, m, err, err_len);
+
+	if (queue_fd < 0)
+		snprintf(err, err_len, "%s/queue: %s", spool, strerror(errno));
+	if (queue_fd >= 0)
+		close(queue_fd);
+	if (!ok)
+		return false;
+	*states = calloc(e->n_rcpts, sizeof(**states));
+	*last = calloc(e->n_rcpts, sizeof(**last));
+	if (*states == NULL || *last == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return false;
+	}
+	if ((state_fd = open_dir(spool, "state")) >= 0) {
+		load_states_at(state_fd, qid, *states, *last, e->n_rcpts);
+		close(state_fd);
+	}
+	return true;
+}
+
+bool spool_remove(const char *spool, const char *qid)
+{
+	int queue_fd = open_dir(spool, "queue"), state_fd = open_dir(spool, "state");
+	bool ok = is_queue_id(qid) && queue_fd >= 0 &&
+		  unlinkat(queue_fd, qid, 0) == 0;
+
+	if (ok && state_fd >= 0)
+		unlinkat(state_fd, qid, 0);
+	if (queue_fd >= 0)
+		close(queue_fd);
+	if (state_fd >= 0)
+		close(state_fd);
+	return ok;
+}
+
+char **spool_list(const char *spool, size_t *n)
+{
+	struct queue q = {.queue_fd = open_dir(spool, "queue")};
+	char **ids = q.queue_fd >= 0 ? queue_list(&q, n) : NULL;
+
+	if (q.queue_fd >= 0)
+		close(q.queue_fd);
+	else
+		*n = 0;
+	return ids;
+}
+
+void queue_quarantine(struct queue *q, const char *qid)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/corrupt", q->dir);
+	fd = open_subdir(q->dir, "corrupt");
+	if (fd < 0 || renameat(q->queue_fd, qid, fd, qid) != 0)
+		log_msg(LOG_ERR, "spool_corrupt", "queue/%s: cannot move it to "
+			"%s: %s", qid, path, strerror(errno));
+	else
+		log_msg(LOG_ERR, "spool_corrupt", "queue/%s is not a valid "
+			"queue file: moved to %s/%s", qid, path, qid);
+	unlinkat(q->state_fd, qid, 0);
+	if (fd >= 0)
+		close(fd);
+}
+
+void queue_remove(struct queue *q, const char *qid)
+{
+	unlinkat(q->queue_fd, qid, 0);
+	unlinkat(q->state_fd, qid, 0);
+}
+
+char **queue_list(struct queue *q, size_t *n)
+{
+	DIR *d = open_listing(q->queue_fd);
+	struct dirent *e;
+	char **ids = NULL;
+
+	*n = 0;
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		char **grown;
+
+		if (!is_queue_id(e->d_name))
+			continue;
+		grown = realloc(ids, (*n + 1) * sizeof(*ids));
+		if (grown == NULL)
+			break;
+		ids = grown;
+		if ((ids[*n] = strdup(e->d_name)) != NULL)
+			(*n)++;
+	}
+	if (d != NULL)
+		closedir(d);
+	return ids;
+}
+
+bool queue_submit(struct queue *q, const struct envelope *e,
+		  const char *content, size_t len, queue_commit_cb *cb,
+		  void *owner)
+{
+	struct spool_file f;
+	struct envelope own = *e;
+	size_t header_len;
+	char *header;
+
+	queue_new_id(q, own.qid);
+	if (!spool_file_create(q, own.qid, &f))
+		return false;
+	header = envelope_format(&own, &header_len);
+	if (header != NULL)
+		spool_file_write(&f, header, header_len);
+	else
+		f.failed = true;
+	free(header);
+	spool_file_write(&f, content, len);
+	return queue_commit(q, &f, cb, owner) != NULL;
+}
