@@ -37,8 +37,7 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check deps-postfix unit clean fuzz format bench \
-	bench-postfix
+.PHONY: all run check deps deps-check deps-postfix unit clean fuzz format bench
 
 all: build/smtpgw
 
@@ -143,6 +142,18 @@ BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/core/config.c \
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 
+# The C load generator and sink behind every figure of `make bench`.
+build/bench/loadgen: spec/bench/loadgen.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_RELEASE) -o $@ $< -l:libev.a -ltls -lssl -lcrypto
+
+build/bench/sink: spec/bench/sink.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_RELEASE) -o $@ $< -l:libev.a -ltls -lssl -lcrypto
+
+# smtpgw and a private Postfix side by side (README "Performance"): root,
+# sealed in a network namespace with only lo. ROUNDS=3 WORKERS=1,2 RELAY_N=
+# TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py).
 bench: deps build/bench_policy
 	@mkdir -p build/bench
 	@for p in try require require_verify; do \
@@ -150,14 +161,15 @@ bench: deps build/bench_policy
 			"$(CURDIR)" $$p > build/bench/$$p.ini; done
 	./build/bench_policy build/bench/try.ini build/bench/require.ini \
 		build/bench/require_verify.ini
-	$(MAKE) --no-print-directory deps-check build/smtpgw
-	rm -rf build/bench/gw
-	/usr/bin/python3 spec/bench/bench_gateway.py $(CURDIR)/build/smtpgw \
-		$(CURDIR)/build/bench/gw
-
-# The same relay load against a private Postfix (README "Performance").
-bench-postfix: deps-check
-	./spec/bench/bench_postfix.sh
+	$(MAKE) --no-print-directory deps-check build/smtpgw build/bench/loadgen \
+		build/bench/sink
+	$(call install_missing,linux-perf)
+	rm -rf build/bench/run
+	{ unshare --net -- sh -c 'ip link set lo up && exec /usr/bin/python3 \
+		spec/bench/bench.py $(CURDIR)/build/smtpgw \
+		$(CURDIR)/build/bench/loadgen $(CURDIR)/build/bench/sink \
+		$(CURDIR)/build/bench/run'; echo $$? >build/bench/rc; } 2>&1 | \
+		tee build/bench/results.txt; exit $$(cat build/bench/rc)
 
 format:
 	clang-format -i src/*.c src/*/*.c src/*/*.h spec/c/*.c
