@@ -464,7 +464,8 @@ def perf_syscalls(mta):
     os.mkfifo(ack)
     mta.start(["perf", "stat", "-x", ",", "-o", out, "-D", "-1",
                "--control", "fifo:%s,%s" % (ctl, ack),
-               "-e", "raw_syscalls:sys_enter", "-e", "syscalls:sys_enter_*"])
+               "-e", "raw_syscalls:sys_enter", "-e", "raw_syscalls:sys_exit",
+               "--filter", "ret < 0", "-e", "syscalls:sys_enter_*"])
     with open(ctl, "w") as c, open(ack) as a:
         relay_round(mta, 100)  # warm: Postfix starts its daemons
         c.write("enable\n")
@@ -475,7 +476,7 @@ def perf_syscalls(mta):
         c.flush()
         a.readline()
     mta.stop()
-    total, per = 0, []
+    total, failed, per = 0, 0, []
     with open(out) as f:
         for line in f:
             w = line.strip().split(",")
@@ -483,12 +484,15 @@ def perf_syscalls(mta):
                 continue
             if w[2] == "raw_syscalls:sys_enter":
                 total = int(w[0])
+            elif w[2] == "raw_syscalls:sys_exit":
+                failed = int(w[0])
             elif int(w[0]) > 0:
                 per.append((int(w[0]), w[2].replace("syscalls:sys_enter_", "")))
     if total == 0:
         raise Fail("perf counted no system calls for %s" % mta.name)
     per.sort(reverse=True)
-    return total / SYSCALL_N, [(c / SYSCALL_N, name) for c, name in per]
+    return (total / SYSCALL_N, failed / SYSCALL_N,
+            [(c / SYSCALL_N, name) for c, name in per])
 
 
 # ---- tables ----
@@ -594,6 +598,10 @@ def main():
     report(ws, relay, tls, mem, gw_sys, pf_sys)
 
 
+def wlabel(w):
+    return "smtpgw workers=%d" % w if w else "smtpgw (one process)"
+
+
 def col(results, key):
     return [x[key] for x in results]
 
@@ -615,11 +623,15 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
                col(relay["pf"], "p99"), 1)])
     rows = []
     for w in ws:
-        name = "w=%s " % w if w else ""
+        name = "workers=%s " % w if w else ""
         rows += [(name + "accepted msg/s", col(tls[w], "rate"),
                   col(tls["pf"], "rate"), 0),
                  (name + "CPU ms per message", col(tls[w], "cpu_ms"),
-                  col(tls["pf"], "cpu_ms"), 2)]
+                  col(tls["pf"], "cpu_ms"), 2),
+                 (name + "latency p50 ms", col(tls[w], "p50"),
+                  col(tls["pf"], "p50"), 1),
+                 (name + "latency p99 ms", col(tls[w], "p99"),
+                  col(tls["pf"], "p99"), 1)]
     table("(b) STARTTLS inbound, RSA-4096 Default Cert (same cert for "
           "Postfix), %d sessions, 1 message per connection, %d per round"
           % (SESSIONS, TLS_N), rows)
@@ -634,7 +646,7 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
           % (IDLE_N, PF_IDLE_N))
     print("  %-24s %-12s %-12s" % ("", "plain", "STARTTLS"))
     for w in ws:
-        print("  %-24s %-12.1f %-12.1f" % ("smtpgw workers=%s" % w,
+        print("  %-24s %-12.1f %-12.1f" % (wlabel(w),
                                            mem[w][0], mem[w][1]))
     print("  %-24s %-12.1f %-12.1f" % ("Postfix", mem["pf"][0],
                                        mem["pf"][1]))
@@ -644,9 +656,13 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
     print("\n(d) system calls per relayed message (perf stat "
           "raw_syscalls:sys_enter, whole process tree, %d messages of (a)'s "
           "load, separate run)" % SYSCALL_N)
-    print("  %-24s %-12.1f %-12.1f %.2f" % ("smtpgw / Postfix", gw_sys[0],
+    print("  %-24s %-12s %-12s %s" % ("", "smtpgw", "Postfix",
+                                     "smtpgw/Postfix"))
+    print("  %-24s %-12.1f %-12.1f %.2f" % ("system calls", gw_sys[0],
                                            pf_sys[0], gw_sys[0] / pf_sys[0]))
-    for name, (total, per) in (("smtpgw", gw_sys), ("Postfix", pf_sys)):
+    print("  %-24s %-12.1f %-12.1f" % ("of which failed (ret<0)", gw_sys[1],
+                                      pf_sys[1]))
+    for name, (total, _, per) in (("smtpgw", gw_sys), ("Postfix", pf_sys)):
         print("  %s top: %s" % (name, ", ".join(
             "%s %.1f" % (n, c) for c, n in per[:14])))
 
