@@ -549,7 +549,7 @@ def ensure_user():
     if "user" not in KEYS:
         return
     if subprocess.run(["id", "smtpgw"], capture_output=True).returncode:
-        subprocess.run(["useradd", "--system", "--no-create-home",
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                         "--shell", "/usr/sbin/nologin", "smtpgw"],
                        check=True)
 
