@@ -27,6 +27,7 @@ Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 SYSCALL_N (1000). Every process started here is stopped by its PID.
 """
 import os
+import resource
 import select
 import shutil
 import signal
@@ -185,8 +186,12 @@ def parse_loadgen(out):
 def loadgen(port, n, tls=False):
     argv = [LOADGEN, "-c", str(SESSIONS), "-m", "1", "-s", str(SIZE),
             "-n", str(n)] + (["-t"] if tls else []) + ["%s:%d" % (HOST, port)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = parse_loadgen(p.stdout)
+    res["client_ms"] = (after.ru_utime + after.ru_stime - before.ru_utime -
+                        before.ru_stime) * 1000 / n
     if p.returncode != 0 or res.get("errors") != 0 or res.get("ok") != n \
             or "rate" not in res:
         raise Fail("loadgen %s: exit %d\n%s%s" % (" ".join(argv[1:]),
@@ -509,13 +514,13 @@ def fmt(xs, digits):
 def table(title, rows):
     """rows: (label, smtpgw values, postfix values, digits)"""
     print("\n" + title)
-    print("  %-24s %-34s %-34s %s" % ("", "smtpgw: median (rounds)",
+    print("  %-30s %-34s %-34s %s" % ("", "smtpgw: median (rounds)",
                                       "Postfix: median (rounds)",
                                       "smtpgw/Postfix"))
     for label, a, b, digits in rows:
         rounds = " ".join("%.2f" % (x / y) for x, y in zip(a, b)) \
             if len(a) == len(b) and len(a) > 1 else ""
-        print("  %-24s %-34s %-34s %.2f%s" % (
+        print("  %-30s %-34s %-34s %.2f%s" % (
             label, fmt(a, digits), fmt(b, digits), med(a) / med(b),
             " (%s)" % rounds if rounds else ""))
 
@@ -561,7 +566,6 @@ def main():
         os.path.abspath(__file__))))
     if os.getuid() != 0:
         raise Fail("run as root (Postfix's master, perf)")
-    import resource
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < IDLE_N + 100:
@@ -636,6 +640,8 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
                col(relay["pf"], "e2e"), 0),
               ("CPU ms per message", col(relay["gw"], "cpu_ms"),
                col(relay["pf"], "cpu_ms"), 2),
+              ("loadgen CPU ms per msg", col(relay["gw"], "client_ms"),
+               col(relay["pf"], "client_ms"), 2),
               ("latency p50 ms", col(relay["gw"], "p50"),
                col(relay["pf"], "p50"), 1),
               ("latency p99 ms", col(relay["gw"], "p99"),
@@ -647,6 +653,8 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
                   col(tls["pf"], "rate"), 0),
                  (name + "CPU ms per message", col(tls[w], "cpu_ms"),
                   col(tls["pf"], "cpu_ms"), 2),
+                 (name + "loadgen CPU ms/msg", col(tls[w], "client_ms"),
+                  col(tls["pf"], "client_ms"), 2),
                  (name + "latency p50 ms", col(tls[w], "p50"),
                   col(tls["pf"], "p50"), 1),
                  (name + "latency p99 ms", col(tls[w], "p99"),
