@@ -100,17 +100,35 @@ def tree(root):
     return out
 
 
-def tree_cpu(root):
+def cpu_by_pid(root):
     """utime+stime of every live process of the tree, plus what its reaped
-    children used (cutime+cstime), in seconds."""
-    total = 0
+    children used (cutime+cstime), in seconds, by PID."""
+    out = {}
     for pid in tree(root):
         try:
             f = proc_stat(pid)
         except OSError:
             continue
-        total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    return total / TICK
+        out[pid] = sum(int(x) for x in f[11:15]) / TICK
+    return out
+
+
+def tree_cpu(root):
+    return sum(cpu_by_pid(root).values())
+
+
+def smtpgw_split(root, before, after):
+    """Shares of the CPU used between two cpu_by_pid() snapshots: the
+    master, then its children by PID (the queue manager is forked first,
+    then the workers)."""
+    used = {p: after[p] - before.get(p, 0) for p in after}
+    total = sum(used.values()) or 1
+    kids = sorted(p for p in used if p != root)
+    names = ["master"] + ["qmgr" if i == 0 else "w%d" % i
+                          for i in range(len(kids))]
+    shares = [used.get(root, 0)] + [used[p] for p in kids]
+    return " ".join("%s %.0f%%" % (n, 100 * s / total)
+                    for n, s in zip(names, shares))
 
 
 def status_kib(pid, key):
@@ -424,13 +442,16 @@ def idle_growth(port, n, tls, measure):
 # ---- one round of each figure ----
 
 def relay_round(mta, n, tls=False):
-    before = tree_cpu(mta.root)
+    before = cpu_by_pid(mta.root)
     start_count = mta.sink.read()[0]
     t0 = time.time()
     res = loadgen(mta.port, n, tls)
     last = mta.sink.wait_for(start_count + n)
     time.sleep(0.5)
-    res["cpu_ms"] = (tree_cpu(mta.root) - before) * 1000 / n
+    after = cpu_by_pid(mta.root)
+    res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
+    if isinstance(mta, Smtpgw):
+        res["split"] = smtpgw_split(mta.root, before, after)
     res["e2e"] = n / (last - t0)
     return res
 
@@ -662,6 +683,9 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
     table("(b) STARTTLS inbound, RSA-4096 Default Cert (same cert for "
           "Postfix), %d sessions, 1 message per connection, %d per round"
           % (SESSIONS, TLS_N), rows)
+    for w in ws:
+        print("  %s, CPU by process per round: %s" % (wlabel(w), "; ".join(
+            r["split"] for r in tls[w])))
     if len(ws) > 1 and ws[0]:
         a, b = col(tls[ws[0]], "rate"), col(tls[ws[-1]], "rate")
         print("  smtpgw workers=%d / workers=%d: %.2f (rounds %s)" % (
