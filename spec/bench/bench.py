@@ -585,6 +585,9 @@ def main():
     SMTPGW, LOADGEN, SINK, WORK = (os.path.abspath(a) for a in sys.argv[1:5])
     SRC = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
+    if min(ROUNDS, RELAY_N, TLS_N, IDLE_N, PF_IDLE_N, SYSCALL_N) <= 0 or \
+            not WORKERS or min(WORKERS) <= 0:
+        raise Fail("ROUNDS, WORKERS and every *_N must be positive")
     if os.getuid() != 0:
         raise Fail("run as root (Postfix's master, perf)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -724,6 +727,11 @@ if __name__ == "__main__":
         main()
     except Fail as e:
         print("\nBENCH FAILED (no figures): %s" % e, file=sys.stderr)
+        code = 1
+    except Exception:  # a bug here fails the run just as loudly
+        import traceback
+        traceback.print_exc()
+        print("\nBENCH FAILED (no figures)", file=sys.stderr)
         code = 1
     finally:
         for p in reversed(started):
