@@ -237,11 +237,15 @@ class Sink:
         except (OSError, ValueError, IndexError):
             return -1, 0.0
 
-    def wait_for(self, n, seconds=300):
+    def wait_for(self, n, mta, seconds=300):
         """Waits until n messages arrived; returns the arrival time of the
-        last. More than n is an error (a message delivered twice)."""
+        last. More than n is an error (a message delivered twice), and so
+        is an MTA whose master died."""
         deadline = time.time() + seconds
         while time.time() < deadline:
+            if not os.path.exists("/proc/%d" % mta.root) or \
+                    mta.proc.poll() is not None:
+                raise Fail("%s (pid %d) died" % (mta.name, mta.root))
             count, last = self.read()
             if count >= n:
                 time.sleep(0.3)
@@ -446,7 +450,7 @@ def relay_round(mta, n, tls=False):
     start_count = mta.sink.read()[0]
     t0 = time.time()
     res = loadgen(mta.port, n, tls)
-    last = mta.sink.wait_for(start_count + n)
+    last = mta.sink.wait_for(start_count + n, mta)
     time.sleep(0.5)
     after = cpu_by_pid(mta.root)
     res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
@@ -721,7 +725,12 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
             "%s %.1f" % (n, c) for c, n in per[:14])))
 
 
+def on_sigterm(signum, frame):
+    raise Fail("stopped by signal %d" % signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_sigterm)  # so that cleanup runs
     code = 0
     try:
         main()
