@@ -291,11 +291,14 @@ static void too_many_errors(struct session *s, enum close_reason why)
 }
 
 /* NOOP, RSET, VRFY, HELP and every refused command (Postfix's junk
- * commands, plus HELP and errors) count towards junk_command_limit. */
-static void count_junk(struct session *s)
+ * commands, plus HELP and errors) count towards junk_command_limit; the
+ * one beyond it gets the 421. False when the session is closing. */
+static bool junk_allowed(struct session *s)
 {
-	if (++s->junk > junk_limit(s))
-		too_many_errors(s, CLOSE_JUNK);
+	if (++s->junk <= junk_limit(s))
+		return true;
+	too_many_errors(s, CLOSE_JUNK);
+	return false;
 }
 
 static void send_line(struct session *s, const char *line)
@@ -326,7 +329,7 @@ static void reply(struct session *s, const char *fmt, ...)
 	if (++s->errors >= error_limit(s))
 		too_many_errors(s, CLOSE_ERRORS);
 	else
-		count_junk(s);
+		junk_allowed(s);
 }
 
 /* RFC 5321 4.5.3.2 / RFC 2920 3.1 broken: the client did not wait for a
@@ -836,16 +839,17 @@ static void do_data(struct session *s, const struct smtp_cmd *cmd)
 static void do_rset(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
+	if (!junk_allowed(s))
+		return;
 	tx_free(s);
 	reply(s, "250 2.0.0 Ok");
-	count_junk(s);
 }
 
 static void do_noop(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
-	reply(s, "250 2.0.0 Ok");
-	count_junk(s);
+	if (junk_allowed(s))
+		reply(s, "250 2.0.0 Ok");
 }
 
 static void do_quit(struct session *s, const struct smtp_cmd *cmd)
@@ -861,15 +865,15 @@ static void do_vrfy(struct session *s, const struct smtp_cmd *cmd)
 		reject(s, SMTP_VERB_VRFY, "501 5.5.4 Syntax: VRFY address");
 		return;
 	}
-	reply(s, "252 2.0.0 Send some mail, I'll try my best");
-	count_junk(s);
+	if (junk_allowed(s))
+		reply(s, "252 2.0.0 Send some mail, I'll try my best");
 }
 
 static void do_help(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
-	reply(s, "214 2.0.0 See RFC 5321");
-	count_junk(s);
+	if (junk_allowed(s))
+		reply(s, "214 2.0.0 See RFC 5321");
 }
 
 static void do_starttls(struct session *s, const struct smtp_cmd *cmd)
