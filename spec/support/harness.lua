@@ -149,6 +149,8 @@ M.sanitizer_report = sanitizer_report
 
 local DEFAULTS = {
   { "listen", "127.0.0.1:0" },
+  -- One inbound worker unless a spec asks for more (process_spec does).
+  { "workers", 1 },
   { "spool", "spool" },
   { "hostname", M.HOSTNAME },
   { "relay_domains", "example.test" },
