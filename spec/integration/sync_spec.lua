@@ -106,6 +106,22 @@ describe("SMTP synchronization", function()
     end)
   end)
 
+  describe("gateway.ini", function()
+    it("checks the new keys and names the line", function()
+      for _, bad in ipairs({ "greet_pause = 2m", "greet_pause = soon", "smtp_sync = maybe",
+          "sync_exempt_networks = 10.0.0.0/33", "min_data_rate = -1",
+          "junk_command_limit = 0", "stress_timeout = 0", "data_rate_window = 0" }) do
+        local out, code = gateway.check_config("[gateway]\n" .. bad .. "\n")
+        assert.are.equal(1, code, bad .. ": " .. out)
+        assert.truthy(out:find(":2: " .. bad:match("^(%S+)") .. ": ", 1, true), out)
+      end
+      local out, code = gateway.check_config("[gateway]\ngreet_pause = 0\nsmtp_sync = no\n" ..
+        "sync_exempt_networks = 10.0.0.0/8, ::1\nmin_data_rate = 0\njunk_command_limit = 5\n" ..
+        "stress_timeout = 5s\ndata_rate_window = 30s\ndata_timeout = 1h\n")
+      assert.are.equal(0, code, out)
+    end)
+  end)
+
   describe("smtp_sync = no", function()
     local gw
     teardown(h.cleanup)
