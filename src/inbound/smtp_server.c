@@ -79,6 +79,12 @@ struct transaction {
 	bool file_open;
 	struct smtp_data_decoder dec;
 	struct queue_commit *commit;
+	/* DATA's clock (here, not in the session: idle sessions stay small) */
+	double data_end;       /* the data_timeout deadline */
+	double window_end;     /* end of the current rate window */
+	uint64_t data_bytes;   /* octets read since the 354 */
+	uint64_t window_bytes; /* data_bytes when the window began */
+	unsigned windows;      /* rate windows completed (the first is grace) */
 };
 
 struct session {
@@ -105,11 +111,6 @@ struct session {
 	enum smtp_verb last_verb; /* for "timeout after VERB" */
 	size_t pending_after; /* octets read after the command being run */
 	double wait_start;    /* ST_COMMAND, CT_WAIT: since when */
-	double data_end;      /* ST_DATA: the data_timeout deadline */
-	double window_end;    /* ST_DATA: end of the current rate window */
-	uint64_t data_bytes;  /* ST_DATA: octets read since the 354 */
-	uint64_t window_bytes; /* data_bytes when the window began */
-	unsigned windows;      /* rate windows completed (the first is grace) */
 	unsigned errors, commands, messages, junk;
 	struct transaction *tx;
 };
@@ -206,22 +207,23 @@ static void arm_command_timer(struct session *s)
  * the whole DATA phase, whichever comes first. */
 static void arm_data_timer(struct session *s)
 {
-	double when = s->data_end;
+	double when = s->tx->data_end;
 
-	if (cfg_of(s)->min_data_rate > 0 && s->window_end < when)
-		when = s->window_end;
+	if (cfg_of(s)->min_data_rate > 0 && s->tx->window_end < when)
+		when = s->tx->window_end;
 	arm_at(s, when);
 }
 
 static void start_data_clock(struct session *s)
 {
 	const struct config *cfg = cfg_of(s);
+	struct transaction *tx = s->tx;
 	double now = now_of(s);
 
-	s->data_end = now + cfg->data_timeout;
-	s->window_end = now + cfg->data_rate_window;
-	s->data_bytes = s->window_bytes = 0;
-	s->windows = 0;
+	tx->data_end = now + cfg->data_timeout;
+	tx->window_end = now + cfg->data_rate_window;
+	tx->data_bytes = tx->window_bytes = 0;
+	tx->windows = 0;
 	arm_data_timer(s);
 }
 
@@ -1076,7 +1078,7 @@ static size_t take_data(struct session *s, const char *in, size_t len)
 	/* Past the limit, keep reading to the end but stop writing. */
 	if (limit == 0 || tx->dec.size <= limit)
 		spool_file_write(&tx->file, data_scratch, out_len);
-	s->data_bytes += used;
+	tx->data_bytes += used;
 	if (st == SMTP_DATA_END)
 		end_of_data(s);
 	return used;
@@ -1323,7 +1325,8 @@ static void log_timeout(struct session *s, const char *stage)
 					  : "CONNECT");
 	log_kv(&l, "client", "%s", s->peer_ip);
 	if (s->state == ST_DATA)
-		log_kv(&l, "bytes", "%llu", (unsigned long long)s->data_bytes);
+		log_kv(&l, "bytes", "%llu",
+		       (unsigned long long)s->tx->data_bytes);
 	if (s->srv->stress)
 		log_kv(&l, "stress", "on");
 	log_end(&l);
@@ -1345,19 +1348,21 @@ static void on_timeout(struct session *s, const char *stage)
 static void on_data_timer(struct session *s)
 {
 	const struct config *cfg = cfg_of(s);
+	struct transaction *tx = s->tx;
 	double need = (double)cfg->min_data_rate * cfg->data_rate_window;
 
-	if (now_of(s) >= s->data_end - 0.001) {
+	if (now_of(s) >= tx->data_end - 0.001) {
 		on_timeout(s, "data");
 		return;
 	}
-	if (s->windows > 0 && (double)(s->data_bytes - s->window_bytes) < need) {
+	if (tx->windows > 0 &&
+	    (double)(tx->data_bytes - tx->window_bytes) < need) {
 		on_timeout(s, "data_rate");
 		return;
 	}
-	s->windows++;
-	s->window_bytes = s->data_bytes;
-	s->window_end += cfg->data_rate_window;
+	tx->windows++;
+	tx->window_bytes = tx->data_bytes;
+	tx->window_end += cfg->data_rate_window;
 	arm_data_timer(s);
 }
 
