@@ -10,6 +10,7 @@
 #include "outbound/delivery.h"
 #include "net/dns.h"
 #include "policy/generation.h"
+#include "inbound/limits.h"
 #include "inbound/listener.h"
 #include "core/log.h"
 #include "policy/policy.h"
@@ -327,6 +328,10 @@ static int run(struct generation *gen)
 	srv.delivery = delivery_new(loop, srv.queue, dns, &srv.gen);
 	if (srv.delivery == NULL)
 		goto out;
+	/* Before fork once there are workers: the master makes it. */
+	srv.limits = limits_new(gen->cfg, err, sizeof(err));
+	if (srv.limits == NULL)
+		goto out;
 	srv.listener = listener_open(&srv, err, sizeof(err));
 	if (srv.listener == NULL)
 		goto out;
@@ -354,6 +359,7 @@ out:
 	if (rc != 0)
 		fprintf(stderr, "smtpgw: %s\n", err);
 	listener_close(srv.listener);
+	limits_free(srv.limits);
 	delivery_stop(srv.delivery);
 	queue_close(srv.queue);
 	delivery_free(srv.delivery);
