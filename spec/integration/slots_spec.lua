@@ -1,0 +1,178 @@
+-- Connection slots (README "Connection limits"): per-client limits by
+-- prefix, the per-client connection rate limit, the slots reserved for
+-- relay_networks clients, and refusals logged without flooding. Real
+-- sockets bound to 127.x addresses; the IPv6 /64 logic, which loopback
+-- cannot show (only ::1), is proven by spec/c/test_limits.c.
+
+local gateway = require "harness"
+local client = require "smtp_client"
+local h = require "helpers"
+local R = h.R
+
+local function from(ip)
+  return R.too_many_conns .. " from " .. ip
+end
+
+-- Connects from `ip` and returns the client and the first reply's text.
+local function try(gw, ip)
+  local c = client.connect(gw:port(), { bind = ip, banner = false })
+  local _, text = c:read_reply()
+  return c, text
+end
+
+local function refused(gw, ip, want)
+  local c, text = try(gw, ip)
+  assert.are.equal(want, text)
+  c:read_line(5) -- the gateway closes after its 421
+  assert.is_true(c:closed())
+  c:close()
+end
+
+describe("slots", function()
+  teardown(h.cleanup)
+  after_each(client.close_all)
+
+  describe("gateway.ini", function()
+    local dirs = {}
+    after_each(function()
+      for _, d in ipairs(dirs) do gateway.rm_rf(d) end
+      dirs = {}
+    end)
+
+    local function check(lines)
+      local out, code, path, dir = gateway.check_config(
+        "[gateway]\nlisten = 127.0.0.1:0\n" .. table.concat(lines, "\n") .. "\n")
+      dirs[#dirs + 1] = dir
+      assert.is_nil(gateway.sanitizer_report(out), out)
+      return out, code, path
+    end
+
+    it("-t accepts the slot keys", function()
+      local out, code = check({ "client_prefix_v4 = 24", "client_prefix_v6 = 48",
+        "client_connection_rate_limit = 30", "reserved_connections = 10%" })
+      assert.are.equal(0, code, out)
+      out, code = check({ "max_connections = 100", "reserved_connections = 20" })
+      assert.are.equal(0, code, out)
+    end)
+
+    it("refuses a reserve that leaves internet clients nothing, naming the line", function()
+      local out, code, path = check({ "max_connections = 10", "reserved_connections = 10" })
+      assert.are.equal(1, code, out)
+      assert.truthy(out:find(path .. ":4: reserved_connections", 1, true), out)
+      out, code = check({ "reserved_connections = 100%" })
+      assert.are.equal(1, code, out)
+      assert.truthy(out:find(":3: reserved_connections", 1, true), out)
+    end)
+
+    it("refuses prefixes out of range", function()
+      local out, code = check({ "client_prefix_v4 = 33" })
+      assert.are.equal(1, code, out)
+      assert.truthy(out:find(":3: client_prefix_v4", 1, true), out)
+      out, code = check({ "client_prefix_v6 = 129" })
+      assert.are.equal(1, code, out)
+    end)
+  end)
+
+  describe("client_prefix_v4 = 24, max_connections_per_ip = 2", function()
+    local gw
+    teardown(h.cleanup)
+    setup(function()
+      gw = gateway.start { ini_extra = { client_prefix_v4 = 24,
+        max_connections_per_ip = 2, relay_networks = "127.0.1.9/32" } }
+    end)
+
+    it("counts 127.0.1.1 and 127.0.1.2 as one client", function()
+      local a = client.connect(gw:port(), { bind = "127.0.1.1" })
+      local b = client.connect(gw:port(), { bind = "127.0.1.2" })
+      assert.are.equal(R.banner, a.banner)
+      assert.are.equal(R.banner, b.banner)
+      refused(gw, "127.0.1.3", from("127.0.1.3"))
+      local line = gw:wait_log("[^\n]*event=refused reason=max_connections_per_ip[^\n]*")
+      assert.truthy(line:find("client=127.0.1.3:", 1, true), line)
+      assert.truthy(line:find("prefix=127.0.1.0/24", 1, true), line)
+      -- another /24 is another client
+      local d = client.connect(gw:port(), { bind = "127.0.2.1" })
+      assert.are.equal(R.banner, d.banner)
+      -- a relay_networks client inside the full /24 has no per-client limit
+      local e = client.connect(gw:port(), { bind = "127.0.1.9" })
+      assert.are.equal(R.banner, e.banner)
+      -- one of the two leaves: the /24 is served again
+      a:cmd("QUIT", R.bye)
+      a:close()
+      assert.is_true(gateway.wait_for(function()
+        local c, text = try(gw, "127.0.1.4")
+        c:close()
+        return text == R.banner
+      end, 10, 0.2))
+      b:cmd("NOOP", R.ok)
+    end)
+  end)
+
+  describe("client_connection_rate_limit = 3", function()
+    local gw
+    teardown(h.cleanup)
+    setup(function()
+      gw = gateway.start { ini_extra = { client_connection_rate_limit = 3,
+        relay_networks = "127.0.3.200/32" } }
+    end)
+
+    it("refuses the 4th connection within a minute, every other client unaffected", function()
+      for _ = 1, 3 do
+        local c = client.connect(gw:port(), { bind = "127.0.3.1" })
+        assert.are.equal(R.banner, c.banner)
+        c:cmd("QUIT", R.bye)
+        c:close()
+      end
+      for _ = 1, 3 do refused(gw, "127.0.3.1", from("127.0.3.1")) end
+      local other = client.connect(gw:port(), { bind = "127.0.3.2" })
+      assert.are.equal(R.banner, other.banner)
+      for _ = 1, 6 do -- relay_networks clients are exempt
+        local c = client.connect(gw:port(), { bind = "127.0.3.200" })
+        assert.are.equal(R.banner, c.banner)
+        c:close()
+      end
+    end)
+
+    it("logs identical refusals once, then how many it did not log", function()
+      local lines = gw:log_lines("event=refused reason=client_connection_rate_limit")
+      assert.are.equal(1, #lines, table.concat(lines, "\n"))
+      assert.truthy(lines[1]:find("client=127.0.3.1:", 1, true), lines[1])
+      assert.truthy(lines[1]:find("prefix=127.0.3.1/32 code=421", 1, true), lines[1])
+      -- the other two are counted, and reported within the 10 s interval
+      local summary = gw:wait_log("[^\n]*event=refused reason=client_connection_rate_limit[^\n]*suppressed=2[^\n]*", 20)
+      assert.truthy(summary:find("prefix=127.0.3.1/32", 1, true), summary)
+    end)
+  end)
+
+  describe("max_connections = 10, reserved_connections = 3", function()
+    local gw
+    teardown(h.cleanup)
+    setup(function()
+      gw = gateway.start { ini_extra = { max_connections = 10,
+        reserved_connections = 3, relay_networks = "127.0.5.250/32" } }
+    end)
+
+    it("internet clients get 7 slots; a relay_networks client still gets its mail through", function()
+      local held = {}
+      for i = 1, 7 do
+        held[i] = client.connect(gw:port(), { bind = "127.0.5." .. i })
+        assert.are.equal(R.banner, held[i].banner)
+      end
+      refused(gw, "127.0.5.8", R.too_many_conns)
+      gw:wait_log("event=refused reason=reserved_connections client=127.0.5.8:")
+      local relay = h.session(gw, { bind = "127.0.5.250" })
+      local qid = h.deliver(relay, "me@example.org", { "user@elsewhere.example" },
+        h.message("through the reserve"))
+      assert.is_not_nil(gw:queue_file(qid))
+      -- the reserve holds 3 relay sessions, then nobody gets in
+      local more = {}
+      for i = 1, 2 do
+        more[i] = client.connect(gw:port(), { bind = "127.0.5.250" })
+        assert.are.equal(R.banner, more[i].banner)
+      end
+      refused(gw, "127.0.5.250", R.too_many_conns)
+      gw:wait_log("event=refused reason=max_connections client=127.0.5.250:")
+      for _, c in ipairs(held) do c:cmd("NOOP", R.ok) end
+    end)
+  end)
+end)
