@@ -24,8 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Workers share each listening socket and all wake on a new connection;
+ * taking a few per wake-up leaves the rest to the others, so a worker busy
+ * with handshakes does not hoard the backlog. */
 enum {
-	ACCEPTS_PER_EVENT = 64,
+	ACCEPTS_PER_EVENT = 4,
 	LOG_SLOTS = 64,
 	LOG_INTERVAL_MS = 10000,
 };
@@ -380,29 +383,40 @@ fail:
 	return -1;
 }
 
-struct listener *listener_open(struct server *srv, char *err, size_t err_len)
+int *listener_bind(const struct config *cfg, char *err, size_t err_len)
 {
-	const struct config *cfg = srv->gen->cfg;
+	int *fds = calloc(cfg->n_listen, sizeof(*fds));
+
+	if (fds == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		fds[i] = bind_one(&cfg->listen[i], err, err_len);
+		if (fds[i] >= 0)
+			continue;
+		while (i-- > 0)
+			close(fds[i]);
+		free(fds);
+		return NULL;
+	}
+	return fds;
+}
+
+struct listener *listener_open(struct server *srv, const int *fds, size_t n)
+{
 	struct listener *l = calloc(1, sizeof(*l));
 
-	if (l == NULL || (l->socks = calloc(cfg->n_listen,
-					     sizeof(*l->socks))) == NULL) {
+	if (l == NULL || (l->socks = calloc(n, sizeof(*l->socks))) == NULL) {
 		free(l);
-		snprintf(err, err_len, "out of memory");
 		return NULL;
 	}
 	l->srv = srv;
 	ev_init(&l->log_timer, on_log_timer);
 	l->log_timer.repeat = LOG_INTERVAL_MS / 1000.0;
 	l->log_timer.data = l;
-	for (size_t i = 0; i < cfg->n_listen; i++) {
-		int fd = bind_one(&cfg->listen[i], err, err_len);
-
-		if (fd < 0) {
-			listener_close(l);
-			return NULL;
-		}
-		ev_io_init(&l->socks[i].io, accept_cb, fd, EV_READ);
+	for (size_t i = 0; i < n; i++) {
+		ev_io_init(&l->socks[i].io, accept_cb, fds[i], EV_READ);
 		l->socks[i].io.data = &l->socks[i];
 		l->socks[i].owner = l;
 		ev_io_start(srv->loop, &l->socks[i].io);
@@ -426,8 +440,6 @@ void listener_close(struct listener *l)
 	for (size_t i = 0; i < LOG_SLOTS; i++)
 		if (l->recent[i].suppressed > 0)
 			log_suppressed(&l->recent[i], l->srv->gen->cfg);
-	for (size_t i = 0; i < l->n_socks; i++)
-		close(l->socks[i].io.fd);
 	free(l->socks);
 	free(l);
 }
