@@ -24,6 +24,9 @@
 
 struct key_def;
 
+/* Room for the keys table (checked below by a static assertion). */
+enum { CONFIG_MAX_KEYS = 128 };
+
 struct load_ctx {
 	struct config *cfg;
 	FILE *file;
@@ -32,7 +35,7 @@ struct load_ctx {
 	unsigned line;
 	unsigned error_line;
 	char error[256];
-	unsigned char seen[128]; /* one per key of keys[] (asserted below) */
+	unsigned char seen[CONFIG_MAX_KEYS]; /* one per key of keys[] */
 	unsigned reserved_line;
 };
 
@@ -561,6 +564,64 @@ static bool set_reserved(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* A list of networks into a struct cidr_list at the key's offset. */
+static bool add_cidr(struct load_ctx *ctx, const struct key_def *key,
+		     const char *item)
+{
+	struct cidr_list *list = field(ctx, key);
+	struct cidr net, *grown;
+
+	if (!cidr_parse(item, &net))
+		return fail(ctx, "%s: '%s' is not an address or CIDR network",
+			    key->name, item);
+	grown = realloc(list->nets, (list->n + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	list->nets = grown;
+	grown[list->n++] = net;
+	return true;
+}
+
+static bool set_cidr_list(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value)
+{
+	((struct cidr_list *)field(ctx, key))->n = 0;
+	return for_each_item(ctx, key, value, add_cidr);
+}
+
+/* "local@domain": where mail to <postmaster> without a domain goes
+ * (RFC 5321 4.1.1.3); empty: such mail is refused. */
+static bool set_postmaster(struct load_ctx *ctx, const struct key_def *key,
+			   const char *value)
+{
+	const char *at = strrchr(value, '@');
+	char **slot = field(ctx, key);
+
+	if (value[0] == '\0') {
+		free(*slot);
+		*slot = NULL;
+		return true;
+	}
+	if (at == NULL || at == value || strlen(value) > SMTP_PATH_MAX ||
+	    strpbrk(value, " \t<>\"(),;:[]\\") != NULL ||
+	    !valid_hostname(at + 1) || strchr(at + 1, '.') == NULL)
+		return fail(ctx, "%s: '%s' is not local@domain with a "
+				 "fully-qualified domain",
+			    key->name, value);
+	return set_string(ctx, key, value);
+}
+
+bool config_is_sync_exempt(const struct config *cfg,
+			   const struct sockaddr *addr)
+{
+	if (!cfg->smtp_sync)
+		return true;
+	for (size_t i = 0; i < cfg->sync_exempt_networks.n; i++)
+		if (cidr_contains(&cfg->sync_exempt_networks.nets[i], addr))
+			return true;
+	return false;
+}
+
 #define AT(member) offsetof(struct config, member)
 
 static const struct key_def keys[] = {
@@ -595,7 +656,21 @@ static const struct key_def keys[] = {
 	{"gateway", "command_timeout", set_duration, AT(command_timeout), 1000,
 	 86400000, "300s"},
 	{"gateway", "data_timeout", set_duration, AT(data_timeout), 1000,
-	 86400000, "180s"},
+	 86400000, "10m"},
+	{"gateway", "min_data_rate", set_uint, AT(min_data_rate), 0,
+	 1000000000, "500"},
+	{"gateway", "data_rate_window", set_duration, AT(data_rate_window),
+	 1000, 3600000, "10s"},
+	{"gateway", "junk_command_limit", set_uint, AT(junk_command_limit), 1,
+	 1000000, "100"},
+	{"gateway", "stress_timeout", set_duration, AT(stress_timeout), 1000,
+	 86400000, "10s"},
+	{"gateway", "greet_pause", set_duration, AT(greet_pause), 0, 60000,
+	 "1s"},
+	{"gateway", "smtp_sync", set_bool, AT(smtp_sync), 0, 0, "yes"},
+	{"gateway", "sync_exempt_networks", set_cidr_list,
+	 AT(sync_exempt_networks), 0, 0, ""},
+	{"gateway", "postmaster", set_postmaster, AT(postmaster), 0, 0, ""},
 	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
 	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
 	 "/etc/ssl/certs/ca-certificates.crt"},
@@ -627,8 +702,7 @@ static const struct key_def keys[] = {
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
-_Static_assert(N_KEYS <= sizeof(((struct load_ctx *)0)->seen),
-	       "load_ctx.seen has a flag per key");
+_Static_assert((int)N_KEYS <= (int)CONFIG_MAX_KEYS, "grow CONFIG_MAX_KEYS");
 
 static const char DOMAIN_PREFIX[] = "domain:";
 
@@ -887,6 +961,8 @@ void config_free(struct config *cfg)
 	free(cfg->protocols);
 	free(cfg->ciphers);
 	free(cfg->policy_script);
+	free(cfg->sync_exempt_networks.nets);
+	free(cfg->postmaster);
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);

@@ -81,9 +81,11 @@ void listener_client_gone(struct listener *l, uint32_t ticket)
 
 double listener_load(const struct listener *l)
 {
-	const struct config *cfg = l->srv->gen->cfg;
-	unsigned max = cfg->max_connections;
+	unsigned max;
 
+	if (l == NULL)
+		return 0;
+	max = l->srv->gen->cfg->max_connections;
 	if (max > limits_capacity(l->srv->limits))
 		max = limits_capacity(l->srv->limits);
 	return max == 0 ? 1.0 : (double)limits_in_use(l->srv->limits) / max;

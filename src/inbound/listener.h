@@ -28,7 +28,8 @@ void listener_stop(struct listener *l);
 void listener_close(struct listener *l);
 /* The session admitted with `ticket` is gone: its slot is free again. */
 void listener_client_gone(struct listener *l, uint32_t ticket);
-/* Sessions in use across all workers / max_connections (0.0 .. 1.0). */
+/* Sessions in use across all workers / max_connections (0.0 .. 1.0; 0
+ * without a listener): what stress mode is decided on. */
 double listener_load(const struct listener *l);
 
 

@@ -35,6 +35,7 @@ struct server {
 	unsigned n_sessions;
 	uint64_t next_sid;
 	bool draining;
+	bool stress; /* stress mode: shorter waits, lower limits */
 };
 
 /* Takes ownership of fd (non-blocking, already counted by the listener,
