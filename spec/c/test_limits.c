@@ -305,6 +305,38 @@ static void test_table_reuse(void)
 	limits_free(l);
 }
 
+/* 1 000 connections from 50 neighbouring addresses, and from 1 000: the
+ * keys differ in their last octets only, and must still spread over the
+ * table (a weak hash piled them into one probe window: refused). */
+static void test_spread(void)
+{
+	char err[200];
+	struct limits *l = limits_new_sized(1000, err, sizeof(err));
+	unsigned full = 0;
+	uint32_t t;
+	char ip[32];
+
+	limits_now.max_total = 1000;
+	limits_now.reserved = 0;
+	limits_now.max_per_client = 1000;
+	limits_now.prefix_v4 = 32;
+	for (int i = 0; i < 1000; i++) {
+		snprintf(ip, sizeof(ip), "127.0.0.%d", 2 + i % 50);
+		full += admit_ip(l, ip, false, &t) != LIMITS_OK;
+	}
+	tap(full == 0 && limits_in_use(l) == 1000,
+	    "1000 connections from 50 addresses: none refused (%u)", full);
+	limits_forget_worker(l, 0);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(ip, sizeof(ip), "10.0.%d.%d", i / 250, i % 250);
+		full += admit_ip(l, ip, false, &t) != LIMITS_OK;
+	}
+	tap(full == 0 && limits_in_use(l) == 1000 && consistent(l),
+	    "1000 connections from 1000 addresses: none refused (%u)", full);
+	limits_now = base_request;
+	limits_free(l);
+}
+
 /* Children admit and release at once; every count comes back to 0. */
 static void test_processes(void)
 {
@@ -389,6 +421,7 @@ int main(void)
 	test_admission();
 	test_rate_limit();
 	test_table_reuse();
+	test_spread();
 	test_processes();
 	test_killed_holder();
 	printf("1..%d\n", t_num);

@@ -164,17 +164,25 @@ unsigned limits_reserved(unsigned max_connections, unsigned value,
 
 /* ------------------------------------------------------- client table */
 
+/* MurmurHash3's 64-bit finalizer: every input bit moves every output bit,
+ * so keys that differ only in their last octet spread over the table. */
+static uint64_t mix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return h;
+}
+
 static uint32_t key_hash(uint64_t seed, const uint8_t key[16])
 {
-	uint64_t a, b, h = seed;
+	uint64_t a, b;
 
 	memcpy(&a, key, 8);
 	memcpy(&b, key + 8, 8);
-	h = (h ^ a) * 0x9e3779b97f4a7c15ull;
-	h ^= h >> 31;
-	h = (h ^ b) * 0xbf58476d1ce4e5b9ull;
-	h ^= h >> 29;
-	return (uint32_t)(h ^ (h >> 32));
+	return (uint32_t)mix64(mix64(seed ^ a) ^ b);
 }
 
 static bool evictable_before(const struct lclient *c,
