@@ -24,9 +24,6 @@
 
 struct key_def;
 
-/* Room for the keys table (checked below by a static assertion). */
-enum { CONFIG_MAX_KEYS = 128 };
-
 struct load_ctx {
 	struct config *cfg;
 	FILE *file;
@@ -35,7 +32,7 @@ struct load_ctx {
 	unsigned line;
 	unsigned error_line;
 	char error[256];
-	unsigned char seen[CONFIG_MAX_KEYS]; /* one per key of keys[] */
+	unsigned char seen[128]; /* one per key of keys[] (asserted below) */
 	unsigned reserved_line;
 };
 
@@ -702,7 +699,8 @@ static const struct key_def keys[] = {
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
-_Static_assert((int)N_KEYS <= (int)CONFIG_MAX_KEYS, "grow CONFIG_MAX_KEYS");
+_Static_assert(N_KEYS <= sizeof(((struct load_ctx *)0)->seen),
+	       "load_ctx.seen has a flag per key");
 
 static const char DOMAIN_PREFIX[] = "domain:";
 

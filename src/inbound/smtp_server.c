@@ -1236,6 +1236,27 @@ static void update_stress(struct server *srv)
 		rearm_idle(s);
 }
 
+/* The load also moves with other workers' sessions (listener_load):
+ * looked at once a second while this worker has sessions. */
+static void stress_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct server *srv = w->data;
+
+	(void)revents;
+	update_stress(srv);
+	if (srv->n_sessions == 0)
+		ev_timer_stop(loop, w);
+}
+
+static void watch_load(struct server *srv)
+{
+	if (ev_is_active(&srv->stress_timer))
+		return;
+	ev_timer_init(&srv->stress_timer, stress_tick, 1., 1.);
+	srv->stress_timer.data = srv;
+	ev_timer_start(srv->loop, &srv->stress_timer);
+}
+
 /* Plaintext that followed STARTTLS in the same read must never count as
  * commands of the TLS session (CVE-2011-0411): drop it and say so. */
 static bool begin_handshake(struct session *s)
@@ -1519,6 +1540,7 @@ void smtp_session_start(struct server *srv, int fd,
 	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
 	log_end(&l);
 	update_stress(srv);
+	watch_load(srv);
 	if (!s->sync_exempt && cfg_of(s)->greet_pause > 0)
 		enter_state(s, ST_GREET); /* greet() once it is over */
 	else
@@ -1532,6 +1554,7 @@ void smtp_server_drain(struct server *srv)
 	char line[300];
 
 	srv->draining = true;
+	ev_timer_stop(srv->loop, &srv->stress_timer);
 	snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down",
 		 srv->gen->cfg->hostname);
 	while (s != NULL) {
@@ -1555,6 +1578,7 @@ void smtp_server_drain(struct server *srv)
 
 void smtp_server_destroy_all(struct server *srv)
 {
+	ev_timer_stop(srv->loop, &srv->stress_timer);
 	while (srv->sessions != NULL) {
 		srv->sessions->close_reason = CLOSE_SHUTDOWN;
 		session_destroy(srv->sessions);

@@ -36,6 +36,7 @@ struct server {
 	uint64_t next_sid;
 	bool draining;
 	bool stress; /* stress mode: shorter waits, lower limits */
+	ev_timer stress_timer; /* looks at the load every second */
 };
 
 /* Takes ownership of fd (non-blocking, already counted by the listener,

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum worker_state { W_RUNNING, W_RETIRING, W_DRAINING };
 
@@ -151,6 +152,18 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+static void log_ready(const struct generation *gen)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "ready");
+	log_kv(&l, "role", "worker");
+	log_kv(&l, "pid", "%ld", (long)getpid());
+	log_kv(&l, "uid", "%ld", (long)getuid());
+	log_kv(&l, "generation", "%u", gen->serial);
+	log_end(&l);
+}
+
 static void watch(struct worker *w)
 {
 	struct ev_loop *loop = w->srv.loop;
@@ -201,7 +214,7 @@ int worker_run(struct ev_loop *loop, struct generation *gen,
 		goto out;
 	}
 	watch(&w);
-	log_msg(LOG_INFO, "start", "worker ready, generation %u", gen->serial);
+	log_ready(gen);
 	ev_run(loop, 0);
 	unwatch(&w);
 	rc = 0;

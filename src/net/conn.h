@@ -20,7 +20,7 @@ enum { CONN_BUF_SIZE = 16384 };
 enum conn_event {
 	CONN_DATAIN,  /* new bytes are in the input buffer */
 	CONN_DRAINED, /* output that had to wait has all been written */
-	CONN_TIMEOUT, /* no input for the idle timeout */
+	CONN_TIMEOUT, /* the timer of conn_set_timeout fired */
 	CONN_EOF,     /* the peer closed its side */
 	CONN_ERROR,   /* read or write failed; the connection is unusable */
 	CONN_TLSREADY, /* the STARTTLS handshake completed */

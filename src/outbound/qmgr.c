@@ -18,6 +18,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 
 struct qmgr {
 	struct ev_loop *loop;
@@ -69,6 +70,18 @@ static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
 	delivery_flush(q->delivery);
 }
 
+static void log_ready(const struct generation *gen)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "ready");
+	log_kv(&l, "role", "qmgr");
+	log_kv(&l, "pid", "%ld", (long)getpid());
+	log_kv(&l, "uid", "%ld", (long)getuid());
+	log_kv(&l, "generation", "%u", gen->serial);
+	log_end(&l);
+}
+
 static void watch(struct qmgr *q)
 {
 	ev_io_init(&q->mailbox, on_mailbox, q->mailbox_fd, EV_READ);
@@ -109,8 +122,7 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 		goto out;
 	}
 	watch(&q);
-	log_msg(LOG_INFO, "start", "queue manager ready, generation %u",
-		gen->serial);
+	log_ready(gen);
 	delivery_load(q.delivery);
 	ev_run(loop, 0);
 	unwatch(&q);

@@ -56,6 +56,7 @@ struct child {
 
 struct master {
 	struct ev_loop *loop;
+	pid_t pid;
 	struct generation *gen;
 	int lock_fd;
 	int *listen_fds;
@@ -118,9 +119,15 @@ static bool drop_privileges(const struct master *m, char *err, size_t len)
 		snprintf(err, len, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
 		return false;
 	}
-	/* After the uid change, which clears it: the master's death stops
-	 * the children, as a SIGTERM would. */
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	/* After the uid change, which clears it. A master that dies is a
+	 * crash of the whole gateway: its children go at once (what they held
+	 * unacknowledged is recovered at the next start, as after any crash);
+	 * none may serve unsupervised. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != m->pid) {
+		snprintf(err, len, "the master is gone");
+		return false;
+	}
 	return true;
 }
 
@@ -706,14 +713,15 @@ int master_run(const char *config_path)
 	bool ok;
 
 	m.lock_fd = m.mailbox[0] = m.mailbox[1] = -1;
+	m.pid = getpid();
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	m.loop = ev_default_loop(EVFLAG_AUTO);
 	log_set_process("master");
 	ok = prepare(&m, config_path, err, sizeof(err));
 	if (!ok) {
-		log_msg(LOG_ERR, "fatal", "%s", err);
-		fprintf(stderr, "smtpgw: %s\n", err);
+		/* The message alone, as `-t` prints it: FILE:LINE: reason. */
+		fprintf(stderr, "%s\n", err);
 		release(&m, false);
 		ev_loop_destroy(m.loop);
 		return 1;

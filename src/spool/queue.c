@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -799,6 +800,27 @@ bool queue_submit(struct queue *q, const struct envelope *e,
 
 /* ---- the master's view ------------------------------------------------ */
 
+/* The lock, or false with the holder's pid. A holder that is dead left
+ * children that are stopping (they keep the lock until they are gone):
+ * they get a few seconds. */
+static bool take_lock(int fd, long *pid)
+{
+	char text[32];
+	ssize_t n;
+
+	for (int tries = 0; tries < 100; tries++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return true;
+		n = pread(fd, text, sizeof(text) - 1, 0);
+		text[n > 0 ? n : 0] = '\0';
+		*pid = strtol(text, NULL, 10);
+		if (*pid <= 0 || kill((pid_t)*pid, 0) == 0 || errno != ESRCH)
+			return false;
+		usleep(100000);
+	}
+	return false;
+}
+
 int spool_lock(const char *spool, char *err, size_t err_len)
 {
 	char path[4096], text[32];
@@ -812,10 +834,7 @@ int spool_lock(const char *spool, char *err, size_t err_len)
 		snprintf(err, err_len, "spool %s: %s", spool, strerror(errno));
 		return -1;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		n = pread(fd, text, sizeof(text) - 1, 0);
-		text[n > 0 ? n : 0] = '\0';
-		pid = strtol(text, NULL, 10);
+	if (!take_lock(fd, &pid)) {
 		snprintf(err, err_len, "spool %s is in use by pid %ld", spool,
 			 pid);
 		close(fd);
