@@ -19,7 +19,7 @@ static int t_num;
 static int t_failed;
 
 __attribute__((format(printf, 2, 3))) static void tap(bool cond,
-							const char *fmt, ...)
+                                                      const char *fmt, ...)
 {
 	va_list ap;
 
@@ -53,8 +53,7 @@ static struct sockaddr_storage addr(const char *text)
 	return ss;
 }
 
-static bool same_client(const char *a, const char *b, unsigned v4,
-			unsigned v6)
+static bool same_client(const char *a, const char *b, unsigned v4, unsigned v6)
 {
 	struct sockaddr_storage x = addr(a), y = addr(b);
 	uint8_t kx[16], ky[16];
@@ -65,7 +64,7 @@ static bool same_client(const char *a, const char *b, unsigned v4,
 }
 
 static bool key_text_is(const char *ip, unsigned v4, unsigned v6,
-			const char *want)
+                        const char *want)
 {
 	struct sockaddr_storage x = addr(ip);
 	uint8_t k[16];
@@ -81,32 +80,32 @@ static bool key_text_is(const char *ip, unsigned v4, unsigned v6,
 static void test_keys(void)
 {
 	tap(!same_client("127.0.1.1", "127.0.1.2", 32, 64),
-	      "v4 /32: two addresses are two clients");
+	    "v4 /32: two addresses are two clients");
 	tap(same_client("127.0.1.1", "127.0.1.2", 24, 64),
-	      "v4 /24: 127.0.1.1 and 127.0.1.2 are one client");
+	    "v4 /24: 127.0.1.1 and 127.0.1.2 are one client");
 	tap(!same_client("127.0.1.1", "127.0.2.1", 24, 64),
-	      "v4 /24: 127.0.2.1 is another client");
+	    "v4 /24: 127.0.2.1 is another client");
 	tap(same_client("192.0.2.130", "192.0.2.191", 26, 64) &&
-		      !same_client("192.0.2.130", "192.0.2.192", 26, 64),
-	      "v4 /26 splits inside an octet");
+	        !same_client("192.0.2.130", "192.0.2.192", 26, 64),
+	    "v4 /26 splits inside an octet");
 	tap(same_client("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe",
-			  32, 64),
-	      "v6 /64: every address of one /64 is one client");
+	                32, 64),
+	    "v6 /64: every address of one /64 is one client");
 	tap(!same_client("2001:db8:1:2::1", "2001:db8:1:3::1", 32, 64),
-	      "v6 /64: the next /64 is another client");
+	    "v6 /64: the next /64 is another client");
 	tap(same_client("2001:db8:1:2::1", "2001:db8:1:3::1", 32, 48),
-	      "v6 /48: both /64s are one client");
+	    "v6 /48: both /64s are one client");
 	tap(!same_client("2001:db8::1", "2001:db8::2", 32, 128),
-	      "v6 /128: whole addresses");
+	    "v6 /128: whole addresses");
 	tap(same_client("::ffff:127.0.1.1", "127.0.1.9", 24, 64),
-	      "a v4-mapped IPv6 address counts as its IPv4 address");
+	    "a v4-mapped IPv6 address counts as its IPv4 address");
 	tap(!same_client("::", "0.0.0.0", 32, 64) &&
-		      !same_client("::ffff:0:0", "::", 8, 16),
-	      "no IPv6 prefix shares a key with an IPv4 one");
+	        !same_client("::ffff:0:0", "::", 8, 16),
+	    "no IPv6 prefix shares a key with an IPv4 one");
 	tap(key_text_is("127.0.1.77", 24, 64, "127.0.1.0/24"),
-	      "key text of a v4 prefix");
+	    "key text of a v4 prefix");
 	tap(key_text_is("2001:db8:1:2:3:4:5:6", 24, 64, "2001:db8:1:2::/64"),
-	      "key text of a v6 prefix");
+	    "key text of a v6 prefix");
 	tap(key_text_is("::1", 32, 128, "::1/128"), "key text of ::1/128");
 }
 
@@ -122,7 +121,7 @@ static void test_rate(void)
 	tap(r == 3 && start == 1000, "still 3 at start + unit - 1 ms");
 	r = limits_rate_tick(&start, &n, 61000, 60000);
 	tap(r == 1 && start == 61000,
-	      "at start + unit a new window opens at that event: 1");
+	    "at start + unit a new window opens at that event: 1");
 	r = limits_rate_tick(&start, &n, 500, 60000);
 	tap(r == 1 && start == 500, "a clock that went back opens a window");
 	n = UINT32_MAX;
@@ -136,7 +135,7 @@ static void test_reserved(void)
 	tap(limits_reserved(1000, 5, true) == 50, "5%% of 1000 is 50");
 	tap(limits_reserved(2, 5, true) == 0, "5%% of 2 rounds down to 0");
 	tap(limits_reserved(10, 10, false) == 9,
-	      "a reserve never takes every slot");
+	    "a reserve never takes every slot");
 	tap(limits_reserved(10, 3, false) == 3, "an absolute reserve");
 }
 
@@ -161,17 +160,17 @@ static bool consistent(struct limits *l)
 
 /* The limits admit_ip asks with; a test changes them and restores them. */
 static const struct limits_request base_request = {
-	.max_total = 10,
-	.reserved = 2,
-	.max_per_client = 3,
-	.rate_limit = 0,
-	.prefix_v4 = 24,
-	.prefix_v6 = 64,
+    .max_total = 10,
+    .reserved = 2,
+    .max_per_client = 3,
+    .rate_limit = 0,
+    .prefix_v4 = 24,
+    .prefix_v6 = 64,
 };
 static struct limits_request limits_now = base_request;
 
 static struct limits_request request(const struct sockaddr_storage *peer,
-				     bool exempt, uint64_t now)
+                                     bool exempt, uint64_t now)
 {
 	struct limits_request rq = limits_now;
 
@@ -182,7 +181,7 @@ static struct limits_request request(const struct sockaddr_storage *peer,
 }
 
 static enum limits_verdict admit_ip(struct limits *l, const char *ip,
-				    bool exempt, uint32_t *ticket)
+                                    bool exempt, uint32_t *ticket)
 {
 	struct sockaddr_storage ss = addr(ip);
 	struct limits_request rq = request(&ss, exempt, 1000);
@@ -203,33 +202,33 @@ static void test_admission(void)
 		admit_ip(l, i % 2 ? "127.0.1.1" : "127.0.1.2", false, &t[i]);
 	v = admit_ip(l, "127.0.1.3", false, &t[3]);
 	tap(v == LIMITS_CLIENT && limits_in_use(l) == 3,
-	      "the 4th connection from one /24 is refused (%d)", v);
+	    "the 4th connection from one /24 is refused (%d)", v);
 	limits_release(l, t[0]);
 	tap(admit_ip(l, "127.0.1.3", false, &t[0]) == LIMITS_OK,
-	      "after a release the prefix is admitted again");
+	    "after a release the prefix is admitted again");
 	for (int i = 3; i < 8; i++) {
 		snprintf(ip, sizeof(ip), "10.0.%d.1", i);
 		admit_ip(l, ip, false, &t[i]);
 	}
 	v = admit_ip(l, "10.9.9.9", false, &t[8]);
 	tap(v == LIMITS_RESERVED && limits_in_use(l) == 8,
-	      "internet clients stop at max - reserved (%d)", v);
+	    "internet clients stop at max - reserved (%d)", v);
 	tap(admit_ip(l, "127.0.1.4", true, &t[8]) == LIMITS_OK &&
-		      admit_ip(l, "127.0.1.5", true, &t[9]) == LIMITS_OK,
-	      "relay clients use the reserve, beyond their prefix's limit");
+	        admit_ip(l, "127.0.1.5", true, &t[9]) == LIMITS_OK,
+	    "relay clients use the reserve, beyond their prefix's limit");
 	v = admit_ip(l, "127.0.1.6", true, &t[10]);
 	tap(v == LIMITS_TOTAL, "nobody gets past max_connections (%d)", v);
 	tap(consistent(l), "the table is consistent");
 	limits_set_worker(l, 1);
 	limits_release(l, t[9]);
 	tap(limits_in_use(l) == 10,
-	      "a worker cannot release a slot another worker holds");
+	    "a worker cannot release a slot another worker holds");
 	limits_set_worker(l, 0);
 	limits_release(l, t[9]);
 	tap(limits_in_use(l) == 9, "its own worker can");
 	tap(admit_ip(l, "127.0.9.10", true, &t[9]) == LIMITS_OK &&
-		      limits_forget_worker(l, 0) == 10 && limits_in_use(l) == 0,
-	      "forget_worker(0) frees the 10 slots worker 0 holds");
+	        limits_forget_worker(l, 0) == 10 && limits_in_use(l) == 0,
+	    "forget_worker(0) frees the 10 slots worker 0 holds");
 	tap(consistent(l), "and leaves the table consistent");
 	limits_free(l);
 }
@@ -257,17 +256,16 @@ static void test_rate_limit(void)
 	}
 	tap(ok == 4, "4 connections in a minute from one /64 pass");
 	tap(limits_admit(l, &rq, &t) == LIMITS_RATE,
-	      "the 5th is refused by the rate limit");
+	    "the 5th is refused by the rate limit");
 	rq.peer = (const struct sockaddr *)&c;
 	tap(limits_admit(l, &rq, &t) == LIMITS_OK,
-	      "another /64 has its own count");
+	    "another /64 has its own count");
 	rq.peer = (const struct sockaddr *)&a;
 	rq.now_ms = 5000 + LIMITS_RATE_UNIT_MS - 1;
 	tap(limits_admit(l, &rq, &t) == LIMITS_RATE,
-	      "refused attempts count, until the unit is over");
+	    "refused attempts count, until the unit is over");
 	rq.now_ms = 5000 + LIMITS_RATE_UNIT_MS;
-	tap(limits_admit(l, &rq, &t) == LIMITS_OK,
-	      "a new unit admits again");
+	tap(limits_admit(l, &rq, &t) == LIMITS_OK, "a new unit admits again");
 	rq.exempt = true;
 	for (int i = 0; i < 10; i++)
 		limits_admit(l, &rq, &t);
@@ -293,14 +291,14 @@ static void test_table_reuse(void)
 		}
 	}
 	tap(ok == 1000 && l->sh->n_clients == MIN_CLIENTS,
-	      "1000 clients pass through a table of %u entries",
-	      l->sh->n_clients);
+	    "1000 clients pass through a table of %u entries",
+	    l->sh->n_clients);
 	for (uint32_t i = 0; i < l->sh->n_clients; i++)
 		l->clients[i].count = 1; /* white box: every entry is held */
 	tap(admit_ip(l, "10.200.0.1", false, &t) == LIMITS_TABLE_FULL,
-	      "a full client table refuses, it does not grow");
+	    "a full client table refuses, it does not grow");
 	tap(admit_ip(l, "10.200.0.1", true, &t) == LIMITS_OK,
-	      "a relay client needs no client entry");
+	    "a relay client needs no client entry");
 	limits_now = base_request;
 	limits_free(l);
 }
@@ -353,7 +351,8 @@ static void test_processes(void)
 
 			limits_set_worker(l, w);
 			for (int i = 0; i < 4000; i++) {
-				snprintf(ip, sizeof(ip), "10.0.%d.%u", i % 7, w);
+				snprintf(ip, sizeof(ip), "10.0.%d.%u", i % 7,
+				         w);
 				if (admit_ip(l, ip, false, &held[i % 8]) !=
 				    LIMITS_OK)
 					_exit(2);
@@ -372,7 +371,7 @@ static void test_processes(void)
 	}
 	tap(ok, "4 processes admit and release 16000 connections");
 	tap(limits_in_use(l) == 0 && consistent(l),
-	      "afterwards nothing is held and the table is consistent");
+	    "afterwards nothing is held and the table is consistent");
 	limits_now = base_request;
 	limits_free(l);
 }
@@ -393,23 +392,23 @@ static void test_killed_holder(void)
 		limits_set_worker(l, 3);
 		admit_ip(l, "10.2.2.2", false, &t);
 		lock(l);
-		l->sh->free_top--;		  /* a slot popped ... */
-		l->clients[0].count += 5;	  /* ... counts half done */
+		l->sh->free_top--;                /* a slot popped ... */
+		l->clients[0].count += 5;         /* ... counts half done */
 		memset(l->slots[7].key, 0xee, 8); /* ... and no used byte */
 		raise(SIGKILL);
 		_exit(1);
 	}
 	waitpid(pid, &st, 0);
 	tap(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
-	      "the worker died by SIGKILL holding the lock");
+	    "the worker died by SIGKILL holding the lock");
 	tap(admit_ip(l, "10.3.3.3", false, &t) == LIMITS_OK &&
-		      l->sh->recoveries == 1,
-	      "the next admission gets the lock and rebuilds");
+	        l->sh->recoveries == 1,
+	    "the next admission gets the lock and rebuilds");
 	tap(limits_in_use(l) == 3 && consistent(l),
-	      "3 connections held, the table consistent again");
+	    "3 connections held, the table consistent again");
 	tap(limits_forget_worker(l, 3) == 1 && limits_in_use(l) == 2 &&
-		      consistent(l),
-	      "forget_worker(3) returns the dead worker's connection");
+	        consistent(l),
+	    "forget_worker(3) returns the dead worker's connection");
 	limits_free(l);
 }
 

@@ -99,14 +99,14 @@ static void mask_bits(uint8_t key[16], unsigned keep)
 
 static bool is_v4_mapped(const uint8_t a[16])
 {
-	static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0,
-					   0, 0, 0, 0, 0xff, 0xff};
+	static const uint8_t prefix[12] = {0, 0, 0, 0, 0,    0,
+	                                   0, 0, 0, 0, 0xff, 0xff};
 
 	return memcmp(a, prefix, sizeof(prefix)) == 0;
 }
 
 void limits_client_key(const struct sockaddr *sa, unsigned prefix_v4,
-		       unsigned prefix_v6, uint8_t key[16])
+                       unsigned prefix_v6, uint8_t key[16])
 {
 	memset(key, 0, 16);
 	if (sa->sa_family == AF_INET6) {
@@ -124,7 +124,7 @@ void limits_client_key(const struct sockaddr *sa, unsigned prefix_v4,
 }
 
 void limits_key_text(const uint8_t key[16], unsigned prefix_v4,
-		     unsigned prefix_v6, char *out, size_t len)
+                     unsigned prefix_v6, char *out, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN];
 
@@ -137,8 +137,8 @@ void limits_key_text(const uint8_t key[16], unsigned prefix_v4,
 	}
 }
 
-uint32_t limits_rate_tick(uint64_t *start_ms, uint32_t *count,
-			  uint64_t now_ms, uint64_t unit_ms)
+uint32_t limits_rate_tick(uint64_t *start_ms, uint32_t *count, uint64_t now_ms,
+                          uint64_t unit_ms)
 {
 	if (*count == 0 || now_ms < *start_ms ||
 	    now_ms - *start_ms >= unit_ms) {
@@ -150,8 +150,7 @@ uint32_t limits_rate_tick(uint64_t *start_ms, uint32_t *count,
 	return *count;
 }
 
-unsigned limits_reserved(unsigned max_connections, unsigned value,
-			 bool percent)
+unsigned limits_reserved(unsigned max_connections, unsigned value, bool percent)
 {
 	unsigned long long r = value;
 
@@ -186,9 +185,10 @@ static uint32_t key_hash(uint64_t seed, const uint8_t key[16])
 }
 
 static bool evictable_before(const struct lclient *c,
-			     const struct lclient *best)
+                             const struct lclient *best)
 {
-	return c->count == 0 && (best == NULL || c->rate_start < best->rate_start);
+	return c->count == 0 &&
+	       (best == NULL || c->rate_start < best->rate_start);
 }
 
 /* The entry for key, made (or reused) when missing; NO_CLIENT when every
@@ -252,8 +252,8 @@ static void rebuild(struct limits *l)
 			continue;
 		}
 		in_use++;
-		s->client = s->exempt ? NO_CLIENT
-				      : client_find_or_add(l, s->key);
+		s->client =
+		    s->exempt ? NO_CLIENT : client_find_or_add(l, s->key);
 		if (s->client != NO_CLIENT)
 			l->clients[s->client].count++;
 	}
@@ -269,9 +269,9 @@ static void lock(struct limits *l)
 		rebuild(l);
 		pthread_mutex_consistent(&l->sh->mu);
 		log_msg(LOG_WARN, "limits_recovered",
-			"a process died holding the connection table lock; "
-			"counts rebuilt from %u slot(s) in use",
-			l->sh->in_use);
+		        "a process died holding the connection table lock; "
+		        "counts rebuilt from %u slot(s) in use",
+		        l->sh->in_use);
 	} else if (rc != 0) {
 		log_msg(LOG_ERR, "limits_lock", "%s", strerror(rc));
 		abort(); /* ENOTRECOVERABLE: nothing can be counted */
@@ -330,7 +330,7 @@ static size_t map_size(uint32_t n_slots, uint32_t n_clients)
 }
 
 static struct limits *limits_new_sized(uint32_t n_slots, char *err,
-				       size_t err_len)
+                                       size_t err_len)
 {
 	struct limits *l = calloc(1, sizeof(*l));
 	uint32_t n_clients = clients_for(n_slots);
@@ -342,10 +342,10 @@ static struct limits *limits_new_sized(uint32_t n_slots, char *err,
 	}
 	l->map_len = map_size(n_slots, n_clients);
 	base = mmap(NULL, l->map_len, PROT_READ | PROT_WRITE,
-		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (base == MAP_FAILED) {
 		snprintf(err, err_len, "connection table (%zu bytes): %s",
-			 l->map_len, strerror(errno));
+		         l->map_len, strerror(errno));
 		free(l);
 		return NULL;
 	}
@@ -385,8 +385,8 @@ void limits_set_worker(struct limits *l, unsigned worker)
 
 /* Under the lock: the per-client checks, counting this attempt. */
 static enum limits_verdict check_client(struct limits *l,
-					const struct limits_request *rq,
-					const uint8_t key[16], uint32_t *client)
+                                        const struct limits_request *rq,
+                                        const uint8_t key[16], uint32_t *client)
 {
 	struct lclient *c;
 	uint32_t rate;
@@ -395,7 +395,7 @@ static enum limits_verdict check_client(struct limits *l,
 		return LIMITS_TABLE_FULL;
 	c = &l->clients[*client];
 	rate = limits_rate_tick(&c->rate_start, &c->rate_count, rq->now_ms,
-				LIMITS_RATE_UNIT_MS);
+	                        LIMITS_RATE_UNIT_MS);
 	if (c->count >= rq->max_per_client)
 		return LIMITS_CLIENT;
 	if (rq->rate_limit != 0 && rate > rq->rate_limit)
@@ -404,11 +404,11 @@ static enum limits_verdict check_client(struct limits *l,
 }
 
 static enum limits_verdict check(struct limits *l,
-				 const struct limits_request *rq,
-				 const uint8_t key[16], uint32_t *client)
+                                 const struct limits_request *rq,
+                                 const uint8_t key[16], uint32_t *client)
 {
-	uint32_t max = rq->max_total < l->sh->n_slots ? rq->max_total
-						      : l->sh->n_slots;
+	uint32_t max =
+	    rq->max_total < l->sh->n_slots ? rq->max_total : l->sh->n_slots;
 
 	*client = NO_CLIENT;
 	if (l->sh->in_use >= max || l->sh->free_top == 0)
@@ -421,7 +421,7 @@ static enum limits_verdict check(struct limits *l,
 }
 
 static uint32_t slot_take(struct limits *l, const uint8_t key[16],
-			  uint32_t client, bool exempt)
+                          uint32_t client, bool exempt)
 {
 	uint32_t i = l->free_stack[--l->sh->free_top];
 	struct lslot *s = &l->slots[i];
@@ -438,8 +438,8 @@ static uint32_t slot_take(struct limits *l, const uint8_t key[16],
 }
 
 enum limits_verdict limits_admit(struct limits *l,
-				 const struct limits_request *rq,
-				 uint32_t *ticket)
+                                 const struct limits_request *rq,
+                                 uint32_t *ticket)
 {
 	uint8_t key[16];
 	uint32_t client;

@@ -35,8 +35,9 @@ enum limits_verdict {
  * config, so a reload changes the limits but not the table's size. */
 struct limits_request {
 	const struct sockaddr *peer;
-	bool exempt; /* relay_networks: may use the reserve, no per-client
-		      * limits (Postfix's smtpd_client_event_limit_exceptions) */
+	/* relay_networks: may use the reserve, no per-client limits
+	 * (Postfix's smtpd_client_event_limit_exceptions) */
+	bool exempt;
 	unsigned max_total;
 	unsigned reserved;
 	unsigned max_per_client;
@@ -57,8 +58,8 @@ void limits_set_worker(struct limits *l, unsigned worker);
 /* Admits a connection (filling *ticket, to be handed back to
  * limits_release when it closes) or says why not. */
 enum limits_verdict limits_admit(struct limits *l,
-				 const struct limits_request *rq,
-				 uint32_t *ticket);
+                                 const struct limits_request *rq,
+                                 uint32_t *ticket);
 void limits_release(struct limits *l, uint32_t ticket);
 
 /* The master, when worker `worker` has died: frees every slot it held.
@@ -75,18 +76,18 @@ unsigned limits_capacity(const struct limits *l);
  * with all but the first prefix_v4 address bits zero; IPv6 with all but the
  * first prefix_v6 bits zero. */
 void limits_client_key(const struct sockaddr *sa, unsigned prefix_v4,
-		       unsigned prefix_v6, uint8_t key[16]);
+                       unsigned prefix_v6, uint8_t key[16]);
 /* "127.0.1.0/24", "2001:db8::/64". */
 void limits_key_text(const uint8_t key[16], unsigned prefix_v4,
-		     unsigned prefix_v6, char *out, size_t len);
+                     unsigned prefix_v6, char *out, size_t len);
 /* Counts one event at now_ms in a fixed window of unit_ms that opens at the
  * first event after the previous window closed (as anvil does); returns the
  * events in the current window, this one included (saturating). */
-uint32_t limits_rate_tick(uint64_t *start_ms, uint32_t *count,
-			  uint64_t now_ms, uint64_t unit_ms);
+uint32_t limits_rate_tick(uint64_t *start_ms, uint32_t *count, uint64_t now_ms,
+                          uint64_t unit_ms);
 /* Slots an internet client may not take: "N" or "N%" of max_connections,
  * never all of them. */
 unsigned limits_reserved(unsigned max_connections, unsigned value,
-			 bool percent);
+                         bool percent);
 
 #endif
