@@ -41,6 +41,10 @@ describe("1 000 dripping connections", function()
   end)
 
   it("are all closed within their deadlines while a relay client's mail gets through", function()
+    -- the clients and the gateway each raise their soft limit to the hard one
+    local hard = tonumber((gateway.run("ulimit -Hn")):match("%d+") or "") or math.huge
+    assert(hard >= COUNT + 100, "RLIMIT_NOFILE hard limit " .. hard ..
+      " is too low for " .. COUNT .. " client sockets")
     local out, ready = dir .. "/drip.json", dir .. "/ready"
     drip = procs.start({ tools.PYTHON, tools.SUPPORT .. "/drip_clients.py",
       "--port", tostring(gw:port()), "--count", tostring(COUNT),

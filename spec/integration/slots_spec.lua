@@ -270,4 +270,62 @@ describe("slots", function()
       end
     end)
   end)
+
+  describe("IPv6: client_prefix_v6 = 64, max_connections_per_ip = 1", function()
+    teardown(h.cleanup)
+
+    it("counts ::1 by its /64 and names the prefix", function()
+      if not client.have_ipv6() then
+        pending("::1 is not available on this machine")
+        return
+      end
+      local gw = gateway.start { ini_extra = { listen = "[::1]:0",
+        max_connections_per_ip = 1, relay_networks = "127.0.0.1/32" } }
+      local a = client.connect(gw:port(), { host = "::1" })
+      assert.are.equal(R.banner, a.banner)
+      local b = client.connect(gw:port(), { host = "::1", banner = false })
+      local _, text = b:read_reply()
+      assert.are.equal(from("::1"), text)
+      local line = gw:wait_log("[^\n]*event=refused reason=max_connections_per_ip[^\n]*")
+      assert.truthy(line:find("prefix=::/64", 1, true), line)
+      a:cmd("NOOP", R.ok)
+    end)
+  end)
+
+  describe("reload", function()
+    local gw
+    teardown(h.cleanup)
+    setup(function()
+      gw = gateway.start { ini_extra = { max_connections = 3, reserved_connections = 0,
+        relay_networks = "127.0.0.250/32" } }
+    end)
+
+    local function reload(extra)
+      local n = #gw:log_lines("event=reload status=ok")
+      gateway.write_file(gw.ini, gateway.ini_text(extra))
+      gw:signal("HUP")
+      gw:wait_log_count("event=reload status=ok", n + 1)
+    end
+
+    it("counts old and new workers' sessions together, and never past the table made at start", function()
+      local held = {}
+      for i = 1, 2 do
+        held[i] = client.connect(gw:port(), { bind = "127.0.15." .. i })
+        assert.are.equal(R.banner, held[i].banner)
+      end
+      -- the workers holding these two retire; new ones take over
+      reload({ listen = gw:addr(), max_connections = 2, reserved_connections = 0,
+        relay_networks = "127.0.0.250/32" })
+      refused(gw, "127.0.15.3", R.too_many_conns)
+      -- above the start value: logged, and the table's 3 slots stay the limit
+      reload({ listen = gw:addr(), max_connections = 10, reserved_connections = 0,
+        relay_networks = "127.0.0.250/32" })
+      gw:wait_log("max_connections above 3 %(the connection table made at start%) " ..
+        "takes effect at the next restart")
+      local third = client.connect(gw:port(), { bind = "127.0.15.4" })
+      assert.are.equal(R.banner, third.banner)
+      refused(gw, "127.0.15.5", R.too_many_conns)
+      for _, c in ipairs(held) do c:cmd("NOOP", R.ok) end
+    end)
+  end)
 end)
