@@ -1,10 +1,11 @@
 /*
- * listener: listening sockets and the admission of each connection. A
- * connection over a limit gets its 421 straight from here and never becomes
- * a session. The counting itself lives in limits (shared by every worker);
- * this file turns the config into a limits_request, answers refusals and
- * logs them, identical refusals at most once per LOG_INTERVAL_MS each
- * (then a count). It must not count connections itself.
+ * listener: binds the listen addresses (in the master), accepts on them (in
+ * each worker) and admits or refuses each connection. A connection over a
+ * limit gets its 421 straight from here and never becomes a session. The
+ * counting itself lives in limits (shared by every worker): this file turns
+ * the config into a limits_request, answers refusals and logs them, each
+ * identical refusal at most once per LOG_INTERVAL_MS in this process (then
+ * a count). It must not count connections itself.
  */
 #include "inbound/listener.h"
 
@@ -27,11 +28,11 @@
 /* Workers share each listening socket and all wake on a new connection;
  * taking a few per wake-up leaves the rest to the others, so a worker busy
  * with handshakes does not hoard the backlog. */
-enum {
-	ACCEPTS_PER_EVENT = 4,
-	LOG_SLOTS = 64,
-	LOG_INTERVAL_MS = 10000,
-};
+enum { ACCEPTS_PER_EVENT = 4 };
+
+/* Refusal lines: remembered per (reason, prefix) in a small direct-mapped
+ * table, so a flood costs one line per interval and a count. */
+enum { LOG_SLOTS = 64, LOG_INTERVAL_MS = 10000 };
 
 enum admission {
 	ADMITTED,
