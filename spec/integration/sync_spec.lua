@@ -1,7 +1,8 @@
 -- SMTP synchronization (README "SMTP synchronization"): talking before the
 -- banner, a command behind EHLO/HELO and message text before the 354 are
 -- refused with 554 5.5.0 and the session is closed; RFC 2920 pipelining
--- stays legal; sync_exempt_networks and smtp_sync = no switch it off.
+-- stays legal; sync_exempt_networks (by default the clients of
+-- relay_networks) and smtp_sync = no switch it off.
 
 local gateway = require "harness"
 local client = require "smtp_client"
@@ -103,6 +104,42 @@ describe("SMTP synchronization", function()
       local env = gateway.parse_queue_file(gw:queue_file(qid))
       assert.are.same({ "<a@example.test>", "<c@example.test>" }, env.rcpt)
       assert.are.equal(before, #gw:log_lines("event=sync_error"))
+    end)
+  end)
+
+  describe("the default sync_exempt_networks = relay_networks", function()
+    local gw
+    teardown(h.cleanup)
+    setup(function()
+      gw = gateway.start { ini_extra = { greet_pause = "1s", relay_networks = "127.0.0.1/32" } }
+    end)
+
+    it("exempts a relay client (as postscreen's permit_mynetworks), not another", function()
+      local c = client.connect(gw:port(), { bind = "127.0.0.1", banner = false })
+      c:send("EHLO inside.example\r\nMAIL FROM:<me@example.org>\r\n")
+      c:expect_line(R.banner, 0.9)
+      c:expect("^250%-")
+      c:expect_line(R.mail_ok)
+      local o = client.connect(gw:port(), { bind = "127.0.0.3", banner = false })
+      o:send("EHLO outside.example\r\n")
+      o:expect_line(SYNC)
+      assert.is_true(o:closed())
+    end)
+  end)
+
+  describe("gateway.ini", function()
+    it("checks the new keys and names the line", function()
+      for _, bad in ipairs({ "greet_pause = 2m", "greet_pause = soon", "smtp_sync = maybe",
+          "sync_exempt_networks = 10.0.0.0/33", "min_data_rate = -1",
+          "junk_command_limit = 0", "stress_timeout = 0", "data_rate_window = 0" }) do
+        local out, code = gateway.check_config("[gateway]\n" .. bad .. "\n")
+        assert.are.equal(1, code, bad .. ": " .. out)
+        assert.truthy(out:find(":2: " .. bad:match("^(%S+)") .. ": ", 1, true), out)
+      end
+      local out, code = gateway.check_config("[gateway]\ngreet_pause = 0\nsmtp_sync = no\n" ..
+        "sync_exempt_networks = relay_networks, 10.0.0.0/8, ::1\nmin_data_rate = 0\njunk_command_limit = 5\n" ..
+        "stress_timeout = 5s\ndata_rate_window = 30s\ndata_timeout = 1h\n")
+      assert.are.equal(0, code, out)
     end)
   end)
 

@@ -561,7 +561,7 @@ static bool set_reserved(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
-/* A list of networks into a struct cidr_list at the key's offset. */
+/* One network into the struct cidr_list at the key's offset. */
 static bool add_cidr(struct load_ctx *ctx, const struct key_def *key,
 		     const char *item)
 {
@@ -577,13 +577,6 @@ static bool add_cidr(struct load_ctx *ctx, const struct key_def *key,
 	list->nets = grown;
 	grown[list->n++] = net;
 	return true;
-}
-
-static bool set_cidr_list(struct load_ctx *ctx, const struct key_def *key,
-			  const char *value)
-{
-	((struct cidr_list *)field(ctx, key))->n = 0;
-	return for_each_item(ctx, key, value, add_cidr);
 }
 
 /* "local@domain": where mail to <postmaster> without a domain goes
@@ -608,10 +601,31 @@ static bool set_postmaster(struct load_ctx *ctx, const struct key_def *key,
 	return set_string(ctx, key, value);
 }
 
+/* sync_exempt_networks: CIDRs, and the word relay_networks (the default)
+ * for the clients of relay_networks, as postscreen's permit_mynetworks. */
+static bool add_sync_exempt(struct load_ctx *ctx, const struct key_def *key,
+			    const char *item)
+{
+	if (strcmp(item, "relay_networks") != 0)
+		return add_cidr(ctx, key, item);
+	ctx->cfg->sync_exempt_relay = true;
+	return true;
+}
+
+static bool set_sync_exempt(struct load_ctx *ctx, const struct key_def *key,
+			    const char *value)
+{
+	((struct cidr_list *)field(ctx, key))->n = 0;
+	ctx->cfg->sync_exempt_relay = false;
+	return for_each_item(ctx, key, value, add_sync_exempt);
+}
+
 bool config_is_sync_exempt(const struct config *cfg,
 			   const struct sockaddr *addr)
 {
 	if (!cfg->smtp_sync)
+		return true;
+	if (cfg->sync_exempt_relay && config_is_relay_client(cfg, addr))
 		return true;
 	for (size_t i = 0; i < cfg->sync_exempt_networks.n; i++)
 		if (cidr_contains(&cfg->sync_exempt_networks.nets[i], addr))
@@ -665,8 +679,8 @@ static const struct key_def keys[] = {
 	{"gateway", "greet_pause", set_duration, AT(greet_pause), 0, 60000,
 	 "1s"},
 	{"gateway", "smtp_sync", set_bool, AT(smtp_sync), 0, 0, "yes"},
-	{"gateway", "sync_exempt_networks", set_cidr_list,
-	 AT(sync_exempt_networks), 0, 0, ""},
+	{"gateway", "sync_exempt_networks", set_sync_exempt,
+	 AT(sync_exempt_networks), 0, 0, "relay_networks"},
 	{"gateway", "postmaster", set_postmaster, AT(postmaster), 0, 0, ""},
 	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
 	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,

@@ -81,6 +81,7 @@ struct config {
 	double greet_pause;    /* before the banner; 0: none */
 	bool smtp_sync;
 	struct cidr_list sync_exempt_networks;
+	bool sync_exempt_relay; /* "relay_networks" in sync_exempt_networks */
 	char *postmaster; /* where <postmaster> goes; NULL: refused */
 	/* [tls] */
 	char *cert_dir;
@@ -117,8 +118,8 @@ bool config_is_relay_domain(const struct config *cfg, const char *domain,
 bool config_is_relay_client(const struct config *cfg,
 			    const struct sockaddr *addr);
 
-/* Does this client skip the SMTP synchronization checks (smtp_sync = no,
- * or the client is in sync_exempt_networks)? */
+/* Does this client skip the greet pause and the SMTP synchronization
+ * checks (smtp_sync = no, or the client is in sync_exempt_networks)? */
 bool config_is_sync_exempt(const struct config *cfg,
 			   const struct sockaddr *addr);
 

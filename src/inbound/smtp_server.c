@@ -314,7 +314,7 @@ static void reply(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /* Every 4xx/5xx counts towards max_errors, as Postfix's hard limit, and
- * as a junk command. */
+ * as a junk command; a 421 closes the session anyway. */
 static void reply(struct session *s, const char *fmt, ...)
 {
 	char text[600];
@@ -324,7 +324,7 @@ static void reply(struct session *s, const char *fmt, ...)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	send_line(s, text);
-	if (text[0] != '4' && text[0] != '5')
+	if ((text[0] != '4' && text[0] != '5') || strncmp(text, "421", 3) == 0)
 		return;
 	if (++s->errors >= error_limit(s))
 		too_many_errors(s, CLOSE_ERRORS);
