@@ -23,7 +23,7 @@ medians, every round's value and the ratio smtpgw / Postfix.
       counting only while the load runs (perf's --control fifo)
 
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
-("1,2"), RELAY_N (3000), TLS_N (600), IDLE_N (10000), PF_IDLE_N (100),
+("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
 SYSCALL_N (1000). Every process started here is stopped by its PID.
 """
 import os
@@ -40,7 +40,7 @@ import time
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 WORKERS = [int(w) for w in os.environ.get("WORKERS", "1,2").split(",") if w]
 RELAY_N = int(os.environ.get("RELAY_N", "3000"))
-TLS_N = int(os.environ.get("TLS_N", "600"))
+TLS_N = int(os.environ.get("TLS_N", "1000"))
 IDLE_N = int(os.environ.get("IDLE_N", "10000"))
 PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
@@ -277,8 +277,8 @@ class Smtpgw:
             f.write("[gateway]\nhostname = gw.bench.example\n"
                     "listen = %s:%d\nspool = spool\n"
                     "relay_domains = bench.example\n"
-                    "max_connections = 30000\n"
-                    "max_connections_per_ip = 30000\n%s"
+                    "max_connections = 15000\n"
+                    "max_connections_per_ip = 15000\n%s"
                     "[tls]\ncert_dir = ../certs\n"
                     "[policy]\nscript = %s/policies/try.lua\n"
                     "[domain:bench.example]\nnext_hop = %s:%d\n"
