@@ -604,6 +604,7 @@ def main():
     KEYS = supported_keys()
     ensure_user()
     ws = WORKERS if "workers" in KEYS else [None]
+    print("load average before: %s" % open("/proc/loadavg").read().strip())
     print("smtpgw %s; workers %s; rounds %d; %s" % (
         SMTPGW, ",".join(map(str, WORKERS)) if "workers" in KEYS else
         "key not supported by this build: one process", ROUNDS,
@@ -647,6 +648,7 @@ def main():
     pf.sink = pf.sink  # same sink, counts go on
     pf_sys = perf_syscalls(pf)
     report(ws, relay, tls, mem, gw_sys, pf_sys)
+    print("\nload average after: %s" % open("/proc/loadavg").read().strip())
 
 
 def wlabel(w):
@@ -674,6 +676,8 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
                col(relay["pf"], "p50"), 1),
               ("latency p99 ms", col(relay["gw"], "p99"),
                col(relay["pf"], "p99"), 1)])
+    print("  smtpgw CPU by process per round: %s" % "; ".join(
+        r["split"] for r in relay["gw"]))
     rows = []
     for w in ws:
         name = "workers=%s " % w if w else ""

@@ -72,7 +72,7 @@ struct session {
 	struct tls *tls;
 	enum step step;
 	unsigned gen;     /* bumped by every close: a reply from an old
-			     connection must not reach a new one */
+	                     connection must not reach a new one */
 	int on_conn;      /* messages finished on this connection */
 	double msg_start; /* when the current message began */
 	const char *out;  /* pending output, not owned */
@@ -83,13 +83,13 @@ struct session {
 };
 
 struct stats {
-	long claimed;   /* messages a session took on */
-	long ok;        /* messages that got their final 250 */
-	long conns;     /* connections opened */
+	long claimed; /* messages a session took on */
+	long ok;      /* messages that got their final 250 */
+	long conns;   /* connections opened */
 	long errors;
 	long err_connect, err_reply, err_tls, err_closed, err_timeout;
-	long ready;     /* idle mode: connections held */
-	double *lat;    /* latency of each ok message, seconds */
+	long ready;  /* idle mode: connections held */
+	double *lat; /* latency of each ok message, seconds */
 	long lat_cap;
 	double start, last_ok;
 };
@@ -178,9 +178,9 @@ static void conn_close(struct session *s)
 static const char *step_name(enum step step)
 {
 	static const char *const names[] = {
-		"off",  "connect", "banner", "ehlo", "starttls", "handshake",
-		"ehlo-tls", "mail", "rcpt", "data", "body", "quit", "idle",
-		"done"};
+	    "off",       "connect",  "banner", "ehlo", "starttls",
+	    "handshake", "ehlo-tls", "mail",   "rcpt", "data",
+	    "body",      "quit",     "idle",   "done"};
 	return names[step];
 }
 
@@ -237,9 +237,8 @@ static void send_mail(struct session *s)
 {
 	s->step = ST_MAIL;
 	if (opt.pipelining)
-		send_cmd(s,
-			 "MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n",
-			 opt.from, opt.rcpt);
+		send_cmd(s, "MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n",
+		         opt.from, opt.rcpt);
 	else
 		send_cmd(s, "MAIL FROM:<%s>\r\n", opt.from);
 }
@@ -422,8 +421,8 @@ static long *io_kind(struct session *s)
 static void do_write(struct session *s)
 {
 	while (s->out_off < s->out_len) {
-		ssize_t n = io_write(s, s->out + s->out_off,
-				     s->out_len - s->out_off);
+		ssize_t n =
+		    io_write(s, s->out + s->out_off, s->out_len - s->out_off);
 		if (n == TLS_WANT_POLLIN || n == TLS_WANT_POLLOUT) {
 			io_want(s, n == TLS_WANT_POLLIN ? EV_READ : EV_WRITE);
 			return;
@@ -632,9 +631,10 @@ static int report(void)
 		       pct(50), pct(90), pct(99), pct(100));
 	}
 	if (st.errors > 0 || (!opt.idle && st.ok == 0)) {
-		fprintf(stderr, "loadgen: FAILED: %ld errors, %ld messages "
-				"ok: no rate\n",
-			st.errors, st.ok);
+		fprintf(stderr,
+		        "loadgen: FAILED: %ld errors, %ld messages "
+		        "ok: no rate\n",
+		        st.errors, st.ok);
 		return 1;
 	}
 	return 0;
@@ -645,7 +645,7 @@ static int report(void)
 static void make_message(void)
 {
 	static const char head[] = "From: <%s>\r\nTo: <%s>\r\n"
-				   "Subject: loadgen\r\n\r\n";
+	                           "Subject: loadgen\r\n\r\n";
 	size_t cap = opt.size + 1024, len;
 
 	message = malloc(cap);
@@ -696,16 +696,15 @@ static void parse_target(const char *arg)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: loadgen [-c sessions] [-m msgs/conn] [-s size] "
-		"[-n total | -d seconds]\n"
-		"               [-t] [-P] [-i] [-r ramp] [-T timeout] "
-		"[-f from] [-a rcpt] [-H helo] HOST:PORT\n"
-		"  -t STARTTLS (no certificate check)  -P RFC 2920 "
-		"pipelining\n"
-		"  -i idle mode: open -c connections, hold them, print "
-		"\"ready N\",\n"
-		"     wait for SIGTERM\n");
+	fprintf(stderr, "usage: loadgen [-c sessions] [-m msgs/conn] [-s size] "
+	                "[-n total | -d seconds]\n"
+	                "               [-t] [-P] [-i] [-r ramp] [-T timeout] "
+	                "[-f from] [-a rcpt] [-H helo] HOST:PORT\n"
+	                "  -t STARTTLS (no certificate check)  -P RFC 2920 "
+	                "pipelining\n"
+	                "  -i idle mode: open -c connections, hold them, print "
+	                "\"ready N\",\n"
+	                "     wait for SIGTERM\n");
 	exit(2);
 }
 
@@ -723,20 +722,47 @@ static void parse_opts(int argc, char **argv)
 	opt.helo = "loadgen.client.example";
 	while ((c = getopt(argc, argv, "c:m:s:n:d:tPir:T:f:a:H:")) != -1) {
 		switch (c) {
-		case 'c': opt.sessions = atoi(optarg); break;
-		case 'm': opt.per_conn = atoi(optarg); break;
-		case 's': opt.size = (size_t)atol(optarg); break;
-		case 'n': opt.total = atol(optarg); break;
-		case 'd': opt.duration = atof(optarg); break;
-		case 't': opt.starttls = true; break;
-		case 'P': opt.pipelining = true; break;
-		case 'i': opt.idle = true; break;
-		case 'r': opt.ramp = atoi(optarg); break;
-		case 'T': opt.timeout = atof(optarg); break;
-		case 'f': opt.from = optarg; break;
-		case 'a': opt.rcpt = optarg; break;
-		case 'H': opt.helo = optarg; break;
-		default: usage();
+		case 'c':
+			opt.sessions = atoi(optarg);
+			break;
+		case 'm':
+			opt.per_conn = atoi(optarg);
+			break;
+		case 's':
+			opt.size = (size_t)atol(optarg);
+			break;
+		case 'n':
+			opt.total = atol(optarg);
+			break;
+		case 'd':
+			opt.duration = atof(optarg);
+			break;
+		case 't':
+			opt.starttls = true;
+			break;
+		case 'P':
+			opt.pipelining = true;
+			break;
+		case 'i':
+			opt.idle = true;
+			break;
+		case 'r':
+			opt.ramp = atoi(optarg);
+			break;
+		case 'T':
+			opt.timeout = atof(optarg);
+			break;
+		case 'f':
+			opt.from = optarg;
+			break;
+		case 'a':
+			opt.rcpt = optarg;
+			break;
+		case 'H':
+			opt.helo = optarg;
+			break;
+		default:
+			usage();
 		}
 	}
 	if (optind != argc - 1 || opt.sessions <= 0 || opt.per_conn <= 0 ||

@@ -108,7 +108,7 @@ static bool is_cmd(const char *line, const char *cmd)
 static void do_ehlo(struct client *c)
 {
 	reply(c, "250-sink.bench.example\r\n250-PIPELINING\r\n"
-		 "250-8BITMIME\r\n250-SIZE 104857600\r\n");
+	         "250-8BITMIME\r\n250-SIZE 104857600\r\n");
 	if (tls_srv != NULL && !c->tls_on)
 		reply(c, "250-STARTTLS\r\n");
 	reply(c, "250 ENHANCEDSTATUSCODES\r\n");
@@ -207,7 +207,7 @@ static ssize_t io_read(struct client *c)
 
 	if (c->tls != NULL)
 		return tls_read(c->tls, c->in + c->in_len,
-				sizeof(c->in) - c->in_len);
+		                sizeof(c->in) - c->in_len);
 	n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return TLS_WANT_POLLIN;
@@ -220,7 +220,7 @@ static ssize_t io_write(struct client *c)
 
 	if (c->tls != NULL)
 		return tls_write(c->tls, c->out + c->out_off,
-				 c->out_len - c->out_off);
+		                 c->out_len - c->out_off);
 	n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return TLS_WANT_POLLOUT;
@@ -400,8 +400,7 @@ static int listen_on(const char *arg)
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	if (fd < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) ||
-	    listen(fd, 4096))
+	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) || listen(fd, 4096))
 		die("listen %s: %s", arg, strerror(errno));
 	return fd;
 }
