@@ -180,8 +180,9 @@ bench: deps user build/bench_policy
 		build/bench/sink
 	$(call install_missing,linux-perf)
 	rm -rf build/bench/run
-	{ unshare --net -- sh -c 'ip link set lo up && exec /usr/bin/python3 \
-		spec/bench/bench.py $(CURDIR)/build/smtpgw \
+	{ unshare --net -- sh -c 'ip link set lo up && spec/bench/selftest.sh \
+		build/bench/loadgen build/bench/sink build/bench/run/selftest && \
+		exec /usr/bin/python3 spec/bench/bench.py $(CURDIR)/build/smtpgw \
 		$(CURDIR)/build/bench/loadgen $(CURDIR)/build/bench/sink \
 		$(CURDIR)/build/bench/run'; echo $$? >build/bench/rc; } 2>&1 | \
 		tee build/bench/results.txt; exit $$(cat build/bench/rc)
