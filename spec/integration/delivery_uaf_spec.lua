@@ -1,0 +1,82 @@
+-- Message lifetimes in the queue runner (issue 8, "Defects to fix on the
+-- way"): admitting a message (a new one, a DSN just synced, `queue flush`)
+-- never runs the scheduler from inside a callback that still holds a
+-- message, so a message the scheduler frees (it was deleted with `queue
+-- delete`) is never touched again. The gateway runs under ASan: a
+-- use-after-free is a sanitizer report, and stopping the gateway raises.
+
+local gateway = require "harness"
+local ds = require "delivery_support"
+
+-- A queue file in the spool's own format, as a crash leaves it.
+local function write_queue_file(spool, qid, sender, rcpts)
+  local lines = { "smtpgw-queue-file: 1", "id: " .. qid, "arrival: " .. os.time(),
+    "client: 127.0.0.1", "helo: client.example", "sender: <" .. sender .. ">" }
+  for _, r in ipairs(rcpts) do lines[#lines + 1] = "rcpt: <" .. r .. ">" end
+  lines[#lines + 1] = "body: 7BIT"
+  lines[#lines + 1] = "smtputf8: 0"
+  gateway.write_file(spool .. "/queue/" .. qid, table.concat(lines, "\n") ..
+    "\n\nSubject: lifetimes\r\n\r\nbody\r\n")
+end
+
+describe("delivery: message lifetimes", function()
+  after_each(ds.cleanup)
+
+  -- The trigger of the issue, made deterministic. One round of the queue
+  -- runner, with room for two transactions, takes e.test and c.test (b.test
+  -- waits for room). e.test's client_tls fails at once; c.test's holds the
+  -- loop for a moment, long enough for the spec to `queue delete` the
+  -- message, and then fails too. The round ends: the bounce owed for
+  -- a.test goes to the sync thread as a DSN and b.test is due, with room
+  -- now. When the DSN is synced, its callback must not start b.test's
+  -- transaction itself: that finds the file gone and frees the message
+  -- the callback is still using.
+  it("a DSN synced after its message was deleted, with another recipient due", function()
+    local dir = gateway.mktempdir()
+    local script = dir .. "/hold.lua"
+    gateway.write_file(script, table.concat({
+      "local policy = {}",
+      "function policy.client_tls(ctx, host)",
+      "  if ctx.domain == 'e.test' then error('no level for e.test') end",
+      "  if ctx.domain == 'c.test' then",
+      "    host.log('holding the loop for c.test')",
+      "    local stop = host.now() + 0.6",
+      "    while host.now() < stop do end",
+      "    error('no level for c.test')",
+      "  end",
+      "  return 'none'",
+      "end",
+      "return policy", "" }, "\n"))
+    local gw = gateway.start{ dir = dir, sections = {
+      policy = { script = script, max_time = "5s", max_instructions = 1000000000 },
+      delivery = { max_connections = 2, retry_min = "1h", retry_max = "1h" },
+      dns = { resolver = ds.DEAD_RESOLVER },
+      ["domain:b.test"] = { next_hop = "127.0.0.1:9" },
+    } }
+    assert.is_true(gw:kill("KILL"))
+    local qid = "00000000000c0001"
+    write_queue_file(gw:spool(), qid, "sender@origin.example",
+      { "a@a.test", "e@e.test", "c@c.test", "b@b.test" })
+    gateway.write_file(gw:spool() .. "/state/" .. qid,
+      "0 bounced 550 5.1.1 <a@a.test>: no such user\n")
+
+    gw:restart()
+    gw:wait_log("event=policy_log[^\n]*holding the loop for c%.test")
+    local out, code = ds.queue_cmd(gw, "delete", qid)
+    assert.are.equal(0, code, out)
+    -- the precondition: deleted while c.test's hook still held the loop
+    -- (its failure is logged the moment it returns)
+    assert.is_nil(gw:log():find("event=policy_error[^\n]*domain c%.test"),
+      "queue delete came after c.test's hook had returned; log:\n" .. gw:log())
+
+    gw:wait_log("event=dropped[^\n]*qid " .. qid)
+    -- the DSN for a.test was queued and is being delivered on its own
+    ds.wait_delivery(gw, "sender@origin.example", "deferred")
+    assert.truthy(gw:alive(), "the gateway died; log:\n" .. gw:log())
+    assert.falsy(gateway.exists(gw:spool() .. "/queue/" .. qid))
+    assert.truthy(gateway.wait_for(function()
+      return not gateway.exists(gw:spool() .. "/state/" .. qid)
+    end), "state/" .. qid .. " left behind")
+    gw:stop() -- raises on a sanitizer report
+  end)
+end)
