@@ -12,6 +12,13 @@
  * before anything else happens, so a restart never delivers a sent
  * recipient again; a bounced one stays owed until the DSN that reports it
  * is synced ("notified"), and only then may the message go.
+ *
+ * The scheduler (run_queue) runs from the loop only, from its own two
+ * timers: `soon` (work was recorded) and `wake` (a retry comes due). Nothing
+ * else calls it: admitting a message, a flush, a DSN that reached the spool
+ * and a finishing job only record what changed and kick. A callback may
+ * thus go on using its message after that: only the scheduler frees one
+ * (finish_if_done), and never under a caller that still holds it.
  */
 #include "outbound/delivery.h"
 
@@ -87,7 +94,8 @@ struct delivery {
 	struct job *jobs;
 	unsigned active;
 	uint64_t next_id;
-	ev_timer wake;
+	ev_timer wake; /* the earliest retry of a message without jobs */
+	ev_timer soon; /* kicked: run the queue at the loop's next turn */
 	bool stopping;
 };
 
@@ -183,7 +191,8 @@ static void rcpt_domain(const struct delivery *d, const char *rcpt, char *out,
 
 /* Arms the timer for the next due message. One that is already due was
  * held back by a concurrency limit: a finishing job kicks the runner, and
- * a one-second poll covers the rest, so the loop never spins on it. */
+ * a one-second poll covers the rest, so the loop never spins on it. A kick
+ * has its own timer, so this never delays one. */
 static void schedule(struct delivery *d)
 {
 	double next = INFINITY, now = now_s(d);
@@ -198,12 +207,15 @@ static void schedule(struct delivery *d)
 	ev_timer_start(d->loop, &d->wake);
 }
 
-/* Runs the queue from the loop, not from inside a job's callback. */
+/* Something changed (a message came in, a job ended, a flush): the queue
+ * runs at the loop's next turn, never from inside the caller, which may
+ * still hold a message the run would free. Kicks before that run are one. */
 static void kick(struct delivery *d)
 {
-	ev_timer_stop(d->loop, &d->wake);
-	ev_timer_set(&d->wake, 0, 0);
-	ev_timer_start(d->loop, &d->wake);
+	if (d->stopping || ev_is_active(&d->soon))
+		return;
+	ev_timer_set(&d->soon, 0, 0);
+	ev_timer_start(d->loop, &d->soon);
 }
 
 /* retry_min, doubling per attempt, up to retry_max (Postfix's
@@ -297,7 +309,8 @@ static void mark_notified(struct delivery *d, struct message *m, size_t i,
 }
 
 /* Only now, with the DSN synced, are its recipients settled; a DSN that
- * failed leaves them owed, for the next round to try again. */
+ * failed leaves them owed, for the next round to try again. delivery_add
+ * only records the DSN, so `m` is still ours until finish_if_done. */
 static void on_dsn_queued(void *owner, bool ok, const char *qid)
 {
 	struct dsn_commit *c = owner;
@@ -960,12 +973,15 @@ static void plan_message(struct delivery *d, struct message *m)
 
 /* Plans every due message first and begins the jobs afterwards, by id: a
  * job that ends at once (an unreadable file, a policy failure) may finish
- * its message, which must not happen under the planning loop's feet. */
+ * its message, which must not happen under the planning loop's feet. Such
+ * a job kicks again, so the room it leaves is used at the next turn. Only
+ * the timers call this (see the top of the file). */
 static void run_queue(struct delivery *d)
 {
 	double now = now_s(d);
 	uint64_t first = d->next_id + 1, last;
 
+	ev_timer_stop(d->loop, &d->soon);
 	if (d->stopping)
 		return;
 	for (struct message *m = d->messages, *next; m != NULL; m = next) {
@@ -995,7 +1011,8 @@ static void run_queue(struct delivery *d)
 	schedule(d);
 }
 
-static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* `wake` and `soon`: the only callers of run_queue. */
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
@@ -1016,8 +1033,10 @@ struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 	d->queue = q;
 	d->dns = dns;
 	d->current = current;
-	ev_init(&d->wake, wake_cb);
+	ev_init(&d->wake, timer_cb);
 	d->wake.data = d;
+	ev_init(&d->soon, timer_cb);
+	d->soon.data = d;
 	return d;
 }
 
@@ -1027,6 +1046,7 @@ void delivery_stop(struct delivery *d)
 		return;
 	d->stopping = true;
 	ev_timer_stop(d->loop, &d->wake);
+	ev_timer_stop(d->loop, &d->soon);
 	while (d->jobs != NULL) {
 		d->jobs->m->jobs--;
 		job_free(d->jobs);
@@ -1047,12 +1067,23 @@ void delivery_free(struct delivery *d)
 	free(d);
 }
 
-/* Takes a queued message in; false when there is nothing to do for it. */
+static bool holds_message(const struct delivery *d, const char *qid)
+{
+	for (const struct message *m = d->messages; m != NULL; m = m->next)
+		if (strcmp(m->qid, qid) == 0)
+			return true;
+	return false;
+}
+
+/* Takes a queued message in; false when there is nothing to do for it. A
+ * message already held is left as it is: the spool scan at start and a
+ * notice of the same commit may both name it. */
 static bool admit_message(struct delivery *d, const char *qid)
 {
 	struct message *m;
 
-	if (d->stopping || (m = message_load(d, qid)) == NULL)
+	if (d->stopping || holds_message(d, qid) ||
+	    (m = message_load(d, qid)) == NULL)
 		return false;
 	if (!message_pending(m) && !owes_dsn(m)) {
 		queue_remove(d->queue, qid);
@@ -1064,10 +1095,11 @@ static bool admit_message(struct delivery *d, const char *qid)
 	return true;
 }
 
+/* Admission records and kicks; the run comes from the loop. */
 void delivery_add(struct delivery *d, const char *qid)
 {
 	if (admit_message(d, qid))
-		run_queue(d);
+		kick(d);
 }
 
 /* Every message first, then one run: a run per message would walk the
@@ -1082,7 +1114,7 @@ void delivery_load(struct delivery *d)
 		free(ids[i]);
 	}
 	free(ids);
-	run_queue(d);
+	kick(d);
 }
 
 void delivery_flush(struct delivery *d)
@@ -1091,5 +1123,5 @@ void delivery_flush(struct delivery *d)
 		m->next_attempt = 0;
 		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
 	}
-	run_queue(d);
+	kick(d);
 }
