@@ -69,6 +69,14 @@ build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
 
+# The queue runner on its own loop, driven by spec/integration/
+# delivery_uaf_spec.lua: every object but main's.
+DELIVERY_DRIVER_OBJ = $(filter-out build/check/obj/main.o \
+		      build/check/obj/inbound/% build/check/obj/cli/%,$(OBJ_CHK))
+build/check/delivery_driver: spec/c/delivery_driver.c $(DELIVERY_DRIVER_OBJ) $(HDR)
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/delivery_driver.c \
+		$(DELIVERY_DRIVER_OBJ) $(LIBS)
+
 build/obj build/check/obj:
 	mkdir -p $@
 
@@ -122,7 +130,7 @@ run: deps
 
 check: deps-check
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
-		build/check/client_driver
+		build/check/client_driver build/check/delivery_driver
 	./spec/run.sh
 
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).

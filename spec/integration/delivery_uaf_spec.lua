@@ -79,4 +79,33 @@ describe("delivery: message lifetimes", function()
     end), "state/" .. qid .. " left behind")
     gw:stop() -- raises on a sanitizer report
   end)
+
+  -- A queue manager scans the spool at start while workers tell it about
+  -- the messages they commit: the same message can be named twice. Driven
+  -- through spec/c/delivery_driver.c (delivery_load, then delivery_add of
+  -- the same id, as the queue manager's loop would).
+  it("a message it already holds, added again, is delivered once", function()
+    local r = ds.receiver()
+    local dir = gateway.mktempdir()
+    local spool = dir .. "/spool"
+    assert(select(2, gateway.run("mkdir -p " .. gateway.shell_quote(spool .. "/queue"))) == 0)
+    local ini = dir .. "/gateway.ini"
+    gateway.write_file(ini, gateway.ini_text({ spool = spool }, {
+      dns = { resolver = ds.DEAD_RESOLVER },
+      ["domain:far.test"] = { next_hop = r:addr() },
+    }))
+    local qid = "00000000000d0001"
+    write_queue_file(spool, qid, "sender@origin.example", { "u@far.test" })
+    local driver = gateway.bin():gsub("smtpgw$", "delivery_driver")
+    local out, code = gateway.run("timeout -k 5 40 " .. gateway.shell_quote(driver) ..
+      " -c " .. gateway.shell_quote(ini) .. " --load --add " .. qid .. " --add " .. qid ..
+      " </dev/null")
+    assert.is_nil(gateway.sanitizer_report(out), out)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("queued=0", 1, true), out)
+    local msgs = r:wait_messages(1)
+    assert.are.same({ "u@far.test" }, msgs[1].rcpts)
+    assert.are.equal(1, #r:messages(), "delivered more than once:\n" .. out)
+    gateway.rm_rf(dir)
+  end)
 end)
