@@ -1075,9 +1075,8 @@ static bool holds_message(const struct delivery *d, const char *qid)
 	return false;
 }
 
-/* Takes a queued message in; false when there is nothing to do for it. A
- * message already held is left as it is: the spool scan at start and a
- * notice of the same commit may both name it. */
+/* Takes a queued message in; false when there is nothing to do for it
+ * (or it is held already: a worker's notice can race a spool scan). */
 static bool admit_message(struct delivery *d, const char *qid)
 {
 	struct message *m;
