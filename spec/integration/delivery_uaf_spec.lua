@@ -80,6 +80,44 @@ describe("delivery: message lifetimes", function()
     gw:stop() -- raises on a sanitizer report
   end)
 
+  -- A queue file that cannot be opened for a moment (here: the queue
+  -- manager is out of descriptors) is not a deleted one: its recipients
+  -- wait for their next attempt, and the message stays in the spool.
+  it("a queue file that cannot be opened for a moment is retried, not dropped", function()
+    local dir = gateway.mktempdir()
+    local wrapper = dir .. "/smtpgw-64-fds"
+    gateway.write_file(wrapper, "#!/bin/sh\nexec prlimit --nofile=64:64 -- " ..
+      gateway.shell_quote(gateway.bin()) .. " \"$@\"\n")
+    assert(select(2, gateway.run("chmod 755 " .. gateway.shell_quote(wrapper))) == 0)
+    local gw = gateway.start{ dir = dir, bin = wrapper, ini_extra = { workers = 1 },
+      sections = {
+        delivery = { max_connections = 200, retry_min = "1h", retry_max = "1h" },
+        dns = { resolver = ds.DEAD_RESOLVER },
+        ["domain:.test"] = { next_hop = "127.0.0.1:9" }, -- refused at once
+      } }
+    -- one transaction per domain, each holding the queue file open while
+    -- it starts: more of them than the queue manager has descriptors
+    local rcpts = {}
+    for i = 1, 60 do rcpts[i] = "u@d" .. i .. ".test" end
+    local qid = ds.submit(gw, "sender@origin.example", rcpts)
+    -- the round is over: the message was removed, or every recipient has
+    -- its deferral
+    assert.truthy(gateway.wait_for(function()
+      return not gateway.exists(gw:spool() .. "/queue/" .. qid) or
+        #ds.delivery_lines(gw, nil, "deferred") >= #rcpts
+    end, 30), "the round never ended; log:\n" .. gw:log())
+    for _, r in ipairs(rcpts) do
+      assert.are.equal(1, #ds.delivery_lines(gw, r, "deferred"), r .. "; log:\n" .. gw:log())
+    end
+    assert.is_nil(gw:log():find("event=dropped", 1, true), gw:log())
+    assert.is_nil(gw:log():find("event=removed", 1, true), gw:log())
+    assert.truthy(gateway.exists(gw:spool() .. "/queue/" .. qid), "queue/" .. qid ..
+      " is gone; log:\n" .. gw:log())
+    -- the refusals were the descriptors (else this spec shows nothing)
+    assert.truthy(gw:log():find("Too many open files", 1, true), gw:log())
+    gw:stop()
+  end)
+
   -- A queue manager scans the spool at start while workers tell it about
   -- the messages they commit: the same message can be named twice. Driven
   -- through spec/c/delivery_driver.c (delivery_load, then delivery_add of

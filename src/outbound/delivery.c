@@ -136,12 +136,12 @@ static struct message *message_load(struct delivery *d, const char *qid)
 
 	if (m == NULL)
 		return NULL;
-	errno = 0;
 	if (!queue_open_message(d->queue, qid, &m->env, &file, err,
 				sizeof(err))) {
-		/* Gone (queue delete) is fine; unreadable as a queue file is
-		 * set aside rather than left to fail at every start. */
-		if (errno != ENOENT)
+		/* Gone (queue delete) is fine; not a queue file is set aside
+		 * rather than left to fail at every start; anything else
+		 * (out of descriptors) leaves it for the next scan. */
+		if (errno == EBADMSG)
 			queue_quarantine(d->queue, qid);
 		log_msg(LOG_ERR, "delivery_load", "%s", err);
 		free(m);
@@ -852,6 +852,25 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 	return false;
 }
 
+/* The queue file did not open. Deleted (queue delete), or no longer a
+ * queue file (set aside): nothing left to send. Anything else (out of
+ * descriptors, say) is the moment's, not the message's: a deferral. */
+static void job_unopened(struct job *j, int error, const char *why)
+{
+	char text[300];
+
+	if (error != ENOENT && error != EBADMSG) {
+		snprintf(text, sizeof(text), "4.3.0 %s", why);
+		job_defer(j, text);
+		return;
+	}
+	log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, why);
+	if (error == EBADMSG)
+		queue_quarantine(j->d->queue, j->m->qid);
+	j->m->gone = true;
+	job_done(j);
+}
+
 static void job_begin(struct job *j)
 {
 	const struct domain_rule *rule =
@@ -861,10 +880,7 @@ static void job_begin(struct job *j)
 
 	if (!queue_open_message(j->d->queue, j->m->qid, &e, &j->file, err,
 				sizeof(err))) {
-		/* Deleted (queue delete) or unreadable: nothing left to send. */
-		log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, err);
-		j->m->gone = true;
-		job_done(j);
+		job_unopened(j, errno, err);
 		return;
 	}
 	envelope_free(&e);
