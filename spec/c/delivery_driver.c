@@ -4,11 +4,14 @@
  * with the sanitizers (build/check/delivery_driver).
  *
  *   delivery_driver -c gateway.ini [--load] [--add QID ...] [--flush]
- *                   [--timeout S]
+ *                   [--starve S] [--timeout S]
  *
  * Loads gateway.ini (generation_build), opens its spool, then calls, in
  * this order and before the loop runs, delivery_load (--load), delivery_add
- * for every --add, delivery_flush (--flush); it runs the loop until
+ * for every --add, delivery_flush (--flush). With --starve the process has
+ * no descriptor left during those calls (the rest are taken by /dev/null
+ * opens, under a soft limit of 256) and gets them back S seconds into the
+ * loop, as a queue manager out of descriptors would. It runs the loop until
  * SPOOL/queue is empty or the timeout (default 20 s) passes, stops
  * everything as the gateway does, and prints "queued=N" (the files left
  * in SPOOL/queue). Exit 0 once that is printed, 1 when it cannot start,
@@ -22,20 +25,50 @@
 #include "spool/queue.h"
 
 #include <ev.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
-enum { MAX_ADDS = 16 };
+enum { MAX_ADDS = 16, STARVE_LIMIT = 256 };
 
 struct options {
 	const char *config;
 	bool load, flush;
 	const char *adds[MAX_ADDS];
 	size_t n_adds;
+	double starve; /* seconds without descriptors; 0: none */
 	double timeout;
 };
+
+/* Every free descriptor, held until released. */
+static int hogs[STARVE_LIMIT];
+static size_t n_hogs;
+
+static void starve(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > STARVE_LIMIT) {
+		rl.rlim_cur = STARVE_LIMIT;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	while (n_hogs < STARVE_LIMIT &&
+	       (hogs[n_hogs] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+		n_hogs++;
+}
+
+static void on_feed(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	while (n_hogs > 0)
+		close(hogs[--n_hogs]);
+}
 
 static size_t queued(struct queue *q)
 {
@@ -51,7 +84,7 @@ static size_t queued(struct queue *q)
 static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)revents;
-	if (queued(w->data) == 0)
+	if (n_hogs == 0 && queued(w->data) == 0) /* starved, it cannot list */
 		ev_break(loop, EVBREAK_ALL);
 }
 
@@ -77,6 +110,8 @@ static bool parse(int argc, char **argv, struct options *o)
 		else if (strcmp(argv[i], "--add") == 0 && more &&
 			 o->n_adds < MAX_ADDS)
 			o->adds[o->n_adds++] = argv[++i];
+		else if (strcmp(argv[i], "--starve") == 0 && more)
+			o->starve = atof(argv[++i]);
 		else if (strcmp(argv[i], "--timeout") == 0 && more)
 			o->timeout = atof(argv[++i]);
 		else
@@ -88,8 +123,13 @@ static bool parse(int argc, char **argv, struct options *o)
 static void drive(struct ev_loop *loop, struct queue *q, struct delivery *d,
 		  const struct options *o)
 {
-	ev_timer poll, deadline;
+	ev_timer poll, deadline, feed;
 
+	ev_timer_init(&feed, on_feed, o->starve, 0);
+	if (o->starve > 0) {
+		starve();
+		ev_timer_start(loop, &feed);
+	}
 	if (o->load)
 		delivery_load(d);
 	for (size_t i = 0; i < o->n_adds; i++)
@@ -104,6 +144,8 @@ static void drive(struct ev_loop *loop, struct queue *q, struct delivery *d,
 	ev_run(loop, 0);
 	ev_timer_stop(loop, &poll);
 	ev_timer_stop(loop, &deadline);
+	ev_timer_stop(loop, &feed);
+	on_feed(loop, &feed, 0);
 }
 
 int main(int argc, char **argv)
@@ -118,7 +160,8 @@ int main(int argc, char **argv)
 
 	if (!parse(argc, argv, &o)) {
 		fprintf(stderr, "usage: delivery_driver -c FILE [--load] "
-				"[--add QID ...] [--flush] [--timeout S]\n");
+				"[--add QID ...] [--flush] [--starve S] "
+				"[--timeout S]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);

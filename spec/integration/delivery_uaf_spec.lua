@@ -118,6 +118,35 @@ describe("delivery: message lifetimes", function()
     gw:stop()
   end)
 
+  -- The same, when the message is being taken in (a worker's notice, a
+  -- DSN just synced): it is read again at the next retry, not left in the
+  -- spool until a `queue flush` or a restart.
+  it("a message that cannot be read when it is added is read again later", function()
+    local r = ds.receiver()
+    local dir = gateway.mktempdir()
+    local spool = dir .. "/spool"
+    assert(select(2, gateway.run("mkdir -p " .. gateway.shell_quote(spool .. "/queue"))) == 0)
+    local ini = dir .. "/gateway.ini"
+    gateway.write_file(ini, gateway.ini_text({ spool = spool }, {
+      delivery = { retry_min = "1s", retry_max = "1s" },
+      dns = { resolver = ds.DEAD_RESOLVER },
+      ["domain:far.test"] = { next_hop = r:addr() },
+    }))
+    local qid = "00000000000d0002"
+    write_queue_file(spool, qid, "sender@origin.example", { "v@far.test" })
+    local driver = gateway.bin():gsub("smtpgw$", "delivery_driver")
+    local out, code = gateway.run("timeout -k 5 40 " .. gateway.shell_quote(driver) ..
+      " -c " .. gateway.shell_quote(ini) .. " --starve 0.2 --add " .. qid ..
+      " --timeout 20 </dev/null")
+    assert.is_nil(gateway.sanitizer_report(out), out)
+    assert.are.equal(0, code, out)
+    -- the add found no descriptor (else this spec shows nothing)
+    assert.truthy(out:find("Too many open files", 1, true), out)
+    assert.truthy(out:find("queued=0", 1, true), out)
+    assert.are.same({ "v@far.test" }, r:wait_messages(1)[1].rcpts)
+    gateway.rm_rf(dir)
+  end)
+
   -- A queue manager scans the spool at start while workers tell it about
   -- the messages they commit: the same message can be named twice. Driven
   -- through spec/c/delivery_driver.c (delivery_load, then delivery_add of

@@ -85,6 +85,13 @@ struct job {
 	char failure[800]; /* why the last try failed, for a deferral */
 };
 
+/* A queued message whose file could not be read for the moment (out of
+ * descriptors or memory): read again at the next retry. */
+struct unread {
+	struct unread *next;
+	char qid[QUEUE_ID_LEN + 1];
+};
+
 struct delivery {
 	struct ev_loop *loop;
 	struct queue *queue;
@@ -92,6 +99,8 @@ struct delivery {
 	struct generation *const *current;
 	struct message *messages;
 	struct job *jobs;
+	struct unread *unread;
+	double unread_at; /* when the unread are read again */
 	unsigned active;
 	uint64_t next_id;
 	ev_timer wake; /* the earliest retry of a message without jobs */
@@ -127,23 +136,28 @@ static void message_free(struct message *m)
 	free(m);
 }
 
-static struct message *message_load(struct delivery *d, const char *qid)
+/* NULL when it cannot be taken in: `again` says whether that is the
+ * moment's (out of descriptors or memory) rather than the message's. */
+static struct message *message_load(struct delivery *d, const char *qid,
+				    bool *again)
 {
 	struct message *m = calloc(1, sizeof(*m));
 	struct queued_message file;
 	char err[200];
 	size_t n;
 
+	*again = true;
 	if (m == NULL)
 		return NULL;
 	if (!queue_open_message(d->queue, qid, &m->env, &file, err,
 				sizeof(err))) {
 		/* Gone (queue delete) is fine; not a queue file is set aside
-		 * rather than left to fail at every start; anything else
-		 * (out of descriptors) leaves it for the next scan. */
+		 * rather than left to fail at every start. */
+		*again = errno != ENOENT && errno != EBADMSG;
 		if (errno == EBADMSG)
 			queue_quarantine(d->queue, qid);
-		log_msg(LOG_ERR, "delivery_load", "%s", err);
+		log_msg(LOG_ERR, "delivery_load", "%s%s", err,
+			*again ? "; read again later" : "");
 		free(m);
 		return NULL;
 	}
@@ -200,6 +214,8 @@ static void schedule(struct delivery *d)
 	for (struct message *m = d->messages; m != NULL; m = m->next)
 		if (m->jobs == 0 && m->next_attempt < next)
 			next = m->next_attempt;
+	if (d->unread != NULL && d->unread_at < next)
+		next = d->unread_at;
 	ev_timer_stop(d->loop, &d->wake);
 	if (next == INFINITY)
 		return;
@@ -987,6 +1003,23 @@ static void plan_message(struct delivery *d, struct message *m)
 	}
 }
 
+static bool admit_message(struct delivery *d, const char *qid);
+
+/* The messages that could not be read last time, again. */
+static void read_again(struct delivery *d)
+{
+	struct unread *u = d->unread;
+
+	d->unread = NULL;
+	while (u != NULL) {
+		struct unread *next = u->next;
+
+		admit_message(d, u->qid);
+		free(u);
+		u = next;
+	}
+}
+
 /* Plans every due message first and begins the jobs afterwards, by id: a
  * job that ends at once (an unreadable file, a policy failure) may finish
  * its message, which must not happen under the planning loop's feet. Such
@@ -1000,6 +1033,8 @@ static void run_queue(struct delivery *d)
 	ev_timer_stop(d->loop, &d->soon);
 	if (d->stopping)
 		return;
+	if (d->unread != NULL && d->unread_at <= now)
+		read_again(d);
 	for (struct message *m = d->messages, *next; m != NULL; m = next) {
 		next = m->next;
 		if (m->next_attempt > now)
@@ -1080,6 +1115,12 @@ void delivery_free(struct delivery *d)
 		d->messages = m->next;
 		message_free(m);
 	}
+	while (d->unread != NULL) {
+		struct unread *u = d->unread;
+
+		d->unread = u->next;
+		free(u);
+	}
 	free(d);
 }
 
@@ -1091,15 +1132,41 @@ static bool holds_message(const struct delivery *d, const char *qid)
 	return false;
 }
 
+/* Remembered until the next retry (once, however often it is named). */
+static void remember_unread(struct delivery *d, const char *qid)
+{
+	struct unread *u;
+
+	for (u = d->unread; u != NULL; u = u->next)
+		if (strcmp(u->qid, qid) == 0)
+			return;
+	if ((u = calloc(1, sizeof(*u))) == NULL) {
+		log_msg(LOG_ERR, "delivery_load", "qid %s: out of memory; "
+			"found again at the next spool scan", qid);
+		return;
+	}
+	snprintf(u->qid, sizeof(u->qid), "%s", qid);
+	if (d->unread == NULL)
+		d->unread_at = now_s(d) + cfg_now(d)->retry_min;
+	u->next = d->unread;
+	d->unread = u;
+	kick(d); /* for schedule() to arm the retry */
+}
+
 /* Takes a queued message in; false when there is nothing to do for it
  * (or it is held already: a worker's notice can race a spool scan). */
 static bool admit_message(struct delivery *d, const char *qid)
 {
 	struct message *m;
+	bool again;
 
-	if (d->stopping || holds_message(d, qid) ||
-	    (m = message_load(d, qid)) == NULL)
+	if (d->stopping || holds_message(d, qid))
 		return false;
+	if ((m = message_load(d, qid, &again)) == NULL) {
+		if (again)
+			remember_unread(d, qid);
+		return false;
+	}
 	if (!message_pending(m) && !owes_dsn(m)) {
 		queue_remove(d->queue, qid);
 		message_free(m);
