@@ -32,7 +32,9 @@ void delivery_free(struct delivery *d);
  * next turn, never from inside the call: any callback may make them. */
 /* Every message in the spool (at start-up; again later is harmless). */
 void delivery_load(struct delivery *d);
-/* A message that has just been queued; one already held is left alone. */
+/* A message that has just been queued; one already held is left alone,
+ * one that cannot be read now (out of descriptors) is read again at the
+ * next retry. */
 void delivery_add(struct delivery *d, const char *qid);
 /* Every deferred message, now (SIGUSR1, `queue flush`). */
 void delivery_flush(struct delivery *d);
