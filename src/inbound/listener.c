@@ -85,6 +85,16 @@ void listener_client_gone(struct listener *l,
 	}
 }
 
+double listener_load(const struct listener *l)
+{
+	const struct config *cfg;
+
+	if (l == NULL)
+		return 0;
+	cfg = l->srv->gen->cfg;
+	return (double)l->srv->n_sessions / cfg->max_connections;
+}
+
 enum admission {
 	ADMITTED,
 	REFUSED_DRAINING,

@@ -26,6 +26,9 @@ void listener_stop(struct listener *l);
 void listener_close(struct listener *l);
 void listener_client_gone(struct listener *l,
 			  const struct sockaddr_storage *peer);
+/* Sessions in use / max_connections (0 when unknown): what stress mode
+ * is decided on. */
+double listener_load(const struct listener *l);
 
 
 #endif

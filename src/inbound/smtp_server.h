@@ -33,6 +33,8 @@ struct server {
 	unsigned n_sessions;
 	uint64_t next_sid;
 	bool draining;
+	bool stress; /* stress mode: shorter waits, lower limits */
+	ev_timer stress_timer; /* looks at the load every second */
 };
 
 /* Takes ownership of fd (non-blocking, already counted by the listener). */
