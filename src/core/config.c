@@ -33,6 +33,7 @@ struct load_ctx {
 	unsigned error_line;
 	char error[256];
 	unsigned char seen[128]; /* one per key of keys[] (asserted below) */
+	unsigned reserved_line;
 };
 
 typedef bool setter_fn(struct load_ctx *ctx, const struct key_def *key,
@@ -533,6 +534,33 @@ static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* "N" slots, or "N%" of max_connections (below 100 %, checked against
+ * max_connections once both are known, in check_reserved). */
+static bool set_reserved(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	size_t n = strlen(value);
+	char number[32];
+	uint64_t v;
+
+	ctx->reserved_line = ctx->line;
+	ctx->cfg->reserved_percent = n > 0 && value[n - 1] == '%';
+	if (ctx->cfg->reserved_percent)
+		n--;
+	if (n == 0 || n >= sizeof(number))
+		return fail(ctx, "%s: '%s' is not a number or N%%", key->name,
+			    value);
+	memcpy(number, value, n);
+	number[n] = '\0';
+	if (!parse_u64(number, &v) || v > 1000000 ||
+	    (ctx->cfg->reserved_percent && v > key->max))
+		return fail(ctx, "%s: '%s' is not a number or a percentage "
+				 "below 100%%",
+			    key->name, value);
+	ctx->cfg->reserved_connections = (unsigned)v;
+	return true;
+}
+
 /* One network into the struct cidr_list at the key's offset. */
 static bool add_cidr(struct load_ctx *ctx, const struct key_def *key,
 		     const char *item)
@@ -628,6 +656,13 @@ static const struct key_def keys[] = {
 	 1000000, "1000"},
 	{"gateway", "max_connections_per_ip", set_uint,
 	 AT(max_connections_per_ip), 1, 1000000, "50"},
+	{"gateway", "client_prefix_v4", set_uint, AT(client_prefix_v4), 8, 32,
+	 "32"},
+	{"gateway", "client_prefix_v6", set_uint, AT(client_prefix_v6), 16,
+	 128, "64"},
+	{"gateway", "client_connection_rate_limit", set_uint,
+	 AT(client_connection_rate_limit), 0, 1000000, "0"},
+	{"gateway", "reserved_connections", set_reserved, 0, 0, 99, "5%"},
 	{"gateway", "max_errors", set_uint, AT(max_errors), 1, 10000, "20"},
 	{"gateway", "command_timeout", set_duration, AT(command_timeout), 1000,
 	 86400000, "300s"},
@@ -877,6 +912,22 @@ static int parse_file(struct load_ctx *ctx, char *err, size_t err_len)
 	return -1;
 }
 
+/* An absolute reserve must leave internet clients at least one slot. */
+static bool check_reserved(struct load_ctx *ctx, char *err, size_t err_len)
+{
+	const struct config *cfg = ctx->cfg;
+
+	if (cfg->reserved_percent ||
+	    cfg->reserved_connections < cfg->max_connections)
+		return true;
+	snprintf(err, err_len,
+		 "%s:%u: reserved_connections: %u leaves no slot of "
+		 "max_connections (%u) for other clients",
+		 ctx->path, ctx->reserved_line, cfg->reserved_connections,
+		 cfg->max_connections);
+	return false;
+}
+
 struct config *config_load(const char *path, char *err, size_t err_len)
 {
 	struct load_ctx ctx = {.path = path};
@@ -895,6 +946,10 @@ struct config *config_load(const char *path, char *err, size_t err_len)
 	ctx.line = 0;
 	if (!apply_defaults(&ctx)) {
 		snprintf(err, err_len, "%s: default: %s", path, ctx.error);
+		config_free(ctx.cfg);
+		return NULL;
+	}
+	if (!check_reserved(&ctx, err, err_len)) {
 		config_free(ctx.cfg);
 		return NULL;
 	}

@@ -64,7 +64,12 @@ struct config {
 	uint64_t max_message_size;
 	unsigned max_recipients;
 	unsigned max_connections;
-	unsigned max_connections_per_ip;
+	unsigned max_connections_per_ip; /* per client prefix */
+	unsigned client_prefix_v4;	 /* bits of a client's IPv4 prefix */
+	unsigned client_prefix_v6;	 /* bits of a client's IPv6 prefix */
+	unsigned client_connection_rate_limit; /* per minute; 0 = off */
+	unsigned reserved_connections; /* for relay_networks clients ... */
+	bool reserved_percent;	       /* ... as a % of max_connections */
 	unsigned max_errors;
 	double command_timeout; /* waiting for a command; one command line */
 	double data_timeout;	/* the whole DATA phase, 354 to the dot */

@@ -94,6 +94,7 @@ struct session {
 	struct session *prev, *next;
 	uint64_t sid;
 	struct sockaddr_storage peer;
+	uint32_t ticket; /* the listener's slot, handed back at the end */
 	char peer_ip[64];
 	unsigned peer_port;
 	enum session_state state;
@@ -1183,7 +1184,7 @@ static void session_destroy(struct session *s)
 	log_end(&l);
 	tx_free(s);
 	conn_stop(&s->conn);
-	listener_client_gone(srv->listener, &s->peer);
+	listener_client_gone(srv->listener, s->ticket);
 	generation_release(s->gen);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -1514,20 +1515,23 @@ static void on_committed(void *owner, bool ok, const char *qid)
 }
 
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer)
+			const struct sockaddr_storage *peer, uint32_t ticket)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	struct logline l;
 
 	if (s == NULL) {
-		listener_client_gone(srv->listener, peer);
+		listener_client_gone(srv->listener, ticket);
 		close(fd);
 		return;
 	}
 	s->srv = srv;
 	s->gen = generation_retain(srv->gen);
-	s->sid = ++srv->next_sid;
+	/* Unique across the workers of a run: the worker's slot is the
+	 * remainder (a restarted worker counts again from the start). */
+	s->sid = ++srv->next_sid * SID_SLOTS + srv->slot;
 	s->peer = *peer;
+	s->ticket = ticket;
 	sockaddr_ip_text(peer, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = sockaddr_port(peer);
 	s->next = srv->sessions;
