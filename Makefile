@@ -72,6 +72,14 @@ build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
 
+# The queue runner on its own loop, driven by spec/integration/
+# delivery_uaf_spec.lua: the objects below proc/, but not inbound/ or cli/.
+DELIVERY_DRIVER_OBJ = $(filter-out build/check/obj/main.o build/check/obj/proc/% \
+		      build/check/obj/inbound/% build/check/obj/cli/%,$(OBJ_CHK))
+build/check/delivery_driver: spec/c/delivery_driver.c $(DELIVERY_DRIVER_OBJ) $(HDR)
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/delivery_driver.c \
+		$(DELIVERY_DRIVER_OBJ) $(LIBS)
+
 build/obj build/check/obj:
 	mkdir -p $@
 
@@ -136,7 +144,8 @@ run: deps user
 
 check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
-		build/check/test_limits build/check/client_driver
+		build/check/test_limits build/check/client_driver \
+		build/check/delivery_driver
 	./spec/run.sh
 
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).
