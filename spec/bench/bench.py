@@ -24,7 +24,8 @@ medians, every round's value and the ratio smtpgw / Postfix.
 
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 ("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
-SYSCALL_N (1000). Every process started here is stopped by its PID.
+SYSCALL_N (1000), PARTS ("a,b,c,d": which figures). Every process started
+here is stopped by its PID.
 """
 import os
 import resource
@@ -44,6 +45,7 @@ TLS_N = int(os.environ.get("TLS_N", "1000"))
 IDLE_N = int(os.environ.get("IDLE_N", "10000"))
 PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
+PARTS = set(os.environ.get("PARTS", "a,b,c,d").split(","))
 SESSIONS = 20
 SIZE = 4096
 HOST = "127.0.0.1"
@@ -592,6 +594,8 @@ def main():
     if min(ROUNDS, RELAY_N, TLS_N, IDLE_N, PF_IDLE_N, SYSCALL_N) <= 0 or \
             not WORKERS or min(WORKERS) <= 0:
         raise Fail("ROUNDS, WORKERS and every *_N must be positive")
+    if not PARTS or not PARTS <= {"a", "b", "c", "d"}:
+        raise Fail("PARTS is a list of a, b, c, d")
     if os.getuid() != 0:
         raise Fail("run as root (Postfix's master, perf)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -624,29 +628,33 @@ def main():
     relay = {"gw": [], "pf": []}
     tls = {"pf": []}
     tls.update({w: [] for w in ws})
-    for r in range(ROUNDS):
-        relay["gw"].append(relay_round(main_gw, RELAY_N))
-        relay["pf"].append(relay_round(pf, RELAY_N))
-        for w in ws:
+    for r in range(ROUNDS if PARTS & {"a", "b"} else 0):
+        if "a" in PARTS:
+            relay["gw"].append(relay_round(main_gw, RELAY_N))
+            relay["pf"].append(relay_round(pf, RELAY_N))
+        for w in ws if "b" in PARTS else []:
             tls[w].append(relay_round(gws[w], TLS_N, tls=True))
-        tls["pf"].append(relay_round(pf, TLS_N, tls=True))
+        if "b" in PARTS:
+            tls["pf"].append(relay_round(pf, TLS_N, tls=True))
         print("round %d/%d done" % (r + 1, ROUNDS), flush=True)
 
     mem = {}
-    for w in ws:
+    for w in ws if "c" in PARTS else []:
         mem[w] = (gws[w].idle_memory(IDLE_N, False),
                   gws[w].idle_memory(IDLE_N, True))
         print("idle %d connections held on %s" % (IDLE_N, gws[w].name),
               flush=True)
-    mem["pf"] = (postfix_idle(pf, False), postfix_idle(pf, True))
+    if "c" in PARTS:
+        mem["pf"] = (postfix_idle(pf, False), postfix_idle(pf, True))
     for g in gws.values():
         g.stop()
     pf.stop()
 
-    gw_sys = perf_syscalls(Smtpgw("gw-perf", WORK, 2535, main_gw.sink,
-                                  ws[-1]))
-    pf.sink = pf.sink  # same sink, counts go on
-    pf_sys = perf_syscalls(pf)
+    gw_sys = pf_sys = None
+    if "d" in PARTS:
+        gw_sys = perf_syscalls(Smtpgw("gw-perf", WORK, 2535, main_gw.sink,
+                                      ws[-1]))
+        pf_sys = perf_syscalls(pf)  # same sink, its count goes on
     report(ws, relay, tls, mem, gw_sys, pf_sys)
     print("\nload average after: %s" % open("/proc/loadavg").read().strip())
 
@@ -660,6 +668,17 @@ def col(results, key):
 
 
 def report(ws, relay, tls, mem, gw_sys, pf_sys):
+    if "a" in PARTS:
+        report_relay(ws, relay)
+    if "b" in PARTS:
+        report_tls(ws, tls)
+    if "c" in PARTS:
+        report_memory(ws, mem)
+    if "d" in PARTS:
+        report_syscalls(gw_sys, pf_sys)
+
+
+def report_relay(ws, relay):
     label = "workers=%s" % ws[-1] if ws[-1] else "one process"
     table("(a) relay end to end, plain, %d sessions, %d B, 1 message per "
           "connection, %d messages per round; smtpgw %s"
@@ -678,6 +697,9 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
                col(relay["pf"], "p99"), 1)])
     print("  smtpgw CPU by process per round: %s" % "; ".join(
         r["split"] for r in relay["gw"]))
+
+
+def report_tls(ws, tls):
     rows = []
     for w in ws:
         name = "workers=%s " % w if w else ""
@@ -702,6 +724,9 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
         print("  smtpgw workers=%d / workers=%d: %.2f (rounds %s)" % (
             ws[-1], ws[0], med(b) / med(a),
             " ".join("%.2f" % (y / x) for x, y in zip(a, b))))
+
+
+def report_memory(ws, mem):
     print("\n(c) memory per idle connection (KiB); smtpgw: RSS growth of "
           "every gateway process / %d connections; Postfix: PSS per smtpd "
           "process at %d connections (one process per connection)"
@@ -715,6 +740,9 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
     print("  %-24s %-12.4f %-12.4f" % ("ratio (main smtpgw)",
                                        mem[ws[-1]][0] / mem["pf"][0],
                                        mem[ws[-1]][1] / mem["pf"][1]))
+
+
+def report_syscalls(gw_sys, pf_sys):
     print("\n(d) system calls per relayed message (perf stat "
           "raw_syscalls:sys_enter, whole process tree, %d messages of (a)'s "
           "load, separate run)" % SYSCALL_N)
