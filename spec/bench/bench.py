@@ -447,7 +447,15 @@ def idle_growth(port, n, tls, measure):
 
 # ---- one round of each figure ----
 
+def machine_cpu():
+    """(idle, total) jiffies of every CPU, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[3] + v[4], sum(v)
+
+
 def relay_round(mta, n, tls=False):
+    m0 = machine_cpu()
     before = cpu_by_pid(mta.root)
     start_count = mta.sink.read()[0]
     t0 = time.time()
@@ -455,6 +463,8 @@ def relay_round(mta, n, tls=False):
     last = mta.sink.wait_for(start_count + n, mta)
     time.sleep(0.5)
     after = cpu_by_pid(mta.root)
+    m1 = machine_cpu()
+    res["idle"] = 100.0 * (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
     res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
     if isinstance(mta, Smtpgw):
         res["split"] = smtpgw_split(mta.root, before, after)
@@ -691,6 +701,8 @@ def report_relay(ws, relay):
                col(relay["pf"], "cpu_ms"), 2),
               ("loadgen CPU ms per msg", col(relay["gw"], "client_ms"),
                col(relay["pf"], "client_ms"), 2),
+              ("machine CPU idle %", col(relay["gw"], "idle"),
+               col(relay["pf"], "idle"), 0),
               ("latency p50 ms", col(relay["gw"], "p50"),
                col(relay["pf"], "p50"), 1),
               ("latency p99 ms", col(relay["gw"], "p99"),
@@ -709,6 +721,8 @@ def report_tls(ws, tls):
                   col(tls["pf"], "cpu_ms"), 2),
                  (name + "loadgen CPU ms/msg", col(tls[w], "client_ms"),
                   col(tls["pf"], "client_ms"), 2),
+                 (name + "machine CPU idle %", col(tls[w], "idle"),
+                  col(tls["pf"], "idle"), 0),
                  (name + "latency p50 ms", col(tls[w], "p50"),
                   col(tls["pf"], "p50"), 1),
                  (name + "latency p99 ms", col(tls[w], "p99"),
