@@ -554,11 +554,14 @@ def table(title, rows):
     print("  %-30s %-34s %-34s %s" % ("", "smtpgw: median (rounds)",
                                       "Postfix: median (rounds)",
                                       "smtpgw/Postfix"))
+    def ratio(x, y):
+        return "%.2f" % (x / y) if y else "-"
+
     for label, a, b, digits in rows:
-        rounds = " ".join("%.2f" % (x / y) for x, y in zip(a, b)) \
+        rounds = " ".join(ratio(x, y) for x, y in zip(a, b)) \
             if len(a) == len(b) and len(a) > 1 else ""
-        print("  %-30s %-34s %-34s %.2f%s" % (
-            label, fmt(a, digits), fmt(b, digits), med(a) / med(b),
+        print("  %-30s %-34s %-34s %s%s" % (
+            label, fmt(a, digits), fmt(b, digits), ratio(med(a), med(b)),
             " (%s)" % rounds if rounds else ""))
 
 
