@@ -1,0 +1,71 @@
+/*
+ * sandbox_str_module: src/policy/sandbox_str.c as a Lua module, for
+ * spec/unit/sandbox_str_spec.lua, which compares its functions with
+ * LuaJIT's own. require "sandbox_str" returns a table of the bounded
+ * find, match, gmatch, gsub, rep and format, and `limits(steps, room)`
+ * which sets the budget the next calls get: at most `steps` units of work
+ * per call (reset by each call to limits) and `room` bytes per string.
+ * Test code only: never linked into the gateway.
+ */
+#include "policy/sandbox_str.h"
+
+#include <lauxlib.h>
+#include <stdint.h>
+
+int luaopen_sandbox_str(lua_State *L);
+
+static size_t steps_left = SIZE_MAX, room_left = SIZE_MAX;
+
+static bool test_spend(void *ud, size_t work)
+{
+	(void)ud;
+	if (work > steps_left) {
+		steps_left = 0;
+		return false;
+	}
+	steps_left -= work;
+	return true;
+}
+
+static int test_raise(lua_State *L, void *ud)
+{
+	(void)ud;
+	return luaL_error(L, "budget exceeded (test)");
+}
+
+static size_t test_room(void *ud)
+{
+	(void)ud;
+	return room_left;
+}
+
+static const struct sandbox_budget budget = {test_spend, test_raise,
+					     test_room, NULL};
+
+static int limits(lua_State *L)
+{
+	lua_Number steps = luaL_optnumber(L, 1, -1);
+	lua_Number room = luaL_optnumber(L, 2, -1);
+
+	steps_left = steps < 0 ? SIZE_MAX : (size_t)steps;
+	room_left = room < 0 ? SIZE_MAX : (size_t)room;
+	return 0;
+}
+
+int luaopen_sandbox_str(lua_State *L)
+{
+	static const char *const names[] = {"find", "match", "gmatch",
+					    "gsub", "rep",   "format"};
+
+	lua_createtable(L, 0, 8);
+	lua_getglobal(L, "string");
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		lua_getfield(L, -1, names[i]);
+		lua_setfield(L, -3, names[i]);
+	}
+	lua_pop(L, 1);
+	sandbox_str_open(L, -1, &budget);
+	lua_pushcfunction(L, limits);
+	lua_setfield(L, -2, "limits");
+	return 1;
+}

@@ -1,0 +1,33 @@
+/*
+ * sandbox_str: the string functions of the policy sandbox whose work in C
+ * would otherwise be unbounded. string.find, match, gmatch and gsub run on
+ * pattern.c (a step budget) instead of LuaJIT's matcher, which no hook can
+ * interrupt; string.rep and string.format check the size of their result
+ * against the room the memory cap leaves before building it. Owns no
+ * state: the budget belongs to the caller (policy.c, or a test).
+ */
+#ifndef SMTPGW_SANDBOX_STR_H
+#define SMTPGW_SANDBOX_STR_H
+
+#include <lua.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct sandbox_budget {
+	/* `work` more units of C work (pattern steps, bytes built) are about
+	 * to be done; false when the call must stop instead. */
+	bool (*spend)(void *ud, size_t work);
+	/* Raises the error a false spend() means (never returns). */
+	int (*raise)(lua_State *L, void *ud);
+	/* Bytes a new string may still take (SIZE_MAX: no cap). */
+	size_t (*room)(void *ud);
+	void *ud;
+};
+
+/* Replaces find, match, gmatch, gsub, rep and format in the table at stack
+ * index `table` (the sandbox's `string`, which string methods use too);
+ * rep and format call the table's originals after their checks. `b` must
+ * outlive L. Allocates: call it protected. */
+void sandbox_str_open(lua_State *L, int table, const struct sandbox_budget *b);
+
+#endif
