@@ -4,7 +4,8 @@
  * LuaJIT's own. require "sandbox_str" returns a table of the bounded
  * find, match, gmatch, gsub, rep and format, and `limits(steps, room)`
  * which sets the budget the next calls get: at most `steps` units of work
- * per call (reset by each call to limits) and `room` bytes per string.
+ * in all (until the next call to limits) and `room` bytes left of a cap
+ * of 1 MiB.
  * Test code only: never linked into the gateway.
  */
 #include "policy/sandbox_str.h"
@@ -27,10 +28,10 @@ static bool test_spend(void *ud, size_t work)
 	return true;
 }
 
-static int test_raise(lua_State *L, void *ud)
+static int test_raise(lua_State *L, void *ud, bool memory)
 {
 	(void)ud;
-	return luaL_error(L, "budget exceeded (test)");
+	return luaL_error(L, "budget exceeded (test%s)", memory ? " memory" : "");
 }
 
 static size_t test_room(void *ud)
@@ -40,7 +41,7 @@ static size_t test_room(void *ud)
 }
 
 static const struct sandbox_budget budget = {test_spend, test_raise,
-					     test_room, NULL};
+					     test_room, NULL, 1 << 20};
 
 static int limits(lua_State *L)
 {
@@ -48,7 +49,7 @@ static int limits(lua_State *L)
 	lua_Number room = luaL_optnumber(L, 2, -1);
 
 	steps_left = steps < 0 ? SIZE_MAX : (size_t)steps;
-	room_left = room < 0 ? SIZE_MAX : (size_t)room;
+	room_left = room < 0 ? 1 << 20 : (size_t)room;
 	return 0;
 }
 

@@ -290,11 +290,14 @@ static bool budget_spend(void *ud, size_t work)
 	return overrun(p) == WITHIN;
 }
 
-static int budget_raise(lua_State *L, void *ud)
+static int budget_raise(lua_State *L, void *ud, bool memory)
 {
 	struct vm *vm = ud;
-	enum overrun why = running == vm->p ? overrun(vm->p) : OVER_TIME;
+	enum overrun why;
 
+	if (memory)
+		vm->over_memory = true;
+	why = running == vm->p ? overrun(vm->p) : OVER_TIME;
 	return raise_overrun(L, vm->p, why == WITHIN ? OVER_TIME : why, 1);
 }
 
@@ -703,7 +706,7 @@ static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
 	for (int h = 0; h < HOOK_COUNT; h++)
 		vm->hook_ref[h] = LUA_NOREF;
 	vm->budget = (struct sandbox_budget){budget_spend, budget_raise,
-					     budget_room, vm};
+					     budget_room, vm, vm->cap};
 	vm->alloc = lua_getallocf(vm->L, &vm->alloc_ud);
 	vm->used = (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 +
 		   (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);

@@ -29,7 +29,7 @@ static bool tick(void *ud)
 static void spend(lua_State *L, const struct sandbox_budget *b, size_t work)
 {
 	if (!b->spend(b->ud, work))
-		b->raise(L, b->ud);
+		b->raise(L, b->ud, false);
 }
 
 /* The outcome of a match that did not succeed or fail cleanly. */
@@ -38,7 +38,7 @@ static void check_status(lua_State *L, const struct pattern *m)
 	if (m->status == PATTERN_STOPPED) {
 		const struct sandbox_budget *b = budget_of(L);
 
-		b->raise(L, b->ud);
+		b->raise(L, b->ud, false);
 	}
 	if (m->status == PATTERN_ERROR)
 		luaL_error(L, "%s", m->error);
@@ -291,15 +291,21 @@ static int call_original(lua_State *L)
 	return lua_gettop(L);
 }
 
+/* A result of `size` bytes must fit in the room the memory cap leaves.
+ * Larger than the cap itself: an error the script may catch (nothing was
+ * built). Larger only than what is left: the state holds too much, and
+ * the budget's memory error ends the call. */
 static void check_size(lua_State *L, const char *what, double size)
 {
 	const struct sandbox_budget *b = budget_of(L);
-	size_t room = b->room(b->ud);
+	size_t room = b->room(b->ud), cap = b->cap;
 
-	if (size > (double)room)
+	if (size > (double)cap)
 		luaL_error(L, "%s: the result (%.0f bytes) would pass the "
-			      "memory cap (%.0f bytes left)",
-			   what, size, (double)room);
+			      "memory cap (%.0f bytes)",
+			   what, size, (double)cap);
+	if (size > (double)room)
+		b->raise(L, b->ud, true);
 	spend(L, b, (size_t)size);
 }
 

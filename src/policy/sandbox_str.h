@@ -17,11 +17,14 @@ struct sandbox_budget {
 	/* `work` more units of C work (pattern steps, bytes built) are about
 	 * to be done; false when the call must stop instead. */
 	bool (*spend)(void *ud, size_t work);
-	/* Raises the error a false spend() means (never returns). */
-	int (*raise)(lua_State *L, void *ud);
+	/* Raises the error a false spend() means, or (memory) the error of
+	 * a result that would not fit in what the state may still take,
+	 * though it would in an empty one. Never returns. */
+	int (*raise)(lua_State *L, void *ud, bool memory);
 	/* Bytes a new string may still take (SIZE_MAX: no cap). */
 	size_t (*room)(void *ud);
 	void *ud;
+	size_t cap; /* the memory cap itself, bytes (SIZE_MAX: none) */
 };
 
 /* Replaces find, match, gmatch, gsub, rep and format in the table at stack

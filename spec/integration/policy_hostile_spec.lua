@@ -1,0 +1,324 @@
+-- Hostile policies cannot stop the gateway (README "The sandbox", issue 10):
+-- a verdict whose __index raises or loops, a catastrophic pattern, a 2 GiB
+-- string.rep, doubling concatenations, a huge string.format, a module-level
+-- table that grows from call to call or within one call. Each gets its 451
+-- (421 at connect) within max_time plus a second, with the reason logged;
+-- the same session and a new client are served right after; the memory of
+-- the gateway's processes stays under max_memory + 32 MiB; and the gateway
+-- exits cleanly (no sanitizer report) at SIGTERM.
+
+local gateway = require "harness"
+local client = require "smtp_client"
+local h = require "helpers"
+local ps = require "policy_support"
+local R = h.R
+
+local HOST = gateway.HOSTNAME
+local MAX_TIME = 0.2 -- s
+local MAX_MEMORY = 32 -- MiB
+local POLICY_FAILURE = "451 4.3.0 Error: policy failure"
+local POLICY_FAILURE_421 = "421 4.3.0 " .. HOST .. " Error: policy failure"
+
+local SCRIPT = ps.lines {
+  "local hoard = {} -- module level: lives as long as the Lua state",
+  "local big_pattern = ('a*'):rep(15) .. 'b'",
+  "local hostile = {}",
+  "hostile['raise-index'] = function()",
+  "  return setmetatable({}, { __index = function() error('raised by __index') end })",
+  "end",
+  "hostile['loop-index'] = function()",
+  "  return setmetatable({}, { __index = function() while true do end end })",
+  "end",
+  "hostile['pattern'] = function()",
+  "  return string.find(('a'):rep(3000), big_pattern) and 'accept' -- @pattern",
+  "end",
+  "hostile['pattern-pcall'] = function()",
+  "  while true do pcall(string.find, ('a'):rep(3000), big_pattern) end",
+  "end",
+  "hostile['gmatch'] = function()",
+  "  for _ in ('a'):rep(3000):gmatch(big_pattern) do end",
+  "  return 'accept'",
+  "end",
+  "hostile['gsub'] = function()",
+  "  return (('a'):rep(3000):gsub(big_pattern, 'x')) and 'accept'",
+  "end",
+  "hostile['rep'] = function()",
+  "  local s = ('x'):rep(2 ^ 31) -- @rep",
+  "  return #s > 0 and 'accept'",
+  "end",
+  "hostile['rep-1g'] = function()",
+  "  local s = ('x'):rep(2 ^ 30) -- @rep1g",
+  "  return #s > 0 and 'accept'",
+  "end",
+  "hostile['concat'] = function()",
+  "  local s = 'x'",
+  "  for _ = 1, 40 do s = s .. s end",
+  "  return 'accept'",
+  "end",
+  "hostile['concat-pcall'] = function() -- swallows every error, then accepts",
+  "  local s = 'x'",
+  "  for _ = 1, 40 do",
+  "    local ok, r = pcall(function() return s .. s end)",
+  "    if ok then s = r end",
+  "  end",
+  "  return 'accept'",
+  "end",
+  "hostile['table-concat'] = function()",
+  "  local t = {}",
+  "  for i = 1, 10 do t[i] = ('y'):rep(2 ^ 20) end",
+  "  for _ = 1, 10 do t = { table.concat(t), table.concat(t) } end",
+  "  return 'accept'",
+  "end",
+  "hostile['format'] = function()",
+  "  local s, args = ('z'):rep(2 ^ 20), {}",
+  "  for i = 1, 200 do args[i] = s end",
+  "  local r = string.format(('%s'):rep(200), unpack(args)) -- @format",
+  "  return r",
+  "end",
+  "hostile['grow'] = function() -- 4 MiB more at every call, kept",
+  "  hoard[#hoard + 1] = ('g'):rep(4 * 2 ^ 20 - 8) .. #hoard",
+  "  return 'accept'",
+  "end",
+  "hostile['grow-fast'] = function()",
+  "  while true do hoard[#hoard + 1] = ('h'):rep(2 ^ 20) .. #hoard end",
+  "end",
+  "hostile['count'] = function()",
+  "  return { action = 'reject', code = 550, text = '5.7.1 hoard holds ' .. #hoard }",
+  "end",
+  "local policy = {}",
+  "function policy.rcpt(ctx)",
+  "  local f = hostile[ctx.recipient:match('^(.-)@')]",
+  "  if f then return f() end",
+  "  return 'accept'",
+  "end",
+  "return policy",
+}
+
+-- /proc/PID/status values in kB.
+local function status_kb(pid, key)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return tonumber(text:match(key .. ":%s*(%d+) kB"))
+end
+
+-- The gateway's process and every descendant (the master's workers, once
+-- the process model is in).
+local function process_tree(root)
+  local parent = {}
+  local p = io.popen("ps -e -o pid= -o ppid=")
+  for line in p:lines() do
+    local pid, ppid = line:match("(%d+)%s+(%d+)")
+    if pid then parent[tonumber(pid)] = tonumber(ppid) end
+  end
+  p:close()
+  local out = { root }
+  local function under(pid)
+    local seen = 0
+    while pid and pid > 1 and seen < 64 do
+      if pid == root then return true end
+      pid, seen = parent[pid], seen + 1
+    end
+    return false
+  end
+  for pid in pairs(parent) do
+    if pid ~= root and under(pid) then out[#out + 1] = pid end
+  end
+  return out
+end
+
+-- Every process of the gateway: peak (VmHWM) and current (VmRSS) resident
+-- memory under max_memory + 32 MiB. Returns the largest peak (MiB).
+local function check_memory(gw)
+  local limit = (MAX_MEMORY + 32) * 1024
+  local top = 0
+  for _, pid in ipairs(process_tree(gw.pid)) do
+    local hwm, rss = status_kb(pid, "VmHWM"), status_kb(pid, "VmRSS")
+    if hwm then
+      assert(hwm < limit, string.format("pid %d: VmHWM %d kB >= %d kB", pid, hwm, limit))
+      assert(rss < limit, string.format("pid %d: VmRSS %d kB >= %d kB", pid, rss, limit))
+      top = math.max(top, hwm)
+    end
+  end
+  assert(top > 0, "no /proc status for the gateway (pid " .. tostring(gw.pid) .. ")")
+  return top / 1024
+end
+
+local function policy_errors(gw)
+  return gw:log_lines("event=policy_error")
+end
+
+-- A normal client right after: a whole transaction, queued.
+local function serves(gw, subject)
+  local c = h.session(gw)
+  h.deliver(c, "sender@example.org", { "user@example.test" }, h.message(subject))
+  c:cmd("QUIT", R.bye)
+end
+
+-- RCPT TO:<what@example.test> is 451 within max_time + 1 s, with a
+-- policy_error whose reason matches `reason`; the session goes on.
+local function refused(gw, what, reason)
+  local before = #policy_errors(gw)
+  local c = h.session(gw)
+  c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
+  local t0 = gateway.now()
+  c:cmd("RCPT TO:<" .. what .. "@example.test>", POLICY_FAILURE, 10)
+  local elapsed = gateway.now() - t0
+  assert(elapsed < MAX_TIME + 1, what .. ": the 451 came after " .. elapsed .. " s")
+  local line = gw:wait_log_count("event=policy_error", before + 1)[before + 1]
+  local got = ps.log_value(line, "reason")
+  assert(got and got:find(reason), what .. ": reason " .. tostring(got) ..
+    " does not match " .. reason)
+  print(string.format("# hostile policy %-13s 451 after %.3f s", what, elapsed))
+  c:cmd("RCPT TO:<user@example.test>", R.rcpt_ok)
+  local code, text = h.data(c, h.message("after " .. what))
+  assert(code == 250 and text:match(R.queued), tostring(text))
+  c:cmd("QUIT", R.bye)
+  serves(gw, "new client after " .. what)
+  return elapsed, got
+end
+
+describe("a hostile policy", function()
+  local gw, script
+
+  setup(function()
+    gw, script = ps.start_with_script(SCRIPT, { policy = {
+      max_time = math.floor(MAX_TIME * 1000) .. "ms",
+      max_instructions = 1000000000,
+      max_memory = MAX_MEMORY .. "M",
+    } })
+  end)
+  teardown(function() if gw then gw:stop() end end)
+
+  local function at(marker)
+    return ps.esc(script .. ":" .. ps.line_of(SCRIPT, marker) .. ": ")
+  end
+
+  it("starts well under the memory limit", function()
+    print(string.format("# hostile policies: resident memory at start %.1f MiB", check_memory(gw)))
+  end)
+
+  it("whose verdict's __index raises gets 451 (the metamethod never runs)", function()
+    refused(gw, "raise-index", "returned a bad verdict")
+    assert.are.equal(0, #gw:log_lines("raised by __index"))
+  end)
+
+  it("whose verdict's __index loops gets 451 at once", function()
+    local elapsed = refused(gw, "loop-index", "returned a bad verdict")
+    assert(elapsed < MAX_TIME, "a loop that never runs took " .. elapsed .. " s")
+  end)
+
+  it("with a catastrophic pattern gets 451 at max_time, FILE:LINE in the log", function()
+    refused(gw, "pattern", "^" .. at("@pattern") .. "rcpt budget exceeded %(max_time%)$")
+  end)
+
+  it("that catches the pattern's budget error with pcall and tries again gets 451", function()
+    refused(gw, "pattern-pcall", "rcpt budget exceeded %(max_time%)")
+  end)
+
+  it("with a catastrophic pattern in gmatch or gsub gets 451", function()
+    refused(gw, "gmatch", "rcpt budget exceeded %(max_time%)")
+    refused(gw, "gsub", "rcpt budget exceeded %(max_time%)")
+  end)
+
+  it("asking string.rep for 2 GiB or 1 GiB gets 451 before anything is built", function()
+    local elapsed = refused(gw, "rep", "^" .. at("@rep") .. "string.rep: the result %(2147483648 bytes%)")
+    assert(elapsed < MAX_TIME, "string.rep took " .. elapsed .. " s")
+    refused(gw, "rep-1g", "^" .. at("@rep1g") .. "string.rep: the result %(1073741824 bytes%) would pass")
+    -- nothing was built: the state was not poisoned
+    assert.are.equal(0, #gw:log_lines("event=policy_rebuild"))
+  end)
+
+  it("doubling a string with .. gets 451 at max_memory, even when it swallows the errors", function()
+    refused(gw, "concat", "rcpt budget exceeded %(max_memory%)")
+    refused(gw, "concat-pcall", "rcpt budget exceeded %(max_memory%)")
+    refused(gw, "table-concat", "rcpt budget exceeded %(max_memory%)")
+  end)
+
+  it("with a huge string.format gets 451 before it is built", function()
+    refused(gw, "format", "^" .. at("@format") .. "string.format: the result %(209715200 bytes%) would pass the memory cap")
+  end)
+
+  it("growing a module-level table within one call gets 451, and its state is rebuilt", function()
+    local rebuilds = #gw:log_lines("event=policy_rebuild")
+    refused(gw, "grow-fast", "rcpt budget exceeded %(max_memory%)")
+    gw:wait_log_count("event=policy_rebuild", rebuilds + 1)
+    local line = gw:log_lines("event=policy_rebuild")[rebuilds + 1]
+    assert.matches("reason=max_memory", line)
+    assert.matches("status=ok", line)
+    -- the fresh state's hoard is empty
+    local c = h.session(gw)
+    c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
+    c:cmd("RCPT TO:<count@example.test>", "550 5.7.1 hoard holds 0")
+    c:cmd("QUIT", R.bye)
+  end)
+
+  it("growing a module-level table call by call gets 451 at the cap; the fresh state has let it go", function()
+    local rebuilds = #gw:log_lines("event=policy_rebuild")
+    local c = h.session(gw)
+    c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
+    local accepted = 0
+    for _ = 1, 2 * MAX_MEMORY do
+      local code = c:cmd("RCPT TO:<grow@example.test>")
+      if code ~= 250 then
+        break
+      end
+      accepted = accepted + 1
+    end
+    -- 4 MiB a call: a few calls fit under 32 MiB, then one is refused
+    assert(accepted >= 3 and accepted < MAX_MEMORY / 4, "accepted " .. accepted .. " calls")
+    c:cmd("RCPT TO:<count@example.test>", "550 5.7.1 hoard holds 0")
+    c:cmd("RCPT TO:<grow@example.test>", R.rcpt_ok)
+    c:cmd("RCPT TO:<count@example.test>", "550 5.7.1 hoard holds 1")
+    c:cmd("QUIT", R.bye)
+    gw:wait_log_count("event=policy_rebuild", rebuilds + 1)
+    local reasons = policy_errors(gw)
+    assert.matches("budget exceeded %(max_memory%)", reasons[#reasons])
+    serves(gw, "after the hoard")
+  end)
+
+  it("never took the gateway's memory past max_memory + 32 MiB", function()
+    local peak = check_memory(gw)
+    print(string.format("# hostile policies: peak resident memory %.1f MiB (limit %d MiB)",
+      peak, MAX_MEMORY + 32))
+  end)
+
+  it("leaves a gateway that exits cleanly at SIGTERM", function()
+    assert.is_true(gw:alive())
+    assert.is_true(gw:stop())
+    gw = nil
+  end)
+end)
+
+describe("a hostile policy at connect", function()
+  local gw
+
+  setup(function()
+    gw = ps.start_with_script(ps.lines {
+      "local policy = {}",
+      "function policy.server_tls(ctx)",
+      "  return setmetatable({}, { __index = function() while true do end end,",
+      "    __tostring = function() while true do end end })",
+      "end",
+      "function policy.connect(ctx) return 'accept' end",
+      "return policy",
+    }, { policy = { max_time = "200ms", max_memory = MAX_MEMORY .. "M" } })
+  end)
+  teardown(function() if gw then gw:stop() end end)
+
+  it("gets 421 and the connection closed, every time, and the gateway goes on", function()
+    for _ = 1, 3 do
+      local t0 = gateway.now()
+      local c = client.connect(gw:port())
+      assert.are.equal(POLICY_FAILURE_421, c.banner)
+      assert.is_true(c:closed(5))
+      assert(gateway.now() - t0 < MAX_TIME + 1)
+    end
+    assert.matches("server_tls returned a table, not a level",
+      ps.log_value(gw:log_lines("event=policy_error")[1], "reason"))
+    check_memory(gw)
+    assert.is_true(gw:stop())
+    gw = nil
+  end)
+end)
