@@ -2,7 +2,8 @@
  * sandbox_str_module: src/policy/sandbox_str.c as a Lua module, for
  * spec/unit/sandbox_str_spec.lua, which compares its functions with
  * LuaJIT's own. require "sandbox_str" returns a table of the bounded
- * find, match, gmatch, gsub, rep and format, and `limits(steps, room)`
+ * find, match, gmatch, gsub, rep and format, of the charged sort, concat,
+ * insert, maxn and tonumber, and `limits(steps, room)`
  * which sets the budget the next calls get: at most `steps` units of work
  * in all (until the next call to limits) and `room` bytes left of a cap
  * of 1 MiB.
@@ -57,6 +58,8 @@ int luaopen_sandbox_str(lua_State *L)
 {
 	static const char *const names[] = {"find", "match", "gmatch",
 					    "gsub", "rep",   "format"};
+	static const char *const tab_names[] = {"sort", "concat", "insert",
+						"maxn"};
 
 	lua_createtable(L, 0, 8);
 	lua_getglobal(L, "string");
@@ -66,6 +69,16 @@ int luaopen_sandbox_str(lua_State *L)
 	}
 	lua_pop(L, 1);
 	sandbox_str_open(L, -1, &budget);
+	/* the table functions and tonumber, in the same table */
+	lua_getglobal(L, "table");
+	for (size_t i = 0; i < sizeof(tab_names) / sizeof(tab_names[0]); i++) {
+		lua_getfield(L, -1, tab_names[i]);
+		lua_setfield(L, -3, tab_names[i]);
+	}
+	lua_pop(L, 1);
+	lua_getglobal(L, "tonumber");
+	lua_setfield(L, -2, "tonumber");
+	sandbox_tab_open(L, -1, -1, &budget);
 	lua_pushcfunction(L, limits);
 	lua_setfield(L, -2, "limits");
 	return 1;

@@ -75,6 +75,15 @@ local SCRIPT = ps.lines {
   "  local r = string.format(('%s'):rep(200), unpack(args)) -- @format",
   "  return r",
   "end",
+  "hostile['sort'] = function() -- each sort is one instruction, in C",
+  "  local t = {}",
+  "  for i = 1, 200000 do t[i] = (i * 7919) % 200000 end",
+  "  while true do table.sort(t) end",
+  "end",
+  "hostile['tonumber'] = function()",
+  "  local s = ('0'):rep(4 * 2 ^ 20) .. '1'",
+  "  while true do tonumber(s) end",
+  "end",
   "hostile['grow'] = function() -- 4 MiB more at every call, kept",
   "  hoard[#hoard + 1] = ('g'):rep(4 * 2 ^ 20 - 8) .. #hoard",
   "  return 'accept'",
@@ -244,6 +253,11 @@ describe("a hostile policy", function()
     refused(gw, "concat", "rcpt budget exceeded %(max_memory%)")
     refused(gw, "concat-pcall", "rcpt budget exceeded %(max_memory%)")
     refused(gw, "table-concat", "rcpt budget exceeded %(max_memory%)")
+  end)
+
+  it("calling table.sort or tonumber on large inputs in a loop gets 451 at max_time", function()
+    refused(gw, "sort", "rcpt budget exceeded %(max_time%)")
+    refused(gw, "tonumber", "rcpt budget exceeded %(max_time%)")
   end)
 
   it("with a huge string.format gets 451 before it is built", function()

@@ -255,6 +255,54 @@ describe("the sandbox's bounded string functions", function()
     end
   end)
 
+  it("table.sort, concat, insert, maxn and tonumber give what LuaJIT's give, and charge their work", function()
+    local function sorted(sort, t, f)
+      local copy = { unpack(t) }
+      sort(copy, f)
+      return copy
+    end
+    local t = { 5, 3, 9, 1, 7 }
+    assert.are.same(sorted(table.sort, t), sorted(B.sort, t))
+    assert.are.same(sorted(table.sort, t, function(a, b) return a > b end),
+      sorted(B.sort, t, function(a, b) return a > b end))
+    assert.are.same(outcome(table.sort, { 1, "x" }), outcome(B.sort, { 1, "x" }))
+    for _, args in ipairs({ { { "a", "b", "c" } }, { { "a", "b", "c" }, "," }, { { "a", "b", "c" }, ",", 2 },
+      { { "a", "b", "c" }, ",", 2, 3 }, { { "a", "b" }, ",", 3 }, { { "a", {} } }, { { "a" }, ",", 1, 5 },
+      { { 1, 2.5 }, "-" } }) do
+      assert.are.same(outcome(table.concat, unpack(args, 1, 4)), outcome(B.concat, unpack(args, 1, 4)))
+    end
+    local a, b = { 1, 2 }, { 1, 2 }
+    table.insert(a, 3); B.insert(b, 3)
+    table.insert(a, 1, 0); B.insert(b, 1, 0)
+    assert.are.same(a, b)
+    assert.are.same(outcome(table.insert, {}, 1, 2, 3), outcome(B.insert, {}, 1, 2, 3))
+    assert.are.equal(table.maxn({ 1, 2, [10] = 3, x = 4, [2.5] = 5 }), B.maxn({ 1, 2, [10] = 3, x = 4, [2.5] = 5 }))
+    assert.are.equal(0, B.maxn({}))
+    for _, v in ipairs({ "12", "0x1F", " 7 ", "1e3", "x", "" }) do
+      assert.are.same(outcome(tonumber, v), outcome(B.tonumber, v))
+    end
+    assert.are.equal(255, B.tonumber("ff", 16))
+    -- the work is charged before it is done
+    local big = {}
+    for i = 1, 100000 do big[i] = i % 7 end
+    B.limits(100000)
+    local ok, err = pcall(B.sort, big)
+    assert.is_false(ok)
+    assert.matches("budget exceeded", err)
+    B.limits(100000)
+    assert.is_false(pcall(B.concat, big, ",", 1, 100001))
+    B.limits(100000)
+    assert.is_true(pcall(B.concat, big, ",", 1, 99999))
+    B.limits(50000)
+    assert.is_false(pcall(B.insert, big, 1, 0))
+    local hash = {}
+    for i = 1, 5000 do hash["k" .. i] = i end
+    B.limits(2000)
+    assert.is_false(pcall(B.maxn, hash))
+    B.limits(10)
+    assert.is_false(pcall(B.tonumber, ("0"):rep(100) .. "1"))
+  end)
+
   it("stop a catastrophic pattern at the step budget, where LuaJIT's matcher would run for hours", function()
     B.limits(1e6)
     local s, p = ("a"):rep(3000), ("a*"):rep(15) .. "b"

@@ -534,7 +534,9 @@ static void open_sandbox(struct vm *vm)
 	}
 	lua_getglobal(L, LUA_STRLIBNAME);
 	sandbox_str_open(L, -1, &vm->budget);
-	lua_pop(L, 1);
+	lua_getglobal(L, LUA_TABLIBNAME);
+	sandbox_tab_open(L, -1, LUA_GLOBALSINDEX, &vm->budget);
+	lua_pop(L, 2);
 	lua_newtable(L);
 	lua_setfield(L, LUA_REGISTRYINDEX, "smtpgw.loaded");
 	lua_pushlightuserdata(L, vm->p);

@@ -1,9 +1,10 @@
 /*
- * sandbox_str: bounded string functions for the policy sandbox (see
- * sandbox_str.h). Each function keeps the arguments, results and errors of
- * LuaJIT's own (spec/unit/sandbox_str_spec.lua compares them); what changes
- * is that the work is charged to the budget and stops when it says so. It
- * must not keep anything between calls but gmatch's iterator position.
+ * sandbox_str: bounded string (and table) functions for the policy sandbox
+ * (see sandbox_str.h). Each function keeps the arguments, results and
+ * errors of LuaJIT's own (spec/unit/sandbox_str_spec.lua compares them);
+ * what changes is that the work is charged to the budget and stops when it
+ * says so. It must not keep anything between calls but gmatch's iterator
+ * position.
  */
 #include "policy/sandbox_str.h"
 
@@ -12,6 +13,13 @@
 #include <lauxlib.h>
 #include <stdint.h>
 #include <string.h>
+
+/* A stack index that stays valid as the stack grows (pseudo-indices,
+ * such as LUA_GLOBALSINDEX, are left alone). */
+static int abs_index(lua_State *L, int i)
+{
+	return i > 0 || i <= LUA_REGISTRYINDEX ? i : lua_gettop(L) + i + 1;
+}
 
 /* Upvalue 1 of every function here: the budget (light userdata). */
 static const struct sandbox_budget *budget_of(lua_State *L)
@@ -386,6 +394,104 @@ static int str_format(lua_State *L)
 	return call_original(L);
 }
 
+/* ---- table functions and tonumber -------------------------------------- */
+
+/* What a charged function's C work grows with (upvalue 3). */
+enum charge {
+	CHARGE_SORT,   /* table.sort: n log n comparisons */
+	CHARGE_CONCAT, /* table.concat: the elements of its range */
+	CHARGE_INSERT, /* table.insert(t, pos, v): the elements it moves */
+	CHARGE_STRING, /* tonumber: the length of the text */
+};
+
+static size_t log2_ceil(size_t n)
+{
+	size_t k = 1;
+
+	while (n >>= 1)
+		k++;
+	return k;
+}
+
+static size_t charge_of(lua_State *L, enum charge kind)
+{
+	size_t n = lua_type(L, 1) == LUA_TTABLE || lua_type(L, 1) == LUA_TSTRING
+			   ? lua_objlen(L, 1)
+			   : 0;
+	lua_Integer i, j;
+
+	switch (kind) {
+	case CHARGE_SORT:
+		return n * log2_ceil(n);
+	case CHARGE_CONCAT:
+		i = lua_type(L, 3) == LUA_TNUMBER ? lua_tointeger(L, 3) : 1;
+		j = lua_type(L, 4) == LUA_TNUMBER ? lua_tointeger(L, 4)
+						  : (lua_Integer)n;
+		/* past the border the original stops at the first nil */
+		if (j > (lua_Integer)n + 1)
+			j = (lua_Integer)n + 1;
+		return j >= i ? (size_t)(j - i + 1) : 0;
+	case CHARGE_INSERT:
+		return lua_gettop(L) >= 3 ? n : 0;
+	case CHARGE_STRING:
+		return lua_type(L, 1) == LUA_TSTRING ? n : 0;
+	}
+	return 0;
+}
+
+/* Charges the work the original (upvalue 2) is about to do, then calls it. */
+static int charged(lua_State *L)
+{
+	spend(L, budget_of(L),
+	      charge_of(L, (enum charge)lua_tointeger(L, lua_upvalueindex(3))));
+	return call_original(L);
+}
+
+/* table.maxn walks every key: here the walk is charged key by key. */
+static int tab_maxn(lua_State *L)
+{
+	const struct sandbox_budget *b = budget_of(L);
+	lua_Number max = 0;
+	size_t n = 0;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		lua_pop(L, 1);
+		if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) > max)
+			max = lua_tonumber(L, -1);
+		if (++n % 1024 == 0)
+			spend(L, b, 1024);
+	}
+	lua_pushnumber(L, max);
+	return 1;
+}
+
+static void wrap_charged(lua_State *L, int table, const char *name,
+			 enum charge kind, const struct sandbox_budget *b)
+{
+	lua_pushlightuserdata(L, (void *)b);
+	lua_getfield(L, table, name);
+	lua_pushinteger(L, kind);
+	lua_pushcclosure(L, charged, 3);
+	lua_setfield(L, table, name);
+}
+
+void sandbox_tab_open(lua_State *L, int table, int globals,
+		      const struct sandbox_budget *b)
+{
+	table = abs_index(L, table);
+	globals = abs_index(L, globals);
+	wrap_charged(L, table, "sort", CHARGE_SORT, b);
+	wrap_charged(L, table, "concat", CHARGE_CONCAT, b);
+	wrap_charged(L, table, "insert", CHARGE_INSERT, b);
+	wrap_charged(L, globals, "tonumber", CHARGE_STRING, b);
+	lua_pushlightuserdata(L, (void *)b);
+	lua_pushcclosure(L, tab_maxn, 1);
+	lua_setfield(L, table, "maxn");
+}
+
 /* ---- install ---------------------------------------------------------- */
 
 void sandbox_str_open(lua_State *L, int table, const struct sandbox_budget *b)
@@ -399,8 +505,7 @@ void sandbox_str_open(lua_State *L, int table, const struct sandbox_budget *b)
 		{"rep", str_rep},	{"format", str_format},
 	};
 
-	if (table < 0)
-		table = lua_gettop(L) + table + 1;
+	table = abs_index(L, table);
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		lua_pushlightuserdata(L, (void *)b);
 		lua_getfield(L, table, fns[i].name); /* the original: upvalue 2 */

@@ -3,8 +3,12 @@
  * would otherwise be unbounded. string.find, match, gmatch and gsub run on
  * pattern.c (a step budget) instead of LuaJIT's matcher, which no hook can
  * interrupt; string.rep and string.format check the size of their result
- * against the room the memory cap leaves before building it. Owns no
- * state: the budget belongs to the caller (policy.c, or a test).
+ * against the room the memory cap leaves before building it. The C
+ * functions whose work grows with a table or a text and allocates nothing
+ * (table.sort, concat, insert, maxn, tonumber) charge that work first, so
+ * that a loop of them meets the time budget between two runs of the count
+ * hook. Owns no state: the budget belongs to the caller (policy.c, or a
+ * test).
  */
 #ifndef SMTPGW_SANDBOX_STR_H
 #define SMTPGW_SANDBOX_STR_H
@@ -32,5 +36,11 @@ struct sandbox_budget {
  * rep and format call the table's originals after their checks. `b` must
  * outlive L. Allocates: call it protected. */
 void sandbox_str_open(lua_State *L, int table, const struct sandbox_budget *b);
+
+/* Wraps sort, concat, insert and maxn of the table at `table` and tonumber
+ * of the table at `globals` (the sandbox's `table` and globals) so that
+ * they charge their work to `b` first. Allocates: call it protected. */
+void sandbox_tab_open(lua_State *L, int table, int globals,
+		      const struct sandbox_budget *b);
 
 #endif
