@@ -75,7 +75,7 @@ build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 SANDBOX_STR_SRC = spec/c/sandbox_str_module.c src/policy/sandbox_str.c \
 		  src/policy/pattern.c
 build/check/sandbox_str.so: $(SANDBOX_STR_SRC) $(HDR) | build/check/obj
-	$(CC) $(CSTD) $(WARN) -O1 -g -fPIC -shared $(INC) -o $@ $(SANDBOX_STR_SRC)
+	$(CC) $(CSTD) $(WARN) -O2 -g -fPIC -shared $(INC) -o $@ $(SANDBOX_STR_SRC)
 
 build/obj build/check/obj:
 	mkdir -p $@

@@ -227,6 +227,24 @@ describe("the sandbox's bounded string functions", function()
     assert.has_error(function() for _ in B.gmatch("x", "(") do end end)
   end)
 
+  it("classify all 256 bytes as LuaJIT does, for every class, its complement and in sets", function()
+    local classes = "acdglpsuwxzbeyACDGLPSUWXZBEY"
+    for c = 0, 255 do
+      local ch = string.char(c)
+      for i = 1, #classes do
+        local cl = classes:sub(i, i)
+        for _, p in ipairs({ "%" .. cl, "[%" .. cl .. "]", "[^%" .. cl .. "]", "[x%" .. cl .. "]" }) do
+          assert.are.same(outcome(string.find, ch, p), outcome(B.find, ch, p),
+            string.format("byte %d, pattern %s", c, p))
+        end
+      end
+      for _, p in ipairs({ ".", "%" .. ch, "[" .. ch .. "]", "[a-z]", "[%]]", "[]-a]" }) do
+        assert.are.same(outcome(string.find, ch, p), outcome(B.find, ch, p),
+          string.format("byte %d, pattern %q", c, p))
+      end
+    end
+  end)
+
   it("match random subjects and patterns as LuaJIT does", function()
     math.randomseed(10)
     local atoms = { "a", "b", ".", "%a", "%d", "[ab]", "[^a]", "%s", "(a)", "()", "%1", "%bab",

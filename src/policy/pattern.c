@@ -6,7 +6,6 @@
  */
 #include "policy/pattern.h"
 
-#include <ctype.h>
 #include <string.h>
 
 typedef unsigned char uchar;
@@ -17,25 +16,37 @@ static const char *fail(struct pattern *m, const char *error)
 		m->status = PATTERN_ERROR;
 		m->error = error;
 	}
+	m->countdown = 1; /* the next spend() stops */
 	return NULL;
 }
 
-/* Spends n steps; false when matching must stop (error or tick said no). */
-static bool spend(struct pattern *m, unsigned n)
+/* The slow half of spend(): every PATTERN_TICK steps, and after a stop. */
+static bool tick_slow(struct pattern *m)
 {
-	if (m->status == PATTERN_ERROR || m->status == PATTERN_STOPPED)
+	if (m->status == PATTERN_ERROR || m->status == PATTERN_STOPPED) {
+		m->countdown = 1; /* every later spend() comes back here */
 		return false;
+	}
+	m->countdown = PATTERN_TICK;
+	if (m->tick != NULL && !m->tick(m->ud)) {
+		m->status = PATTERN_STOPPED;
+		m->countdown = 1;
+		return false;
+	}
+	return true;
+}
+
+/* Spends n steps; false when matching must stop (the tick said no, or an
+ * error). Between ticks it only counts: every loop that goes on after a
+ * false or a NULL checks aborted(). */
+static inline bool spend(struct pattern *m, unsigned n)
+{
 	m->steps += n;
 	if (m->countdown > n) {
 		m->countdown -= n;
 		return true;
 	}
-	m->countdown = PATTERN_TICK;
-	if (m->tick != NULL && !m->tick(m->ud)) {
-		m->status = PATTERN_STOPPED;
-		return false;
-	}
-	return true;
+	return tick_slow(m);
 }
 
 static bool aborted(const struct pattern *m)
@@ -45,25 +56,72 @@ static bool aborted(const struct pattern *m)
 
 /* ---- single characters ------------------------------------------------ */
 
+/* The classes of the ASCII "C" locale, as LuaJIT's own matcher has them
+ * (never the process's locale), one bit per class letter. */
+enum {
+	C_ALPHA = 1 << 0,
+	C_CNTRL = 1 << 1,
+	C_DIGIT = 1 << 2,
+	C_LOWER = 1 << 3,
+	C_PUNCT = 1 << 4,
+	C_SPACE = 1 << 5,
+	C_UPPER = 1 << 6,
+	C_XDIGIT = 1 << 7,
+};
+
+static unsigned char class_bits(int c)
+{
+	unsigned char b = 0;
+
+	if (c >= 'a' && c <= 'z')
+		b |= C_ALPHA | C_LOWER;
+	if (c >= 'A' && c <= 'Z')
+		b |= C_ALPHA | C_UPPER;
+	if (c >= '0' && c <= '9')
+		b |= C_DIGIT | C_XDIGIT;
+	if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
+		b |= C_XDIGIT;
+	if (c < 32 || c == 127)
+		b |= C_CNTRL;
+	if (c == ' ' || (c >= '\t' && c <= '\r'))
+		b |= C_SPACE;
+	if (c > 32 && c < 127 && !(b & (C_ALPHA | C_DIGIT)))
+		b |= C_PUNCT;
+	return b;
+}
+
+static unsigned char classes[256];
+
+static void classes_init(void)
+{
+	if (classes['a'] != 0)
+		return;
+	for (int c = 0; c < 256; c++)
+		classes[c] = class_bits(c);
+}
+
 /* %a, %d, ... : the class letter `cl` (upper case: the complement). */
 static bool in_class(int c, int cl)
 {
+	unsigned char want;
 	bool r;
 
-	switch (tolower(cl)) {
-	case 'a': r = isalpha(c); break;
-	case 'c': r = iscntrl(c); break;
-	case 'd': r = isdigit(c); break;
-	case 'l': r = islower(c); break;
-	case 'p': r = ispunct(c); break;
-	case 's': r = isspace(c); break;
-	case 'u': r = isupper(c); break;
-	case 'w': r = isalnum(c); break;
-	case 'x': r = isxdigit(c); break;
-	case 'z': r = c == 0; break;
+	switch (cl | 0x20) {
+	case 'a': want = C_ALPHA; break;
+	case 'c': want = C_CNTRL; break;
+	case 'd': want = C_DIGIT; break;
+	case 'g': want = C_ALPHA | C_DIGIT | C_PUNCT; break; /* as LuaJIT */
+	case 'l': want = C_LOWER; break;
+	case 'p': want = C_PUNCT; break;
+	case 's': want = C_SPACE; break;
+	case 'u': want = C_UPPER; break;
+	case 'w': want = C_ALPHA | C_DIGIT; break;
+	case 'x': want = C_XDIGIT; break;
+	case 'z': want = 0; break;
 	default: return cl == c; /* %. %% %] ...: the character itself */
 	}
-	return isupper(cl) ? !r : r;
+	r = want == 0 ? c == 0 : (classes[c] & want) != 0;
+	return cl >= 'A' && cl <= 'Z' ? !r : r;
 }
 
 /* A set "[...]" from `p` (at '[') to `close` (at its ']'). */
@@ -342,7 +400,7 @@ static enum item_result escape_item(struct pattern *m, const char **s,
 		*p = next;
 		return ITEM_NEXT;
 	default:
-		if (!isdigit((uchar)(*p)[1]))
+		if ((*p)[1] < '0' || (*p)[1] > '9')
 			return quantified(m, s, p, r);
 		next = backref(m, *s, *p + 1);
 		if (next == NULL)
@@ -411,6 +469,7 @@ void pattern_init(struct pattern *m, const char *s, size_t s_len,
 {
 	const char *nul = memchr(p, '\0', p_len);
 
+	classes_init();
 	memset(m, 0, sizeof(*m));
 	m->src = s;
 	m->src_end = s + s_len;
@@ -461,13 +520,16 @@ enum pattern_status pattern_search(struct pattern *m, const char *at,
 
 bool pattern_is_plain(const char *p, size_t p_len)
 {
-	const char *nul = memchr(p, '\0', p_len);
+	static const bool special[256] = {
+		['^'] = true, ['$'] = true, ['*'] = true, ['+'] = true,
+		['?'] = true, ['.'] = true, ['('] = true, ['['] = true,
+		['%'] = true, ['-'] = true, ['\0'] = true,
+	};
 
-	if (nul != NULL)
-		p_len = (size_t)(nul - p);
-	for (size_t i = 0; i < p_len; i++)
-		if (strchr("^$*+?.([%-", p[i]) != NULL)
-			return false;
+	for (size_t i = 0; i < p_len; i++) {
+		if (special[(uchar)p[i]])
+			return p[i] == '\0'; /* the pattern ends at a NUL */
+	}
 	return true;
 }
 

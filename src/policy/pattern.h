@@ -4,7 +4,8 @@
  * %b, %f) matched in C with a step budget, for the policy sandbox. Written
  * from the manual's rules; it behaves as LuaJIT's own matcher, including
  * its 5.1 habits (a pattern ends at its first NUL; '^' anchors only where
- * the caller says so). Pure: no Lua, no I/O, no allocation. It builds no
+ * the caller says so) and its one addition, the class %g (printable, not
+ * space). Pure: no Lua, no I/O, no allocation. It builds no
  * result either: the caller reads the captures from the state.
  *
  * Every PATTERN_TICK steps (a step is one character tested or one item
