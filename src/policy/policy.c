@@ -145,6 +145,7 @@ struct vm {
 	int host_ref;
 	int strings_ref; /* array of the cached strings, index + 1 */
 	int ctx_ref, client_ref, tls_ref; /* reused: refilled at every call */
+	int decide_ref;			  /* decide(), for lua_pcall */
 	struct sandbox_budget budget;	  /* for sandbox_str.c */
 };
 
@@ -615,6 +616,8 @@ static void take_hooks(struct vm *vm)
 	}
 }
 
+static int decide(lua_State *L);
+
 /* Protected: the sandbox, the ctx and host tables, then the script run
  * under the budget (armed by the caller) and its hooks taken. */
 static int build_state(lua_State *L)
@@ -626,6 +629,8 @@ static int build_state(lua_State *L)
 	open_sandbox(vm);
 	make_strings(vm);
 	make_host(vm);
+	lua_pushcfunction(L, decide);
+	vm->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pushfstring(L, "@%s", p->script);
 	if (load_chunk(L, p->source, p->source_len) != 0)
 		return lua_error(L);
@@ -665,17 +670,26 @@ static int on_panic(lua_State *L)
 
 enum { PANICKED = -1 };
 
-/* lua_cpcall with the panic guard; PANICKED poisons the state. */
-static int protected_call(struct vm *vm, lua_CFunction f, void *ud)
+/* Calls f(ud) protected, with the panic guard; PANICKED poisons the
+ * state. `ref` is f as a registry reference (LUA_NOREF: none yet): then
+ * no function object is made for the call, which lua_cpcall would do. */
+static int protected_call(struct vm *vm, lua_CFunction f, int ref, void *ud)
 {
 	jmp_buf here, *outer = panic_return;
 	int rc = PANICKED;
 
 	panic_return = &here;
-	if (setjmp(here) == 0)
-		rc = lua_cpcall(vm->L, f, ud);
-	else
+	if (setjmp(here) == 0) {
+		if (ref == LUA_NOREF) {
+			rc = lua_cpcall(vm->L, f, ud);
+		} else {
+			lua_rawgeti(vm->L, LUA_REGISTRYINDEX, ref);
+			lua_pushlightuserdata(vm->L, ud);
+			rc = lua_pcall(vm->L, 1, 0, 0);
+		}
+	} else {
 		vm->poisoned = vm->panicked = true;
+	}
 	panic_return = outer;
 	return rc;
 }
@@ -717,7 +731,7 @@ static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
 	luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
 	p->vm = vm; /* for the budget, while the script runs */
 	budget_start(p, "load");
-	rc = protected_call(vm, build_state, vm);
+	rc = protected_call(vm, build_state, LUA_NOREF, vm);
 	budget_stop(p);
 	p->vm = prev;
 	if (rc != 0) {
@@ -1138,7 +1152,7 @@ static void run_call(struct policy *p, const struct policy_facts *f,
 	vm->over_memory = false;
 	p->sid = f->sid;
 	budget_start(p, hook_names[f->hook]);
-	rc = protected_call(vm, decide, &c);
+	rc = protected_call(vm, decide, vm->decide_ref, &c);
 	budget_stop(p);
 	if (rc == PANICKED)
 		fail_result(out, "%s: %s: Lua panic (the state is rebuilt)",
