@@ -347,3 +347,45 @@ describe("a hostile policy at connect", function()
     gw = nil
   end)
 end)
+
+describe("a hostile policy at load (smtpgw -t)", function()
+  local dir
+  before_each(function() dir = gateway.mktempdir() end)
+  after_each(function() gateway.rm_rf(dir) end)
+
+  local function check(text)
+    local script = dir .. "/policy.lua"
+    gateway.write_file(script, text)
+    local ini = dir .. "/gateway.ini"
+    gateway.write_file(ini, gateway.ini_text(nil, { policy = { script = script, max_memory = "16M" } }))
+    local out, err, code = ps.smtpgw("-c " .. gateway.shell_quote(ini) .. " -t")
+    return out .. err, code, script
+  end
+
+  it("that holds more than max_memory while loading is refused with FILE:LINE", function()
+    local text = ps.lines {
+      "local t = {}",
+      "for i = 1, 100 do t[i] = ('x'):rep(2 ^ 20) .. i end -- @hold",
+      "return { rcpt = function() return 'accept' end }",
+    }
+    local out, code, script = check(text)
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find(script .. ":" .. ps.line_of(text, "@hold") ..
+      ": load budget exceeded (max_memory)", 1, true), out)
+  end)
+
+  it("whose hooks table has a looping or raising __index is read raw: its metamethods never run", function()
+    local out, code = check(ps.lines {
+      "local t = setmetatable({}, { __index = function() while true do end end })",
+      "t.rcpt = function() return 'accept' end",
+      "return t",
+    })
+    assert.are.equal(0, code, out)
+    out, code = check(ps.lines {
+      "return setmetatable({}, { __index = function() error('raised by __index') end })",
+    })
+    assert.are.equal(1, code, out)
+    assert.matches("returns no hook", out)
+    assert.falsy(out:find("raised by __index", 1, true), out)
+  end)
+end)

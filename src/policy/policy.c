@@ -740,6 +740,11 @@ static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
 				 p->script);
 		else
 			error_text(vm->L, err, err_len);
+		if (rc == LUA_ERRMEM && (vm->over_memory || p->over_time))
+			snprintf(err, err_len, "%s: load budget exceeded (%s)",
+				 p->script,
+				 overrun_names[vm->over_memory ? OVER_MEMORY
+							       : OVER_TIME]);
 		vm_free(vm, vm->panicked);
 		return NULL;
 	}
