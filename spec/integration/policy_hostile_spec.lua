@@ -75,6 +75,10 @@ local SCRIPT = ps.lines {
   "  local r = string.format(('%s'):rep(200), unpack(args)) -- @format",
   "  return r",
   "end",
+  "local function deeper(s) return (s:gsub('.', deeper)) end",
+  "hostile['gsub-recursion'] = function() -- gsub calls Lua calls gsub...",
+  "  return deeper('abc')",
+  "end",
   "hostile['sort'] = function() -- each sort is one instruction, in C",
   "  local t = {}",
   "  for i = 1, 200000 do t[i] = (i * 7919) % 200000 end",
@@ -253,6 +257,10 @@ describe("a hostile policy", function()
     refused(gw, "concat", "rcpt budget exceeded %(max_memory%)")
     refused(gw, "concat-pcall", "rcpt budget exceeded %(max_memory%)")
     refused(gw, "table-concat", "rcpt budget exceeded %(max_memory%)")
+  end)
+
+  it("recursing through gsub's function replacement gets 451 before the C stack overflows", function()
+    refused(gw, "gsub-recursion", "C stack overflow")
   end)
 
   it("calling table.sort or tonumber on large inputs in a loop gets 451 at max_time", function()

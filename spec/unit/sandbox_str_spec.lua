@@ -341,6 +341,26 @@ describe("the sandbox's bounded string functions", function()
     assert.matches("budget exceeded", err)
   end)
 
+  it("refuse to recurse through gsub's replacement function or table past the C stack budget", function()
+    local function f(s) return (B.gsub(s, ".", f)) end
+    local ok, err = pcall(f, "abc")
+    assert.is_false(ok)
+    assert.matches("C stack overflow", err)
+    local t = {}
+    setmetatable(t, { __index = function(_, k) return (B.gsub(k, ".", t)) end })
+    ok, err = pcall(B.gsub, "abc", ".", t)
+    assert.is_false(ok)
+    assert.matches("C stack overflow", err)
+    -- a few levels are fine
+    local depth = 0
+    local function g(s)
+      depth = depth + 1
+      if depth > 20 then return s end
+      return (B.gsub(s, "^.", g))
+    end
+    assert.are.equal("abc", g("abc"))
+  end)
+
   it("refuse a deep pattern as too complex instead of overflowing the C stack", function()
     local ok, err = pcall(B.match, ("a"):rep(300), ("(a"):rep(300) .. (")"):rep(300))
     assert.is_false(ok)

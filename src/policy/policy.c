@@ -722,13 +722,14 @@ static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
 	for (int h = 0; h < HOOK_COUNT; h++)
 		vm->hook_ref[h] = LUA_NOREF;
 	vm->budget = (struct sandbox_budget){budget_spend, budget_raise,
-					     budget_room, vm, vm->cap};
+					     budget_room, vm, vm->cap, 0};
 	vm->alloc = lua_getallocf(vm->L, &vm->alloc_ud);
 	vm->used = (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 +
 		   (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);
 	lua_setallocf(vm->L, vm_alloc, vm);
 	lua_atpanic(vm->L, on_panic);
 	luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+	vm->budget.stack_base = (uintptr_t)&prev;
 	p->vm = vm; /* for the budget, while the script runs */
 	budget_start(p, "load");
 	rc = protected_call(vm, build_state, LUA_NOREF, vm);
@@ -1154,7 +1155,10 @@ static void run_call(struct policy *p, const struct policy_facts *f,
 	struct call c = {p, f, out};
 	int rc;
 
+	char stack_base;
+
 	vm->over_memory = false;
+	vm->budget.stack_base = (uintptr_t)&stack_base;
 	p->sid = f->sid;
 	budget_start(p, hook_names[f->hook]);
 	rc = protected_call(vm, decide, vm->decide_ref, &c);

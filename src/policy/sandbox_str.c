@@ -40,6 +40,19 @@ static void spend(lua_State *L, const struct sandbox_budget *b, size_t work)
 		b->raise(L, b->ud, false);
 }
 
+/* Raises "C stack overflow" when this call is more than SANDBOX_MAX_CSTACK
+ * below the budget's stack base: gsub calls Lua, which may call gsub... */
+static void check_stack(lua_State *L, const struct sandbox_budget *b)
+{
+	char here;
+	uintptr_t at = (uintptr_t)&here;
+	uintptr_t used = at < b->stack_base ? b->stack_base - at
+					    : at - b->stack_base;
+
+	if (b->stack_base != 0 && used > SANDBOX_MAX_CSTACK)
+		luaL_error(L, "C stack overflow");
+}
+
 /* The outcome of a match that did not succeed or fail cleanly. */
 static void check_status(lua_State *L, const struct pattern *m)
 {
@@ -260,6 +273,8 @@ static int str_gsub(lua_State *L)
 	luaL_argcheck(L, type == LUA_TNUMBER || type == LUA_TSTRING ||
 				 type == LUA_TFUNCTION || type == LUA_TTABLE,
 		      3, "string/function/table expected");
+	if (type == LUA_TFUNCTION || type == LUA_TTABLE)
+		check_stack(L, b);
 	pattern_init(&m, s, ls, p, lp, true, tick, (void *)b);
 	luaL_buffinit(L, &buf);
 	while (n < max) {

@@ -16,6 +16,9 @@
 #include <lua.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+enum { SANDBOX_MAX_CSTACK = 1 << 20 };
 
 struct sandbox_budget {
 	/* `work` more units of C work (pattern steps, bytes built) are about
@@ -29,6 +32,12 @@ struct sandbox_budget {
 	size_t (*room)(void *ud);
 	void *ud;
 	size_t cap; /* the memory cap itself, bytes (SIZE_MAX: none) */
+	/* The address of a local variable of the function that entered Lua
+	 * (0: not checked): functions that call back into Lua (gsub with a
+	 * function or a table) refuse to go deeper than SANDBOX_MAX_CSTACK
+	 * below it, where LuaJIT's own limits would let the C stack
+	 * overflow. */
+	uintptr_t stack_base;
 };
 
 /* Replaces find, match, gmatch, gsub, rep and format in the table at stack
