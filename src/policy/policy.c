@@ -159,6 +159,7 @@ struct policy {
 	bool has_hook[HOOK_COUNT];
 	struct vm *vm; /* NULL: no script, or a rebuild failed */
 	unsigned rebuilds;
+	struct timespec retry_at; /* after a failed rebuild: not before */
 	/* the call in progress */
 	const char *current; /* hook name, for host.log */
 	unsigned long long sid;
@@ -817,6 +818,10 @@ static void vm_replace(struct policy *p, const char *reason)
 	vm_free(old, old != NULL && old->panicked);
 	p->vm = vm_new(p, err, sizeof(err));
 	p->rebuilds++;
+	if (p->vm == NULL) { /* a failing load is not retried at every call */
+		clock_gettime(CLOCK_MONOTONIC, &p->retry_at);
+		p->retry_at.tv_sec += 1;
+	}
 	log_begin(&l, p->vm != NULL ? LOG_WARN : LOG_ERR, "policy_rebuild");
 	log_kv(&l, "script", "%s", p->script);
 	log_kv(&l, "reason", "%s", reason);
@@ -1182,7 +1187,7 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 		apply_default(p, f->hook, out);
 		return;
 	}
-	if (p->vm == NULL)
+	if (p->vm == NULL && past(&p->retry_at))
 		vm_replace(p, "an earlier rebuild failed");
 	if (p->vm == NULL || p->vm->hook_ref[f->hook] == LUA_NOREF) {
 		fail_result(out, "%s: %s: the policy state could not be rebuilt "
