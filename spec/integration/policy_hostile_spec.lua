@@ -165,6 +165,12 @@ local function check_memory(gw)
   return top / 1024, (status_kb(worker.pid, "VmHWM") or 0) / 1024
 end
 
+-- The event=policy_rebuild lines (not the policy_error lines naming it).
+local REBUILD = "level=%a+ event=policy_rebuild "
+local function rebuilds_of(gw)
+  return gw:log_lines(REBUILD)
+end
+
 local function policy_errors(gw)
   return gw:log_lines("event=policy_error")
 end
@@ -250,7 +256,7 @@ describe("a hostile policy", function()
     assert(elapsed < MAX_TIME, "string.rep took " .. elapsed .. " s")
     refused(gw, "rep-1g", "^" .. at("@rep1g") .. "string.rep: the result %(1073741824 bytes%) would pass")
     -- nothing was built: the state was not poisoned
-    assert.are.equal(0, #gw:log_lines("event=policy_rebuild"))
+    assert.are.equal(0, #rebuilds_of(gw))
   end)
 
   it("doubling a string with .. gets 451 at max_memory, even when it swallows the errors", function()
@@ -273,10 +279,10 @@ describe("a hostile policy", function()
   end)
 
   it("growing a module-level table within one call gets 451, and its state is rebuilt", function()
-    local rebuilds = #gw:log_lines("event=policy_rebuild")
+    local rebuilds = #rebuilds_of(gw)
     refused(gw, "grow-fast", "rcpt budget exceeded %(max_memory%)")
-    gw:wait_log_count("event=policy_rebuild", rebuilds + 1)
-    local line = gw:log_lines("event=policy_rebuild")[rebuilds + 1]
+    gw:wait_log_count(REBUILD, rebuilds + 1)
+    local line = rebuilds_of(gw)[rebuilds + 1]
     assert.matches("reason=max_memory", line)
     assert.matches("status=ok", line)
     -- the fresh state's hoard is empty
@@ -287,7 +293,7 @@ describe("a hostile policy", function()
   end)
 
   it("growing a module-level table call by call gets 451 at the cap; the fresh state has let it go", function()
-    local rebuilds = #gw:log_lines("event=policy_rebuild")
+    local rebuilds = #rebuilds_of(gw)
     local c = h.session(gw)
     c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
     local accepted = 0
@@ -304,7 +310,7 @@ describe("a hostile policy", function()
     c:cmd("RCPT TO:<grow@example.test>", R.rcpt_ok)
     c:cmd("RCPT TO:<count@example.test>", "550 5.7.1 hoard holds 1")
     c:cmd("QUIT", R.bye)
-    gw:wait_log_count("event=policy_rebuild", rebuilds + 1)
+    gw:wait_log_count(REBUILD, rebuilds + 1)
     local reasons = policy_errors(gw)
     assert.matches("budget exceeded %(max_memory%)", reasons[#reasons])
     serves(gw, "after the hoard")
@@ -395,5 +401,55 @@ describe("a hostile policy at load (smtpgw -t)", function()
     assert.are.equal(1, code, out)
     assert.matches("returns no hook", out)
     assert.falsy(out:find("raised by __index", 1, true), out)
+  end)
+end)
+
+describe("a state that cannot be rebuilt", function()
+  local gw, script
+
+  setup(function()
+    gw, script = ps.start_with_script(ps.lines {
+      "local helper = require 'helper' -- read again at each rebuild",
+      "local hoard = {}",
+      "local policy = {}",
+      "function policy.rcpt(ctx)",
+      "  if ctx.recipient:match('^grow@') then",
+      "    while true do hoard[#hoard + 1] = ('h'):rep(2 ^ 20) .. #hoard end",
+      "  end",
+      "  return helper.verdict()",
+      "end",
+      "return policy",
+    }, { ini_extra = { workers = 1 }, files = { ["helper.lua"] = "return { verdict = function() return 'accept' end }\n" },
+      policy = { max_time = "200ms", max_memory = MAX_MEMORY .. "M" } })
+    gw:wait_children(2)
+  end)
+  teardown(function() if gw then gw:stop() end end)
+
+  it("answers 451 until its rebuild succeeds, retried at most once a second", function()
+    local helper = gw:dir() .. "/helper.lua"
+    local text = gateway.read_file(helper)
+    assert(os.remove(helper))
+    local c = h.session(gw)
+    c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
+    c:cmd("RCPT TO:<grow@example.test>", POLICY_FAILURE)
+    local line = gw:wait_log("level=%a+ (event=policy_rebuild [^\n]*)")
+    assert.matches("status=failed", line)
+    assert.matches("helper", line)
+    -- no state: 451, without a rebuild at every call
+    for _ = 1, 3 do c:cmd("RCPT TO:<user@example.test>", POLICY_FAILURE) end
+    assert.are.equal(1, #rebuilds_of(gw), table.concat(gw:log_lines("event=policy_"), "\n"))
+    assert.matches("could not be rebuilt", ps.log_value(gw:log_lines("event=policy_error")[2], "reason"))
+    -- the module is back: within a few seconds a call rebuilds the state
+    gateway.write_file(helper, text)
+    local ok = false
+    for _ = 1, 40 do
+      if c:cmd("RCPT TO:<user@example.test>") == 250 then ok = true break end
+      gateway.sleep(0.1)
+    end
+    assert.is_true(ok, "the state was never rebuilt; log:\n" .. gw:log())
+    local lines = rebuilds_of(gw)
+    assert.matches("status=ok", lines[#lines])
+    c:cmd("QUIT", R.bye)
+    serves(gw, "after the rebuild")
   end)
 end)
