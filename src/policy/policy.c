@@ -1,9 +1,10 @@
 /*
  * policy: LuaJIT states for policy scripts. Embedding rules, in the manner
  * of lua-nginx-module and HAProxy's hlua.c:
- *  - every entry into Lua runs protected (lua_cpcall): building the ctx,
- *    the hook, reading its result, building the state; a panic (a bug
- *    here) jumps back to the call, which fails, and the state is replaced;
+ *  - every entry into Lua runs protected: one protected C function builds
+ *    the ctx, calls the hook and reads its result, another builds the
+ *    state; a panic (a bug here) jumps back to the call, which fails, and
+ *    the state is replaced;
  *  - results are read with raw access only, so no metamethod of a returned
  *    table ever runs;
  *  - the JIT compiler is off for the state, so the count hook that enforces
