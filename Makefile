@@ -62,6 +62,10 @@ build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/proto/smtp_proto.c $(H
 build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/proto/dsn.c
 
+# limits.c is included by its test (white-box checks of the shared table).
+build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
+
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
 		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o)
@@ -141,7 +145,8 @@ run: deps user
 
 check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
-		build/check/client_driver build/check/sandbox_str.so
+		build/check/test_limits build/check/client_driver \
+		build/check/sandbox_str.so
 	./spec/run.sh
 
 # libFuzzer over the pure parsers (needs clang; not part of `make check`).

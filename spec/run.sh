@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests of the pure modules
-# (build/check/test_smtp_proto and build/check/test_dsn, TAP) and the busted
+# (build/check/test_smtp_proto, test_dsn and test_limits, TAP) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
@@ -65,8 +65,9 @@ export SMTPGW_SPEC_PIDS="$tmp/pids"
 export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
-# ---- C unit tests of src/smtp_proto.c and src/dsn.c
-for t in test_smtp_proto test_dsn; do
+# ---- C unit tests of src/proto/smtp_proto.c, src/proto/dsn.c and
+# src/inbound/limits.c
+for t in test_smtp_proto test_dsn test_limits; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

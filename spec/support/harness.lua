@@ -155,6 +155,8 @@ local DEFAULTS = {
   { "hostname", M.HOSTNAME },
   { "relay_domains", "example.test" },
   { "relay_networks", "127.0.0.0/8" },
+  -- The banner at once: a spec that is about the greet pause sets its own.
+  { "greet_pause", "0" },
 }
 
 -- One certificate pair shared by every gateway a run starts: without it

@@ -16,6 +16,7 @@ struct config;
 struct generation;
 struct smtp_addr;
 struct queue;
+struct limits;
 struct listener;
 struct session;
 
@@ -29,15 +30,19 @@ struct server {
 	 * the id on to the queue manager. */
 	void (*queued)(struct server *srv, const char *qid);
 	struct listener *listener;
+	struct limits *limits; /* shared by every worker; made before fork */
 	struct session *sessions;
 	unsigned n_sessions;
 	uint64_t next_sid;
 	bool draining;
+	bool stress; /* stress mode: shorter waits, lower limits */
+	ev_timer stress_timer; /* looks at the load every second */
 };
 
-/* Takes ownership of fd (non-blocking, already counted by the listener). */
+/* Takes ownership of fd (non-blocking, already counted by the listener,
+ * which gave it `ticket` to hand back through listener_client_gone). */
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer);
+			const struct sockaddr_storage *peer, uint32_t ticket);
 
 /* SIGTERM: sessions waiting for a sync get their reply, the others 421;
  * the loop is broken once the last session is gone. */
