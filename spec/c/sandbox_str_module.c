@@ -32,7 +32,8 @@ static bool test_spend(void *ud, size_t work)
 static int test_raise(lua_State *L, void *ud, bool memory)
 {
 	(void)ud;
-	return luaL_error(L, "budget exceeded (test%s)", memory ? " memory" : "");
+	return luaL_error(L, "budget exceeded (test%s)",
+	                  memory ? " memory" : "");
 }
 
 static size_t test_room(void *ud)
@@ -42,7 +43,7 @@ static size_t test_room(void *ud)
 }
 
 static struct sandbox_budget budget = {test_spend, test_raise, test_room,
-				       NULL, 1 << 20, 0};
+                                       NULL,       1 << 20,    0};
 
 static int limits(lua_State *L)
 {
@@ -57,9 +58,9 @@ static int limits(lua_State *L)
 int luaopen_sandbox_str(lua_State *L)
 {
 	static const char *const names[] = {"find", "match", "gmatch",
-					    "gsub", "rep",   "format"};
+	                                    "gsub", "rep",   "format"};
 	static const char *const tab_names[] = {"sort", "concat", "insert",
-						"maxn"};
+	                                        "maxn"};
 	char base;
 
 	/* busted's calls come from about as deep as this require */

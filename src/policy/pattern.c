@@ -100,28 +100,36 @@ static void classes_init(void)
 		classes[c] = class_bits(c);
 }
 
-/* %a, %d, ... : the class letter `cl` (upper case: the complement). */
+/* The bits of each class letter (lower case); 0: not a class. */
+static const unsigned char letter_class[26] = {
+    ['a' - 'a'] = C_ALPHA,
+    ['c' - 'a'] = C_CNTRL,
+    ['d' - 'a'] = C_DIGIT,
+    ['g' - 'a'] = C_ALPHA | C_DIGIT | C_PUNCT, /* LuaJIT's addition */
+    ['l' - 'a'] = C_LOWER,
+    ['p' - 'a'] = C_PUNCT,
+    ['s' - 'a'] = C_SPACE,
+    ['u' - 'a'] = C_UPPER,
+    ['w' - 'a'] = C_ALPHA | C_DIGIT,
+    ['x' - 'a'] = C_XDIGIT,
+};
+
+/* %a, %d, ... : the class letter `cl` (upper case: the complement); any
+ * other character after '%' stands for itself. */
 static bool in_class(int c, int cl)
 {
-	unsigned char want;
+	int lower = cl | 0x20;
 	bool r;
 
-	switch (cl | 0x20) {
-	case 'a': want = C_ALPHA; break;
-	case 'c': want = C_CNTRL; break;
-	case 'd': want = C_DIGIT; break;
-	case 'g': want = C_ALPHA | C_DIGIT | C_PUNCT; break; /* as LuaJIT */
-	case 'l': want = C_LOWER; break;
-	case 'p': want = C_PUNCT; break;
-	case 's': want = C_SPACE; break;
-	case 'u': want = C_UPPER; break;
-	case 'w': want = C_ALPHA | C_DIGIT; break;
-	case 'x': want = C_XDIGIT; break;
-	case 'z': want = 0; break;
-	default: return cl == c; /* %. %% %] ...: the character itself */
-	}
-	r = want == 0 ? c == 0 : (classes[c] & want) != 0;
-	return cl >= 'A' && cl <= 'Z' ? !r : r;
+	if (!(classes[cl] & C_ALPHA))
+		return cl == c;
+	if (lower == 'z')
+		r = c == 0;
+	else if (letter_class[lower - 'a'] != 0)
+		r = (classes[c] & letter_class[lower - 'a']) != 0;
+	else
+		return cl == c;
+	return classes[cl] & C_UPPER ? !r : r;
 }
 
 /* A set "[...]" from `p` (at '[') to `close` (at its ']'). */
@@ -192,7 +200,7 @@ static bool single(int c, const char *p, const char *ep)
 
 /* The class at p..ep matches the subject at s. */
 static bool here(const struct pattern *m, const char *s, const char *p,
-		 const char *ep)
+                 const char *ep)
 {
 	return s < m->src_end && single((uchar)*s, p, ep);
 }
@@ -202,8 +210,8 @@ static bool here(const struct pattern *m, const char *s, const char *p,
 static const char *match(struct pattern *m, const char *s, const char *p);
 
 /* x* or x+: the longest run first, then shorter ones. */
-static const char *max_expand(struct pattern *m, const char *s,
-			      const char *p, const char *ep)
+static const char *max_expand(struct pattern *m, const char *s, const char *p,
+                              const char *ep)
 {
 	ptrdiff_t n = 0;
 	const char *r;
@@ -222,8 +230,8 @@ static const char *max_expand(struct pattern *m, const char *s,
 }
 
 /* x-: the shortest run first. */
-static const char *min_expand(struct pattern *m, const char *s,
-			      const char *p, const char *ep)
+static const char *min_expand(struct pattern *m, const char *s, const char *p,
+                              const char *ep)
 {
 	const char *r;
 
@@ -237,8 +245,8 @@ static const char *min_expand(struct pattern *m, const char *s,
 	}
 }
 
-static const char *open_capture(struct pattern *m, const char *s,
-				const char *p, ptrdiff_t what)
+static const char *open_capture(struct pattern *m, const char *s, const char *p,
+                                ptrdiff_t what)
 {
 	const char *r;
 
@@ -254,7 +262,7 @@ static const char *open_capture(struct pattern *m, const char *s,
 }
 
 static const char *close_capture(struct pattern *m, const char *s,
-				 const char *p)
+                                 const char *p)
 {
 	int l = m->level - 1;
 	const char *r;
@@ -347,7 +355,7 @@ static enum item_result done(const char **r, const char *value)
 }
 
 static enum item_result quantified(struct pattern *m, const char **s,
-				   const char **p, const char **r)
+                                   const char **p, const char **r)
 {
 	const char *ep = class_end(m, *p);
 	bool hit;
@@ -381,7 +389,7 @@ static enum item_result quantified(struct pattern *m, const char **s,
 
 /* '%' items other than a class: %b, %f, %1-%9. */
 static enum item_result escape_item(struct pattern *m, const char **s,
-				    const char **p, const char **r)
+                                    const char **p, const char **r)
 {
 	const char *next;
 
@@ -411,8 +419,8 @@ static enum item_result escape_item(struct pattern *m, const char **s,
 	}
 }
 
-static enum item_result item(struct pattern *m, const char **s,
-			     const char **p, const char **r)
+static enum item_result item(struct pattern *m, const char **s, const char **p,
+                             const char **r)
 {
 	const char *q = *p;
 
@@ -420,7 +428,7 @@ static enum item_result item(struct pattern *m, const char **s,
 	case '(':
 		if (q + 1 < m->pat_end && q[1] == ')')
 			return done(r, open_capture(m, *s, q + 2,
-						    PATTERN_CAP_POSITION));
+			                            PATTERN_CAP_POSITION));
 		return done(r, open_capture(m, *s, q + 1, PATTERN_CAP_OPEN));
 	case ')':
 		return done(r, close_capture(m, *s, q + 1));
@@ -463,9 +471,8 @@ static const char *match(struct pattern *m, const char *s, const char *p)
 
 /* ---- entry points ----------------------------------------------------- */
 
-void pattern_init(struct pattern *m, const char *s, size_t s_len,
-		  const char *p, size_t p_len, bool anchor,
-		  bool (*tick)(void *ud), void *ud)
+void pattern_init(struct pattern *m, const char *s, size_t s_len, const char *p,
+                  size_t p_len, bool anchor, bool (*tick)(void *ud), void *ud)
 {
 	const char *nul = memchr(p, '\0', p_len);
 
@@ -486,7 +493,7 @@ void pattern_init(struct pattern *m, const char *s, size_t s_len,
 }
 
 enum pattern_status pattern_match_at(struct pattern *m, const char *at,
-				     const char **end)
+                                     const char **end)
 {
 	const char *r;
 
@@ -502,7 +509,7 @@ enum pattern_status pattern_match_at(struct pattern *m, const char *at,
 }
 
 enum pattern_status pattern_search(struct pattern *m, const char *at,
-				   const char **start, const char **end)
+                                   const char **start, const char **end)
 {
 	enum pattern_status st;
 
@@ -521,9 +528,9 @@ enum pattern_status pattern_search(struct pattern *m, const char *at,
 bool pattern_is_plain(const char *p, size_t p_len)
 {
 	static const bool special[256] = {
-		['^'] = true, ['$'] = true, ['*'] = true, ['+'] = true,
-		['?'] = true, ['.'] = true, ['('] = true, ['['] = true,
-		['%'] = true, ['-'] = true, ['\0'] = true,
+	    ['^'] = true, ['$'] = true, ['*'] = true,  ['+'] = true,
+	    ['?'] = true, ['.'] = true, ['('] = true,  ['['] = true,
+	    ['%'] = true, ['-'] = true, ['\0'] = true,
 	};
 
 	for (size_t i = 0; i < p_len; i++) {
@@ -534,7 +541,7 @@ bool pattern_is_plain(const char *p, size_t p_len)
 }
 
 const char *pattern_find_plain(const char *hay, size_t hay_len,
-			       const char *needle, size_t needle_len)
+                               const char *needle, size_t needle_len)
 {
 	if (needle_len == 0)
 		return hay;

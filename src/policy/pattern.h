@@ -31,7 +31,7 @@ enum { PATTERN_CAP_OPEN = -1, PATTERN_CAP_POSITION = -2 };
 enum pattern_status {
 	PATTERN_NOMATCH,
 	PATTERN_MATCH,
-	PATTERN_ERROR,	 /* malformed pattern: see error */
+	PATTERN_ERROR,   /* malformed pattern: see error */
 	PATTERN_STOPPED, /* the tick function said no */
 };
 
@@ -43,7 +43,7 @@ struct pattern_capture {
 struct pattern {
 	const char *src, *src_end; /* the subject */
 	const char *pat, *pat_end; /* the pattern, after any '^' */
-	bool anchored;		   /* the pattern began with '^' */
+	bool anchored;             /* the pattern began with '^' */
 	/* tick(ud) → false stops the match */
 	bool (*tick)(void *ud);
 	void *ud;
@@ -59,19 +59,18 @@ struct pattern {
 /* Prepares a match of subject s against pattern p. `anchor` says whether a
  * leading '^' anchors (find, match, gsub) or is an ordinary character
  * (gmatch). The pattern ends at its first NUL, as in Lua 5.1. */
-void pattern_init(struct pattern *m, const char *s, size_t s_len,
-		  const char *p, size_t p_len, bool anchor,
-		  bool (*tick)(void *ud), void *ud);
+void pattern_init(struct pattern *m, const char *s, size_t s_len, const char *p,
+                  size_t p_len, bool anchor, bool (*tick)(void *ud), void *ud);
 
 /* Tries the pattern at subject position `at` only. Returns PATTERN_MATCH
  * and sets *end, or another status; captures are in m->cap[0..level). */
 enum pattern_status pattern_match_at(struct pattern *m, const char *at,
-				     const char **end);
+                                     const char **end);
 
 /* Tries every position from `at` (only `at` when anchored). Sets *start
  * and *end on a match. */
 enum pattern_status pattern_search(struct pattern *m, const char *at,
-				   const char **start, const char **end);
+                                   const char **start, const char **end);
 
 /* True when p has none of the special characters ^$*+?.([%- before its
  * first NUL: a plain search does the same work. */
@@ -79,6 +78,6 @@ bool pattern_is_plain(const char *p, size_t p_len);
 
 /* Plain search of needle in hay, first occurrence, O(hay + needle). */
 const char *pattern_find_plain(const char *hay, size_t hay_len,
-			       const char *needle, size_t needle_len);
+                               const char *needle, size_t needle_len);
 
 #endif

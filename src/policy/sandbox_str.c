@@ -46,8 +46,8 @@ static void check_stack(lua_State *L, const struct sandbox_budget *b)
 {
 	char here;
 	uintptr_t at = (uintptr_t)&here;
-	uintptr_t used = at < b->stack_base ? b->stack_base - at
-					    : at - b->stack_base;
+	uintptr_t used =
+	    at < b->stack_base ? b->stack_base - at : at - b->stack_base;
 
 	if (b->stack_base != 0 && used > SANDBOX_MAX_CSTACK)
 		luaL_error(L, "C stack overflow");
@@ -68,7 +68,7 @@ static void check_status(lua_State *L, const struct pattern *m)
 /* ---- captures --------------------------------------------------------- */
 
 static void push_capture(lua_State *L, const struct pattern *m, int i,
-			 const char *s, const char *e)
+                         const char *s, const char *e)
 {
 	const struct pattern_capture *c = &m->cap[i];
 
@@ -86,8 +86,8 @@ static void push_capture(lua_State *L, const struct pattern *m, int i,
 }
 
 /* The captures (or, when there is none and `whole`, the match s..e). */
-static int push_captures(lua_State *L, const struct pattern *m,
-			 const char *s, const char *e, bool whole)
+static int push_captures(lua_State *L, const struct pattern *m, const char *s,
+                         const char *e, bool whole)
 {
 	int n = m->level == 0 && whole ? 1 : m->level;
 
@@ -115,7 +115,7 @@ static size_t start_of(lua_State *L, int arg, size_t len)
 }
 
 static int find_plain(lua_State *L, const char *s, size_t ls, size_t at,
-		      const char *p, size_t lp)
+                      const char *p, size_t lp)
 {
 	const char *q;
 
@@ -210,7 +210,7 @@ static int str_gmatch(lua_State *L)
 /* The replacement string (arg 3) for the match s..e: %0-%9 and %%; any
  * other character after '%' stands for itself, as in Lua 5.1. */
 static void add_string(lua_State *L, luaL_Buffer *buf, const struct pattern *m,
-		       const char *s, const char *e)
+                       const char *s, const char *e)
 {
 	size_t len;
 	const char *r = lua_tolstring(L, 3, &len);
@@ -233,7 +233,7 @@ static void add_string(lua_State *L, luaL_Buffer *buf, const struct pattern *m,
 }
 
 static void add_value(lua_State *L, luaL_Buffer *buf, const struct pattern *m,
-		      const char *s, const char *e)
+                      const char *s, const char *e)
 {
 	switch (lua_type(L, 3)) {
 	case LUA_TFUNCTION:
@@ -253,7 +253,7 @@ static void add_value(lua_State *L, luaL_Buffer *buf, const struct pattern *m,
 		lua_pushlstring(L, s, (size_t)(e - s));
 	} else if (!lua_isstring(L, -1)) {
 		luaL_error(L, "invalid replacement value (a %s)",
-			   luaL_typename(L, -1));
+		           luaL_typename(L, -1));
 	}
 	luaL_addvalue(buf);
 }
@@ -270,9 +270,10 @@ static int str_gsub(lua_State *L)
 	struct pattern m;
 	luaL_Buffer buf;
 
-	luaL_argcheck(L, type == LUA_TNUMBER || type == LUA_TSTRING ||
-				 type == LUA_TFUNCTION || type == LUA_TTABLE,
-		      3, "string/function/table expected");
+	luaL_argcheck(L,
+	              type == LUA_TNUMBER || type == LUA_TSTRING ||
+	                  type == LUA_TFUNCTION || type == LUA_TTABLE,
+	              3, "string/function/table expected");
 	if (type == LUA_TFUNCTION || type == LUA_TTABLE)
 		check_stack(L, b);
 	pattern_init(&m, s, ls, p, lp, true, tick, (void *)b);
@@ -324,9 +325,10 @@ static void check_size(lua_State *L, const char *what, double size)
 	size_t room = b->room(b->ud), cap = b->cap;
 
 	if (size > (double)cap)
-		luaL_error(L, "%s: the result (%.0f bytes) would pass the "
-			      "memory cap (%.0f bytes)",
-			   what, size, (double)cap);
+		luaL_error(L,
+		           "%s: the result (%.0f bytes) would pass the "
+		           "memory cap (%.0f bytes)",
+		           what, size, (double)cap);
 	if (size > (double)room)
 		b->raise(L, b->ud, true);
 	spend(L, b, (size_t)size);
@@ -342,15 +344,15 @@ static int str_rep(lua_State *L)
 	if (lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER)
 		lua_tolstring(L, 3, &sep);
 	if (n >= 1)
-		check_size(L, "string.rep", n * (double)len +
-						    (n - 1) * (double)sep);
+		check_size(L, "string.rep",
+		           n * (double)len + (n - 1) * (double)sep);
 	return call_original(L);
 }
 
 /* The longest text one conversion of string.format can give: `arg` is
  * its argument, width and precision at most 99 (LuaJIT allows 2 digits). */
 static double conversion_bound(lua_State *L, char conv, int arg, int width,
-			       int precision)
+                               int precision)
 {
 	size_t len;
 
@@ -368,8 +370,7 @@ static double conversion_bound(lua_State *L, char conv, int arg, int width,
 }
 
 /* Reads one conversion spec after '%'; returns the bound, moves *f. */
-static double spec_bound(lua_State *L, const char **f, const char *end,
-			 int arg)
+static double spec_bound(lua_State *L, const char **f, const char *end, int arg)
 {
 	int width = 0, precision = -1;
 	const char *c = *f;
@@ -380,8 +381,8 @@ static double spec_bound(lua_State *L, const char **f, const char *end,
 		width = width * 10 + (*c++ - '0');
 	if (c < end && *c == '.') {
 		precision = 0;
-		for (c++; c < end && *c >= '0' && *c <= '9' &&
-			  precision < 1000;)
+		for (c++;
+		     c < end && *c >= '0' && *c <= '9' && precision < 1000;)
 			precision = precision * 10 + (*c++ - '0');
 	}
 	*f = c < end ? c + 1 : c;
@@ -431,8 +432,8 @@ static size_t log2_ceil(size_t n)
 static size_t charge_of(lua_State *L, enum charge kind)
 {
 	size_t n = lua_type(L, 1) == LUA_TTABLE || lua_type(L, 1) == LUA_TSTRING
-			   ? lua_objlen(L, 1)
-			   : 0;
+	               ? lua_objlen(L, 1)
+	               : 0;
 	lua_Integer i, j;
 
 	switch (kind) {
@@ -441,7 +442,7 @@ static size_t charge_of(lua_State *L, enum charge kind)
 	case CHARGE_CONCAT:
 		i = lua_type(L, 3) == LUA_TNUMBER ? lua_tointeger(L, 3) : 1;
 		j = lua_type(L, 4) == LUA_TNUMBER ? lua_tointeger(L, 4)
-						  : (lua_Integer)n;
+		                                  : (lua_Integer)n;
 		/* past the border the original stops at the first nil */
 		if (j > (lua_Integer)n + 1)
 			j = (lua_Integer)n + 1;
@@ -484,7 +485,7 @@ static int tab_maxn(lua_State *L)
 }
 
 static void wrap_charged(lua_State *L, int table, const char *name,
-			 enum charge kind, const struct sandbox_budget *b)
+                         enum charge kind, const struct sandbox_budget *b)
 {
 	lua_pushlightuserdata(L, (void *)b);
 	lua_getfield(L, table, name);
@@ -494,7 +495,7 @@ static void wrap_charged(lua_State *L, int table, const char *name,
 }
 
 void sandbox_tab_open(lua_State *L, int table, int globals,
-		      const struct sandbox_budget *b)
+                      const struct sandbox_budget *b)
 {
 	table = abs_index(L, table);
 	globals = abs_index(L, globals);
@@ -515,15 +516,15 @@ void sandbox_str_open(lua_State *L, int table, const struct sandbox_budget *b)
 		const char *name;
 		lua_CFunction fn;
 	} fns[] = {
-		{"find", str_find},	{"match", str_match},
-		{"gmatch", str_gmatch}, {"gsub", str_gsub},
-		{"rep", str_rep},	{"format", str_format},
+	    {"find", str_find}, {"match", str_match}, {"gmatch", str_gmatch},
+	    {"gsub", str_gsub}, {"rep", str_rep},     {"format", str_format},
 	};
 
 	table = abs_index(L, table);
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		lua_pushlightuserdata(L, (void *)b);
-		lua_getfield(L, table, fns[i].name); /* the original: upvalue 2 */
+		lua_getfield(L, table,
+		             fns[i].name); /* the original: upvalue 2 */
 		lua_pushcclosure(L, fns[i].fn, 2);
 		lua_setfield(L, table, fns[i].name);
 	}

@@ -50,6 +50,6 @@ void sandbox_str_open(lua_State *L, int table, const struct sandbox_budget *b);
  * of the table at `globals` (the sandbox's `table` and globals) so that
  * they charge their work to `b` first. Allocates: call it protected. */
 void sandbox_tab_open(lua_State *L, int table, int globals,
-		      const struct sandbox_budget *b);
+                      const struct sandbox_budget *b);
 
 #endif
