@@ -233,9 +233,8 @@ describe("a hostile policy", function()
     assert.are.equal(0, #gw:log_lines("raised by __index"))
   end)
 
-  it("whose verdict's __index loops gets 451 at once", function()
-    local elapsed = refused(gw, "loop-index", "returned a bad verdict")
-    assert(elapsed < MAX_TIME, "a loop that never runs took " .. elapsed .. " s")
+  it("whose verdict's __index loops gets 451 (the loop never runs: no budget in the reason)", function()
+    refused(gw, "loop-index", "returned a bad verdict %(action \"\", code 0%)$")
   end)
 
   it("with a catastrophic pattern gets 451 at max_time, FILE:LINE in the log", function()
@@ -252,8 +251,7 @@ describe("a hostile policy", function()
   end)
 
   it("asking string.rep for 2 GiB or 1 GiB gets 451 before anything is built", function()
-    local elapsed = refused(gw, "rep", "^" .. at("@rep") .. "string.rep: the result %(2147483648 bytes%)")
-    assert(elapsed < MAX_TIME, "string.rep took " .. elapsed .. " s")
+    refused(gw, "rep", "^" .. at("@rep") .. "string.rep: the result %(2147483648 bytes%)")
     refused(gw, "rep-1g", "^" .. at("@rep1g") .. "string.rep: the result %(1073741824 bytes%) would pass")
     -- nothing was built: the state was not poisoned
     assert.are.equal(0, #rebuilds_of(gw))
