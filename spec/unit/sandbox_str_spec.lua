@@ -51,6 +51,11 @@ local CASES = {
   { "find", "abc", "b", nil, false },
   { "find", "a\0b", "\0b" },
   { "find", "a\0b", "%z" },
+  { "find", "a\0b", "\0." },
+  { "find", "xa\0.", "a\0." },
+  { "find", "xa\0.", "a\0.", 1, true },
+  { "match", "abc", "\0" },
+  { "match", "abc", "b\0(" },
   { "find", SUBJECT, "%a+" },
   { "find", SUBJECT, "(%a+)%s*(%d+)" },
   { "find", SUBJECT, "^%s*(%a+)" },
@@ -319,6 +324,27 @@ describe("the sandbox's bounded string functions", function()
     assert.is_false(pcall(B.maxn, hash))
     B.limits(10)
     assert.is_false(pcall(B.tonumber, ("0"):rep(100) .. "1"))
+  end)
+
+  it("match random byte soup as LuaJIT does: specials, NULs, init positions", function()
+    local pieces = { "a", "b", "c", "(", ")", "[", "]", "^", "$", "%", ".", "*", "+", "-", "?", "1",
+      "2", "d", "f", "z", "%a", "%d", "%b", "%f", "%1", "()", "[^", " ", "\0", "x" }
+    local chars = { "a", "b", "c", "(", ")", "1", " ", "x", "-", "^", "$", "%", "\0", "]" }
+    math.randomseed(20)
+    for _ = 1, 5000 do
+      local p, s = {}, {}
+      for _ = 1, math.random(0, 8) do p[#p + 1] = pieces[math.random(#pieces)] end
+      for _ = 1, math.random(0, 10) do s[#s + 1] = chars[math.random(#chars)] end
+      p, s = table.concat(p), table.concat(s)
+      local init = math.random(-3, 12)
+      local what = string.format("(%q, %q, %d)", s, p, init)
+      for _, name in ipairs({ "find", "match" }) do
+        assert.are.same(outcome(string[name], s, p, init), outcome(B[name], s, p, init), name .. what)
+      end
+      assert.are.same(outcome(string.gsub, s, p, "<%0>"), outcome(B.gsub, s, p, "<%0>"), "gsub" .. what)
+      assert.are.same(outcome(gmatch_all(string.gmatch), s, p), outcome(gmatch_all(B.gmatch), s, p),
+        "gmatch" .. what)
+    end
   end)
 
   it("stop a catastrophic pattern at the step budget, where LuaJIT's matcher would run for hours", function()

@@ -528,15 +528,16 @@ enum pattern_status pattern_search(struct pattern *m, const char *at,
 bool pattern_is_plain(const char *p, size_t p_len)
 {
 	static const bool special[256] = {
-	    ['^'] = true, ['$'] = true, ['*'] = true,  ['+'] = true,
-	    ['?'] = true, ['.'] = true, ['('] = true,  ['['] = true,
-	    ['%'] = true, ['-'] = true, ['\0'] = true,
+	    ['^'] = true, ['$'] = true, ['*'] = true, ['+'] = true,
+	    ['?'] = true, ['.'] = true, ['('] = true, ['['] = true,
+	    ['%'] = true, ['-'] = true,
 	};
 
-	for (size_t i = 0; i < p_len; i++) {
+	/* the whole text counts, NULs and what follows them too, as in
+	 * LuaJIT: "a\0." is a pattern (which then ends at its NUL) */
+	for (size_t i = 0; i < p_len; i++)
 		if (special[(uchar)p[i]])
-			return p[i] == '\0'; /* the pattern ends at a NUL */
-	}
+			return false;
 	return true;
 }
 

@@ -72,8 +72,8 @@ enum pattern_status pattern_match_at(struct pattern *m, const char *at,
 enum pattern_status pattern_search(struct pattern *m, const char *at,
                                    const char **start, const char **end);
 
-/* True when p has none of the special characters ^$*+?.([%- before its
- * first NUL: a plain search does the same work. */
+/* True when p has none of the special characters ^$*+?.([%- (anywhere,
+ * past a NUL too, as LuaJIT decides): a plain search does the same work. */
 bool pattern_is_plain(const char *p, size_t p_len);
 
 /* Plain search of needle in hay, first occurrence, O(hay + needle). */
