@@ -386,6 +386,25 @@ describe("a hostile policy at load (smtpgw -t)", function()
       ": load budget exceeded (max_memory)", 1, true), out)
   end)
 
+  it("[policy] max_memory takes sizes with K, M, G and refuses the rest with FILE:LINE", function()
+    local script = dir .. "/policy.lua"
+    gateway.write_file(script, "return { rcpt = function() return 'accept' end }\n")
+    for value, want in pairs({ ["64M"] = 0, ["1G"] = 0, ["2048K"] = 0, ["67108864"] = 0, ["64MiB"] = 0,
+      lots = "max_memory: 'lots' is not a size", ["100"] = "max_memory: '100' is out of range",
+      ["8T"] = "max_memory: '8T' is not a size", ["5G"] = "out of range" }) do
+      local ini = dir .. "/gateway.ini"
+      gateway.write_file(ini, gateway.ini_text(nil, { policy = { script = script, max_memory = value } }))
+      local out, err, code = ps.smtpgw("-c " .. gateway.shell_quote(ini) .. " -t")
+      if want == 0 then
+        assert.are.equal(0, code, value .. ": " .. out .. err)
+      else
+        assert.are.equal(1, code, value .. ": " .. out .. err)
+        assert.truthy((out .. err):find(ps.esc(ini) .. ":%d+: ") and (out .. err):find(want, 1, true),
+          value .. ": " .. out .. err)
+      end
+    end
+  end)
+
   it("whose hooks table has a looping or raising __index is read raw: its metamethods never run", function()
     local out, code = check(ps.lines {
       "local t = setmetatable({}, { __index = function() while true do end end })",
