@@ -1527,7 +1527,9 @@ void smtp_session_start(struct server *srv, int fd,
 	}
 	s->srv = srv;
 	s->gen = generation_retain(srv->gen);
-	s->sid = ++srv->next_sid;
+	/* Unique across the workers of a run: the worker's slot is the
+	 * remainder (a restarted worker counts again from the start). */
+	s->sid = ++srv->next_sid * SID_SLOTS + srv->slot;
 	s->peer = *peer;
 	s->ticket = ticket;
 	sockaddr_ip_text(peer, s->peer_ip, sizeof(s->peer_ip));

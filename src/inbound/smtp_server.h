@@ -20,6 +20,8 @@ struct limits;
 struct listener;
 struct session;
 
+enum { SID_SLOTS = 64 };
+
 /* What all sessions of one worker share. New sessions take a reference to
  * the current generation; a reload replaces `gen` and nothing else. */
 struct server {
@@ -34,6 +36,7 @@ struct server {
 	struct session *sessions;
 	unsigned n_sessions;
 	uint64_t next_sid;
+	unsigned slot; /* the worker's, 1..SID_SLOTS-1: part of every sid */
 	bool draining;
 	bool stress; /* stress mode: shorter waits, lower limits */
 	ev_timer stress_timer; /* looks at the load every second */

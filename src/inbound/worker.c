@@ -206,6 +206,7 @@ int worker_run(struct ev_loop *loop, struct generation *gen,
 		goto out;
 	}
 	queue_set_slot(w.srv.queue, a->slot);
+	w.srv.slot = a->slot;
 	limits_set_worker(a->limits, a->slot);
 	w.backlog = calloc(BACKLOG_MAX, sizeof(*w.backlog));
 	w.srv.listener = listener_open(&w.srv, a->listen, a->n_listen);
