@@ -208,6 +208,38 @@ static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* "67108864", "64M", "64MiB", "1G": bytes (K/M/G are powers of 1024). */
+static bool set_bytes(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t scale;
+	} units[] = {{"", 1},	       {"K", 1ULL << 10}, {"KiB", 1ULL << 10},
+		     {"M", 1ULL << 20}, {"MiB", 1ULL << 20}, {"G", 1ULL << 30},
+		     {"GiB", 1ULL << 30}};
+	char number[32];
+	size_t n = strspn(value, "0123456789");
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(number))
+		return fail(ctx, "%s: '%s' is not a size (e.g. 64M)", key->name,
+			    value);
+	memcpy(number, value, n);
+	number[n] = '\0';
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(value + n, units[i].suffix) != 0)
+			continue;
+		if (!parse_u64(number, &v) || v > UINT32_MAX ||
+		    !check_range(ctx, key, value, v * units[i].scale))
+			return false;
+		*(uint64_t *)field(ctx, key) = v * units[i].scale;
+		return true;
+	}
+	return fail(ctx, "%s: '%s' is not a size (e.g. 64M, 1G)", key->name,
+		    value);
+}
+
 /* "300", "300s", "5m", "1h", "100ms" → seconds; bounds are milliseconds. */
 static bool set_duration(struct load_ctx *ctx, const struct key_def *key,
 			 const char *value)
@@ -710,6 +742,8 @@ static const struct key_def keys[] = {
 	 1000, 1000000000, "1000000"},
 	{"policy", "max_time", set_duration, AT(policy_max_time), 1, 10000,
 	 "100ms"},
+	{"policy", "max_memory", set_bytes, AT(policy_max_memory), 1ULL << 20,
+	 1ULL << 32, "64M"},
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };

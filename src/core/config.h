@@ -94,6 +94,7 @@ struct config {
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
 	double policy_max_time;
+	uint64_t policy_max_memory; /* bytes, per Lua state */
 	/* [delivery] */
 	unsigned delivery_max_connections;
 	unsigned delivery_max_per_destination;
