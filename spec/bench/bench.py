@@ -198,6 +198,8 @@ def parse_loadgen(out):
             res["rate"] = float(w[1])
         elif w[:1] == ["latency_ms"]:
             res["p50"], res["p99"] = float(w[2]), float(w[6])
+        elif w[:1] == ["tls"]:
+            res.setdefault("tls", []).append("%s x%s" % (w[1], w[2]))
         elif w[:1] == ["idle_held"]:
             res["held"] = int(w[1])
     return res
@@ -733,6 +735,10 @@ def report_tls(ws, tls):
     table("(b) STARTTLS inbound, RSA-4096 Default Cert (same cert for "
           "Postfix), %d sessions, 1 message per connection, %d per round"
           % (SESSIONS, TLS_N), rows)
+    for w in ws + ["pf"]:
+        print("  %s, TLS negotiated per round: %s" % (
+            "Postfix" if w == "pf" else wlabel(w),
+            "; ".join(", ".join(r.get("tls", ["none"])) for r in tls[w])))
     for w in ws:
         print("  %s, CPU by process per round: %s" % (wlabel(w), "; ".join(
             r["split"] for r in tls[w])))

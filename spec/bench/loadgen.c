@@ -477,6 +477,27 @@ static void do_connected(struct session *s)
 	io_want(s, EV_READ);
 }
 
+/* The TLS versions negotiated, to show what was measured (copied: libtls
+ * frees its connection info with the context). */
+enum { VERSIONS_MAX = 4, VERSION_LEN = 16 };
+static char versions[VERSIONS_MAX][VERSION_LEN];
+static long version_count[VERSIONS_MAX];
+
+static void count_version(const char *v)
+{
+	int i;
+
+	if (v == NULL)
+		v = "unknown";
+	for (i = 0; i < VERSIONS_MAX && versions[i][0] != '\0'; i++)
+		if (strcmp(versions[i], v) == 0)
+			break;
+	if (i == VERSIONS_MAX)
+		return;
+	snprintf(versions[i], VERSION_LEN, "%s", v);
+	version_count[i]++;
+}
+
 static void do_handshake(struct session *s)
 {
 	int r = tls_handshake(s->tls);
@@ -489,6 +510,7 @@ static void do_handshake(struct session *s)
 		fail(s, &st.err_tls, "handshake: %s", tls_error(s->tls));
 		return;
 	}
+	count_version(tls_conn_version(s->tls));
 	s->step = ST_EHLO_TLS;
 	send_cmd(s, "EHLO %s\r\n", opt.helo);
 }
@@ -619,6 +641,8 @@ static int report(void)
 	       "(connect %ld reply %ld tls %ld closed %ld timeout %ld)\n",
 	       opt.sessions, st.ok, st.conns, st.errors, st.err_connect,
 	       st.err_reply, st.err_tls, st.err_closed, st.err_timeout);
+	for (int i = 0; i < VERSIONS_MAX && versions[i][0] != '\0'; i++)
+		printf("tls %s %ld\n", versions[i], version_count[i]);
 	if (opt.idle) {
 		printf("idle_held %ld\n", st.ready);
 	} else if (st.errors == 0 && st.ok > 0) {
