@@ -119,18 +119,34 @@ def tree_cpu(root):
     return sum(cpu_by_pid(root).values())
 
 
-def smtpgw_split(root, before, after):
-    """Shares of the CPU used between two cpu_by_pid() snapshots: the
-    master, then its children by PID (the queue manager is forked first,
-    then the workers)."""
+def smtpgw_used(root, before, after):
+    """[(name, seconds)] of the CPU used between two cpu_by_pid()
+    snapshots: the master, then its children by PID (the queue manager is
+    forked first, then the workers)."""
     used = {p: after[p] - before.get(p, 0) for p in after}
-    total = sum(used.values()) or 1
     kids = sorted(p for p in used if p != root)
     names = ["master"] + ["qmgr" if i == 0 else "w%d" % i
                           for i in range(len(kids))]
-    shares = [used.get(root, 0)] + [used[p] for p in kids]
-    return " ".join("%s %.0f%%" % (n, 100 * s / total)
-                    for n, s in zip(names, shares))
+    return list(zip(names, [used.get(root, 0)] + [used[p] for p in kids]))
+
+
+def smtpgw_split(used):
+    total = sum(s for _, s in used) or 1
+    return " ".join("%s %.0f%%" % (n, 100 * s / total) for n, s in used)
+
+
+def budget(parts, machine, n):
+    """Where the machine's CPU went during a round, in ms per message:
+    machine = (idle, total) jiffies of every core over the round; parts =
+    [(name, seconds)] measured per process. "other" is the rest: the
+    kernel's work not charged to these processes, this script, and other
+    users' processes."""
+    total = machine[1] / TICK
+    idle = machine[0] / TICK
+    other = total - idle - sum(s for _, s in parts)
+    items = parts + [("idle", idle), ("other", other)]
+    return "%.2f = %s" % (1000 * total / n, " + ".join(
+        "%s %.2f" % (name, 1000 * s / n) for name, s in items))
 
 
 def status_kib(pid, key):
@@ -459,17 +475,25 @@ def machine_cpu():
 def relay_round(mta, n, tls=False):
     m0 = machine_cpu()
     before = cpu_by_pid(mta.root)
+    sink0 = tree_cpu(mta.sink.proc.pid)
     start_count = mta.sink.read()[0]
     t0 = time.time()
     res = loadgen(mta.port, n, tls)
     last = mta.sink.wait_for(start_count + n, mta)
     time.sleep(0.5)
     after = cpu_by_pid(mta.root)
+    sink = tree_cpu(mta.sink.proc.pid) - sink0
     m1 = machine_cpu()
-    res["idle"] = 100.0 * (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
+    machine = (m1[0] - m0[0], m1[1] - m0[1])
+    res["idle"] = 100.0 * machine[0] / max(machine[1], 1)
     res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
     if isinstance(mta, Smtpgw):
-        res["split"] = smtpgw_split(mta.root, before, after)
+        used = smtpgw_used(mta.root, before, after)
+        res["split"] = smtpgw_split(used)
+    else:
+        used = [("postfix", sum(after.values()) - sum(before.values()))]
+    res["budget"] = budget(used + [("loadgen", res["client_ms"] * n / 1000),
+                                   ("sink", sink)], machine, n)
     res["e2e"] = n / (last - t0)
     return res
 
@@ -742,6 +766,12 @@ def report_tls(ws, tls):
     for w in ws:
         print("  %s, CPU by process per round: %s" % (wlabel(w), "; ".join(
             r["split"] for r in tls[w])))
+    print("  machine CPU per message (ms, all cores, from the start of the "
+          "load until 0.5 s after the sink has every message):")
+    for w in ws + ["pf"]:
+        for i, r in enumerate(tls[w]):
+            print("    %s round %d: %s" % ("Postfix" if w == "pf" else
+                                          wlabel(w), i + 1, r["budget"]))
     if len(ws) > 1 and ws[0]:
         a, b = col(tls[ws[0]], "rate"), col(tls[ws[-1]], "rate")
         print("  smtpgw workers=%d / workers=%d: %.2f (rounds %s)" % (
