@@ -24,7 +24,8 @@ medians, every round's value and the ratio smtpgw / Postfix.
 
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 ("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
-SYSCALL_N (1000), PARTS ("a,b,c,d": which figures). Every process started
+SYSCALL_N (1000), PARTS ("a,b,c,d": which figures), SESSIONS (20: loadgen's
+concurrency in (a) and (b)). Every process started
 here is stopped by its PID.
 """
 import os
@@ -46,7 +47,7 @@ IDLE_N = int(os.environ.get("IDLE_N", "10000"))
 PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
 PARTS = set(os.environ.get("PARTS", "a,b,c,d").split(","))
-SESSIONS = 20
+SESSIONS = int(os.environ.get("SESSIONS", "20"))  # of (a) and (b)
 SIZE = 4096
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -630,7 +631,8 @@ def main():
     SMTPGW, LOADGEN, SINK, WORK = (os.path.abspath(a) for a in sys.argv[1:5])
     SRC = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
-    if min(ROUNDS, RELAY_N, TLS_N, IDLE_N, PF_IDLE_N, SYSCALL_N) <= 0 or \
+    if min(ROUNDS, RELAY_N, TLS_N, IDLE_N, PF_IDLE_N, SYSCALL_N,
+           SESSIONS) <= 0 or \
             not WORKERS or min(WORKERS) <= 0:
         raise Fail("ROUNDS, WORKERS and every *_N must be positive")
     if not PARTS or not PARTS <= {"a", "b", "c", "d"}:
