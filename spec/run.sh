@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests of the pure modules
-# (build/check/test_smtp_proto and build/check/test_dsn, TAP) and the busted
+# (build/check/test_smtp_proto, test_dsn and test_envelope, TAP), the fuzz
+# corpora replayed (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
@@ -65,8 +66,8 @@ export SMTPGW_SPEC_PIDS="$tmp/pids"
 export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
-# ---- C unit tests of src/smtp_proto.c and src/dsn.c
-for t in test_smtp_proto test_dsn; do
+# ---- C unit tests of src/proto/smtp_proto.c, dsn.c and envelope.c
+for t in test_smtp_proto test_dsn test_envelope; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1
@@ -77,6 +78,24 @@ for t in test_smtp_proto test_dsn; do
 	fi
 	cat "$tmp/$t.out"
 	count_tap "spec/c/$t" "$status" "$tmp/$t.out"
+done
+
+# ---- the committed fuzz corpora (spec/fuzz/corpus/NAME/), replayed through
+# each harness built with the sanitizers, one TAP line per input
+for corpus in spec/fuzz/corpus/*/; do
+	name=$(basename "$corpus")
+	t=replay_$name
+	echo "# ==== spec/fuzz: build/check/$t $corpus"
+	if [ -x "build/check/$t" ]; then
+		timeout -k 10 120 "./build/check/$t" "$corpus" >"$tmp/$t.out" 2>&1
+		status=$?
+	else
+		echo "build/check/$t is missing (run: make build/check/$t)" >"$tmp/$t.out"
+		status=127
+	fi
+	# One line per input would drown the log: failures and the count.
+	grep -v '^ok ' "$tmp/$t.out"
+	count_tap "spec/fuzz/$t" "$status" "$tmp/$t.out"
 done
 
 # ---- busted specs
