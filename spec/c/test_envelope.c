@@ -197,12 +197,47 @@ static void test_bad_arrival(void)
 	envelope_free(&e);
 }
 
+/* Found by spec/fuzz/fuzz_envelope.c: an id with a NUL inside (or
+ * anything but the spool's hex) was taken, and a NUL cut values short. */
+static void test_bad_values(void)
+{
+	static const struct {
+		const char *line;
+		size_t len;
+	} bad[] = {
+#define LINE(s) {s, sizeof(s) - 1}
+		LINE("id: \x89\0\0\0ba9876543210\n"),
+		LINE("id: 0123456789ABCDEF\n"),
+		LINE("id: ../../etc/passwd\n"),
+		LINE("rcpt: <b@example.test\0x>\n"),
+		LINE("helo: a\0b\n"),
+#undef LINE
+	};
+	struct envelope e;
+	char text[256], err[128];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		size_t n = sizeof(MAGIC) - 1;
+
+		memcpy(text, MAGIC, n);
+		memcpy(text + n, bad[i].line, bad[i].len);
+		n += bad[i].len;
+		memcpy(text + n, "sender: <>\nrcpt: <r@x>\n\n", 24);
+		n += 24;
+		err[0] = '\0';
+		check(parse_guarded(text, n, &e, err, sizeof(err)) == 0 &&
+			      strstr(err, "line 2: malformed") != NULL,
+		      "bad value %zu is refused, naming line 2 (%s)", i, err);
+	}
+}
+
 int main(void)
 {
 	test_overread();
 	test_whole();
 	test_round_trip();
 	test_bad_arrival();
+	test_bad_values();
 	printf("1..%d\n", t_num);
 	return t_failed ? 1 : 0;
 }

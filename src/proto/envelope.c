@@ -150,6 +150,17 @@ static bool parse_llong(const char *v, size_t n, long long *out)
 	return true;
 }
 
+/* The spool's ids: QUEUE_ID_LEN lowercase hex digits. */
+static bool is_queue_id(const char *v, size_t n)
+{
+	if (n != QUEUE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+			return false;
+	return true;
+}
+
 static bool key_is(const char *key, size_t klen, const char *name)
 {
 	return klen == strlen(name) && memcmp(key, name, klen) == 0;
@@ -159,7 +170,8 @@ static bool set_field(struct envelope *e, const char *key, size_t klen,
 		      const char *v, size_t n)
 {
 	if (key_is(key, klen, "id"))
-		return n == QUEUE_ID_LEN && copy_into(e->qid, sizeof(e->qid), v, n);
+		return is_queue_id(v, n) &&
+		       copy_into(e->qid, sizeof(e->qid), v, n);
 	if (key_is(key, klen, "arrival"))
 		return parse_llong(v, n, &e->arrival);
 	if (key_is(key, klen, "client"))
@@ -204,7 +216,9 @@ size_t envelope_parse(const char *buf, size_t len, struct envelope *e,
 		if (nl == p)
 			break;
 		colon = memchr(p, ':', (size_t)(nl - p));
+		/* A NUL would cut a value short without a word. */
 		if (colon == NULL || colon[1] != ' ' ||
+		    memchr(p, '\0', (size_t)(nl - p)) != NULL ||
 		    !set_field(e, p, (size_t)(colon - p), colon + 2,
 			       (size_t)(nl - colon - 2)))
 			return parse_fail(e, err, err_len, "malformed", line);
