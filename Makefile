@@ -65,6 +65,10 @@ build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) | build/check/obj
 build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
 
+TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
+build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
+
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
 		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o)
@@ -125,7 +129,8 @@ run: deps
 
 check: deps-check
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
-		build/check/test_envelope build/check/client_driver $(REPLAY_BINS)
+		build/check/test_envelope build/check/test_config \
+		build/check/client_driver $(REPLAY_BINS)
 	./spec/run.sh
 
 # ---- fuzzing (README "Fuzzing") ----------------------------------------
