@@ -65,6 +65,9 @@ build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) | build/check/obj
 build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
 
+build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
+
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
@@ -130,6 +133,7 @@ run: deps
 check: deps-check
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
+		build/check/test_dns_wire \
 		build/check/client_driver $(REPLAY_BINS)
 	./spec/run.sh
 
