@@ -19,7 +19,7 @@ static int t_failed;
 static char dir[] = "/tmp/smtpgw-test-config.XXXXXX";
 
 __attribute__((format(printf, 2, 3))) static void check(bool cond,
-							const char *fmt, ...)
+                                                        const char *fmt, ...)
 {
 	va_list ap;
 
@@ -36,14 +36,14 @@ __attribute__((format(printf, 2, 3))) static void check(bool cond,
 
 /* Loads `len` octets as gateway.ini; the error (or "") into err. */
 static bool load(const char *text, size_t len, char *path, size_t path_len,
-		 char *err, size_t err_len)
+                 char *err, size_t err_len)
 {
 	struct config *cfg;
 	FILE *f;
 
 	snprintf(path, path_len, "%s/gateway.ini", dir);
-	if ((f = fopen(path, "w")) == NULL ||
-	    fwrite(text, 1, len, f) != len || fclose(f) != 0)
+	if ((f = fopen(path, "w")) == NULL || fwrite(text, 1, len, f) != len ||
+	    fclose(f) != 0)
 		abort();
 	err[0] = '\0';
 	cfg = config_load(path, err, err_len);
@@ -54,7 +54,7 @@ static bool load(const char *text, size_t len, char *path, size_t path_len,
 
 /* The error is "PATH:LINE: " followed by `what`. */
 static bool error_is(const char *err, const char *path, unsigned line,
-		     const char *what)
+                     const char *what)
 {
 	char want[600];
 
@@ -75,19 +75,18 @@ static void test_long_lines(void)
 	      "so is one without a newline at the end of the file (%s)", err);
 	n = snprintf(text, sizeof(text), "[gateway]\n;%0249d\n[dns]\n", 0);
 	check(!load(text, (size_t)n, path, sizeof(path), err, sizeof(err)) &&
-		      error_is(err, path, 2, "line longer than 199 octets"),
+	          error_is(err, path, 2, "line longer than 199 octets"),
 	      "a line of 250 octets is an error at line 2 (%s)", err);
 	n = snprintf(text, sizeof(text),
-		     "[gateway]\nhostname = mx.example.test\n"
-		     "relay_domains = %0600d\n",
-		     0);
+	             "[gateway]\nhostname = mx.example.test\n"
+	             "relay_domains = %0600d\n",
+	             0);
 	check(!load(text, (size_t)n, path, sizeof(path), err, sizeof(err)) &&
-		      error_is(err, path, 3, "line longer than 199 octets"),
+	          error_is(err, path, 3, "line longer than 199 octets"),
 	      "a value of 600 octets is an error at line 3, not 5 (%s)", err);
-	n = snprintf(text, sizeof(text), "[gateway]\nbogus = 1\n;%0300d\n",
-		     0);
+	n = snprintf(text, sizeof(text), "[gateway]\nbogus = 1\n;%0300d\n", 0);
 	check(!load(text, (size_t)n, path, sizeof(path), err, sizeof(err)) &&
-		      error_is(err, path, 2, "unknown key 'bogus'"),
+	          error_is(err, path, 2, "unknown key 'bogus'"),
 	      "an error before a long line is the one named (%s)", err);
 }
 
@@ -97,8 +96,8 @@ static void test_nul(void)
 	char path[128], err[512];
 
 	check(!load(text, sizeof(text) - 1, path, sizeof(path), err,
-		    sizeof(err)) &&
-		      error_is(err, path, 2, "NUL octet in the line"),
+	            sizeof(err)) &&
+	          error_is(err, path, 2, "NUL octet in the line"),
 	      "a NUL octet is an error at line 2 (%s)", err);
 }
 
@@ -108,13 +107,12 @@ static void test_fuzz_finding(void)
 {
 	char text[512], path[128], err[512];
 	int n = snprintf(text, sizeof(text),
-			 "[gateway]:1]:2525\nrelay_domains = example.test, "
-			 "%0250d\n",
-			 0);
+	                 "[gateway]:1]:2525\nrelay_domains = example.test, "
+	                 "%0250d\n",
+	                 0);
 
 	check(!load(text, (size_t)n, path, sizeof(path), err, sizeof(err)) &&
-		      (error_is(err, path, 1, "") ||
-		       error_is(err, path, 2, "")),
+	          (error_is(err, path, 1, "") || error_is(err, path, 2, "")),
 	      "the error names line 1 or 2 of 2 (%s)", err);
 }
 

@@ -14,7 +14,7 @@ static int t_num;
 static int t_failed;
 
 __attribute__((format(printf, 2, 3))) static void check(bool cond,
-							const char *fmt, ...)
+                                                        const char *fmt, ...)
 {
 	va_list ap;
 
@@ -43,7 +43,7 @@ static size_t labels(const size_t *lens, size_t n, unsigned char *out)
 }
 
 static bool wire_ok(const unsigned char *w, size_t len, char *out,
-		    size_t out_len)
+                    size_t out_len)
 {
 	unsigned char *copy = malloc(len ? len : 1);
 	bool ok;
@@ -61,10 +61,11 @@ static void test_wire_names(void)
 	size_t n;
 
 	n = labels((size_t[]){3, 7, 4}, 3, w);
-	check(wire_ok(w, n, out, sizeof(out)) && strcmp(out, "aaa.bbbbbbb.cccc") == 0,
+	check(wire_ok(w, n, out, sizeof(out)) &&
+	          strcmp(out, "aaa.bbbbbbb.cccc") == 0,
 	      "a name is read as dotted labels (%s)", out);
 	check(wire_ok((const unsigned char *)"", 1, out, sizeof(out)) &&
-		      out[0] == '\0',
+	          out[0] == '\0',
 	      "the root name is \"\"");
 	n = labels((size_t[]){63, 63, 63, 61}, 4, w);
 	check(wire_ok(w, n, out, sizeof(out)) && strlen(out) == 253,
@@ -74,15 +75,24 @@ static void test_wire_names(void)
 	      "one of 254 octets is refused (as dns_name_copy refuses it)");
 	check(!wire_ok(w, 2, out, sizeof(out)),
 	      "a label cut by the end of the rdata is refused");
-	memcpy(w, "\x03" "abc" "\xc0\x0c", 6);
+	memcpy(w,
+	       "\x03"
+	       "abc"
+	       "\xc0\x0c",
+	       6);
 	check(!wire_ok(w, 6, out, sizeof(out)),
 	      "a compression pointer is refused");
 	n = labels((size_t[]){3}, 1, w);
 	memcpy(w + n, "junk", 4);
 	check(!wire_ok(w, n + 4, out, sizeof(out)),
 	      "octets after the root label are refused");
-	memcpy(w, "\x03" "a.b" "\x00", 5);
-	check(!wire_ok(w, 5, out, sizeof(out)), "a dot inside a label is refused");
+	memcpy(w,
+	       "\x03"
+	       "a.b"
+	       "\x00",
+	       5);
+	check(!wire_ok(w, 5, out, sizeof(out)),
+	      "a dot inside a label is refused");
 	n = labels((size_t[]){5, 4}, 2, w);
 	check(!wire_ok(w, n, out, 10) && wire_ok(w, n, out, 11),
 	      "the output buffer bounds the name, NUL included");
@@ -96,15 +106,30 @@ static void test_mx(void)
 	size_t n = 2 + labels((size_t[]){2, 7, 4}, 3, w + 2);
 
 	check(dns_mx_parse(w, n, &pref, name, sizeof(name)) == DNS_MX_OK &&
-		      pref == 258 && strcmp(name, "aa.bbbbbbb.cccc") == 0,
+	          pref == 258 && strcmp(name, "aa.bbbbbbb.cccc") == 0,
 	      "an MX rdata gives preference 258 and its host (%s)", name);
 	check(dns_mx_parse((const unsigned char *)"\0\0\0", 3, &pref, name,
-			   sizeof(name)) == DNS_MX_NULL,
+	                   sizeof(name)) == DNS_MX_NULL,
 	      "\"0 .\" is the null MX");
-	memcpy(w + 2, "\x09" "192.0.2.1" "\x00", 11);
-	check(dns_mx_parse(w, 13, &pref, name, sizeof(name)) == DNS_MX_MALFORMED,
+	memcpy(w + 2,
+	       "\x09"
+	       "192.0.2.1"
+	       "\x00",
+	       11);
+	check(dns_mx_parse(w, 13, &pref, name, sizeof(name)) ==
+	          DNS_MX_MALFORMED,
 	      "an exchange with dots inside a label is malformed");
-	memcpy(w + 2, "\x03" "192" "\x01" "0" "\x01" "2" "\x01" "1" "\x00", 11);
+	memcpy(w + 2,
+	       "\x03"
+	       "192"
+	       "\x01"
+	       "0"
+	       "\x01"
+	       "2"
+	       "\x01"
+	       "1"
+	       "\x00",
+	       11);
 	check(dns_mx_parse(w, 13, &pref, name, sizeof(name)) == DNS_MX_ADDRESS,
 	      "an exchange that reads as an IPv4 address is refused");
 	check(dns_mx_parse(w, 2, &pref, name, sizeof(name)) == DNS_MX_MALFORMED,
@@ -116,12 +141,12 @@ static void test_copy(void)
 	char out[256], big[300];
 
 	check(dns_name_copy("Mx-1.Example.test.", out, sizeof(out)) &&
-		      strcmp(out, "Mx-1.Example.test") == 0,
+	          strcmp(out, "Mx-1.Example.test") == 0,
 	      "a name to ask about loses one trailing dot");
 	check(!dns_name_copy("a..b", out, sizeof(out)) &&
-		      !dns_name_copy(".", out, sizeof(out)) &&
-		      !dns_name_copy("a b", out, sizeof(out)) &&
-		      !dns_name_copy("", out, sizeof(out)),
+	          !dns_name_copy(".", out, sizeof(out)) &&
+	          !dns_name_copy("a b", out, sizeof(out)) &&
+	          !dns_name_copy("", out, sizeof(out)),
 	      "empty labels, spaces and the root are refused");
 	memset(big, 'a', 254);
 	big[254] = '\0';

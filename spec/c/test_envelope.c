@@ -20,7 +20,7 @@ static int t_num;
 static int t_failed;
 
 __attribute__((format(printf, 2, 3))) static void check(bool cond,
-							const char *fmt, ...)
+                                                        const char *fmt, ...)
 {
 	va_list ap;
 
@@ -47,7 +47,7 @@ static char *guard_copy(struct guarded *g, const char *text, size_t len)
 	if (len > g->page)
 		abort();
 	g->map = mmap(NULL, 2 * g->page, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (g->map == MAP_FAILED ||
 	    mprotect(g->map + g->page, g->page, PROT_NONE) != 0)
 		abort();
@@ -64,7 +64,7 @@ static void guard_free(struct guarded *g)
 }
 
 static size_t parse_guarded(const char *text, size_t len, struct envelope *e,
-			    char *err, size_t err_len)
+                            char *err, size_t err_len)
 {
 	struct guarded g;
 	char *buf = guard_copy(&g, text, len);
@@ -84,15 +84,15 @@ static size_t parse_guarded(const char *text, size_t len, struct envelope *e,
 static void test_overread(void)
 {
 	static const char *const cut[] = {
-		MAGIC "arrival: 1764000000\n",
-		MAGIC "arrival: 1764000000",
-		MAGIC "arrival: 1764000000\n\n",
-		MAGIC "arrival: ",
-		MAGIC "id: 0123456789abcdef\narrival: 17",
-		MAGIC "helo: x\nsender: <a",
-		MAGIC "rcpt: <b@example.test>",
-		MAGIC,
-		"smtpgw-queue",
+	    MAGIC "arrival: 1764000000\n",
+	    MAGIC "arrival: 1764000000",
+	    MAGIC "arrival: 1764000000\n\n",
+	    MAGIC "arrival: ",
+	    MAGIC "id: 0123456789abcdef\narrival: 17",
+	    MAGIC "helo: x\nsender: <a",
+	    MAGIC "rcpt: <b@example.test>",
+	    MAGIC,
+	    "smtpgw-queue",
 	};
 	struct envelope e;
 	char err[128];
@@ -102,7 +102,7 @@ static void test_overread(void)
 
 		err[0] = '\0';
 		check(parse_guarded(cut[i], len, &e, err, sizeof(err)) == 0 &&
-			      err[0] != '\0',
+		          err[0] != '\0',
 		      "a header cut at octet %zu before a guard page is "
 		      "refused without reading past it (%s)",
 		      len, err);
@@ -115,17 +115,18 @@ static void test_whole(void)
 	char err[128] = "";
 	size_t off = parse_guarded(WHOLE, strlen(WHOLE), &e, err, sizeof(err));
 
-	check(off == strlen(WHOLE), "a whole header right before a guard "
-				    "page parses, message offset %zu",
+	check(off == strlen(WHOLE),
+	      "a whole header right before a guard "
+	      "page parses, message offset %zu",
 	      off);
 	check(e.arrival == 1764000000, "arrival read as 1764000000 (%lld)",
 	      e.arrival);
 	check(e.n_rcpts == 2 && e.sender != NULL &&
-		      strcmp(e.sender, "a@example.test") == 0 &&
-		      strcmp(e.rcpts[1], "c@example.test") == 0,
+	          strcmp(e.sender, "a@example.test") == 0 &&
+	          strcmp(e.rcpts[1], "c@example.test") == 0,
 	      "sender and both rcpts read");
 	check(e.body == SMTP_BODY_8BITMIME && e.smtputf8 &&
-		      strcmp(e.helo, "client.example.test") == 0,
+	          strcmp(e.helo, "client.example.test") == 0,
 	      "body, smtputf8 and helo read");
 	envelope_free(&e);
 }
@@ -135,13 +136,13 @@ static void test_round_trip(void)
 {
 	char *rcpts[] = {"r1@example.test", "r2@example.test"};
 	struct envelope in = {.qid = "fedcba9876543210",
-			      .arrival = -5,
-			      .client = "2001:db8::1",
-			      .helo = "h.example.test",
-			      .sender = "",
-			      .rcpts = rcpts,
-			      .n_rcpts = 2,
-			      .body = SMTP_BODY_7BIT};
+	                      .arrival = -5,
+	                      .client = "2001:db8::1",
+	                      .helo = "h.example.test",
+	                      .sender = "",
+	                      .rcpts = rcpts,
+	                      .n_rcpts = 2,
+	                      .body = SMTP_BODY_7BIT};
 	struct envelope out;
 	size_t len;
 	char err[128] = "", *text = envelope_format(&in, &len);
@@ -153,10 +154,10 @@ static void test_round_trip(void)
 	check(parse_guarded(full, len, &out, err, sizeof(err)) == len,
 	      "a formatted header parses back (%s)", err);
 	check(strcmp(out.qid, in.qid) == 0 && out.arrival == -5 &&
-		      strcmp(out.client, in.client) == 0 &&
-		      strcmp(out.sender, "") == 0 && out.n_rcpts == 2 &&
-		      strcmp(out.rcpts[0], rcpts[0]) == 0 &&
-		      out.body == SMTP_BODY_7BIT && !out.smtputf8,
+	          strcmp(out.client, in.client) == 0 &&
+	          strcmp(out.sender, "") == 0 && out.n_rcpts == 2 &&
+	          strcmp(out.rcpts[0], rcpts[0]) == 0 &&
+	          out.body == SMTP_BODY_7BIT && !out.smtputf8,
 	      "and to the same values, a negative arrival and the null "
 	      "sender included");
 	envelope_free(&out);
@@ -167,32 +168,39 @@ static void test_round_trip(void)
 static void test_bad_arrival(void)
 {
 	static const char *const bad[] = {
-		"",	"-", "12x", " 12", "12 ", "+12", "0x10",
-		"9223372036854775808", "99999999999999999999",
+	    "",
+	    "-",
+	    "12x",
+	    " 12",
+	    "12 ",
+	    "+12",
+	    "0x10",
+	    "9223372036854775808",
+	    "99999999999999999999",
 	};
 	struct envelope e;
 	char text[256], err[128];
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int n = snprintf(text, sizeof(text),
-				 MAGIC "arrival: %s\nid: 0123456789abcdef\n"
-				       "sender: <>\nrcpt: <b@example.test>\n\n",
-				 bad[i]);
+		                 MAGIC "arrival: %s\nid: 0123456789abcdef\n"
+		                       "sender: <>\nrcpt: <b@example.test>\n\n",
+		                 bad[i]);
 
 		err[0] = '\0';
 		check(parse_guarded(text, (size_t)n, &e, err, sizeof(err)) ==
-				      0 &&
-			      strstr(err, "line 2: malformed") != NULL,
+		              0 &&
+		          strstr(err, "line 2: malformed") != NULL,
 		      "arrival \"%s\" is refused, naming line 2 (%s)", bad[i],
 		      err);
 	}
 	int n = snprintf(text, sizeof(text),
-			 MAGIC "arrival: 9223372036854775807\n"
-			       "id: 0123456789abcdef\n"
-			       "sender: <>\nrcpt: <b@example.test>\n\n");
+	                 MAGIC "arrival: 9223372036854775807\n"
+	                       "id: 0123456789abcdef\n"
+	                       "sender: <>\nrcpt: <b@example.test>\n\n");
 	check(parse_guarded(text, (size_t)n, &e, err, sizeof(err)) ==
-			      (size_t)n &&
-		      e.arrival == 9223372036854775807LL,
+	              (size_t)n &&
+	          e.arrival == 9223372036854775807LL,
 	      "the largest arrival is read");
 	envelope_free(&e);
 }
@@ -206,11 +214,11 @@ static void test_bad_values(void)
 		size_t len;
 	} bad[] = {
 #define LINE(s) {s, sizeof(s) - 1}
-		LINE("id: \x89\0\0\0ba9876543210\n"),
-		LINE("id: 0123456789ABCDEF\n"),
-		LINE("id: ../../etc/passwd\n"),
-		LINE("rcpt: <b@example.test\0x>\n"),
-		LINE("helo: a\0b\n"),
+	    LINE("id: \x89\0\0\0ba9876543210\n"),
+	    LINE("id: 0123456789ABCDEF\n"),
+	    LINE("id: ../../etc/passwd\n"),
+	    LINE("rcpt: <b@example.test\0x>\n"),
+	    LINE("helo: a\0b\n"),
 #undef LINE
 	};
 	struct envelope e;
@@ -226,7 +234,7 @@ static void test_bad_values(void)
 		n += 24;
 		err[0] = '\0';
 		check(parse_guarded(text, n, &e, err, sizeof(err)) == 0 &&
-			      strstr(err, "line 2: malformed") != NULL,
+		          strstr(err, "line 2: malformed") != NULL,
 		      "bad value %zu is refused, naming line 2 (%s)", i, err);
 	}
 }

@@ -38,12 +38,12 @@ static void write_file(const uint8_t *data, size_t size)
 		file_fd = memfd_create("fuzz-gateway.ini", 0);
 		REQUIRE(file_fd >= 0);
 		snprintf(file_path, sizeof(file_path), "/proc/self/fd/%d",
-			 file_fd);
+		         file_fd);
 	}
 	REQUIRE(ftruncate(file_fd, 0) == 0);
 	for (size_t done = 0; done < size;) {
-		ssize_t n = pwrite(file_fd, data + done, size - done,
-				   (off_t)done);
+		ssize_t n =
+		    pwrite(file_fd, data + done, size - done, (off_t)done);
 		REQUIRE(n > 0);
 		done += (size_t)n;
 	}
@@ -72,11 +72,11 @@ static void check_error(const char *err, size_t lines)
 static void use_config(const struct config *cfg)
 {
 	static const char *const domains[] = {
-		"example.test", "sub.example.test", "partner.example", "", "."};
+	    "example.test", "sub.example.test", "partner.example", "", "."};
 	struct sockaddr_in v4 = {.sin_family = AF_INET,
-				 .sin_addr.s_addr = htonl(0x7f000001)};
+	                         .sin_addr.s_addr = htonl(0x7f000001)};
 	struct sockaddr_in6 v6 = {.sin6_family = AF_INET6,
-				  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	                          .sin6_addr = IN6ADDR_LOOPBACK_INIT};
 
 	for (size_t i = 0; i < sizeof(domains) / sizeof(domains[0]); i++) {
 		size_t len = strlen(domains[i]);

@@ -60,11 +60,11 @@ static void fuzz_wire(const uint8_t *data, size_t size)
 		REQUIRE(n <= DNS_NAME_MAX);
 		REQUIRE(ok_small == (n < small_len));
 		REQUIRE(to_wire(big, wire) == size &&
-			memcmp(wire, data, size) == 0);
+		        memcmp(wire, data, size) == 0);
 		if (n > 0) {
 			char copy[BIG];
 			REQUIRE(dns_name_copy(big, copy, sizeof(copy)) &&
-				strcmp(copy, big) == 0);
+			        strcmp(copy, big) == 0);
 		}
 	}
 	free(small);
@@ -75,17 +75,17 @@ static void fuzz_mx(const uint8_t *data, size_t size)
 {
 	char name[256], name2[256];
 	unsigned pref = 70000;
-	enum dns_mx_rdata r = dns_mx_parse(data, size, &pref, name,
-					    sizeof(name));
+	enum dns_mx_rdata r =
+	    dns_mx_parse(data, size, &pref, name, sizeof(name));
 
 	if (r == DNS_MX_MALFORMED) {
-		REQUIRE(size < 3 ||
-			!dns_wire_name(data + 2, size - 2, name2, sizeof(name2)));
+		REQUIRE(size < 3 || !dns_wire_name(data + 2, size - 2, name2,
+		                                   sizeof(name2)));
 		return;
 	}
 	REQUIRE(size >= 3 && pref == ((unsigned)data[0] << 8 | data[1]));
 	REQUIRE(dns_wire_name(data + 2, size - 2, name2, sizeof(name2)) &&
-		strcmp(name, name2) == 0);
+	        strcmp(name, name2) == 0);
 	REQUIRE((r == DNS_MX_NULL) == (name[0] == '\0'));
 }
 
@@ -104,10 +104,10 @@ static void fuzz_copy(const uint8_t *data, size_t size)
 		size_t n = strlen(out);
 		REQUIRE(n > 0 && n <= DNS_NAME_MAX && n < out_len);
 		REQUIRE(strncmp(in, out, n) == 0 &&
-			(in[n] == '\0' || (in[n] == '.' && in[n + 1] == '\0')));
+		        (in[n] == '\0' || (in[n] == '.' && in[n + 1] == '\0')));
 		size_t w = to_wire(out, wire);
 		REQUIRE(dns_wire_name(wire, w, back, sizeof(back)) &&
-			strcmp(back, out) == 0);
+		        strcmp(back, out) == 0);
 	}
 	free(out);
 	free(in);

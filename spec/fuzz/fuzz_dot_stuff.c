@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Stuffs in[0..len) in chunks of sizes from seed (0: whole); the result,
  * end of data included, is malloc'd. */
 static char *stuff_all(const char *in, size_t len, unsigned seed,
-		       size_t *out_len)
+                       size_t *out_len)
 {
 	char *all = malloc(2 * len + 2 + SMTP_STUFF_END_MAX);
 	struct smtp_stuffer s;
@@ -96,7 +96,7 @@ static void check_lines(const char *s, size_t len)
 }
 
 static void decode_back(const char *s, size_t len, const char *want,
-			size_t want_len)
+                        size_t want_len)
 {
 	struct smtp_data_decoder d;
 	char *out = malloc(len + 2);

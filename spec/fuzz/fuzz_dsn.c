@@ -92,7 +92,7 @@ static void check_lines(const char *m, size_t len)
 
 /* A line of m from `at` is exactly s (and its CRLF). */
 static bool line_is(const char *m, size_t len, size_t at, const char *s,
-		    size_t n)
+                    size_t n)
 {
 	return len - at >= n + 2 && memcmp(m + at, s, n) == 0 &&
 	       m[at + n] == '\r' && m[at + n + 1] == '\n';
@@ -121,14 +121,14 @@ static void check_mime(const char *m, size_t len)
 	 * (the top header may show it in a hostile hostname: no matter). */
 	size_t parts = 0, closes = 0;
 	for (const char *at = end_top; (at = memmem(at, len - (size_t)(at - m),
-						    delim + 2, n - 2)) != NULL;
+	                                            delim + 2, n - 2)) != NULL;
 	     at++) {
 		size_t off = (size_t)(at - m);
 		REQUIRE(off >= 4 && m[off - 4] == '\r' && m[off - 3] == '\n');
 		if (line_is(m, len, off - 2, delim, n))
 			parts++;
 		else if (line_is(m, len, off - 2, delim, n + 2) &&
-			 off - 2 + n + 4 == len)
+		         off - 2 + n + 4 == len)
 			closes++;
 		else
 			abort();
@@ -144,8 +144,8 @@ static void check_mime(const char *m, size_t len)
 	}
 	if (eight)
 		REQUIRE(memmem(m, (size_t)(end_top - m) + 2,
-			       "\r\nContent-Transfer-Encoding: 8bit\r\n",
-			       35) != NULL);
+		               "\r\nContent-Transfer-Encoding: 8bit\r\n",
+		               35) != NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

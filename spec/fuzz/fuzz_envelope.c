@@ -61,7 +61,7 @@ static void round_trip(const struct envelope *e)
 	REQUIRE(text != NULL);
 	char *full = with_magic(text, len, &full_len);
 	REQUIRE(envelope_parse(full, full_len, &back, err, sizeof(err)) ==
-		full_len);
+	        full_len);
 	REQUIRE(same(e, &back));
 	char *again = envelope_format(&back, &len2);
 	REQUIRE(again != NULL && len2 == len && memcmp(again, text, len) == 0);
@@ -77,8 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * its time on the fields rather than on finding the magic. */
 	bool add_magic = size > 0 && (data[0] & 1);
 	size_t len = 0;
-	char *buf = add_magic ? with_magic((const char *)data + 1, size - 1, &len)
-			      : malloc(size ? size : 1);
+	char *buf = add_magic
+	                ? with_magic((const char *)data + 1, size - 1, &len)
+	                : malloc(size ? size : 1);
 	struct envelope e;
 	char err[128] = "";
 
@@ -94,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		REQUIRE(off >= sizeof(MAGIC) && off <= len);
 		REQUIRE(buf[off - 1] == '\n' && buf[off - 2] == '\n');
 		REQUIRE(e.n_rcpts > 0 && e.sender != NULL &&
-			strlen(e.qid) == QUEUE_ID_LEN);
+		        strlen(e.qid) == QUEUE_ID_LEN);
 		REQUIRE(memchr(buf, '\0', off) == NULL);
 		round_trip(&e);
 		envelope_free(&e);

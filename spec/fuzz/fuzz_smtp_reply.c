@@ -40,12 +40,12 @@ static void check_done(const struct smtp_reply *r)
 	REQUIRE(strncmp(r->text, code, 3) == 0 || r->lines > 1);
 	for (size_t i = 0; i < r->len; i++)
 		REQUIRE((unsigned char)r->text[i] >= 0x20 &&
-			r->text[i] != 0x7f);
+		        r->text[i] != 0x7f);
 	REQUIRE(r->lines >= 1 && r->lines <= SMTP_REPLY_MAX_LINES);
 }
 
 static bool only_grew(const struct smtp_extensions *before,
-		      const struct smtp_extensions *after)
+                      const struct smtp_extensions *after)
 {
 	return (!before->starttls || after->starttls) &&
 	       (!before->pipelining || after->pipelining) &&
@@ -55,8 +55,8 @@ static bool only_grew(const struct smtp_extensions *before,
 }
 
 /* One line to the reader; false when the session would end. */
-static bool take(struct smtp_reply *r, struct smtp_extensions *ext,
-		 bool ehlo, const char *in, size_t n)
+static bool take(struct smtp_reply *r, struct smtp_extensions *ext, bool ehlo,
+                 const char *in, size_t n)
 {
 	char *line = malloc(n ? n : 1);
 	struct smtp_extensions before = *ext;

@@ -2,8 +2,8 @@
  * A main() for a libFuzzer harness without libFuzzer: `make check` builds
  * each spec/fuzz/fuzz_NAME.c with this file, $(CC) and CFLAGS_CHECK (ASan,
  * UBSan), and spec/run.sh runs it on spec/fuzz/corpus/NAME/. It calls
- * LLVMFuzzerTestOneInput once per file of the directory (dot files aside), in name
- * order, and prints TAP: "ok N - FILE" after each input came back (a
+ * LLVMFuzzerTestOneInput once per file of the directory (dot files aside), in
+ * name order, and prints TAP: "ok N - FILE" after each input came back (a
  * sanitizer report or a harness's abort() ends the process, which the
  * runner counts as a failure), "not ok" for a file it cannot read.
  * It owns the reading of files; it must not judge the inputs itself.
@@ -68,7 +68,7 @@ int main(int argc, char **argv)
 		uint8_t *data;
 
 		snprintf(path, sizeof(path), "%s/%s", argv[1],
-			 names[i]->d_name);
+		         names[i]->d_name);
 		if ((data = read_all(path, &size)) == NULL) {
 			printf("not ok %d - %s: cannot read\n", i + 1, path);
 			failed++;

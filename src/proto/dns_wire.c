@@ -40,7 +40,7 @@ bool dns_name_copy(const char *in, char *out, size_t out_len)
 }
 
 bool dns_wire_name(const unsigned char *p, size_t len, char *out,
-		   size_t out_len)
+                   size_t out_len)
 {
 	size_t i = 0, o = 0;
 
@@ -72,7 +72,7 @@ bool dns_wire_name(const unsigned char *p, size_t len, char *out,
 }
 
 enum dns_mx_rdata dns_mx_parse(const unsigned char *p, size_t len,
-			       unsigned *pref, char *name, size_t name_len)
+                               unsigned *pref, char *name, size_t name_len)
 {
 	unsigned char probe[4];
 

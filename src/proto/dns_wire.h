@@ -22,17 +22,17 @@ bool dns_name_copy(const char *in, char *out, size_t out_len);
  * (NUL-terminated); the root name becomes "". False when malformed, not
  * LDH, longer than DNS_NAME_MAX or than out_len - 1. */
 bool dns_wire_name(const unsigned char *p, size_t len, char *out,
-		   size_t out_len);
+                   size_t out_len);
 
 enum dns_mx_rdata {
-	DNS_MX_OK,	  /* *pref and a host name in name */
+	DNS_MX_OK,        /* *pref and a host name in name */
 	DNS_MX_MALFORMED, /* not an MX rdata with a usable name */
-	DNS_MX_NULL,	  /* "." (RFC 7505 null MX when alone) */
-	DNS_MX_ADDRESS,	  /* the exchange is an IPv4 address (in name) */
+	DNS_MX_NULL,      /* "." (RFC 7505 null MX when alone) */
+	DNS_MX_ADDRESS,   /* the exchange is an IPv4 address (in name) */
 };
 
 /* One MX rdata: 2-octet preference, then the exchange name. */
 enum dns_mx_rdata dns_mx_parse(const unsigned char *p, size_t len,
-			       unsigned *pref, char *name, size_t name_len);
+                               unsigned *pref, char *name, size_t name_len);
 
 #endif

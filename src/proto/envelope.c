@@ -156,7 +156,8 @@ static bool is_queue_id(const char *v, size_t n)
 	if (n != QUEUE_ID_LEN)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+		if (!((v[i] >= '0' && v[i] <= '9') ||
+		      (v[i] >= 'a' && v[i] <= 'f')))
 			return false;
 	return true;
 }

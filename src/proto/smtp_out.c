@@ -33,7 +33,7 @@ static uint64_t parse_size(const char *s, size_t len)
 }
 
 static void parse_extension(struct smtp_extensions *e, const char *t,
-			    size_t len)
+                            size_t len)
 {
 	size_t kw = 0;
 
@@ -54,7 +54,7 @@ static void parse_extension(struct smtp_extensions *e, const char *t,
 }
 
 static void reply_append(struct smtp_reply *r, int code, const char *text,
-			 size_t len)
+                         size_t len)
 {
 	if (r->lines == 1)
 		r->len = (size_t)snprintf(r->text, sizeof(r->text), "%d", code);
@@ -69,7 +69,7 @@ static void reply_append(struct smtp_reply *r, int code, const char *text,
 }
 
 enum smtp_reply_step smtp_reply_take(struct smtp_reply *r, const char *line,
-				     size_t len, struct smtp_extensions *ext)
+                                     size_t len, struct smtp_extensions *ext)
 {
 	struct smtp_reply_line rl;
 
@@ -98,8 +98,7 @@ void smtp_stuff_start(struct smtp_stuffer *s)
 	s->pending_cr = false;
 }
 
-size_t smtp_stuff(struct smtp_stuffer *s, const char *in, size_t len,
-		  char *out)
+size_t smtp_stuff(struct smtp_stuffer *s, const char *in, size_t len, char *out)
 {
 	size_t n = 0;
 

@@ -15,8 +15,8 @@
 enum {
 	SMTP_REPLY_MAX_LINES = 100, /* lines in one reply */
 	SMTP_REPLY_TEXT_MAX = 256,  /* the joined text, NUL included */
-	SMTP_STUFF_END_MAX = 7,	    /* CRLF for a held CR or an open line,
-				       then ".CRLF" */
+	SMTP_STUFF_END_MAX = 7,     /* CRLF for a held CR or an open line,
+	                               then ".CRLF" */
 };
 
 /* What an EHLO reply announced, as far as the client cares. */
@@ -31,11 +31,11 @@ struct smtp_extensions {
 
 /* The reply being read, line by line. Zeroed: ready for the first line. */
 struct smtp_reply {
-	int code;		       /* set once the last line is in */
-	unsigned lines;		       /* lines taken so far */
+	int code;                       /* set once the last line is in */
+	unsigned lines;                 /* lines taken so far */
 	char text[SMTP_REPLY_TEXT_MAX]; /* "250 2.1.5 Ok": the code, then
-					   every line's text after a space;
-					   controls become '?'; cut to fit */
+	                                   every line's text after a space;
+	                                   controls become '?'; cut to fit */
 	size_t len;
 };
 
@@ -52,12 +52,12 @@ enum smtp_reply_step {
  * the reply, then calls smtp_reply_next before the next line.
  */
 enum smtp_reply_step smtp_reply_take(struct smtp_reply *r, const char *line,
-				     size_t len, struct smtp_extensions *ext);
+                                     size_t len, struct smtp_extensions *ext);
 void smtp_reply_next(struct smtp_reply *r);
 
 /* Dot-stuffing of a stored message (RFC 5321 4.5.2), chunk by chunk. */
 struct smtp_stuffer {
-	bool at_bol;	 /* the next octet starts a line */
+	bool at_bol;     /* the next octet starts a line */
 	bool pending_cr; /* a CR whose LF may come in the next chunk */
 };
 
@@ -71,7 +71,7 @@ void smtp_stuff_start(struct smtp_stuffer *s);
  * Returns the octets written.
  */
 size_t smtp_stuff(struct smtp_stuffer *s, const char *in, size_t len,
-		  char *out);
+                  char *out);
 
 /* The end of data: a CRLF if the last line is open, then ".CRLF". */
 size_t smtp_stuff_end(struct smtp_stuffer *s, char out[SMTP_STUFF_END_MAX]);
