@@ -37,7 +37,7 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check deps-fuzz deps-postfix unit clean fuzz format bench \
+.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format bench \
 	bench-postfix
 
 all: build/smtpgw
@@ -127,11 +127,22 @@ deps-check: deps
 deps-postfix:
 	$(call install_missing,postfix)
 
-run: deps
+# The unprivileged user the gateway's children run as when it is started
+# as root ([gateway] user, default smtpgw): a system user without a shell
+# or a home.
+GW_USER ?= smtpgw
+user:
+	@if [ "$$(id -u)" -eq 0 ] && ! id -u $(GW_USER) >/dev/null 2>&1; then \
+		echo "smtpgw: creating system user $(GW_USER)"; \
+		useradd --system --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin $(GW_USER); \
+	fi
+
+run: deps user
 	$(MAKE) build/smtpgw
 	./build/smtpgw -c examples/gateway.ini
 
-check: deps-check
+check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire \

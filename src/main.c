@@ -1,30 +1,20 @@
 /*
- * main: command line, signals and wiring. It builds the first generation
- * (config, policy, certificates), the spool, the listeners and the loop,
- * swaps generations on SIGHUP, and tears down in reverse order; it holds
- * no protocol logic.
+ * main: the command line. It parses argv and hands over: to the master
+ * (proc/master.c) to run the gateway, or to one subcommand (cli/). It
+ * holds no protocol logic and no process management.
  */
 #include "cli/commands.h"
 #include "core/config.h"
-#include "net/conn.h"
-#include "outbound/delivery.h"
-#include "net/dns.h"
 #include "policy/generation.h"
-#include "inbound/listener.h"
-#include "core/log.h"
 #include "policy/policy.h"
-#include "spool/queue.h"
+#include "proc/master.h"
 #include "cli/route_command.h"
-#include "inbound/smtp_server.h"
 #include "net/tls.h"
 #include "cli/tls_probe.h"
 
-#include <ev.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 enum command {
@@ -198,173 +188,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return -1;
 }
 
-/* Sessions and spool files need descriptors; the soft limit is often 1024. */
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	struct server *srv = w->data;
-
-	(void)revents;
-	if (srv->draining) {
-		ev_break(loop, EVBREAK_ALL); /* second signal: stop now */
-		return;
-	}
-	log_msg(LOG_INFO, "stop", "signal %d: draining %u session(s)",
-		w->signum, srv->n_sessions);
-	listener_stop(srv->listener);
-	smtp_server_drain(srv);
-}
-
-/* What a reload cannot change without a restart, said out loud. */
-static void warn_restart_keys(const struct config *old, const struct config *new)
-{
-	bool same_listen = old->n_listen == new->n_listen;
-
-	for (size_t i = 0; same_listen && i < old->n_listen; i++)
-		same_listen = strcmp(old->listen[i].text,
-				     new->listen[i].text) == 0;
-	if (!same_listen)
-		log_msg(LOG_WARN, "reload",
-			"listen changed: takes effect at the next restart");
-	if (strcmp(old->spool, new->spool) != 0)
-		log_msg(LOG_WARN, "reload",
-			"spool changed: takes effect at the next restart");
-}
-
-/* SIGHUP: gateway.ini, the policy and the certificates, built and checked
- * as a whole; the running generation stays in charge if anything fails.
- * Sessions keep the generation they started with. */
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	struct server *srv = w->data;
-	struct generation *fresh;
-	char err[1024];
-
-	(void)loop;
-	(void)revents;
-	fresh = generation_build(srv->gen->cfg->path, true, err, sizeof(err));
-	if (fresh == NULL) {
-		struct logline l;
-
-		log_begin(&l, LOG_ERR, "reload");
-		log_kv(&l, "status", "failed");
-		log_kv(&l, "kept", "%u", srv->gen->serial);
-		log_kv(&l, "reason", "%s", err);
-		log_end(&l);
-		return;
-	}
-	warn_restart_keys(srv->gen->cfg, fresh->cfg);
-	generation_release(srv->gen);
-	srv->gen = fresh;
-	struct logline l;
-
-	log_begin(&l, LOG_INFO, "reload");
-	log_kv(&l, "status", "ok");
-	log_kv(&l, "generation", "%u", fresh->serial);
-	log_kv(&l, "script", "%s", policy_script(fresh->policy));
-	log_end(&l);
-}
-
-static void on_flush_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	struct server *srv = w->data;
-
-	(void)loop;
-	(void)revents;
-	log_msg(LOG_INFO, "flush", "SIGUSR1: every deferred message now");
-	delivery_flush(srv->delivery);
-}
-
-static void write_pid_file(const struct config *cfg)
-{
-	char path[4096], tmp[4200];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/smtpgw.pid", cfg->spool);
-	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	f = fopen(tmp, "we");
-	if (f == NULL)
-		return;
-	fprintf(f, "%ld\n", (long)getpid());
-	if (fclose(f) == 0)
-		rename(tmp, path);
-}
-
-static void remove_pid_file(const struct config *cfg)
-{
-	char path[4096];
-
-	snprintf(path, sizeof(path), "%s/smtpgw.pid", cfg->spool);
-	unlink(path);
-}
-
-static int run(struct generation *gen)
-{
-	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
-	struct server srv = {.loop = loop, .gen = gen};
-	ev_signal sig_term, sig_int, sig_hup, sig_usr1;
-	struct dns *dns = NULL;
-	char err[512];
-	int rc = 1;
-
-	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
-	srv.queue = queue_open(gen->cfg->spool, loop, err, sizeof(err));
-	if (srv.queue == NULL)
-		goto out;
-	dns = dns_new(loop, gen->cfg, err, sizeof(err));
-	if (dns == NULL)
-		goto out;
-	srv.delivery = delivery_new(loop, srv.queue, dns, &srv.gen);
-	if (srv.delivery == NULL)
-		goto out;
-	srv.listener = listener_open(&srv, err, sizeof(err));
-	if (srv.listener == NULL)
-		goto out;
-	ev_signal_init(&sig_term, on_stop_signal, SIGTERM);
-	ev_signal_init(&sig_int, on_stop_signal, SIGINT);
-	ev_signal_init(&sig_hup, on_hup, SIGHUP);
-	ev_signal_init(&sig_usr1, on_flush_signal, SIGUSR1);
-	sig_term.data = sig_int.data = sig_hup.data = sig_usr1.data = &srv;
-	ev_signal_start(loop, &sig_term);
-	ev_signal_start(loop, &sig_int);
-	ev_signal_start(loop, &sig_hup);
-	ev_signal_start(loop, &sig_usr1);
-	write_pid_file(gen->cfg);
-	delivery_load(srv.delivery);
-	log_msg(LOG_INFO, "start", "smtpgw %s ready, policy %s",
-		gen->cfg->hostname, policy_script(gen->policy));
-	ev_run(loop, 0);
-	remove_pid_file(srv.gen->cfg);
-	ev_signal_stop(loop, &sig_term);
-	ev_signal_stop(loop, &sig_int);
-	ev_signal_stop(loop, &sig_hup);
-	ev_signal_stop(loop, &sig_usr1);
-	rc = 0;
-out:
-	if (rc != 0)
-		fprintf(stderr, "smtpgw: %s\n", err);
-	listener_close(srv.listener);
-	delivery_stop(srv.delivery);
-	queue_close(srv.queue);
-	delivery_free(srv.delivery);
-	dns_free(dns);
-	generation_release(srv.gen);
-	conn_pool_release();
-	ev_loop_destroy(loop);
-	log_msg(LOG_INFO, "exit", "status %d", rc);
-	return rc;
-}
-
 static int with_config(const struct options *o)
 {
 	char err[1024];
@@ -411,21 +234,19 @@ int main(int argc, char **argv)
 		return rc;
 	if (o.command == CMD_EXPLAIN)
 		return explain_command(o.config_path, &o.explain);
-	if (o.command != CMD_RUN && o.command != CMD_CHECK)
+	if (o.command == CMD_RUN)
+		return master_run(o.config_path);
+	if (o.command != CMD_CHECK)
 		return with_config(&o);
 	/* -t checks what a start would load, without making the Default
 	 * Cert (a check must not write). */
-	gen = generation_build(o.config_path, o.command == CMD_RUN, err,
-			       sizeof(err));
+	gen = generation_build(o.config_path, false, err, sizeof(err));
 	if (gen == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	if (o.command == CMD_CHECK) {
-		printf("%s: ok (policy %s)\n", o.config_path,
-		       policy_script(gen->policy));
-		generation_release(gen);
-		return 0;
-	}
-	return run(gen);
+	printf("%s: ok (policy %s)\n", o.config_path,
+	       policy_script(gen->policy));
+	generation_release(gen);
+	return 0;
 }

@@ -127,7 +127,7 @@ describe("hot reload", function()
     assert.are.equal(0, #gw:log_lines("event=policy_error"))
   end)
 
-  it("`smtpgw -c FILE reload` signals the pid in SPOOL/smtpgw.pid and reloads like SIGHUP", function()
+  it("`smtpgw -c FILE reload` signals the pid in SPOOL/smtpgw.pid, waits and says the outcome", function()
     local gw, script = ps.start_with_script(version_script(1))
     local pidfile = gateway.read_file(gw:spool() .. "/smtpgw.pid")
     assert.are.equal(tostring(gw.pid), pidfile and pidfile:match("^(%d+)\n$"))
@@ -136,14 +136,16 @@ describe("hot reload", function()
     ps.write_script(script, version_script(2))
     local out, err, code = ps.smtpgw("-c " .. q(gw.ini) .. " reload")
     assert.are.equal(0, code, out .. err)
-    assert.are.equal("reload: sent SIGHUP to pid " .. gw.pid .. "\n", out)
-    gw:wait_log_count(RELOAD_OK, 1)
+    local ok_line = gw:wait_log_count(RELOAD_OK, 1)[1]
+    assert.are.equal("reload: ok, generation " .. ps.log_value(ok_line, "generation") .. "\n", out)
     probe(gw, probe_refused(2))
 
-    -- a broken script through the command: refused, version 2 stays
+    -- a broken script through the command: exit 1 naming FILE:LINE,
+    -- version 2 stays
     ps.write_script(script, "return {\n")
     out, err, code = ps.smtpgw("-c " .. q(gw.ini) .. " reload")
-    assert.are.equal(0, code, out .. err)
+    assert.are.equal(1, code, out .. err)
+    assert.truthy(err:find("reload: failed: " .. script .. ":2:", 1, true), err)
     local line = gw:wait_log_count(RELOAD_FAILED, 1)[1]
     assert.truthy(ps.log_value(line, "reason"):find(script .. ":2:", 1, true), line)
     probe(gw, probe_refused(2))

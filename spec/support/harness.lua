@@ -149,6 +149,8 @@ M.sanitizer_report = sanitizer_report
 
 local DEFAULTS = {
   { "listen", "127.0.0.1:0" },
+  -- One inbound worker unless a spec asks for more (process_spec does).
+  { "workers", 1 },
   { "spool", "spool" },
   { "hostname", M.HOSTNAME },
   { "relay_domains", "example.test" },
@@ -322,6 +324,34 @@ function M.start(opts)
   spawn(self)
   wait_ready(self)
   return self
+end
+
+-- The children of the current run, from their event=ready lines (the
+-- latest line per process name wins: a restarted child replaces the
+-- dead one): { ["worker1"] = {pid=, uid=, generation=}, qmgr = {...} }.
+function Gateway:children()
+  local out = {}
+  for _, line in ipairs(self:log_lines("event=ready ")) do
+    local name = line:match(" proc=(%S+)")
+    if name then
+      out[name] = { pid = tonumber(line:match(" pid=(%d+)")),
+        uid = tonumber(line:match(" uid=(%d+)")),
+        generation = tonumber(line:match(" generation=(%d+)")) }
+    end
+  end
+  return out
+end
+
+-- Waits until `n` children (workers and the queue manager) have logged
+-- event=ready in this run; returns gw:children().
+function Gateway:wait_children(n, deadline)
+  local ok = wait_for(function()
+    local c = 0
+    for _ in pairs(self:children()) do c = c + 1 end
+    return c >= n
+  end, deadline or M.WAIT_DEADLINE)
+  assert(ok, "children not ready; log:\n" .. self:log())
+  return self:children()
 end
 
 function Gateway:dir() return self._dir end

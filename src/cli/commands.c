@@ -393,9 +393,66 @@ static int signal_gateway(const struct config *cfg, int sig,
 	return 0;
 }
 
+/* SPOOL/reload.status, as the master writes it after each reload:
+ * "SEQ ok GENERATION" or "SEQ failed REASON". Its SEQ, or 0. */
+static unsigned read_status(const struct config *cfg, char *rest,
+			    size_t len)
+{
+	char path[4096], line[2048];
+	unsigned seq = 0;
+	int off = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/reload.status", cfg->spool);
+	rest[0] = '\0';
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	if (fgets(line, sizeof(line), f) != NULL &&
+	    sscanf(line, "%u %n", &seq, &off) == 1) {
+		line[strcspn(line, "\n")] = '\0';
+		snprintf(rest, len, "%s", line + off);
+	}
+	fclose(f);
+	return seq;
+}
+
+/* Sends SIGHUP to the master and waits (at most 60 s: a new Default Cert
+ * takes seconds) for the outcome: 0 and the new generation, or 1 and the
+ * FILE:LINE reason. */
 int reload_command(const struct config *cfg)
 {
-	return signal_gateway(cfg, SIGHUP, "SIGHUP", "reload");
+	char path[4096], rest[2048];
+	long pid = gateway_pid(cfg, path, sizeof(path));
+	unsigned before = read_status(cfg, rest, sizeof(rest));
+
+	if (pid == 0) {
+		fprintf(stderr, "%s: no running gateway\n", path);
+		return 1;
+	}
+	if (kill((pid_t)pid, SIGHUP) != 0) {
+		fprintf(stderr, "reload: pid %ld from %s: %s\n", pid, path,
+			strerror(errno));
+		return 1;
+	}
+	for (int i = 0; i < 1200; i++) {
+		if (read_status(cfg, rest, sizeof(rest)) != before)
+			break;
+		if (kill((pid_t)pid, 0) != 0) {
+			fprintf(stderr, "reload: pid %ld is gone\n", pid);
+			return 1;
+		}
+		usleep(50000);
+	}
+	if (strncmp(rest, "ok ", 3) == 0) {
+		printf("reload: ok, generation %s\n", rest + 3);
+		return 0;
+	}
+	if (strncmp(rest, "failed ", 7) == 0) {
+		fprintf(stderr, "reload: failed: %s\n", rest + 7);
+		return 1;
+	}
+	fprintf(stderr, "reload: pid %ld did not answer within 60 s\n", pid);
+	return 1;
 }
 
 /* ---- queue ------------------------------------------------------------- */

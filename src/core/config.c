@@ -32,7 +32,7 @@ struct load_ctx {
 	unsigned line;
 	unsigned error_line;
 	char error[256];
-	unsigned char seen[32];
+	unsigned char seen[128]; /* one per key of keys[] (asserted below) */
 	bool stop; /* read_line found a line inih cannot take whole */
 };
 
@@ -540,6 +540,12 @@ static const struct key_def keys[] = {
 	{"gateway", "hostname", set_hostname, AT(hostname), 0, 0, ""},
 	{"gateway", "listen", set_listen, 0, 0, 0, "127.0.0.1:25"},
 	{"gateway", "spool", set_path, AT(spool), 0, 0, "spool"},
+	{"gateway", "user", set_string, AT(user), 0, 0, "smtpgw"},
+	{"gateway", "workers", set_uint, AT(workers), 0, 64, "0"},
+	{"gateway", "drain_timeout", set_duration, AT(drain_timeout), 1000,
+	 86400000, "60s"},
+	{"gateway", "watchdog_timeout", set_duration, AT(watchdog_timeout),
+	 1000, 3600000, "10s"},
 	{"gateway", "relay_domains", set_domains, 0, 0, 0, ""},
 	{"gateway", "relay_networks", set_networks, 0, 0, 0,
 	 "127.0.0.0/8, ::1/128"},
@@ -587,6 +593,8 @@ static const struct key_def keys[] = {
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
+_Static_assert(N_KEYS <= sizeof(((struct load_ctx *)0)->seen),
+	       "load_ctx.seen has a flag per key");
 
 static const char DOMAIN_PREFIX[] = "domain:";
 
@@ -852,6 +860,7 @@ void config_free(struct config *cfg)
 	free(cfg->listen);
 	free(cfg->hostname);
 	free(cfg->spool);
+	free(cfg->user);
 	free(cfg->cert_dir);
 	free(cfg->ca_file);
 	free(cfg->protocols);

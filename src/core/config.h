@@ -46,6 +46,10 @@ struct config {
 	char *path;
 	char *hostname;
 	char *spool;
+	char *user;	  /* children run as this user when started as root */
+	unsigned workers; /* inbound worker processes; 0: one per CPU */
+	double drain_timeout;	 /* SIGTERM / retired workers: at most this */
+	double watchdog_timeout; /* a child whose loop is stuck this long dies */
 	struct listen_addr *listen;
 	size_t n_listen;
 	char **relay_domains;

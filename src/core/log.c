@@ -12,6 +12,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Which process writes: "master", "worker1", "qmgr"; empty in the
+ * one-shot commands. */
+static char process_name[32];
+
+void log_set_process(const char *name)
+{
+	snprintf(process_name, sizeof(process_name), "%s", name);
+}
+
 static const char *level_name(enum log_level level)
 {
 	switch (level) {
@@ -51,6 +60,8 @@ void log_begin(struct logline *l, enum log_level level, const char *event)
 		      (long)(tv.tv_usec / 1000));
 	l->len = 0;
 	append(l, stamp, (size_t)n);
+	if (process_name[0] != '\0')
+		log_kv(l, "proc", "%s", process_name);
 	log_kv(l, "level", "%s", level_name(level));
 	log_kv(l, "event", "%s", event);
 }

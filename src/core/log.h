@@ -15,6 +15,9 @@ struct logline {
 	size_t len;
 };
 
+/* Every line from now on names its process (` proc=NAME`). */
+void log_set_process(const char *name);
+
 void log_begin(struct logline *l, enum log_level level, const char *event);
 
 /* Appends ` key=value`; the value is double-quoted (with \" and \\

@@ -20,7 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { CLIENT_BUCKETS = 1024, ACCEPTS_PER_EVENT = 64 };
+/* Workers share each listening socket and all wake on a new connection;
+ * taking a few per wake-up leaves the rest to the others, so a worker busy
+ * with handshakes does not hoard the backlog. */
+enum { CLIENT_BUCKETS = 1024, ACCEPTS_PER_EVENT = 4 };
 
 struct client_count {
 	struct client_count *next;
@@ -232,26 +235,37 @@ fail:
 	return -1;
 }
 
-struct listener *listener_open(struct server *srv, char *err, size_t err_len)
+int *listener_bind(const struct config *cfg, char *err, size_t err_len)
 {
-	const struct config *cfg = srv->gen->cfg;
-	struct listener *l = calloc(1, sizeof(*l));
+	int *fds = calloc(cfg->n_listen, sizeof(*fds));
 
-	if (l == NULL || (l->socks = calloc(cfg->n_listen,
-					     sizeof(*l->socks))) == NULL) {
-		free(l);
+	if (fds == NULL) {
 		snprintf(err, err_len, "out of memory");
 		return NULL;
 	}
-	l->srv = srv;
 	for (size_t i = 0; i < cfg->n_listen; i++) {
-		int fd = bind_one(&cfg->listen[i], err, err_len);
+		fds[i] = bind_one(&cfg->listen[i], err, err_len);
+		if (fds[i] >= 0)
+			continue;
+		while (i-- > 0)
+			close(fds[i]);
+		free(fds);
+		return NULL;
+	}
+	return fds;
+}
 
-		if (fd < 0) {
-			listener_close(l);
-			return NULL;
-		}
-		ev_io_init(&l->socks[i].io, accept_cb, fd, EV_READ);
+struct listener *listener_open(struct server *srv, const int *fds, size_t n)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (l == NULL || (l->socks = calloc(n, sizeof(*l->socks))) == NULL) {
+		free(l);
+		return NULL;
+	}
+	l->srv = srv;
+	for (size_t i = 0; i < n; i++) {
+		ev_io_init(&l->socks[i].io, accept_cb, fds[i], EV_READ);
 		l->socks[i].io.data = &l->socks[i];
 		l->socks[i].owner = l;
 		ev_io_start(srv->loop, &l->socks[i].io);
@@ -271,8 +285,6 @@ void listener_close(struct listener *l)
 	if (l == NULL)
 		return;
 	listener_stop(l);
-	for (size_t i = 0; i < l->n_socks; i++)
-		close(l->socks[i].io.fd);
 	for (size_t i = 0; i < CLIENT_BUCKETS; i++) {
 		while (l->clients[i] != NULL) {
 			struct client_count *next = l->clients[i]->next;

@@ -1,6 +1,6 @@
 /*
- * listener: binds the configured addresses, accepts connections and
- * enforces the connection limits (overall and per client address) before
+ * listener: binds the configured addresses (in the master), accepts
+ * connections (in each worker) and enforces the connection limits (overall and per client address) before
  * a session exists. It owns the listening sockets and the per-address
  * counters; sessions tell it when a client is gone.
  */
@@ -13,7 +13,14 @@
 struct server;
 struct listener;
 
-struct listener *listener_open(struct server *srv, char *err, size_t err_len);
+struct config;
+
+/* The master binds every listen address once (one shared socket each,
+ * non-blocking); NULL and the reason when one fails. */
+int *listener_bind(const struct config *cfg, char *err, size_t err_len);
+/* A worker accepts on the sockets it was given; it does not own them (its
+ * process closes them when it exits). */
+struct listener *listener_open(struct server *srv, const int *fds, size_t n);
 /* Stops accepting; the sockets stay open until listener_close. */
 void listener_stop(struct listener *l);
 void listener_close(struct listener *l);

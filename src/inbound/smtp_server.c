@@ -8,7 +8,6 @@
 
 #include "core/config.h"
 #include "net/conn.h"
-#include "outbound/delivery.h"
 #include "proto/envelope.h"
 #include "policy/generation.h"
 #include "core/netaddr.h"
@@ -1154,7 +1153,7 @@ static void on_committed(void *owner, bool ok, const char *qid)
 		log_end(&l);
 		s->messages++;
 		reply(s, "250 2.0.0 Ok: queued as %s", qid);
-		delivery_add(s->srv->delivery, qid);
+		s->srv->queued(s->srv, qid);
 	}
 	tx_free(s);
 	if (s->srv->draining) {
@@ -1223,4 +1222,12 @@ void smtp_server_drain(struct server *srv)
 	}
 	if (srv->n_sessions == 0)
 		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+void smtp_server_destroy_all(struct server *srv)
+{
+	while (srv->sessions != NULL) {
+		srv->sessions->close_reason = CLOSE_SHUTDOWN;
+		session_destroy(srv->sessions);
+	}
 }

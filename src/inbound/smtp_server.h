@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 
 struct config;
-struct delivery;
 struct generation;
 struct smtp_addr;
 struct queue;
@@ -26,7 +25,9 @@ struct server {
 	struct ev_loop *loop;
 	struct generation *gen;
 	struct queue *queue;
-	struct delivery *delivery;
+	/* A message is durable and its client told 250: the worker passes
+	 * the id on to the queue manager. */
+	void (*queued)(struct server *srv, const char *qid);
 	struct listener *listener;
 	struct session *sessions;
 	unsigned n_sessions;
@@ -41,6 +42,10 @@ void smtp_session_start(struct server *srv, int fd,
 /* SIGTERM: sessions waiting for a sync get their reply, the others 421;
  * the loop is broken once the last session is gone. */
 void smtp_server_drain(struct server *srv);
+
+/* At exit, after the loop: every session goes now (a commit in flight is
+ * orphaned, so its file is removed), before the queue and the listener. */
+void smtp_server_destroy_all(struct server *srv);
 
 /* The relay rule: may this client send to this recipient? */
 bool smtp_relay_allowed(const struct config *cfg, const struct sockaddr *peer,

@@ -1047,12 +1047,22 @@ void delivery_free(struct delivery *d)
 	free(d);
 }
 
-/* Takes a queued message in; false when there is nothing to do for it. */
+static bool holds_message(const struct delivery *d, const char *qid)
+{
+	for (const struct message *m = d->messages; m != NULL; m = m->next)
+		if (strcmp(m->qid, qid) == 0)
+			return true;
+	return false;
+}
+
+/* Takes a queued message in; false when there is nothing to do for it
+ * (or it is held already: a worker's notice can race a spool scan). */
 static bool admit_message(struct delivery *d, const char *qid)
 {
 	struct message *m;
 
-	if (d->stopping || (m = message_load(d, qid)) == NULL)
+	if (d->stopping || holds_message(d, qid) ||
+	    (m = message_load(d, qid)) == NULL)
 		return false;
 	if (!message_pending(m) && !owes_dsn(m)) {
 		queue_remove(d->queue, qid);

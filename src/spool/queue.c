@@ -14,9 +14,11 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -49,6 +51,7 @@ struct queue {
 	struct queue_commit *done;    /* guarded by mu */
 	bool stopping;		      /* guarded by mu */
 	uint64_t last_id;
+	unsigned slot; /* this process's bits in every id it makes */
 	unsigned in_flight;
 };
 
@@ -361,7 +364,6 @@ struct queue *queue_open(const char *spool_dir, struct ev_loop *loop,
 		queue_close(q);
 		return NULL;
 	}
-	recover(q);
 	ev_async_init(&q->done_async, done_cb);
 	q->done_async.data = q;
 	ev_async_start(loop, &q->done_async);
@@ -404,17 +406,45 @@ unsigned queue_in_flight(const struct queue *q)
 	return q->in_flight;
 }
 
+/*
+ * An id is 64 bits: microseconds since the epoch (52 bits, good until
+ * the year 2112), then the maker's slot (6 bits) and a sequence (6 bits)
+ * for ids made in the same microsecond. Processes have distinct slots, so
+ * their ids never collide; within one process ids only grow, even when
+ * the clock steps back (the time part then runs ahead of the clock).
+ */
+enum { ID_SLOT_SHIFT = 6, ID_TIME_SHIFT = 12, ID_SEQ_MAX = 63 };
+
+void queue_set_slot(struct queue *q, unsigned slot)
+{
+	q->slot = slot % (QUEUE_SLOTS);
+}
+
+unsigned queue_id_slot(const char *qid)
+{
+	uint64_t id = strtoull(qid, NULL, 16);
+
+	return (unsigned)(id >> ID_SLOT_SHIFT) % QUEUE_SLOTS;
+}
+
 void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1])
 {
 	struct timeval tv;
-	uint64_t now, id;
+	uint64_t t, seq = 0;
+	uint64_t last_t = q->last_id >> ID_TIME_SHIFT;
+	uint64_t last_seq = q->last_id & ID_SEQ_MAX;
 
 	gettimeofday(&tv, NULL);
-	now = ((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec) << 12;
-	/* Monotonic even if the clock steps back or many arrive at once. */
-	id = now > q->last_id ? now : q->last_id + 1;
-	q->last_id = id;
-	snprintf(out, QUEUE_ID_LEN + 1, "%016" PRIx64, id);
+	t = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+	if (t <= last_t && last_seq < ID_SEQ_MAX) {
+		t = last_t;
+		seq = last_seq + 1;
+	} else if (t <= last_t) {
+		t = last_t + 1;
+	}
+	q->last_id = t << ID_TIME_SHIFT |
+		     (uint64_t)q->slot << ID_SLOT_SHIFT | seq;
+	snprintf(out, QUEUE_ID_LEN + 1, "%016" PRIx64, q->last_id);
 }
 
 bool spool_file_create(struct queue *q, const char *qid,
@@ -766,4 +796,141 @@ bool queue_submit(struct queue *q, const struct envelope *e,
 	free(header);
 	spool_file_write(&f, content, len);
 	return queue_commit(q, &f, cb, owner) != NULL;
+}
+
+/* ---- the master's view ------------------------------------------------ */
+
+/* The lock, or false with the holder's pid. A holder that is dead left
+ * children that are stopping (they keep the lock until they are gone):
+ * they get a few seconds. */
+static bool take_lock(int fd, long *pid)
+{
+	char text[32];
+	ssize_t n;
+
+	for (int tries = 0; tries < 100; tries++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return true;
+		n = pread(fd, text, sizeof(text) - 1, 0);
+		text[n > 0 ? n : 0] = '\0';
+		*pid = strtol(text, NULL, 10);
+		if (*pid <= 0 || kill((pid_t)*pid, 0) == 0 || errno != ESRCH)
+			return false;
+		usleep(100000);
+	}
+	return false;
+}
+
+int spool_lock(const char *spool, char *err, size_t err_len)
+{
+	char path[4096], text[32];
+	long pid = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/lock", spool);
+	if (!mkdir_p(spool) ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+		snprintf(err, err_len, "spool %s: %s", spool, strerror(errno));
+		return -1;
+	}
+	if (!take_lock(fd, &pid)) {
+		snprintf(err, err_len, "spool %s is in use by pid %ld", spool,
+			 pid);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n)
+		log_msg(LOG_WARN, "spool_lock", "%s: %s", path, strerror(errno));
+	return fd;
+}
+
+bool spool_recover(const char *spool, char *err, size_t err_len)
+{
+	struct queue q = {.dir = (char *)spool, .tmp_fd = -1, .queue_fd = -1,
+			  .state_fd = -1};
+	bool ok = open_dirs(&q, err, err_len);
+
+	if (ok)
+		recover(&q);
+	if (q.tmp_fd >= 0)
+		close(q.tmp_fd);
+	if (q.queue_fd >= 0)
+		close(q.queue_fd);
+	if (q.state_fd >= 0)
+		close(q.state_fd);
+	return ok;
+}
+
+unsigned spool_remove_partials_of(const char *spool, unsigned slot)
+{
+	char path[4096];
+	int dir_fd;
+	DIR *d;
+	struct dirent *e;
+	unsigned removed = 0;
+
+	snprintf(path, sizeof(path), "%s/tmp", spool);
+	dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return 0;
+	d = open_listing(dir_fd);
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (is_queue_id(e->d_name) &&
+		    queue_id_slot(e->d_name) == slot &&
+		    unlinkat(dir_fd, e->d_name, 0) == 0)
+			removed++;
+	if (d != NULL)
+		closedir(d);
+	if (removed > 0)
+		fsync(dir_fd);
+	close(dir_fd);
+	return removed;
+}
+
+static bool chown_entries(int dir_fd, uid_t uid, gid_t gid)
+{
+	DIR *d = open_listing(dir_fd);
+	struct dirent *e;
+	bool ok = d != NULL;
+
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.' &&
+		    fchownat(dir_fd, e->d_name, uid, gid,
+			     AT_SYMLINK_NOFOLLOW) != 0)
+			ok = false;
+	if (d != NULL)
+		closedir(d);
+	return ok;
+}
+
+bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
+		 size_t err_len)
+{
+	static const char *const subdirs[] = {"tmp", "queue", "state",
+					      "corrupt"};
+	char path[4096];
+
+	if (chown(spool, uid, gid) != 0)
+		goto fail;
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s", spool, subdirs[i]);
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0 || fchown(fd, uid, gid) != 0 ||
+		    !chown_entries(fd, uid, gid)) {
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
+		close(fd);
+	}
+	return true;
+fail:
+	snprintf(err, err_len, "spool %s: chown: %s", spool, strerror(errno));
+	return false;
 }

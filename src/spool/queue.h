@@ -4,7 +4,9 @@
  * renames it to SPOOL/queue/ID and fsyncs the directory (one directory sync
  * per batch of commits that arrived together), then reports back on the
  * loop. Only after that report may anyone say "250". The loop never waits
- * for the disk. queue_open also recovers the spool after a crash.
+ * for the disk. Every process that writes the spool opens its own queue;
+ * recovery after a crash is the master's, once, under the spool lock
+ * (spool_lock, spool_recover), before any of them starts.
  */
 #ifndef SMTPGW_QUEUE_H
 #define SMTPGW_QUEUE_H
@@ -15,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct queue;
 struct queue_commit;
@@ -36,8 +39,13 @@ void queue_close(struct queue *q);
 /* Commits not yet reported back; the loop must run until this is 0. */
 unsigned queue_in_flight(const struct queue *q);
 
-/* Unique, time-ordered 16-hex-digit id. */
+/* Unique, time-ordered 16-hex-digit id. Ids carry the slot of the process
+ * that made them (0..QUEUE_SLOTS-1): processes with distinct slots never
+ * make the same id. */
+enum { QUEUE_SLOTS = 64 };
+void queue_set_slot(struct queue *q, unsigned slot);
 void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1]);
+unsigned queue_id_slot(const char *qid);
 
 bool spool_file_create(struct queue *q, const char *qid,
 		       struct spool_file *f);
@@ -115,5 +123,20 @@ bool spool_read_message(const char *spool, const char *qid,
 			size_t err_len);
 bool spool_remove(const char *spool, const char *qid);
 char **spool_list(const char *spool, size_t *n);
+
+/* ---- the master's view ---------------------------------------------- */
+
+/* Takes SPOOL/lock for the life of the returned descriptor (and of every
+ * process that inherits it); -1 and "spool DIR is in use by pid N" when
+ * another instance holds it. Writes nothing else. */
+int spool_lock(const char *spool, char *err, size_t err_len);
+/* After a crash: removes tmp/ (nobody was told 250 for those) and state
+ * files without a message. Only under the lock, before any writer runs. */
+bool spool_recover(const char *spool, char *err, size_t err_len);
+/* A writer with this slot died: its unfinished files in tmp/ go. */
+unsigned spool_remove_partials_of(const char *spool, unsigned slot);
+/* The spool tree becomes the unprivileged user's. */
+bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
+		 size_t err_len);
 
 #endif

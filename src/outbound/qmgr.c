@@ -1,0 +1,140 @@
+/*
+ * qmgr: wiring of the queue manager process. Owns its queue (for DSNs and
+ * per-recipient state), its dns resolver and the delivery scheduler; reads
+ * the mailbox the master keeps open across its restarts, so notices sent
+ * while it was down are waiting when it comes back. Must not accept
+ * connections or touch the spool lock.
+ */
+#include "outbound/qmgr.h"
+
+#include "core/config.h"
+#include "core/ipc.h"
+#include "core/log.h"
+#include "net/conn.h"
+#include "net/dns.h"
+#include "outbound/delivery.h"
+#include "policy/generation.h"
+#include "spool/queue.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+struct qmgr {
+	struct ev_loop *loop;
+	struct queue *queue;
+	struct delivery *delivery;
+	int mailbox_fd;
+	ev_io mailbox;
+	ev_signal sig_term, sig_flush;
+};
+
+static void on_mailbox(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct qmgr *q = w->data;
+	struct ipc_msg msg;
+	enum ipc_recv r;
+
+	(void)loop;
+	(void)revents;
+	/* A bounded batch per wake-up: the loop has deliveries to run too. */
+	for (int i = 0; i < 256; i++) {
+		r = ipc_recv(q->mailbox_fd, &msg);
+		if (r == IPC_NONE)
+			return;
+		if (r == IPC_BAD || msg.type != IPC_QUEUED) {
+			log_msg(LOG_WARN, "ipc", "malformed notice dropped");
+			continue;
+		}
+		delivery_add(q->delivery, msg.text);
+	}
+}
+
+static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	log_msg(LOG_INFO, "stop", "queue manager stopping");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct qmgr *q = w->data;
+
+	(void)loop;
+	(void)revents;
+	log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, every "
+				   "deferred message now");
+	delivery_load(q->delivery);
+	delivery_flush(q->delivery);
+}
+
+static void log_ready(const struct generation *gen)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "ready");
+	log_kv(&l, "role", "qmgr");
+	log_kv(&l, "pid", "%ld", (long)getpid());
+	log_kv(&l, "uid", "%ld", (long)getuid());
+	log_kv(&l, "generation", "%u", gen->serial);
+	log_end(&l);
+}
+
+static void watch(struct qmgr *q)
+{
+	ev_io_init(&q->mailbox, on_mailbox, q->mailbox_fd, EV_READ);
+	ev_signal_init(&q->sig_term, on_term, SIGTERM);
+	ev_signal_init(&q->sig_flush, on_flush, SIGUSR1);
+	q->mailbox.data = q->sig_term.data = q->sig_flush.data = q;
+	ev_io_start(q->loop, &q->mailbox);
+	ev_signal_start(q->loop, &q->sig_term);
+	ev_signal_start(q->loop, &q->sig_flush);
+}
+
+static void unwatch(struct qmgr *q)
+{
+	ev_io_stop(q->loop, &q->mailbox);
+	ev_signal_stop(q->loop, &q->sig_term);
+	ev_signal_stop(q->loop, &q->sig_flush);
+}
+
+int qmgr_run(struct ev_loop *loop, struct generation *gen,
+	     const struct qmgr_args *a)
+{
+	struct qmgr q = {.loop = loop, .mailbox_fd = a->mailbox_fd};
+	struct generation *current = gen;
+	struct dns *dns = NULL;
+	char err[512];
+	int rc = 1;
+
+	q.queue = queue_open(gen->cfg->spool, loop, err, sizeof(err));
+	if (q.queue == NULL)
+		goto out;
+	queue_set_slot(q.queue, a->slot);
+	dns = dns_new(loop, gen->cfg, err, sizeof(err));
+	if (dns == NULL)
+		goto out;
+	q.delivery = delivery_new(loop, q.queue, dns, &current);
+	if (q.delivery == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	watch(&q);
+	log_ready(gen);
+	delivery_load(q.delivery);
+	ev_run(loop, 0);
+	unwatch(&q);
+	rc = 0;
+out:
+	if (rc != 0)
+		log_msg(LOG_ERR, "qmgr", "%s", err);
+	delivery_stop(q.delivery);
+	queue_close(q.queue);
+	delivery_free(q.delivery);
+	dns_free(dns);
+	generation_release(current);
+	conn_pool_release();
+	return rc;
+}
