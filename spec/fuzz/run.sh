@@ -22,9 +22,9 @@ for name in "$@"; do
 		-print_final_stats=1 -artifact_prefix="$out/" \
 		"$out/corpus" "spec/fuzz/corpus/$name" >"$out/log" 2>&1
 	status=$?
-	crashes=$(find "$out" -maxdepth 1 -name 'crash-*' -o -maxdepth 1 \
-		-name 'leak-*' -o -maxdepth 1 -name 'timeout-*' -o \
-		-maxdepth 1 -name 'oom-*' | wc -l)
+	found=$(find "$out" -maxdepth 1 \( -name 'crash-*' -o -name 'leak-*' \
+		-o -name 'timeout-*' -o -name 'oom-*' \) | sort)
+	crashes=$(printf '%s' "$found" | grep -c .)
 	last=$(grep -E '^#[0-9]+' "$out/log" | tail -1)
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/log")
 	cov=$(echo "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
@@ -34,7 +34,8 @@ for name in "$@"; do
 		"ft ${ft:-?}, corpus ${corp:-?}, crashes $crashes," \
 		"exit status $status (log: $out/log)"
 	if [ "$status" -ne 0 ] || [ "$crashes" -ne 0 ]; then
-		grep -E 'ERROR|SUMMARY|Test unit written' "$out/log" | head -5
+		grep -E 'ERROR|SUMMARY' "$out/log" | head -5
+		[ -z "$found" ] || printf '  input: %s\n' $found
 		failed=$((failed + 1))
 	fi
 done
