@@ -5,6 +5,7 @@
 local gateway = require "harness"
 local h = require "helpers"
 local ds = require "delivery_support"
+local dns_server = require "dns_server"
 local procs = require "procs"
 local tools = require "tools"
 local json = require "dkjson"
@@ -234,14 +235,25 @@ describe("processes", function()
     gw:wait_log_count("event=child_exit role=worker [^\n]*status=0", 2, 30)
   end)
 
-  it("a second SIGTERM with live sessions stops at once and cleanly", function()
+  -- The old single process freed its listener before the queue's last
+  -- commit callbacks ran, and those destroyed sessions that then touched
+  -- it: sessions whose end of data is being synced when the second
+  -- SIGTERM comes are the ones that matter.
+  it("a second SIGTERM with live sessions, some being synced, stops at once and cleanly", function()
     local gw = gateway.start { ini_extra = { workers = 2 } }
     gw:wait_children(3)
     local clients = {}
-    for i = 1, 20 do
+    for i = 1, 30 do
       local c = h.session(gw)
-      if i % 2 == 0 then h.envelope(c, "s@example.org", { "user@example.test" }) end
+      if i % 3 ~= 0 then
+        h.envelope(c, "s@example.org", { "user@example.test" })
+        c:cmd("DATA", R.data)
+      end
       clients[#clients + 1] = c
+    end
+    -- ends of data, replies unread, then the two signals at once
+    for i, c in ipairs(clients) do
+      if i % 3 ~= 0 then assert(c:send("Subject: x\r\n\r\n" .. ("y"):rep(5000) .. "\r\n.\r\n")) end
     end
     gateway.run("kill -TERM " .. gw.pid .. "; kill -TERM " .. gw.pid)
     assert(gateway.wait_for(function() return not gw:alive() end, 15), "still running")
@@ -264,5 +276,55 @@ describe("processes", function()
       local c = h.session(gw)
       c:cmd("QUIT", R.bye)
     end
+  end)
+
+  it("a reload hands the queue manager a changed [dns] resolver", function()
+    local r = ds.receiver { no_starttls = true }
+    local function sections(resolver)
+      return { dns = { resolver = resolver }, delivery = { retry_min = "1s", retry_max = "2s" },
+        ["domain:moved.example"] = { next_hop = "relay.moved.test:" .. r.port } }
+    end
+    local extra = { relay_domains = "example.test, moved.example" }
+    local gw = gateway.start { ini_extra = extra, sections = sections(ds.DEAD_RESOLVER) }
+    local qid = ds.submit(gw, "s@example.org", { "u@moved.example" }, { starttls = false })
+    ds.wait_delivery(gw, "u@moved.example", "deferred")
+
+    local dns = dns_server.start { zones = { ["moved.test."] = "static" },
+      data = { "relay.moved.test. A 127.0.0.1" } }
+    finally(function() dns:stop() end)
+    gateway.write_file(gw.ini, gateway.ini_text(extra, sections(dns:resolver())))
+    local out, code = smtpgw("-c " .. q(gw.ini) .. " reload")
+    assert.are.equal(0, code, out)
+    gw:wait_log("event=ready role=qmgr [^\n]*generation=2")
+    ds.wait_delivery(gw, "u@moved.example", "sent", 1, 20)
+    r:wait_rcpts({ "u@moved.example" })
+    ds.wait_queue_empty(gw, { qid })
+  end)
+
+  it("runs the same started as an ordinary user, children keeping that uid", function()
+    if not is_root then
+      pending("needs root to become another user")
+      return
+    end
+    local dir = gateway.mktempdir()
+    local certs = gateway.shared_cert_dir()
+    gateway.run("mkdir -p " .. q(dir .. "/certs") .. " && cp " .. q(certs .. "/shared.crt") ..
+      " " .. q(certs .. "/shared.key") .. " " .. q(dir .. "/certs/") ..
+      " && chown -R nobody:nogroup " .. q(dir))
+    local wrapper = dir .. "/as-nobody.sh"
+    gateway.write_file(wrapper, "#!/bin/sh\nexec setpriv --reuid=nobody --regid=nogroup " ..
+      "--clear-groups " .. q(gateway.bin()) .. " \"$@\"\n")
+    gateway.run("chmod 755 " .. q(wrapper))
+    local gw = gateway.start { dir = dir, bin = wrapper,
+      ini_extra = { workers = 2 }, sections = { tls = { cert_dir = dir .. "/certs" } } }
+    local nobody = tonumber((io.popen("id -u nobody"):read("*l")))
+    local kids = gw:wait_children(3)
+    for name, c in pairs(kids) do assert.are.equal(nobody, c.uid, name) end
+    local c = h.session(gw)
+    h.deliver(c, "s@example.org", { "user@example.test" }, h.message("as nobody"))
+    c:cmd("QUIT", R.bye)
+    local out, code = gateway.run("timeout 30 setpriv --reuid=nobody --regid=nogroup " ..
+      "--clear-groups " .. q(gateway.bin()) .. " -c " .. q(gw.ini) .. " reload 2>&1")
+    assert.are.equal(0, code, out)
   end)
 end)

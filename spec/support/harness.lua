@@ -149,12 +149,15 @@ M.sanitizer_report = sanitizer_report
 
 local DEFAULTS = {
   { "listen", "127.0.0.1:0" },
-  -- One inbound worker unless a spec asks for more (process_spec does).
-  { "workers", 1 },
+  -- Two inbound workers, as on a 2-core machine: every spec runs across
+  -- processes (limits, ids, reload) unless it asks for one.
+  { "workers", 2 },
   { "spool", "spool" },
   { "hostname", M.HOSTNAME },
   { "relay_domains", "example.test" },
   { "relay_networks", "127.0.0.0/8" },
+  -- The banner at once: a spec that is about the greet pause sets its own.
+  { "greet_pause", "0" },
 }
 
 -- One certificate pair shared by every gateway a run starts: without it

@@ -33,6 +33,7 @@ struct load_ctx {
 	unsigned error_line;
 	char error[256];
 	unsigned char seen[128]; /* one per key of keys[] (asserted below) */
+	unsigned reserved_line;
 	bool stop; /* read_line found a line inih cannot take whole */
 };
 
@@ -206,6 +207,38 @@ static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
 		return false;
 	*(unsigned *)field(ctx, key) = (unsigned)v;
 	return true;
+}
+
+/* "67108864", "64M", "64MiB", "1G": bytes (K/M/G are powers of 1024). */
+static bool set_bytes(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t scale;
+	} units[] = {{"", 1},	       {"K", 1ULL << 10}, {"KiB", 1ULL << 10},
+		     {"M", 1ULL << 20}, {"MiB", 1ULL << 20}, {"G", 1ULL << 30},
+		     {"GiB", 1ULL << 30}};
+	char number[32];
+	size_t n = strspn(value, "0123456789");
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(number))
+		return fail(ctx, "%s: '%s' is not a size (e.g. 64M)", key->name,
+			    value);
+	memcpy(number, value, n);
+	number[n] = '\0';
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(value + n, units[i].suffix) != 0)
+			continue;
+		if (!parse_u64(number, &v) || v > UINT32_MAX ||
+		    !check_range(ctx, key, value, v * units[i].scale))
+			return false;
+		*(uint64_t *)field(ctx, key) = v * units[i].scale;
+		return true;
+	}
+	return fail(ctx, "%s: '%s' is not a size (e.g. 64M, 1G)", key->name,
+		    value);
 }
 
 /* "300", "300s", "5m", "1h", "100ms" → seconds; bounds are milliseconds. */
@@ -534,6 +567,105 @@ static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* "N" slots, or "N%" of max_connections (below 100 %, checked against
+ * max_connections once both are known, in check_reserved). */
+static bool set_reserved(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	size_t n = strlen(value);
+	char number[32];
+	uint64_t v;
+
+	ctx->reserved_line = ctx->line;
+	ctx->cfg->reserved_percent = n > 0 && value[n - 1] == '%';
+	if (ctx->cfg->reserved_percent)
+		n--;
+	if (n == 0 || n >= sizeof(number))
+		return fail(ctx, "%s: '%s' is not a number or N%%", key->name,
+			    value);
+	memcpy(number, value, n);
+	number[n] = '\0';
+	if (!parse_u64(number, &v) || v > 1000000 ||
+	    (ctx->cfg->reserved_percent && v > key->max))
+		return fail(ctx, "%s: '%s' is not a number or a percentage "
+				 "below 100%%",
+			    key->name, value);
+	ctx->cfg->reserved_connections = (unsigned)v;
+	return true;
+}
+
+/* One network into the struct cidr_list at the key's offset. */
+static bool add_cidr(struct load_ctx *ctx, const struct key_def *key,
+		     const char *item)
+{
+	struct cidr_list *list = field(ctx, key);
+	struct cidr net, *grown;
+
+	if (!cidr_parse(item, &net))
+		return fail(ctx, "%s: '%s' is not an address or CIDR network",
+			    key->name, item);
+	grown = realloc(list->nets, (list->n + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	list->nets = grown;
+	grown[list->n++] = net;
+	return true;
+}
+
+/* "local@domain": where mail to <postmaster> without a domain goes
+ * (RFC 5321 4.1.1.3); empty: such mail is refused. */
+static bool set_postmaster(struct load_ctx *ctx, const struct key_def *key,
+			   const char *value)
+{
+	const char *at = strrchr(value, '@');
+	char **slot = field(ctx, key);
+
+	if (value[0] == '\0') {
+		free(*slot);
+		*slot = NULL;
+		return true;
+	}
+	if (at == NULL || at == value || strlen(value) > SMTP_PATH_MAX ||
+	    strpbrk(value, " \t<>\"(),;:[]\\") != NULL ||
+	    !valid_hostname(at + 1) || strchr(at + 1, '.') == NULL)
+		return fail(ctx, "%s: '%s' is not local@domain with a "
+				 "fully-qualified domain",
+			    key->name, value);
+	return set_string(ctx, key, value);
+}
+
+/* sync_exempt_networks: CIDRs, and the word relay_networks (the default)
+ * for the clients of relay_networks, as postscreen's permit_mynetworks. */
+static bool add_sync_exempt(struct load_ctx *ctx, const struct key_def *key,
+			    const char *item)
+{
+	if (strcmp(item, "relay_networks") != 0)
+		return add_cidr(ctx, key, item);
+	ctx->cfg->sync_exempt_relay = true;
+	return true;
+}
+
+static bool set_sync_exempt(struct load_ctx *ctx, const struct key_def *key,
+			    const char *value)
+{
+	((struct cidr_list *)field(ctx, key))->n = 0;
+	ctx->cfg->sync_exempt_relay = false;
+	return for_each_item(ctx, key, value, add_sync_exempt);
+}
+
+bool config_is_sync_exempt(const struct config *cfg,
+			   const struct sockaddr *addr)
+{
+	if (!cfg->smtp_sync)
+		return true;
+	if (cfg->sync_exempt_relay && config_is_relay_client(cfg, addr))
+		return true;
+	for (size_t i = 0; i < cfg->sync_exempt_networks.n; i++)
+		if (cidr_contains(&cfg->sync_exempt_networks.nets[i], addr))
+			return true;
+	return false;
+}
+
 #define AT(member) offsetof(struct config, member)
 
 static const struct key_def keys[] = {
@@ -557,11 +689,32 @@ static const struct key_def keys[] = {
 	 1000000, "1000"},
 	{"gateway", "max_connections_per_ip", set_uint,
 	 AT(max_connections_per_ip), 1, 1000000, "50"},
+	{"gateway", "client_prefix_v4", set_uint, AT(client_prefix_v4), 8, 32,
+	 "32"},
+	{"gateway", "client_prefix_v6", set_uint, AT(client_prefix_v6), 16,
+	 128, "64"},
+	{"gateway", "client_connection_rate_limit", set_uint,
+	 AT(client_connection_rate_limit), 0, 1000000, "0"},
+	{"gateway", "reserved_connections", set_reserved, 0, 0, 99, "5%"},
 	{"gateway", "max_errors", set_uint, AT(max_errors), 1, 10000, "20"},
 	{"gateway", "command_timeout", set_duration, AT(command_timeout), 1000,
 	 86400000, "300s"},
 	{"gateway", "data_timeout", set_duration, AT(data_timeout), 1000,
-	 86400000, "180s"},
+	 86400000, "10m"},
+	{"gateway", "min_data_rate", set_uint, AT(min_data_rate), 0,
+	 1000000000, "500"},
+	{"gateway", "data_rate_window", set_duration, AT(data_rate_window),
+	 1000, 3600000, "10s"},
+	{"gateway", "junk_command_limit", set_uint, AT(junk_command_limit), 1,
+	 1000000, "100"},
+	{"gateway", "stress_timeout", set_duration, AT(stress_timeout), 1000,
+	 86400000, "10s"},
+	{"gateway", "greet_pause", set_duration, AT(greet_pause), 0, 60000,
+	 "1s"},
+	{"gateway", "smtp_sync", set_bool, AT(smtp_sync), 0, 0, "yes"},
+	{"gateway", "sync_exempt_networks", set_sync_exempt,
+	 AT(sync_exempt_networks), 0, 0, "relay_networks"},
+	{"gateway", "postmaster", set_postmaster, AT(postmaster), 0, 0, ""},
 	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
 	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
 	 "/etc/ssl/certs/ca-certificates.crt"},
@@ -590,6 +743,8 @@ static const struct key_def keys[] = {
 	 1000, 1000000000, "1000000"},
 	{"policy", "max_time", set_duration, AT(policy_max_time), 1, 10000,
 	 "100ms"},
+	{"policy", "max_memory", set_bytes, AT(policy_max_memory), 1ULL << 20,
+	 1ULL << 32, "64M"},
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
@@ -825,6 +980,22 @@ static int parse_file(struct load_ctx *ctx, char *err, size_t err_len)
 	return -1;
 }
 
+/* An absolute reserve must leave internet clients at least one slot. */
+static bool check_reserved(struct load_ctx *ctx, char *err, size_t err_len)
+{
+	const struct config *cfg = ctx->cfg;
+
+	if (cfg->reserved_percent ||
+	    cfg->reserved_connections < cfg->max_connections)
+		return true;
+	snprintf(err, err_len,
+		 "%s:%u: reserved_connections: %u leaves no slot of "
+		 "max_connections (%u) for other clients",
+		 ctx->path, ctx->reserved_line, cfg->reserved_connections,
+		 cfg->max_connections);
+	return false;
+}
+
 struct config *config_load(const char *path, char *err, size_t err_len)
 {
 	struct load_ctx ctx = {.path = path};
@@ -843,6 +1014,10 @@ struct config *config_load(const char *path, char *err, size_t err_len)
 	ctx.line = 0;
 	if (!apply_defaults(&ctx)) {
 		snprintf(err, err_len, "%s: default: %s", path, ctx.error);
+		config_free(ctx.cfg);
+		return NULL;
+	}
+	if (!check_reserved(&ctx, err, err_len)) {
 		config_free(ctx.cfg);
 		return NULL;
 	}
@@ -866,6 +1041,8 @@ void config_free(struct config *cfg)
 	free(cfg->protocols);
 	free(cfg->ciphers);
 	free(cfg->policy_script);
+	free(cfg->sync_exempt_networks.nets);
+	free(cfg->postmaster);
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);

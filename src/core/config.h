@@ -18,6 +18,11 @@ struct cidr {
 	unsigned prefix;
 };
 
+struct cidr_list {
+	struct cidr *nets;
+	size_t n;
+};
+
 struct listen_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -59,11 +64,25 @@ struct config {
 	uint64_t max_message_size;
 	unsigned max_recipients;
 	unsigned max_connections;
-	unsigned max_connections_per_ip;
+	unsigned max_connections_per_ip; /* per client prefix */
+	unsigned client_prefix_v4;	 /* bits of a client's IPv4 prefix */
+	unsigned client_prefix_v6;	 /* bits of a client's IPv6 prefix */
+	unsigned client_connection_rate_limit; /* per minute; 0 = off */
+	unsigned reserved_connections; /* for relay_networks clients ... */
+	bool reserved_percent;	       /* ... as a % of max_connections */
 	unsigned max_errors;
-	double command_timeout;
-	double data_timeout;
+	double command_timeout; /* waiting for a command; one command line */
+	double data_timeout;	/* the whole DATA phase, 354 to the dot */
 	double tls_timeout;
+	unsigned min_data_rate; /* bytes/s inside DATA; 0: no minimum */
+	double data_rate_window; /* grace after 354, then measuring window */
+	unsigned junk_command_limit;
+	double stress_timeout; /* command_timeout under stress */
+	double greet_pause;    /* before the banner; 0: none */
+	bool smtp_sync;
+	struct cidr_list sync_exempt_networks;
+	bool sync_exempt_relay; /* "relay_networks" in sync_exempt_networks */
+	char *postmaster; /* where <postmaster> goes; NULL: refused */
 	/* [tls] */
 	char *cert_dir;
 	char *ca_file;
@@ -75,6 +94,7 @@ struct config {
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
 	double policy_max_time;
+	uint64_t policy_max_memory; /* bytes, per Lua state */
 	/* [delivery] */
 	unsigned delivery_max_connections;
 	unsigned delivery_max_per_destination;
@@ -98,6 +118,11 @@ bool config_is_relay_domain(const struct config *cfg, const char *domain,
 			    size_t len);
 bool config_is_relay_client(const struct config *cfg,
 			    const struct sockaddr *addr);
+
+/* Does this client skip the greet pause and the SMTP synchronization
+ * checks (smtp_sync = no, or the client is in sync_exempt_networks)? */
+bool config_is_sync_exempt(const struct config *cfg,
+			   const struct sockaddr *addr);
 
 /* The [domain:...] section for a recipient domain: the exact name, else the
  * longest ".parent" that covers it; NULL when none does. */

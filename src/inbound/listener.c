@@ -1,8 +1,11 @@
 /*
- * listener: listening sockets and the connection limits. A connection over
- * a limit gets its 421 straight from here and never becomes a session. The
- * per-address counters live in a small chained hash table keyed by the
- * address bytes, so the check costs the same with 10 or 10000 clients.
+ * listener: binds the listen addresses (in the master), accepts on them (in
+ * each worker) and admits or refuses each connection. A connection over a
+ * limit gets its 421 straight from here and never becomes a session. The
+ * counting itself lives in limits (shared by every worker): this file turns
+ * the config into a limits_request, answers refusals and logs them, each
+ * identical refusal at most once per LOG_INTERVAL_MS in this process (then
+ * a count). It must not count connections itself.
  */
 #include "inbound/listener.h"
 
@@ -10,6 +13,7 @@
 #include "core/netaddr.h"
 #include "policy/generation.h"
 #include "core/log.h"
+#include "inbound/limits.h"
 #include "inbound/smtp_server.h"
 
 #include <arpa/inet.h>
@@ -18,17 +22,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Workers share each listening socket and all wake on a new connection;
  * taking a few per wake-up leaves the rest to the others, so a worker busy
  * with handshakes does not hoard the backlog. */
-enum { CLIENT_BUCKETS = 1024, ACCEPTS_PER_EVENT = 4 };
+enum { ACCEPTS_PER_EVENT = 4 };
 
-struct client_count {
-	struct client_count *next;
-	uint8_t addr[16];
-	unsigned count;
+/* Refusal lines: remembered per (reason, prefix) in a small direct-mapped
+ * table, so a flood costs one line per interval and a count. */
+enum { LOG_SLOTS = 64, LOG_INTERVAL_MS = 10000 };
+
+enum admission {
+	ADMITTED,
+	REFUSED_DRAINING,
+	REFUSED_TOTAL,
+	REFUSED_RESERVED,
+	REFUSED_CLIENT,
+	REFUSED_RATE,
+	REFUSED_TABLE_FULL,
+};
+
+/* The last logged refusal of one (reason, client prefix): later identical
+ * ones within LOG_INTERVAL_MS are only counted. */
+struct refusal_log {
+	enum admission why;
+	uint8_t key[16];
+	uint64_t last_ms;
+	unsigned suppressed;
+	char client[64]; /* the last one counted */
 };
 
 struct listen_sock {
@@ -40,82 +63,106 @@ struct listener {
 	struct server *srv;
 	struct listen_sock *socks;
 	size_t n_socks;
-	struct client_count *clients[CLIENT_BUCKETS];
+	struct refusal_log recent[LOG_SLOTS];
+	ev_timer log_timer;
 };
 
-/* IPv4 addresses are stored in their v4-mapped IPv6 form. */
-static void address_key(const struct sockaddr_storage *ss, uint8_t key[16])
+static uint64_t now_ms(void)
 {
-	memset(key, 0, 16);
-	if (ss->ss_family == AF_INET6) {
-		memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
-		return;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void listener_client_gone(struct listener *l, uint32_t ticket)
+{
+	limits_release(l->srv->limits, ticket);
+}
+
+double listener_load(const struct listener *l)
+{
+	unsigned max;
+
+	if (l == NULL)
+		return 0;
+	max = l->srv->gen->cfg->max_connections;
+	if (max > limits_capacity(l->srv->limits))
+		max = limits_capacity(l->srv->limits);
+	return max == 0 ? 1.0 : (double)limits_in_use(l->srv->limits) / max;
+}
+
+static enum admission from_verdict(enum limits_verdict v)
+{
+	switch (v) {
+	case LIMITS_OK:
+		return ADMITTED;
+	case LIMITS_TOTAL:
+		return REFUSED_TOTAL;
+	case LIMITS_RESERVED:
+		return REFUSED_RESERVED;
+	case LIMITS_CLIENT:
+		return REFUSED_CLIENT;
+	case LIMITS_RATE:
+		return REFUSED_RATE;
+	case LIMITS_TABLE_FULL:
+		break;
 	}
-	key[10] = key[11] = 0xff;
-	memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	return REFUSED_TABLE_FULL;
 }
 
-static struct client_count **find_client(struct listener *l,
-					 const uint8_t key[16])
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	struct client_count **p;
-
-	for (int i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 16777619u;
-	p = &l->clients[h % CLIENT_BUCKETS];
-	while (*p != NULL && memcmp((*p)->addr, key, 16) != 0)
-		p = &(*p)->next;
-	return p;
-}
-
-void listener_client_gone(struct listener *l,
-			  const struct sockaddr_storage *peer)
-{
-	uint8_t key[16];
-	struct client_count **p, *c;
-
-	address_key(peer, key);
-	p = find_client(l, key);
-	if ((c = *p) == NULL)
-		return;
-	if (--c->count == 0) {
-		*p = c->next;
-		free(c);
-	}
-}
-
-enum admission {
-	ADMITTED,
-	REFUSED_DRAINING,
-	REFUSED_TOTAL,
-	REFUSED_PER_IP,
-	REFUSED_MEMORY,
-};
-
-/* Counts the client in, or says why it is refused. */
+/* Counts the client in (across every worker), or says why it is refused. */
 static enum admission admit(struct listener *l,
-			    const struct sockaddr_storage *peer)
+			    const struct sockaddr_storage *peer,
+			    uint32_t *ticket)
 {
 	const struct config *cfg = l->srv->gen->cfg;
-	uint8_t key[16];
-	struct client_count **p;
+	const struct sockaddr *sa = (const struct sockaddr *)peer;
+	struct limits_request rq = {
+		.peer = sa,
+		.exempt = config_is_relay_client(cfg, sa),
+		.max_total = cfg->max_connections,
+		.reserved = limits_reserved(cfg->max_connections,
+					    cfg->reserved_connections,
+					    cfg->reserved_percent),
+		.max_per_client = cfg->max_connections_per_ip,
+		.rate_limit = cfg->client_connection_rate_limit,
+		.prefix_v4 = cfg->client_prefix_v4,
+		.prefix_v6 = cfg->client_prefix_v6,
+		.now_ms = now_ms(),
+	};
 
 	if (l->srv->draining)
 		return REFUSED_DRAINING;
-	if (l->srv->n_sessions >= cfg->max_connections)
-		return REFUSED_TOTAL;
-	address_key(peer, key);
-	p = find_client(l, key);
-	if (*p == NULL) {
-		if ((*p = calloc(1, sizeof(**p))) == NULL)
-			return REFUSED_MEMORY;
-		memcpy((*p)->addr, key, 16);
+	return from_verdict(limits_admit(l->srv->limits, &rq, ticket));
+}
+
+static const char *reason_name(enum admission why)
+{
+	switch (why) {
+	case REFUSED_DRAINING:
+		return "shutting_down";
+	case REFUSED_TOTAL:
+		return "max_connections";
+	case REFUSED_RESERVED:
+		return "reserved_connections";
+	case REFUSED_CLIENT:
+		return "max_connections_per_ip";
+	case REFUSED_RATE:
+		return "client_connection_rate_limit";
+	case REFUSED_TABLE_FULL:
+		return "client_table_full";
+	case ADMITTED:
+		break;
 	}
-	if ((*p)->count >= cfg->max_connections_per_ip)
-		return REFUSED_PER_IP;
-	(*p)->count++;
-	return ADMITTED;
+	return "admitted";
+}
+
+/* Refusals that concern the whole gateway are throttled as one, whichever
+ * client gets them; the others per client prefix. */
+static bool per_client(enum admission why)
+{
+	return why == REFUSED_CLIENT || why == REFUSED_RATE;
 }
 
 static int refusal_text(enum admission why, const char *host, const char *ip,
@@ -126,24 +173,132 @@ static int refusal_text(enum admission why, const char *host, const char *ip,
 		return snprintf(line, len, "421 4.3.2 %s Service shutting down",
 				host);
 	case REFUSED_TOTAL:
+	case REFUSED_RESERVED:
+	case REFUSED_TABLE_FULL:
 		return snprintf(line, len,
 				"421 4.7.0 %s Error: too many connections", host);
-	case REFUSED_PER_IP:
+	case REFUSED_CLIENT:
+	case REFUSED_RATE:
 		return snprintf(line, len,
 				"421 4.7.0 %s Error: too many connections from %s",
 				host, ip);
-	case REFUSED_MEMORY:
 	case ADMITTED:
 		break;
 	}
-	return snprintf(line, len, "421 4.3.0 %s Error: out of memory", host);
+	return snprintf(line, len, "421 4.3.0 %s Error: internal error", host);
+}
+
+static void log_suppressed(struct refusal_log *r, const struct config *cfg)
+{
+	struct logline lg;
+	char prefix[80];
+
+	log_begin(&lg, LOG_INFO, "refused");
+	log_kv(&lg, "reason", "%s", reason_name(r->why));
+	log_kv(&lg, "client", "%s", r->client);
+	if (per_client(r->why)) {
+		limits_key_text(r->key, cfg->client_prefix_v4,
+				cfg->client_prefix_v6, prefix, sizeof(prefix));
+		log_kv(&lg, "prefix", "%s", prefix);
+	}
+	log_kv(&lg, "suppressed", "%u", r->suppressed);
+	log_kv(&lg, "msg", "%u more refused like this within %us, not "
+			   "logged one by one",
+	       r->suppressed, LOG_INTERVAL_MS / 1000);
+	log_end(&lg);
+	r->suppressed = 0;
+}
+
+static void on_log_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct listener *l = w->data;
+	bool pending = false;
+
+	(void)revents;
+	for (size_t i = 0; i < LOG_SLOTS; i++) {
+		struct refusal_log *r = &l->recent[i];
+
+		if (r->suppressed == 0)
+			continue;
+		log_suppressed(r, l->srv->gen->cfg);
+		r->last_ms = now_ms();
+		pending = true;
+	}
+	if (!pending)
+		ev_timer_stop(loop, w);
+}
+
+static struct refusal_log *log_slot(struct listener *l, enum admission why,
+				    const uint8_t key[16])
+{
+	uint32_t h = 2166136261u ^ (uint32_t)why; /* FNV-1a */
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return &l->recent[h % LOG_SLOTS];
+}
+
+/* True when this refusal is to be logged; otherwise it is counted. */
+static bool log_throttle(struct listener *l, enum admission why,
+			 const struct sockaddr_storage *peer, const char *ip)
+{
+	const struct config *cfg = l->srv->gen->cfg;
+	uint8_t key[16] = {0};
+	struct refusal_log *r;
+	uint64_t now = now_ms();
+
+	if (per_client(why))
+		limits_client_key((const struct sockaddr *)peer,
+				  cfg->client_prefix_v4, cfg->client_prefix_v6,
+				  key);
+	r = log_slot(l, why, key);
+	if (r->last_ms != 0 && r->why == why && memcmp(r->key, key, 16) == 0 &&
+	    now - r->last_ms < LOG_INTERVAL_MS) {
+		r->suppressed++;
+		snprintf(r->client, sizeof(r->client), "%s", ip);
+		if (!ev_is_active(&l->log_timer))
+			ev_timer_again(l->srv->loop, &l->log_timer);
+		return false;
+	}
+	if (r->suppressed > 0)
+		log_suppressed(r, cfg); /* another client takes the slot */
+	r->why = why;
+	memcpy(r->key, key, 16);
+	r->last_ms = now;
+	return true;
+}
+
+static void log_refusal(struct listener *l, enum admission why,
+			const struct sockaddr_storage *peer, const char *ip,
+			const char *line)
+{
+	const struct config *cfg = l->srv->gen->cfg;
+	struct logline lg;
+	uint8_t key[16];
+	char prefix[80];
+
+	if (!log_throttle(l, why, peer, ip))
+		return;
+	log_begin(&lg, LOG_INFO, "refused");
+	log_kv(&lg, "reason", "%s", reason_name(why));
+	log_kv(&lg, "client", "%s:%u", ip, sockaddr_port(peer));
+	if (per_client(why)) {
+		limits_client_key((const struct sockaddr *)peer,
+				  cfg->client_prefix_v4, cfg->client_prefix_v6,
+				  key);
+		limits_key_text(key, cfg->client_prefix_v4,
+				cfg->client_prefix_v6, prefix, sizeof(prefix));
+		log_kv(&lg, "prefix", "%s", prefix);
+	}
+	log_kv(&lg, "code", "%.3s", line);
+	log_kv(&lg, "reply", "%s", line + 4);
+	log_end(&lg);
 }
 
 static void refuse(struct listener *l, int fd,
 		   const struct sockaddr_storage *peer, enum admission why)
 {
 	char ip[64], line[400];
-	struct logline lg;
 	int n;
 	ssize_t w;
 
@@ -152,12 +307,7 @@ static void refuse(struct listener *l, int fd,
 			 sizeof(line) - 2);
 	if (n < 0 || (size_t)n >= sizeof(line) - 2)
 		n = (int)strlen(line);
-	log_begin(&lg, LOG_INFO, "reject");
-	log_kv(&lg, "stage", "CONNECT");
-	log_kv(&lg, "client", "%s:%u", ip, sockaddr_port(peer));
-	log_kv(&lg, "code", "%.3s", line);
-	log_kv(&lg, "reply", "%s", line + 4);
-	log_end(&lg);
+	log_refusal(l, why, peer, ip, line);
 	memcpy(line + n, "\r\n", 2);
 	/* Best effort on a fresh socket: its buffer is empty. */
 	w = write(fd, line, (size_t)n + 2);
@@ -178,6 +328,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int fd = accept4(w->fd, (struct sockaddr *)&peer, &len,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		enum admission why;
+		uint32_t ticket = 0;
 
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR &&
@@ -186,11 +337,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 					strerror(errno));
 			return;
 		}
-		why = admit(l, &peer);
+		why = admit(l, &peer, &ticket);
 		if (why != ADMITTED)
 			refuse(l, fd, &peer, why);
 		else
-			smtp_session_start(l->srv, fd, &peer);
+			smtp_session_start(l->srv, fd, &peer, ticket);
 	}
 }
 
@@ -264,6 +415,9 @@ struct listener *listener_open(struct server *srv, const int *fds, size_t n)
 		return NULL;
 	}
 	l->srv = srv;
+	ev_init(&l->log_timer, on_log_timer);
+	l->log_timer.repeat = LOG_INTERVAL_MS / 1000.0;
+	l->log_timer.data = l;
 	for (size_t i = 0; i < n; i++) {
 		ev_io_init(&l->socks[i].io, accept_cb, fds[i], EV_READ);
 		l->socks[i].io.data = &l->socks[i];
@@ -278,6 +432,7 @@ void listener_stop(struct listener *l)
 {
 	for (size_t i = 0; i < l->n_socks; i++)
 		ev_io_stop(l->srv->loop, &l->socks[i].io);
+	ev_timer_stop(l->srv->loop, &l->log_timer);
 }
 
 void listener_close(struct listener *l)
@@ -285,14 +440,9 @@ void listener_close(struct listener *l)
 	if (l == NULL)
 		return;
 	listener_stop(l);
-	for (size_t i = 0; i < CLIENT_BUCKETS; i++) {
-		while (l->clients[i] != NULL) {
-			struct client_count *next = l->clients[i]->next;
-
-			free(l->clients[i]);
-			l->clients[i] = next;
-		}
-	}
+	for (size_t i = 0; i < LOG_SLOTS; i++)
+		if (l->recent[i].suppressed > 0)
+			log_suppressed(&l->recent[i], l->srv->gen->cfg);
 	free(l->socks);
 	free(l);
 }

@@ -3,6 +3,9 @@
  * them). A session owns its conn, its transaction and its spool file; the
  * queue owns a commit while it syncs. Sessions are destroyed in exactly one
  * place, at the end of an event, so no handler ever runs on a freed session.
+ * Every wait has a deadline that input cannot move (one conn timer per
+ * session, re-armed here only): the greet pause, the wait for a command,
+ * one command line, the DATA phase and its minimum rate, the handshake.
  */
 #include "inbound/smtp_server.h"
 
@@ -30,7 +33,12 @@
  * larger than any single reply, so a reply never fails to fit. */
 enum { REPLY_RESERVE = 1024 };
 
+/* Stress mode: on above 80 % of max_connections, off at 70 % or below, so
+ * a load that hovers at the line does not flap. */
+static const double STRESS_ON = 0.8, STRESS_OFF = 0.7;
+
 enum session_state {
+	ST_GREET,   /* greet pause: anything the client says is a sync error */
 	ST_COMMAND, /* reading command lines */
 	ST_DATA,    /* reading the message after 354 */
 	ST_SYNC,    /* the queue is making the message durable */
@@ -48,6 +56,15 @@ enum close_reason {
 	CLOSE_SHUTDOWN,
 	CLOSE_TLS,
 	CLOSE_POLICY,
+	CLOSE_SYNC,
+	CLOSE_JUNK,
+};
+
+/* Which deadline the conn timer holds in ST_COMMAND. */
+enum command_timer {
+	CT_NONE, /* re-armed after the next input */
+	CT_WAIT, /* waiting for the first octet of a command */
+	CT_LINE, /* a command line has begun and must end in time */
 };
 
 struct transaction {
@@ -62,6 +79,12 @@ struct transaction {
 	bool file_open;
 	struct smtp_data_decoder dec;
 	struct queue_commit *commit;
+	/* DATA's clock (here, not in the session: idle sessions stay small) */
+	double data_end;       /* the data_timeout deadline */
+	double window_end;     /* end of the current rate window */
+	uint64_t data_bytes;   /* octets read since the 354 */
+	uint64_t window_bytes; /* data_bytes when the window began */
+	unsigned windows;      /* rate windows completed (the first is grace) */
 };
 
 struct session {
@@ -71,6 +94,7 @@ struct session {
 	struct session *prev, *next;
 	uint64_t sid;
 	struct sockaddr_storage peer;
+	uint32_t ticket; /* the listener's slot, handed back at the end */
 	char peer_ip[64];
 	unsigned peer_port;
 	enum session_state state;
@@ -83,7 +107,12 @@ struct session {
 	const char *tls_refusal; /* verify failed: the next command gets it */
 	bool discarding; /* inside a command line that is too long */
 	bool stalled; /* input waits for room in the output buffer */
-	unsigned errors, commands, messages;
+	bool sync_exempt; /* smtp_sync off for this client */
+	enum command_timer ctimer;
+	enum smtp_verb last_verb; /* for "timeout after VERB" */
+	size_t pending_after; /* octets read after the command being run */
+	double wait_start;    /* ST_COMMAND, CT_WAIT: since when */
+	unsigned errors, commands, messages, junk;
 	struct transaction *tx;
 };
 
@@ -110,6 +139,95 @@ static const struct config *cfg_of(const struct session *s)
 	return s->gen->cfg;
 }
 
+static double now_of(const struct session *s)
+{
+	return ev_now(s->srv->loop);
+}
+
+/* ---- limits, shrunk under stress (Postfix's stress values) ---------- */
+
+static double command_timeout(const struct session *s)
+{
+	const struct config *cfg = cfg_of(s);
+
+	if (s->srv->stress && cfg->stress_timeout < cfg->command_timeout)
+		return cfg->stress_timeout;
+	return cfg->command_timeout;
+}
+
+static double tls_timeout(const struct session *s)
+{
+	const struct config *cfg = cfg_of(s);
+
+	if (s->srv->stress && cfg->stress_timeout < cfg->tls_timeout)
+		return cfg->stress_timeout;
+	return cfg->tls_timeout;
+}
+
+static unsigned error_limit(const struct session *s)
+{
+	return s->srv->stress ? 1 : cfg_of(s)->max_errors;
+}
+
+static unsigned junk_limit(const struct session *s)
+{
+	return s->srv->stress ? 1 : cfg_of(s)->junk_command_limit;
+}
+
+/* ---- deadlines -------------------------------------------------------- */
+
+/* conn_set_timeout stops the timer at 0: a deadline already past fires at
+ * the next turn of the loop instead. */
+static void arm_at(struct session *s, double when)
+{
+	double left = when - now_of(s);
+
+	conn_set_timeout(&s->conn, left > 0.001 ? left : 0.001);
+}
+
+/* ST_COMMAND: the wait for a command and each command line have their own
+ * deadline from their start; octets that trickle in move neither. */
+static void arm_command_timer(struct session *s)
+{
+	size_t len;
+	bool mid_line;
+
+	conn_input(&s->conn, &len);
+	mid_line = len > 0 || s->discarding;
+	if (mid_line && s->ctimer != CT_LINE) {
+		s->ctimer = CT_LINE;
+		arm_at(s, now_of(s) + command_timeout(s));
+	} else if (!mid_line && s->ctimer != CT_WAIT) {
+		s->ctimer = CT_WAIT;
+		s->wait_start = now_of(s);
+		arm_at(s, s->wait_start + command_timeout(s));
+	}
+}
+
+/* ST_DATA: the next check is the end of the rate window or the end of
+ * the whole DATA phase, whichever comes first. */
+static void arm_data_timer(struct session *s)
+{
+	double when = s->tx->data_end;
+
+	if (cfg_of(s)->min_data_rate > 0 && s->tx->window_end < when)
+		when = s->tx->window_end;
+	arm_at(s, when);
+}
+
+static void start_data_clock(struct session *s)
+{
+	const struct config *cfg = cfg_of(s);
+	struct transaction *tx = s->tx;
+	double now = now_of(s);
+
+	tx->data_end = now + cfg->data_timeout;
+	tx->window_end = now + cfg->data_rate_window;
+	tx->data_bytes = tx->window_bytes = 0;
+	tx->windows = 0;
+	arm_data_timer(s);
+}
+
 static void log_session(struct logline *l, const struct session *s,
 			enum log_level level, const char *event)
 {
@@ -123,13 +241,18 @@ static void enter_state(struct session *s, enum session_state next)
 {
 	s->state = next;
 	switch (next) {
+	case ST_GREET:
+		conn_set_reading(&s->conn, true);
+		conn_set_timeout(&s->conn, cfg_of(s)->greet_pause);
+		break;
 	case ST_COMMAND:
 		conn_set_reading(&s->conn, true);
-		conn_set_timeout(&s->conn, cfg_of(s)->command_timeout);
+		s->ctimer = CT_NONE;
+		arm_command_timer(s);
 		break;
 	case ST_DATA:
 		conn_set_reading(&s->conn, true);
-		conn_set_timeout(&s->conn, cfg_of(s)->data_timeout);
+		start_data_clock(s);
 		break;
 	case ST_SYNC:
 		/* Pipelined input waits until the reply for this message. */
@@ -138,12 +261,12 @@ static void enter_state(struct session *s, enum session_state next)
 		break;
 	case ST_TLS:
 		conn_set_reading(&s->conn, false);
-		conn_set_timeout(&s->conn, cfg_of(s)->tls_timeout);
+		conn_set_timeout(&s->conn, tls_timeout(s));
 		break;
 	case ST_CLOSING:
 		/* Bounded too: a client that never reads its 421 goes away. */
 		conn_set_reading(&s->conn, false);
-		conn_set_timeout(&s->conn, cfg_of(s)->command_timeout);
+		conn_set_timeout(&s->conn, command_timeout(s));
 		break;
 	}
 }
@@ -152,6 +275,32 @@ static void close_after_reply(struct session *s, enum close_reason why)
 {
 	s->close_reason = why;
 	enter_state(s, ST_CLOSING);
+}
+
+static void send_line(struct session *s, const char *line);
+
+/* The hard error limit or the junk-command limit is reached: one 421. */
+static void too_many_errors(struct session *s, enum close_reason why)
+{
+	char text[300];
+
+	if (s->state == ST_CLOSING)
+		return;
+	snprintf(text, sizeof(text), "421 4.7.0 %s Error: too many errors",
+		 cfg_of(s)->hostname);
+	send_line(s, text);
+	close_after_reply(s, why);
+}
+
+/* NOOP, RSET, VRFY, HELP and every refused command (Postfix's junk
+ * commands, plus HELP and errors) count towards junk_command_limit; the
+ * one beyond it gets the 421. False when the session is closing. */
+static bool junk_allowed(struct session *s)
+{
+	if (++s->junk <= junk_limit(s))
+		return true;
+	too_many_errors(s, CLOSE_JUNK);
+	return false;
 }
 
 static void send_line(struct session *s, const char *line)
@@ -166,7 +315,8 @@ static void send_line(struct session *s, const char *line)
 static void reply(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Every 4xx/5xx counts towards max_errors, as Postfix's hard limit. */
+/* Every 4xx/5xx counts towards max_errors, as Postfix's hard limit, and
+ * as a junk command; a 421 closes the session anyway. */
 static void reply(struct session *s, const char *fmt, ...)
 {
 	char text[600];
@@ -176,14 +326,30 @@ static void reply(struct session *s, const char *fmt, ...)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	send_line(s, text);
-	if (text[0] != '4' && text[0] != '5')
+	if ((text[0] != '4' && text[0] != '5') || strncmp(text, "421", 3) == 0)
 		return;
-	if (++s->errors < cfg_of(s)->max_errors)
-		return;
-	snprintf(text, sizeof(text), "421 4.7.0 %s Error: too many errors",
-		 cfg_of(s)->hostname);
-	send_line(s, text);
-	close_after_reply(s, CLOSE_ERRORS);
+	if (++s->errors >= error_limit(s))
+		too_many_errors(s, CLOSE_ERRORS);
+	else
+		junk_allowed(s);
+}
+
+/* RFC 5321 4.5.3.2 / RFC 2920 3.1 broken: the client did not wait for a
+ * reply it had to wait for. Refused and closed, as Exim and Postfix do. */
+static void sync_error(struct session *s, const char *stage)
+{
+	struct logline l;
+	size_t len;
+
+	conn_input(&s->conn, &len);
+	log_session(&l, s, LOG_WARN, "sync_error");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "stage", "%s", stage);
+	log_kv(&l, "pending", "%zu", len);
+	log_end(&l);
+	conn_consume(&s->conn, len);
+	send_line(s, "554 5.5.0 Error: SMTP synchronization error");
+	close_after_reply(s, CLOSE_SYNC);
 }
 
 static const char *stage_name(const struct session *s, enum smtp_verb verb)
@@ -492,13 +658,40 @@ bool smtp_relay_allowed(const struct config *cfg, const struct sockaddr *peer,
 	const char *domain = a->mailbox + a->domain;
 	size_t len = a->mailbox_len - a->domain;
 
+	/* <postmaster> without a domain has no route of its own: the session
+	 * maps it to [gateway] postmaster, or refuses it here. */
+	if (len == 0)
+		return false;
 	if (config_is_relay_client(cfg, peer))
 		return true;
 	if (a->has_route || a->routing_chars || a->literal)
 		return false;
-	if (len == 0)
-		return true; /* <postmaster>: always accepted (RFC 5321 4.5.1) */
 	return config_is_relay_domain(cfg, domain, len);
+}
+
+/* <postmaster> without a domain (RFC 5321 4.1.1.3) becomes [gateway]
+ * postmaster; without one it is refused as relaying would be. */
+static bool postmaster_address(struct session *s, struct smtp_addr *a)
+{
+	const char *to = cfg_of(s)->postmaster;
+	struct logline l;
+
+	if (to == NULL) {
+		reject(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
+		       a->mailbox);
+		return false;
+	}
+	memset(a, 0, sizeof(*a));
+	snprintf(a->mailbox, sizeof(a->mailbox), "%s", to);
+	a->mailbox_len = strlen(a->mailbox);
+	a->local_len = (size_t)(strrchr(a->mailbox, '@') - a->mailbox);
+	a->domain = a->local_len + 1;
+	log_session(&l, s, LOG_INFO, "postmaster");
+	log_kv(&l, "client", "%s", s->peer_ip);
+	log_kv(&l, "orig_to", "<postmaster>");
+	log_kv(&l, "to", "<%s>", to);
+	log_end(&l);
+	return true;
 }
 
 static bool rcpt_policy_allows(struct session *s, const struct smtp_addr *a)
@@ -511,11 +704,6 @@ static bool rcpt_policy_allows(struct session *s, const struct smtp_addr *a)
 	for (size_t i = 0; i < len && i < SMTP_DOMAIN_MAX; i++)
 		domain[i] = (char)tolower((unsigned char)a->mailbox[a->domain + i]);
 	domain[len < SMTP_DOMAIN_MAX ? len : SMTP_DOMAIN_MAX] = '\0';
-	/* <postmaster> without a domain is ours: its domain is our name. */
-	if (len == 0)
-		len = snprintf(domain, sizeof(domain), "%s", cfg->hostname);
-	for (char *c = domain; *c != '\0'; c++)
-		*c = (char)tolower((unsigned char)*c);
 	facts_for(s, HOOK_RCPT, &f);
 	f.recipient = a->mailbox;
 	f.domain = domain;
@@ -541,8 +729,12 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 		reject_path(s, SMTP_VERB_RCPT, st, &addr, bad, bad_len);
 		return;
 	}
-	if (!smtp_relay_allowed(cfg_of(s), (const struct sockaddr *)&s->peer,
-				&addr)) {
+	if (addr.mailbox_len == addr.domain) {
+		if (!postmaster_address(s, &addr))
+			return;
+	} else if (!smtp_relay_allowed(cfg_of(s),
+				       (const struct sockaddr *)&s->peer,
+				       &addr)) {
 		reject(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
 		       addr.mailbox);
 		return;
@@ -632,6 +824,10 @@ static bool open_spool_file(struct session *s)
 static void do_data(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
+	if (s->pending_after > 0 && !s->sync_exempt) {
+		sync_error(s, "DATA"); /* message text before the 354 */
+		return;
+	}
 	if (!open_spool_file(s)) {
 		reject(s, SMTP_VERB_DATA, "451 4.3.0 Error: queue file write error");
 		tx_free(s);
@@ -645,6 +841,8 @@ static void do_data(struct session *s, const struct smtp_cmd *cmd)
 static void do_rset(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
+	if (!junk_allowed(s))
+		return;
 	tx_free(s);
 	reply(s, "250 2.0.0 Ok");
 }
@@ -652,7 +850,8 @@ static void do_rset(struct session *s, const struct smtp_cmd *cmd)
 static void do_noop(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
-	reply(s, "250 2.0.0 Ok");
+	if (junk_allowed(s))
+		reply(s, "250 2.0.0 Ok");
 }
 
 static void do_quit(struct session *s, const struct smtp_cmd *cmd)
@@ -668,13 +867,15 @@ static void do_vrfy(struct session *s, const struct smtp_cmd *cmd)
 		reject(s, SMTP_VERB_VRFY, "501 5.5.4 Syntax: VRFY address");
 		return;
 	}
-	reply(s, "252 2.0.0 Send some mail, I'll try my best");
+	if (junk_allowed(s))
+		reply(s, "252 2.0.0 Send some mail, I'll try my best");
 }
 
 static void do_help(struct session *s, const struct smtp_cmd *cmd)
 {
 	(void)cmd;
-	reply(s, "214 2.0.0 See RFC 5321");
+	if (junk_allowed(s))
+		reply(s, "214 2.0.0 See RFC 5321");
 }
 
 static void do_starttls(struct session *s, const struct smtp_cmd *cmd)
@@ -769,6 +970,13 @@ static void handle_command(struct session *s, const char *line, size_t len)
 					    : "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
+	s->last_verb = cmd.verb;
+	if ((cmd.verb == SMTP_VERB_HELO || cmd.verb == SMTP_VERB_EHLO) &&
+	    s->pending_after > 0 && !s->sync_exempt) {
+		/* EHLO/HELO end a pipelined group (RFC 2920 3.1). */
+		sync_error(s, smtp_verb_name(cmd.verb));
+		return;
+	}
 	if ((cmd.verb == SMTP_VERB_HELO || cmd.verb == SMTP_VERB_EHLO) &&
 	    cmd.arg_len == 0) {
 		reject(s, cmd.verb, "501 5.5.4 Syntax: %s hostname",
@@ -797,6 +1005,8 @@ static size_t take_command_line(struct session *s, const char *in, size_t len)
 		return 0;
 	}
 	line_len = (size_t)(lf - in) + 1;
+	s->ctimer = CT_NONE; /* the next line has a deadline of its own */
+	s->pending_after = len - line_len;
 	if (s->discarding || line_len > SMTP_COMMAND_LINE_MAX) {
 		s->discarding = false;
 		s->commands++;
@@ -869,6 +1079,7 @@ static size_t take_data(struct session *s, const char *in, size_t len)
 	/* Past the limit, keep reading to the end but stop writing. */
 	if (limit == 0 || tx->dec.size <= limit)
 		spool_file_write(&tx->file, data_scratch, out_len);
+	tx->data_bytes += used;
 	if (st == SMTP_DATA_END)
 		end_of_data(s);
 	return used;
@@ -876,7 +1087,14 @@ static size_t take_data(struct session *s, const char *in, size_t len)
 
 static void process_input(struct session *s)
 {
+	size_t pregreet;
+
 	s->stalled = false;
+	conn_input(&s->conn, &pregreet);
+	if (s->state == ST_GREET && pregreet > 0) {
+		sync_error(s, "greeting"); /* talked before the banner */
+		return;
+	}
 	while (s->state == ST_COMMAND || s->state == ST_DATA) {
 		size_t len, used;
 		const char *in = conn_input(&s->conn, &len);
@@ -895,6 +1113,8 @@ static void process_input(struct session *s)
 			break;
 		conn_consume(&s->conn, used);
 	}
+	if (s->state == ST_COMMAND)
+		arm_command_timer(s);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -920,6 +1140,10 @@ static const char *reason_name(enum close_reason why)
 		return "tls";
 	case CLOSE_POLICY:
 		return "policy";
+	case CLOSE_SYNC:
+		return "sync_error";
+	case CLOSE_JUNK:
+		return "too_many_junk_commands";
 	}
 	return "none";
 }
@@ -927,6 +1151,8 @@ static const char *reason_name(enum close_reason why)
 static const char *state_name(enum session_state st)
 {
 	switch (st) {
+	case ST_GREET:
+		return "GREET";
 	case ST_COMMAND:
 		return "COMMAND";
 	case ST_DATA:
@@ -940,6 +1166,8 @@ static const char *state_name(enum session_state st)
 	}
 	return "?";
 }
+
+static void update_stress(struct server *srv);
 
 static void session_destroy(struct session *s)
 {
@@ -956,7 +1184,7 @@ static void session_destroy(struct session *s)
 	log_end(&l);
 	tx_free(s);
 	conn_stop(&s->conn);
-	listener_client_gone(srv->listener, &s->peer);
+	listener_client_gone(srv->listener, s->ticket);
 	generation_release(s->gen);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -966,8 +1194,69 @@ static void session_destroy(struct session *s)
 		s->next->prev = s->prev;
 	free(s->helo);
 	free(s);
-	if (--srv->n_sessions == 0 && srv->draining)
+	srv->n_sessions--;
+	update_stress(srv);
+	if (srv->n_sessions == 0 && srv->draining)
 		ev_break(srv->loop, EVBREAK_ALL);
+}
+
+/* The banner (or the connect policy's refusal). */
+static void greet(struct session *s)
+{
+	enter_state(s, ST_COMMAND);
+	if (policy_connect(s))
+		reply(s, "220 %s ESMTP smtpgw", cfg_of(s)->hostname);
+}
+
+/* ---- stress ------------------------------------------------------------ */
+
+/* A session waiting for a command gets the wait of the current mode,
+ * counted from when it began: under stress the idle go first. */
+static void rearm_idle(struct session *s)
+{
+	if (s->state == ST_COMMAND && s->ctimer == CT_WAIT)
+		arm_at(s, s->wait_start + command_timeout(s));
+}
+
+/* Stress mode (Postfix's): on above STRESS_ON of max_connections, off
+ * again at STRESS_OFF or below, logged once per transition. */
+static void update_stress(struct server *srv)
+{
+	double load = listener_load(srv->listener);
+	bool on = srv->stress ? load > STRESS_OFF : load > STRESS_ON;
+	struct logline l;
+
+	if (on == srv->stress)
+		return;
+	srv->stress = on;
+	log_begin(&l, on ? LOG_WARN : LOG_INFO, "stress");
+	log_kv(&l, "state", "%s", on ? "on" : "off");
+	log_kv(&l, "sessions", "%u", srv->n_sessions);
+	log_kv(&l, "load", "%.2f", load);
+	log_end(&l);
+	for (struct session *s = srv->sessions; s != NULL; s = s->next)
+		rearm_idle(s);
+}
+
+/* The load also moves with other workers' sessions (listener_load):
+ * looked at once a second while this worker has sessions. */
+static void stress_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct server *srv = w->data;
+
+	(void)revents;
+	update_stress(srv);
+	if (srv->n_sessions == 0)
+		ev_timer_stop(loop, w);
+}
+
+static void watch_load(struct server *srv)
+{
+	if (ev_is_active(&srv->stress_timer))
+		return;
+	ev_timer_init(&srv->stress_timer, stress_tick, 1., 1.);
+	srv->stress_timer.data = srv;
+	ev_timer_start(srv->loop, &srv->stress_timer);
 }
 
 /* Plaintext that followed STARTTLS in the same read must never count as
@@ -1024,19 +1313,77 @@ static bool settle(struct session *s)
 	}
 }
 
-static void on_timeout(struct session *s)
+/* Postfix's "timeout after VERB": the stage names the deadline that
+ * passed (command, command_line, data, data_rate, tls, closing). */
+static void log_timeout(struct session *s, const char *stage)
 {
 	struct logline l;
-	char line[300];
 
 	log_session(&l, s, LOG_INFO, "timeout");
-	log_kv(&l, "state", "%s", state_name(s->state));
+	log_kv(&l, "stage", "%s", stage);
+	log_kv(&l, "after", "%s", s->commands > 0
+					  ? smtp_verb_name(s->last_verb)
+					  : "CONNECT");
 	log_kv(&l, "client", "%s", s->peer_ip);
+	if (s->state == ST_DATA)
+		log_kv(&l, "bytes", "%llu",
+		       (unsigned long long)s->tx->data_bytes);
+	if (s->srv->stress)
+		log_kv(&l, "stress", "on");
 	log_end(&l);
+}
+
+static void on_timeout(struct session *s, const char *stage)
+{
+	char line[300];
+
+	log_timeout(s, stage);
 	snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded",
 		 cfg_of(s)->hostname);
 	send_line(s, line);
 	close_after_reply(s, CLOSE_TIMEOUT);
+}
+
+/* The DATA timer: the end of the whole phase, or the end of a rate window
+ * (the first one is grace). */
+static void on_data_timer(struct session *s)
+{
+	const struct config *cfg = cfg_of(s);
+	struct transaction *tx = s->tx;
+	double need = (double)cfg->min_data_rate * cfg->data_rate_window;
+
+	if (now_of(s) >= tx->data_end - 0.001) {
+		on_timeout(s, "data");
+		return;
+	}
+	if (tx->windows > 0 &&
+	    (double)(tx->data_bytes - tx->window_bytes) < need) {
+		on_timeout(s, "data_rate");
+		return;
+	}
+	tx->windows++;
+	tx->window_bytes = tx->data_bytes;
+	tx->window_end += cfg->data_rate_window;
+	arm_data_timer(s);
+}
+
+static void on_session_timer(struct session *s)
+{
+	switch (s->state) {
+	case ST_GREET:
+		greet(s); /* the pause is over and the client kept quiet */
+		break;
+	case ST_COMMAND:
+		on_timeout(s, s->ctimer == CT_LINE ? "command_line" : "command");
+		break;
+	case ST_DATA:
+		on_data_timer(s);
+		break;
+	case ST_SYNC:
+	case ST_TLS:
+	case ST_CLOSING:
+		break;
+	}
 }
 
 static void log_tls(struct session *s, const char *why)
@@ -1114,11 +1461,12 @@ static bool on_conn_event(struct conn *c, enum conn_event ev, void *owner)
 		if (s->state == ST_CLOSING || s->state == ST_TLS) {
 			/* It never read its last reply, or never finished the
 			 * handshake: nothing can be said to it any more. */
+			log_timeout(s, s->state == ST_TLS ? "tls" : "closing");
 			s->close_reason = CLOSE_TIMEOUT;
 			session_destroy(s);
 			return false;
 		}
-		on_timeout(s);
+		on_session_timer(s);
 		break;
 	case CONN_TLSREADY:
 		on_tls_ready(s);
@@ -1152,6 +1500,7 @@ static void on_committed(void *owner, bool ok, const char *qid)
 		log_kv(&l, "size", "%llu", (unsigned long long)s->tx->dec.size);
 		log_end(&l);
 		s->messages++;
+		s->junk = 0; /* a session that delivers is not idling */
 		reply(s, "250 2.0.0 Ok: queued as %s", qid);
 		s->srv->queued(s->srv, qid);
 	}
@@ -1166,20 +1515,23 @@ static void on_committed(void *owner, bool ok, const char *qid)
 }
 
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer)
+			const struct sockaddr_storage *peer, uint32_t ticket)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	struct logline l;
 
 	if (s == NULL) {
-		listener_client_gone(srv->listener, peer);
+		listener_client_gone(srv->listener, ticket);
 		close(fd);
 		return;
 	}
 	s->srv = srv;
 	s->gen = generation_retain(srv->gen);
-	s->sid = ++srv->next_sid;
+	/* Unique across the workers of a run: the worker's slot is the
+	 * remainder (a restarted worker counts again from the start). */
+	s->sid = ++srv->next_sid * SID_SLOTS + srv->slot;
 	s->peer = *peer;
+	s->ticket = ticket;
 	sockaddr_ip_text(peer, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = sockaddr_port(peer);
 	s->next = srv->sessions;
@@ -1188,12 +1540,18 @@ void smtp_session_start(struct server *srv, int fd,
 	srv->sessions = s;
 	srv->n_sessions++;
 	conn_start(&s->conn, srv->loop, fd, on_conn_event, s);
+	s->conn.deadline = true; /* input never moves a session's deadlines */
+	s->sync_exempt = config_is_sync_exempt(
+		cfg_of(s), (const struct sockaddr *)&s->peer);
 	log_session(&l, s, LOG_INFO, "connect");
 	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
 	log_end(&l);
-	enter_state(s, ST_COMMAND);
-	if (policy_connect(s))
-		reply(s, "220 %s ESMTP smtpgw", cfg_of(s)->hostname);
+	update_stress(srv);
+	watch_load(srv);
+	if (!s->sync_exempt && cfg_of(s)->greet_pause > 0)
+		enter_state(s, ST_GREET); /* greet() once it is over */
+	else
+		greet(s);
 	settle(s);
 }
 
@@ -1203,6 +1561,7 @@ void smtp_server_drain(struct server *srv)
 	char line[300];
 
 	srv->draining = true;
+	ev_timer_stop(srv->loop, &srv->stress_timer);
 	snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down",
 		 srv->gen->cfg->hostname);
 	while (s != NULL) {
@@ -1226,6 +1585,7 @@ void smtp_server_drain(struct server *srv)
 
 void smtp_server_destroy_all(struct server *srv)
 {
+	ev_timer_stop(srv->loop, &srv->stress_timer);
 	while (srv->sessions != NULL) {
 		srv->sessions->close_reason = CLOSE_SHUTDOWN;
 		session_destroy(srv->sessions);

@@ -16,8 +16,11 @@ struct config;
 struct generation;
 struct smtp_addr;
 struct queue;
+struct limits;
 struct listener;
 struct session;
+
+enum { SID_SLOTS = 64 };
 
 /* What all sessions of one worker share. New sessions take a reference to
  * the current generation; a reload replaces `gen` and nothing else. */
@@ -29,15 +32,20 @@ struct server {
 	 * the id on to the queue manager. */
 	void (*queued)(struct server *srv, const char *qid);
 	struct listener *listener;
+	struct limits *limits; /* shared by every worker; made before fork */
 	struct session *sessions;
 	unsigned n_sessions;
 	uint64_t next_sid;
+	unsigned slot; /* the worker's, 1..SID_SLOTS-1: part of every sid */
 	bool draining;
+	bool stress; /* stress mode: shorter waits, lower limits */
+	ev_timer stress_timer; /* looks at the load every second */
 };
 
-/* Takes ownership of fd (non-blocking, already counted by the listener). */
+/* Takes ownership of fd (non-blocking, already counted by the listener,
+ * which gave it `ticket` to hand back through listener_client_gone). */
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer);
+			const struct sockaddr_storage *peer, uint32_t ticket);
 
 /* SIGTERM: sessions waiting for a sync get their reply, the others 421;
  * the loop is broken once the last session is gone. */

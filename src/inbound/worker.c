@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/ipc.h"
 #include "core/log.h"
+#include "inbound/limits.h"
 #include "inbound/listener.h"
 #include "inbound/smtp_server.h"
 #include "policy/generation.h"
@@ -193,6 +194,7 @@ int worker_run(struct ev_loop *loop, struct generation *gen,
 	       const struct worker_args *a)
 {
 	struct worker w = {.srv = {.loop = loop, .gen = gen,
+				   .limits = a->limits,
 				   .queued = on_queued},
 			   .notify_fd = a->notify_fd};
 	char err[512];
@@ -204,6 +206,8 @@ int worker_run(struct ev_loop *loop, struct generation *gen,
 		goto out;
 	}
 	queue_set_slot(w.srv.queue, a->slot);
+	w.srv.slot = a->slot;
+	limits_set_worker(a->limits, a->slot);
 	w.backlog = calloc(BACKLOG_MAX, sizeof(*w.backlog));
 	w.srv.listener = listener_open(&w.srv, a->listen, a->n_listen);
 	if (w.srv.listener == NULL || w.backlog == NULL) {

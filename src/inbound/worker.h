@@ -11,12 +11,14 @@
 #include <stddef.h>
 
 struct generation;
+struct limits;
 
 struct worker_args {
 	unsigned slot;	   /* distinct among live processes: queue ids */
 	const int *listen; /* shared listening sockets (not owned) */
 	size_t n_listen;
 	int notify_fd; /* the queue manager's mailbox */
+	struct limits *limits; /* connections of every worker (shared) */
 };
 
 /*

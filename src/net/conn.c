@@ -241,6 +241,18 @@ void conn_start(struct conn *c, struct ev_loop *loop, int fd,
 	c->timer.data = c;
 }
 
+/* close(2) with unread input sends a reset, and a reset can make the peer
+ * lose the reply it has not read yet (our 421 or 554): drop what is
+ * queued first. Bounded: a peer that keeps sending gets its reset. */
+static void drain_input(int fd)
+{
+	char sink[4096];
+
+	for (int i = 0; i < 16; i++)
+		if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+			break;
+}
+
 void conn_stop(struct conn *c)
 {
 	ev_io_stop(c->loop, &c->io);
@@ -251,8 +263,11 @@ void conn_stop(struct conn *c)
 		tls_free(c->tls);
 		c->tls = NULL;
 	}
-	if (c->fd >= 0)
+	if (c->fd >= 0) {
+		if (!c->connecting)
+			drain_input(c->fd);
 		close(c->fd);
+	}
 	c->fd = -1;
 	buffer_put(&c->in);
 	buffer_put(&c->out);

@@ -20,7 +20,7 @@ enum { CONN_BUF_SIZE = 16384 };
 enum conn_event {
 	CONN_DATAIN,  /* new bytes are in the input buffer */
 	CONN_DRAINED, /* output that had to wait has all been written */
-	CONN_TIMEOUT, /* no input for the idle timeout */
+	CONN_TIMEOUT, /* the timer of conn_set_timeout fired */
 	CONN_EOF,     /* the peer closed its side */
 	CONN_ERROR,   /* read or write failed; the connection is unusable */
 	CONN_TLSREADY, /* the STARTTLS handshake completed */
@@ -64,18 +64,23 @@ struct conn {
 	void *owner;
 	bool connecting; /* conn_connect: waiting for the connection */
 	bool deadline;	 /* the timeout is a deadline: reads do not
-			    restart it (outbound replies are timed whole) */
+			    restart it (outbound replies are timed whole;
+			    inbound sessions arm each deadline themselves) */
 	int sock_error;	 /* errno of a failed conn_connect, else 0 */
 };
 
 void conn_start(struct conn *c, struct ev_loop *loop, int fd,
 		conn_handler *handler, void *owner);
-/* Closes the socket and returns the buffers; the struct is the owner's. */
+/* Closes the socket and returns the buffers; the struct is the owner's.
+ * Input already queued in the kernel is read and dropped first (bounded),
+ * so the close is a FIN, not a reset that could destroy the last reply. */
 void conn_stop(struct conn *c);
 
 /* Input is read only while the owner wants it (back-pressure). */
 void conn_set_reading(struct conn *c, bool on);
-/* Arms the idle timer (0 disarms it); every read restarts it. */
+/* Arms the timer to fire `seconds` from now (0 disarms it). Without
+ * `deadline` every read restarts it (an idle timeout); with it, only the
+ * owner moves it, so a peer that drips bytes cannot stretch it. */
 void conn_set_timeout(struct conn *c, double seconds);
 
 const char *conn_input(const struct conn *c, size_t *len);

@@ -12,6 +12,13 @@
  * before anything else happens, so a restart never delivers a sent
  * recipient again; a bounced one stays owed until the DSN that reports it
  * is synced ("notified"), and only then may the message go.
+ *
+ * The scheduler (run_queue) runs from the loop only, from its own two
+ * timers: `soon` (work was recorded) and `wake` (a retry comes due). Nothing
+ * else calls it: admitting a message, a flush, a DSN that reached the spool
+ * and a finishing job only record what changed and kick. A callback may
+ * thus go on using its message after that: only the scheduler frees one
+ * (finish_if_done), and never under a caller that still holds it.
  */
 #include "outbound/delivery.h"
 
@@ -78,6 +85,13 @@ struct job {
 	char failure[800]; /* why the last try failed, for a deferral */
 };
 
+/* A queued message whose file could not be read for the moment (out of
+ * descriptors or memory): read again at the next retry. */
+struct unread {
+	struct unread *next;
+	char qid[QUEUE_ID_LEN + 1];
+};
+
 struct delivery {
 	struct ev_loop *loop;
 	struct queue *queue;
@@ -85,9 +99,12 @@ struct delivery {
 	struct generation *const *current;
 	struct message *messages;
 	struct job *jobs;
+	struct unread *unread;
+	double unread_at; /* when the unread are read again */
 	unsigned active;
 	uint64_t next_id;
-	ev_timer wake;
+	ev_timer wake; /* the earliest retry of a message without jobs */
+	ev_timer soon; /* kicked: run the queue at the loop's next turn */
 	bool stopping;
 };
 
@@ -119,23 +136,28 @@ static void message_free(struct message *m)
 	free(m);
 }
 
-static struct message *message_load(struct delivery *d, const char *qid)
+/* NULL when it cannot be taken in: `again` says whether that is the
+ * moment's (out of descriptors or memory) rather than the message's. */
+static struct message *message_load(struct delivery *d, const char *qid,
+				    bool *again)
 {
 	struct message *m = calloc(1, sizeof(*m));
 	struct queued_message file;
 	char err[200];
 	size_t n;
 
+	*again = true;
 	if (m == NULL)
 		return NULL;
-	errno = 0;
 	if (!queue_open_message(d->queue, qid, &m->env, &file, err,
 				sizeof(err))) {
-		/* Gone (queue delete) is fine; unreadable as a queue file is
-		 * set aside rather than left to fail at every start. */
-		if (errno != ENOENT)
+		/* Gone (queue delete) is fine; not a queue file is set aside
+		 * rather than left to fail at every start. */
+		*again = errno != ENOENT && errno != EBADMSG;
+		if (errno == EBADMSG)
 			queue_quarantine(d->queue, qid);
-		log_msg(LOG_ERR, "delivery_load", "%s", err);
+		log_msg(LOG_ERR, "delivery_load", "%s%s", err,
+			*again ? "; read again later" : "");
 		free(m);
 		return NULL;
 	}
@@ -183,7 +205,8 @@ static void rcpt_domain(const struct delivery *d, const char *rcpt, char *out,
 
 /* Arms the timer for the next due message. One that is already due was
  * held back by a concurrency limit: a finishing job kicks the runner, and
- * a one-second poll covers the rest, so the loop never spins on it. */
+ * a one-second poll covers the rest, so the loop never spins on it. A kick
+ * has its own timer, so this never delays one. */
 static void schedule(struct delivery *d)
 {
 	double next = INFINITY, now = now_s(d);
@@ -191,6 +214,8 @@ static void schedule(struct delivery *d)
 	for (struct message *m = d->messages; m != NULL; m = m->next)
 		if (m->jobs == 0 && m->next_attempt < next)
 			next = m->next_attempt;
+	if (d->unread != NULL && d->unread_at < next)
+		next = d->unread_at;
 	ev_timer_stop(d->loop, &d->wake);
 	if (next == INFINITY)
 		return;
@@ -198,12 +223,15 @@ static void schedule(struct delivery *d)
 	ev_timer_start(d->loop, &d->wake);
 }
 
-/* Runs the queue from the loop, not from inside a job's callback. */
+/* Something changed (a message came in, a job ended, a flush): the queue
+ * runs at the loop's next turn, never from inside the caller, which may
+ * still hold a message the run would free. Kicks before that run are one. */
 static void kick(struct delivery *d)
 {
-	ev_timer_stop(d->loop, &d->wake);
-	ev_timer_set(&d->wake, 0, 0);
-	ev_timer_start(d->loop, &d->wake);
+	if (d->stopping || ev_is_active(&d->soon))
+		return;
+	ev_timer_set(&d->soon, 0, 0);
+	ev_timer_start(d->loop, &d->soon);
 }
 
 /* retry_min, doubling per attempt, up to retry_max (Postfix's
@@ -297,7 +325,8 @@ static void mark_notified(struct delivery *d, struct message *m, size_t i,
 }
 
 /* Only now, with the DSN synced, are its recipients settled; a DSN that
- * failed leaves them owed, for the next round to try again. */
+ * failed leaves them owed, for the next round to try again. delivery_add
+ * only records the DSN, so `m` is still ours until finish_if_done. */
 static void on_dsn_queued(void *owner, bool ok, const char *qid)
 {
 	struct dsn_commit *c = owner;
@@ -839,6 +868,25 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 	return false;
 }
 
+/* The queue file did not open. Deleted (queue delete), or no longer a
+ * queue file (set aside): nothing left to send. Anything else (out of
+ * descriptors, say) is the moment's, not the message's: a deferral. */
+static void job_unopened(struct job *j, int error, const char *why)
+{
+	char text[300];
+
+	if (error != ENOENT && error != EBADMSG) {
+		snprintf(text, sizeof(text), "4.3.0 %s", why);
+		job_defer(j, text);
+		return;
+	}
+	log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, why);
+	if (error == EBADMSG)
+		queue_quarantine(j->d->queue, j->m->qid);
+	j->m->gone = true;
+	job_done(j);
+}
+
 static void job_begin(struct job *j)
 {
 	const struct domain_rule *rule =
@@ -848,10 +896,7 @@ static void job_begin(struct job *j)
 
 	if (!queue_open_message(j->d->queue, j->m->qid, &e, &j->file, err,
 				sizeof(err))) {
-		/* Deleted (queue delete) or unreadable: nothing left to send. */
-		log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, err);
-		j->m->gone = true;
-		job_done(j);
+		job_unopened(j, errno, err);
 		return;
 	}
 	envelope_free(&e);
@@ -958,16 +1003,38 @@ static void plan_message(struct delivery *d, struct message *m)
 	}
 }
 
+static bool admit_message(struct delivery *d, const char *qid);
+
+/* The messages that could not be read last time, again. */
+static void read_again(struct delivery *d)
+{
+	struct unread *u = d->unread;
+
+	d->unread = NULL;
+	while (u != NULL) {
+		struct unread *next = u->next;
+
+		admit_message(d, u->qid);
+		free(u);
+		u = next;
+	}
+}
+
 /* Plans every due message first and begins the jobs afterwards, by id: a
  * job that ends at once (an unreadable file, a policy failure) may finish
- * its message, which must not happen under the planning loop's feet. */
+ * its message, which must not happen under the planning loop's feet. Such
+ * a job kicks again, so the room it leaves is used at the next turn. Only
+ * the timers call this (see the top of the file). */
 static void run_queue(struct delivery *d)
 {
 	double now = now_s(d);
 	uint64_t first = d->next_id + 1, last;
 
+	ev_timer_stop(d->loop, &d->soon);
 	if (d->stopping)
 		return;
+	if (d->unread != NULL && d->unread_at <= now)
+		read_again(d);
 	for (struct message *m = d->messages, *next; m != NULL; m = next) {
 		next = m->next;
 		if (m->next_attempt > now)
@@ -995,7 +1062,8 @@ static void run_queue(struct delivery *d)
 	schedule(d);
 }
 
-static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* `wake` and `soon`: the only callers of run_queue. */
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
@@ -1016,8 +1084,10 @@ struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 	d->queue = q;
 	d->dns = dns;
 	d->current = current;
-	ev_init(&d->wake, wake_cb);
+	ev_init(&d->wake, timer_cb);
 	d->wake.data = d;
+	ev_init(&d->soon, timer_cb);
+	d->soon.data = d;
 	return d;
 }
 
@@ -1027,6 +1097,7 @@ void delivery_stop(struct delivery *d)
 		return;
 	d->stopping = true;
 	ev_timer_stop(d->loop, &d->wake);
+	ev_timer_stop(d->loop, &d->soon);
 	while (d->jobs != NULL) {
 		d->jobs->m->jobs--;
 		job_free(d->jobs);
@@ -1044,6 +1115,12 @@ void delivery_free(struct delivery *d)
 		d->messages = m->next;
 		message_free(m);
 	}
+	while (d->unread != NULL) {
+		struct unread *u = d->unread;
+
+		d->unread = u->next;
+		free(u);
+	}
 	free(d);
 }
 
@@ -1055,15 +1132,41 @@ static bool holds_message(const struct delivery *d, const char *qid)
 	return false;
 }
 
+/* Remembered until the next retry (once, however often it is named). */
+static void remember_unread(struct delivery *d, const char *qid)
+{
+	struct unread *u;
+
+	for (u = d->unread; u != NULL; u = u->next)
+		if (strcmp(u->qid, qid) == 0)
+			return;
+	if ((u = calloc(1, sizeof(*u))) == NULL) {
+		log_msg(LOG_ERR, "delivery_load", "qid %s: out of memory; "
+			"found again at the next spool scan", qid);
+		return;
+	}
+	snprintf(u->qid, sizeof(u->qid), "%s", qid);
+	if (d->unread == NULL)
+		d->unread_at = now_s(d) + cfg_now(d)->retry_min;
+	u->next = d->unread;
+	d->unread = u;
+	kick(d); /* for schedule() to arm the retry */
+}
+
 /* Takes a queued message in; false when there is nothing to do for it
  * (or it is held already: a worker's notice can race a spool scan). */
 static bool admit_message(struct delivery *d, const char *qid)
 {
 	struct message *m;
+	bool again;
 
-	if (d->stopping || holds_message(d, qid) ||
-	    (m = message_load(d, qid)) == NULL)
+	if (d->stopping || holds_message(d, qid))
 		return false;
+	if ((m = message_load(d, qid, &again)) == NULL) {
+		if (again)
+			remember_unread(d, qid);
+		return false;
+	}
 	if (!message_pending(m) && !owes_dsn(m)) {
 		queue_remove(d->queue, qid);
 		message_free(m);
@@ -1074,10 +1177,11 @@ static bool admit_message(struct delivery *d, const char *qid)
 	return true;
 }
 
+/* Admission records and kicks; the run comes from the loop. */
 void delivery_add(struct delivery *d, const char *qid)
 {
 	if (admit_message(d, qid))
-		run_queue(d);
+		kick(d);
 }
 
 /* Every message first, then one run: a run per message would walk the
@@ -1092,7 +1196,7 @@ void delivery_load(struct delivery *d)
 		free(ids[i]);
 	}
 	free(ids);
-	run_queue(d);
+	kick(d);
 }
 
 void delivery_flush(struct delivery *d)
@@ -1101,5 +1205,5 @@ void delivery_flush(struct delivery *d)
 		m->next_attempt = 0;
 		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
 	}
-	run_queue(d);
+	kick(d);
 }

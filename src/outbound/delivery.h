@@ -24,11 +24,17 @@ struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 /* Aborts transactions in flight (their messages stay queued) and ignores
  * what is added from then on: called before the queue's last callbacks. */
 void delivery_stop(struct delivery *d);
+/* After queue_close: a DSN the sync thread still holds refers to its
+ * message until its callback has run. */
 void delivery_free(struct delivery *d);
 
-/* Every message already in the spool, at start-up. */
+/* The three below only record the work and run the queue at the loop's
+ * next turn, never from inside the call: any callback may make them. */
+/* Every message in the spool (at start-up; again later is harmless). */
 void delivery_load(struct delivery *d);
-/* A message that has just been queued. */
+/* A message that has just been queued; one already held is left alone,
+ * one that cannot be read now (out of descriptors) is read again at the
+ * next retry. */
 void delivery_add(struct delivery *d, const char *qid);
 /* Every deferred message, now (SIGUSR1, `queue flush`). */
 void delivery_flush(struct delivery *d);

@@ -1,11 +1,21 @@
 /*
  * policy: LuaJIT states for policy scripts. Embedding rules, in the manner
  * of lua-nginx-module and HAProxy's hlua.c:
- *  - every entry into Lua is a lua_pcall; nothing raised in Lua reaches C;
+ *  - every entry into Lua runs protected: one protected C function builds
+ *    the ctx, calls the hook and reads its result, another builds the
+ *    state; a panic (a bug here) jumps back to the call, which fails, and
+ *    the state is replaced;
+ *  - results are read with raw access only, so no metamethod of a returned
+ *    table ever runs;
  *  - the JIT compiler is off for the state, so the count hook that enforces
  *    the budget runs everywhere (LuaJIT never calls hooks in traces);
  *  - once over budget the hook fires at every instruction, so a pcall in the
  *    script catches the error only to meet it again at its next step;
+ *  - work done in C is bounded too: the pattern functions, string.rep and
+ *    string.format are sandbox_str.c's, and every allocation goes through a
+ *    wrapper of LuaJIT's allocator that refuses to pass [policy] max_memory
+ *    (and, for large blocks, the time budget); a state that hit the memory
+ *    cap is closed and rebuilt from the same script text;
  *  - scripts and modules are loaded as text only (bytecode can break out of
  *    any sandbox), from lua/ and the script's own folder only;
  *  - the state belongs to one generation of the configuration and is only
@@ -14,20 +24,32 @@
 #include "policy/policy.h"
 
 #include "core/log.h"
+#include "policy/sandbox_str.h"
 
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <setjmp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { HOOK_EVERY = 1000, MAX_SCRIPT_SIZE = 1 << 20, MAX_TEXT = 380 };
+enum {
+	HOOK_EVERY = 1000,
+	MAX_SCRIPT_SIZE = 1 << 20,
+	MAX_TEXT = 380,
+	/* allocations this large check the clock, and C work is checked
+	 * against it every WORK_CHECK units */
+	BIG_ALLOC = 256 << 10,
+	WORK_CHECK = 1 << 16,
+};
 
 static const char *const hook_names[HOOK_COUNT] = {
 	[HOOK_SERVER_TLS] = "server_tls", [HOOK_CLIENT_TLS] = "client_tls",
@@ -63,6 +85,9 @@ enum cached_string {
 	S_PEER_NONE,
 	S_PEER_UNTRUSTED,
 	S_PEER_TRUSTED,
+	S_ACTION,
+	S_CODE,
+	S_TEXT,
 	S_HOOK0, /* + enum policy_hook */
 	S_LEVEL0 = S_HOOK0 + HOOK_COUNT, /* + enum tls_level */
 	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_VERIFY + 1,
@@ -92,6 +117,9 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_PEER_NONE] = "none",
 	[S_PEER_UNTRUSTED] = "untrusted",
 	[S_PEER_TRUSTED] = "trusted",
+	[S_ACTION] = "action",
+	[S_CODE] = "code",
+	[S_TEXT] = "text",
 	[S_HOOK0 + HOOK_SERVER_TLS] = "server_tls",
 	[S_HOOK0 + HOOK_CLIENT_TLS] = "client_tls",
 	[S_HOOK0 + HOOK_CONNECT] = "connect",
@@ -104,26 +132,50 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_LEVEL0 + TLS_LEVEL_VERIFY] = "verify",
 };
 
-struct policy {
+/* One Lua state and what lives in it. Rebuilt whole when poisoned. */
+struct vm {
 	lua_State *L;
-	const struct config *cfg;
-	char *script;
-	char *script_dir;
-	char *lua_dir;
+	struct policy *p;
+	lua_Alloc alloc; /* LuaJIT's own allocator, wrapped by vm_alloc */
+	void *alloc_ud;
+	size_t used, cap;   /* bytes held by the state; [policy] max_memory */
+	bool over_memory;   /* an allocation was refused at the cap */
+	bool poisoned;	    /* never used again: over the cap, or a panic */
+	bool panicked;	    /* never closed either */
 	int hook_ref[HOOK_COUNT];
 	int host_ref;
 	int strings_ref; /* array of the cached strings, index + 1 */
 	int ctx_ref, client_ref, tls_ref; /* reused: refilled at every call */
+	int decide_ref;			  /* decide(), for lua_pcall */
+	struct sandbox_budget budget;	  /* for sandbox_str.c */
+};
+
+struct policy {
+	const struct config *cfg;
+	char *script;
+	char *script_dir;
+	char *lua_dir;
+	char *source; /* the script's text, for rebuilding the state */
+	size_t source_len;
+	bool has_hook[HOOK_COUNT];
+	struct vm *vm; /* NULL: no script, or a rebuild failed */
+	unsigned rebuilds;
+	struct timespec retry_at; /* after a failed rebuild: not before */
 	/* the call in progress */
 	const char *current; /* hook name, for host.log */
 	unsigned long long sid;
 	unsigned long instructions;
+	size_t work; /* C work since the clock was last read */
+	bool over_time;
 	struct timespec deadline;
 };
 
-/* The count hook has no upvalues: the one policy running on this (single)
- * thread is found here. */
+/* The count hook and the allocator have no upvalues: the one policy
+ * running on this (single) thread is found here. */
 static struct policy *running;
+
+/* Where a Lua panic jumps back to (policy_call and policy_load arm it). */
+static jmp_buf *panic_return;
 
 const char *policy_hook_name(enum policy_hook hook)
 {
@@ -137,6 +189,17 @@ const char *policy_script(const struct policy *p)
 
 /* ---- budget ----------------------------------------------------------- */
 
+enum overrun { WITHIN, OVER_INSTRUCTIONS, OVER_TIME, OVER_MEMORY };
+
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+static const char *const overrun_names[] = {
+	[WITHIN] = "within",
+	[OVER_INSTRUCTIONS] = "max_instructions",
+	[OVER_TIME] = "max_time",
+	[OVER_MEMORY] = "max_memory",
+};
+
 static bool past(const struct timespec *deadline)
 {
 	struct timespec now;
@@ -147,22 +210,45 @@ static bool past(const struct timespec *deadline)
 		now.tv_nsec >= deadline->tv_nsec);
 }
 
+/* Which budget the running call has passed, if any (reads the clock). */
+static enum overrun overrun(struct policy *p)
+{
+	if (p->vm->over_memory || p->vm->used > p->vm->cap)
+		return OVER_MEMORY;
+	if (p->over_time)
+		return OVER_TIME;
+	if (p->instructions > p->cfg->policy_max_instructions)
+		return OVER_INSTRUCTIONS;
+	if (past(&p->deadline)) {
+		p->over_time = true;
+		return OVER_TIME;
+	}
+	return WITHIN;
+}
+
+/* Raises "FILE:LINE: HOOK budget exceeded (WHICH)" for the Lua function
+ * at `level`, and makes the hook fire at every instruction from now on. */
+static int raise_overrun(lua_State *L, struct policy *p, enum overrun why,
+			 int level)
+{
+	lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+	luaL_where(L, level);
+	lua_pushfstring(L, "%s budget exceeded (%s)", p->current,
+			overrun_names[why]);
+	lua_concat(L, 2);
+	return lua_error(L);
+}
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
 	struct policy *p = running;
-	bool count;
+	enum overrun why;
 
+	(void)ar;
 	p->instructions += HOOK_EVERY;
-	count = p->instructions > p->cfg->policy_max_instructions;
-	if (!count && !past(&p->deadline))
-		return;
-	lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-	/* Where the script was when it ran out, as FILE:LINE. */
-	lua_getinfo(L, "Sl", ar);
-	lua_pushfstring(L, "%s:%d: %s budget exceeded (%s)", ar->short_src,
-			ar->currentline, p->current,
-			count ? "max_instructions" : "max_time");
-	lua_error(L);
+	why = overrun(p);
+	if (why != WITHIN)
+		raise_overrun(L, p, why, 0);
 }
 
 static void budget_start(struct policy *p, const char *what)
@@ -172,6 +258,8 @@ static void budget_start(struct policy *p, const char *what)
 	running = p;
 	p->current = what;
 	p->instructions = 0;
+	p->work = 0;
+	p->over_time = false;
 	clock_gettime(CLOCK_MONOTONIC, &p->deadline);
 	p->deadline.tv_sec += ns / 1000000000L;
 	p->deadline.tv_nsec += ns % 1000000000L;
@@ -179,49 +267,163 @@ static void budget_start(struct policy *p, const char *what)
 		p->deadline.tv_sec++;
 		p->deadline.tv_nsec -= 1000000000L;
 	}
-	lua_sethook(p->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	lua_sethook(p->vm->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
 }
 
 static void budget_stop(struct policy *p)
 {
-	lua_sethook(p->L, NULL, 0, 0);
+	lua_sethook(p->vm->L, NULL, 0, 0);
 	running = NULL;
+}
+
+/* sandbox_str.c's budget: C work counts against max_time. */
+static bool budget_spend(void *ud, size_t work)
+{
+	struct vm *vm = ud;
+	struct policy *p = vm->p;
+
+	if (running != p)
+		return true;
+	if (vm->over_memory || p->over_time)
+		return false;
+	p->work += work;
+	if (p->work < WORK_CHECK)
+		return true;
+	p->work = 0;
+	return overrun(p) == WITHIN;
+}
+
+static int budget_raise(lua_State *L, void *ud, bool memory)
+{
+	struct vm *vm = ud;
+	enum overrun why;
+
+	if (memory)
+		vm->over_memory = true;
+	why = running == vm->p ? overrun(vm->p) : OVER_TIME;
+	return raise_overrun(L, vm->p, why == WITHIN ? OVER_TIME : why, 1);
+}
+
+static size_t budget_room(void *ud)
+{
+	const struct vm *vm = ud;
+
+	return vm->used < vm->cap ? vm->cap - vm->used : 0;
+}
+
+/*
+ * Every allocation of the state passes here. Growth past the cap is
+ * refused (LuaJIT then raises "not enough memory", which the script may
+ * catch, but over_memory stays set: the hook raises again and the call
+ * fails); so is a large block once the call is past its deadline, which
+ * bounds the time `..` and table.concat of huge strings can take between
+ * two runs of the hook. Frees and shrinks always pass.
+ */
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct vm *vm = ud;
+	void *r;
+
+	if (nsize > osize) {
+		size_t grow = nsize - osize;
+
+		if (grow > vm->cap || vm->used > vm->cap - grow) {
+			vm->over_memory = true;
+			return NULL;
+		}
+		if (grow >= BIG_ALLOC && running == vm->p &&
+		    past(&vm->p->deadline)) {
+			vm->p->over_time = true;
+			return NULL;
+		}
+	}
+	r = vm->alloc(vm->alloc_ud, ptr, osize, nsize);
+	if (r != NULL || nsize == 0)
+		vm->used = vm->used - osize + nsize;
+	return r;
 }
 
 /* ---- loading ----------------------------------------------------------- */
 
-/* Reads a file and loads it as text under the chunk name "@path", so every
- * message it causes says "path:line:". */
-static int load_text(lua_State *L, const char *path)
+/* Loads buf as a text chunk named by the string on top of the stack
+ * ("@path", so that every message it causes says "path:line:"), which it
+ * replaces with the chunk or an error message. Never raises. */
+static int load_chunk(lua_State *L, const char *buf, size_t n)
+{
+	int rc;
+
+	if (n > 0 && buf[0] == LUA_SIGNATURE[0]) {
+		lua_pushfstring(L, "%s: precompiled chunks are not loaded",
+				lua_tostring(L, -1) + 1);
+		rc = LUA_ERRSYNTAX;
+	} else {
+		rc = luaL_loadbuffer(L, buf, n, lua_tostring(L, -1));
+	}
+	lua_remove(L, -2);
+	return rc;
+}
+
+/* Reads a whole text file of at most MAX_SCRIPT_SIZE octets into malloc'd
+ * memory; NULL and a message in err when it cannot. */
+static char *read_source(const char *path, size_t *len, char *err,
+			 size_t err_len)
 {
 	FILE *f = fopen(path, "re");
 	char *buf;
 	size_t n;
-	int rc;
 
 	if (f == NULL) {
-		lua_pushfstring(L, "%s: cannot open: %s", path, strerror(errno));
-		return LUA_ERRFILE;
+		snprintf(err, err_len, "%s: cannot open: %s", path,
+			 strerror(errno));
+		return NULL;
 	}
 	buf = malloc(MAX_SCRIPT_SIZE);
 	n = buf ? fread(buf, 1, MAX_SCRIPT_SIZE, f) : 0;
 	fclose(f);
 	if (buf == NULL || n == MAX_SCRIPT_SIZE) {
 		free(buf);
-		lua_pushfstring(L, "%s: missing or larger than %d octets", path,
-				MAX_SCRIPT_SIZE);
+		snprintf(err, err_len, "%s: missing or larger than %d octets",
+			 path, MAX_SCRIPT_SIZE);
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
+/* Reads a module and loads it (inside a running state: the text is read
+ * into a Lua userdata, so that a memory error raised on the way leaks
+ * nothing). */
+static int load_module(lua_State *L, const char *path)
+{
+	struct stat st;
+	FILE *f;
+	char *buf;
+	size_t n = 0;
+
+	lua_pushfstring(L, "@%s", path);
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size >= MAX_SCRIPT_SIZE) {
+		lua_pop(L, 1);
+		lua_pushfstring(L, "%s: missing, not a file or larger than %d "
+				   "octets",
+				path, MAX_SCRIPT_SIZE);
 		return LUA_ERRFILE;
 	}
-	if (n > 0 && buf[0] == LUA_SIGNATURE[0]) {
-		free(buf);
-		lua_pushfstring(L, "%s: precompiled chunks are not loaded", path);
-		return LUA_ERRSYNTAX;
+	buf = lua_newuserdata(L, (size_t)st.st_size + 1);
+	f = fopen(path, "re");
+	if (f != NULL) {
+		n = fread(buf, 1, (size_t)st.st_size + 1, f);
+		fclose(f);
 	}
-	lua_pushfstring(L, "@%s", path);
-	rc = luaL_loadbuffer(L, buf, n, lua_tostring(L, -1));
+	if (f == NULL || n > (size_t)st.st_size) {
+		lua_pop(L, 2);
+		lua_pushfstring(L, "%s: cannot read, or it changed", path);
+		return LUA_ERRFILE;
+	}
+	lua_insert(L, -2); /* userdata, name */
+	n = (size_t)load_chunk(L, buf, n);
 	lua_remove(L, -2);
-	free(buf);
-	return rc;
+	return (int)n;
 }
 
 static bool module_name_ok(const char *name)
@@ -271,7 +473,7 @@ static int sandbox_require(lua_State *L)
 	if (!find_module(p, name, path, sizeof(path)))
 		return luaL_error(L, "module '%s' not found in %s or %s", name,
 				  p->lua_dir, p->script_dir);
-	if (load_text(L, path) != 0)
+	if (load_module(L, path) != 0)
 		return lua_error(L);
 	lua_pushstring(L, name);
 	lua_call(L, 1, 1);
@@ -308,7 +510,7 @@ static int host_now(lua_State *L)
 	return 1;
 }
 
-static void open_sandbox(struct policy *p)
+static void open_sandbox(struct vm *vm)
 {
 	static const luaL_Reg libs[] = {
 		{"", luaopen_base},
@@ -321,7 +523,7 @@ static void open_sandbox(struct policy *p)
 		"setfenv", "module",  "print",	 "collectgarbage", "gcinfo",
 		"newproxy", "require", "coroutine",
 	};
-	lua_State *L = p->L;
+	lua_State *L = vm->L;
 
 	/* LuaJIT's luaopen_base also registers coroutine: removed below. */
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
@@ -333,97 +535,224 @@ static void open_sandbox(struct policy *p)
 		lua_pushnil(L);
 		lua_setglobal(L, removed[i]);
 	}
+	lua_getglobal(L, LUA_STRLIBNAME);
+	sandbox_str_open(L, -1, &vm->budget);
+	lua_getglobal(L, LUA_TABLIBNAME);
+	sandbox_tab_open(L, -1, LUA_GLOBALSINDEX, &vm->budget);
+	lua_pop(L, 2);
 	lua_newtable(L);
 	lua_setfield(L, LUA_REGISTRYINDEX, "smtpgw.loaded");
-	lua_pushlightuserdata(L, p);
+	lua_pushlightuserdata(L, vm->p);
 	lua_pushcclosure(L, sandbox_require, 1);
 	lua_setglobal(L, "require");
 }
 
-static void make_strings(struct policy *p)
+static void make_strings(struct vm *vm)
 {
-	lua_State *L = p->L;
+	lua_State *L = vm->L;
 
 	lua_createtable(L, S_COUNT, 0);
 	for (int i = 0; i < S_HOSTNAME_VALUE; i++) {
 		lua_pushstring(L, fixed_strings[i]);
 		lua_rawseti(L, -2, i + 1);
 	}
-	lua_pushstring(L, p->cfg->hostname);
+	lua_pushstring(L, vm->p->cfg->hostname);
 	lua_rawseti(L, -2, S_HOSTNAME_VALUE + 1);
-	p->strings_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	vm->strings_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_createtable(L, 0, 10);
-	p->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	vm->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_createtable(L, 0, 3);
-	p->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	vm->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_createtable(L, 0, 5);
-	p->tls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	vm->tls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static void make_host(struct policy *p)
+static void make_host(struct vm *vm)
 {
-	lua_State *L = p->L;
+	lua_State *L = vm->L;
 
 	lua_createtable(L, 0, 2);
-	lua_pushlightuserdata(L, p);
+	lua_pushlightuserdata(L, vm->p);
 	lua_pushcclosure(L, host_log, 1);
 	lua_setfield(L, -2, "log");
 	lua_pushcfunction(L, host_now);
 	lua_setfield(L, -2, "now");
-	p->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	vm->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* Runs the script and keeps a reference to each hook it returned. */
-static bool take_hooks(struct policy *p, char *err, size_t err_len)
+/* Keeps a reference to each hook of the table the script returned (on
+ * top), read raw: a metatable on it runs nothing. Raises on a problem. */
+static void take_hooks(struct vm *vm)
 {
-	lua_State *L = p->L;
+	lua_State *L = vm->L;
+	const char *script = vm->p->script;
 	int found = 0;
 
 	if (!lua_istable(L, -1)) {
-		snprintf(err, err_len, "%s: the script must return a table of "
-				       "hooks, not a %s",
-			 p->script, luaL_typename(L, -1));
-		return false;
+		lua_pushfstring(L, "%s: the script must return a table of "
+				   "hooks, not a %s",
+				script, luaL_typename(L, -1));
+		lua_error(L);
 	}
 	for (int h = 0; h < HOOK_COUNT; h++) {
-		lua_getfield(L, -1, hook_names[h]);
+		lua_pushstring(L, hook_names[h]);
+		lua_rawget(L, -2);
 		if (lua_isnil(L, -1)) {
 			lua_pop(L, 1);
 			continue;
 		}
 		if (!lua_isfunction(L, -1)) {
-			snprintf(err, err_len, "%s: hook '%s' is a %s, not a "
-					       "function",
-				 p->script, hook_names[h], luaL_typename(L, -1));
-			return false;
+			lua_pushfstring(L, "%s: hook '%s' is a %s, not a function",
+					script, hook_names[h],
+					luaL_typename(L, -1));
+			lua_error(L);
 		}
-		p->hook_ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
+		vm->hook_ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
 		found++;
 	}
-	if (found == 0)
-		snprintf(err, err_len, "%s: the script returns no hook (server_tls, "
-				       "client_tls, connect, helo, mail, rcpt)",
-			 p->script);
-	return found > 0;
+	if (found == 0) {
+		lua_pushfstring(L, "%s: the script returns no hook (server_tls, "
+				   "client_tls, connect, helo, mail, rcpt)",
+				script);
+		lua_error(L);
+	}
 }
 
-static bool run_script(struct policy *p, char *err, size_t err_len)
-{
-	lua_State *L = p->L;
-	int rc = load_text(L, p->script);
+static int decide(lua_State *L);
 
-	if (rc == 0) {
-		budget_start(p, "load");
-		rc = lua_pcall(L, 0, 1, 0);
-		budget_stop(p);
+/* Protected: the sandbox, the ctx and host tables, then the script run
+ * under the budget (armed by the caller) and its hooks taken. */
+static int build_state(lua_State *L)
+{
+	struct vm *vm = lua_touserdata(L, 1);
+	struct policy *p = vm->p;
+
+	lua_settop(L, 0);
+	open_sandbox(vm);
+	make_strings(vm);
+	make_host(vm);
+	lua_pushcfunction(L, decide);
+	vm->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushfstring(L, "@%s", p->script);
+	if (load_chunk(L, p->source, p->source_len) != 0)
+		return lua_error(L);
+	lua_call(L, 0, 1);
+	take_hooks(vm);
+	return 0;
+}
+
+/* The text of the error object on top of L, without converting it in
+ * place (that allocates, and may raise). */
+static void error_text(lua_State *L, char *buf, size_t len)
+{
+	if (lua_type(L, -1) == LUA_TSTRING)
+		snprintf(buf, len, "%s", lua_tostring(L, -1));
+	else if (lua_type(L, -1) == LUA_TNUMBER)
+		snprintf(buf, len, "%.14g", lua_tonumber(L, -1));
+	else
+		snprintf(buf, len, "error object is not a string");
+}
+
+/* A Lua panic (an error raised outside any protected call: a bug here)
+ * must not end the process: it jumps back into the call in progress,
+ * which fails and leaves the state to be replaced. */
+static int on_panic(lua_State *L)
+{
+	char msg[256];
+	struct logline l;
+
+	error_text(L, msg, sizeof(msg));
+	log_begin(&l, LOG_ERR, "policy_panic");
+	log_kv(&l, "msg", "%s", msg);
+	log_end(&l);
+	if (panic_return != NULL)
+		longjmp(*panic_return, 1);
+	abort();
+}
+
+enum { PANICKED = -1 };
+
+/* Calls f(ud) protected, with the panic guard; PANICKED poisons the
+ * state. `ref` is f as a registry reference (LUA_NOREF: none yet): then
+ * no function object is made for the call, which lua_cpcall would do. */
+static int protected_call(struct vm *vm, lua_CFunction f, int ref, void *ud)
+{
+	jmp_buf here, *outer = panic_return;
+	int rc = PANICKED;
+
+	panic_return = &here;
+	if (setjmp(here) == 0) {
+		if (ref == LUA_NOREF) {
+			rc = lua_cpcall(vm->L, f, ud);
+		} else {
+			lua_rawgeti(vm->L, LUA_REGISTRYINDEX, ref);
+			lua_pushlightuserdata(vm->L, ud);
+			rc = lua_pcall(vm->L, 1, 0, 0);
+		}
+	} else {
+		vm->poisoned = vm->panicked = true;
 	}
+	panic_return = outer;
+	return rc;
+}
+
+static void vm_free(struct vm *vm, bool panicked)
+{
+	if (vm == NULL)
+		return;
+	/* a state left by a panic is not closed: its insides are not to be
+	 * trusted, and leaking it is the safe way out */
+	if (vm->L != NULL && !panicked)
+		lua_close(vm->L);
+	free(vm);
+}
+
+/* A new state for p's script: NULL and "FILE:LINE: message" in err. */
+static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct vm *prev = p->vm;
+	int rc;
+
+	if (vm == NULL || (vm->L = luaL_newstate()) == NULL) {
+		free(vm);
+		snprintf(err, err_len, "policy: out of memory");
+		return NULL;
+	}
+	vm->p = p;
+	vm->cap = (size_t)p->cfg->policy_max_memory;
+	for (int h = 0; h < HOOK_COUNT; h++)
+		vm->hook_ref[h] = LUA_NOREF;
+	vm->budget = (struct sandbox_budget){budget_spend, budget_raise,
+					     budget_room, vm, vm->cap, 0};
+	vm->alloc = lua_getallocf(vm->L, &vm->alloc_ud);
+	vm->used = (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 +
+		   (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);
+	lua_setallocf(vm->L, vm_alloc, vm);
+	lua_atpanic(vm->L, on_panic);
+	luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+	vm->budget.stack_base = (uintptr_t)&prev;
+	p->vm = vm; /* for the budget, while the script runs */
+	budget_start(p, "load");
+	rc = protected_call(vm, build_state, LUA_NOREF, vm);
+	budget_stop(p);
+	p->vm = prev;
 	if (rc != 0) {
-		snprintf(err, err_len, "%s", lua_isstring(L, -1)
-						     ? lua_tostring(L, -1)
-						     : "error object is not a string");
-		return false;
+		if (rc == PANICKED)
+			snprintf(err, err_len, "%s: Lua panic while loading",
+				 p->script);
+		else
+			error_text(vm->L, err, err_len);
+		if (rc == LUA_ERRMEM && (vm->over_memory || p->over_time))
+			snprintf(err, err_len, "%s: load budget exceeded (%s)",
+				 p->script,
+				 overrun_names[vm->over_memory ? OVER_MEMORY
+							       : OVER_TIME]);
+		vm_free(vm, vm->panicked);
+		return NULL;
 	}
-	return take_hooks(p, err, err_len);
+	lua_settop(vm->L, 0);
+	return vm;
 }
 
 static char *dir_of(const char *path)
@@ -445,29 +774,23 @@ struct policy *policy_load(const struct config *cfg, const char *lua_dir,
 		return NULL;
 	}
 	p->cfg = cfg;
-	for (int h = 0; h < HOOK_COUNT; h++)
-		p->hook_ref[h] = LUA_NOREF;
 	if (cfg->policy_script == NULL)
 		return p;
 	p->script = strdup(cfg->policy_script);
 	p->script_dir = dir_of(cfg->policy_script);
 	p->lua_dir = strdup(lua_dir);
-	p->L = luaL_newstate();
-	if (p->script == NULL || p->script_dir == NULL || p->lua_dir == NULL ||
-	    p->L == NULL) {
+	if (p->script == NULL || p->script_dir == NULL || p->lua_dir == NULL) {
 		snprintf(err, err_len, "policy: out of memory");
 		policy_free(p);
 		return NULL;
 	}
-	luaJIT_setmode(p->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-	open_sandbox(p);
-	make_strings(p);
-	make_host(p);
-	if (!run_script(p, err, err_len)) {
+	p->source = read_source(p->script, &p->source_len, err, err_len);
+	if (p->source == NULL || (p->vm = vm_new(p, err, err_len)) == NULL) {
 		policy_free(p);
 		return NULL;
 	}
-	lua_settop(p->L, 0);
+	for (int h = 0; h < HOOK_COUNT; h++)
+		p->has_hook[h] = p->vm->hook_ref[h] != LUA_NOREF;
 	return p;
 }
 
@@ -475,12 +798,39 @@ void policy_free(struct policy *p)
 {
 	if (p == NULL)
 		return;
-	if (p->L != NULL)
-		lua_close(p->L);
+	vm_free(p->vm, false);
 	free(p->script);
 	free(p->script_dir);
 	free(p->lua_dir);
+	free(p->source);
 	free(p);
+}
+
+/* Replaces a poisoned state with a fresh one from the same script text
+ * (modules are read again from disk). */
+static void vm_replace(struct policy *p, const char *reason)
+{
+	char err[512];
+	struct logline l;
+	struct vm *old = p->vm;
+	size_t used = old != NULL ? old->used : 0;
+
+	p->vm = NULL;
+	vm_free(old, old != NULL && old->panicked);
+	p->vm = vm_new(p, err, sizeof(err));
+	p->rebuilds++;
+	if (p->vm == NULL) { /* a failing load is not retried at every call */
+		clock_gettime(CLOCK_MONOTONIC, &p->retry_at);
+		p->retry_at.tv_sec += 1;
+	}
+	log_begin(&l, p->vm != NULL ? LOG_WARN : LOG_ERR, "policy_rebuild");
+	log_kv(&l, "script", "%s", p->script);
+	log_kv(&l, "reason", "%s", reason);
+	log_kv(&l, "memory", "%zu", used);
+	log_kv(&l, "status", "%s", p->vm != NULL ? "ok" : "failed");
+	if (p->vm == NULL)
+		log_kv(&l, "error", "%s", err);
+	log_end(&l);
 }
 
 /* ---- calls ------------------------------------------------------------- */
@@ -540,20 +890,20 @@ static enum cached_string peer_word(enum tls_peer peer)
 	return S_PEER_NONE;
 }
 
-static void fill_inbound(struct policy *p, int strs,
+static void fill_inbound(struct vm *vm, int strs,
 			 const struct policy_facts *f)
 {
-	lua_State *L = p->L;
+	lua_State *L = vm->L;
 	bool active = f->tls_active;
 
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->client_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->client_ref);
 	set_string(L, strs, S_IP, f->client_ip);
 	push_cached(L, strs, S_PORT);
 	lua_pushnumber(L, f->client_port);
 	lua_rawset(L, -3);
 	set_bool(L, strs, S_TRUSTED, f->client_trusted);
 	set_table(L, strs, S_CLIENT);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->tls_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->tls_ref);
 	set_bool(L, strs, S_ACTIVE, active);
 	set_string(L, strs, S_VERSION, active ? f->tls_version : NULL);
 	set_string(L, strs, S_CIPHER, active ? f->tls_cipher : NULL);
@@ -586,18 +936,15 @@ static void push_section(lua_State *L, int strs, const struct domain_rule *r)
  * collecting them was most of a decision's cost. Every field is written
  * (or cleared) on every call, so nothing of one call shows in the next;
  * a script that keeps a reference to ctx sees it change (README). */
-static void push_ctx(struct policy *p, const struct policy_facts *f)
+static void push_ctx(struct vm *vm, int strs, const struct policy_facts *f)
 {
-	lua_State *L = p->L;
-	int strs;
+	lua_State *L = vm->L;
 
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->strings_ref);
-	strs = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->ctx_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ctx_ref);
 	set_cached(L, strs, S_STAGE, S_HOOK0 + f->hook);
 	set_cached(L, strs, S_HOSTNAME, S_HOSTNAME_VALUE);
 	if (f->inbound) {
-		fill_inbound(p, strs, f);
+		fill_inbound(vm, strs, f);
 	} else {
 		clear(L, strs, S_CLIENT);
 		clear(L, strs, S_TLS);
@@ -610,7 +957,6 @@ static void push_ctx(struct policy *p, const struct policy_facts *f)
 		push_section(L, strs, f->section);
 	else
 		clear(L, strs, S_SECTION);
-	lua_remove(L, strs);
 }
 
 static void fail_result(struct policy_result *out, const char *fmt, ...)
@@ -654,16 +1000,26 @@ static bool one_line(const char *text)
 	return text[0] != '\0' && strlen(text) <= MAX_TEXT;
 }
 
-/* {action =, code =, text =}: read field by field, checked as it goes. */
-static void read_verdict_table(lua_State *L, const struct policy *p,
-			       enum policy_hook h, struct policy_result *out)
+/* The raw value of a cached key in the table at `t`, pushed. */
+static void raw_field(lua_State *L, int t, int strs, enum cached_string key)
 {
+	push_cached(L, strs, key);
+	lua_rawget(L, t);
+}
+
+/* {action =, code =, text =}: read field by field with raw access (no
+ * metamethod of the table runs), checked as it goes. */
+static void read_verdict_table(lua_State *L, const struct policy *p,
+			       enum policy_hook h, int strs,
+			       struct policy_result *out)
+{
+	int t = lua_gettop(L);
 	const char *action, *text;
 	lua_Number code;
 
-	lua_getfield(L, -1, "action");
-	lua_getfield(L, -2, "code");
-	lua_getfield(L, -3, "text");
+	raw_field(L, t, strs, S_ACTION);
+	raw_field(L, t, strs, S_CODE);
+	raw_field(L, t, strs, S_TEXT);
 	action = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
 	code = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : 0;
 	text = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
@@ -690,13 +1046,13 @@ static void read_verdict_table(lua_State *L, const struct policy *p,
 }
 
 static void read_verdict(lua_State *L, const struct policy *p,
-			 enum policy_hook h, struct policy_result *out)
+			 enum policy_hook h, int strs, struct policy_result *out)
 {
 	if (lua_type(L, -1) == LUA_TSTRING &&
 	    strcmp(lua_tostring(L, -1), "accept") == 0)
 		out->outcome = POLICY_ACCEPT;
 	else if (lua_istable(L, -1))
-		read_verdict_table(L, p, h, out);
+		read_verdict_table(L, p, h, strs, out);
 	else
 		fail_result(out, "%s: %s returned a %s, not a verdict",
 			    p->script, hook_names[h], luaL_typename(L, -1));
@@ -740,39 +1096,107 @@ static bool has_position(const char *msg)
 static void call_failed(const struct policy *p, enum policy_hook h,
 			lua_State *L, struct policy_result *out)
 {
-	const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1)
-					      : "error object is not a string";
+	char msg[sizeof(out->text)];
 
+	error_text(L, msg, sizeof(msg));
 	if (has_position(msg))
 		fail_result(out, "%s", msg);
 	else
 		fail_result(out, "%s: %s: %s", p->script, hook_names[h], msg);
 }
 
+struct call {
+	struct policy *p;
+	const struct policy_facts *f;
+	struct policy_result *out;
+};
+
+/* Protected: ctx, the hook, its result. */
+static int decide(lua_State *L)
+{
+	struct call *c = lua_touserdata(L, 1);
+	struct vm *vm = c->p->vm;
+	enum policy_hook h = c->f->hook;
+	int strs;
+
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->strings_ref);
+	strs = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hook_ref[h]);
+	push_ctx(vm, strs, c->f);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
+	lua_call(L, 2, 1);
+	if (h == HOOK_SERVER_TLS || h == HOOK_CLIENT_TLS)
+		read_level(L, c->p, h, c->out);
+	else
+		read_verdict(L, c->p, h, strs, c->out);
+	return 0;
+}
+
+/* A call that passed a budget fails, even when the script caught the
+ * error and returned a verdict; "not enough memory" gets its reason. */
+static void check_overrun(struct policy *p, enum policy_hook h,
+			  struct policy_result *out)
+{
+	struct vm *vm = p->vm;
+	enum overrun why = vm->over_memory || vm->used > vm->cap ? OVER_MEMORY
+			   : p->over_time			? OVER_TIME
+								: WITHIN;
+
+	if (why == WITHIN)
+		return;
+	if (out->outcome != POLICY_ERROR || strstr(out->text, "budget "
+							     "exceeded") ==
+						    NULL)
+		fail_result(out, "%s: %s budget exceeded (%s)", p->script,
+			    hook_names[h], overrun_names[why]);
+	if (why == OVER_MEMORY)
+		vm->poisoned = true;
+}
+
+static void run_call(struct policy *p, const struct policy_facts *f,
+		     struct policy_result *out)
+{
+	struct vm *vm = p->vm;
+	struct call c = {p, f, out};
+	int rc;
+
+	char stack_base;
+
+	vm->over_memory = false;
+	vm->budget.stack_base = (uintptr_t)&stack_base;
+	p->sid = f->sid;
+	budget_start(p, hook_names[f->hook]);
+	rc = protected_call(vm, decide, vm->decide_ref, &c);
+	budget_stop(p);
+	if (rc == PANICKED)
+		fail_result(out, "%s: %s: Lua panic (the state is rebuilt)",
+			    p->script, hook_names[f->hook]);
+	else if (rc != 0)
+		call_failed(p, f->hook, vm->L, out);
+	if (!vm->panicked) {
+		check_overrun(p, f->hook, out);
+		lua_settop(vm->L, 0);
+	}
+}
+
 void policy_call(struct policy *p, const struct policy_facts *f,
 		 struct policy_result *out)
 {
-	lua_State *L = p->L;
-	int top, rc;
-
 	memset(out, 0, sizeof(*out));
-	if (L == NULL || p->hook_ref[f->hook] == LUA_NOREF) {
+	if (p->script == NULL || !p->has_hook[f->hook]) {
 		apply_default(p, f->hook, out);
 		return;
 	}
-	top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->hook_ref[f->hook]);
-	push_ctx(p, f);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->host_ref);
-	p->sid = f->sid;
-	budget_start(p, hook_names[f->hook]);
-	rc = lua_pcall(L, 2, 1, 0);
-	budget_stop(p);
-	if (rc != 0)
-		call_failed(p, f->hook, L, out);
-	else if (f->hook == HOOK_SERVER_TLS || f->hook == HOOK_CLIENT_TLS)
-		read_level(L, p, f->hook, out);
-	else
-		read_verdict(L, p, f->hook, out);
-	lua_settop(L, top);
+	if (p->vm == NULL && past(&p->retry_at))
+		vm_replace(p, "an earlier rebuild failed");
+	if (p->vm == NULL || p->vm->hook_ref[f->hook] == LUA_NOREF) {
+		fail_result(out, "%s: %s: the policy state could not be rebuilt "
+				 "(see event=policy_rebuild)",
+			    policy_script(p), hook_names[f->hook]);
+		return;
+	}
+	run_call(p, f, out);
+	if (p->vm->poisoned)
+		vm_replace(p, p->vm->panicked ? "panic" : "max_memory");
 }

@@ -1,9 +1,11 @@
 /*
  * policy: the LuaJIT bridge. One Lua state per loaded script, holding the
- * hooks table the script returned. A call turns C facts into a fresh ctx
- * table, runs one hook under an instruction and time budget, and turns what
- * it returned into a level or a verdict. Every failure is a POLICY_ERROR
- * with a reason; nothing here decides what the SMTP reply is.
+ * hooks table the script returned. A call turns C facts into the ctx
+ * table, runs one hook under an instruction, time and memory budget, and
+ * turns what it returned into a level or a verdict. Every failure is a
+ * POLICY_ERROR with a reason; a state that passed its memory cap is
+ * replaced by a fresh one from the same script text before the next call.
+ * Nothing here decides what the SMTP reply is.
  */
 #ifndef SMTPGW_POLICY_H
 #define SMTPGW_POLICY_H

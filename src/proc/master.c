@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/ipc.h"
 #include "core/log.h"
+#include "inbound/limits.h"
 #include "inbound/listener.h"
 #include "inbound/worker.h"
 #include "outbound/qmgr.h"
@@ -66,6 +67,7 @@ struct master {
 	gid_t gid;
 	unsigned n_workers;
 	uint64_t *beats; /* shared: each child's last loop turn, ms */
+	struct limits *limits; /* shared: every worker's connections */
 	struct child children[MAX_CHILDREN];
 	bool stopping;
 	unsigned stop_signals;
@@ -175,7 +177,8 @@ static int run_role(struct master *m, enum role role, unsigned slot)
 	struct worker_args a = {.slot = slot,
 				.listen = m->listen_fds,
 				.n_listen = m->n_listen,
-				.notify_fd = m->mailbox[1]};
+				.notify_fd = m->mailbox[1],
+				.limits = m->limits};
 
 	close(m->mailbox[0]);
 	return worker_run(m->loop, gen, &a);
@@ -206,6 +209,7 @@ static void child_main(struct master *m, enum role role, unsigned slot)
 	 * leak checker sees only real leaks. */
 	generation_release(m->gen);
 	free(m->listen_fds);
+	limits_free(m->limits);
 	ev_loop_destroy(m->loop);
 	exit(rc);
 }
@@ -319,6 +323,21 @@ static void schedule_restart(struct master *m, double lived)
 	ev_timer_start(m->loop, &m->respawn);
 }
 
+/* A worker's connections died with it: its slots in the shared table are
+ * free for the others (max_connections holds across workers). */
+static void forget_connections(struct master *m, const struct child *c,
+			       unsigned slot)
+{
+	unsigned n;
+
+	if (c->role != ROLE_WORKER || m->limits == NULL)
+		return;
+	n = limits_forget_worker(m->limits, slot);
+	if (n > 0)
+		log_msg(LOG_INFO, "connections_freed",
+			"%u connection slot(s) of worker slot %u", n, slot);
+}
+
 static void on_child_exit(struct ev_loop *loop, ev_child *w, int revents)
 {
 	struct child *c = w->data;
@@ -330,6 +349,7 @@ static void on_child_exit(struct ev_loop *loop, ev_child *w, int revents)
 	(void)revents;
 	ev_child_stop(loop, w);
 	log_exit(c, slot, w->rstatus);
+	forget_connections(m, c, slot);
 	removed = spool_remove_partials_of(m->gen->cfg->spool, slot);
 	if (removed > 0)
 		log_msg(LOG_INFO, "spool_partial_removed",
@@ -520,6 +540,11 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	warn_restart_keys(m->gen->cfg, fresh->cfg);
+	if (fresh->cfg->max_connections > limits_capacity(m->limits))
+		log_msg(LOG_WARN, "reload",
+			"max_connections above %u (the connection table made "
+			"at start) takes effect at the next restart",
+			limits_capacity(m->limits));
 	generation_release(m->gen);
 	m->gen = fresh;
 	m->n_workers = worker_count(fresh->cfg);
@@ -636,6 +661,9 @@ static bool prepare(struct master *m, const char *path, char *err,
 	m->listen_fds = listener_bind(m->gen->cfg, err, len);
 	if (m->listen_fds == NULL)
 		return false;
+	m->limits = limits_new(m->gen->cfg, err, len);
+	if (m->limits == NULL)
+		return false;
 	m->n_listen = m->gen->cfg->n_listen;
 	if (!ipc_pair(m->mailbox)) {
 		snprintf(err, len, "socketpair: %s", strerror(errno));
@@ -672,6 +700,7 @@ static void release(struct master *m, bool remove_pid)
 		close(m->mailbox[1]);
 	if (m->beats != NULL)
 		munmap(m->beats, MAX_CHILDREN * sizeof(*m->beats));
+	limits_free(m->limits);
 	generation_release(m->gen);
 	if (m->lock_fd >= 0)
 		close(m->lock_fd);

@@ -568,17 +568,26 @@ static bool open_message_at(int queue_fd, const char *qid, struct envelope *e,
 
 	m->fd = openat(queue_fd, qid, O_RDONLY | O_CLOEXEC);
 	if (m->fd < 0 || fstat(m->fd, &st) != 0) {
-		snprintf(err, err_len, "queue/%s: %s", qid, strerror(errno));
+		int saved = errno;
+
+		snprintf(err, err_len, "queue/%s: %s", qid, strerror(saved));
 		if (m->fd >= 0)
 			close(m->fd);
+		errno = saved;
 		return false;
 	}
 	header = read_header(m->fd, &len);
-	if (header != NULL)
-		offset = envelope_parse(header, len, e, err, err_len);
+	if (header == NULL) {
+		snprintf(err, err_len, "queue/%s: out of memory", qid);
+		close(m->fd);
+		errno = ENOMEM;
+		return false;
+	}
+	offset = envelope_parse(header, len, e, err, err_len);
 	free(header);
 	if (offset == 0) {
 		close(m->fd);
+		errno = EBADMSG; /* read, and not a queue file */
 		return false;
 	}
 	m->body_offset = (off_t)offset;

@@ -77,7 +77,9 @@ struct queued_message {
 };
 
 /* Opens queue/ID and parses its header into `e` (envelope_free it, and
- * close m->fd). False with a reason when it is gone or malformed. */
+ * close m->fd). False with a reason, and errno: ENOENT when it is gone,
+ * EBADMSG when it is not a queue file; anything else (EMFILE, ENOMEM, ...)
+ * says nothing about the message: try again later. */
 bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len);
 
