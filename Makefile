@@ -37,8 +37,8 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format bench \
-	bench-postfix
+.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
+	bench
 
 all: build/smtpgw
 
@@ -218,21 +218,36 @@ BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c \
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 
-bench: deps build/bench_policy
+# The C load generator and sink behind every figure of `make bench`.
+build/bench/loadgen: spec/bench/loadgen.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_RELEASE) -o $@ $< -l:libev.a -ltls -lssl -lcrypto
+
+build/bench/sink: spec/bench/sink.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_RELEASE) -o $@ $< -l:libev.a -ltls -lssl -lcrypto
+
+# smtpgw and a private Postfix side by side (README "Performance"): root,
+# sealed in a network namespace with only lo; the load generator and sink
+# are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d
+# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py).
+bench: deps user build/bench_policy
 	@mkdir -p build/bench
 	@for p in try require require_verify; do \
 		printf '[gateway]\nhostname = mx.example.test\n[policy]\nscript = %s/policies/%s.lua\n[domain:partner.example]\ntls = verify\n' \
 			"$(CURDIR)" $$p > build/bench/$$p.ini; done
 	./build/bench_policy build/bench/try.ini build/bench/require.ini \
 		build/bench/require_verify.ini
-	$(MAKE) --no-print-directory deps-check build/smtpgw
-	rm -rf build/bench/gw
-	/usr/bin/python3 spec/bench/bench_gateway.py $(CURDIR)/build/smtpgw \
-		$(CURDIR)/build/bench/gw
-
-# The same relay load against a private Postfix (README "Performance").
-bench-postfix: deps-check
-	./spec/bench/bench_postfix.sh
+	$(MAKE) --no-print-directory deps-check build/smtpgw build/bench/loadgen \
+		build/bench/sink
+	$(call install_missing,linux-perf)
+	rm -rf build/bench/run
+	{ unshare --net -- sh -c 'ip link set lo up && spec/bench/selftest.sh \
+		build/bench/loadgen build/bench/sink build/bench/run/selftest && \
+		exec /usr/bin/python3 spec/bench/bench.py $(CURDIR)/build/smtpgw \
+		$(CURDIR)/build/bench/loadgen $(CURDIR)/build/bench/sink \
+		$(CURDIR)/build/bench/run'; echo $$? >build/bench/rc; } 2>&1 | \
+		tee build/bench/results.txt; exit $$(cat build/bench/rc)
 
 format:
 	clang-format -i src/*.c src/*/*.c src/*/*.h spec/c/*.c spec/fuzz/*.c

@@ -82,6 +82,17 @@ local function assert_delivered_once(gw, qids)
   end
 end
 
+-- kill -9 of child `name` ("worker1", "qmgr"); waits for its exit line and
+-- for its successor's event=ready (another pid, same name).
+local function kill_and_wait_replaced(gw, kids, name, role, slot)
+  gateway.run("kill -KILL " .. kids[name].pid)
+  gw:wait_log("event=child_exit role=" .. role .. " slot=" .. slot .. " [^\n]*signal=9")
+  assert(gateway.wait_for(function()
+    local c = gw:children()[name]
+    return c and c.pid ~= kids[name].pid
+  end, 15), name .. " was not restarted")
+end
+
 describe("processes", function()
   after_each(function()
     ds.cleanup()
@@ -169,12 +180,7 @@ describe("processes", function()
     local kids = gw:wait_children(3)
     local l = load(gw, 4)
     wait_more_queued(gw, 20)
-    gateway.run("kill -KILL " .. kids.worker1.pid)
-    gw:wait_log("event=child_exit role=worker slot=1 [^\n]*signal=9")
-    assert(gateway.wait_for(function()
-      local c = gw:children().worker1
-      return c and c.pid ~= kids.worker1.pid
-    end, 15), "worker1 was not restarted")
+    kill_and_wait_replaced(gw, kids, "worker1", "worker", 1)
     wait_more_queued(gw, 20)
     local result = l.stop()
     assert.truthy(result.ok > 40, json.encode(result))
@@ -193,13 +199,7 @@ describe("processes", function()
     local kids = gw:wait_children(3)
     local l = load(gw, 4)
     wait_more_queued(gw, 20)
-    gateway.run("kill -KILL " .. kids.qmgr.pid)
-    gw:wait_log("event=child_exit role=qmgr slot=0 [^\n]*signal=9")
-    wait_more_queued(gw, 20) -- accepted while the manager restarts
-    assert(gateway.wait_for(function()
-      local c = gw:children().qmgr
-      return c and c.pid ~= kids.qmgr.pid
-    end, 15), "the queue manager was not restarted")
+    kill_and_wait_replaced(gw, kids, "qmgr", "qmgr", 0)
     wait_more_queued(gw, 20)
     local result = l.stop()
     assert.truthy(result.ok > 60, json.encode(result))

@@ -1,0 +1,809 @@
+#!/usr/bin/python3
+"""make bench: smtpgw and a private Postfix 3.7, side by side in one run.
+
+    bench.py SMTPGW LOADGEN SINK WORKDIR
+
+Runs sealed on loopback (the Makefile starts it in a private network
+namespace). The load comes from loadgen.c and the mail goes to sink.c, both
+C on libev + libtls; every reply is checked and any error fails the run
+(exit 1, no figures). Rounds alternate smtpgw and Postfix; the tables give
+medians, every round's value and the ratio smtpgw / Postfix.
+
+  (a) relay end to end, plain: 20 sessions, 4 KiB, one message per
+      connection, to the sink; accepted msg/s, delivered msg/s, CPU per
+      message (utime+stime of the MTA's whole process tree, from /proc)
+  (b) STARTTLS inbound, the RSA-4096 Default Cert the gateway makes (Postfix
+      gets the same cert and key), one message per connection, for every
+      count in WORKERS
+  (c) memory per idle connection: IDLE_N connections held, plain and after
+      STARTTLS (RSS growth of every gateway process / connections); Postfix:
+      PSS per smtpd process at PF_IDLE_N connections (one process each)
+  (d) system calls per relayed message: a separate run of each MTA under
+      `perf stat -e raw_syscalls:sys_enter` (inherited by every child),
+      counting only while the load runs (perf's --control fifo)
+
+Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
+("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
+SYSCALL_N (1000), PARTS ("a,b,c,d": which figures). Every process started
+here is stopped by its PID.
+"""
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+WORKERS = [int(w) for w in os.environ.get("WORKERS", "1,2").split(",") if w]
+RELAY_N = int(os.environ.get("RELAY_N", "3000"))
+TLS_N = int(os.environ.get("TLS_N", "1000"))
+IDLE_N = int(os.environ.get("IDLE_N", "10000"))
+PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
+SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
+PARTS = set(os.environ.get("PARTS", "a,b,c,d").split(","))
+SESSIONS = 20
+SIZE = 4096
+HOST = "127.0.0.1"
+TICK = os.sysconf("SC_CLK_TCK")
+POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
+
+started = []  # every Popen, stopped by PID at exit
+
+
+class Fail(Exception):
+    pass
+
+
+def spawn(argv, **kw):
+    p = subprocess.Popen(argv, **kw)
+    started.append(p)
+    return p
+
+
+def stop(p, sig=signal.SIGTERM, wait=30):
+    if p.poll() is not None:
+        return p.returncode
+    p.send_signal(sig)
+    try:
+        return p.wait(wait)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise Fail("pid %d did not stop on signal %d" % (p.pid, sig))
+
+
+# ---- /proc: the process tree of an MTA ----
+
+def proc_stat(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        text = f.read()
+    return text[text.rindex(")") + 2:].split()  # fields from 3 on
+
+
+def tree(root):
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                children.setdefault(int(proc_stat(int(d))[1]), []).append(
+                    int(d))
+            except (OSError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_by_pid(root):
+    """utime+stime of every live process of the tree, plus what its reaped
+    children used (cutime+cstime), in seconds, by PID."""
+    out = {}
+    for pid in tree(root):
+        try:
+            f = proc_stat(pid)
+        except OSError:
+            continue
+        out[pid] = sum(int(x) for x in f[11:15]) / TICK
+    return out
+
+
+def tree_cpu(root):
+    return sum(cpu_by_pid(root).values())
+
+
+def smtpgw_split(root, before, after):
+    """Shares of the CPU used between two cpu_by_pid() snapshots: the
+    master, then its children by PID (the queue manager is forked first,
+    then the workers)."""
+    used = {p: after[p] - before.get(p, 0) for p in after}
+    total = sum(used.values()) or 1
+    kids = sorted(p for p in used if p != root)
+    names = ["master"] + ["qmgr" if i == 0 else "w%d" % i
+                          for i in range(len(kids))]
+    shares = [used.get(root, 0)] + [used[p] for p in kids]
+    return " ".join("%s %.0f%%" % (n, 100 * s / total)
+                    for n, s in zip(names, shares))
+
+
+def status_kib(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss(root):
+    return sum(status_kib(pid, "VmRSS") for pid in tree(root))
+
+
+def pss_kib(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid) as f:
+            return f.read().split("\0")
+    except OSError:
+        return []
+
+
+# ---- SMTP probes and the load generator ----
+
+def wait_banner(port, proc, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise Fail("%s exited with %d before listening on %d"
+                       % (proc.args[0], proc.returncode, port))
+        try:
+            with socket.create_connection((HOST, port), timeout=5) as s:
+                line = s.makefile("rb").readline()
+                s.sendall(b"QUIT\r\n")
+                if line.startswith(b"220 "):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise Fail("no 220 banner on port %d within %d s" % (port, seconds))
+
+
+def parse_loadgen(out):
+    res = {}
+    for line in out.splitlines():
+        w = line.split()
+        if w[:1] == ["sessions"]:
+            res["ok"] = int(w[3])
+            res["errors"] = int(w[7])
+        elif w[:1] == ["rate"]:
+            res["rate"] = float(w[1])
+        elif w[:1] == ["latency_ms"]:
+            res["p50"], res["p99"] = float(w[2]), float(w[6])
+        elif w[:1] == ["tls"]:
+            res.setdefault("tls", []).append("%s x%s" % (w[1], w[2]))
+        elif w[:1] == ["idle_held"]:
+            res["held"] = int(w[1])
+    return res
+
+
+def loadgen(port, n, tls=False):
+    argv = [LOADGEN, "-c", str(SESSIONS), "-m", "1", "-s", str(SIZE),
+            "-n", str(n)] + (["-t"] if tls else []) + ["%s:%d" % (HOST, port)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = parse_loadgen(p.stdout)
+    res["client_ms"] = (after.ru_utime + after.ru_stime - before.ru_utime -
+                        before.ru_stime) * 1000 / n
+    if p.returncode != 0 or res.get("errors") != 0 or res.get("ok") != n \
+            or "rate" not in res:
+        raise Fail("loadgen %s: exit %d\n%s%s" % (" ".join(argv[1:]),
+                   p.returncode, p.stdout, p.stderr))
+    return res
+
+
+class Sink:
+    def __init__(self, port, work, name):
+        self.port = port
+        self.file = os.path.join(work, name + ".count")
+        self.proc = spawn([SINK, "-o", self.file, "%s:%d" % (HOST, port)],
+                          stdout=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not os.path.exists(self.file) or self.read()[0] < 0:
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise Fail("sink on port %d did not start" % port)
+            time.sleep(0.05)
+
+    def read(self):
+        try:
+            with open(self.file) as f:
+                w = f.read().split()
+            return int(w[0]), float(w[1])
+        except (OSError, ValueError, IndexError):
+            return -1, 0.0
+
+    def wait_for(self, n, mta, seconds=300):
+        """Waits until n messages arrived; returns the arrival time of the
+        last. More than n is an error (a message delivered twice), and so
+        is an MTA whose master died."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if not os.path.exists("/proc/%d" % mta.root) or \
+                    mta.proc.poll() is not None:
+                raise Fail("%s (pid %d) died" % (mta.name, mta.root))
+            count, last = self.read()
+            if count >= n:
+                time.sleep(0.3)
+                if self.read()[0] != n:
+                    raise Fail("sink %d: %d messages, expected %d"
+                               % (self.port, self.read()[0], n))
+                return last
+            time.sleep(0.02)
+        raise Fail("sink %d: %d of %d messages delivered within %d s"
+                   % (self.port, self.read()[0], n, seconds))
+
+
+# ---- the two MTAs ----
+
+class Smtpgw:
+    def __init__(self, name, work, port, sink, workers=None):
+        self.name, self.port, self.sink, self.workers = name, port, sink, workers
+        self.dir = os.path.join(work, name)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.ini = os.path.join(self.dir, "gateway.ini")
+        self.log = os.path.join(self.dir, "log")
+        extra = ""
+        if workers is not None:
+            extra += "workers = %d\n" % workers
+        if "greet_pause" in KEYS:
+            extra += "greet_pause = 0\n"
+        with open(self.ini, "w") as f:
+            f.write("[gateway]\nhostname = gw.bench.example\n"
+                    "listen = %s:%d\nspool = spool\n"
+                    "relay_domains = bench.example\n"
+                    "max_connections = 15000\n"
+                    "max_connections_per_ip = 15000\n%s"
+                    "[tls]\ncert_dir = ../certs\n"
+                    "[policy]\nscript = %s/policies/try.lua\n"
+                    "[domain:bench.example]\nnext_hop = %s:%d\n"
+                    % (HOST, port, extra, SRC, HOST, sink.port))
+        self.proc = None
+
+    def start(self, prefix=()):
+        log = open(self.log, "a")
+        self.proc = spawn(list(prefix) + [SMTPGW, "-c", self.ini],
+                          stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        wait_banner(self.port, self.proc)
+        self.root = self.proc.pid
+        if prefix:  # under perf: the gateway is perf's child
+            self.root = [p for p in tree(self.proc.pid)
+                         if cmdline(p)[:1] == [SMTPGW]][0]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.root != self.proc.pid:  # perf ends when the gateway does
+            os.kill(self.root, signal.SIGTERM)
+            rc = self.proc.wait(60)
+        else:
+            rc = stop(self.proc)
+        self.proc = None
+        if rc != 0:
+            raise Fail("%s exited with %d (log %s)" % (self.name, rc,
+                                                       self.log))
+
+    def idle_memory(self, n, tls):
+        return idle_growth(self.port, n, tls, lambda: tree_rss(self.root))
+
+
+POSTFIX_MAIN = """\
+queue_directory = {work}/queue
+data_directory = {work}/data
+command_directory = /usr/sbin
+daemon_directory = {daemons}
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = pfx.bench.example
+mydestination =
+relay_domains = bench.example
+transport_maps = inline:{{bench.example=smtp:[127.0.0.1]:{sink}}}
+smtp_tls_security_level = none
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+compatibility_level = 3.6
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+default_process_limit = {procs}
+smtpd_client_connection_count_limit = 0
+smtp_dns_support_level = disabled
+maillog_file = /dev/stdout
+alias_maps =
+alias_database =
+"""
+
+
+class Postfix:
+    """A private Postfix instance: its own main.cf, master.cf and queue,
+    its master run in the foreground (master -d) so that this script owns
+    its PID; every daemon is a descendant of it."""
+
+    def __init__(self, work, port, sink, cert, key):
+        self.name, self.port, self.sink = "postfix", port, sink
+        self.dir = os.path.join(work, "postfix")
+        os.makedirs(os.path.join(self.dir, "queue", "pid"))
+        os.makedirs(os.path.join(self.dir, "data"))
+        os.chmod(self.dir, 0o755)
+        shutil.chown(os.path.join(self.dir, "data"), "postfix", "postfix")
+        for d in ("active bounce corrupt defer deferred flush hold "
+                  "incoming private saved trace").split():
+            self.qdir(d, "postfix", "root", 0o700)
+        self.qdir("maildrop", "postfix", "postdrop", 0o730)
+        self.qdir("public", "postfix", "postdrop", 0o710)
+        with open(os.path.join(self.dir, "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN.format(work=self.dir, daemons=POSTFIX_DAEMONS,
+                                        sink=sink.port, cert=cert, key=key,
+                                        procs=max(PF_IDLE_N + 50, 100)))
+        self.write_master_cf()
+        self.proc = None
+
+    def qdir(self, d, user, group, mode):
+        path = os.path.join(self.dir, "queue", d)
+        os.makedirs(path, exist_ok=True)
+        shutil.chown(path, user, group)
+        os.chmod(path, mode)
+
+    def write_master_cf(self):
+        """Debian's master.cf, smtpd on HOST:port, nothing chrooted."""
+        out = []
+        with open("/etc/postfix/master.cf") as f:
+            for line in f:
+                w = line.split()
+                if len(w) >= 8 and not line[0].isspace() and w[0][0] != "#":
+                    if w[0] == "smtp" and w[1] == "inet":
+                        w[0] = "%s:%d" % (HOST, self.port)
+                    w[4] = "n"
+                    line = " ".join(w) + "\n"
+                out.append(line)
+        with open(os.path.join(self.dir, "master.cf"), "w") as f:
+            f.writelines(out)
+
+    def start(self, prefix=()):
+        """master -d stays in the foreground; setsid makes it a process
+        group leader, which its SIGTERM handler needs to stop its daemons.
+        Its log (maillog_file = /dev/stdout) goes to WORK/postfix/maillog."""
+        master = os.path.join(POSTFIX_DAEMONS, "master")
+        log = open(os.path.join(self.dir, "maillog"), "a")
+        self.proc = spawn(list(prefix) + ["setsid", master, "-c", self.dir,
+                                          "-d"], stdout=log,
+                          stderr=subprocess.STDOUT)
+        log.close()
+        wait_banner(self.port, self.proc)
+        self.root = [p for p in tree(self.proc.pid)
+                     if cmdline(p)[:1] == [master]][0]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        os.kill(self.root, signal.SIGTERM)  # master, perf or setsid above it
+        self.proc.wait(60)
+        self.proc = None
+
+    def smtpd_pss(self):
+        kib = n = 0
+        for pid in tree(self.root):
+            if cmdline(pid)[0].endswith("smtpd"):
+                kib += pss_kib(pid)
+                n += 1
+        return kib, n
+
+
+def idle_growth(port, n, tls, measure):
+    """Opens n idle connections (after STARTTLS and EHLO if tls), returns
+    measure() after minus before, divided by n."""
+    before = measure()
+    argv = [LOADGEN, "-i", "-c", str(n), "-r", "100", "-T", "300"] + \
+        (["-t"] if tls else []) + ["%s:%d" % (HOST, port)]
+    p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([p.stdout], [], [], 600)
+    line = p.stdout.readline() if ready else ""
+    if line.split() != ["ready", str(n)]:
+        p.kill()
+        out, err = p.communicate()
+        raise Fail("idle %d%s on %d: %s%s%s" % (n, " tls" if tls else "",
+                   port, line, out, err))
+    time.sleep(2)
+    after = measure()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    if p.returncode != 0:
+        raise Fail("idle loadgen: exit %d\n%s%s" % (p.returncode, out, err))
+    time.sleep(2)  # let the MTA close them before the next figure
+    return (after - before) / n
+
+
+# ---- one round of each figure ----
+
+def machine_cpu():
+    """(idle, total) jiffies of every CPU, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[3] + v[4], sum(v)
+
+
+def relay_round(mta, n, tls=False):
+    m0 = machine_cpu()
+    before = cpu_by_pid(mta.root)
+    start_count = mta.sink.read()[0]
+    t0 = time.time()
+    res = loadgen(mta.port, n, tls)
+    last = mta.sink.wait_for(start_count + n, mta)
+    time.sleep(0.5)
+    after = cpu_by_pid(mta.root)
+    m1 = machine_cpu()
+    res["idle"] = 100.0 * (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
+    res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
+    if isinstance(mta, Smtpgw):
+        res["split"] = smtpgw_split(mta.root, before, after)
+    res["e2e"] = n / (last - t0)
+    return res
+
+
+def postfix_idle(pf, tls):
+    """PSS per smtpd process, each holding one idle connection."""
+    argv = [LOADGEN, "-i", "-c", str(PF_IDLE_N), "-r", "20", "-T", "300"] + \
+        (["-t"] if tls else []) + ["%s:%d" % (HOST, pf.port)]
+    p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([p.stdout], [], [], 300)
+    line = p.stdout.readline() if ready else ""
+    if line.split() != ["ready", str(PF_IDLE_N)]:
+        p.kill()
+        raise Fail("postfix idle: %s%s" % (line, p.communicate()))
+    time.sleep(2)
+    kib, procs = pf.smtpd_pss()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    if p.returncode != 0:
+        raise Fail("postfix idle loadgen: exit %d\n%s%s"
+                   % (p.returncode, out, err))
+    if procs < PF_IDLE_N:
+        raise Fail("postfix idle: %d smtpd for %d connections"
+                   % (procs, PF_IDLE_N))
+    time.sleep(2)
+    return kib / procs
+
+
+def perf_syscalls(mta):
+    """Starts mta under perf stat, relays SYSCALL_N messages while counting,
+    stops it; returns (syscalls per message, [(count, name)] top list)."""
+    d = os.path.join(WORK, "perf-" + mta.name)
+    os.makedirs(d)
+    ctl, ack, out = (os.path.join(d, x) for x in ("ctl", "ack", "out"))
+    os.mkfifo(ctl)
+    os.mkfifo(ack)
+    mta.start(["perf", "stat", "-x", ",", "-o", out, "-D", "-1",
+               "--control", "fifo:%s,%s" % (ctl, ack),
+               "-e", "raw_syscalls:sys_enter", "-e", "raw_syscalls:sys_exit",
+               "--filter", "ret < 0", "-e", "syscalls:sys_enter_*"])
+    with open(ctl, "w") as c, open(ack) as a:
+        relay_round(mta, 100)  # warm: Postfix starts its daemons
+        c.write("enable\n")
+        c.flush()
+        a.readline()
+        relay_round(mta, SYSCALL_N)
+        c.write("disable\n")
+        c.flush()
+        a.readline()
+    mta.stop()
+    total, failed, per = 0, 0, []
+    with open(out) as f:
+        for line in f:
+            w = line.strip().split(",")
+            if len(w) < 3 or not w[0].isdigit():
+                continue
+            if w[2] == "raw_syscalls:sys_enter":
+                total = int(w[0])
+            elif w[2] == "raw_syscalls:sys_exit":
+                failed = int(w[0])
+            elif int(w[0]) > 0:
+                per.append((int(w[0]), w[2].replace("syscalls:sys_enter_", "")))
+    if total == 0:
+        raise Fail("perf counted no system calls for %s" % mta.name)
+    per.sort(reverse=True)
+    return (total / SYSCALL_N, failed / SYSCALL_N,
+            [(c / SYSCALL_N, name) for c, name in per])
+
+
+# ---- tables ----
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def fmt(xs, digits):
+    return "%.*f (%s)" % (digits, med(xs),
+                          " ".join("%.*f" % (digits, x) for x in xs))
+
+
+def table(title, rows):
+    """rows: (label, smtpgw values, postfix values, digits)"""
+    print("\n" + title)
+    print("  %-30s %-34s %-34s %s" % ("", "smtpgw: median (rounds)",
+                                      "Postfix: median (rounds)",
+                                      "smtpgw/Postfix"))
+    def ratio(x, y):
+        return "%.2f" % (x / y) if y else "-"
+
+    for label, a, b, digits in rows:
+        rounds = " ".join(ratio(x, y) for x, y in zip(a, b)) \
+            if len(a) == len(b) and len(a) > 1 else ""
+        print("  %-30s %-34s %-34s %s%s" % (
+            label, fmt(a, digits), fmt(b, digits), ratio(med(a), med(b)),
+            " (%s)" % rounds if rounds else ""))
+
+
+def check_ini(d, name, text):
+    ini = os.path.join(d, name + ".ini")
+    with open(ini, "w") as f:
+        f.write("[gateway]\nspool = spool\n%s[tls]\ncert_dir = ../certs\n"
+                % text)
+    return subprocess.run([SMTPGW, "-c", ini, "-t"], capture_output=True,
+                          text=True, timeout=60)
+
+
+def supported_keys():
+    """The [gateway] keys this build knows: -t passes with the key where it
+    passes without it."""
+    d = os.path.join(WORK, "probe")
+    os.makedirs(d)
+    base = check_ini(d, "base", "")
+    if base.returncode != 0:
+        raise Fail("smtpgw -t refuses a minimal ini: %s" % base.stdout +
+                   base.stderr)
+    return {key for key, value in (("workers", "1"), ("greet_pause", "0"),
+                                   ("user", "root"))
+            if check_ini(d, key, "%s = %s\n" % (key, value)).returncode == 0}
+
+
+def ensure_user():
+    """Started as root, the gateway's children run as [gateway] user
+    (default smtpgw); make run creates that system user, so does this."""
+    if "user" not in KEYS:
+        return
+    if subprocess.run(["id", "smtpgw"], capture_output=True).returncode:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "smtpgw"],
+                       check=True)
+
+
+def main():
+    global SMTPGW, LOADGEN, SINK, WORK, SRC, KEYS
+    SMTPGW, LOADGEN, SINK, WORK = (os.path.abspath(a) for a in sys.argv[1:5])
+    SRC = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    if min(ROUNDS, RELAY_N, TLS_N, IDLE_N, PF_IDLE_N, SYSCALL_N) <= 0 or \
+            not WORKERS or min(WORKERS) <= 0:
+        raise Fail("ROUNDS, WORKERS and every *_N must be positive")
+    if not PARTS or not PARTS <= {"a", "b", "c", "d"}:
+        raise Fail("PARTS is a list of a, b, c, d")
+    if os.getuid() != 0:
+        raise Fail("run as root (Postfix's master, perf)")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < IDLE_N + 100:
+        raise Fail("open files limit %d is below IDLE_N %d" % (hard, IDLE_N))
+    os.makedirs(os.path.join(WORK, "certs"))
+    for d in (WORK, os.path.join(WORK, "certs")):
+        os.chmod(d, 0o755)
+    KEYS = supported_keys()
+    ensure_user()
+    ws = WORKERS if "workers" in KEYS else [None]
+    print("load average before: %s" % open("/proc/loadavg").read().strip())
+    print("smtpgw %s; workers %s; rounds %d; %s" % (
+        SMTPGW, ",".join(map(str, WORKERS)) if "workers" in KEYS else
+        "key not supported by this build: one process", ROUNDS,
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+
+    gws, port = {}, 2525
+    for i, w in enumerate(ws):
+        sink = Sink(2700 + i, WORK, "sink-gw%s" % w)
+        gws[w] = Smtpgw("gw-w%s" % w, WORK, port + i, sink, w)
+        gws[w].start()  # the first one makes the Default Cert
+    main_gw = gws[ws[-1]]
+    cert = os.path.join(WORK, "certs", "default.crt")
+    key = os.path.join(WORK, "certs", "default.key")
+    pf = Postfix(WORK, 2600, Sink(2699, WORK, "sink-pf"), cert, key)
+    pf.start()
+
+    relay = {"gw": [], "pf": []}
+    tls = {"pf": []}
+    tls.update({w: [] for w in ws})
+    for r in range(ROUNDS if PARTS & {"a", "b"} else 0):
+        if "a" in PARTS:
+            relay["gw"].append(relay_round(main_gw, RELAY_N))
+            relay["pf"].append(relay_round(pf, RELAY_N))
+        for w in ws if "b" in PARTS else []:
+            tls[w].append(relay_round(gws[w], TLS_N, tls=True))
+        if "b" in PARTS:
+            tls["pf"].append(relay_round(pf, TLS_N, tls=True))
+        print("round %d/%d done" % (r + 1, ROUNDS), flush=True)
+
+    mem = {}
+    for w in ws if "c" in PARTS else []:
+        mem[w] = (gws[w].idle_memory(IDLE_N, False),
+                  gws[w].idle_memory(IDLE_N, True))
+        print("idle %d connections held on %s" % (IDLE_N, gws[w].name),
+              flush=True)
+    if "c" in PARTS:
+        mem["pf"] = (postfix_idle(pf, False), postfix_idle(pf, True))
+    for g in gws.values():
+        g.stop()
+    pf.stop()
+
+    gw_sys = pf_sys = None
+    if "d" in PARTS:
+        gw_sys = perf_syscalls(Smtpgw("gw-perf", WORK, 2535, main_gw.sink,
+                                      ws[-1]))
+        pf_sys = perf_syscalls(pf)  # same sink, its count goes on
+    report(ws, relay, tls, mem, gw_sys, pf_sys)
+    print("\nload average after: %s" % open("/proc/loadavg").read().strip())
+
+
+def wlabel(w):
+    return "smtpgw workers=%d" % w if w else "smtpgw (one process)"
+
+
+def col(results, key):
+    return [x[key] for x in results]
+
+
+def report(ws, relay, tls, mem, gw_sys, pf_sys):
+    if "a" in PARTS:
+        report_relay(ws, relay)
+    if "b" in PARTS:
+        report_tls(ws, tls)
+    if "c" in PARTS:
+        report_memory(ws, mem)
+    if "d" in PARTS:
+        report_syscalls(gw_sys, pf_sys)
+
+
+def report_relay(ws, relay):
+    label = "workers=%s" % ws[-1] if ws[-1] else "one process"
+    table("(a) relay end to end, plain, %d sessions, %d B, 1 message per "
+          "connection, %d messages per round; smtpgw %s"
+          % (SESSIONS, SIZE, RELAY_N, label), [
+              ("accepted msg/s", col(relay["gw"], "rate"),
+               col(relay["pf"], "rate"), 0),
+              ("delivered msg/s (e2e)", col(relay["gw"], "e2e"),
+               col(relay["pf"], "e2e"), 0),
+              ("CPU ms per message", col(relay["gw"], "cpu_ms"),
+               col(relay["pf"], "cpu_ms"), 2),
+              ("loadgen CPU ms per msg", col(relay["gw"], "client_ms"),
+               col(relay["pf"], "client_ms"), 2),
+              ("machine CPU idle %", col(relay["gw"], "idle"),
+               col(relay["pf"], "idle"), 0),
+              ("latency p50 ms", col(relay["gw"], "p50"),
+               col(relay["pf"], "p50"), 1),
+              ("latency p99 ms", col(relay["gw"], "p99"),
+               col(relay["pf"], "p99"), 1)])
+    print("  smtpgw CPU by process per round: %s" % "; ".join(
+        r["split"] for r in relay["gw"]))
+
+
+def report_tls(ws, tls):
+    rows = []
+    for w in ws:
+        name = "workers=%s " % w if w else ""
+        rows += [(name + "accepted msg/s", col(tls[w], "rate"),
+                  col(tls["pf"], "rate"), 0),
+                 (name + "CPU ms per message", col(tls[w], "cpu_ms"),
+                  col(tls["pf"], "cpu_ms"), 2),
+                 (name + "loadgen CPU ms/msg", col(tls[w], "client_ms"),
+                  col(tls["pf"], "client_ms"), 2),
+                 (name + "machine CPU idle %", col(tls[w], "idle"),
+                  col(tls["pf"], "idle"), 0),
+                 (name + "latency p50 ms", col(tls[w], "p50"),
+                  col(tls["pf"], "p50"), 1),
+                 (name + "latency p99 ms", col(tls[w], "p99"),
+                  col(tls["pf"], "p99"), 1)]
+    table("(b) STARTTLS inbound, RSA-4096 Default Cert (same cert for "
+          "Postfix), %d sessions, 1 message per connection, %d per round"
+          % (SESSIONS, TLS_N), rows)
+    for w in ws + ["pf"]:
+        print("  %s, TLS negotiated per round: %s" % (
+            "Postfix" if w == "pf" else wlabel(w),
+            "; ".join(", ".join(r.get("tls", ["none"])) for r in tls[w])))
+    for w in ws:
+        print("  %s, CPU by process per round: %s" % (wlabel(w), "; ".join(
+            r["split"] for r in tls[w])))
+    if len(ws) > 1 and ws[0]:
+        a, b = col(tls[ws[0]], "rate"), col(tls[ws[-1]], "rate")
+        print("  smtpgw workers=%d / workers=%d: %.2f (rounds %s)" % (
+            ws[-1], ws[0], med(b) / med(a),
+            " ".join("%.2f" % (y / x) for x, y in zip(a, b))))
+
+
+def report_memory(ws, mem):
+    print("\n(c) memory per idle connection (KiB); smtpgw: RSS growth of "
+          "every gateway process / %d connections; Postfix: PSS per smtpd "
+          "process at %d connections (one process per connection)"
+          % (IDLE_N, PF_IDLE_N))
+    print("  %-24s %-12s %-12s" % ("", "plain", "STARTTLS"))
+    for w in ws:
+        print("  %-24s %-12.1f %-12.1f" % (wlabel(w),
+                                           mem[w][0], mem[w][1]))
+    print("  %-24s %-12.1f %-12.1f" % ("Postfix", mem["pf"][0],
+                                       mem["pf"][1]))
+    print("  %-24s %-12.4f %-12.4f" % ("ratio (main smtpgw)",
+                                       mem[ws[-1]][0] / mem["pf"][0],
+                                       mem[ws[-1]][1] / mem["pf"][1]))
+
+
+def report_syscalls(gw_sys, pf_sys):
+    print("\n(d) system calls per relayed message (perf stat "
+          "raw_syscalls:sys_enter, whole process tree, %d messages of (a)'s "
+          "load, separate run)" % SYSCALL_N)
+    print("  %-24s %-12s %-12s %s" % ("", "smtpgw", "Postfix",
+                                     "smtpgw/Postfix"))
+    print("  %-24s %-12.1f %-12.1f %.2f" % ("system calls", gw_sys[0],
+                                           pf_sys[0], gw_sys[0] / pf_sys[0]))
+    print("  %-24s %-12.1f %-12.1f" % ("of which failed (ret<0)", gw_sys[1],
+                                      pf_sys[1]))
+    for name, (total, _, per) in (("smtpgw", gw_sys), ("Postfix", pf_sys)):
+        print("  %s top: %s" % (name, ", ".join(
+            "%s %.1f" % (n, c) for c, n in per[:14])))
+
+
+def on_sigterm(signum, frame):
+    raise Fail("stopped by signal %d" % signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_sigterm)  # so that cleanup runs
+    code = 0
+    try:
+        main()
+    except Fail as e:
+        print("\nBENCH FAILED (no figures): %s" % e, file=sys.stderr)
+        code = 1
+    except Exception:  # a bug here fails the run just as loudly
+        import traceback
+        traceback.print_exc()
+        print("\nBENCH FAILED (no figures)", file=sys.stderr)
+        code = 1
+    finally:
+        for p in reversed(started):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    sys.exit(code)
