@@ -56,24 +56,24 @@ build/check/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_CHECK) -c -o $@ $<
 
-build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/proto/smtp_proto.c $(HDR) | build/check/obj
+build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/proto/smtp_proto.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_smtp_proto.c src/proto/smtp_proto.c
 
-build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) | build/check/obj
+build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/proto/dsn.c
 
-build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) | build/check/obj
+build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
 
-build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) | build/check/obj
+build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
 
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
-build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) | build/check/obj
+build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
 
 # limits.c is included by its test (white-box checks of the shared table).
-build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) | build/check/obj
+build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.

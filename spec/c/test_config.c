@@ -5,6 +5,7 @@
  * assertion failed. Files are written to a temporary directory, removed
  * at the end.
  */
+#include "tap.h"
 #include "core/config.h"
 
 #include <stdarg.h>
@@ -14,25 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static int t_num;
-static int t_failed;
 static char dir[] = "/tmp/smtpgw-test-config.XXXXXX";
 
-__attribute__((format(printf, 2, 3))) static void check(bool cond,
-                                                        const char *fmt, ...)
-{
-	va_list ap;
-
-	t_num++;
-	if (!cond)
-		t_failed++;
-	printf("%sok %d - ", cond ? "" : "not ", t_num);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 /* Loads `len` octets as gateway.ini; the error (or "") into err. */
 static bool load(const char *text, size_t len, char *path, size_t path_len,
@@ -124,6 +108,5 @@ int main(void)
 	test_nul();
 	test_fuzz_finding();
 	rmdir(dir);
-	printf("1..%d\n", t_num);
-	return t_failed ? 1 : 0;
+	return tap_done();
 }

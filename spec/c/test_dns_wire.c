@@ -3,6 +3,7 @@
  * answers). Prints TAP and exits 1 if any assertion failed. Wire names
  * are built here from their labels; buffers are exact, for ASan.
  */
+#include "tap.h"
 #include "proto/dns_wire.h"
 
 #include <stdarg.h>
@@ -10,23 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int t_num;
-static int t_failed;
 
-__attribute__((format(printf, 2, 3))) static void check(bool cond,
-                                                        const char *fmt, ...)
-{
-	va_list ap;
-
-	t_num++;
-	if (!cond)
-		t_failed++;
-	printf("%sok %d - ", cond ? "" : "not ", t_num);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
 
 /* Labels of the given lengths, of 'a'..., then the root: into out. */
 static size_t labels(const size_t *lens, size_t n, unsigned char *out)
@@ -159,6 +144,5 @@ int main(void)
 	test_wire_names();
 	test_mx();
 	test_copy();
-	printf("1..%d\n", t_num);
-	return t_failed ? 1 : 0;
+	return tap_done();
 }

@@ -6,6 +6,7 @@
  * page (mmap), the way spool/queue.c hands over what it read: no NUL after
  * it. A parser that reads one octet past `len` dies with SIGSEGV here.
  */
+#include "tap.h"
 #include "proto/envelope.h"
 
 #include <stdarg.h>
@@ -16,24 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static int t_num;
-static int t_failed;
 
-__attribute__((format(printf, 2, 3))) static void check(bool cond,
-                                                        const char *fmt, ...)
-{
-	va_list ap;
-
-	t_num++;
-	if (!cond)
-		t_failed++;
-	printf("%sok %d - ", cond ? "" : "not ", t_num);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 /* Two pages: data at the end of the first, the second PROT_NONE. */
 struct guarded {
@@ -246,6 +230,5 @@ int main(void)
 	test_round_trip();
 	test_bad_arrival();
 	test_bad_values();
-	printf("1..%d\n", t_num);
-	return t_failed ? 1 : 0;
+	return tap_done();
 }
