@@ -37,7 +37,8 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check deps-postfix user unit clean fuzz format bench
+.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
+	bench
 
 all: build/smtpgw
 
@@ -55,19 +56,30 @@ build/check/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_CHECK) -c -o $@ $<
 
-build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/proto/smtp_proto.c $(HDR) | build/check/obj
+build/check/test_smtp_proto: spec/c/test_smtp_proto.c src/proto/smtp_proto.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_smtp_proto.c src/proto/smtp_proto.c
 
-build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) | build/check/obj
+build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dsn.c src/proto/dsn.c
 
+build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
+
+build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
+
+TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
+build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
+
 # limits.c is included by its test (white-box checks of the shared table).
-build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) | build/check/obj
+build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o)
+		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o \
+		    proto/smtp_out.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -152,21 +164,52 @@ run: deps user
 
 check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
-		build/check/test_limits build/check/client_driver \
-		build/check/delivery_driver build/check/sandbox_str.so
+		build/check/test_envelope build/check/test_config \
+		build/check/test_dns_wire build/check/test_limits \
+		build/check/client_driver build/check/delivery_driver \
+		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
 
-# libFuzzer over the pure parsers (needs clang; not part of `make check`).
-# The log goes to a file so that `tail` cannot hide the fuzzer's exit status,
-# and crash inputs land in build/fuzz/ rather than in the work tree.
-fuzz: spec/c/fuzz_smtp_proto.c src/proto/smtp_proto.c $(HDR)
-	mkdir -p build/fuzz/corpus
-	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=undefined -Isrc \
-		-o build/fuzz/fuzz_smtp_proto spec/c/fuzz_smtp_proto.c src/proto/smtp_proto.c
-	./build/fuzz/fuzz_smtp_proto -max_total_time=$${FUZZ_SECONDS:-60} \
-		-artifact_prefix=build/fuzz/ build/fuzz/corpus \
-		>build/fuzz/fuzz.log 2>&1; rc=$$?; tail -5 build/fuzz/fuzz.log; exit $$rc
+# ---- fuzzing (README "Fuzzing") ----------------------------------------
+# One libFuzzer harness per parser, spec/fuzz/fuzz_NAME.c, over the sources
+# FUZZ_SRC_NAME. `make fuzz` builds them with clang and runs each for
+# FUZZ_SECONDS (spec/fuzz/run.sh; crash inputs and the growing corpora stay
+# in build/fuzz/); `make check` replays each committed corpus,
+# spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
+# CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff
+FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
+FUZZ_SRC_envelope   = src/proto/envelope.c
+FUZZ_SRC_dsn        = src/proto/dsn.c
+FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c
+FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
+FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
+FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
+FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
+FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
+	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
+REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
+DEPS_FUZZ   = clang libclang-rt-14-dev
+
+.SECONDEXPANSION:
+build/fuzz/bin/fuzz_%: spec/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(HDR)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*) $(FUZZ_LIBS_$*)
+
+build/check/replay_%: spec/fuzz/fuzz_%.c spec/fuzz/replay_main.c \
+		$$(FUZZ_SRC_$$*) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_CHECK) -o $@ $< spec/fuzz/replay_main.c \
+		$(FUZZ_SRC_$*) $(FUZZ_LIBS_$*)
+
+deps-fuzz: deps
+	$(call install_missing,$(DEPS_FUZZ))
+
+# Exits non-zero when a harness crashed (or could not be built).
+fuzz: deps-fuzz
+	$(MAKE) $(FUZZ_NAMES:%=build/fuzz/bin/fuzz_%)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./spec/fuzz/run.sh $(FUZZ_NAMES)
 
 # The cost of one policy decision (README "Performance"); a release build.
 BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c \
@@ -207,7 +250,7 @@ bench: deps user build/bench_policy
 		tee build/bench/results.txt; exit $$(cat build/bench/rc)
 
 format:
-	clang-format -i src/*.c src/*/*.c src/*/*.h spec/c/*.c
+	clang-format -i src/*.c src/*/*.c src/*/*.h spec/c/*.c spec/fuzz/*.c
 
 clean:
 	rm -rf build

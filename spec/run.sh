@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests of the pure modules
-# (build/check/test_smtp_proto, test_dsn and test_limits, TAP) and the busted
+# (build/check/test_smtp_proto, test_dsn, test_envelope, test_dns_wire,
+# test_config and test_limits, TAP), the fuzz corpora replayed
+# (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
@@ -65,9 +67,11 @@ export SMTPGW_SPEC_PIDS="$tmp/pids"
 export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
-# ---- C unit tests of src/proto/smtp_proto.c, src/proto/dsn.c and
+# ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
+# dns_wire.c, of how src/core/config.c reads lines and of
 # src/inbound/limits.c
-for t in test_smtp_proto test_dsn test_limits; do
+for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_config \
+	test_limits; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1
@@ -78,6 +82,24 @@ for t in test_smtp_proto test_dsn test_limits; do
 	fi
 	cat "$tmp/$t.out"
 	count_tap "spec/c/$t" "$status" "$tmp/$t.out"
+done
+
+# ---- the committed fuzz corpora (spec/fuzz/corpus/NAME/), replayed through
+# each harness built with the sanitizers, one TAP line per input
+for corpus in spec/fuzz/corpus/*/; do
+	name=$(basename "$corpus")
+	t=replay_$name
+	echo "# ==== spec/fuzz: build/check/$t $corpus"
+	if [ -x "build/check/$t" ]; then
+		timeout -k 10 120 "./build/check/$t" "$corpus" >"$tmp/$t.out" 2>&1
+		status=$?
+	else
+		echo "build/check/$t is missing (run: make build/check/$t)" >"$tmp/$t.out"
+		status=127
+	fi
+	# One line per input would drown the log: failures and the count.
+	grep -v '^ok ' "$tmp/$t.out"
+	count_tap "spec/fuzz/$t" "$status" "$tmp/$t.out"
 done
 
 # ---- busted specs

@@ -8,6 +8,7 @@
  * every DSN built is also written to DIR/NN.eml, for
  * spec/c/test_dsn_email.py to hand to Python's email parser.
  */
+#include "tap.h"
 #include "proto/dsn.h"
 
 #include <stdarg.h>
@@ -38,25 +39,9 @@ static const char HEADERS[] =
 	"Subject: quarterly report\r\n"
 	"Message-Id: <abc@client.example.org>\r\n";
 
-static int t_num;
-static int t_failed;
 static const char *dump_dir;
 static int dump_num;
 
-__attribute__((format(printf, 2, 3))) static void check(bool cond,
-							const char *fmt, ...)
-{
-	va_list ap;
-
-	t_num++;
-	if (!cond)
-		t_failed++;
-	printf("%sok %d - ", cond ? "" : "not ", t_num);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
 
 /* ---- reading a DSN back ---- */
 
@@ -1097,6 +1082,5 @@ int main(int argc, char **argv)
 	test_dates_and_ids();
 	test_addresses();
 	test_refusals();
-	printf("1..%d\n", t_num);
-	return t_failed ? 1 : 0;
+	return tap_done();
 }

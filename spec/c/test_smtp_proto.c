@@ -5,6 +5,7 @@
  * Inputs are spelled out in each call so a failing line names the exact
  * octets; S() passes a literal with its length so NULs survive.
  */
+#include "tap.h"
 #include "proto/smtp_proto.h"
 
 #include <stdarg.h>
@@ -14,23 +15,7 @@
 
 #define S(lit) (lit), (sizeof(lit) - 1)
 
-static int t_num;
-static int t_failed;
 
-__attribute__((format(printf, 2, 3))) static void check(bool cond,
-							const char *fmt, ...)
-{
-	va_list ap;
-
-	t_num++;
-	if (!cond)
-		t_failed++;
-	printf("%sok %d - ", cond ? "" : "not ", t_num);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
 
 /* Escapes control and 8-bit octets so TAP lines stay one line each. */
 static const char *show(const char *s, size_t n, char *buf, size_t cap)
@@ -922,6 +907,5 @@ int main(void)
 	test_data_hold_back();
 	test_data_long_lines();
 	test_data_splits();
-	printf("1..%d\n", t_num);
-	return t_failed ? 1 : 0;
+	return tap_done();
 }

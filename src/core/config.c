@@ -34,6 +34,7 @@ struct load_ctx {
 	char error[256];
 	unsigned char seen[128]; /* one per key of keys[] (asserted below) */
 	unsigned reserved_line;
+	bool stop; /* read_line found a line inih cannot take whole */
 };
 
 typedef bool setter_fn(struct load_ctx *ctx, const struct key_def *key,
@@ -886,17 +887,50 @@ static void check_section_line(struct load_ctx *ctx, const char *line)
 		fail(ctx, "unknown section [%s]", name);
 }
 
-/* inih's reader hook: counting lines here gives setters their line. */
+/* After a line that filled inih's buffer: whether it goes on (a newline
+ * right after it is taken, so that it is not read as an empty line). */
+static bool line_goes_on(FILE *file)
+{
+	int c = getc(file);
+
+	if (c == '\n' || c == EOF)
+		return false;
+	ungetc(c, file);
+	return true;
+}
+
+/*
+ * inih's reader hook: counting lines here gives setters their line. A line
+ * longer than inih's buffer would reach it in pieces, each counted as a
+ * line, and a NUL would cut it short unseen: either is an error at its own
+ * line, and reading stops there.
+ */
 static char *read_line(char *buf, int size, void *stream)
 {
 	struct load_ctx *ctx = stream;
-	char *got = fgets(buf, size, ctx->file);
+	int c = EOF, n = 0;
 
-	if (got != NULL) {
-		ctx->line++;
-		check_section_line(ctx, got);
+	while (!ctx->stop && n < size - 1 && (c = getc(ctx->file)) != EOF) {
+		buf[n++] = (char)c;
+		if (c == '\n')
+			break;
 	}
-	return got;
+	if (n == 0)
+		return NULL;
+	buf[n] = '\0';
+	ctx->line++;
+	if (memchr(buf, '\0', (size_t)n) != NULL) {
+		ctx->stop = true;
+		fail(ctx, "NUL octet in the line");
+		return NULL;
+	}
+	if (c != '\n' && n == size - 1 && line_goes_on(ctx->file)) {
+		ctx->stop = true;
+		fail(ctx, "line longer than %d octets", size - 1);
+		return NULL;
+	}
+	check_section_line(ctx, buf);
+	return buf;
 }
 
 static bool apply_defaults(struct load_ctx *ctx)

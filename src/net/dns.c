@@ -14,6 +14,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "proto/dns_wire.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -107,69 +108,6 @@ static uint64_t rng_seed(void)
 	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	return seed != 0 ? seed : 0x9E3779B97F4A7C15ULL;
-}
-
-static bool host_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
-
-/* A host or domain name we are willing to ask about: LDH (and '_')
- * labels of 1..63 octets, 253 in all; one trailing dot is dropped. */
-static bool copy_name(const char *in, char *out, size_t out_len)
-{
-	size_t n = strlen(in), label = 0;
-
-	if (n > 0 && in[n - 1] == '.')
-		n--;
-	if (n == 0 || n > 253 || n >= out_len)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		if (in[i] == '.') {
-			if (label == 0)
-				return false;
-			label = 0;
-		} else if (!host_char((unsigned char)in[i]) || ++label > 63) {
-			return false;
-		}
-	}
-	if (label == 0)
-		return false;
-	memcpy(out, in, n);
-	out[n] = '\0';
-	return true;
-}
-
-/* An uncompressed wire-format name (as libunbound hands rdata out) into
- * "a.b.c"; the root name becomes "". False when malformed or not LDH. */
-static bool wire_name(const unsigned char *p, size_t len, char *out,
-		      size_t out_len)
-{
-	size_t i = 0, o = 0;
-
-	for (;;) {
-		size_t label;
-
-		if (i >= len)
-			return false;
-		label = p[i++];
-		if (label == 0)
-			break;
-		if (label > 63 || i + label > len ||
-		    o + label + 2 > out_len || o + label + 1 > 254)
-			return false;
-		if (o > 0)
-			out[o++] = '.';
-		for (size_t k = 0; k < label; k++) {
-			if (!host_char(p[i + k]))
-				return false;
-			out[o++] = (char)p[i + k];
-		}
-		i += label;
-	}
-	out[o] = '\0';
-	return i == len;
 }
 
 static void set_addr(struct sockaddr_storage *ss, int family,
@@ -499,32 +437,28 @@ static void mx_take(struct req *req, struct mx_cand *c, size_t n)
 	}
 }
 
-/* One MX rdata: 2-octet preference, then the exchange name. False (with
- * `why`) when it cannot be used; *root for the "." of a null MX. */
+/* One MX rdata (proto/dns_wire.c reads it). False (with `why`) when it
+ * cannot be used; *root for the "." of a null MX. */
 static bool mx_parse(const unsigned char *p, int len, struct mx_cand *c,
 		     bool *root, char *why, size_t why_len)
 {
-	unsigned char probe[16];
-
 	*root = false;
-	if (len < 3 || !wire_name(p + 2, (size_t)len - 2, c->name,
-				  sizeof(c->name))) {
-		snprintf(why, why_len, "malformed MX record");
-		return false;
-	}
-	c->pref = (unsigned)p[0] << 8 | p[1];
-	if (c->name[0] == '\0') {
+	switch (dns_mx_parse(p, len > 0 ? (size_t)len : 0, &c->pref, c->name,
+			     sizeof(c->name))) {
+	case DNS_MX_OK:
+		return true;
+	case DNS_MX_NULL:
 		*root = true;
 		return false;
-	}
-	/* RFC 5321 §5.1 wants a name; an address here is a mistake that
-	 * we neither look up as a name nor trust as a destination. */
-	if (inet_pton(AF_INET, c->name, probe) == 1) {
+	case DNS_MX_ADDRESS:
 		snprintf(why, why_len, "MX host %.40s is an IP address",
 			 c->name);
 		return false;
+	case DNS_MX_MALFORMED:
+		break;
 	}
-	return true;
+	snprintf(why, why_len, "malformed MX record");
+	return false;
 }
 
 /* False when the request was failed here. */
@@ -883,7 +817,7 @@ void dns_mx_route(struct dns *dns, const char *domain, unsigned port,
 		  uint64_t id, dns_route_cb *cb, void *arg)
 {
 	char name[256];
-	bool valid = copy_name(domain, name, sizeof(name));
+	bool valid = dns_name_copy(domain, name, sizeof(name));
 	struct req *req = start(dns, valid ? name : domain, port, id, cb, arg);
 
 	if (req == NULL)
@@ -915,7 +849,7 @@ void dns_host_route(struct dns *dns, const char *host, unsigned port,
 		finish(req);
 		return;
 	}
-	if (!copy_name(host, rt->hosts[0].name, sizeof(rt->hosts[0].name))) {
+	if (!dns_name_copy(host, rt->hosts[0].name, sizeof(rt->hosts[0].name))) {
 		fail(req, DNS_PERMFAIL, "%s: invalid host name", host);
 		return;
 	}

@@ -8,6 +8,7 @@
 #include "outbound/smtp_client.h"
 
 #include "net/conn.h"
+#include "proto/smtp_out.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,10 +21,9 @@
 #include <unistd.h>
 
 enum {
-	REPLY_MAX_LINES = 100, /* lines in one reply */
 	BODY_CHUNK = 8192,     /* octets per pread */
 	BODY_MIN_CHUNK = 512,  /* smaller room waits for CONN_DRAINED */
-	BODY_TAIL = 16,	       /* CRLF for a held CR, CRLF, ".CRLF" */
+	BODY_TAIL = 16,	       /* room for smtp_stuff_end, and some */
 	DEFAULT_TIMEOUT = 300, /* job.timeout <= 0 */
 };
 
@@ -60,23 +60,6 @@ struct sent_cmd {
 	size_t rcpt;
 };
 
-struct extensions {
-	bool starttls;
-	bool pipelining;
-	bool size;
-	uint64_t size_limit; /* 0: none announced */
-	bool eightbitmime;
-	bool smtputf8;
-};
-
-/* The reply being read, line by line. */
-struct reply {
-	int code;
-	unsigned lines;
-	char text[256]; /* "250 2.1.5 Ok"; the lines joined by spaces */
-	size_t len;
-};
-
 struct rcpt_track {
 	bool invalid;  /* refused locally: never sent */
 	bool accepted; /* RCPT got 2xx */
@@ -92,9 +75,9 @@ struct smtp_client {
 	bool result_final; /* the result stands, whatever happens next */
 	char peer[320];	   /* "host[ip]:port" for messages */
 	char servername[256];
-	struct extensions ext;
+	struct smtp_extensions ext;
 	bool tls_active;
-	struct reply reply;
+	struct smtp_reply reply;
 	bool write_failed; /* output dropped: only listening now */
 	/* transaction */
 	struct rcpt_track *track;
@@ -106,8 +89,7 @@ struct smtp_client {
 	bool tx_over; /* MAIL or DATA refused: send nothing more */
 	/* body */
 	uint64_t body_sent;
-	bool at_bol;	 /* the next octet starts a line */
-	bool pending_cr; /* a CR whose LF may come in the next chunk */
+	struct smtp_stuffer stuffer;
 };
 
 static double step_timeout(const struct smtp_client *c)
@@ -505,8 +487,7 @@ static void on_data_reply(struct smtp_client *c)
 		return;
 	}
 	c->body_sent = 0;
-	c->at_bol = true; /* DATA's own CRLF starts the first line */
-	c->pending_cr = false;
+	smtp_stuff_start(&c->stuffer);
 	enter_state(c, CS_BODY);
 }
 
@@ -560,60 +541,11 @@ static void on_transaction_reply(struct smtp_client *c)
 
 /* ---- the message ------------------------------------------------------ */
 
-/* Copies `len` octets of the stored message to `out` (room for 2 * len +
- * 2): dot-stuffed, and every line ending a CRLF (a bare LF or bare CR
- * becomes one, RFC 5321 2.3.8). A CR at the end of a chunk waits for the
- * next octet. */
-static size_t stuff(struct smtp_client *c, const char *in, size_t len,
-		    char *out)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		char ch = in[i];
-
-		if (c->pending_cr) {
-			c->pending_cr = false;
-			out[n++] = '\r';
-			out[n++] = '\n';
-			c->at_bol = true;
-			if (ch == '\n')
-				continue;
-		}
-		if (ch == '\r') {
-			c->pending_cr = true;
-			continue;
-		}
-		if (ch == '\n') {
-			out[n++] = '\r';
-			out[n++] = '\n';
-			c->at_bol = true;
-			continue;
-		}
-		if (c->at_bol && ch == '.')
-			out[n++] = '.';
-		out[n++] = ch;
-		c->at_bol = false;
-	}
-	return n;
-}
-
 static void end_body(struct smtp_client *c)
 {
-	char tail[BODY_TAIL];
-	size_t n = 0;
+	char tail[SMTP_STUFF_END_MAX];
+	size_t n = smtp_stuff_end(&c->stuffer, tail);
 
-	if (c->pending_cr) {
-		memcpy(tail + n, "\r\n", 2);
-		n += 2;
-		c->at_bol = true;
-	}
-	if (!c->at_bol) {
-		memcpy(tail + n, "\r\n", 2);
-		n += 2;
-	}
-	memcpy(tail + n, ".\r\n", 3);
-	n += 3;
 	if (!conn_write(&c->conn, tail, n)) {
 		fail_session(c, "cannot send end of data to %s", c->peer);
 		return;
@@ -655,7 +587,8 @@ static bool body_chunk(struct smtp_client *c)
 				     : "unexpected end of file");
 		return false;
 	}
-	if (!conn_write(&c->conn, out, stuff(c, chunk, (size_t)got, out))) {
+	if (!conn_write(&c->conn, out,
+			smtp_stuff(&c->stuffer, chunk, (size_t)got, out))) {
 		fail_session(c, "cannot send the message to %s", c->peer);
 		return false;
 	}
@@ -703,46 +636,6 @@ static void on_banner_reply(struct smtp_client *c)
 		finish(c); /* it is closing anyway */
 	else
 		send_quit(c); /* RFC 5321 3.1: after a 554 greeting */
-}
-
-static bool word_is(const char *w, size_t len, const char *word)
-{
-	return len == strlen(word) && strncasecmp(w, word, len) == 0;
-}
-
-static uint64_t parse_size(const char *s, size_t len)
-{
-	uint64_t v = 0;
-	size_t i = 0;
-
-	while (i < len && s[i] == ' ')
-		i++;
-	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
-		if (v > (UINT64_MAX - 9) / 10)
-			return 0; /* beyond any message: as no limit */
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	return i == len ? v : 0;
-}
-
-static void parse_extension(struct extensions *e, const char *t, size_t len)
-{
-	size_t kw = 0;
-
-	while (kw < len && t[kw] != ' ')
-		kw++;
-	if (word_is(t, kw, "STARTTLS")) {
-		e->starttls = true;
-	} else if (word_is(t, kw, "PIPELINING")) {
-		e->pipelining = true;
-	} else if (word_is(t, kw, "8BITMIME")) {
-		e->eightbitmime = true;
-	} else if (word_is(t, kw, "SMTPUTF8")) {
-		e->smtputf8 = true;
-	} else if (word_is(t, kw, "SIZE")) {
-		e->size = true;
-		e->size_limit = parse_size(t + kw, len - kw);
-	}
 }
 
 static void send_starttls(struct smtp_client *c)
@@ -894,44 +787,25 @@ static void on_reply(struct smtp_client *c)
 	}
 }
 
-static void reply_append(struct reply *r, int code, const char *text,
-			 size_t len)
-{
-	if (r->lines == 1)
-		r->len = (size_t)snprintf(r->text, sizeof(r->text), "%d", code);
-	if (len > 0 && r->len + 1 < sizeof(r->text))
-		r->text[r->len++] = ' ';
-	for (size_t i = 0; i < len && r->len + 1 < sizeof(r->text); i++) {
-		unsigned char ch = (unsigned char)text[i];
-
-		r->text[r->len++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-	}
-	r->text[r->len] = '\0';
-}
-
 static void take_reply_line(struct smtp_client *c, const char *line, size_t len)
 {
-	struct smtp_reply_line rl;
-
-	if (!smtp_parse_reply_line(line, len, &rl)) {
+	switch (smtp_reply_take(&c->reply, line, len,
+				c->state == CS_EHLO ? &c->ext : NULL)) {
+	case SMTP_REPLY_MORE:
+		return;
+	case SMTP_REPLY_MALFORMED:
 		fail_session(c, "malformed reply from %s while %s", c->peer,
 			     stage_text(c));
 		return;
-	}
-	if (++c->reply.lines > REPLY_MAX_LINES) {
+	case SMTP_REPLY_TOO_LONG:
 		fail_session(c, "reply too long from %s while %s", c->peer,
 			     stage_text(c));
 		return;
+	case SMTP_REPLY_DONE:
+		break;
 	}
-	reply_append(&c->reply, rl.code, rl.text, rl.text_len);
-	if (c->state == CS_EHLO && c->reply.lines > 1)
-		parse_extension(&c->ext, rl.text, rl.text_len);
-	if (rl.more)
-		return;
-	c->reply.code = rl.code;
 	on_reply(c);
-	c->reply.lines = 0;
-	c->reply.len = 0;
+	smtp_reply_next(&c->reply);
 }
 
 static void process_input(struct smtp_client *c)

@@ -2,9 +2,12 @@
  * envelope: formatting and parsing the queue file header. One "key: value"
  * per line, rcpt repeated, a blank line at the end; the format is the
  * README's ("Spool"), so a person can read a queue file with less.
+ * The parser reads only the `len` octets it is given: the buffer has no
+ * terminating NUL, so nothing here may look for one (no sscanf, strlen).
  */
 #include "proto/envelope.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +129,39 @@ static enum smtp_body_type body_type(const char *v, size_t n)
 	return SMTP_BODY_UNSPECIFIED;
 }
 
+/* A decimal number, optionally negative, that fills the whole value. */
+static bool parse_llong(const char *v, size_t n, long long *out)
+{
+	bool neg = n > 0 && v[0] == '-';
+	unsigned long long acc = 0;
+	size_t i = neg ? 1 : 0;
+
+	if (i == n)
+		return false;
+	for (; i < n; i++) {
+		unsigned long long digit = (unsigned long long)(v[i] - '0');
+
+		if (v[i] < '0' || v[i] > '9' ||
+		    acc > ((unsigned long long)LLONG_MAX - digit) / 10)
+			return false;
+		acc = acc * 10 + digit;
+	}
+	*out = neg ? -(long long)acc : (long long)acc;
+	return true;
+}
+
+/* The spool's ids: QUEUE_ID_LEN lowercase hex digits. */
+static bool is_queue_id(const char *v, size_t n)
+{
+	if (n != QUEUE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((v[i] >= '0' && v[i] <= '9') ||
+		      (v[i] >= 'a' && v[i] <= 'f')))
+			return false;
+	return true;
+}
+
 static bool key_is(const char *key, size_t klen, const char *name)
 {
 	return klen == strlen(name) && memcmp(key, name, klen) == 0;
@@ -135,9 +171,10 @@ static bool set_field(struct envelope *e, const char *key, size_t klen,
 		      const char *v, size_t n)
 {
 	if (key_is(key, klen, "id"))
-		return n == QUEUE_ID_LEN && copy_into(e->qid, sizeof(e->qid), v, n);
+		return is_queue_id(v, n) &&
+		       copy_into(e->qid, sizeof(e->qid), v, n);
 	if (key_is(key, klen, "arrival"))
-		return sscanf(v, "%lld", &e->arrival) == 1;
+		return parse_llong(v, n, &e->arrival);
 	if (key_is(key, klen, "client"))
 		return copy_into(e->client, sizeof(e->client), v, n);
 	if (key_is(key, klen, "helo"))
@@ -180,7 +217,9 @@ size_t envelope_parse(const char *buf, size_t len, struct envelope *e,
 		if (nl == p)
 			break;
 		colon = memchr(p, ':', (size_t)(nl - p));
+		/* A NUL would cut a value short without a word. */
 		if (colon == NULL || colon[1] != ' ' ||
+		    memchr(p, '\0', (size_t)(nl - p)) != NULL ||
 		    !set_field(e, p, (size_t)(colon - p), colon + 2,
 			       (size_t)(nl - colon - 2)))
 			return parse_fail(e, err, err_len, "malformed", line);

@@ -1,5 +1,6 @@
 /*
- * libFuzzer target for src/smtp_proto.c (`make fuzz`).
+ * libFuzzer target for src/proto/smtp_proto.c (`make fuzz`; `make check`
+ * replays spec/fuzz/corpus/smtp_proto/ through spec/fuzz/replay_main.c).
  *
  * Every input goes through every parser. Beyond the sanitizers it checks
  * properties, and abort()s when one fails:
