@@ -8,6 +8,7 @@
 #include "net/tls.h"
 
 #include "core/log.h"
+#include "net/tls_resume.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -509,9 +510,10 @@ struct tls_server *tls_server_new(const struct config *cfg, char *err,
 
 	ok = ok && apply_common(cfg, srv->config, err, err_len) &&
 	     add_pairs(cfg, srv->config, err, err_len) &&
-	     ask_clients(cfg, srv, err, err_len);
+	     ask_clients(cfg, srv, err, err_len) &&
+	     tls_resume_prepare(cfg, srv->config, err, err_len);
 	if (ok && ((srv->ctx = tls_server()) == NULL ||
-		   tls_configure(srv->ctx, srv->config) != 0)) {
+		   tls_resume_configure(cfg, srv->ctx, srv->config) != 0)) {
 		snprintf(err, err_len, "tls: %s",
 			 srv->ctx ? tls_error(srv->ctx) : "out of memory");
 		ok = false;
