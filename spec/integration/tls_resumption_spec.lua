@@ -160,6 +160,15 @@ describe("TLS session resumption", function()
     assert.are.equal(0, count(out, "Reused,"), out)
     local lines = gw:wait_log_count("event=tls .* peer=Trusted", 6)
     for _, l in ipairs(lines) do assert.truthy(l:find(" resumed=no ", 1, true), l) end
+    -- At TLS 1.3 too: the handshake completes, no ticket follows it.
+    local path = gw:dir() .. "/with-cert.session"
+    out = s_client(gw, "-tls1_3 -sess_out " .. q(path) .. " -cert " ..
+      q(pki.client.crt) .. " -key " .. q(pki.client.key))
+    assert.truthy(out:find("New, TLSv1.3", 1, true), out)
+    assert.truthy(out:find("221 ", 1, true), out)
+    assert.falsy(out:find("TLS session ticket:", 1, true), out)
+    assert.falsy(gateway.exists(path), out)
+    gw:wait_log_count("event=tls .* peer=Trusted", 7)
     -- Without one: resumed (as Anonymous, which it is).
     out = s_client(gw, "-tls1_2 -reconnect")
     assert.are.equal(5, count(out, "Reused, TLSv1.2"), out)

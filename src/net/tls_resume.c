@@ -305,6 +305,9 @@ static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 
 /* ---- finding libtls's SSL_CTXs -------------------------------------------- */
 
+/* libtls makes one SSL_CTX per certificate pair; OpenSSL asks the first
+ * (the connection's session_ctx) for tickets, even after SNI switched the
+ * connection to another, so a store of more pairs than this still works. */
 enum { CAPTURE_MAX = 256 };
 
 static struct {
@@ -322,7 +325,9 @@ static void on_ssl_ctx_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
 	(void)idx;
 	(void)argl;
 	(void)argp;
-	if (capture.on && capture.n < CAPTURE_MAX)
+	/* A reference of our own: a context libtls freed before
+	 * tls_configure returned must not be written to afterwards. */
+	if (capture.on && capture.n < CAPTURE_MAX && SSL_CTX_up_ref(parent))
 		capture.ctx[capture.n++] = parent;
 }
 
@@ -398,8 +403,12 @@ int tls_resume_configure(const struct config *cfg, struct tls *server,
 	capture.on = resume;
 	rc = tls_configure(server, c);
 	capture.on = false;
-	for (size_t i = 0; rc == 0 && i < capture.n; i++)
-		SSL_CTX_set_tlsext_ticket_key_evp_cb(capture.ctx[i], ticket_cb);
+	for (size_t i = 0; i < capture.n; i++) {
+		if (rc == 0)
+			SSL_CTX_set_tlsext_ticket_key_evp_cb(capture.ctx[i],
+							     ticket_cb);
+		SSL_CTX_free(capture.ctx[i]);
+	}
 	capture.n = 0;
 	return rc;
 }
