@@ -1398,8 +1398,6 @@ static void log_tls(struct session *s, const char *why)
 	log_kv(&l, "cipher", "%s", tls_conn_cipher(t));
 	log_kv(&l, "bits", "%d", tls_conn_cipher_strength(t));
 	log_kv(&l, "sni", "%s", sni ? sni : "");
-	log_kv(&l, "resumed", "%s",
-	       tls_conn_session_resumed(t) == 1 ? "yes" : "no");
 	log_kv(&l, "peer", "%s", tls_peer_name(s->tls_peer));
 	if (s->tls_peer != TLS_PEER_NONE) {
 		log_kv(&l, "peer_subject", "%s", tls_peer_cert_subject(t));
@@ -1407,6 +1405,8 @@ static void log_tls(struct session *s, const char *why)
 	}
 	if (s->tls_peer == TLS_PEER_UNTRUSTED)
 		log_kv(&l, "peer_reason", "%s", why);
+	log_kv(&l, "resumed", "%s",
+	       tls_conn_session_resumed(t) == 1 ? "yes" : "no");
 	log_kv(&l, "msg", "%s TLS connection established from %s: %s with "
 			  "cipher %s",
 	       tls_peer_name(s->tls_peer), s->peer_ip, tls_conn_version(t),
