@@ -68,6 +68,9 @@ build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) sp
 build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
 
+build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
+
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
@@ -165,7 +168,7 @@ run: deps user
 check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
-		build/check/test_dns_wire build/check/test_limits \
+		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -178,7 +181,7 @@ check: deps-check user
 # spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -187,6 +190,7 @@ FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
+FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
