@@ -35,9 +35,13 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
 	     libluajit2-5.1-dev libunbound-dev ca-certificates
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh
+# Debian packages that ship a service: postfix (smtp-sink, and the
+# side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
+# protocol in front of two gateways).
+DEPS_SERVICES = postfix unbound haproxy
 
-.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
+.PHONY: all run check deps deps-check deps-services deps-fuzz deps-postfix user unit clean fuzz format \
 	bench
 
 all: build/smtpgw
@@ -136,17 +140,24 @@ deps:
 
 deps-check: deps
 	$(call install_missing,$(DEPS_CHECK))
-	@# postfix only for its smtp-sink: installed with services forbidden to
-	@# start (policy-rc.d), so no mail system starts listening on port 25.
-	@if ! $(call installed,postfix); then \
+	@# Packages that ship a service, installed with services forbidden to
+	@# start (policy-rc.d): nothing starts listening on port 25 or 53.
+	@missing=""; for p in $(DEPS_SERVICES); do \
+		$(call installed,$$p) || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		made=; if [ "$$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && \
 			chmod 755 /usr/sbin/policy-rc.d && made=1; \
 		fi; \
-		$(MAKE) --no-print-directory deps-postfix; rc=$$?; \
+		$(MAKE) --no-print-directory deps-services; rc=$$?; \
 		[ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
+deps-services:
+	$(call install_missing,$(DEPS_SERVICES))
+
+# Kept for `make bench` and old habits: Postfix alone.
 deps-postfix:
 	$(call install_missing,postfix)
 
