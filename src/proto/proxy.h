@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+#include <netinet/in.h> /* sockaddr_storage, sockaddr_in, sockaddr_in6 */
 
 /* The longest header accepted: v1's 107-octet line, or v2's 16-octet
  * preamble plus up to 1024 octets of addresses and TLVs (HAProxy sends 12
