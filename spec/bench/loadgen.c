@@ -18,10 +18,10 @@
  * -R resumes: each session keeps the TLS session of its last connection
  * (with its ticket) and offers it on the next; the report counts the
  * handshakes the server resumed ("tls_resumed N"). -N sets TCP_NODELAY:
- * without it the command after a handshake (EHLO) waits, by Nagle's
- * algorithm, for the ACK of the client's Finished, which the server delays
- * (40 ms on Linux) when it has nothing to send: a resumed TLS 1.2
- * handshake, and every TLS 1.3 one. Building a
+ * without it the EHLO after a handshake waits, by Nagle's algorithm, for
+ * the ACK of the client's Finished, which the server delays (40 ms on
+ * Linux) when it has nothing to send after it (a resumed TLS 1.2
+ * handshake: seen with strace). Building a
  * context per connection (libtls's tls_client + tls_configure) was about a
  * fifth of loadgen's CPU, on the cores the server under test needs.
  */
@@ -876,9 +876,9 @@ static void usage(void)
 	                "  -t STARTTLS (no certificate check; TLS 1.2 or 1.3, "
 	                "or only -V's)\n"
 	                "  -R resume: offer each session's last TLS session\n"
-	                "  -N TCP_NODELAY (no Nagle delay: after the handshake "
-	                "the first\n"
-	                "     command waits for the ACK of Finished otherwise)\n"
+	                "  -N TCP_NODELAY (otherwise the EHLO after a handshake "
+	                "may wait\n"
+	                "     for the server's delayed ACK of Finished)\n"
 	                "  -P RFC 2920 pipelining\n"
 	                "  -i idle mode: open -c connections, hold them, print "
 	                "\"ready N\",\n"

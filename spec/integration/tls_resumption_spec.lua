@@ -106,6 +106,20 @@ describe("TLS session resumption", function()
       end
     end)
 
+    it("sends a new ticket after each TLS 1.3 resumption (for single-use tickets)", function()
+      local path = new_session(gw)
+      for i = 1, 3 do
+        local before = #tls_lines(gw)
+        local next_path = path .. "." .. i
+        local out = s_client(gw, "-tls1_3 -sess_in " .. q(path) .. " -sess_out " .. q(next_path))
+        assert.truthy(out:find("Reused, TLSv1.3", 1, true), out)
+        assert.truthy(out:find("Post-Handshake New Session Ticket arrived", 1, true), out)
+        local lines = gw:wait_log_count("event=tls ", before + 1)
+        assert.truthy(lines[#lines]:find(" resumed=yes ", 1, true), lines[#lines])
+        path = next_path -- each ticket is used once, as RFC 8446 C.4 asks
+      end
+    end)
+
     it("resumes on a worker other than the one that issued the ticket", function()
       local path, issuer = new_session(gw)
       local pid = assert(gw:children()[issuer], issuer).pid

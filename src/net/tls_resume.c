@@ -263,8 +263,13 @@ static bool mac_init(EVP_MAC_CTX *mac, unsigned char *key)
 /*
  * OpenSSL's contract (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)): encrypting
  * (enc = 1), 1 = a ticket is made with the key set up here, 0 = no ticket;
- * decrypting, 1 = key found, 2 = found but old (the client gets a new
+ * decrypting, 1 = key found, 2 = found but renew it (the client gets a new
  * ticket), 0 = unknown key (full handshake), < 0 = error.
+ *
+ * Renewed: a ticket of the previous key, and every ticket at TLS 1.3,
+ * where OpenSSL otherwise sends none after a resumption and a client
+ * that uses a ticket only once (RFC 8446 C.4) would resume only once;
+ * the ticket also carries the ACK of the client's Finished at once.
  *
  * No ticket for a client that presented a certificate: OpenSSL does not
  * keep the chain in a ticket, so a resumed session would bring no chain
@@ -294,7 +299,8 @@ static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 			return 0;
 		rc = EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL,
 					key.aes, iv) == 1
-			     ? (newest ? 1 : 2)
+			     ? (newest && SSL_version(ssl) < TLS1_3_VERSION ? 1
+									   : 2)
 			     : -1;
 	}
 	if (rc > 0 && !mac_init(mac, key.hmac))
