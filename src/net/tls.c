@@ -4,6 +4,7 @@
  * only where libtls has no API: making the Default Cert, reading
  * certificate details for the inventory, and verifying a client's chain
  * ourselves so an untrusted certificate is a reply, not a failed handshake.
+ * Session tickets are net/tls_resume.c's (tls_server_new calls it).
  */
 #include "net/tls.h"
 
