@@ -392,7 +392,7 @@ bool tls_resume_prepare(const struct config *cfg, struct tls_config *c,
 	if (tls_config_set_session_id(c, sid, sizeof(sid)) != 0 ||
 	    (lifetime > 0 &&
 	     tls_config_set_session_lifetime(c, lifetime) != 0)) {
-		snprintf(err, err_len, "[tls] session_lifetime: %s",
+		snprintf(err, err_len, "[tls] session resumption: %s",
 			 tls_config_error(c));
 		return false;
 	}
