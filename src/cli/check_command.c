@@ -224,6 +224,11 @@ int check_command(const char *config_path)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	if (gen->tls == NULL && (gen->cfg->policy_script != NULL ||
+				 gen->cfg->server_level != TLS_LEVEL_NONE))
+		printf("%s: no certificate configured: the Default Cert will be "
+		       "made in %s at start\n",
+		       config_path, gen->cfg->cert_dir);
 	ok = check_spool(gen->cfg);
 	ok = check_listen(gen->cfg) && ok;
 	if (ok)
