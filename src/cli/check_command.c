@@ -41,7 +41,7 @@ static bool nearest_existing(const char *path, char *out, size_t len,
 
 	snprintf(out, len, "%s", path);
 	while (stat(out, st) != 0) {
-		if (errno != ENOENT)
+		if (errno != ENOENT && errno != ENOTDIR)
 			return false;
 		slash = strrchr(out, '/');
 		if (slash == NULL)
