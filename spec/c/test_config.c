@@ -20,9 +20,10 @@
 static char dir[] = "/tmp/smtpgw-test-config.XXXXXX";
 
 
-/* Loads `len` octets as gateway.ini; the error (or "") into err. */
-static bool load(const char *text, size_t len, char *path, size_t path_len,
-                 char *err, size_t err_len)
+/* Loads `len` octets as gateway.ini and returns the config (NULL and the
+ * error in err); the file is gone again. */
+static struct config *load_config(const char *text, size_t len, char *path,
+                                  size_t path_len, char *err, size_t err_len)
 {
 	struct config *cfg;
 	FILE *f;
@@ -33,8 +34,18 @@ static bool load(const char *text, size_t len, char *path, size_t path_len,
 		abort();
 	err[0] = '\0';
 	cfg = config_load(path, err, err_len);
-	config_free(cfg);
 	unlink(path);
+	return cfg;
+}
+
+/* Loads `len` octets as gateway.ini; the error (or "") into err. */
+static bool load(const char *text, size_t len, char *path, size_t path_len,
+                 char *err, size_t err_len)
+{
+	struct config *cfg = load_config(text, len, path, path_len, err,
+	                                 err_len);
+
+	config_free(cfg);
 	return cfg != NULL;
 }
 
@@ -195,16 +206,10 @@ static void test_routes(void)
 		"tls_name = mx.own.example\n"
 		"[domain:named.example]\ntls_name = mx.named.example\n";
 	char path[128], err[512];
-	struct config *cfg;
+	struct config *cfg = load_config(text, sizeof(text) - 1, path,
+					 sizeof(path), err, sizeof(err));
 	struct route r;
-	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/gateway.ini", dir);
-	if ((f = fopen(path, "w")) == NULL || fputs(text, f) < 0 ||
-	    fclose(f) != 0)
-		abort();
-	cfg = config_load(path, err, sizeof(err));
-	unlink(path);
 	check(cfg != NULL, "routes ini loads (%s)", cfg ? "" : err);
 	if (cfg == NULL)
 		return;
@@ -236,14 +241,9 @@ static void test_repeated_keys(void)
 				    "certificate = /b/b.crt /b/b.key\n";
 	static const char dup[] = "[tls]\ncert_dir = a\ncert_dir = b\n";
 	char path[128], err[512];
-	struct config *cfg;
-	FILE *f;
+	struct config *cfg = load_config(twice, sizeof(twice) - 1, path,
+					 sizeof(path), err, sizeof(err));
 
-	snprintf(path, sizeof(path), "%s/gateway.ini", dir);
-	if ((f = fopen(path, "w")) == NULL || fputs(twice, f) < 0 ||
-	    fclose(f) != 0)
-		abort();
-	cfg = config_load(path, err, sizeof(err));
 	check(cfg != NULL && cfg->n_certificates == 2 &&
 		      cfg->certificates[0].line == 2 &&
 		      cfg->certificates[1].line == 3 &&
@@ -256,7 +256,6 @@ static void test_repeated_keys(void)
 		    sizeof(err)) &&
 		      error_is(err, path, 3, "cert_dir: given twice in [tls]"),
 	      "cert_dir twice is an error at line 3 (%s)", err);
-	unlink(path);
 }
 
 int main(void)

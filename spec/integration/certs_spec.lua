@@ -11,24 +11,7 @@ local ds = require "delivery_support"
 
 local q = gateway.shell_quote
 local sh = tls.sh
-
--- Runs `smtpgw -c INI ARGS`; returns output and exit code.
-local function smtpgw(ini, args)
-  local out, code = gateway.run("timeout -k 5 60 " .. q(gateway.bin()) ..
-    " -c " .. q(ini) .. " " .. args .. " </dev/null")
-  assert.is_nil(gateway.sanitizer_report(out), out)
-  return out, code
-end
-
--- The line of the ini that holds `text`.
-local function line_of(ini, text)
-  local n = 0
-  for line in (gateway.read_file(ini) .. "\n"):gmatch("(.-)\n") do
-    n = n + 1
-    if line:find(text, 1, true) then return n end
-  end
-  error("no line with " .. text .. " in " .. ini)
-end
+local smtpgw, line_of = h.smtpgw, h.line_of
 
 -- A gateway.ini in `dir` with [tls] `tls_lines` (a list of "key = value").
 local function write_ini(dir, tls_lines, extra)

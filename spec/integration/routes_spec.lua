@@ -10,30 +10,9 @@ local tls = require "tls_support"
 local ds = require "delivery_support"
 local dns_server = require "dns_server"
 
-local q = gateway.shell_quote
+local h = require "helpers"
 
-local function sections(policy, extra)
-  local s = {
-    policy = { script = ds.policy(policy) },
-    delivery = { retry_min = "1s", retry_max = "2s" },
-    dns = { resolver = ds.DEAD_RESOLVER },
-  }
-  for k, v in pairs(extra or {}) do s[k] = v end
-  return s
-end
-
-local function smtpgw(ini, args)
-  local out, code = gateway.run("timeout -k 5 60 " .. q(gateway.bin()) ..
-    " -c " .. q(ini) .. " " .. args .. " </dev/null")
-  assert.is_nil(gateway.sanitizer_report(out), out)
-  return out, code
-end
-
-local function lines(out)
-  local t = {}
-  for line in out:gmatch("[^\n]+") do t[#t + 1] = line end
-  return t
-end
+local sections, smtpgw, lines = ds.sections, h.smtpgw, h.lines
 
 describe("routes", function()
   local dir, pki

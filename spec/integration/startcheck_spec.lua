@@ -9,15 +9,7 @@ local tools = require "tools"
 local h = require "helpers"
 
 local q = gateway.shell_quote
-
-local function line_of(ini, text)
-  local n = 0
-  for line in (gateway.read_file(ini) .. "\n"):gmatch("(.-)\n") do
-    n = n + 1
-    if line:find(text, 1, true) then return n end
-  end
-  error("no line with " .. text .. " in " .. ini)
-end
+local line_of = h.line_of
 
 local function check(extra, sections)
   local out, code, path, dir = gateway.check_config(gateway.ini_text(extra, sections))

@@ -163,14 +163,15 @@ static const char *trust_word(enum tls_level level)
 	return level == TLS_LEVEL_VERIFY ? "Verified" : "Untrusted";
 }
 
-static void print_time(const char *label, time_t t)
+/* "2026-11-27 00:00:00 UTC" */
+static const char *utc(time_t t, char *buf, size_t len)
 {
-	char buf[64];
 	struct tm tm;
 
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
-	printf("  %-9s %s\n", label, buf);
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(buf, len, "?");
+	return buf;
 }
 
 /* What posttls-finger shows of the server's certificate. */
@@ -179,6 +180,7 @@ static void print_peer(struct tls *tls)
 	size_t len = 0;
 	const uint8_t *pem = tls_peer_cert_chain_pem(tls, &len);
 	struct cert_info ci;
+	char when[64];
 
 	if (pem == NULL || !cert_describe_pem(pem, len, "peer", &ci)) {
 		printf("  (no certificate details)\n");
@@ -187,8 +189,8 @@ static void print_peer(struct tls *tls)
 	printf("  subject   %s\n", ci.subject);
 	printf("  issuer    %s\n", ci.issuer);
 	printf("  names     %s\n", ci.dns[0] ? ci.dns : "(none)");
-	print_time("not_before", ci.not_before);
-	print_time("not_after", ci.not_after);
+	printf("  not_before %s\n", utc(ci.not_before, when, sizeof(when)));
+	printf("  not_after %s\n", utc(ci.not_after, when, sizeof(when)));
 	printf("  sha256    %s\n", ci.sha256);
 }
 
