@@ -194,12 +194,16 @@ static bool check_listen(const struct config *cfg)
 	long holder = spool_lock_holder(cfg->spool);
 	bool ok = true;
 
-	if (holder != 0) {
+	if (holder > 0)
 		printf("%s: listen not checked: the gateway (pid %ld) holding "
 		       "%s/lock has them\n",
 		       cfg->path, holder, cfg->spool);
+	else if (holder < 0)
+		printf("%s: listen not checked: a gateway holding %s/lock has "
+		       "them\n",
+		       cfg->path, cfg->spool);
+	if (holder != 0)
 		return true;
-	}
 	config_key_where(cfg, "gateway", "listen", where, sizeof(where));
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		int e = try_bind(&cfg->listen[i]);
