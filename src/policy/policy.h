@@ -76,4 +76,20 @@ const char *policy_hook_name(enum policy_hook hook);
 void policy_call(struct policy *p, const struct policy_facts *facts,
 		 struct policy_result *out);
 
+/* What policy_check learnt. */
+struct policy_check {
+	unsigned calls;	 /* hook calls made */
+	bool wants_cert; /* server_tls gave verify, or an answer changed with
+			    the client certificate alone */
+	char cert_reason[300];
+};
+
+/* Runs every hook of p over the fixtures of gateway.testing (lua/gateway/
+ * testing.lua: every stage, every [domain:...] section and a domain in
+ * none) in a fresh state under the usual budgets, at most 10 s in all.
+ * false and "FILE:LINE: message (check: fixture)" in err at the first
+ * error or bad answer. Without a script: true, nothing run. */
+bool policy_check(struct policy *p, struct policy_check *out, char *err,
+		  size_t err_len);
+
 #endif
