@@ -137,13 +137,15 @@ describe("policies", function()
   end)
 
   describe("stock script require_verify.lua", function()
+    -- tls_in = verify: the gateway asks for client certificates by itself
+    -- (ask_client_cert = auto)
     local gw
     setup(function()
       gw = ps.start_stock("require_verify", {
         ini_extra = { relay_domains = "example.test, partner.example" },
         sections = {
-          ["domain:partner.example"] = { tls = "verify" },
-          tls = { ask_client_cert = "yes", ca_file = pki.ca.crt },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "verify" },
+          tls = { ca_file = pki.ca.crt },
         },
       })
     end)
@@ -192,14 +194,14 @@ describe("policies", function()
       gw = ps.start_stock("try", {
         ini_extra = { relay_domains = "example.test, partner.example, .sub.example" },
         sections = {
-          ["domain:partner.example"] = { tls = "encrypt" },
-          ["domain:.sub.example"] = { tls = "encrypt" },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "encrypt" },
+          ["domain:.sub.example"] = { tls_in = "encrypt" },
         },
       })
     end)
     teardown(function() if gw then gw:stop() end end)
 
-    it("refuses an encrypt domain in plaintext 530 5.7.0 and accepts the others", function()
+    it("refuses a tls_in = encrypt domain in plaintext 530 5.7.0 and accepts the others", function()
       local c = h.session(gw)
       c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
       c:cmd("RCPT TO:<user@partner.example>", MUST_TLS)
@@ -221,7 +223,7 @@ describe("policies", function()
       c:cmd("RCPT TO:<user@notsub.example>", R.rcpt_ok)
     end)
 
-    it("accepts the encrypt domains over TLS", function()
+    it("accepts the tls_in = encrypt domains over TLS", function()
       local steps, want = tx({ "user@partner.example", "user@a.sub.example" },
         { R.rcpt_ok, R.rcpt_ok }, "override tls")
       local r = ps.session(gw:port(), ps.concat(ps.tls_steps(), steps),
@@ -611,7 +613,7 @@ describe("policies", function()
           relay_networks = "127.0.0.1/32",
         },
         sections = {
-          ["domain:partner.example"] = { tls = "verify", next_hop = "127.0.0.1:2600" },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "Encrypt", next_hop = "127.0.0.1:2600" },
           ["domain:.sub.example"] = { tls = "encrypt" },
           tls = { ask_client_cert = "yes", ca_file = pki.ca.crt },
         },
@@ -727,7 +729,8 @@ describe("policies", function()
         with { stage = "mail", tls = tls, helo = "tls.example", sender = "Sender@Example.ORG" },
         with { stage = "rcpt", tls = tls, helo = "tls.example", sender = "Sender@Example.ORG",
           recipient = "User@Partner.Example", domain = "partner.example",
-          section = { name = "domain:partner.example", tls = "verify", next_hop = "127.0.0.1:2600" } },
+          section = { name = "domain:partner.example", tls = "verify", tls_in = "encrypt",
+            next_hop = "127.0.0.1:2600" } },
         with { stage = "rcpt", tls = tls, helo = "tls.example", sender = "Sender@Example.ORG",
           recipient = "user@a.sub.example", domain = "a.sub.example",
           section = { name = "domain:.sub.example", tls = "encrypt" } },
@@ -767,7 +770,7 @@ describe("policies", function()
     end)
 
     it("exits 1 naming the file when the script returns no hook", function()
-      local out, err, code, script = check("return { not_a_hook = function() end }\n")
+      local out, err, code, script = check("return { _helper = function() end }\n")
       assert.are.equal(1, code, out .. err)
       assert.truthy(err:find(script .. ": the script returns no hook", 1, true), err)
     end)
@@ -803,7 +806,7 @@ describe("policies", function()
         { relay_domains = "example.test, partner.example" },
         {
           policy = { script = ps.stock("require_verify") },
-          ["domain:partner.example"] = { tls = "verify" },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "verify" },
           ["domain:.sub.example"] = { tls = "encrypt" },
         }))
     end)
@@ -824,7 +827,8 @@ describe("policies", function()
     it("a TLS client without a certificate: encrypt inbound, 550 for the verify domain, verify outbound", function()
       local t, out = explain("--client 192.0.2.7 --rcpt user@partner.example --tls TLSv1.3")
       assert.are.equal(ps.stock("require_verify"), t.script, out)
-      assert.are.equal("[domain:partner.example] tls = verify", t.section, out)
+      assert.are.equal("[domain:partner.example] tls = verify tls_in = verify", t.section, out)
+      assert.are.equal("asked: tls_in = verify in [domain:partner.example]", t.clientcert, out)
       assert.are.equal("encrypt decided by server_tls", t.inbound, out)
       assert.are.equal("accept decided by connect (absent: default)", t.connect, out)
       assert.are.equal("reject " .. need_cert("user@partner.example") .. " decided by rcpt", t.rcpt, out)
