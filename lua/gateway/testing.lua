@@ -18,7 +18,7 @@ local gateway = require "gateway"
 
 local type, pairs, ipairs, tostring, error, setmetatable =
   type, pairs, ipairs, tostring, error, setmetatable
-local format, lower, match, sub = string.format, string.lower, string.match, string.sub
+local format, lower, match, sub, find = string.format, string.lower, string.match, string.sub, string.find
 local sort, concat = table.sort, table.concat
 
 local M = {}
@@ -449,7 +449,8 @@ end
 -- every stage, from an untrusted IPv4 and IPv6 client and a relay_networks
 -- client, in plaintext and over TLS with each kind of client certificate,
 -- with a sender and the null sender, and for rcpt and client_tls a
--- recipient in each [domain:...] section and one in no section.
+-- recipient in each [domain:...] section, in each relay domain and in a
+-- domain of no section.
 
 M.FIXTURE_CLIENTS = {
   { ip = "192.0.2.10", port = 40000, trusted = false },
@@ -465,41 +466,77 @@ M.FIXTURE_SENDERS = { "sender@example.org", "" }
 -- Domains tried, in order, for "a recipient in no section".
 M.FIXTURE_UNLISTED = { "example.test", "unlisted.invalid" }
 
+-- section_index(sections): lower-case name -> name, for find_section.
+local function section_index(sections)
+  local index = {}
+  for name in pairs(sections) do
+    if type(name) == "string" and name ~= "" and name ~= "." then
+      index[lower(name)] = name
+    end
+  end
+  return index
+end
+
+-- find_section(domain, index): the exact name, else the longest ".NAME"
+-- that covers domain (its suffixes from the longest down).
+local function find_section(domain, index)
+  domain = lower(domain)
+  if index[domain] then
+    return index[domain]
+  end
+  local pos = 1
+  while true do
+    local dot = find(domain, ".", pos + 1, true)
+    if dot == nil then
+      return nil
+    end
+    if index[sub(domain, dot)] then
+      return index[sub(domain, dot)]
+    end
+    pos = dot
+  end
+end
+
 -- section_for(domain, sections): the key of `sections` (a map of section
 -- names, "partner.example" or ".sub.example", to their keys) the gateway
 -- picks for domain: the exact name, else the longest ".NAME" that covers
 -- it (case-insensitive); nil when none does.
 function M.section_for(domain, sections)
-  if type(domain) ~= "string" or type(sections) ~= "table" then
+  if type(domain) ~= "string" or domain == "" or type(sections) ~= "table" then
     return nil
   end
-  local best
-  for name in pairs(sections) do
-    if type(name) == "string" and name ~= "" and name ~= "." then
-      if lower(name) == lower(domain) then
-        return name
-      end
-      if gateway.domain_matches(domain, name) and sub(name, 1, 1) == "."
-        and (best == nil or #name > #best) then
-        best = name
-      end
-    end
-  end
-  return best
+  return find_section(domain, section_index(sections))
+end
+
+-- A domain a pattern stands for: "sub.example" for ".sub.example" -> "sub.sub.example".
+local function pattern_domain(name)
+  return sub(name, 1, 1) == "." and "sub" .. lower(name) or lower(name)
 end
 
 -- The recipient domains of the fixtures: one per section (".NAME" gives
--- sub.NAME), then the first of FIXTURE_UNLISTED no section covers.
-local function fixture_domains(sections)
-  local out = {}
+-- sub.NAME), then those of `extra` (the same way), then the first of
+-- FIXTURE_UNLISTED that no section covers; each once.
+local function fixture_domains(sections, extra, index)
+  local out, seen = {}, {}
+  local function add(d)
+    if not seen[d] then
+      seen[d] = true
+      out[#out + 1] = d
+    end
+  end
   for _, name in ipairs(sorted_keys(sections)) do
     if type(name) == "string" then
-      out[#out + 1] = sub(name, 1, 1) == "." and "sub" .. lower(name) or lower(name)
+      add(pattern_domain(name))
+    end
+  end
+  for _, name in ipairs(extra) do
+    if type(name) == "string" and name ~= "" and name ~= "." then
+      add(pattern_domain(name))
     end
   end
   for _, d in ipairs(M.FIXTURE_UNLISTED) do
-    if M.section_for(d, sections) == nil then
-      out[#out + 1] = d
+    if find_section(d, index) == nil and not seen[d] then
+      add(d)
       break
     end
   end
@@ -589,9 +626,11 @@ end
 --   for ctx, group, desc in t.fixtures{ sections = { ["partner.example"] =
 --       { tls = "verify", tls_in = "encrypt" } } } do ... end
 -- opts.sections: the [domain:...] sections, name -> keys (as ctx.section
---   has them, without name); opts.hostname: ctx.hostname (default
---   M.DEFAULTS.hostname); opts.trusted_ip: the address of the
---   relay_networks client (default "127.0.0.1"; false: none).
+--   has them, without name); opts.domains: more recipient domains (the
+--   gateway passes relay_domains; ".NAME" stands for sub.NAME);
+--   opts.hostname: ctx.hostname (default M.DEFAULTS.hostname);
+--   opts.trusted_ip: the address of the relay_networks client (default
+--   "127.0.0.1"; false: none).
 -- Each ctx is fresh, built by t.ctx. group is a number shared by the
 -- fixtures that differ only in tls.peer; description says in words what
 -- the ctx is ("rcpt <user@partner.example> [domain:partner.example] client
@@ -611,7 +650,12 @@ function M.fixtures(opts)
     trusted_ip = "127.0.0.1"
   end
   local clients = fixture_clients(trusted_ip)
-  local domains = fixture_domains(sections)
+  local extra = opts.domains or {}
+  if type(extra) ~= "table" then
+    error("gateway.testing.fixtures: opts.domains must be an array, got " .. type(extra), 2)
+  end
+  local index = section_index(sections)
+  local domains = fixture_domains(sections, extra, index)
   local list = plans(#clients, #domains)
   local i = 0
   return function()
@@ -632,7 +676,7 @@ function M.fixtures(opts)
     if p.domain then
       local domain = domains[p.domain]
       over.recipient = "user@" .. domain
-      local name = M.section_for(domain, sections)
+      local name = find_section(domain, index)
       if name ~= nil then
         local section = deep_copy(sections[name])
         section.name = section.name or "domain:" .. name

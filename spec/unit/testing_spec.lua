@@ -417,6 +417,19 @@ describe("gateway.testing.fixtures", function()
     }, seen)
   end)
 
+  it("adds the relay domains (opts.domains), each domain once", function()
+    local seen = {}
+    for _, f in ipairs(all({ sections = { ["partner.example"] = { tls = "verify" } },
+        domains = { "example.test", "partner.example", ".relay.example" } })) do
+      local c = f.ctx
+      if c.stage == "client_tls" and c.sender == "" then
+        seen[#seen + 1] = c.recipient
+      end
+    end
+    assert.are.same({ "user@partner.example", "user@example.test", "user@sub.relay.example", "user@unlisted.invalid" },
+      seen)
+  end)
+
   it("groups the TLS fixtures that differ only in tls.peer", function()
     local by_group = {}
     for _, f in ipairs(all()) do
@@ -450,6 +463,7 @@ describe("gateway.testing.fixtures", function()
   it("raises on bad options", function()
     assert.has_error(function() t.fixtures("x") end)
     assert.has_error(function() t.fixtures({ sections = 1 }) end)
+    assert.has_error(function() t.fixtures({ domains = "x" }) end)
   end)
 end)
 

@@ -171,7 +171,7 @@ struct policy {
 	/* the call in progress */
 	const char *current; /* hook name, for host.log */
 	unsigned long long sid;
-	unsigned long instructions;
+	unsigned long instructions, max_instructions;
 	size_t work; /* C work since the clock was last read */
 	bool over_time;
 	struct timespec deadline;
@@ -224,7 +224,7 @@ static enum overrun overrun(struct policy *p)
 		return OVER_MEMORY;
 	if (p->over_time)
 		return OVER_TIME;
-	if (p->instructions > p->cfg->policy_max_instructions)
+	if (p->instructions > p->max_instructions)
 		return OVER_INSTRUCTIONS;
 	if (past(&p->deadline)) {
 		p->over_time = true;
@@ -258,12 +258,16 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 		raise_overrun(L, p, why, 0);
 }
 
-static void budget_start(struct policy *p, const char *what)
+/* Arms the budget of one call: `seconds` of wall clock and
+ * `instructions`. */
+static void budget_arm(struct policy *p, const char *what, double seconds,
+		       unsigned long instructions)
 {
-	long ns = (long)(p->cfg->policy_max_time * 1e9);
+	long ns = (long)(seconds * 1e9);
 
 	running = p;
 	p->current = what;
+	p->max_instructions = instructions;
 	p->instructions = 0;
 	p->work = 0;
 	p->over_time = false;
@@ -275,6 +279,14 @@ static void budget_start(struct policy *p, const char *what)
 		p->deadline.tv_nsec -= 1000000000L;
 	}
 	lua_sethook(p->vm->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+/* The budget of a hook call (or a load): [policy] max_time and
+ * max_instructions. */
+static void budget_start(struct policy *p, const char *what)
+{
+	budget_arm(p, what, p->cfg->policy_max_time,
+		   p->cfg->policy_max_instructions);
 }
 
 static void budget_stop(struct policy *p)
@@ -1366,10 +1378,12 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 
 /*
  * policy_check runs every hook over the fixtures of gateway.testing, in a
- * state of its own (so the running state never sees them), under the same
- * budgets as a real call, and the whole run under CHECK_MAX_TIME.
+ * state of its own (so the running state never sees them): each hook call
+ * under the same budgets as a real one, the making of the fixtures under
+ * CHECK_MAX_TIME and CHECK_MAX_INSTRUCTIONS (they grow with the number of
+ * sections), and the whole run under CHECK_MAX_TIME.
  */
-enum { CHECK_MAX_TIME = 10 };
+enum { CHECK_MAX_TIME = 10, CHECK_MAX_INSTRUCTIONS = 1000000000 };
 
 struct check_run {
 	struct policy *p;
@@ -1409,10 +1423,11 @@ static void push_trusted_ip(lua_State *L, const struct config *cfg)
 		lua_pushstring(L, text);
 }
 
-/* { hostname =, trusted_ip =, sections = { NAME = section, ... } } */
+/* { hostname =, trusted_ip =, sections = { NAME = section, ... },
+ * domains = relay_domains } */
 static void push_fixture_opts(lua_State *L, int strs, const struct config *cfg)
 {
-	lua_createtable(L, 0, 3);
+	lua_createtable(L, 0, 4);
 	lua_pushstring(L, cfg->hostname);
 	lua_setfield(L, -2, "hostname");
 	push_trusted_ip(L, cfg);
@@ -1423,6 +1438,12 @@ static void push_fixture_opts(lua_State *L, int strs, const struct config *cfg)
 		lua_setfield(L, -2, cfg->domains[i].name);
 	}
 	lua_setfield(L, -2, "sections");
+	lua_createtable(L, (int)cfg->n_relay_domains, 0);
+	for (size_t i = 0; i < cfg->n_relay_domains; i++) {
+		lua_pushstring(L, cfg->relay_domains[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "domains");
 }
 
 /* Protected: the iterator gateway.testing.fixtures(opts) gives, kept in
@@ -1488,7 +1509,7 @@ static bool check_step(struct check_run *r, lua_CFunction f,
 	int rc;
 
 	vm->budget.stack_base = (uintptr_t)&rc;
-	budget_start(r->p, what);
+	budget_arm(r->p, what, CHECK_MAX_TIME, CHECK_MAX_INSTRUCTIONS);
 	rc = protected_call(vm, f, LUA_NOREF, r);
 	budget_stop(r->p);
 	if (rc == 0)

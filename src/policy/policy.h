@@ -5,6 +5,7 @@
  * turns what it returned into a level or a verdict. Every failure is a
  * POLICY_ERROR with a reason; a state that passed its memory cap is
  * replaced by a fresh one from the same script text before the next call.
+ * policy_check runs every hook over fixtures before a script is used.
  * Nothing here decides what the SMTP reply is.
  */
 #ifndef SMTPGW_POLICY_H
@@ -85,8 +86,9 @@ struct policy_check {
 };
 
 /* Runs every hook of p over the fixtures of gateway.testing (lua/gateway/
- * testing.lua: every stage, every [domain:...] section and a domain in
- * none) in a fresh state under the usual budgets, at most 10 s in all.
+ * testing.lua: every stage; every [domain:...] section, relay domain and
+ * a domain in no section) in a fresh state under the usual budgets, at
+ * most 10 s in all.
  * false and "FILE:LINE: message (check: fixture)" in err at the first
  * error or bad answer. Without a script: true, nothing run. */
 bool policy_check(struct policy *p, struct policy_check *out, char *err,
