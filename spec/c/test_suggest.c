@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char *const HOOKS[] = {"server_tls", "client_tls", "connect",
-				    "helo",	  "mail",	"rcpt"};
+                                    "helo",       "mail",       "rcpt"};
 enum { N_HOOKS = sizeof(HOOKS) / sizeof(HOOKS[0]) };
 
 static void distance(const char *a, const char *b, unsigned want)
@@ -27,9 +27,9 @@ static void nearest(const char *word, const char *want)
 	const char *got = suggest_nearest(word, HOOKS, N_HOOKS, 2);
 
 	tap((got == NULL && want == NULL) ||
-		    (got != NULL && want != NULL && strcmp(got, want) == 0),
-	    "nearest hook to \"%s\" is %s (got %s)", word,
-	    want ? want : "none", got ? got : "none");
+	        (got != NULL && want != NULL && strcmp(got, want) == 0),
+	    "nearest hook to \"%s\" is %s (got %s)", word, want ? want : "none",
+	    got ? got : "none");
 }
 
 int main(void)

@@ -32,7 +32,7 @@ unsigned suggest_distance(const char *a, const char *b)
 			unsigned cost = a[i - 1] != b[j - 1];
 
 			cur[j] = min3(prev[j] + 1, cur[j - 1] + 1,
-				      prev[j - 1] + cost);
+			              prev[j - 1] + cost);
 			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
 			    a[i - 2] == b[j - 1] && prev2[j - 2] + 1 < cur[j])
 				cur[j] = prev2[j - 2] + 1;
@@ -45,7 +45,7 @@ unsigned suggest_distance(const char *a, const char *b)
 }
 
 const char *suggest_nearest(const char *word, const char *const *words,
-			    size_t n, unsigned max_distance)
+                            size_t n, unsigned max_distance)
 {
 	const char *best = NULL;
 	unsigned best_d = max_distance + 1;

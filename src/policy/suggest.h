@@ -18,6 +18,6 @@ unsigned suggest_distance(const char *a, const char *b);
 /* The first of words[0..n) nearest to word, when at most max_distance
  * away and word is not one of them; else NULL. */
 const char *suggest_nearest(const char *word, const char *const *words,
-			    size_t n, unsigned max_distance);
+                            size_t n, unsigned max_distance);
 
 #endif
