@@ -216,7 +216,7 @@ fuzz: deps-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./spec/fuzz/run.sh $(FUZZ_NAMES)
 
 # The cost of one policy decision (README "Performance"); a release build.
-BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c \
+BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/policy/suggest.c \
 	    src/policy/sandbox_str.c src/policy/pattern.c src/core/config.c \
 	    src/core/log.c src/proto/smtp_proto.c
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj

@@ -907,7 +907,8 @@ struct policy *policy_load(const struct config *cfg, const char *lua_dir,
 		return NULL;
 	}
 	p->source = read_source(p->script, &p->source_len, err, err_len);
-	if (p->source == NULL || (p->vm = vm_new(p, false, err, err_len)) == NULL) {
+	if (p->source == NULL ||
+	    (p->vm = vm_new(p, false, err, err_len)) == NULL) {
 		policy_free(p);
 		return NULL;
 	}
@@ -1234,10 +1235,11 @@ static int error_where(lua_State *L)
 	const char *script = vm->p->script, *lua_dir = vm->p->lua_dir;
 	const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1)
 							: NULL;
+	size_t n = strlen(lua_dir);
 	lua_Debug ar;
 
 	if (msg != NULL && has_position(msg) &&
-	    strncmp(msg, lua_dir, strlen(lua_dir)) != 0)
+	    !(strncmp(msg, lua_dir, n) == 0 && msg[n] == '/'))
 		return 1;
 	for (int level = 1; lua_getstack(L, level, &ar); level++) {
 		if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 ||
@@ -1486,7 +1488,8 @@ static int check_next(lua_State *L)
 		r->done = true;
 		return 0;
 	}
-	lua_getfield(L, 1, "stage");
+	lua_pushstring(L, "stage");
+	lua_rawget(L, 1);
 	stage = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
 	for (r->hook = 0; r->hook < HOOK_COUNT; r->hook++)
 		if (strcmp(stage, hook_names[r->hook]) == 0)
@@ -1508,6 +1511,7 @@ static bool check_step(struct check_run *r, lua_CFunction f,
 	struct vm *vm = r->p->vm;
 	int rc;
 
+	vm->over_memory = false;
 	vm->budget.stack_base = (uintptr_t)&rc;
 	budget_arm(r->p, what, CHECK_MAX_TIME, CHECK_MAX_INSTRUCTIONS);
 	rc = protected_call(vm, f, LUA_NOREF, r);
@@ -1563,8 +1567,8 @@ static void note_answer(struct check_run *r, const struct policy_result *res)
 static bool check_call(struct check_run *r, char *err, size_t err_len)
 {
 	struct policy_result res;
-	struct call c = {r->p,	  r->hook, NULL, r->ctx_ref,
-			 r->where[r->hook], 0, &res};
+	struct call c = {r->p, r->hook, NULL, r->ctx_ref, r->where[r->hook], 0,
+			 &res};
 
 	memset(&res, 0, sizeof(res));
 	run_call(&c);
