@@ -635,25 +635,28 @@ end
 -- fixtures that differ only in tls.peer; description says in words what
 -- the ctx is ("rcpt <user@partner.example> [domain:partner.example] client
 -- 192.0.2.10 over TLS, client certificate none").
+-- want_table(v, what): v, or {} for nil; raises (at the caller's caller)
+-- when v is something else.
+local function want_table(v, what)
+  if v == nil then
+    return {}
+  end
+  if type(v) ~= "table" then
+    error(format("gateway.testing.fixtures: %s must be a table, got %s", what, type(v)), 3)
+  end
+  return v
+end
+
 function M.fixtures(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("gateway.testing.fixtures: opts must be a table, got " .. type(opts), 2)
-  end
-  opts = opts or {}
-  local sections = opts.sections or {}
-  if type(sections) ~= "table" then
-    error("gateway.testing.fixtures: opts.sections must be a table, got " .. type(sections), 2)
-  end
+  opts = want_table(opts, "opts")
+  local sections = want_table(opts.sections, "opts.sections")
   local hostname = opts.hostname or M.DEFAULTS.hostname
   local trusted_ip = opts.trusted_ip
   if trusted_ip == nil then
     trusted_ip = "127.0.0.1"
   end
   local clients = fixture_clients(trusted_ip)
-  local extra = opts.domains or {}
-  if type(extra) ~= "table" then
-    error("gateway.testing.fixtures: opts.domains must be an array, got " .. type(extra), 2)
-  end
+  local extra = want_table(opts.domains, "opts.domains")
   local index = section_index(sections)
   local domains = fixture_domains(sections, extra, index)
   local list = plans(#clients, #domains)

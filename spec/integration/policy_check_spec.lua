@@ -57,28 +57,14 @@ local function cert_request(gw)
 end
 
 describe("[domain:NAME] tls and tls_in with the stock scripts", function()
-  local pki, pki_root
-
-  setup(function()
-    pki_root = gateway.mktempdir()
-    pki = tlss.make_pki(pki_root .. "/pki")
-  end)
-
-  teardown(function()
-    client.close_all()
-    ps.stop_all()
-    h.cleanup()
-    gateway.rm_rf(pki_root)
-  end)
-
-  after_each(client.close_all)
+  local suite = ps.pki_suite() -- suite.pki: the test PKI
 
   describe("try.lua, partner at tls = verify only", function()
     local gw
     setup(function()
       gw = ps.start_stock("try", { ini_extra = INI, sections = {
         ["domain:partner.example"] = { tls = "verify" },
-        tls = { ca_file = pki.ca.crt },
+        tls = { ca_file = suite.pki.ca.crt },
       } })
     end)
     teardown(function() if gw then gw:stop() end end)
@@ -129,7 +115,7 @@ describe("[domain:NAME] tls and tls_in with the stock scripts", function()
     setup(function()
       gw = ps.start_stock("try", { ini_extra = INI, sections = {
         ["domain:partner.example"] = { tls = "encrypt", tls_in = "verify" },
-        tls = { ca_file = pki.ca.crt },
+        tls = { ca_file = suite.pki.ca.crt },
       } })
     end)
     teardown(function() if gw then gw:stop() end end)
@@ -142,12 +128,12 @@ describe("[domain:NAME] tls and tls_in with the stock scripts", function()
     end)
 
     it("accepts a client with a trusted certificate", function()
-      tls_rcpt(gw, { cert = pki.client.crt, key = pki.client.key }, "user@partner.example", R.rcpt_ok)
+      tls_rcpt(gw, { cert = suite.pki.client.crt, key = suite.pki.client.key }, "user@partner.example", R.rcpt_ok)
     end)
 
     it("refuses one without a certificate or with an untrusted one 550 5.7.1, and plaintext 530", function()
       tls_rcpt(gw, nil, "user@partner.example", need_cert("user@partner.example"))
-      tls_rcpt(gw, { cert = pki.rogue.crt, key = pki.rogue.key }, "user@partner.example",
+      tls_rcpt(gw, { cert = suite.pki.rogue.crt, key = suite.pki.rogue.key }, "user@partner.example",
         need_cert("user@partner.example"))
       plain_rcpt(gw, "127.0.0.1", "user@partner.example", MUST_TLS)
       tls_rcpt(gw, nil, "user@example.test", R.rcpt_ok)
@@ -168,7 +154,7 @@ describe("[domain:NAME] tls and tls_in with the stock scripts", function()
       for _, case in ipairs({ { "require", "verify" }, { "require_verify", "encrypt" } }) do
         local gw = ps.start_stock(case[1], { ini_extra = INI, sections = {
           ["domain:partner.example"] = { tls = case[2] },
-          tls = { ca_file = pki.ca.crt },
+          tls = { ca_file = suite.pki.ca.crt },
         } })
         local c = h.session(gw, { bind = "127.0.0.1" }) -- their inbound level: encrypt
         c:cmd("MAIL FROM:<sender@example.org>", MUST_TLS)
@@ -185,13 +171,13 @@ describe("[domain:NAME] tls and tls_in with the stock scripts", function()
     it("= no wins over tls_in = verify; = yes asks with nothing needing it", function()
       local gw = ps.start_stock("try", { ini_extra = INI, sections = {
         ["domain:partner.example"] = { tls_in = "verify" },
-        tls = { ca_file = pki.ca.crt, ask_client_cert = "no" },
+        tls = { ca_file = suite.pki.ca.crt, ask_client_cert = "no" },
       } })
       local asked, out = cert_request(gw)
       assert.is_false(asked, out)
       gw:stop()
       gw = ps.start_stock("try", { ini_extra = INI, sections = {
-        tls = { ca_file = pki.ca.crt, ask_client_cert = "yes" },
+        tls = { ca_file = suite.pki.ca.crt, ask_client_cert = "yes" },
       } })
       asked, out = cert_request(gw)
       assert.is_true(asked, out)
@@ -210,13 +196,13 @@ describe("[domain:NAME] tls and tls_in with the stock scripts", function()
     }
 
     it("makes the gateway ask for client certificates, and its levels work", function()
-      local gw = ps.start_with_script(SCRIPT, { ini_extra = INI, sections = { tls = { ca_file = pki.ca.crt } } })
+      local gw = ps.start_with_script(SCRIPT, { ini_extra = INI, sections = { tls = { ca_file = suite.pki.ca.crt } } })
       local asked, out = cert_request(gw)
       assert.is_true(asked, out)
       -- 127.0.0.2 gets "May": plaintext accepted
       plain_rcpt(gw, "127.0.0.2", "user@example.test", R.rcpt_ok)
       -- 127.0.0.1 gets "VERIFY": a trusted certificate passes
-      tls_rcpt(gw, { cert = pki.client.crt, key = pki.client.key }, "user@example.test", R.rcpt_ok)
+      tls_rcpt(gw, { cert = suite.pki.client.crt, key = suite.pki.client.key }, "user@example.test", R.rcpt_ok)
       local lines = gw:log_lines("event=policy_error")
       assert.are.equal(0, #lines, table.concat(lines, "\n"))
       local e, err, code = ps.smtpgw("-c " .. q(gw.ini) .. " explain --client 127.0.0.2 --rcpt user@example.test")
@@ -312,16 +298,7 @@ describe("smtpgw -t runs the policy", function()
   after_each(function() gateway.rm_rf(dir) end)
 
   local function check(text)
-    local script = dir .. "/policy.lua"
-    gateway.write_file(script, text)
-    local ini = dir .. "/gateway.ini"
-    gateway.write_file(ini, gateway.ini_text(INI, {
-      policy = { script = script },
-      ["domain:partner.example"] = { tls = "verify" },
-    }))
-    local t0 = gateway.now()
-    local out, err, code = ps.smtpgw("-c " .. q(ini) .. " -t")
-    return out, err, code, script, gateway.now() - t0
+    return ps.check_script(dir, text, INI, { ["domain:partner.example"] = { tls = "verify" } })
   end
 
   for _, bad in ipairs(BAD) do

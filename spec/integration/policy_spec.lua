@@ -10,7 +10,6 @@
 local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
-local tlss = require "tls_support"
 local ps = require "policy_support"
 local testing = require "gateway.testing"
 local R = h.R
@@ -80,21 +79,7 @@ local function nth_policy_error(gw, n)
 end
 
 describe("policies", function()
-  local pki, pki_root
-
-  setup(function()
-    pki_root = gateway.mktempdir()
-    pki = tlss.make_pki(pki_root .. "/pki")
-  end)
-
-  teardown(function()
-    client.close_all()
-    ps.stop_all()
-    h.cleanup()
-    gateway.rm_rf(pki_root)
-  end)
-
-  after_each(client.close_all)
+  local suite = ps.pki_suite() -- suite.pki: the test PKI
 
   -- ---------------------------------------------------- stock scripts
   describe("stock script try.lua", function()
@@ -145,7 +130,7 @@ describe("policies", function()
         ini_extra = { relay_domains = "example.test, partner.example" },
         sections = {
           ["domain:partner.example"] = { tls = "verify", tls_in = "verify" },
-          tls = { ca_file = pki.ca.crt },
+          tls = { ca_file = suite.pki.ca.crt },
         },
       })
     end)
@@ -169,7 +154,7 @@ describe("policies", function()
       local steps, want = tx({ "user@partner.example", "user@example.test" },
         { need_cert("user@partner.example"), R.rcpt_ok }, "rogue")
       local r = ps.session(gw:port(), ps.concat(
-        ps.tls_steps({ cert = pki.rogue.crt, key = pki.rogue.key }), steps),
+        ps.tls_steps({ cert = suite.pki.rogue.crt, key = suite.pki.rogue.key }), steps),
         ps.concat(ps.TLS_WANT, want))
       assert.are.same({ "<user@example.test>" }, queued_rcpts(gw, qid_of(r)))
     end)
@@ -177,7 +162,7 @@ describe("policies", function()
     it("over TLS with a trusted client certificate accepts the verify domain", function()
       local steps, want = tx({ "user@partner.example" }, { R.rcpt_ok }, "trusted")
       local r = ps.session(gw:port(), ps.concat(
-        ps.tls_steps({ cert = pki.client.crt, key = pki.client.key }), steps),
+        ps.tls_steps({ cert = suite.pki.client.crt, key = suite.pki.client.key }), steps),
         ps.concat(ps.TLS_WANT, want))
       local qid = qid_of(r)
       assert.are.same({ "<user@partner.example>" }, queued_rcpts(gw, qid))
@@ -615,7 +600,7 @@ describe("policies", function()
         sections = {
           ["domain:partner.example"] = { tls = "verify", tls_in = "Encrypt", next_hop = "127.0.0.1:2600" },
           ["domain:.sub.example"] = { tls = "encrypt" },
-          tls = { ask_client_cert = "yes", ca_file = pki.ca.crt },
+          tls = { ask_client_cert = "yes", ca_file = suite.pki.ca.crt },
         },
       })
     end)
@@ -687,7 +672,7 @@ describe("policies", function()
 
     it("has the shape of gateway.testing and the session's values, TLS with SNI and a trusted certificate", function()
       local r = ps.session(gw:port(), ps.concat(
-        ps.tls_steps({ sni = HOST, cert = pki.client.crt, key = pki.client.key },
+        ps.tls_steps({ sni = HOST, cert = suite.pki.client.crt, key = suite.pki.client.key },
           "client.example", "tls.example"),
         {
           cmd("MAIL FROM:<Sender@Example.ORG>"),

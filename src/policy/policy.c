@@ -198,6 +198,9 @@ const char *policy_script(const struct policy *p)
 
 enum overrun { WITHIN, OVER_INSTRUCTIONS, OVER_TIME, OVER_MEMORY };
 
+/* policy_check's budget for what is not a hook call (see "check"). */
+enum { CHECK_MAX_TIME = 10, CHECK_MAX_INSTRUCTIONS = 1000000000 };
+
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
 static const char *const overrun_names[] = {
@@ -855,7 +858,10 @@ static struct vm *vm_new(struct policy *p, bool checking, char *err,
 	luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
 	vm->budget.stack_base = (uintptr_t)&prev;
 	p->vm = vm; /* for the budget, while the script runs */
-	budget_start(p, "load");
+	if (checking) /* the script passed its own load budget already */
+		budget_arm(p, "load", CHECK_MAX_TIME, CHECK_MAX_INSTRUCTIONS);
+	else
+		budget_start(p, "load");
 	rc = protected_call(vm, build_state, LUA_NOREF, vm);
 	budget_stop(p);
 	p->vm = prev;
@@ -1381,11 +1387,11 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 /*
  * policy_check runs every hook over the fixtures of gateway.testing, in a
  * state of its own (so the running state never sees them): each hook call
- * under the same budgets as a real one, the making of the fixtures under
- * CHECK_MAX_TIME and CHECK_MAX_INSTRUCTIONS (they grow with the number of
- * sections), and the whole run under CHECK_MAX_TIME.
+ * under the same budgets as a real one; loading that state (gateway.testing
+ * and the script, which passed its own load budget already) and making the
+ * fixtures (they grow with the number of sections) under CHECK_MAX_TIME
+ * and CHECK_MAX_INSTRUCTIONS; the whole run under CHECK_MAX_TIME.
  */
-enum { CHECK_MAX_TIME = 10, CHECK_MAX_INSTRUCTIONS = 1000000000 };
 
 struct check_run {
 	struct policy *p;
