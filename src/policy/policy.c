@@ -19,7 +19,12 @@
  *  - scripts and modules are loaded as text only (bytecode can break out of
  *    any sandbox), from lua/ and the script's own folder only;
  *  - the state belongs to one generation of the configuration and is only
- *    ever touched from the event loop's thread.
+ *    ever touched from the event loop's thread;
+ *  - a hook's error names the line of the script where it went wrong
+ *    (error_where, the calls' message handler), and every key of the hooks
+ *    table must be a hook: a misspelt one is refused, not ignored;
+ *  - before a script is used, policy_check runs every hook over the
+ *    fixtures of gateway.testing in a state of its own (end of this file).
  */
 #include "policy/policy.h"
 
