@@ -312,6 +312,24 @@ describe("smtpgw -t runs the policy", function()
     end)
   end
 
+  it("fails at max_memory on a hook that grows a module table call by call, in bounded time", function()
+    local text = ps.lines {
+      "local kept = {}",
+      "local policy = {}",
+      "function policy.rcpt(ctx)",
+      "  kept[#kept + 1] = string.rep('x', 1024 * 1024) .. #kept -- @grow",
+      "  return 'accept'",
+      "end",
+      "return policy",
+    }
+    local out, err, code, script, took = ps.check_script(dir, text, INI, { policy = { max_memory = "16M" } })
+    assert.are.equal(1, code, out .. err)
+    local want = script .. ":" .. ps.line_of(text, "@grow") .. ": "
+    assert.are.equal(want, err:sub(1, #want), err)
+    assert.truthy(err:find("budget exceeded (max_memory)", 1, true) or err:find("not enough memory", 1, true), err)
+    assert(took < 5, "-t took " .. took .. " s")
+  end)
+
   it("passes on each stock script with tls and tls_in sections, and on names starting with _", function()
     for _, name in ipairs({ "try", "require", "require_verify" }) do
       local ini = dir .. "/gateway.ini"
