@@ -88,7 +88,7 @@ struct policy_check {
 /* Runs every hook of p over the fixtures of gateway.testing (lua/gateway/
  * testing.lua: every stage; every [domain:...] section, relay domain and
  * a domain in no section) in a fresh state under the usual budgets, at
- * most 10 s in all.
+ * most 10 s and 1 ms a fixture in all.
  * false and "FILE:LINE: message (check: fixture)" in err at the first
  * error or bad answer. Without a script: true, nothing run. */
 bool policy_check(struct policy *p, struct policy_check *out, char *err,
