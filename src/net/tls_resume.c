@@ -359,12 +359,10 @@ int tls_resume_lifetime(const struct config *cfg)
  * which ca_file): a session from a configuration that did not ask is not
  * resumed by one that does, so a reload to `verify` takes effect at once.
  */
-static void session_id_context(const struct config *cfg,
+static void session_id_context(const struct config *cfg, bool asks,
 			       unsigned char out[TLS_MAX_SESSION_ID_LENGTH])
 {
 	static const char tag[] = "smtpgw inbound session v1";
-	bool asks = cfg->server_level == TLS_LEVEL_VERIFY ||
-		    cfg->ask_client_cert;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int n = 0;
@@ -382,13 +380,13 @@ static void session_id_context(const struct config *cfg,
 	EVP_MD_CTX_free(md);
 }
 
-bool tls_resume_prepare(const struct config *cfg, struct tls_config *c,
-			char *err, size_t err_len)
+bool tls_resume_prepare(const struct config *cfg, bool ask_certs,
+			struct tls_config *c, char *err, size_t err_len)
 {
 	unsigned char sid[TLS_MAX_SESSION_ID_LENGTH];
 	int lifetime = tls_resume_lifetime(cfg);
 
-	session_id_context(cfg, sid);
+	session_id_context(cfg, ask_certs, sid);
 	if (tls_config_set_session_id(c, sid, sizeof(sid)) != 0 ||
 	    (lifetime > 0 &&
 	     tls_config_set_session_lifetime(c, lifetime) != 0)) {

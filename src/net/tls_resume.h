@@ -65,9 +65,9 @@ bool tls_ticket_ring_find(const struct tls_ticket_ring *r,
 int tls_resume_lifetime(const struct config *cfg);
 
 /* Session lifetime and session id context on a server config, before
- * tls_configure. */
-bool tls_resume_prepare(const struct config *cfg, struct tls_config *c,
-			char *err, size_t err_len);
+ * tls_configure; `ask_certs`: the server asks for client certificates. */
+bool tls_resume_prepare(const struct config *cfg, bool ask_certs,
+			struct tls_config *c, char *err, size_t err_len);
 
 /* tls_configure(server, c), and then, when resumption is on, our ticket
  * callback on every SSL_CTX libtls made for it. Returns what
