@@ -68,18 +68,20 @@ build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) sp
 build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
 
-TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
+TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c \
+		  src/proto/log_format.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
 
 # limits.c is included by its test (white-box checks of the shared table).
-build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
-	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
+build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c \
+		src/proto/log_format.c -l:libev.a -lpthread
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
 		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o \
-		    proto/smtp_out.o)
+		    proto/smtp_out.o proto/log_format.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -182,7 +184,7 @@ FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
-FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c
+FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c src/proto/log_format.c
 FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c

@@ -197,7 +197,7 @@ end
 function M.delivery_lines(gw, rcpt, status)
   local out = {}
   for _, line in ipairs(gw:log_lines("event=delivery")) do
-    if (not rcpt or line:find("rcpt=<" .. rcpt .. ">", 1, true)) and
+    if (not rcpt or line:find(" to=<" .. rcpt .. ">", 1, true)) and
        (not status or line:find("status=" .. status, 1, true)) then
       out[#out + 1] = line
     end
@@ -215,7 +215,7 @@ function M.wait_delivery(gw, rcpt, status, n, deadline)
     return #lines >= n
   end, deadline or 15)
   if not ok then
-    error(string.format("no %s event=delivery line with rcpt=<%s> status=%s " ..
+    error(string.format("no %s event=delivery line with to=<%s> status=%s " ..
       "(have %d); log:\n%s", n == 1 and "" or ("#" .. n), rcpt, tostring(status),
       #lines, gw:log()), 2)
   end
@@ -229,7 +229,7 @@ function M.assert_one_line_per_attempt(gw)
   local seen, dups = {}, {}
   for _, line in ipairs(M.delivery_lines(gw)) do
     local key = (line:match(" qid=(%S+)") or "?") .. " " ..
-      (line:match(" rcpt=(%S+)") or "?") .. " attempt=" ..
+      (line:match(" to=(%S+)") or "?") .. " attempt=" ..
       (line:match(" attempt=(%d+)") or "?")
     seen[key] = (seen[key] or 0) + 1
     if seen[key] == 2 then dups[#dups + 1] = key end
