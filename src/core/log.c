@@ -152,6 +152,12 @@ void log_flush(void)
 
 typedef void sink_fn(const char *line, size_t n, enum log_level level);
 
+void log_flush_ordered(void)
+{
+	if (w.style == LOG_STYLE_POSTFIX)
+		log_flush();
+}
+
 /* Appends one finished line (or datagram) to the buffer. */
 static void to_buffer(const char *line, size_t n, enum log_level level)
 {

@@ -48,6 +48,11 @@ bool log_configure(const struct log_settings *s, char *err, size_t len);
 void log_attach(struct ev_loop *loop);
 /* Writes what the buffer holds: before fork() and _exit(). */
 void log_flush(void);
+/* A point another process's lines must not overtake this one's: in the
+ * Postfix format, pflogsumm needs smtpd's "client=" before qmgr's "(queue
+ * active)". Flushes in that format only (smtpgw's lines carry
+ * milliseconds and can be sorted). */
+void log_flush_ordered(void);
 
 /* `event` and every `key` are string literals (kept by pointer). */
 void log_begin(struct logline *l, enum log_level level, const char *event);

@@ -46,6 +46,7 @@ static void on_queued(struct server *srv, const char *qid)
 {
 	struct worker *w = (struct worker *)srv;
 
+	log_flush_ordered(); /* our "queued" line before the qmgr's */
 	if (w->n_backlog == 0 && ipc_send(w->notify_fd, IPC_QUEUED, qid))
 		return;
 	if (w->n_backlog == BACKLOG_MAX) {
