@@ -65,6 +65,9 @@ build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) spec/c/tap.h | bu
 build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
 
+build/check/test_log_format: spec/c/test_log_format.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_log_format.c src/proto/log_format.c
+
 build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
 
@@ -168,6 +171,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits \
+		build/check/test_log_format \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
