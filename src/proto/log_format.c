@@ -7,6 +7,7 @@
  */
 #include "proto/log_format.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -159,7 +160,12 @@ static void put_kv(struct out *o, const char *key, const char *value)
 	bool quote = needs_quotes(value);
 
 	put(o, " ", 1);
-	puts_(o, key);
+	for (; *key != '\0'; key++) {
+		/* keys are ours, but a line must stay a line whatever they are */
+		char c = isalnum((unsigned char)*key) ? *key : '_';
+
+		put(o, &c, 1);
+	}
 	puts_(o, quote ? "=\"" : "=");
 	put_escaped(o, value);
 	if (quote)
