@@ -366,13 +366,22 @@ static const char *stage_name(const struct session *s, enum smtp_verb verb)
  * "reject:" lines) or a protocol error (syntax, sequence). */
 enum refusal { REFUSE_PROTOCOL, REFUSE_ACCESS };
 
+static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
+		   const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
+		   ...) __attribute__((format(printf, 3, 4)));
+static void deny(struct session *s, enum smtp_verb verb, const char *fmt,
+		 ...) __attribute__((format(printf, 3, 4)));
+
 /* A refused command: the reply plus one log line saying why, with the
  * client's HELO, sender and recipient as Postfix gives them. */
 static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
-		   const char *text)
+		   const char *fmt, va_list ap)
 {
+	char text[600];
 	struct logline l;
 
+	vsnprintf(text, sizeof(text), fmt, ap);
 	log_session(&l, s, LOG_INFO, "reject");
 	log_kv(&l, "stage", "%s", stage_name(s, verb));
 	log_kv(&l, "client", "%s", s->peer_ip);
@@ -390,35 +399,26 @@ static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
 	reply(s, "%s", text);
 }
 
-static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
-		   ...) __attribute__((format(printf, 3, 4)));
-static void deny(struct session *s, enum smtp_verb verb, const char *fmt,
-		 ...) __attribute__((format(printf, 3, 4)));
-
 /* A syntax or sequence error. */
 static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
 		   ...)
 {
-	char text[600];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	refuse(s, verb, REFUSE_PROTOCOL, fmt, ap);
 	va_end(ap);
-	refuse(s, verb, REFUSE_PROTOCOL, text);
 }
 
 /* An access decision. */
 static void deny(struct session *s, enum smtp_verb verb, const char *fmt,
 		 ...)
 {
-	char text[600];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	refuse(s, verb, REFUSE_ACCESS, fmt, ap);
 	va_end(ap);
-	refuse(s, verb, REFUSE_ACCESS, text);
 }
 
 /* ---- transaction ---------------------------------------------------- */
@@ -1097,10 +1097,11 @@ static void end_of_data(struct session *s)
 	const char *verdict = data_verdict(s);
 
 	if (verdict != NULL) {
-		refuse(s, SMTP_VERB_DATA,
-		       strstr(verdict, " 5.3.4 ") ? REFUSE_ACCESS
-						  : REFUSE_PROTOCOL,
-		       verdict);
+		/* the size limit is a decision; the rest is broken input */
+		if (strstr(verdict, " 5.3.4 ") != NULL)
+			deny(s, SMTP_VERB_DATA, "%s", verdict);
+		else
+			reject(s, SMTP_VERB_DATA, "%s", verdict);
 		tx_free(s);
 		if (s->state == ST_DATA)
 			enter_state(s, ST_COMMAND);

@@ -273,36 +273,41 @@ static const char *level_prefix(enum log_level level)
 	return "";
 }
 
+/* `label` then the field's value (or `fallback`), made printable. */
+static void put_field(struct out *o, const char *label,
+		      const struct log_event *e, const char *key,
+		      const char *fallback)
+{
+	puts_(o, label);
+	put_printable(o, get_or(e, key, fallback));
+}
+
+/* One line, or none (false): most events. */
+typedef bool line_fn(const struct log_event *e, struct out *o);
+
 /* An event Postfix has no line for: "[warning: ][QID: ]name: msg k=v". */
-static size_t generic(const struct log_event *e, unsigned k, struct out *o)
+static bool generic(const struct log_event *e, struct out *o)
 {
 	const char *msg = log_event_get(e, "msg");
 
-	if (k > 0)
-		return 0;
 	puts_(o, level_prefix(e->level));
 	put_qid_prefix(o, e);
 	put_printable(o, e->name);
 	put(o, ":", 1);
-	if (msg != NULL) {
-		put(o, " ", 1);
-		put_printable(o, msg);
-	}
+	if (msg != NULL)
+		put_field(o, " ", e, "msg", "");
 	for (unsigned i = 0; i < e->n; i++)
 		if (!is(e->fields[i].key, "qid") &&
 		    !is(e->fields[i].key, "msg"))
 			put_kv(o, e->fields[i].key, e->fields[i].value);
-	return o->len;
+	return true;
 }
 
-static size_t pf_connect(const struct log_event *e, unsigned k,
-			 struct out *o)
+static bool pf_connect(const struct log_event *e, struct out *o)
 {
-	if (k > 0)
-		return 0;
 	puts_(o, "connect from ");
 	put_client(o, e, true);
-	return o->len;
+	return true;
 }
 
 /* Before "disconnect", Postfix says how a session that did not QUIT
@@ -318,6 +323,7 @@ static const char *ending(const struct log_event *e)
 	return NULL;
 }
 
+/* Two lines when the session ended badly, else one. */
 static size_t pf_disconnect(const struct log_event *e, unsigned k,
 			    struct out *o)
 {
@@ -327,8 +333,7 @@ static size_t pf_disconnect(const struct log_event *e, unsigned k,
 
 	if (end != NULL && k == 0) {
 		puts_(o, end);
-		puts_(o, " after ");
-		put_printable(o, get_or(e, "after", "CONNECT"));
+		put_field(o, " after ", e, "after", "CONNECT");
 		puts_(o, " from ");
 		put_client(o, e, true);
 		return o->len;
@@ -347,23 +352,16 @@ static size_t pf_disconnect(const struct log_event *e, unsigned k,
 	return o->len;
 }
 
-static size_t pf_timeout(const struct log_event *e, unsigned k,
-			 struct out *o)
+static bool pf_timeout(const struct log_event *e, struct out *o)
 {
-	const char *bytes = log_event_get(e, "bytes");
-
-	if (k > 0)
-		return 0;
-	puts_(o, "timeout after ");
-	put_printable(o, get_or(e, "after", "CONNECT"));
-	if (bytes != NULL) {
-		puts_(o, " (");
-		put_printable(o, bytes);
+	put_field(o, "timeout after ", e, "after", "CONNECT");
+	if (log_event_get(e, "bytes") != NULL) {
+		put_field(o, " (", e, "bytes", "");
 		puts_(o, " bytes)");
 	}
 	puts_(o, " from ");
 	put_client(o, e, false);
-	return o->len;
+	return true;
 }
 
 /* Postfix's stage names: END-OF-MESSAGE for the reply to the dot, CONNECT
@@ -379,17 +377,13 @@ static const char *pf_stage(const char *stage)
 
 /* Only an access decision (relay, policy, size, ...) is a "reject:" line:
  * Postfix logs none for syntax and sequence errors (kind=protocol). */
-static size_t pf_reject(const struct log_event *e, unsigned k,
-			struct out *o)
+static bool pf_reject(const struct log_event *e, struct out *o)
 {
 	const char *stage = pf_stage(log_event_get(e, "stage"));
-	const char *from = log_event_get(e, "from");
-	const char *to = log_event_get(e, "to");
-	const char *helo = log_event_get(e, "helo");
 	bool in_data = is(stage, "DATA") || is(stage, "END-OF-MESSAGE");
 
-	if (k > 0 || !is(log_event_get(e, "kind"), "access"))
-		return 0;
+	if (!is(log_event_get(e, "kind"), "access"))
+		return false;
 	if (in_data && log_event_get(e, "qid") != NULL)
 		put_qid_prefix(o, e);
 	else
@@ -398,191 +392,144 @@ static size_t pf_reject(const struct log_event *e, unsigned k,
 	put_printable(o, stage);
 	puts_(o, " from ");
 	put_client(o, e, false);
-	puts_(o, ": ");
-	put_printable(o, get_or(e, "code", "550"));
-	put(o, " ", 1);
-	put_printable(o, get_or(e, "reply", ""));
+	put_field(o, ": ", e, "code", "550");
+	put_field(o, " ", e, "reply", "");
 	put(o, ";", 1);
-	if (from != NULL) {
-		puts_(o, " from=");
-		put_printable(o, from);
-	}
-	if (to != NULL) {
-		puts_(o, " to=");
-		put_printable(o, to);
-	}
-	puts_(o, " proto=");
-	put_printable(o, get_or(e, "proto", "SMTP"));
-	if (helo != NULL) {
-		puts_(o, " helo=<");
-		put_printable(o, helo);
+	if (log_event_get(e, "from") != NULL)
+		put_field(o, " from=", e, "from", "");
+	if (log_event_get(e, "to") != NULL)
+		put_field(o, " to=", e, "to", "");
+	put_field(o, " proto=", e, "proto", "SMTP");
+	if (log_event_get(e, "helo") != NULL) {
+		put_field(o, " helo=<", e, "helo", "");
 		put(o, ">", 1);
 	}
-	return o->len;
+	return true;
 }
 
 /* pflogsumm counts a message received from smtpd's "client=" line. */
-static size_t pf_queued(const struct log_event *e, unsigned k,
-			struct out *o)
+static bool pf_queued(const struct log_event *e, struct out *o)
 {
-	if (k > 0)
-		return 0;
 	put_qid_prefix(o, e);
 	puts_(o, "client=");
 	put_client(o, e, false);
-	return o->len;
+	return true;
 }
 
-static size_t pf_tls_in(const struct log_event *e, unsigned k,
-			struct out *o)
+static bool pf_tls_in(const struct log_event *e, struct out *o)
 {
-	const char *bits = get_or(e, "bits", "0");
+	long bits = number(get_or(e, "bits", "0"));
 
-	if (k > 0)
-		return 0;
 	put_printable(o, get_or(e, "peer", "Anonymous"));
 	puts_(o, " TLS connection established from ");
 	put_client(o, e, false);
-	puts_(o, ": ");
-	put_printable(o, get_or(e, "version", "?"));
-	puts_(o, " with cipher ");
-	put_printable(o, get_or(e, "cipher", "?"));
-	putf(o, " (%ld/%ld bits)", number(bits), number(bits));
-	return o->len;
+	put_field(o, ": ", e, "version", "?");
+	put_field(o, " with cipher ", e, "cipher", "?");
+	putf(o, " (%ld/%ld bits)", bits, bits);
+	return true;
 }
 
-static size_t pf_sync_error(const struct log_event *e, unsigned k,
-			    struct out *o)
+static bool pf_sync_error(const struct log_event *e, struct out *o)
 {
 	const char *stage = get_or(e, "stage", "CONNECT");
 
-	if (k > 0)
-		return 0;
 	puts_(o, "improper command pipelining after ");
 	put_printable(o, is(stage, "greeting") ? "CONNECT" : stage);
 	puts_(o, " from ");
 	put_client(o, e, false);
-	return o->len;
+	return true;
 }
 
-static size_t pf_tls_failed(const struct log_event *e, unsigned k,
-			    struct out *o)
+static bool pf_tls_failed(const struct log_event *e, struct out *o)
 {
-	if (k > 0)
-		return 0;
 	puts_(o, "SSL_accept error from ");
 	put_client(o, e, false);
-	puts_(o, ": ");
-	put_printable(o, get_or(e, "reason", "-1"));
-	return o->len;
+	put_field(o, ": ", e, "reason", "-1");
+	return true;
 }
 
-static size_t pf_active(const struct log_event *e, unsigned k,
-			struct out *o)
+static bool pf_active(const struct log_event *e, struct out *o)
 {
-	if (k > 0)
-		return 0;
 	put_qid_prefix(o, e);
-	puts_(o, "from=");
-	put_printable(o, get_or(e, "from", "<>"));
-	puts_(o, ", size=");
-	put_printable(o, get_or(e, "size", "0"));
-	puts_(o, ", nrcpt=");
-	put_printable(o, get_or(e, "nrcpt", "0"));
+	put_field(o, "from=", e, "from", "<>");
+	put_field(o, ", size=", e, "size", "0");
+	put_field(o, ", nrcpt=", e, "nrcpt", "0");
 	puts_(o, " (queue active)");
-	return o->len;
+	return true;
 }
 
 /* smtp's line, in the order pflogsumm's pattern wants it: to, relay,
  * delay, delays, dsn, status. An expired recipient has none: Postfix
  * logged its last deferral and then the message's "status=expired". */
-static size_t pf_delivery(const struct log_event *e, unsigned k,
-			  struct out *o)
+static bool pf_delivery(const struct log_event *e, struct out *o)
 {
-	if (k > 0 || is(log_event_get(e, "status"), "expired"))
-		return 0;
+	if (is(log_event_get(e, "status"), "expired"))
+		return false;
 	put_qid_prefix(o, e);
-	puts_(o, "to=");
-	put_printable(o, get_or(e, "to", "<>"));
-	puts_(o, ", relay=");
-	put_printable(o, get_or(e, "relay", "none"));
-	puts_(o, ", delay=");
-	put_printable(o, get_or(e, "delay", "0"));
-	puts_(o, ", delays=");
-	put_printable(o, get_or(e, "delays", "0/0/0/0"));
-	puts_(o, ", dsn=");
-	put_printable(o, get_or(e, "dsn", "5.0.0"));
-	puts_(o, ", status=");
-	put_printable(o, get_or(e, "status", "deferred"));
-	puts_(o, " (");
-	put_printable(o, get_or(e, "reply", ""));
+	put_field(o, "to=", e, "to", "<>");
+	put_field(o, ", relay=", e, "relay", "none");
+	put_field(o, ", delay=", e, "delay", "0");
+	put_field(o, ", delays=", e, "delays", "0/0/0/0");
+	put_field(o, ", dsn=", e, "dsn", "5.0.0");
+	put_field(o, ", status=", e, "status", "deferred");
+	put_field(o, " (", e, "reply", "");
 	put(o, ")", 1);
-	return o->len;
+	return true;
 }
 
-static size_t pf_expired(const struct log_event *e, unsigned k,
-			 struct out *o)
+static bool pf_expired(const struct log_event *e, struct out *o)
 {
-	if (k > 0)
-		return 0;
 	put_qid_prefix(o, e);
-	puts_(o, "from=");
-	put_printable(o, get_or(e, "from", "<>"));
+	put_field(o, "from=", e, "from", "<>");
 	puts_(o, ", status=expired, returned to sender");
-	return o->len;
+	return true;
 }
 
 /* Postfix 3.11's link from a message to the DSN about it; a bounce that
  * went nowhere (null sender) has no line. */
-static size_t pf_bounce(const struct log_event *e, unsigned k,
-			struct out *o)
+static bool pf_bounce(const struct log_event *e, struct out *o)
 {
-	const char *dsn = log_event_get(e, "dsn_qid");
-
-	if (k > 0 || dsn == NULL)
-		return 0;
+	if (log_event_get(e, "dsn_qid") == NULL)
+		return false;
 	put_qid_prefix(o, e);
-	puts_(o, "sender non-delivery notification: ");
-	put_printable(o, dsn);
-	return o->len;
+	put_field(o, "sender non-delivery notification: ", e, "dsn_qid", "");
+	return true;
 }
 
-static size_t pf_removed(const struct log_event *e, unsigned k,
-			 struct out *o)
+static bool pf_removed(const struct log_event *e, struct out *o)
 {
-	if (k > 0)
-		return 0;
 	put_qid_prefix(o, e);
 	puts_(o, "removed");
-	return o->len;
+	return true;
 }
 
-typedef size_t render_fn(const struct log_event *e, unsigned k,
-			 struct out *o);
+typedef size_t lines_fn(const struct log_event *e, unsigned k,
+			struct out *o);
 
 struct rendering {
 	const char *event;
 	enum log_role role;
 	const char *program;
-	render_fn *render;
+	line_fn *line;	 /* one line or none ... */
+	lines_fn *lines; /* ... or several */
 };
 
 /* Events with a Postfix line of their own; the rest go out generic(). */
 static const struct rendering renderings[] = {
-	{"connect", LOG_ROLE_WORKER, "smtpd", pf_connect},
-	{"disconnect", LOG_ROLE_WORKER, "smtpd", pf_disconnect},
-	{"timeout", LOG_ROLE_WORKER, "smtpd", pf_timeout},
-	{"reject", LOG_ROLE_WORKER, "smtpd", pf_reject},
-	{"queued", LOG_ROLE_WORKER, "smtpd", pf_queued},
-	{"tls", LOG_ROLE_WORKER, "smtpd", pf_tls_in},
-	{"sync_error", LOG_ROLE_WORKER, "smtpd", pf_sync_error},
-	{"tls_failed", LOG_ROLE_WORKER, "smtpd", pf_tls_failed},
-	{"active", LOG_ROLE_QMGR, "qmgr", pf_active},
-	{"delivery", LOG_ROLE_QMGR, "smtp", pf_delivery},
-	{"expired", LOG_ROLE_QMGR, "qmgr", pf_expired},
-	{"bounce", LOG_ROLE_QMGR, "bounce", pf_bounce},
-	{"removed", LOG_ROLE_QMGR, "qmgr", pf_removed},
-	{"tls_downgrade", LOG_ROLE_QMGR, "smtp", generic},
+	{"connect", LOG_ROLE_WORKER, "smtpd", pf_connect, NULL},
+	{"disconnect", LOG_ROLE_WORKER, "smtpd", NULL, pf_disconnect},
+	{"timeout", LOG_ROLE_WORKER, "smtpd", pf_timeout, NULL},
+	{"reject", LOG_ROLE_WORKER, "smtpd", pf_reject, NULL},
+	{"queued", LOG_ROLE_WORKER, "smtpd", pf_queued, NULL},
+	{"tls", LOG_ROLE_WORKER, "smtpd", pf_tls_in, NULL},
+	{"sync_error", LOG_ROLE_WORKER, "smtpd", pf_sync_error, NULL},
+	{"tls_failed", LOG_ROLE_WORKER, "smtpd", pf_tls_failed, NULL},
+	{"active", LOG_ROLE_QMGR, "qmgr", pf_active, NULL},
+	{"delivery", LOG_ROLE_QMGR, "smtp", pf_delivery, NULL},
+	{"expired", LOG_ROLE_QMGR, "qmgr", pf_expired, NULL},
+	{"bounce", LOG_ROLE_QMGR, "bounce", pf_bounce, NULL},
+	{"removed", LOG_ROLE_QMGR, "qmgr", pf_removed, NULL},
+	{"tls_downgrade", LOG_ROLE_QMGR, "smtp", generic, NULL},
 };
 
 static const char *role_program(enum log_role role)
@@ -605,21 +552,22 @@ size_t log_format_postfix(const struct log_event *e, enum log_role role,
 			  size_t cap)
 {
 	struct out o = {out, 0, cap};
+	const struct rendering *r = NULL;
 
 	if (cap == 0)
 		return 0;
 	out[0] = '\0';
 	for (size_t i = 0; i < sizeof(renderings) / sizeof(renderings[0]);
-	     i++) {
-		const struct rendering *r = &renderings[i];
-
-		if (r->role == role && strcmp(r->event, e->name) == 0) {
-			*program = r->program;
-			return r->render(e, k, &o);
-		}
-	}
-	*program = role_program(role);
-	return generic(e, k, &o);
+	     i++)
+		if (renderings[i].role == role &&
+		    strcmp(renderings[i].event, e->name) == 0)
+			r = &renderings[i];
+	*program = r != NULL ? r->program : role_program(role);
+	if (r != NULL && r->lines != NULL)
+		return r->lines(e, k, &o);
+	if (k > 0 || !(r != NULL ? r->line : generic)(e, &o))
+		return 0;
+	return o.len;
 }
 
 /* ---- syslog facts -------------------------------------------------------- */
