@@ -279,7 +279,18 @@ function M.flush(gw)
   return out
 end
 
--- Waits until SPOOL/queue holds none of `qids` (all when nil).
+-- Whether the queue manager's last line about message `id` (removed, or
+-- dropped after `queue delete`) is in the log, in either format.
+local function gone_logged(log, id)
+  return log:find("event=removed qid=" .. id, 1, true) or
+    log:find("event=dropped qid=" .. id, 1, true) or
+    log:find(": " .. id .. ": removed", 1, true)
+end
+
+-- Waits until SPOOL/queue holds none of `qids` (all when nil). With qids,
+-- then gives the queue manager up to 2 s more to write their "removed"
+-- lines (a process writes its log at the end of its loop turn, and may
+-- remove the file just before; one killed with -9 never writes them).
 function M.wait_queue_empty(gw, qids, deadline)
   local left
   local ok = gateway.wait_for(function()
@@ -298,6 +309,13 @@ function M.wait_queue_empty(gw, qids, deadline)
   if not ok then
     error("still queued: " .. table.concat(left, " ") .. "; log:\n" .. gw:log(), 2)
   end
+  gateway.wait_for(function()
+    local log = gw:log()
+    for _, id in ipairs(qids or {}) do
+      if not gone_logged(log, id) then return false end
+    end
+    return true
+  end, 2)
 end
 
 -- -------------------------------------------------------------- teardown

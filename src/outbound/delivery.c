@@ -186,7 +186,8 @@ static struct message *message_load(struct delivery *d, const char *qid,
 		return NULL;
 	}
 	queue_state_load(d->queue, qid, m->states, m->last_error, n);
-	m->next_attempt = m->active_at = now_s(d);
+	m->next_attempt = now_s(d);
+	m->active_at = ev_time(); /* the log's clock: the ids' (wall time) */
 	return m;
 }
 
@@ -296,14 +297,24 @@ struct timing {
 	double arrival, active, handoff, setup, now;
 };
 
+static double later(double a, double b)
+{
+	return a > b ? a : b;
+}
+
+/* The stamps come from two processes' clocks (the id is the worker's):
+ * kept in order, so that the four parts add up to the whole. */
 static void log_delays(struct logline *l, const struct timing *t)
 {
-	double a = t->active - t->arrival, b = t->handoff - t->active;
-	double c = t->setup > 0 ? t->setup - t->handoff : 0;
-	double x = t->now - (t->setup > 0 ? t->setup : t->handoff);
+	double active = later(t->active, t->arrival);
+	double handoff = later(t->handoff, active);
+	double setup = t->setup > 0 ? later(t->setup, handoff) : handoff;
+	double now = later(t->now, setup);
 	char total[24], da[24], db[24], dc[24], dd[24];
+	double a = active - t->arrival, b = handoff - active;
+	double c = setup - handoff, x = now - setup;
 
-	log_format_delay(t->now - t->arrival, total, sizeof(total));
+	log_format_delay(now - t->arrival, total, sizeof(total));
 	log_format_delay(a, da, sizeof(da));
 	log_format_delay(b, db, sizeof(db));
 	log_format_delay(c, dc, sizeof(dc));
@@ -314,10 +325,9 @@ static void log_delays(struct logline *l, const struct timing *t)
 
 /* A recipient's line when no job ran for it (expired, loop): the whole
  * delay is before the queue manager's hand-off. */
-static struct timing timing_now(const struct delivery *d,
-				const struct message *m)
+static struct timing timing_now(const struct message *m)
 {
-	double now = ev_now(d->loop);
+	double now = ev_time();
 
 	return (struct timing){arrival_of(m), now, now, 0, now};
 }
@@ -360,8 +370,7 @@ static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 		     const char *reply, const struct client_result *r)
 {
 	struct timing t = {arrival_of(j->m), j->active_at,
-			   j->handoff_at, r ? r->setup_done : 0,
-			   ev_now(j->d->loop)};
+			   j->handoff_at, r ? r->setup_done : 0, ev_time()};
 
 	log_outcome(j->m, j->index[k], state_word(st), j->relay, &t, j, r,
 		    reply);
@@ -611,7 +620,7 @@ out:
  * a status=expired line per recipient. */
 static void expire(struct delivery *d, struct message *m)
 {
-	struct timing t = timing_now(d, m);
+	struct timing t = timing_now(m);
 	struct logline l;
 	char why[400];
 	unsigned n = 0;
@@ -657,6 +666,16 @@ static double earliest_retry(const struct message *m)
 	return next;
 }
 
+/* Postfix's "QID: removed": the message's last line. */
+static void log_removed(const char *qid)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "removed");
+	log_kv(&l, "qid", "%s", qid);
+	log_end(&l);
+}
+
 /* A message goes only when nothing is pending, no DSN is owed or in flight
  * and no job holds it; true when it went. */
 static bool finish_if_done(struct delivery *d, struct message *m)
@@ -665,13 +684,8 @@ static bool finish_if_done(struct delivery *d, struct message *m)
 		return false;
 	if (!m->gone && (message_pending(m) || owes_dsn(m)))
 		return false;
-	if (!m->gone) {
-		struct logline l;
-
-		log_begin(&l, LOG_INFO, "removed");
-		log_kv(&l, "qid", "%s", m->qid);
-		log_end(&l);
-	}
+	if (!m->gone)
+		log_removed(m->qid);
 	queue_remove(d->queue, m->qid);
 	unlink_message(d, m);
 	message_free(m);
@@ -695,8 +709,7 @@ static void round_done(struct delivery *d, struct message *m)
 	if (message_pending(m)) {
 		m->next_attempt = earliest_retry(m);
 		/* due already (never tried): due now */
-		m->active_at = m->next_attempt > now_s(d) ? m->next_attempt
-							  : now_s(d);
+		m->active_at = later(m->next_attempt, ev_time());
 	} else {
 		finish_if_done(d, m);
 	}
@@ -1064,7 +1077,7 @@ static struct job *job_new(struct delivery *d, struct message *m,
 	j->m = m;
 	j->gen = generation_retain(*d->current);
 	j->file.fd = -1;
-	j->handoff_at = now_s(d);
+	j->handoff_at = ev_time();
 	j->active_at = m->active_at < j->handoff_at ? m->active_at
 						    : j->handoff_at;
 	snprintf(j->domain, sizeof(j->domain), "%s", domain);
@@ -1088,10 +1101,9 @@ static struct job *job_new(struct delivery *d, struct message *m,
 	return j;
 }
 
-static void log_loop(struct delivery *d, const struct message *m, size_t i,
-		     const char *why)
+static void log_loop(const struct message *m, size_t i, const char *why)
 {
-	struct timing t = timing_now(d, m);
+	struct timing t = timing_now(m);
 	struct logline l;
 
 	log_begin(&l, LOG_WARN, "loop");
@@ -1115,7 +1127,7 @@ static void bounce_loop(struct delivery *d, struct message *m)
 		m->states[i] = RCPT_BOUNCED;
 		free(m->last_error[i]);
 		m->last_error[i] = strdup(why);
-		log_loop(d, m, i, why);
+		log_loop(m, i, why);
 	}
 }
 
@@ -1316,6 +1328,7 @@ static bool admit_message(struct delivery *d, const char *qid)
 		return false;
 	}
 	if (!message_pending(m) && !owes_dsn(m)) {
+		log_removed(qid); /* settled before a restart */
 		queue_remove(d->queue, qid);
 		message_free(m);
 		return false;
@@ -1352,7 +1365,7 @@ void delivery_flush(struct delivery *d)
 {
 	for (struct message *m = d->messages; m != NULL; m = m->next) {
 		m->next_attempt = 0;
-		m->active_at = now_s(d);
+		m->active_at = ev_time();
 		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
 	}
 	kick(d);

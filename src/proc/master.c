@@ -459,6 +459,7 @@ static void write_status(struct master *m, const char *fmt, ...)
 	va_list ap;
 	FILE *f;
 
+	log_flush(); /* `smtpgw reload` returns: the reload's lines are out */
 	snprintf(path, sizeof(path), "%s/reload.status", m->gen->cfg->spool);
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
 	f = fopen(tmp, "we");
