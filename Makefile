@@ -17,7 +17,7 @@ INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
 LIBS    = -l:libev.a $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
 	  $(shell $(PKGCONF) --libs luajit 2>/dev/null || echo -lluajit-5.1) \
 	  $(shell $(PKGCONF) --libs libunbound 2>/dev/null || echo -lunbound) \
-	  -ltls -lssl -lcrypto -lpthread
+	  -ltls -lssl -lcrypto -lz -lpthread
 
 CFLAGS_RELEASE = $(CSTD) $(WARN) -O2 -g $(INC)
 SANITIZE       = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
@@ -33,7 +33,7 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
-	     libluajit2-5.1-dev libunbound-dev ca-certificates
+	     libluajit2-5.1-dev libunbound-dev zlib1g-dev ca-certificates
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh
 # Debian packages that ship a service: postfix (smtp-sink, and the
@@ -77,6 +77,10 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 
 build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
+
+TEST_TLSRPT_SRC = spec/c/test_tlsrpt.c src/proto/tlsrpt.c src/proto/tlsrpt_report.c
+build/check/test_tlsrpt: $(TEST_TLSRPT_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLSRPT_SRC) -lz
 
 build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
@@ -197,7 +201,7 @@ check: deps-check user
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
 		build/check/test_log_format build/check/test_suggest \
-		build/check/test_tls_resume \
+		build/check/test_tls_resume build/check/test_tlsrpt \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -211,7 +215,7 @@ check: deps-check user
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
-	      log_format
+	      log_format tlsrpt
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -223,6 +227,8 @@ FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_SRC_log_format = src/proto/log_format.c
+FUZZ_SRC_tlsrpt     = src/proto/tlsrpt.c src/proto/tlsrpt_report.c
+FUZZ_LIBS_tlsrpt    = -lz
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
