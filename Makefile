@@ -105,8 +105,9 @@ build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
 		    net/conn.o net/tls.o net/tls_resume.o net/certs.o core/config.o \
-		    core/log.o proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
-		    proto/dns_wire.o proto/log_format.o)
+		    core/log.o core/netaddr.o proto/smtp_proto.o proto/smtp_out.o \
+		    proto/next_hop.o proto/dns_wire.o proto/log_format.o \
+		    proto/requiretls.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)

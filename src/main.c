@@ -12,6 +12,7 @@
 #include "cli/route_command.h"
 #include "net/tls.h"
 #include "cli/tls_probe.h"
+#include "cli/tlsrpt_command.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ enum command {
 	CMD_RELOAD,
 	CMD_QUEUE,
 	CMD_ROUTE,
+	CMD_TLSRPT,
 };
 
 struct options {
@@ -38,6 +40,7 @@ struct options {
 	int queue_argc;
 	char **queue_argv;
 	struct route_options route;
+	struct tlsrpt_options tlsrpt;
 };
 
 static void usage(FILE *to)
@@ -55,6 +58,8 @@ static void usage(FILE *to)
 		"[--level encrypt|verify]\n"
 		"                     [--name NAME] [--repeat N]\n"
 		"       smtpgw -c FILE route DOMAIN [--port N]\n"
+		"       smtpgw -c FILE tlsrpt [--date YYYY-MM-DD] [--domain D] "
+		"| [--date YYYY-MM-DD] --send\n"
 		"  -c FILE  gateway.ini to use\n"
 		"  -t       check FILE, its policy script, certificates, spool "
 		"and listen\n"
@@ -153,6 +158,11 @@ static bool parse_command(int argc, char **argv, struct options *o)
 		return route_parse_args(argc - optind - 1, argv + optind + 1,
 					&o->route);
 	}
+	if (strcmp(word, "tlsrpt") == 0) {
+		o->command = CMD_TLSRPT;
+		return tlsrpt_parse_args(argc - optind - 1, argv + optind + 1,
+					 &o->tlsrpt);
+	}
 	if (strcmp(word, "tls-probe") == 0 && optind + 1 < argc) {
 		o->command = CMD_PROBE;
 		o->probe.level = TLS_LEVEL_VERIFY;
@@ -216,6 +226,9 @@ static int with_config(const struct options *o)
 		break;
 	case CMD_ROUTE:
 		rc = route_command(cfg, &o->route);
+		break;
+	case CMD_TLSRPT:
+		rc = tlsrpt_command(cfg, &o->tlsrpt);
 		break;
 	case CMD_RUN:
 	case CMD_CHECK:

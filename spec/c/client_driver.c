@@ -71,6 +71,8 @@ static const char *outcome_name(enum client_outcome o)
 		return "TLS_FAILED";
 	case CLIENT_LOST:
 		return "LOST";
+	case CLIENT_REQUIRETLS:
+		return "REQUIRETLS";
 	}
 	return "?";
 }

@@ -203,6 +203,9 @@ static void test_bad_values(void)
 	    LINE("id: ../../etc/passwd\n"),
 	    LINE("rcpt: <b@example.test\0x>\n"),
 	    LINE("helo: a\0b\n"),
+	    LINE("requiretls: yes\n"),
+	    LINE("requiretls: 2\n"),
+	    LINE("requiretls: \n"),
 #undef LINE
 	};
 	struct envelope e;
@@ -223,8 +226,44 @@ static void test_bad_values(void)
 	}
 }
 
+/* RFC 8689: the REQUIRETLS flag is written only when set, and read back;
+ * a header from before it reads as not set. */
+static void test_requiretls(void)
+{
+	char *rcpts[] = {"r@example.test"};
+	struct envelope in = {.qid = "0123456789abcdef", .sender = "s@x.test",
+	                      .rcpts = rcpts, .n_rcpts = 1, .helo = "h"};
+	struct envelope out;
+	size_t len;
+	char err[128] = "", *text, *full;
+
+	text = envelope_format(&in, &len);
+	check(text != NULL && strstr(text, "requiretls") == NULL,
+	      "not set: no requiretls line");
+	free(text);
+	in.requiretls = true;
+	text = envelope_format(&in, &len);
+	check(text != NULL && strstr(text, "smtputf8: 0\nrequiretls: 1\n\n"),
+	      "set: \"requiretls: 1\" after smtputf8");
+	full = malloc(sizeof(MAGIC) - 1 + len);
+	memcpy(full, MAGIC, sizeof(MAGIC) - 1);
+	memcpy(full + sizeof(MAGIC) - 1, text, len);
+	len += sizeof(MAGIC) - 1;
+	check(parse_guarded(full, len, &out, err, sizeof(err)) == len &&
+	          out.requiretls,
+	      "and read back as set (%s)", err);
+	envelope_free(&out);
+	check(parse_guarded(WHOLE, strlen(WHOLE), &out, err, sizeof(err)) > 0 &&
+	          !out.requiretls,
+	      "a header without the line: not set");
+	envelope_free(&out);
+	free(full);
+	free(text);
+}
+
 int main(void)
 {
+	test_requiretls();
 	test_overread();
 	test_whole();
 	test_round_trip();

@@ -280,6 +280,17 @@ static void test_mail_params(void)
 	mail_bad_param("<a@b.example> SMTPUTF8=YES", "SMTPUTF8=YES");
 	mail_bad_param("<a@b.example> SMTPUTF8 SMTPUTF8", "SMTPUTF8");
 
+	mail_n(S("<a@b.example> REQUIRETLS"), &r);
+	check(r.st == SMTP_PATH_OK && r.p.requiretls && !r.p.smtputf8,
+	      "REQUIRETLS flag (RFC 8689)");
+	mail_n(S("<> SMTPUTF8 requiretls"), &r);
+	check(r.st == SMTP_PATH_OK && r.p.requiretls && r.p.smtputf8,
+	      "requiretls lower case, with SMTPUTF8, from the null sender");
+	mail_n(S("<a@b.example>"), &r);
+	check(r.st == SMTP_PATH_OK && !r.p.requiretls, "no REQUIRETLS: unset");
+	mail_bad_param("<a@b.example> REQUIRETLS=YES", "REQUIRETLS=YES");
+	mail_bad_param("<a@b.example> REQUIRETLS REQUIRETLS", "REQUIRETLS");
+
 	mail_bad_param("<a@b.example> FOO=BAR", "FOO=BAR");
 	mail_bad_param("<a@b.example> AUTH=<>", "AUTH=<>");
 	mail_bad_param("<a@b.example> SIZE=1 RET=HDRS BODY=7BIT", "RET=HDRS");

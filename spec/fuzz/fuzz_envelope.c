@@ -32,7 +32,8 @@ static bool same(const struct envelope *a, const struct envelope *b)
 	    strcmp(a->client, b->client) != 0 ||
 	    strcmp(a->helo ? a->helo : "", b->helo ? b->helo : "") != 0 ||
 	    strcmp(a->sender, b->sender) != 0 || a->n_rcpts != b->n_rcpts ||
-	    a->body != b->body || a->smtputf8 != b->smtputf8)
+	    a->body != b->body || a->smtputf8 != b->smtputf8 ||
+	    a->requiretls != b->requiretls)
 		return false;
 	for (size_t i = 0; i < a->n_rcpts; i++)
 		if (strcmp(a->rcpts[i], b->rcpts[i]) != 0)

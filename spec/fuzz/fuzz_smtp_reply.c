@@ -51,7 +51,8 @@ static bool only_grew(const struct smtp_extensions *before,
 	       (!before->pipelining || after->pipelining) &&
 	       (!before->size || after->size) &&
 	       (!before->eightbitmime || after->eightbitmime) &&
-	       (!before->smtputf8 || after->smtputf8);
+	       (!before->smtputf8 || after->smtputf8) &&
+	       (!before->requiretls || after->requiretls);
 }
 
 /* One line to the reader; false when the session would end. */

@@ -378,8 +378,8 @@ static long gateway_pid(const struct config *cfg, char *path, size_t len)
 	return pid;
 }
 
-static int signal_gateway(const struct config *cfg, int sig,
-			  const char *sig_name, const char *what)
+int signal_gateway(const struct config *cfg, int sig, const char *sig_name,
+		   const char *what)
 {
 	char path[4096];
 	long pid = gateway_pid(cfg, path, sizeof(path));

@@ -21,6 +21,11 @@ struct explain_options {
 int certs_command(const struct config *cfg, bool json);
 int explain_command(const char *config_path, const struct explain_options *o);
 int reload_command(const struct config *cfg);
+/* Sends `sig` to the running gateway (SPOOL/smtpgw.pid) and says so on
+ * stdout ("WHAT: sent SIG_NAME to pid N"); 0, or 1 with the reason on
+ * stderr. */
+int signal_gateway(const struct config *cfg, int sig, const char *sig_name,
+		   const char *what);
 /* queue [flush | delete ID]: argv after the word "queue". */
 int queue_command(const struct config *cfg, int argc, char **argv);
 

@@ -545,6 +545,31 @@ bool tls_level_parse(const char *text, enum tls_level *out)
 	return false;
 }
 
+/* Each level named: a new level must say what it is under RFC 8689. */
+enum tls_level tls_level_for_requiretls(enum tls_level level)
+{
+	switch (level) {
+	case TLS_LEVEL_NONE:
+	case TLS_LEVEL_MAY:
+	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_VERIFY:
+		return TLS_LEVEL_VERIFY;
+	}
+	return TLS_LEVEL_VERIFY;
+}
+
+enum tls_level tls_level_for_tls_required_no(enum tls_level level)
+{
+	switch (level) {
+	case TLS_LEVEL_NONE:
+	case TLS_LEVEL_MAY:
+	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_VERIFY:
+		return level; /* the operator's own requirement */
+	}
+	return level;
+}
+
 static bool set_level(struct load_ctx *ctx, const struct key_def *key,
 		      const char *value)
 {
@@ -697,6 +722,36 @@ static bool set_postmaster(struct load_ctx *ctx, const struct key_def *key,
 				 "fully-qualified domain",
 			    key->name, value);
 	return set_string(ctx, key, value);
+}
+
+/* A host name, or empty (NULL: the key's own default applies). */
+static bool set_optional_hostname(struct load_ctx *ctx,
+				  const struct key_def *key, const char *value)
+{
+	char **slot = field(ctx, key);
+
+	if (value[0] == '\0') {
+		free(*slot);
+		*slot = NULL;
+		return true;
+	}
+	if (!valid_hostname(value))
+		return fail(ctx, "%s: '%s' is not a valid host name",
+			    key->name, value);
+	return set_string(ctx, key, value);
+}
+
+/* Free text, or empty (NULL). */
+static bool set_optional_text(struct load_ctx *ctx, const struct key_def *key,
+			      const char *value)
+{
+	char **slot = field(ctx, key);
+
+	if (value[0] != '\0')
+		return set_string(ctx, key, value);
+	free(*slot);
+	*slot = NULL;
+	return true;
 }
 
 /* sync_exempt_networks: CIDRs, and the word relay_networks (the default)
@@ -891,6 +946,17 @@ static const struct key_def keys[] = {
 	 3600000, "300s"},
 	{"delivery", "relayhost", set_relayhost, 0, 0, 0, ""},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
+	{"tlsrpt", "enable", set_bool, AT(tlsrpt_enable), 0, 0, "no"},
+	{"tlsrpt", "organization", set_optional_text, AT(tlsrpt_organization),
+	 0, 0, ""},
+	{"tlsrpt", "submitter", set_optional_hostname, AT(tlsrpt_submitter), 0,
+	 0, ""},
+	{"tlsrpt", "contact", set_optional_text, AT(tlsrpt_contact), 0, 0, ""},
+	{"tlsrpt", "from", set_postmaster, AT(tlsrpt_from), 0, 0, ""},
+	{"tlsrpt", "send_delay", set_duration, AT(tlsrpt_send_delay), 0,
+	 86400000, "1h"},
+	{"tlsrpt", "keep", set_duration, AT(tlsrpt_keep), 86400000,
+	 8640000000ULL, "14d"},
 	{"log", "format", set_log_format, AT(log_format), 0, 0, "smtpgw"},
 	{"log", "destination", set_log_destination, AT(log_to_syslog), 0, 0,
 	 "stderr"},
@@ -1247,6 +1313,10 @@ void config_free(struct config *cfg)
 	free(cfg->postmaster);
 	free(cfg->log_syslog_name);
 	free(cfg->log_syslog_socket);
+	free(cfg->tlsrpt_organization);
+	free(cfg->tlsrpt_submitter);
+	free(cfg->tlsrpt_contact);
+	free(cfg->tlsrpt_from);
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);

@@ -42,6 +42,14 @@ enum tls_level {
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);
 
+/* REQUIRETLS (RFC 8689, README "REQUIRETLS"): the outbound level for a
+ * message that requires TLS: at least verify (an authenticated hop), or a
+ * level that authenticates by other means. */
+enum tls_level tls_level_for_requiretls(enum tls_level level);
+/* "TLS-Required: No": the recipient's own policies (DANE, MTA-STS) are
+ * ignored, as may; the operator's levels (none ... verify) stand. */
+enum tls_level tls_level_for_tls_required_no(enum tls_level level);
+
 /* [tls] ask_client_cert: auto asks for client certificates when the
  * configuration or the policy may need one (see generation.c). */
 enum ask_client_cert {
@@ -151,6 +159,15 @@ struct config {
 	double delivery_timeout;
 	bool has_relayhost;
 	struct next_hop relayhost; /* the default route, when has_relayhost */
+	/* [tlsrpt] (README "TLS-RPT"); NULL strings take their defaults */
+	bool tlsrpt_enable;
+	char *tlsrpt_organization; /* organization-name; NULL: hostname */
+	char *tlsrpt_submitter;	   /* NULL: hostname */
+	char *tlsrpt_contact;	   /* contact-info; NULL: postmaster, or none */
+	char *tlsrpt_from;	   /* From:; NULL: tlsrpt-noreply@submitter */
+	double tlsrpt_send_delay;  /* reports go out after UTC midnight, at
+				      a random moment within this */
+	double tlsrpt_keep;	   /* records kept this long (tlsrpt --date) */
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;

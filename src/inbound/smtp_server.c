@@ -612,6 +612,8 @@ static void do_ehlo(struct session *s, const struct smtp_cmd *cmd)
 	send_line(s, size);
 	if (starttls_offered(s))
 		send_line(s, "250-STARTTLS");
+	if (s->tls_active)
+		send_line(s, "250-REQUIRETLS"); /* RFC 8689: only over TLS */
 	send_line(s, "250-8BITMIME");
 	send_line(s, "250-ENHANCEDSTATUSCODES");
 	send_line(s, "250 SMTPUTF8");
@@ -669,6 +671,15 @@ static void do_mail(struct session *s, const struct smtp_cmd *cmd)
 			     &bad, &bad_len);
 	if (st != SMTP_PATH_OK) {
 		reject_path(s, SMTP_VERB_MAIL, st, &tx->sender, bad, bad_len);
+		free(tx);
+		return;
+	}
+	if (tx->params.requiretls && !s->tls_active) {
+		/* RFC 8689 §2: only in a session under TLS (REQUIRETLS is
+		 * not offered before STARTTLS); RFC 3207's 530 with RFC
+		 * 5248's X.7.10 "encryption needed" */
+		reject(s, SMTP_VERB_MAIL, "530 5.7.10 REQUIRETLS needs a TLS "
+					  "session: issue STARTTLS first");
 		free(tx);
 		return;
 	}
@@ -816,6 +827,7 @@ static char *format_envelope(const struct session *s, size_t *len)
 	e.n_rcpts = tx->n_rcpt;
 	e.body = tx->params.body;
 	e.smtputf8 = tx->params.smtputf8;
+	e.requiretls = tx->params.requiretls;
 	text = envelope_format(&e, len);
 	free(rcpts);
 	return text;

@@ -32,6 +32,8 @@
 #include "policy/policy.h"
 #include "spool/queue.h"
 #include "outbound/smtp_client.h"
+#include "outbound/tlsrpt.h"
+#include "proto/requiretls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -63,6 +65,9 @@ struct message {
 	unsigned dsns;	   /* DSNs being synced; the message waits for them */
 	unsigned hops;	   /* Received: headers in the message */
 	uint64_t size;	   /* octets of the message, for the logs */
+	bool tls_required_no; /* "TLS-Required: No" (RFC 8689 §3), and no
+				 REQUIRETLS: the recipient's policies
+				 (DANE, MTA-STS) may be ignored */
 	double active_at;  /* when this round became due (Postfix: entered
 			      the active queue), for delays= */
 	bool gone; /* its queue file was deleted (queue delete) */
@@ -84,6 +89,11 @@ struct job {
 	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
 	bool no_tls;
+	struct requiretls_hop requiretls; /* a REQUIRETLS message: what
+					     the route says of its hosts */
+	unsigned clients;	  /* sessions started in this job ... */
+	unsigned rt_refusals;	  /* ... and those that could not take a
+				     REQUIRETLS message (5.7.30) */
 	struct queued_message file;
 	struct smtp_client *client;
 	double active_at;  /* the message's, when the job was planned */
@@ -103,6 +113,7 @@ struct delivery {
 	struct ev_loop *loop;
 	struct queue *queue;
 	struct dns *dns;
+	struct tlsrpt *tlsrpt; /* NULL: no TLS reporting */
 	struct generation *const *current;
 	struct message *messages;
 	struct job *jobs;
@@ -127,7 +138,8 @@ static const struct config *cfg_now(const struct delivery *d)
 
 /* ---- messages ---------------------------------------------------------- */
 
-static unsigned count_hops(const struct queued_message *f);
+static void read_header_facts(const struct queued_message *f,
+			      struct message *m);
 
 static void message_free(struct message *m)
 {
@@ -169,7 +181,7 @@ static struct message *message_load(struct delivery *d, const char *qid,
 		return NULL;
 	}
 	/* Counted now, on the descriptor already open: not read again. */
-	m->hops = count_hops(&file);
+	read_header_facts(&file, m);
 	m->size = file.body_size;
 	close(file.fd);
 	n = m->env.n_rcpts;
@@ -511,18 +523,24 @@ static char *original_headers(struct delivery *d, struct message *m,
 	return headers;
 }
 
-static unsigned count_hops(const struct queued_message *f)
+/* What delivery needs from the header section, read once: the hops
+ * (Received: headers) and TLS-Required: No. */
+static void read_header_facts(const struct queued_message *f,
+			      struct message *m)
 {
 	size_t len;
 	char *h = read_headers(f, &len);
-	unsigned hops = 0;
 
+	m->hops = 0;
 	for (size_t i = 0; h != NULL && i + 9 <= len; i++)
 		if ((i == 0 || h[i - 1] == '\n') &&
 		    strncasecmp(h + i, "Received:", 9) == 0)
-			hops++;
+			m->hops++;
+	/* RFC 8689 §4.1: with the REQUIRETLS parameter the field is
+	 * ignored */
+	m->tls_required_no = h != NULL && !m->env.requiretls &&
+			     requiretls_header_no(h, len);
 	free(h);
-	return hops;
 }
 
 /* The owed recipients not already in a DSN in flight, into `c`. */
@@ -552,9 +570,12 @@ static bool submit_dsn(struct delivery *d, struct message *m,
 {
 	const struct config *cfg = cfg_now(d);
 	char *to[1] = {m->env.sender};
+	/* RFC 8689 §5: the DSN of a REQUIRETLS message requires TLS too
+	 * (it carries the original header section only, as RET=HDRS) */
 	struct envelope e = {.sender = "", .rcpts = to, .n_rcpts = 1,
 			     .arrival = (long long)now_s(d),
-			     .helo = (char *)cfg->hostname};
+			     .helo = (char *)cfg->hostname,
+			     .requiretls = m->env.requiretls};
 	size_t len = 0;
 	char *text;
 	bool ok;
@@ -749,6 +770,7 @@ static void job_done(struct job *j)
 /* ---- trying hosts ------------------------------------------------------ */
 
 static void try_next(struct job *j);
+static void route_exhausted(struct job *j);
 
 static void job_defer(struct job *j, const char *why)
 {
@@ -845,13 +867,86 @@ static void log_downgrade(const struct job *j, const char *why)
 	log_end(&l);
 }
 
+/* The policy a session to the current host was held to, for TLS reports.
+ * Today none ("no-policy-found"); the DANE and MTA-STS code fill it in
+ * (type tlsa or sts, its strings and mx hosts). */
+static void tlsrpt_policy_of(const struct job *j, struct tlsrpt_policy *p)
+{
+	*p = (struct tlsrpt_policy){.type = TLSRPT_POLICY_NONE,
+				    .domain = j->domain};
+}
+
+/* RFC 8460: what STARTTLS came to in the session that just ended. A
+ * session that never got to STARTTLS, and may's plaintext retry, are no
+ * TLS sessions. */
+static void report_tls(const struct job *j, const struct client_result *r)
+{
+	const struct dns_host *h = &j->route.hosts[j->host];
+	struct tlsrpt_policy p;
+	struct tlsrpt_session sess;
+	char ip[64];
+
+	if (j->d->tlsrpt == NULL || r->tls_try == TLS_TRY_NONE)
+		return;
+	tlsrpt_policy_of(j, &p);
+	sockaddr_ip_text(&h->addrs[j->addr], ip, sizeof(ip));
+	sess = (struct tlsrpt_session){.mx_host = h->name, .receiving_ip = ip,
+				       .sending_ip = r->local_ip};
+	switch (r->tls_try) {
+	case TLS_TRY_NONE:
+		break;
+	case TLS_TRY_OK:
+		tlsrpt_success(j->d->tlsrpt, &p, &sess);
+		break;
+	case TLS_TRY_NOT_OFFERED:
+		tlsrpt_failure(j->d->tlsrpt, &p, &sess,
+			       TLSRPT_STARTTLS_NOT_SUPPORTED,
+			       "STARTTLS not offered");
+		break;
+	case TLS_TRY_REFUSED:
+		tlsrpt_failure(j->d->tlsrpt, &p, &sess,
+			       TLSRPT_STARTTLS_NOT_SUPPORTED,
+			       r->starttls_refused[0] ? r->starttls_refused
+						      : r->reply);
+		break;
+	case TLS_TRY_FAILED:
+		tlsrpt_failure(j->d->tlsrpt, &p, &sess,
+			       tlsrpt_classify_tls_error(r->reply), r->reply);
+		break;
+	}
+}
+
+/* RFC 8689: a host that cannot take a REQUIRETLS message (no TLS, not
+ * authenticated, no REQUIRETLS keyword) is passed over like a failed one;
+ * when every host was, the recipients bounce with 5.7.30 (try_next). */
+static bool requiretls_refused(struct job *j, const struct client_result *r)
+{
+	bool tls_failure = r->outcome == CLIENT_TLS_NOT_OFFERED ||
+			   r->outcome == CLIENT_TLS_FAILED;
+
+	if (!j->m->env.requiretls ||
+	    (r->outcome != CLIENT_REQUIRETLS && !tls_failure))
+		return false;
+	j->rt_refusals++;
+	snprintf(j->failure, sizeof(j->failure),
+		 "5.7.30 REQUIRETLS support required: %s: %s%s", j->relay,
+		 tls_failure ? "TLS: " : "", r->reply);
+	j->no_tls = false;
+	j->addr++;
+	try_next(j);
+	return true;
+}
+
 static void on_client(void *owner, const struct client_result *r)
 {
 	struct job *j = owner;
 
 	j->client = NULL;
+	report_tls(j, r);
 	if (r->starttls_refused[0] != '\0')
 		log_downgrade(j, r->starttls_refused);
+	if (requiretls_refused(j, r))
+		return;
 	switch (r->outcome) {
 	case CLIENT_DONE:
 		on_result(j, r);
@@ -878,6 +973,7 @@ static void on_client(void *owner, const struct client_result *r)
 			 j->relay);
 		break;
 	case CLIENT_CONNECT_FAILED:
+	case CLIENT_REQUIRETLS: /* not a REQUIRETLS message: cannot be */
 		snprintf(j->failure, sizeof(j->failure),
 			 "4.4.1 %s: %s", j->relay, r->reply);
 		break;
@@ -911,6 +1007,19 @@ static void describe_relay(struct job *j, const struct dns_host *h,
 		 sockaddr_port(a));
 }
 
+/* Every host tried: deferred, unless this is a REQUIRETLS message that
+ * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30. */
+static void route_exhausted(struct job *j)
+{
+	if (j->rt_refusals > 0 && j->rt_refusals == j->clients) {
+		record_all(j, RCPT_BOUNCED, j->failure, NULL);
+		job_done(j);
+		return;
+	}
+	job_defer(j, j->failure[0] ? j->failure
+				   : "4.4.1 no host could be reached");
+}
+
 /* The next address of the current host, else the next host (next MX). */
 static void try_next(struct job *j)
 {
@@ -924,8 +1033,7 @@ static void try_next(struct job *j)
 		j->addr = 0;
 	}
 	if (j->host >= j->route.n_hosts) {
-		job_defer(j, j->failure[0] ? j->failure
-					    : "4.4.1 no host could be reached");
+		route_exhausted(j);
 		return;
 	}
 	h = &j->route.hosts[j->host];
@@ -940,12 +1048,14 @@ static void try_next(struct job *j)
 		.body_size = j->file.body_size, .body_type = j->m->env.body,
 		.smtputf8 = j->m->env.smtputf8,
 		.timeout = cfg->delivery_timeout,
+		.requiretls = j->m->env.requiretls ? &j->requiretls : NULL,
 	};
 	for (size_t k = 0; k < j->n; k++) {
 		j->rcpts[k].code = 0;
 		j->rcpts[k].reply[0] = '\0';
 	}
 	j->client = smtp_client_start(j->d->loop, &cj, on_client, j);
+	j->clients += j->client != NULL;
 	if (j->client == NULL)
 		job_defer(j, "4.3.0 cannot start an SMTP client");
 }
@@ -1001,6 +1111,11 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 	policy_call(j->gen->policy, &f, &r);
 	if (r.outcome == POLICY_LEVEL) {
 		j->level = r.level;
+		/* RFC 8689: the message's own TLS requirements */
+		if (j->m->env.requiretls)
+			j->level = tls_level_for_requiretls(j->level);
+		else if (j->m->tls_required_no)
+			j->level = tls_level_for_tls_required_no(j->level);
 		return true;
 	}
 	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
@@ -1046,6 +1161,9 @@ static void job_begin(struct job *j)
 	}
 	j->source = rt.source;
 	j->tls_name = rt.tls_name;
+	/* RFC 8689 §4.2.1: a name an MX answer gave needs DNSSEC or MTA-STS
+	 * behind it; a configured [host] or address does not */
+	j->requiretls.mx_lookup = rt.hop == NULL || !rt.hop->no_mx;
 	dns_route_for(j->d->dns, &rt, j->domain, j->id, on_route, j->d);
 }
 
@@ -1359,6 +1477,11 @@ void delivery_load(struct delivery *d)
 	}
 	free(ids);
 	kick(d);
+}
+
+void delivery_set_tlsrpt(struct delivery *d, struct tlsrpt *t)
+{
+	d->tlsrpt = t;
 }
 
 void delivery_flush(struct delivery *d)

@@ -15,6 +15,7 @@ struct delivery;
 struct dns;
 struct generation;
 struct queue;
+struct tlsrpt;
 
 /* `current` points at the running generation (it changes on reload);
  * each attempt uses the generation current when it starts. */
@@ -38,5 +39,9 @@ void delivery_load(struct delivery *d);
 void delivery_add(struct delivery *d, const char *qid);
 /* Every deferred message, now (SIGUSR1, `queue flush`). */
 void delivery_flush(struct delivery *d);
+
+/* Where each outbound session's TLS outcome is counted (RFC 8460); NULL:
+ * nowhere. `t` must outlive the delivery's sessions. */
+void delivery_set_tlsrpt(struct delivery *d, struct tlsrpt *t);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * qmgr: wiring of the queue manager process. Owns its queue (for DSNs and
- * per-recipient state), its dns resolver and the delivery scheduler; reads
+ * per-recipient state), its dns resolver, the delivery scheduler and TLS
+ * reporting (outbound/tlsrpt); reads
  * the mailbox the master keeps open across its restarts, so notices sent
  * while it was down are waiting when it comes back. Must not accept
  * connections or touch the spool lock.
@@ -13,6 +14,7 @@
 #include "net/conn.h"
 #include "net/dns.h"
 #include "outbound/delivery.h"
+#include "outbound/tlsrpt.h"
 #include "policy/generation.h"
 #include "spool/queue.h"
 
@@ -24,6 +26,7 @@ struct qmgr {
 	struct ev_loop *loop;
 	struct queue *queue;
 	struct delivery *delivery;
+	struct tlsrpt *tlsrpt;
 	int mailbox_fd;
 	ev_io mailbox;
 	ev_signal sig_term, sig_flush;
@@ -68,6 +71,7 @@ static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
 				   "deferred message now");
 	delivery_load(q->delivery);
 	delivery_flush(q->delivery);
+	tlsrpt_take_requests(q->tlsrpt); /* smtpgw tlsrpt --send */
 }
 
 static void log_ready(const struct generation *gen)
@@ -117,10 +121,14 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	if (dns == NULL)
 		goto out;
 	q.delivery = delivery_new(loop, q.queue, dns, &current);
-	if (q.delivery == NULL) {
+	if (q.delivery != NULL)
+		q.tlsrpt = tlsrpt_new(loop, q.queue, dns, &current,
+				      q.delivery);
+	if (q.delivery == NULL || q.tlsrpt == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
 		goto out;
 	}
+	delivery_set_tlsrpt(q.delivery, q.tlsrpt);
 	watch(&q);
 	log_ready(gen);
 	delivery_load(q.delivery);
@@ -131,8 +139,10 @@ out:
 	if (rc != 0)
 		log_msg(LOG_ERR, "qmgr", "%s", err);
 	delivery_stop(q.delivery);
+	tlsrpt_stop(q.tlsrpt);
 	queue_close(q.queue);
 	delivery_free(q.delivery);
+	tlsrpt_free(q.tlsrpt);
 	dns_free(dns);
 	generation_release(current);
 	conn_pool_release();

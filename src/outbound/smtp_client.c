@@ -7,6 +7,7 @@
  */
 #include "outbound/smtp_client.h"
 
+#include "core/netaddr.h"
 #include "net/conn.h"
 #include "proto/smtp_out.h"
 
@@ -216,10 +217,12 @@ static void fail_session(struct smtp_client *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	if (c->state == CS_CONNECT || c->state == CS_BANNER)
+	if (c->state == CS_CONNECT || c->state == CS_BANNER) {
 		outcome = CLIENT_CONNECT_FAILED;
-	else if (c->state == CS_HANDSHAKE)
+	} else if (c->state == CS_HANDSHAKE) {
 		outcome = CLIENT_TLS_FAILED;
+		c->result.tls_try = TLS_TRY_FAILED;
+	}
 	if (!c->result_final && c->state != CS_QUIT)
 		set_result(c, outcome, 0, text);
 	finish(c);
@@ -346,7 +349,10 @@ static bool write_mail(struct smtp_client *c)
 		n += (size_t)snprintf(params + n, sizeof(params) - n,
 				      " BODY=8BITMIME");
 	if (c->job.smtputf8)
-		snprintf(params + n, sizeof(params) - n, " SMTPUTF8");
+		n += (size_t)snprintf(params + n, sizeof(params) - n,
+				      " SMTPUTF8");
+	if (c->result.requiretls_sent)
+		snprintf(params + n, sizeof(params) - n, " REQUIRETLS");
 	return write_command(c, "MAIL FROM:<%s>%s", c->job.sender, params);
 }
 
@@ -415,10 +421,43 @@ static void check_rcpts(struct smtp_client *c)
 	}
 }
 
+/* RFC 8689: a REQUIRETLS message goes only to an authenticated hop that
+ * offers REQUIRETLS (a bounce also to one that does not). False when it
+ * does not go: the session ends, nothing sent. */
+static bool requiretls_allows(struct smtp_client *c)
+{
+	struct requiretls_hop hop;
+	char why[sizeof(c->result.reply)];
+
+	if (c->job.requiretls == NULL)
+		return true;
+	hop = *c->job.requiretls;
+	hop.tls = c->tls_active;
+	hop.cert_verified = c->tls_active && c->result.tls_verified;
+	switch (requiretls_decide(&hop, c->ext.requiretls,
+				  c->job.sender != NULL &&
+					  c->job.sender[0] == '\0',
+				  why, sizeof(why))) {
+	case REQUIRETLS_SEND:
+		c->result.requiretls_sent = true;
+		return true;
+	case REQUIRETLS_SEND_PLAIN:
+		return true;
+	case REQUIRETLS_REFUSE:
+		break;
+	}
+	set_result(c, CLIENT_REQUIRETLS, 0, why);
+	c->result_final = true;
+	send_quit(c);
+	return false;
+}
+
 static void start_transaction(struct smtp_client *c)
 {
 	const struct client_job *j = &c->job;
 
+	if (!requiretls_allows(c))
+		return;
 	if (c->ext.size && c->ext.size_limit > 0 &&
 	    j->body_size > c->ext.size_limit) {
 		refuse_all(c, 552,
@@ -657,11 +696,14 @@ static void after_hello(struct smtp_client *c)
 	if (c->tls_active || j->level == TLS_LEVEL_NONE) {
 		start_transaction(c);
 	} else if (j->level == TLS_LEVEL_MAY) {
+		if (!c->ext.starttls && !j->no_tls)
+			c->result.tls_try = TLS_TRY_NOT_OFFERED;
 		if (c->ext.starttls && !j->no_tls && j->tls != NULL)
 			send_starttls(c);
 		else
 			start_transaction(c);
 	} else if (!c->ext.starttls) {
+		c->result.tls_try = TLS_TRY_NOT_OFFERED;
 		snprintf(text, sizeof(text),
 			 "TLS is required, but was not offered by %.200s",
 			 c->peer);
@@ -720,6 +762,8 @@ static void on_starttls_reply(struct smtp_client *c)
 	int code = c->reply.code;
 	bool may = c->job.level == TLS_LEVEL_MAY;
 
+	if (code != 220)
+		c->result.tls_try = TLS_TRY_REFUSED;
 	if (code == 220) {
 		begin_tls(c);
 	} else if (may && code != 421) {
@@ -746,6 +790,7 @@ static void on_tls_ready(struct smtp_client *c)
 	const char *cipher = tls_conn_cipher(t);
 
 	c->tls_active = true;
+	c->result.tls_try = TLS_TRY_OK;
 	snprintf(c->result.tls_version, sizeof(c->result.tls_version), "%s",
 		 version ? version : "");
 	snprintf(c->result.tls_cipher, sizeof(c->result.tls_cipher), "%s",
@@ -934,6 +979,17 @@ static void on_lost(struct smtp_client *c, enum conn_event ev)
 		     stage_text(c));
 }
 
+/* Our end of the connection: TLS reports name it (sending-mta-ip). */
+static void note_local_address(struct smtp_client *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(c->conn.fd, (struct sockaddr *)&ss, &len) == 0)
+		sockaddr_ip_text(&ss, c->result.local_ip,
+				 sizeof(c->result.local_ip));
+}
+
 static bool on_conn_event(struct conn *conn, enum conn_event ev, void *owner)
 {
 	struct smtp_client *c = owner;
@@ -941,6 +997,7 @@ static bool on_conn_event(struct conn *conn, enum conn_event ev, void *owner)
 	(void)conn;
 	switch ((int)ev) {
 	case CONN_CONNECTED:
+		note_local_address(c);
 		enter_state(c, CS_BANNER);
 		break;
 	case CONN_DATAIN:

@@ -10,6 +10,7 @@
 #define SMTPGW_SMTP_CLIENT_H
 
 #include "core/config.h"
+#include "proto/requiretls.h"
 #include "proto/smtp_proto.h"
 
 #include <ev.h>
@@ -50,6 +51,10 @@ struct client_job {
 	enum smtp_body_type body_type;
 	bool smtputf8;
 	double timeout;		      /* per step (RFC 5321 4.5.3.2) */
+	const struct requiretls_hop *requiretls; /* a REQUIRETLS message
+					 (RFC 8689): how the host was found
+					 (mx_*); the client adds what the
+					 session shows. NULL: an ordinary one */
 };
 
 enum client_outcome {
@@ -61,6 +66,20 @@ enum client_outcome {
 	CLIENT_TLS_NOT_OFFERED, /* encrypt/verify, no STARTTLS in EHLO */
 	CLIENT_TLS_FAILED,   /* STARTTLS refused or the handshake failed */
 	CLIENT_LOST,	     /* connection lost or timed out mid-way */
+	CLIENT_REQUIRETLS,   /* a REQUIRETLS message this hop cannot take
+				(not authenticated, or no REQUIRETLS in its
+				EHLO): nothing was sent; reply says why */
+};
+
+/* What became of STARTTLS in this session, for TLS reporting (RFC 8460). */
+enum client_tls_try {
+	TLS_TRY_NONE,	     /* not tried: no EHLO reply, level none, or
+				may's plaintext retry */
+	TLS_TRY_NOT_OFFERED, /* the EHLO reply had no STARTTLS */
+	TLS_TRY_REFUSED,     /* STARTTLS got an error reply */
+	TLS_TRY_FAILED,	     /* the handshake or the certificate check
+				failed: reply says why */
+	TLS_TRY_OK,	     /* TLS up (and verified when the level is) */
 };
 
 struct client_result {
@@ -76,6 +95,9 @@ struct client_result {
 				       plaintext after, or "" */
 	double setup_done;    /* when MAIL FROM went out (the end of
 				 Postfix's connection set-up), or 0 */
+	enum client_tls_try tls_try;
+	char local_ip[64];    /* our address on the connection, or "" */
+	bool requiretls_sent; /* MAIL FROM carried REQUIRETLS */
 };
 
 struct smtp_client;

@@ -80,7 +80,10 @@ char *envelope_format(const struct envelope *e, size_t *len)
 	add(&t, "sender: <%s>\n", e->sender);
 	for (size_t i = 0; i < e->n_rcpts; i++)
 		add(&t, "rcpt: <%s>\n", e->rcpts[i]);
-	add(&t, "body: %s\nsmtputf8: %d\n\n", body_name(e->body), e->smtputf8);
+	add(&t, "body: %s\nsmtputf8: %d\n", body_name(e->body), e->smtputf8);
+	if (e->requiretls)
+		add(&t, "requiretls: 1\n");
+	add(&t, "\n");
 	if (t.failed) {
 		free(t.p);
 		return NULL;
@@ -184,6 +187,14 @@ static bool set_field(struct envelope *e, const char *key, size_t klen,
 		       (e->sender = unbracket(v, n)) != NULL;
 	if (key_is(key, klen, "rcpt"))
 		return add_rcpt(e, v, n);
+	if (key_is(key, klen, "requiretls")) {
+		/* a requirement: anything but 0 or 1 is an error, never
+		 * read as "not required" */
+		if (n != 1 || (v[0] != '0' && v[0] != '1'))
+			return false;
+		e->requiretls = v[0] == '1';
+		return true;
+	}
 	if (key_is(key, klen, "body"))
 		e->body = body_type(v, n);
 	else if (key_is(key, klen, "smtputf8"))

@@ -23,6 +23,8 @@ struct envelope {
 	size_t n_rcpts;
 	enum smtp_body_type body;
 	bool smtputf8;
+	bool requiretls; /* MAIL FROM ... REQUIRETLS (RFC 8689): the line
+			    "requiretls: 1", written only when set */
 };
 
 /* The block from "id:" to the blank line; malloc'd, *len set; NULL when out

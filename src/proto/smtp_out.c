@@ -47,6 +47,8 @@ static void parse_extension(struct smtp_extensions *e, const char *t,
 		e->eightbitmime = true;
 	} else if (word_is(t, kw, "SMTPUTF8")) {
 		e->smtputf8 = true;
+	} else if (word_is(t, kw, "REQUIRETLS")) {
+		e->requiretls = true;
 	} else if (word_is(t, kw, "SIZE")) {
 		e->size = true;
 		e->size_limit = parse_size(t + kw, len - kw);

@@ -27,6 +27,7 @@ struct smtp_extensions {
 	uint64_t size_limit; /* 0: none announced */
 	bool eightbitmime;
 	bool smtputf8;
+	bool requiretls; /* RFC 8689 */
 };
 
 /* The reply being read, line by line. Zeroed: ready for the first line. */

@@ -510,6 +510,12 @@ static bool apply_param(const char *tok, size_t n,
 		mp->smtputf8 = true;
 		return true;
 	}
+	if (token_is(tok, klen, "REQUIRETLS")) {
+		if (mp->requiretls || eq)
+			return false;
+		mp->requiretls = true;
+		return true;
+	}
 	return false;
 }
 

@@ -97,6 +97,7 @@ struct smtp_mail_params {
 	uint64_t size;
 	enum smtp_body_type body;
 	bool smtputf8;
+	bool requiretls; /* RFC 8689; the server checks it is under TLS */
 };
 
 enum smtp_path_status {
@@ -113,7 +114,7 @@ enum smtp_path_status {
 
 /*
  * MAIL FROM argument: Reverse-path then ESMTP parameters (SIZE=, BODY=7BIT |
- * 8BITMIME, SMTPUTF8). `arg` is smtp_cmd.arg. Addresses must be in angle
+ * 8BITMIME, SMTPUTF8, REQUIRETLS). `arg` is smtp_cmd.arg. Addresses must be in angle
  * brackets. On SMTP_PATH_BAD_PARAM, *bad_param and *bad_param_len (may be NULL)
  * name the offending keyword (or keyword=value) inside `arg`.
  */
