@@ -51,6 +51,7 @@ local Receiver = {}
 Receiver.__index = Receiver
 
 -- ds.receiver{ cert = {crt=,key=}, no_starttls = bool, break_tls = bool,
+--   requiretls = bool (REQUIRETLS in the EHLO reply after STARTTLS),
 --   rcpt_reply = "450 ...", host = "127.0.0.1", port = n, data_delay = s,
 --   maildir = path } -> receiver (fields port, maildir, proc)
 function M.receiver(o)
@@ -64,6 +65,7 @@ function M.receiver(o)
   end
   if o.no_starttls then args[#args + 1] = "--no-starttls" end
   if o.break_tls then args[#args + 1] = "--break-tls" end
+  if o.requiretls then args[#args + 1] = "--requiretls" end
   if o.rcpt_reply then args[#args + 1] = "--rcpt-reply " .. q(o.rcpt_reply) end
   if o.host then args[#args + 1] = "--host " .. q(o.host) end
   if o.port then args[#args + 1] = "--port " .. tostring(o.port) end

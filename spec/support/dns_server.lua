@@ -41,9 +41,12 @@ local function free_port()
   error("no free port for the DNS fixture")
 end
 
+-- In double quotes, or in single quotes when it holds double quotes (a
+-- TXT record's "...": 'name TXT "v=TLSRPTv1; rua=..."').
 local function quoted(s)
-  assert(not s:find('"', 1, true), "no quotes in DNS fixture data: " .. s)
-  return '"' .. s .. '"'
+  if not s:find('"', 1, true) then return '"' .. s .. '"' end
+  assert(not s:find("'", 1, true), "not both quotes in DNS fixture data: " .. s)
+  return "'" .. s .. "'"
 end
 
 local function sorted_keys(t)

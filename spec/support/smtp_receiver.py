@@ -21,6 +21,8 @@ session, so commands that came in one write share it.
 --command-log FILE appends every command line received (never the message
 text) as "CONN plain|tls LINE", CONN numbering the receiver's connections
 from 1: what a sender said in the clear, and on which connection.
+--requiretls advertises REQUIRETLS (RFC 8689) in the EHLO reply after
+STARTTLS.
 """
 import argparse
 import os
@@ -83,6 +85,8 @@ class Session:
             lines.insert(1, "250-PIPELINING")
         if self.opts.cert and not self.opts.no_starttls and self.tls is None:
             lines.append("250-STARTTLS")
+        if self.opts.requiretls and self.tls is not None:
+            lines.append("250-REQUIRETLS")
         lines.append("250 SIZE %d" % self.opts.size)
         self.sock.sendall("".join(l + "\r\n" for l in lines).encode())
 
@@ -201,6 +205,7 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--data-delay", type=float, default=0.0)
     p.add_argument("--command-log")
+    p.add_argument("--requiretls", action="store_true")
     opts = p.parse_args()
     os.makedirs(opts.maildir, exist_ok=True)
 

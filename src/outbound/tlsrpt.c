@@ -76,6 +76,7 @@ struct tlsrpt {
 	enum run_state state;
 	uint64_t dns_id, lookups;
 	bool retry; /* a report failed for the moment: run again later */
+	unsigned queued, none, deferred; /* this run's reports, for its log */
 	bool stopping;
 };
 
@@ -217,11 +218,18 @@ static void on_flush_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void next_job(struct tlsrpt *t);
 
-static void log_report(const struct report_job *j, const char *status,
-		       const char *qid, const char *rua, const char *why)
+static void log_report(struct tlsrpt *t, const char *status, const char *qid,
+		       const char *rua, const char *why)
 {
+	const struct report_job *j = t->job;
 	struct logline l;
 
+	if (strcmp(status, "queued") == 0)
+		t->queued++;
+	else if (strcmp(status, "none") == 0)
+		t->none++;
+	else
+		t->deferred++;
 	log_begin(&l, strcmp(status, "deferred") == 0 ? LOG_WARN : LOG_INFO,
 		  "tlsrpt");
 	log_kv(&l, "domain", "%s", j->domain);
@@ -240,7 +248,7 @@ static void log_report(const struct report_job *j, const char *status,
 static void settle_unreported(struct tlsrpt *t, const char *why)
 {
 	tlsrpt_store_mark_sent(cfg_of(t)->spool, t->job->date, t->job->domain);
-	log_report(t->job, "none", NULL, NULL, why);
+	log_report(t, "none", NULL, NULL, why);
 }
 
 static void on_report_queued(void *owner, bool ok, const char *qid)
@@ -250,11 +258,11 @@ static void on_report_queued(void *owner, bool ok, const char *qid)
 	if (ok) {
 		tlsrpt_store_mark_sent(cfg_of(t)->spool, t->job->date,
 				       t->job->domain);
-		log_report(t->job, "queued", qid, t->job->rua, NULL);
+		log_report(t, "queued", qid, t->job->rua, NULL);
 		if (!t->stopping)
 			delivery_add(t->delivery, qid);
 	} else {
-		log_report(t->job, "deferred", NULL, NULL,
+		log_report(t, "deferred", NULL, NULL,
 			   "the report did not reach the spool");
 		t->retry = true;
 	}
@@ -360,7 +368,7 @@ static bool queue_report(struct tlsrpt *t, const struct tlsrpt_rua *rua)
 	bool ok;
 
 	if (e == NULL) {
-		log_report(t->job, "none", NULL, NULL, "no counts");
+		log_report(t, "none", NULL, NULL, "no counts");
 		return false;
 	}
 	mail = make_mail(t, e, n, rua, &len);
@@ -377,7 +385,7 @@ static bool queue_report(struct tlsrpt *t, const struct tlsrpt_rua *rua)
 	     queue_submit(t->queue, &env, mail, len, on_report_queued, t);
 	free(mail);
 	if (!ok) {
-		log_report(t->job, "deferred", NULL, t->job->rua,
+		log_report(t, "deferred", NULL, t->job->rua,
 			   "cannot make or queue the report");
 		t->retry = true;
 	}
@@ -393,7 +401,7 @@ static void on_txt(uint64_t id, const struct dns_rrset *rs, void *arg)
 	if (t->stopping || t->state != RUN_TXT || id != t->dns_id)
 		return;
 	if (rs->status == DNS_TEMPFAIL) {
-		log_report(t->job, "deferred", NULL, NULL, rs->error);
+		log_report(t, "deferred", NULL, NULL, rs->error);
 		t->retry = true;
 	} else if (rs->status == DNS_PERMFAIL) {
 		settle_unreported(t, "no _smtp._tls record (NXDOMAIN)");
@@ -420,6 +428,16 @@ static void run_done(struct tlsrpt *t)
 	char oldest[TLSRPT_DATE_LEN + 1];
 
 	t->state = RUN_IDLE;
+	if (t->queued + t->none + t->deferred > 0) {
+		struct logline l;
+
+		log_begin(&l, LOG_INFO, "tlsrpt_run");
+		log_kv(&l, "queued", "%u", t->queued);
+		log_kv(&l, "none", "%u", t->none);
+		log_kv(&l, "deferred", "%u", t->deferred);
+		log_end(&l);
+	}
+	t->queued = t->none = t->deferred = 0;
 	tlsrpt_date_of((long long)(ev_time() - cfg->tlsrpt_keep), oldest);
 	tlsrpt_store_prune(cfg->spool, oldest);
 	if (t->retry) {
