@@ -82,6 +82,9 @@ TEST_TLSRPT_SRC = spec/c/test_tlsrpt.c src/proto/tlsrpt.c src/proto/tlsrpt_repor
 build/check/test_tlsrpt: $(TEST_TLSRPT_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLSRPT_SRC) -lz
 
+build/check/test_requiretls: spec/c/test_requiretls.c src/proto/requiretls.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_requiretls.c src/proto/requiretls.c
+
 build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
 
@@ -203,6 +206,7 @@ check: deps-check user
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
 		build/check/test_log_format build/check/test_suggest \
 		build/check/test_tls_resume build/check/test_tlsrpt \
+		build/check/test_requiretls \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -216,7 +220,7 @@ check: deps-check user
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
-	      log_format tlsrpt
+	      log_format tlsrpt requiretls
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -230,6 +234,7 @@ FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_SRC_log_format = src/proto/log_format.c
 FUZZ_SRC_tlsrpt     = src/proto/tlsrpt.c src/proto/tlsrpt_report.c
 FUZZ_LIBS_tlsrpt    = -lz
+FUZZ_SRC_requiretls = src/proto/requiretls.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
