@@ -3,6 +3,7 @@
  * (proc/master.c) to run the gateway, or to one subcommand (cli/). It
  * holds no protocol logic and no process management.
  */
+#include "cli/certs_command.h"
 #include "cli/commands.h"
 #include "core/config.h"
 #include "policy/generation.h"
