@@ -12,7 +12,9 @@
 #include "cli/route_command.h"
 #include "net/tls.h"
 #include "cli/tls_probe.h"
+#include "cli/version_command.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +57,11 @@ static void usage(FILE *to)
 		"verify] [--name NAME]\n"
 		"                     [--repeat N]\n"
 		"       smtpgw -c FILE route DOMAIN [--port N]\n"
-		"  -c FILE  gateway.ini to use\n"
-		"  -t       check FILE and its policy script; exit 0 or 1\n");
+		"       smtpgw --version | --help\n"
+		"  -c FILE    gateway.ini to use\n"
+		"  -t         check FILE and its policy script; exit 0 or 1\n"
+		"  -h, --help this text\n"
+		"  --version  the version and the libraries'\n");
 }
 
 /* Subcommand options come as "--name value" pairs after the word. */
@@ -163,11 +168,18 @@ static bool parse_command(int argc, char **argv, struct options *o)
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
 	int ch;
 
 	/* '+': stop at the first word, which is a command, not a file. */
-	while ((ch = getopt(argc, argv, "+c:th")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:th", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'V':
+			return version_command();
 		case 'c':
 			o->config_path = optarg;
 			break;
