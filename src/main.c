@@ -34,7 +34,7 @@ enum command {
 struct options {
 	const char *config_path;
 	enum command command;
-	bool json;
+	struct certs_options certs;
 	struct probe_options probe;
 	struct explain_options explain;
 	int queue_argc;
@@ -46,7 +46,7 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: smtpgw -c FILE [-t]\n"
-		"       smtpgw -c FILE certs [--json]\n"
+		"       smtpgw -c FILE certs [--json] [--warn-days N]\n"
 		"       smtpgw -c FILE explain --client IP --rcpt ADDR [--tls "
 		"VERSION]\n"
 		"                     [--peer none|untrusted|trusted] [--helo "
@@ -130,9 +130,8 @@ static bool parse_command(int argc, char **argv, struct options *o)
 		return true;
 	if (strcmp(word, "certs") == 0) {
 		o->command = CMD_CERTS;
-		o->json = optind + 2 == argc &&
-			  strcmp(argv[optind + 1], "--json") == 0;
-		return optind + 1 == argc || o->json;
+		return certs_parse_args(argc - optind - 1, argv + optind + 1,
+					&o->certs);
 	}
 	if (strcmp(word, "queue") == 0) {
 		o->command = CMD_QUEUE;
@@ -196,7 +195,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (o->config_path == NULL || !parse_command(argc, argv, o)) {
 		usage(stderr);
-		return 1;
+		/* certs is a monitoring check: a usage error is UNKNOWN */
+		return o->command == CMD_CERTS ? CERTS_EXIT_UNKNOWN : 1;
 	}
 	return -1;
 }
@@ -212,9 +212,6 @@ static int with_config(const struct options *o)
 		return 1;
 	}
 	switch (o->command) {
-	case CMD_CERTS:
-		rc = certs_command(cfg, o->json);
-		break;
 	case CMD_PROBE:
 		rc = tls_probe_command(cfg, &o->probe);
 		break;
@@ -230,6 +227,7 @@ static int with_config(const struct options *o)
 	case CMD_RUN:
 	case CMD_CHECK:
 	case CMD_EXPLAIN:
+	case CMD_CERTS:
 		break;
 	}
 	config_free(cfg);
@@ -247,6 +245,8 @@ int main(int argc, char **argv)
 		return rc;
 	if (o.command == CMD_EXPLAIN)
 		return explain_command(o.config_path, &o.explain);
+	if (o.command == CMD_CERTS)
+		return certs_command(o.config_path, &o.certs);
 	if (o.command == CMD_RUN)
 		return master_run(o.config_path);
 	if (o.command != CMD_CHECK)

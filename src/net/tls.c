@@ -50,8 +50,9 @@ static int by_name(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* NAME for each NAME.crt with a NAME.key beside it, sorted. */
-static char **list_pairs(const char *dir, size_t *n)
+/* NAME for each NAME.crt (with a NAME.key beside it when need_key),
+ * sorted. */
+static char **list_names(const char *dir, size_t *n, bool need_key)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -69,7 +70,7 @@ static char **list_pairs(const char *dir, size_t *n)
 			continue;
 		snprintf(key, sizeof(key), "%s/%.*s.key", dir, (int)(len - 4),
 			 e->d_name);
-		if (stat(key, &st) != 0)
+		if (need_key && stat(key, &st) != 0)
 			continue;
 		grown = realloc(names, (*n + 1) * sizeof(*names));
 		if (grown == NULL)
@@ -81,6 +82,12 @@ static char **list_pairs(const char *dir, size_t *n)
 	if (names != NULL)
 		qsort(names, *n, sizeof(*names), by_name);
 	return names;
+}
+
+/* NAME for each NAME.crt with a NAME.key beside it, sorted. */
+static char **list_pairs(const char *dir, size_t *n)
+{
+	return list_names(dir, n, true);
 }
 
 static void free_names(char **names, size_t n)
@@ -339,6 +346,21 @@ static void fingerprint(X509 *cert, char *out, size_t len)
 					 i ? ":" : "", md[i]);
 }
 
+static void fill_info(X509 *cert, struct cert_info *ci)
+{
+	name_text(X509_get_subject_name(cert), ci->subject,
+		  sizeof(ci->subject));
+	name_text(X509_get_issuer_name(cert), ci->issuer, sizeof(ci->issuer));
+	dns_names(cert, ci->dns, sizeof(ci->dns));
+	ci->not_before = asn1_time(X509_get0_notBefore(cert));
+	ci->not_after = asn1_time(X509_get0_notAfter(cert));
+	key_details(cert, ci);
+	snprintf(ci->sig_alg, sizeof(ci->sig_alg), "%s",
+		 OBJ_nid2ln(X509_get_signature_nid(cert)));
+	fingerprint(cert, ci->sha256, sizeof(ci->sha256));
+	ci->self_signed = X509_self_signed(cert, 0) == 1;
+}
+
 static bool describe(const char *dir, const char *name, struct cert_info *ci,
 		     char *err, size_t err_len)
 {
@@ -352,17 +374,7 @@ static bool describe(const char *dir, const char *name, struct cert_info *ci,
 		snprintf(err, err_len, "%s: not a PEM certificate", path);
 		return false;
 	}
-	name_text(X509_get_subject_name(cert), ci->subject,
-		  sizeof(ci->subject));
-	name_text(X509_get_issuer_name(cert), ci->issuer, sizeof(ci->issuer));
-	dns_names(cert, ci->dns, sizeof(ci->dns));
-	ci->not_before = asn1_time(X509_get0_notBefore(cert));
-	ci->not_after = asn1_time(X509_get0_notAfter(cert));
-	key_details(cert, ci);
-	snprintf(ci->sig_alg, sizeof(ci->sig_alg), "%s",
-		 OBJ_nid2ln(X509_get_signature_nid(cert)));
-	fingerprint(cert, ci->sha256, sizeof(ci->sha256));
-	ci->self_signed = X509_self_signed(cert, 0) == 1;
+	fill_info(cert, ci);
 	X509_free(cert);
 	return true;
 }
@@ -385,6 +397,88 @@ bool tls_cert_inventory(const char *cert_dir, struct cert_info **out,
 		*n = 0;
 	}
 	return ok;
+}
+
+/* ---- audit ----------------------------------------------------------- */
+
+/* The key beside a certificate, as the master would load it. */
+static enum cert_key check_key(const char *dir, const char *name, X509 *cert,
+			       char *why, size_t why_len)
+{
+	char path[4096];
+	struct stat st;
+	EVP_PKEY *key;
+	FILE *f;
+	bool match;
+
+	pair_path(dir, name, "key", path, sizeof(path));
+	if (stat(path, &st) != 0)
+		return CERT_KEY_MISSING;
+	if (!key_private(path, why, why_len))
+		return CERT_KEY_OPEN;
+	if ((f = fopen(path, "re")) == NULL) {
+		int e = errno;
+
+		snprintf(why, why_len, "%.400s: %s", path, strerror(e));
+		return e == EACCES ? CERT_KEY_DENIED : CERT_KEY_BAD;
+	}
+	key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (key == NULL) {
+		snprintf(why, why_len, "%.400s: not a PEM private key", path);
+		return CERT_KEY_BAD;
+	}
+	match = X509_check_private_key(cert, key) == 1;
+	EVP_PKEY_free(key);
+	return match ? CERT_KEY_MATCHES : CERT_KEY_MISMATCH;
+}
+
+static void audit_one(const char *dir, const char *name, struct cert_audit *a)
+{
+	char path[4096];
+	X509 *cert;
+
+	memset(a, 0, sizeof(*a));
+	snprintf(a->info.name, sizeof(a->info.name), "%s", name);
+	pair_path(dir, name, "crt", path, sizeof(path));
+	if ((cert = read_cert(path)) == NULL) {
+		snprintf(a->why, sizeof(a->why), "%.400s: %s", path,
+			 access(path, R_OK) == 0 ? "not a PEM certificate"
+						 : strerror(errno));
+		return;
+	}
+	a->has_cert = true;
+	fill_info(cert, &a->info);
+	a->key = check_key(dir, name, cert, a->why, sizeof(a->why));
+	X509_free(cert);
+}
+
+bool tls_cert_audit(const char *cert_dir, struct cert_audit **out, size_t *n,
+		    char *err, size_t err_len)
+{
+	DIR *d = opendir(cert_dir);
+	char **names;
+
+	*out = NULL;
+	*n = 0;
+	if (d == NULL && errno != ENOENT) {
+		snprintf(err, err_len, "%s: %s", cert_dir, strerror(errno));
+		return false;
+	}
+	if (d == NULL)
+		return true; /* made at start, with the Default Cert */
+	closedir(d);
+	names = list_names(cert_dir, n, false);
+	if (*n > 0 && (*out = calloc(*n, sizeof(**out))) == NULL) {
+		free_names(names, *n);
+		*n = 0;
+		snprintf(err, err_len, "%s: out of memory", cert_dir);
+		return false;
+	}
+	for (size_t i = 0; i < *n; i++)
+		audit_one(cert_dir, names[i], &(*out)[i]);
+	free_names(names, *n);
+	return true;
 }
 
 /* ---- server ------------------------------------------------------------ */

@@ -42,6 +42,29 @@ bool tls_store_has_pairs(const char *cert_dir);
 bool tls_cert_inventory(const char *cert_dir, struct cert_info **out,
 			size_t *n, char *err, size_t err_len);
 
+/* What `certs` checks of one NAME.crt: whether it reads, and its key. */
+enum cert_key {
+	CERT_KEY_MATCHES,
+	CERT_KEY_MISSING,  /* no NAME.key */
+	CERT_KEY_OPEN,	   /* readable by group or others: refused at start */
+	CERT_KEY_DENIED,   /* this user may not read it (why) */
+	CERT_KEY_BAD,	   /* not a PEM private key (why) */
+	CERT_KEY_MISMATCH, /* not the certificate's key */
+};
+
+struct cert_audit {
+	struct cert_info info; /* name always; the rest when has_cert */
+	bool has_cert;	       /* NAME.crt read as a PEM certificate */
+	enum cert_key key;     /* when has_cert */
+	char why[512];	       /* the reason of a problem with either file */
+};
+
+/* Every NAME.crt in cert_dir, with a NAME.key or not, sorted by name;
+ * false only when cert_dir cannot be listed (one that does not exist is
+ * empty). Caller frees *out. */
+bool tls_cert_audit(const char *cert_dir, struct cert_audit **out, size_t *n,
+		    char *err, size_t err_len);
+
 struct tls_server;
 
 struct tls_server *tls_server_new(const struct config *cfg, char *err,
