@@ -35,7 +35,8 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
 	     libluajit2-5.1-dev libunbound-dev ca-certificates
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound \
+	     mandoc strace
 
 .PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
 	bench install uninstall version-stamp
