@@ -8,6 +8,7 @@
  */
 #include "core/paths.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,30 +33,33 @@ static bool in_build_tree(const char *path, const char *dir)
 	       strncmp(path + n, "/build/", 7) == 0;
 }
 
-/* The source tree: SMTPGW_LUA_DIR without its last component, resolved. */
-static bool source_dir(char *out)
+/* The source tree: SMTPGW_LUA_DIR without its last component. It is
+ * compared as text, never looked at: make's CURDIR has no symbolic links,
+ * and an installed binary must not touch the tree it was built in. */
+static bool source_dir(char *out, size_t len)
 {
-	char tree[PATH_MAX];
-	char *slash;
+	const char *lua = SMTPGW_LUA_DIR;
+	const char *slash = strrchr(lua, '/');
 
-	snprintf(tree, sizeof(tree), "%s", SMTPGW_LUA_DIR);
-	slash = strrchr(tree, '/');
-	if (slash == NULL)
+	if (slash == NULL || slash == lua)
 		return false;
-	*slash = '\0';
-	return realpath(tree, out) != NULL;
+	snprintf(out, len, "%.*s", (int)(slash - lua), lua);
+	return true;
 }
 
+/* Found once, at the first call (at start: a binary replaced later by an
+ * upgrade, "/proc/self/exe (deleted)", keeps the folder it started with). */
 static void find_share_dir(void)
 {
 	char exe[PATH_MAX], tree[PATH_MAX];
 	char *slash;
 
 	if (realpath("/proc/self/exe", exe) == NULL) {
-		snprintf(share_dir, sizeof(share_dir), "%s/..", SMTPGW_LUA_DIR);
+		snprintf(share_dir, sizeof(share_dir),
+			 "(unknown: /proc/self/exe: %s)", strerror(errno));
 		return;
 	}
-	if (source_dir(tree) && in_build_tree(exe, tree)) {
+	if (source_dir(tree, sizeof(tree)) && in_build_tree(exe, tree)) {
 		snprintf(share_dir, sizeof(share_dir), "%s", tree);
 		return;
 	}
