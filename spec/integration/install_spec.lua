@@ -40,6 +40,13 @@ local function mode(path)
   return lfs.attributes(path, "permissions")
 end
 
+-- True (and the spec pending) when the command `tool` is missing.
+local function missing(tool, why)
+  if gateway.run("command -v " .. tool) ~= "" then return false end
+  pending(tool .. " is missing" .. (why or ""))
+  return true
+end
+
 -- The [Service] keys of a unit file: { key = { value, ... } }.
 local function unit_keys(text)
   local out, section = {}, nil
@@ -130,10 +137,7 @@ describe("make install", function()
   end)
 
   it("reads lua/ and the policies from its own share/ and never touches the source tree", function()
-    if gateway.run("command -v strace") == "" then
-      pending("strace is missing")
-      return
-    end
+    if missing("strace") then return end
     local ini = tmp .. "/t.ini"
     gateway.write_file(ini, gateway.ini_text({}, { policy = {
       script = stage .. "/usr/share/smtpgw/policies/require_verify.lua" } }))
@@ -225,10 +229,7 @@ describe("the systemd unit and the installed gateway.ini", function()
   end)
 
   it("passes systemd-analyze verify", function()
-    if gateway.run("command -v systemd-analyze") == "" then
-      pending("systemd-analyze is missing (package systemd): the keys are checked above")
-      return
-    end
+    if missing("systemd-analyze", " (package systemd): the keys are checked above") then return end
     -- systemd-analyze runs `man` for Documentation=: pointed at the
     -- installed pages when man is there.
     local man = gateway.run("command -v man") ~= "" and

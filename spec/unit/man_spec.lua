@@ -19,11 +19,15 @@ local function read(path)
   return text
 end
 
+-- The braced block after `head` (a pattern) in src/core/config.c.
+local function config_block(head, what)
+  return assert(read("src/core/config.c"):match(head .. "%s*(%b{})"),
+    "no " .. what .. " in src/core/config.c")
+end
+
 -- { { section =, name =, default = }, ... } from the keys[] table, in order.
 local function config_keys()
-  local src = read("src/core/config.c")
-  local body = assert(src:match("static const struct key_def keys%[%]%s*=%s*(%b{})"),
-    "no keys[] table in src/core/config.c")
+  local body = config_block("static const struct key_def keys%[%]%s*=", "keys[] table")
   local keys = {}
   for entry in body:sub(2, -2):gmatch("%b{}") do
     local section, name = entry:match('^{%s*"([^"]+)"%s*,%s*"([^"]+)"')
@@ -37,9 +41,7 @@ end
 
 -- The keys of a [domain:NAME] section: on_domain_key's strcmp(name, "X").
 local function domain_keys()
-  local src = read("src/core/config.c")
-  local body = assert(src:match("\nstatic int on_domain_key%b()%s*(%b{})"),
-    "no on_domain_key() in src/core/config.c")
+  local body = config_block("\nstatic int on_domain_key%b()", "on_domain_key()")
   local keys = {}
   for name in body:gmatch('strcmp%(name,%s*"([%w_]+)"%)') do
     keys[#keys + 1] = { section = "domain:NAME", name = name }
