@@ -1,14 +1,15 @@
 /*
  * certs_command: `smtpgw -c FILE certs [--json] [--warn-days N]`, the
- * table of the certificate store ([tls] cert_dir) and a monitoring check
+ * table of the certificate store ([tls] certificate lines and cert_dir)
+ * and a monitoring check
  * in the manner of a Nagios plugin: a status line first, then the table,
  * and the exit status 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. It reads the
- * store through net/tls.c's audit and only prints: it never writes a file.
+ * store through net/certs.c's audit and only prints: it never writes a file.
  */
 #include "cli/certs_command.h"
 
 #include "core/config.h"
-#include "net/tls.h"
+#include "net/certs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@ enum check_state {
 /* One certificate's verdict: its state and why (empty when OK). */
 struct verdict {
 	enum check_state state;
-	char why[768];
+	char why[sizeof(((struct cert_audit *)0)->why) + 128];
 };
 
 static const char *state_name(enum check_state s)
@@ -102,24 +103,18 @@ static void add_reason(struct verdict *v, enum check_state s,
 
 static void key_verdict(const struct cert_audit *a, struct verdict *v)
 {
-	char text[600];
+	char text[sizeof(a->why) + 32];
 
 	switch (a->key) {
 	case CERT_KEY_MATCHES:
-		return;
-	case CERT_KEY_MISSING:
-		snprintf(text, sizeof(text), "key missing (%.200s.key)",
-			 a->info.name);
-		add_reason(v, CHECK_CRITICAL, text);
-		return;
-	case CERT_KEY_MISMATCH:
-		add_reason(v, CHECK_CRITICAL, "key does not match");
 		return;
 	case CERT_KEY_DENIED:
 		snprintf(text, sizeof(text), "key not checked: %s (run as root)",
 			 a->why);
 		add_reason(v, CHECK_UNKNOWN, text);
 		return;
+	case CERT_KEY_MISSING:
+	case CERT_KEY_MISMATCH:
 	case CERT_KEY_OPEN:
 	case CERT_KEY_BAD:
 		break;
@@ -388,7 +383,7 @@ int certs_command(const char *config_path, const struct certs_options *o)
 
 	if (cfg == NULL)
 		return unknown(o, err);
-	if (!tls_cert_audit(cfg->cert_dir, &a, &n, err, sizeof(err))) {
+	if (!cert_store_audit(cfg, &a, &n, err, sizeof(err))) {
 		config_free(cfg);
 		return unknown(o, err);
 	}
