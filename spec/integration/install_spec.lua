@@ -210,10 +210,17 @@ describe("the systemd unit and the installed gateway.ini", function()
   end)
 
   it("the installed gateway.ini passes -t with the installed policy", function()
+    if os.getenv("SMTPGW_SEALED") ~= "1" then
+      -- -t binds its listen addresses, port 25 on loopback
+      pending("needs the specs' own network namespace (spec/run.sh as root)")
+      return
+    end
     local ini = prefix .. "/etc/smtpgw/gateway.ini"
     local out, code = gateway.run("cd / && " .. q(prefix .. "/sbin/smtpgw") .. " -c " .. q(ini) .. " -t")
     assert.are.equal(0, code, out)
-    assert.are.equal(ini .. ": ok (policy " .. prefix .. "/share/smtpgw/policies/try.lua)\n", out)
+    assert.are.equal(ini .. ": no certificate configured: the Default Cert will be made in " ..
+      prefix .. "/etc/smtpgw/certs at start\n" ..
+      ini .. ": ok (policy " .. prefix .. "/share/smtpgw/policies/try.lua)\n", out)
   end)
 
   it("has the hardening and the commands it should", function()
