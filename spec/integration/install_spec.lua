@@ -153,11 +153,17 @@ describe("make install", function()
     assert.are.equal(0, code, out)
     assert.truthy(out:find(": ok (policy " .. stage .. "/usr/share/smtpgw/policies/require_verify.lua)", 1, true), out)
     local calls = assert(gateway.read_file(trace))
-    local opened = {}
-    for path in calls:gmatch('openat%([^,]*, "([^"]+%.lua)"[^\n]*= %d+') do opened[#opened + 1] = path end
+    -- every .lua file it opened (the check's own state reads
+    -- gateway.testing too) is the staged one
+    local share, opened, seen = stage .. "/usr/share/smtpgw/", {}, {}
+    for path in calls:gmatch('openat%([^,]*, "([^"]+%.lua)"[^\n]*= %d+') do
+      assert.are.equal(1, path:find(share, 1, true), path)
+      seen[path:sub(#share + 1)] = true
+    end
+    for name in pairs(seen) do opened[#opened + 1] = name end
     table.sort(opened)
-    assert.are.same({ stage .. "/usr/share/smtpgw/lua/gateway/init.lua",
-      stage .. "/usr/share/smtpgw/policies/require_verify.lua" }, opened)
+    assert.truthy(seen["lua/gateway/init.lua"] and seen["policies/require_verify.lua"],
+      table.concat(opened, " "))
     assert.falsy(calls:find(ROOT .. "/", 1, true), "the source tree was touched:\n" ..
       (calls:match("[^\n]*" .. ROOT:gsub("%p", "%%%0") .. "/[^\n]*") or ""))
   end)
