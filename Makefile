@@ -87,10 +87,15 @@ build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/ob
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
 
+# The TLS ticket key ring (net/tls_resume.c).
+TEST_TLS_RESUME_SRC = spec/c/test_tls_resume.c src/net/tls_resume.c src/core/log.c
+build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLS_RESUME_SRC) -ltls -lssl -lcrypto -lpthread
+
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o net/certs.o core/config.o core/log.o \
-		    proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
+		    net/conn.o net/tls.o net/tls_resume.o net/certs.o core/config.o \
+		    core/log.o proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
 		    proto/dns_wire.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
@@ -185,7 +190,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
-		build/check/test_suggest \
+		build/check/test_suggest build/check/test_tls_resume \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh

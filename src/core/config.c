@@ -831,6 +831,8 @@ static const struct key_def keys[] = {
 	 "auto"},
 	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
 	 3600000, "60s"},
+	{"tls", "session_lifetime", set_duration, AT(session_lifetime), 0,
+	 86400000, "1h"},
 	{"delivery", "max_connections", set_uint, AT(delivery_max_connections),
 	 1, 100000, "50"},
 	{"delivery", "max_per_destination", set_uint,

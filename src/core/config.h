@@ -135,6 +135,7 @@ struct config {
 	char *protocols;
 	char *ciphers;
 	enum ask_client_cert ask_client_cert;
+	double session_lifetime; /* resumable sessions; 0: none */
 	/* [policy] */
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
