@@ -68,11 +68,11 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
-# dns_wire.c, of how src/core/config.c reads lines and of
+# dns_wire.c, log_format.c, of how src/core/config.c reads lines and of
 # src/inbound/limits.c and src/policy/suggest.c, and the TLS ticket key
 # ring of src/net/tls_resume.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
-	test_limits test_suggest test_tls_resume; do
+	test_limits test_log_format test_suggest test_tls_resume; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

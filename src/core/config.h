@@ -7,6 +7,7 @@
 #ifndef SMTPGW_CONFIG_H
 #define SMTPGW_CONFIG_H
 
+#include "proto/log_format.h"
 #include "proto/next_hop.h"
 
 #include <stdbool.h>
@@ -153,6 +154,12 @@ struct config {
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
+	/* [log] */
+	enum log_style log_format;
+	bool log_to_syslog;	 /* destination = syslog (else stderr) */
+	int log_facility;	 /* RFC 5424 number */
+	char *log_syslog_name;	 /* "": smtpgw, or postfix in that format */
+	char *log_syslog_socket;
 	/* [domain:NAME] */
 	struct domain_rule *domains;
 	size_t n_domains;
