@@ -105,6 +105,9 @@ struct config {
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
+	/* [metrics] listen: the Prometheus endpoint; off when !has_metrics */
+	bool has_metrics;
+	struct listen_addr metrics_listen;
 	/* [domain:NAME] */
 	struct domain_rule *domains;
 	size_t n_domains;
@@ -128,6 +131,11 @@ bool config_is_sync_exempt(const struct config *cfg,
  * longest ".parent" that covers it; NULL when none does. */
 const struct domain_rule *config_domain_rule(const struct config *cfg,
 					     const char *domain, size_t len);
+
+/* How long a recipient waits after its attempt number `attempts` failed:
+ * retry_min, doubling per attempt, up to retry_max (Postfix's
+ * minimal_backoff_time / maximal_backoff_time). */
+double config_retry_delay(const struct config *cfg, unsigned attempts);
 
 /* Pure helpers, exposed for the parser of other lists. */
 bool cidr_parse(const char *text, struct cidr *out);

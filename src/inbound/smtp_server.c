@@ -16,6 +16,7 @@
 #include "core/netaddr.h"
 #include "inbound/listener.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
 #include "proto/smtp_proto.h"
@@ -362,6 +363,26 @@ static const char *stage_name(const struct session *s, enum smtp_verb verb)
 static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
 		   ...) __attribute__((format(printf, 3, 4)));
 
+/* The stage a refused command is counted under (core/stats.h). */
+static enum stat_stage stat_stage(const struct session *s, enum smtp_verb verb)
+{
+	if (s->state == ST_DATA || s->state == ST_SYNC)
+		return STAT_STAGE_DATA;
+	switch (verb) {
+	case SMTP_VERB_HELO:
+	case SMTP_VERB_EHLO:
+		return STAT_STAGE_HELO;
+	case SMTP_VERB_MAIL:
+		return STAT_STAGE_MAIL;
+	case SMTP_VERB_RCPT:
+		return STAT_STAGE_RCPT;
+	case SMTP_VERB_DATA:
+		return STAT_STAGE_DATA;
+	default:
+		return STAT_STAGE_OTHER;
+	}
+}
+
 /* A refused command: the reply plus one log line saying why. */
 static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
 		   ...)
@@ -379,6 +400,7 @@ static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
 	log_kv(&l, "code", "%.3s", text);
 	log_kv(&l, "reply", "%s", text + 4);
 	log_end(&l);
+	stats_add(stat_reject_id(stat_stage(s, verb), atoi(text)));
 	reply(s, "%s", text);
 }
 
@@ -458,6 +480,7 @@ static void log_policy_error(struct session *s, enum policy_hook hook,
 	log_kv(&l, "hook", "%s", policy_hook_name(hook));
 	log_kv(&l, "reason", "%s", reason);
 	log_end(&l);
+	stats_add(STAT_POLICY_ERRORS + hook);
 }
 
 /* A verdict hook. True when the command may go on; otherwise its refusal
@@ -501,6 +524,7 @@ static bool policy_connect(struct session *s)
 		return false;
 	}
 	s->level = r.level;
+	stats_add(STAT_SESSIONS + r.level);
 	facts_for(s, HOOK_CONNECT, &f);
 	policy_call(s->gen->policy, &f, &r);
 	if (r.outcome == POLICY_ACCEPT)
@@ -1419,6 +1443,7 @@ static void on_tls_ready(struct session *s)
 	char why[200];
 
 	s->tls_active = true;
+	stats_add(STAT_SESSIONS_TLS + s->level);
 	s->tls_peer = tls_server_check_peer(s->gen->tls, s->conn.tls, why,
 					    sizeof(why));
 	log_tls(s, why);
@@ -1443,6 +1468,7 @@ static void on_tls_failed(struct session *s)
 	log_kv(&l, "client", "%s", s->peer_ip);
 	log_kv(&l, "reason", "%s", conn_tls_error(&s->conn));
 	log_end(&l);
+	stats_add(STAT_TLS_FAILED);
 	s->close_reason = CLOSE_TLS;
 	session_destroy(s);
 }
@@ -1499,6 +1525,7 @@ static void on_committed(void *owner, bool ok, const char *qid)
 		log_kv(&l, "nrcpt", "%u", s->tx->n_rcpt);
 		log_kv(&l, "size", "%llu", (unsigned long long)s->tx->dec.size);
 		log_end(&l);
+		stats_add(STAT_RECEIVED);
 		s->messages++;
 		s->junk = 0; /* a session that delivers is not idling */
 		reply(s, "250 2.0.0 Ok: queued as %s", qid);
@@ -1546,6 +1573,7 @@ void smtp_session_start(struct server *srv, int fd,
 	log_session(&l, s, LOG_INFO, "connect");
 	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
 	log_end(&l);
+	stats_add(STAT_CONNECTIONS);
 	update_stress(srv);
 	watch_load(srv);
 	if (!s->sync_exempt && cfg_of(s)->greet_pause > 0)
