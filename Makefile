@@ -37,7 +37,7 @@ DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
 
-.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
+.PHONY: all run check deps deps-check deps-fuzz deps-services user unit clean fuzz format \
 	bench
 
 all: build/smtpgw
@@ -71,6 +71,12 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
+
+build/check/test_http_req: spec/c/test_http_req.c src/proto/http_req.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_http_req.c src/proto/http_req.c
+
+build/check/test_stats: spec/c/test_stats.c src/core/stats.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_stats.c src/core/stats.c
 
 # limits.c is included by its test (white-box checks of the shared table).
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
@@ -131,21 +137,26 @@ endef
 deps:
 	$(call install_missing,$(DEPS_BUILD))
 
+# Packages that ship a service, installed with services forbidden to
+# start (policy-rc.d): postfix for its smtp-sink (no mail system may start
+# listening on port 25), prometheus for promtool (no server scraping).
+DEPS_SERVICES = postfix prometheus
+
 deps-check: deps
 	$(call install_missing,$(DEPS_CHECK))
-	@# postfix only for its smtp-sink: installed with services forbidden to
-	@# start (policy-rc.d), so no mail system starts listening on port 25.
-	@if ! $(call installed,postfix); then \
+	@missing=; for p in $(DEPS_SERVICES); do \
+		$(call installed,$$p) || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 		made=; if [ "$$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && \
 			chmod 755 /usr/sbin/policy-rc.d && made=1; \
 		fi; \
-		$(MAKE) --no-print-directory deps-postfix; rc=$$?; \
+		$(MAKE) --no-print-directory deps-services; rc=$$?; \
 		[ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-deps-postfix:
-	$(call install_missing,postfix)
+deps-services:
+	$(call install_missing,$(DEPS_SERVICES))
 
 # The unprivileged user the gateway's children run as when it is started
 # as root ([gateway] user, default smtpgw): a system user without a shell
@@ -166,6 +177,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits \
+		build/check/test_http_req build/check/test_stats \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -178,7 +190,8 @@ check: deps-check user
 # spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff \
+	      http_req
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -187,6 +200,7 @@ FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
+FUZZ_SRC_http_req   = src/proto/http_req.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
