@@ -73,6 +73,25 @@ describe("queue tools", function()
 
     local doc = queue_json(gw, "--json")
     assert.are.same(qids, ids_of(doc)) -- arrival, then id: the order they came
+    -- two older messages whose ids sort first the other way round: the
+    -- listing goes by age, not by id (nor by the directory's order)
+    local young, old = "00000000000a0001", "00000000000a0002"
+    for id, age in pairs({ [young] = 60, [old] = 7200 }) do
+      gateway.write_file(gw:spool() .. "/queue/" .. id, table.concat({
+        "smtpgw-queue-file: 1", "id: " .. id, "arrival: " .. (os.time() - age),
+        "client: 127.0.0.1", "helo: client.example", "sender: <s@origin.example>",
+        "rcpt: <old@dead.example>", "body: unspecified", "smtputf8: 0", "" }, "\n") ..
+        "\nSubject: old\r\n\r\nbody\r\n")
+    end
+    local all = queue_json(gw, "--json")
+    assert.are.same({ old, young, qids[1], qids[2], qids[3] }, ids_of(all))
+    assert.are.equal("active", all.messages[1].queue)
+    assert.are.equal("queued", all.messages[1].recipients[1].state)
+    assert.truthy(all.messages[1].age >= 7200, all.messages[1].age)
+    assert.truthy(ds.queue_cmd(gw):find("^" .. old .. "  active  age 2h00m  "), ds.queue_cmd(gw))
+    local out0, code0 = ds.queue_cmd(gw, "delete", old, young)
+    assert.are.equal(0, code0, out0)
+    doc = queue_json(gw, "--json")
     assert.are.equal(3, doc.queued)
     assert.are.equal(0, doc.held)
     local m = doc.messages[1]

@@ -387,6 +387,9 @@ static void report_failure(const struct config *cfg, const struct action *a,
 		why = "not a queue id";
 	else if (rc == EEXIST)
 		why = "the other place has a message with this id";
+	else if (rc == ENOTDIR)
+		why = "the spool has no hold/ or flush/ (the gateway makes them "
+		      "at start)";
 	else if (rc == ENOENT && a->apply == spool_delete)
 		why = "no such message";
 	else if (rc == ENOENT && spool_has(cfg->spool, SPOOL_HELD, qid))
