@@ -24,29 +24,37 @@ static bool prom_name(const char *s)
 	return true;
 }
 
+static const struct stat_desc *desc(int id)
+{
+	return stat_describe((enum stat_id)id);
+}
+
+static bool ends_in_total(const char *family)
+{
+	size_t n = strlen(family);
+
+	return n > 6 && strcmp(family + n - 6, "_total") == 0;
+}
+
 static void table(void)
 {
 	bool described = true, adjacent = true, unique = true, names = true,
 	     totals = true;
 
-	for (int i = 0; i < STAT_COUNT; i++) {
-		const struct stat_desc *d = stat_describe((enum stat_id)i);
+	for (int i = 0; i < STAT_COUNT && described; i++) {
+		const struct stat_desc *d = desc(i);
 
 		described &= d->family != NULL && d->key != NULL &&
 			     d->help != NULL && d->labels != NULL;
 		if (!described)
 			break;
 		names &= prom_name(d->family);
-		totals &= strlen(d->family) > 6 &&
-			  strcmp(d->family + strlen(d->family) - 6, "_total") ==
-				  0;
+		totals &= ends_in_total(d->family);
 		for (int j = 0; j < i; j++) {
-			const struct stat_desc *e = stat_describe((enum stat_id)j);
-
-			unique &= strcmp(d->key, e->key) != 0;
+			unique &= strcmp(d->key, desc(j)->key) != 0;
 			/* a family seen before must be the previous one's */
-			if (strcmp(d->family, e->family) == 0 && j < i - 1)
-				adjacent &= strcmp(stat_describe((enum stat_id)(i - 1))->family,
+			if (strcmp(d->family, desc(j)->family) == 0)
+				adjacent &= strcmp(desc(i - 1)->family,
 						   d->family) == 0;
 		}
 	}
@@ -59,7 +67,7 @@ static void table(void)
 	check(stat_reject_id(STAT_STAGE_RCPT, 554) == STAT_REJECTS + 5 &&
 		      stat_reject_id(STAT_STAGE_HELO, 451) == STAT_REJECTS,
 	      "rejects: stage × class");
-	check(strcmp(stat_describe(stat_outbound_id(3, STAT_HAD_VERIFIED))->labels,
+	check(strcmp(desc(stat_outbound_id(3, STAT_HAD_VERIFIED))->labels,
 		     "level=\"verify\",tls=\"verified\"") == 0,
 	      "outbound: level × what it had");
 }

@@ -184,13 +184,14 @@ static void print_message(const struct config *cfg,
 	char age[32];
 
 	printf("%s  %s  age %s  size %llu  from <%s>\n", m->qid,
-	       message_word(m), span_text(now - m->env.arrival, age, sizeof(age)),
+	       message_word(m),
+	       span_text(now - m->env.arrival, age, sizeof(age)),
 	       (unsigned long long)m->file.body_size, m->env.sender);
 	for (size_t i = 0; i < m->env.n_rcpts; i++)
 		print_rcpt(cfg, m, i, now);
 }
 
-/* ---- JSON ------------------------------------------------------------------ */
+/* ---- JSON ---------------------------------------------------------- */
 
 static void json_rcpt(const struct config *cfg, const struct spool_message *m,
 		      size_t i)
@@ -257,7 +258,7 @@ static int list(const struct config *cfg, bool json)
 	return 0;
 }
 
-/* ---- show ------------------------------------------------------------------ */
+/* ---- show ---------------------------------------------------------- */
 
 /* The message's header section (up to SHOW_HEADERS_MAX), or NULL. */
 static char *read_headers(const struct spool_message *m)
@@ -305,7 +306,8 @@ static void show_human(const struct config *cfg, const struct spool_message *m,
 	       m->env.helo);
 	printf("%-10s <%s>\n%-10s %llu\n", "sender", m->env.sender, "size",
 	       (unsigned long long)m->file.body_size);
-	printf("%-10s %s%s\nrecipients\n", "body", envelope_body_name(m->env.body),
+	printf("%-10s %s%s\nrecipients\n", "body",
+	       envelope_body_name(m->env.body),
 	       m->env.smtputf8 ? ", SMTPUTF8" : "");
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
 		print_rcpt(cfg, m, i, now);
@@ -318,15 +320,21 @@ static void show_human(const struct config *cfg, const struct spool_message *m,
 	putchar('\n');
 }
 
+/* queue/ID, else hold/ID. */
+static bool read_either(const char *spool, const char *qid,
+			struct spool_message *m, char *err, size_t len)
+{
+	return spool_message_read(spool, SPOOL_QUEUED, qid, m, err, len) ||
+	       (errno == ENOENT &&
+		spool_message_read(spool, SPOOL_HELD, qid, m, err, len));
+}
+
 static int show(const struct config *cfg, const char *qid, bool json)
 {
 	struct spool_message m;
 	char err[300], *headers;
 
-	if (!spool_message_read(cfg->spool, SPOOL_QUEUED, qid, &m, err,
-				sizeof(err)) &&
-	    (errno != ENOENT || !spool_message_read(cfg->spool, SPOOL_HELD,
-						    qid, &m, err, sizeof(err)))) {
+	if (!read_either(cfg->spool, qid, &m, err, sizeof(err))) {
 		fprintf(stderr, "smtpgw: queue show: %s\n",
 			errno == ENOENT ? "no such message" : err);
 		return 1;
@@ -345,7 +353,7 @@ static int show(const struct config *cfg, const char *qid, bool json)
 	return 0;
 }
 
-/* ---- changes -------------------------------------------------------------- */
+/* ---- changes ------------------------------------------------------- */
 
 struct action {
 	const char *verb;
@@ -388,8 +396,8 @@ static void report_failure(const struct config *cfg, const struct action *a,
 	else if (rc == EEXIST)
 		why = "the other place has a message with this id";
 	else if (rc == ENOTDIR)
-		why = "the spool has no hold/ or flush/ (the gateway makes them "
-		      "at start)";
+		why = "the spool has no hold/ or flush/ (the gateway makes "
+		      "them at start)";
 	else if (rc == ENOENT && a->apply == spool_delete)
 		why = "no such message";
 	else if (rc == ENOENT && spool_has(cfg->spool, SPOOL_HELD, qid))

@@ -139,7 +139,8 @@ static void queue_shape(const struct queue_summary *q)
 {
 	printf("\nqueue\n  active %u, deferred %u, hold %u, corrupt %u; "
 	       "%u recipient(s) to deliver\n\n",
-	       q->active, q->deferred, q->hold, q->corrupt, q->total.recipients);
+	       q->active, q->deferred, q->hold, q->corrupt,
+	       q->total.recipients);
 	printf("  %28s %6s", "", "T");
 	for (int b = 0; b < QSCAN_BUCKETS - 1; b++)
 		printf(" %5u", qscan_bucket_minutes[b]);

@@ -137,7 +137,8 @@ static const struct stat_desc descs[STAT_COUNT] = {
 	OUT4(3, "verify"),
 	[STAT_DOWNGRADES] = {"outbound_tls_downgrades_total", "",
 			     "Outbound connections at level may that went on "
-			     "in plaintext after STARTTLS was refused or failed.",
+			     "in plaintext after STARTTLS was refused or "
+			     "failed.",
 			     "downgrades"},
 	DEATHS(0, "worker"),
 	DEATHS(1, "qmgr"),
@@ -240,7 +241,8 @@ struct stats *stats_create(const char *spool, unsigned slots, char *err,
 static bool header_ok(const struct stats_header *h, size_t len)
 {
 	return memcmp(h->magic, STATS_MAGIC, sizeof(h->magic)) == 0 &&
-	       h->counters == STAT_COUNT && h->stride == stride_for(STAT_COUNT) &&
+	       h->counters == STAT_COUNT &&
+	       h->stride == stride_for(STAT_COUNT) &&
 	       h->slots > 0 && h->slots <= 1024 &&
 	       file_size(h->slots, h->stride) == len;
 }
@@ -291,8 +293,9 @@ void stats_close(struct stats *s)
 
 void stats_use_slot(struct stats *s, unsigned slot)
 {
-	own = s != NULL && slot < s->slots ? s->blocks + (size_t)slot * s->stride
-					   : NULL;
+	own = NULL;
+	if (s != NULL && slot < s->slots)
+		own = s->blocks + (size_t)slot * s->stride;
 }
 
 void stats_add(enum stat_id id)

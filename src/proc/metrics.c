@@ -63,7 +63,7 @@ struct metrics {
 	double summary_at;
 };
 
-/* ---- connections --------------------------------------------------------- */
+/* ---- connections ------------------------------------------------- */
 
 static void mconn_close(struct mconn *c)
 {
@@ -135,8 +135,8 @@ static bool respond_metrics(struct mconn *c)
 	bool alive;
 
 	if (text == NULL)
-		return respond(c, 500, "Internal Server Error", "out of memory\n",
-			       14);
+		return respond(c, 500, "Internal Server Error",
+			       "out of memory\n", 14);
 	alive = respond(c, 200, "OK", text, len);
 	free(text);
 	return alive;
@@ -152,7 +152,7 @@ static bool respond_error(struct mconn *c, enum http_verdict v)
 	return respond(c, code, reason, body, (size_t)n);
 }
 
-/* ---- the queue scan -------------------------------------------------------- */
+/* ---- the queue scan ---------------------------------------------- */
 
 static void scan_done(struct metrics *m)
 {
@@ -280,7 +280,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-/* ---- the process ---------------------------------------------------------- */
+/* ---- the process ------------------------------------------------- */
 
 int metrics_bind(const struct listen_addr *a, char *err, size_t err_len)
 {

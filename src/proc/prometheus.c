@@ -37,7 +37,8 @@ static void counters(FILE *f, const struct stats *st)
 		}
 		fprintf(f, PREFIX "%s%s%s%s %" PRIu64 "\n", d->family,
 			d->labels[0] ? "{" : "", d->labels,
-			d->labels[0] ? "}" : "", stats_total(st, (enum stat_id)id));
+			d->labels[0] ? "}" : "",
+			stats_total(st, (enum stat_id)id));
 	}
 }
 

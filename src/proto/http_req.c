@@ -93,8 +93,8 @@ enum http_verdict http_parse_request(const char *buf, size_t len)
 		n = (size_t)(lf - (buf + pos));
 		if (n > 0 && buf[pos + n - 1] == '\r')
 			n--;
-		if (first && n == 0) {
-			pos += (size_t)(lf - (buf + pos)) + 1; /* RFC 9112 §2.2 */
+		if (first && n == 0) { /* RFC 9112 §2.2: skipped */
+			pos += (size_t)(lf - (buf + pos)) + 1;
 			continue;
 		}
 		if (first)
