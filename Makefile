@@ -76,7 +76,8 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
 
-TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
+TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c \
+		  src/proto/next_hop.c src/proto/dns_wire.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
 
@@ -92,8 +93,9 @@ build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o \
-		    proto/smtp_out.o)
+		    net/conn.o net/tls.o net/certs.o core/config.o core/log.o \
+		    proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
+		    proto/dns_wire.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -205,7 +207,8 @@ FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
-FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c
+FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c \
+		      src/proto/next_hop.c src/proto/dns_wire.c
 FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
@@ -239,7 +242,8 @@ fuzz: deps-fuzz
 # The cost of one policy decision (README "Performance"); a release build.
 BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c \
 	    src/policy/sandbox_str.c src/policy/pattern.c src/core/config.c \
-	    src/core/log.c src/proto/smtp_proto.c
+	    src/core/log.c src/proto/smtp_proto.c src/proto/next_hop.c \
+	    src/proto/dns_wire.c
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 

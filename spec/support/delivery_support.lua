@@ -31,6 +31,18 @@ function M.policy(name)
   return M.POLICIES .. "/" .. name
 end
 
+-- The sections of a delivery spec's gateway: a stock policy, quick
+-- retries, DNS at a dead port; `extra` adds or replaces sections.
+function M.sections(policy, extra)
+  local s = {
+    policy = { script = M.policy(policy) },
+    delivery = { retry_min = "1s", retry_max = "2s" },
+    dns = { resolver = M.DEAD_RESOLVER },
+  }
+  for k, v in pairs(extra or {}) do s[k] = v end
+  return s
+end
+
 -- ---------------------------------------------------------------- receivers
 
 local live = {}

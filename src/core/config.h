@@ -7,6 +7,8 @@
 #ifndef SMTPGW_CONFIG_H
 #define SMTPGW_CONFIG_H
 
+#include "proto/next_hop.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,11 +46,37 @@ struct domain_rule {
 	char *name;
 	bool has_tls;
 	enum tls_level tls;
-	char *next_hop; /* HOST:PORT, or NULL */
+	char *next_hop; /* as written ("[host]:port", ...), or NULL */
+	struct next_hop hop; /* next_hop parsed, when next_hop != NULL */
+	char *tls_name; /* the name verify expects, and the SNI; or NULL */
 };
+
+/* A [tls] certificate = CERTFILE KEYFILE line (absolute paths). */
+struct cert_file_pair {
+	char *crt;
+	char *key;
+	unsigned line;
+};
+
+/* Where mail for a domain goes (config_route). */
+enum route_source {
+	ROUTE_MX,	 /* the MX records of the recipient domain */
+	ROUTE_NEXT_HOP,	 /* its [domain:...] next_hop */
+	ROUTE_RELAYHOST, /* [delivery] relayhost */
+};
+
+struct route {
+	enum route_source source;
+	const struct next_hop *hop; /* NULL for ROUTE_MX */
+	const char *tls_name;	    /* the section's tls_name, or NULL */
+	const struct domain_rule *rule; /* the [domain:...] section, or NULL */
+};
+
+enum { CONFIG_MAX_KEYS = 128 };
 
 struct config {
 	char *path;
+	unsigned key_line[CONFIG_MAX_KEYS]; /* per key: its line, 0 = default */
 	char *hostname;
 	char *spool;
 	char *user;	  /* children run as this user when started as root */
@@ -88,6 +116,8 @@ struct config {
 	double proxy_timeout; /* for that header to arrive */
 	/* [tls] */
 	char *cert_dir;
+	struct cert_file_pair *certificates; /* [tls] certificate lines */
+	size_t n_certificates;
 	char *ca_file;
 	enum tls_level server_level;
 	char *protocols;
@@ -105,6 +135,8 @@ struct config {
 	double retry_max;
 	double max_queue_lifetime;
 	double delivery_timeout;
+	bool has_relayhost;
+	struct next_hop relayhost; /* the default route, when has_relayhost */
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
@@ -138,6 +170,26 @@ bool config_is_sync_exempt(const struct config *cfg,
  * longest ".parent" that covers it; NULL when none does. */
 const struct domain_rule *config_domain_rule(const struct config *cfg,
 					     const char *domain, size_t len);
+
+/* Where mail for `domain` goes: its section's next_hop, else relayhost,
+ * else its own MX records (Postfix: transport, relayhost, MX). */
+void config_route(const struct config *cfg, const char *domain, size_t len,
+		  struct route *out);
+
+/* The line of `name` in [section], or 0 when it was not in the file (its
+ * default applies). */
+unsigned config_key_line(const struct config *cfg, const char *section,
+			 const char *name);
+
+/* "FILE:LINE" of that key, or "FILE" when it took its default: for
+ * errors found after loading (certificates, spool, listen). */
+void config_key_where(const struct config *cfg, const char *section,
+		      const char *name, char *out, size_t len);
+
+/* "36700160", "10M", "512k", "1G" (K, M, G, optionally with B or iB, any
+ * case: powers of 1024) → octets. False when it is not a size or does
+ * not fit 64 bits. Pure. */
+bool config_parse_size(const char *text, uint64_t *out);
 
 /* How long a recipient waits after its attempt number `attempts` failed:
  * retry_min, doubling per attempt, up to retry_max (Postfix's

@@ -799,13 +799,40 @@ static char *format_envelope(const struct session *s, size_t *len)
 }
 
 /* Every part is bounded (HELO by the command line, the host name, one
- * address, the date), so the header fits a fixed buffer. */
-enum { RECEIVED_MAX = 2 * SMTP_COMMAND_LINE_MAX + SMTP_PATH_MAX + 256 };
+ * address, the TLS names, the date), so the header fits a fixed buffer. */
+enum { RECEIVED_MAX = 2 * SMTP_COMMAND_LINE_MAX + SMTP_PATH_MAX + 512 };
+
+/* The "with" keyword (RFC 3848, RFC 6531): ESMTP after EHLO, with an S
+ * under TLS; UTF8SMTP(S) for an SMTPUTF8 transaction; SMTP after HELO.
+ * (No AUTH here, so never the A forms.) */
+static const char *with_protocol(const struct session *s)
+{
+	if (!s->esmtp)
+		return "SMTP";
+	if (s->tx->params.smtputf8)
+		return s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+	return s->tls_active ? "ESMTPS" : "ESMTP";
+}
+
+/* Postfix's comment on the TLS in use: "(using TLSv1.3 with cipher
+ * TLS_AES_256_GCM_SHA384 (256/256 bits))", or "". */
+static void tls_comment(const struct session *s, char *out, size_t len)
+{
+	struct tls *t = s->conn.tls;
+	int bits;
+
+	out[0] = '\0';
+	if (!s->tls_active || t == NULL)
+		return;
+	bits = tls_conn_cipher_strength(t);
+	snprintf(out, len, "\r\n\t(using %.32s with cipher %.64s (%d/%d bits))",
+		 tls_conn_version(t), tls_conn_cipher(t), bits, bits);
+}
 
 static int format_received(const struct session *s, char *out, size_t len)
 {
 	const struct transaction *tx = s->tx;
-	char date[64], rcpt[SMTP_PATH_MAX + 16] = "";
+	char date[64], rcpt[SMTP_PATH_MAX + 16] = "", tls[160];
 	time_t now = time(NULL);
 	struct tm tm;
 
@@ -813,11 +840,12 @@ static int format_received(const struct session *s, char *out, size_t len)
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	if (tx->n_rcpt == 1)
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", tx->rcpts);
+	tls_comment(s, tls, sizeof(tls));
 	return snprintf(out, len,
-			"Received: from %s (unknown [%s])\r\n\tby %s (smtpgw) "
-			"with %s id %s%s; %s\r\n",
-			s->helo, s->peer_ip, cfg_of(s)->hostname,
-			s->esmtp ? "ESMTP" : "SMTP", tx->qid, rcpt, date);
+			"Received: from %s (unknown [%s])%s\r\n\tby %s "
+			"(smtpgw) with %s id %s%s; %s\r\n",
+			s->helo, s->peer_ip, tls, cfg_of(s)->hostname,
+			with_protocol(s), tx->qid, rcpt, date);
 }
 
 static bool open_spool_file(struct session *s)

@@ -78,6 +78,8 @@ struct job {
 	size_t n;
 	enum tls_level level;
 	struct dns_route route;
+	enum route_source source; /* MX of the domain, next_hop, relayhost */
+	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
 	bool no_tls;
 	struct queued_message file;
@@ -721,7 +723,8 @@ static void log_downgrade(const struct job *j, const char *why)
 }
 
 /* What an outbound connection had, by the level it asked for. */
-static void count_connection(const struct job *j, const struct client_result *r)
+static void count_connection(const struct job *j,
+			     const struct client_result *r)
 {
 	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
 
@@ -823,6 +826,7 @@ static void try_next(struct job *j)
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
+		.tls_name = j->tls_name,
 		.helo = cfg->hostname, .level = j->level,
 		.tls = level_config(j), .no_tls = j->no_tls,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
@@ -848,9 +852,13 @@ static struct job *find_job(struct delivery *d, uint64_t id)
 	return NULL;
 }
 
+/* A name that does not exist bounces only when it is the recipient's
+ * domain: a next_hop or relayhost that does not resolve is the
+ * gateway's own mistake, and the mail waits for it to be put right. */
 static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 {
 	struct job *j = find_job(arg, id);
+	bool bounce;
 	char why[300];
 
 	if (j == NULL)
@@ -860,13 +868,15 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		try_next(j);
 		return;
 	}
-	snprintf(why, sizeof(why), "%s Host or domain name %s: %s",
-		 route->status == DNS_PERMFAIL ? "5.1.2" : "4.4.3",
+	bounce = route->status == DNS_PERMFAIL && j->source == ROUTE_MX;
+	snprintf(why, sizeof(why), "%s Host or domain name %s: %s%s",
+		 bounce ? "5.1.2" : "4.4.3",
 		 route->status == DNS_PERMFAIL ? "not found" : "lookup failed",
-		 route->error);
-	record_all(j, route->status == DNS_PERMFAIL ? RCPT_BOUNCED
-						    : RCPT_PENDING,
-		   why, NULL);
+		 route->error,
+		 j->source == ROUTE_RELAYHOST  ? " (relayhost)"
+		 : j->source == ROUTE_NEXT_HOP ? " (next_hop)"
+					       : "");
+	record_all(j, bounce ? RCPT_BOUNCED : RCPT_PENDING, why, NULL);
 	job_done(j);
 }
 
@@ -914,8 +924,7 @@ static void job_unopened(struct job *j, int error, const char *why)
 
 static void job_begin(struct job *j)
 {
-	const struct domain_rule *rule =
-		config_domain_rule(j->gen->cfg, j->domain, strlen(j->domain));
+	struct route rt;
 	struct envelope e;
 	char err[200];
 
@@ -925,21 +934,14 @@ static void job_begin(struct job *j)
 		return;
 	}
 	envelope_free(&e);
-	if (!choose_level(j, rule)) {
+	config_route(j->gen->cfg, j->domain, strlen(j->domain), &rt);
+	if (!choose_level(j, rt.rule)) {
 		job_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
-	if (rule != NULL && rule->next_hop != NULL) {
-		const char *colon = strrchr(rule->next_hop, ':');
-		char host[256];
-
-		snprintf(host, sizeof(host), "%.*s",
-			 (int)(colon - rule->next_hop), rule->next_hop);
-		dns_host_route(j->d->dns, host, (unsigned)atoi(colon + 1),
-			       j->id, on_route, j->d);
-	} else {
-		dns_mx_route(j->d->dns, j->domain, 25, j->id, on_route, j->d);
-	}
+	j->source = rt.source;
+	j->tls_name = rt.tls_name;
+	dns_route_for(j->d->dns, &rt, j->domain, j->id, on_route, j->d);
 }
 
 static unsigned active_for(const struct delivery *d, const char *domain)

@@ -990,6 +990,9 @@ static void describe_peer(struct smtp_client *c)
 		snprintf(c->servername, sizeof(c->servername), "%s", ip);
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->servername, ip,
 		 port);
+	if (c->job.tls_name != NULL && c->job.tls_name[0] != '\0')
+		snprintf(c->servername, sizeof(c->servername), "%s",
+			 c->job.tls_name); /* what verify checks, and SNI */
 }
 
 struct smtp_client *smtp_client_start(struct ev_loop *loop,

@@ -28,19 +28,29 @@ const char *generation_lua_dir(void)
 	return env != NULL && env[0] != '\0' ? env : SMTPGW_LUA_DIR;
 }
 
-static void warn_expiring(const struct config *cfg)
+/* Each certificate served, at start and reload (`announce`), and a
+ * warning for every one that has expired or expires within 30 days. */
+static void log_certs(const struct config *cfg, bool announce)
 {
 	struct cert_info *certs;
 	size_t n;
 	char err[512];
 	time_t now = time(NULL);
 
-	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err)))
+	if (!cert_store_inventory(cfg, &certs, &n, err, sizeof(err)))
 		return;
 	for (size_t i = 0; i < n; i++) {
 		long days = (long)((certs[i].not_after - now) / 86400);
 		struct logline l;
 
+		if (announce) {
+			log_begin(&l, LOG_INFO, "cert");
+			log_kv(&l, "cert", "%s", certs[i].name);
+			log_kv(&l, "subject", "%s", certs[i].subject);
+			log_kv(&l, "days_left", "%ld", days);
+			log_kv(&l, "sha256", "%s", certs[i].sha256);
+			log_end(&l);
+		}
 		if (days >= 30)
 			continue;
 		log_begin(&l, LOG_WARN, "cert_expiry");
@@ -53,27 +63,33 @@ static void warn_expiring(const struct config *cfg)
 }
 
 /* TLS is set up unless nothing could ever offer it: no script to choose
- * a level and server_level = none. */
+ * a level and server_level = none. The store is checked either way once
+ * it is used; the Default Cert is made only by a start or reload
+ * (`make_cert`), and only when no certificate is configured at all. */
 static bool build_tls(struct generation *g, bool make_cert, char *err,
 		      size_t err_len)
 {
 	const struct config *cfg = g->cfg;
-	bool created = false;
+	bool configured, created;
 
+	if (!cert_check_ca_file(cfg, err, err_len))
+		return false;
 	if (cfg->policy_script == NULL && cfg->server_level == TLS_LEVEL_NONE)
 		return true;
-	if (!make_cert && !tls_store_has_pairs(cfg->cert_dir))
-		return true; /* a check: the Default Cert comes at start */
-	if (make_cert &&
-	    !tls_ensure_default_cert(cfg, &created, err, err_len))
+	if (!cert_store_prepare(cfg, make_cert, &configured, &created, err,
+				err_len))
 		return false;
+	if (!configured)
+		return true; /* a check: the Default Cert comes at start */
 	if (created)
 		log_msg(LOG_INFO, "cert_created",
-			"Default Cert %s/default.crt (RSA 4096, SHA-256, "
-			"self-signed, CN=%s)",
+			"no certificate configured ([tls] certificate, "
+			"cert_dir): made the Default Cert %s/default.crt "
+			"(RSA 4096, SHA-256, self-signed, CN=%s)",
 			cfg->cert_dir, cfg->hostname);
-	warn_expiring(cfg);
 	g->tls = tls_server_new(cfg, err, err_len);
+	if (g->tls != NULL)
+		log_certs(cfg, make_cert);
 	return g->tls != NULL;
 }
 

@@ -885,6 +885,30 @@ int spool_lock(const char *spool, char *err, size_t err_len)
 	return fd;
 }
 
+long spool_lock_holder(const char *spool)
+{
+	char path[4096], text[32];
+	int fd;
+	ssize_t n;
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/lock", spool);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		flock(fd, LOCK_UN);
+	} else {
+		n = pread(fd, text, sizeof(text) - 1, 0);
+		text[n > 0 ? n : 0] = '\0';
+		pid = strtol(text, NULL, 10);
+		if (pid <= 0)
+			pid = -1; /* held, by a pid it does not say */
+	}
+	close(fd);
+	return pid;
+}
+
 bool spool_recover(const char *spool, char *err, size_t err_len)
 {
 	struct queue q = {.dir = (char *)spool, .tmp_fd = -1, .queue_fd = -1,

@@ -149,6 +149,10 @@ bool queue_submit(struct queue *q, const struct envelope *e,
  * process that inherits it); -1 and "spool DIR is in use by pid N" when
  * another instance holds it. Writes nothing else. */
 int spool_lock(const char *spool, char *err, size_t err_len);
+/* Who holds SPOOL/lock, without writing anything (for -t): the pid of
+ * the running gateway, 0 when nobody does (or there is no lock file),
+ * -1 when it is held but the file names no pid. */
+long spool_lock_holder(const char *spool);
 /* After a crash: removes tmp/ (nobody was told 250 for those) and state
  * files without a message. Only under the lock, before any writer runs. */
 bool spool_recover(const char *spool, char *err, size_t err_len);
