@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests of the pure modules
 # (build/check/test_smtp_proto, test_dsn, test_envelope, test_dns_wire,
-# test_proxy, test_config, test_limits, test_http_req and test_stats,
+# test_proxy, test_config, test_limits, test_suggest, test_http_req and
+# test_stats,
 # TAP), the fuzz corpora replayed
 # (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
@@ -70,9 +71,10 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
 # dns_wire.c and proxy.c, of how src/core/config.c reads lines, of
-# src/inbound/limits.c, src/proto/http_req.c and src/core/stats.c
+# src/inbound/limits.c, src/policy/suggest.c, src/proto/http_req.c and
+# src/core/stats.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
-	test_limits test_http_req test_stats; do
+	test_limits test_suggest test_http_req test_stats; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1
