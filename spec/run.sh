@@ -2,9 +2,9 @@
 # Runs every spec for `make check`: the C unit tests of the pure modules
 # (build/check/test_smtp_proto, test_dsn, test_envelope, test_dns_wire,
 # test_proxy, test_config, test_limits, test_suggest, test_http_req and
-# test_stats, TAP), the fuzz corpora replayed (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
-# specs in spec/unit and spec/integration (TAP), against the sanitized
-# build/check/smtpgw.
+# test_stats, TAP), the fuzz corpora replayed (build/check/replay_NAME
+# spec/fuzz/corpus/NAME/) and the busted specs in spec/unit and
+# spec/integration (TAP), against the sanitized build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
 # Exits 1 when anything failed or a runner crashed.
 set -u
