@@ -90,6 +90,12 @@ build/check/test_http_req: spec/c/test_http_req.c src/proto/http_req.c $(HDR) sp
 build/check/test_stats: spec/c/test_stats.c src/core/stats.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_stats.c src/core/stats.c
 
+TEST_QUEUE_SCAN_SRC = spec/c/test_queue_scan.c src/spool/queue_scan.c \
+		      src/spool/queue.c src/proto/envelope.c \
+		      src/proto/smtp_proto.c src/core/log.c
+build/check/test_queue_scan: $(TEST_QUEUE_SCAN_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_QUEUE_SCAN_SRC) -l:libev.a -lpthread
+
 # limits.c is included by its test (white-box checks of the shared table).
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
@@ -193,6 +199,7 @@ check: deps-check user
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
 		build/check/test_suggest build/check/test_http_req build/check/test_stats \
+		build/check/test_queue_scan \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh

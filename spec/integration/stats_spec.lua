@@ -184,6 +184,62 @@ describe("statistics", function()
     assert.are.equal(before.received + 2, stats_json(gw).counters.received)
   end)
 
+  -- A spool made by hand, its gateway stopped (nobody delivers meanwhile):
+  -- the scan's counts, per domain (case folded; a message owing two
+  -- domains counts in each), by age column, the top 20 then (other).
+  it("the queue's shape: top domains, (other), ages, hold, corrupt, unreadable", function()
+    local gw = gateway.start{ sections = { dns = { resolver = ds.DEAD_RESOLVER } } }
+    assert.is_true(gw:kill("TERM"))
+    local spool, n, now = gw:spool(), 0, os.time()
+    local function message(dir, age, rcpts, state)
+      n = n + 1
+      local id = string.format("00000000000b%04x", n)
+      local lines = { "smtpgw-queue-file: 1", "id: " .. id, "arrival: " .. (now - age),
+        "client: 127.0.0.1", "helo: client.example", "sender: <s@origin.example>" }
+      for _, r in ipairs(rcpts) do lines[#lines + 1] = "rcpt: <" .. r .. ">" end
+      lines[#lines + 1] = "body: unspecified\nsmtputf8: 0\n"
+      gateway.write_file(spool .. "/" .. dir .. "/" .. id,
+        table.concat(lines, "\n") .. "\nSubject: x\r\n\r\nbody\r\n")
+      if state then gateway.write_file(spool .. "/state/" .. id, state) end
+      return id
+    end
+    message("queue", 60, { "a@big.example", "b@big.example" }, "1 sent t=" .. now .. " 250 ok\n")
+    message("queue", 7 * 60, { "c@big.example", "d@MID.example" })
+    message("queue", 2 * 86400, { "e@big.example" },
+      "0 deferred t=" .. now .. " 4.4.1 refused\n")
+    message("queue", 60, { "f@mid.example" })
+    for i = 1, 22 do message("queue", 60, { string.format("x@s%02d.example", i) }) end
+    message("hold", 60, { "h@big.example" })
+    assert(gateway.run("mkdir -p " .. q(spool .. "/corrupt")))
+    gateway.write_file(spool .. "/corrupt/00000000000c0001", "garbage\n")
+    gateway.write_file(spool .. "/queue/00000000000c0002", "garbage\n")
+    gateway.write_file(spool .. "/queue/not-a-queue-file", "garbage\n")
+
+    local s = stats_json(gw).queue
+    assert.are.same({ 25, 1, 1, 1, 2 }, { s.active, s.deferred, s.hold, s.corrupt, s.unreadable })
+    assert.are.equal(27, s.recipients)
+    assert.are.equal(now - 2 * 86400, s.oldest_arrival)
+    assert.are.same({ 5, 10, 20, 40, 80, 160, 320, 640, 1280 }, s.age_minutes)
+    assert.are.equal(20, #s.domains)
+    assert.are.same({ domain = "big.example", messages = 3, recipients = 3,
+      age = { 1, 1, 0, 0, 0, 0, 0, 0, 0, 1 } }, s.domains[1])
+    assert.are.same({ domain = "mid.example", messages = 2, recipients = 2,
+      age = { 1, 1, 0, 0, 0, 0, 0, 0, 0, 0 } }, s.domains[2])
+    assert.are.equal("s01.example", s.domains[3].domain)
+    assert.are.equal("s18.example", s.domains[20].domain)
+    assert.are.same({ domain = "(other)", messages = 4, recipients = 4,
+      age = { 4, 0, 0, 0, 0, 0, 0, 0, 0, 0 } }, s.other)
+
+    local out, code = stats_cmd(gw)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("not running", 1, true), out)
+    assert.truthy(out:find("active 25, deferred 1, hold 1, corrupt 1; 27 recipient(s)", 1, true), out)
+    assert.truthy(out:find("%s+T%s+5%s+10%s+20%s+40%s+80%s+160%s+320%s+640%s+1280%s+1280%+\n"), out)
+    assert.truthy(out:find("\n%s+TOTAL%s+26%s+24%s+1%s+0%s+0%s+0%s+0%s+0%s+0%s+0%s+1\n"), out)
+    assert.truthy(out:find("\n%s+big%.example%s+3%s+1%s+1%s"), out)
+    assert.truthy(out:find("\n%s+%(other%)%s+4%s+4%s"), out)
+  end)
+
   it("stats on a spool where no gateway ran says so", function()
     local dir = gateway.mktempdir()
     gateway.write_file(dir .. "/gateway.ini", gateway.ini_text())
