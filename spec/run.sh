@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests (build/check/
 # test_smtp_proto, test_dsn, test_envelope, test_dns_wire, test_proxy,
-# test_config, test_limits, test_suggest, test_http_req, test_stats and
-# test_queue_scan, TAP), the fuzz corpora replayed (build/check/
-# replay_NAME spec/fuzz/corpus/NAME/) and the busted specs in spec/unit
-# and spec/integration (TAP), against the sanitized build/check/smtpgw.
+# test_config, test_limits, test_log_format, test_suggest, test_http_req,
+# test_stats, test_queue_scan and test_tls_resume, TAP), the fuzz corpora
+# replayed (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
+# specs in spec/unit and spec/integration (TAP), against the sanitized
+# build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
 # Exits 1 when anything failed or a runner crashed.
 set -u
@@ -68,11 +69,13 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
-# dns_wire.c and proxy.c, of how src/core/config.c reads lines, of
-# src/inbound/limits.c, src/policy/suggest.c, src/proto/http_req.c,
-# src/core/stats.c and src/spool/queue_scan.c
+# dns_wire.c, proxy.c and log_format.c, of how src/core/config.c reads
+# lines, of src/inbound/limits.c, src/policy/suggest.c,
+# src/proto/http_req.c, src/core/stats.c and src/spool/queue_scan.c, and
+# the TLS ticket key ring of src/net/tls_resume.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
-	test_limits test_suggest test_http_req test_stats test_queue_scan; do
+	test_limits test_log_format test_suggest test_http_req test_stats \
+	test_queue_scan test_tls_resume; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

@@ -7,6 +7,7 @@
 #ifndef SMTPGW_CONFIG_H
 #define SMTPGW_CONFIG_H
 
+#include "proto/log_format.h"
 #include "proto/next_hop.h"
 
 #include <stdbool.h>
@@ -135,6 +136,7 @@ struct config {
 	char *protocols;
 	char *ciphers;
 	enum ask_client_cert ask_client_cert;
+	double session_lifetime; /* resumable sessions; 0: none */
 	/* [policy] */
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
@@ -155,6 +157,12 @@ struct config {
 	/* [metrics] listen: the Prometheus endpoint; off when !has_metrics */
 	bool has_metrics;
 	struct listen_addr metrics_listen;
+	/* [log] */
+	enum log_style log_format;
+	bool log_to_syslog;	 /* destination = syslog (else stderr) */
+	int log_facility;	 /* RFC 5424 number */
+	char *log_syslog_name;	 /* "": smtpgw, or postfix in that format */
+	char *log_syslog_socket;
 	/* [domain:NAME] */
 	struct domain_rule *domains;
 	size_t n_domains;

@@ -48,6 +48,9 @@ void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1]);
 unsigned queue_id_slot(const char *qid);
 /* Is `name` a queue id (16 lower-case hex digits)? */
 bool queue_id_valid(const char *name);
+/* When the id was made (seconds since the epoch, to the microsecond): the
+ * message's arrival as Postfix's delay= counts it. */
+double queue_id_time(const char *qid);
 
 bool spool_file_create(struct queue *q, const char *qid,
 		       struct spool_file *f);
