@@ -285,7 +285,7 @@ describe("queue tools", function()
     local out, code = ds.queue_cmd(gw, "hold", qid)
     assert.are.equal(0, code, out)
     ds.wait_delivery(gw, "x@slow.example", "sent") -- the attempt ends
-    gw:wait_log("qid " .. qid .. ": queue/" .. qid .. ": put on hold")
+    gw:wait_log("event=dropped qid=" .. qid .. ' msg="queue/' .. qid .. ": put on hold")
     -- retry_min is 1 s: held, it is not tried again
     local lines = attempts(gw, qid)
     ds.flush(gw)
