@@ -39,6 +39,8 @@ void delivery_load(struct delivery *d);
 void delivery_add(struct delivery *d, const char *qid);
 /* Every deferred message, now (SIGUSR1, `queue flush`). */
 void delivery_flush(struct delivery *d);
+/* One message now (`queue requeue`, `queue release`), when it is held. */
+void delivery_flush_message(struct delivery *d, const char *qid);
 
 /* Where each outbound session's TLS outcome is counted (RFC 8460); NULL:
  * nowhere. `t` must outlive the delivery's sessions. */
