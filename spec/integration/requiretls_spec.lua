@@ -15,13 +15,15 @@ local tools = require "tools"
 
 local FROM = "sender@origin.example"
 
--- A message with REQUIRETLS on MAIL FROM, over STARTTLS; its queue id.
-local function submit_requiretls(gw, rcpt, headers)
+-- A message with REQUIRETLS on MAIL FROM, over STARTTLS, to one address
+-- or a list; its queue id.
+local function submit_requiretls(gw, rcpts, headers)
+  if type(rcpts) == "string" then rcpts = { rcpts } end
   local msg = table.concat(headers or {}, "\r\n") ..
     (headers and "\r\n" or "") ..
-    "From: <" .. FROM .. ">\r\nTo: <" .. rcpt .. ">\r\n" ..
+    "From: <" .. FROM .. ">\r\nTo: <" .. rcpts[1] .. ">\r\n" ..
     "Subject: requiretls spec\r\n\r\nOnly over TLS, please.\r\n"
-  local r = tools.smtplib{ port = gw:port(), from = FROM, to = { rcpt },
+  local r = tools.smtplib{ port = gw:port(), from = FROM, to = rcpts,
     msg = msg, starttls = true, mail_options = { "REQUIRETLS" } }
   local data = r.by.data and r.by.data[1]
   local qid = data and data.code == 250 and
@@ -113,81 +115,78 @@ describe("REQUIRETLS", function()
   end)
 
   describe("outbound", function()
-    it("relays to an authenticated hop that offers REQUIRETLS, with the parameter", function()
-      local r = ds.receiver{ cert = pki.a, requiretls = true }
-      local gw = start({ ["ok.example"] = authenticated(r) })
-      submit_requiretls(gw, "u@ok.example")
-      local line = ds.wait_delivery(gw, "u@ok.example", "sent")
-      assert.truthy(line:find(" tls=verify:TLSv1", 1, true), line)
-      assert.truthy(line:find(" verified=yes", 1, true), line)
-      assert.are.same({ "tls MAIL FROM:<" .. FROM .. "> REQUIRETLS" }, mail_lines(r))
-    end)
-
-    it("bounces with 5.7.30 when the hop does not offer REQUIRETLS; the DSN requires TLS too", function()
-      local r = ds.receiver{ cert = pki.a } -- authenticated, no REQUIRETLS
+    -- One message to five domains, each its own hop (README "REQUIRETLS").
+    it("relays only to authenticated hops that offer REQUIRETLS; bounces the rest with 5.7.30 and a REQUIRETLS DSN", function()
+      local ok_r = ds.receiver{ cert = pki.a, requiretls = true }
+      local no_r = ds.receiver{ cert = pki.a } -- authenticated, no REQUIRETLS
+      local self_r = ds.receiver{ cert = selfsigned, requiretls = true }
+      local plain_r = ds.receiver()
+      local mx_r = ds.receiver{ cert = pki.a, requiretls = true }
       local back = ds.receiver{ cert = pki.a, requiretls = true }
-      local gw = start({ ["no.example"] = authenticated(r),
-        ["origin.example"] = authenticated(back) })
-      local qid = submit_requiretls(gw, "u@no.example")
-      local line = ds.wait_delivery(gw, "u@no.example", "bounced")
-      assert.truthy(line:find(" dsn=5.7.30 ", 1, true), line)
-      assert.truthy(ds.field(line, "reply"):find(
-        "^5%.7%.30 REQUIRETLS support required: 127%.0%.0%.1%[127%.0%.0%.1%]:%d+: " ..
-        "REQUIRETLS: the server does not offer REQUIRETLS"), line)
-      -- nothing was sent: no MAIL at all
-      assert.are.same({}, mail_lines(r))
-      assert.are.same({}, r:messages())
-      -- the DSN went back with REQUIRETLS (RFC 8689 §5), headers only
-      local bounce = ds.wait_delivery(gw, FROM, "sent")
-      local dsn = back:wait_messages(1)[1]
-      assert.are.equal("", dsn.from)
-      assert.are.same({ "tls MAIL FROM:<> REQUIRETLS" }, mail_lines(back))
-      assert.truthy(dsn.text:find("Status: 5.7.30", 1, true), dsn.text)
-      assert.truthy(dsn.text:find("text/rfc822-headers", 1, true), dsn.text)
-      assert.falsy(dsn.text:find("Only over TLS, please.", 1, true), dsn.text)
-      assert.truthy(bounce:find(" tls=verify:TLSv1", 1, true), bounce)
-      ds.wait_queue_empty(gw, { qid })
-    end)
-
-    it("bounces when the hop's certificate does not verify, and does not wait for it", function()
-      local r = ds.receiver{ cert = selfsigned, requiretls = true }
-      local gw = start({ ["self.example"] = authenticated(r) })
-      local qid = submit_requiretls(gw, "u@self.example")
-      local line = ds.wait_delivery(gw, "u@self.example", "bounced")
-      assert.truthy(ds.field(line, "reply"):find("^5%.7%.30 REQUIRETLS support required: .*TLS: "),
-        line)
-      assert.are.same({}, mail_lines(r))
-      ds.wait_queue_empty(gw, { qid })
-    end)
-
-    it("bounces a plaintext-only hop (the level is raised to verify: never plaintext)", function()
-      local r = ds.receiver()
-      local gw = start({ ["plain.example"] = { next_hop = r:addr(), tls = "none" } })
-      submit_requiretls(gw, "u@plain.example")
-      local line = ds.wait_delivery(gw, "u@plain.example", "bounced")
-      assert.truthy(line:find(" dsn=5.7.30 ", 1, true), line)
-      assert.truthy(line:find(" tls=verify:none", 1, true), line)
-      assert.are.same({}, mail_lines(r))
-    end)
-
-    it("bounces a hop found by an MX answer that nothing vouches for, though it verifies and offers REQUIRETLS", function()
-      local r = ds.receiver{ cert = pki.a, requiretls = true }
       local dns = dns_server.start{
         zones = { ["example."] = "static", ["test.example."] = "static" },
         data = { "mx.example. MX 10 a.test.example.", "a.test.example. A 127.0.0.1" },
       }
       local ok, err = pcall(function()
-        -- no brackets: the MX of mx.example, at the receiver's port
-        local gw = start({ ["mx.example"] = { next_hop = "mx.example:" .. r.port } },
-          { dns = { resolver = dns:resolver() } })
-        submit_requiretls(gw, "u@mx.example")
-        local line = ds.wait_delivery(gw, "u@mx.example", "bounced")
+        local gw = start({
+          ["ok.example"] = authenticated(ok_r),
+          ["no.example"] = authenticated(no_r),
+          ["self.example"] = authenticated(self_r),
+          ["plain.example"] = { next_hop = plain_r:addr(), tls = "none" },
+          -- no brackets: the MX of mx.example, at the receiver's port
+          ["mx.example"] = { next_hop = "mx.example:" .. mx_r.port },
+          ["origin.example"] = authenticated(back),
+        }, { dns = { resolver = dns:resolver() } })
+        local qid = submit_requiretls(gw, { "u@ok.example", "u@no.example",
+          "u@self.example", "u@plain.example", "u@mx.example" })
+
+        -- authenticated (a configured hop, a verified certificate) and
+        -- offered: sent, with the parameter
+        local line = ds.wait_delivery(gw, "u@ok.example", "sent")
+        assert.truthy(line:find(" tls=verify:TLSv1", 1, true), line)
+        assert.truthy(line:find(" verified=yes", 1, true), line)
+        assert.are.same({ "tls MAIL FROM:<" .. FROM .. "> REQUIRETLS" }, mail_lines(ok_r))
+
+        -- not offered: 5.7.30, nothing sent
+        line = ds.wait_delivery(gw, "u@no.example", "bounced")
+        assert.truthy(line:find(" dsn=5.7.30 ", 1, true), line)
+        assert.truthy(ds.field(line, "reply"):find(
+          "^5%.7%.30 REQUIRETLS support required: 127%.0%.0%.1%[127%.0%.0%.1%]:%d+: " ..
+          "REQUIRETLS: the server does not offer REQUIRETLS"), line)
+        assert.are.same({}, mail_lines(no_r))
+
+        -- a certificate that does not verify: bounced at once, not deferred
+        line = ds.wait_delivery(gw, "u@self.example", "bounced")
+        assert.truthy(ds.field(line, "reply"):find(
+          "^5%.7%.30 REQUIRETLS support required: .*TLS: "), line)
+        assert.are.same({}, mail_lines(self_r))
+
+        -- tls = none is raised to verify: never plaintext
+        line = ds.wait_delivery(gw, "u@plain.example", "bounced")
+        assert.truthy(line:find(" dsn=5.7.30 ", 1, true), line)
+        assert.truthy(line:find(" tls=verify:none", 1, true), line)
+        assert.are.same({}, mail_lines(plain_r))
+
+        -- found by an MX answer nothing vouches for: verified and offered,
+        -- but not authenticated
+        line = ds.wait_delivery(gw, "u@mx.example", "bounced")
         assert.truthy(line:find("relay=a.test.example[127.0.0.1]", 1, true), line)
-        assert.truthy(saw_tls(r), "no TLS session at the receiver")
-        -- the certificate verified: refused for the MX name only
+        assert.truthy(saw_tls(mx_r), "no TLS session at the MX receiver")
         assert.truthy(ds.field(line, "reply"):find(
           "the MX host name is vouched for neither by DNSSEC nor by MTA-STS", 1, true), line)
-        assert.are.same({}, mail_lines(r))
+        assert.are.same({}, mail_lines(mx_r))
+
+        -- one DSN, back with REQUIRETLS (RFC 8689 §5), headers only
+        local bounce = ds.wait_delivery(gw, FROM, "sent")
+        assert.truthy(bounce:find(" tls=verify:TLSv1", 1, true), bounce)
+        local dsn = back:wait_messages(1)[1]
+        assert.are.equal("", dsn.from)
+        assert.are.same({ "tls MAIL FROM:<> REQUIRETLS" }, mail_lines(back))
+        local _, n = dsn.text:gsub("Status: 5%.7%.30", "")
+        assert.are.equal(4, n, dsn.text)
+        assert.truthy(dsn.text:find("text/rfc822-headers", 1, true), dsn.text)
+        assert.falsy(dsn.text:find("Only over TLS, please.", 1, true), dsn.text)
+        ds.wait_queue_empty(gw, { qid })
       end)
       dns:stop()
       assert(ok, err)

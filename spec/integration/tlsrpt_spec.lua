@@ -48,6 +48,18 @@ local function wait_report(gw, domain, want)
   return report
 end
 
+-- `count` messages to `rcpts` in one plaintext session; their queue ids.
+local function submit(gw, rcpts, count)
+  local r = tools.smtplib{ port = gw:port(), from = "sender@origin.example",
+    to = rcpts, count = count }
+  local ids = {}
+  for _, st in ipairs(r.by.data or {}) do
+    ids[#ids + 1] = st.code == 250 and st.text:match("queued as (%x+)") or nil
+  end
+  assert(#ids == count, "not queued:\n" .. r.raw)
+  return ids
+end
+
 local function summary(report)
   local p = report.policies[1]
   return p.summary["total-successful-session-count"],
@@ -126,19 +138,21 @@ describe("TLS-RPT", function()
       sink = ds.receiver(),
     }
     local gw = start(r)
-    local from = "sender@origin.example"
-    for i = 1, 3 do ds.submit(gw, from, { "u" .. i .. "@tls.example" }) end
-    for i = 1, 2 do ds.submit(gw, from, { "p" .. i .. "@plain.example" }) end
-    ds.submit(gw, from, { "b@broken.example" })
-    ds.submit(gw, from, { "n@norecord.example" })
-    local enc = ds.submit(gw, from, { "e@enc.example" })
+    -- three messages (three sessions) to tls.example, two to
+    -- plain.example, in one connection each; one to three other domains
+    local qids = submit(gw, { "u@tls.example" }, 3)
+    assert.are.equal(3, #qids)
+    assert.are.equal(2, #submit(gw, { "p@plain.example" }, 2))
+    local enc = submit(gw, { "b@broken.example", "n@norecord.example",
+      "e@enc.example" }, 1)[1]
 
-    for i = 1, 3 do ds.wait_delivery(gw, "u" .. i .. "@tls.example", "sent") end
-    for i = 1, 2 do ds.wait_delivery(gw, "p" .. i .. "@plain.example", "sent") end
+    ds.wait_delivery(gw, "u@tls.example", "sent", 3)
+    ds.wait_delivery(gw, "p@plain.example", "sent", 2)
     ds.wait_delivery(gw, "b@broken.example", "sent") -- may: plaintext after
     ds.wait_delivery(gw, "n@norecord.example", "sent")
     ds.wait_delivery(gw, "e@enc.example", "deferred")
-    -- no retry of it: the counts stay as they are
+    -- no retry of it (the others of its message are done): the counts
+    -- stay as they are
     assert.are.equal(0, select(2, ds.queue_cmd(gw, "delete", enc)))
 
     -- the counts, as `tlsrpt` prints them (JSON, RFC 8460 §4.4)
