@@ -90,7 +90,7 @@ enum cached_string {
 	S_TEXT,
 	S_HOOK0, /* + enum policy_hook */
 	S_LEVEL0 = S_HOOK0 + HOOK_COUNT, /* + enum tls_level */
-	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_VERIFY + 1,
+	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_DANE_ONLY + 1,
 	S_COUNT,
 };
 
@@ -130,6 +130,8 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_LEVEL0 + TLS_LEVEL_MAY] = "may",
 	[S_LEVEL0 + TLS_LEVEL_ENCRYPT] = "encrypt",
 	[S_LEVEL0 + TLS_LEVEL_VERIFY] = "verify",
+	[S_LEVEL0 + TLS_LEVEL_DANE] = "dane",
+	[S_LEVEL0 + TLS_LEVEL_DANE_ONLY] = "dane-only",
 };
 
 /* One Lua state and what lives in it. Rebuilt whole when poisoned. */
@@ -972,14 +974,18 @@ static void fail_result(struct policy_result *out, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* server_tls gets an inbound level; client_tls any level. */
 static void read_level(lua_State *L, const struct policy *p, enum policy_hook h,
 		       struct policy_result *out)
 {
 	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
 						       : NULL;
+	bool inbound = h == HOOK_SERVER_TLS;
 
-	for (int lv = TLS_LEVEL_NONE; s != NULL && lv <= TLS_LEVEL_VERIFY;
+	for (int lv = TLS_LEVEL_NONE; s != NULL && lv <= TLS_LEVEL_DANE_ONLY;
 	     lv++) {
+		if (inbound && tls_level_outbound_only((enum tls_level)lv))
+			break;
 		if (strcmp(s, tls_level_name((enum tls_level)lv)) == 0) {
 			out->outcome = POLICY_LEVEL;
 			out->level = (enum tls_level)lv;
@@ -987,9 +993,10 @@ static void read_level(lua_State *L, const struct policy *p, enum policy_hook h,
 		}
 	}
 	fail_result(out, "%s: %s returned %s%s%s, not a level (none, may, "
-			 "encrypt, verify)",
+			 "encrypt, verify%s)",
 		    p->script, hook_names[h], s ? "\"" : "a ",
-		    s ? s : luaL_typename(L, -1), s ? "\"" : "");
+		    s ? s : luaL_typename(L, -1), s ? "\"" : "",
+		    inbound ? "" : ", dane, dane-only");
 }
 
 static bool one_line(const char *text)
