@@ -33,9 +33,9 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
-	     libluajit2-5.1-dev libunbound-dev ca-certificates
+	     libluajit2-5.1-dev libunbound-dev ca-certificates dns-root-data
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh ldnsutils
 # Debian packages that ship a service: postfix (smtp-sink, and the
 # side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
 # protocol in front of two gateways).
@@ -74,6 +74,14 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 
 build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
+
+build/check/test_tlsa: spec/c/test_tlsa.c src/proto/tlsa.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_tlsa.c src/proto/tlsa.c src/proto/dns_wire.c
+
+# DANE matching on the certificates of spec/c/fixtures/dane/ (libcrypto).
+TEST_DANE_SRC = spec/c/test_dane.c src/net/dane.c src/proto/tlsa.c src/proto/dns_wire.c
+build/check/test_dane: $(TEST_DANE_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_DANE_SRC) -lcrypto
 
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c \
 		  src/proto/next_hop.c src/proto/dns_wire.c
@@ -182,6 +190,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
+		build/check/test_tlsa build/check/test_dane \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -194,7 +203,7 @@ check: deps-check user
 # spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy tlsa
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -205,6 +214,7 @@ FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
+FUZZ_SRC_tlsa       = src/proto/tlsa.c src/proto/dns_wire.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)

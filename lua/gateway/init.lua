@@ -27,11 +27,18 @@ M.NONE = "none"
 M.MAY = "may"
 M.ENCRYPT = "encrypt"
 M.VERIFY = "verify"
+-- Outbound only (client_tls, a [domain:...] tls), README "DANE": DANE
+-- where the MX host publishes secure TLSA records, else as may; and DANE
+-- or defer.
+M.DANE = "dane"
+M.DANE_ONLY = "dane-only"
 
--- The four levels, weakest first.
-M.LEVELS = { M.NONE, M.MAY, M.ENCRYPT, M.VERIFY }
+-- The levels, weakest first, by what they guarantee: dane only what may
+-- does (it falls back to may without TLSA records), dane-only an
+-- authenticated peer, as verify.
+M.LEVELS = { M.NONE, M.MAY, M.DANE, M.ENCRYPT, M.VERIFY, M.DANE_ONLY }
 
-local RANK = { none = 1, may = 2, encrypt = 3, verify = 4 }
+local RANK = { none = 1, may = 2, dane = 2, encrypt = 3, verify = 4, ["dane-only"] = 4 }
 
 -- describe(v): a value for an error message.
 local function describe(v)
@@ -41,7 +48,7 @@ local function describe(v)
   return tostring(v)
 end
 
--- is_level(s): true when s is one of the four level strings (exact, lower case).
+-- is_level(s): true when s is one of the six level strings (exact, lower case).
 function M.is_level(s)
   return type(s) == "string" and RANK[s] ~= nil
 end
@@ -49,14 +56,14 @@ end
 local function rank(s, fname)
   local r = type(s) == "string" and RANK[s] or nil
   if r == nil then
-    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt or verify)",
+    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify, dane or dane-only)",
       fname, describe(s)), 3)
   end
   return r
 end
 
--- level_rank(s): 1 (none), 2 (may), 3 (encrypt), 4 (verify); raises on
--- anything that is not a level.
+-- level_rank(s): 1 (none), 2 (may, dane), 3 (encrypt), 4 (verify,
+-- dane-only); raises on anything that is not a level.
 function M.level_rank(s)
   local r = rank(s, "level_rank")
   return r

@@ -171,4 +171,7 @@ end
 -- kernel): a dead resolver.
 M.free_port = free_port
 
+-- Does a DNS server answer on 127.0.0.1:port (any reply to ". SOA")?
+M.answers = answers
+
 return M

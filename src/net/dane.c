@@ -280,8 +280,9 @@ static void no_match(const struct tlsa_rr *rrs, size_t n, const char *name,
 	if (first < n)
 		tlsa_describe(&rrs[first], rr, sizeof(rr));
 	if (usable == 1)
-		snprintf(why, why_len, "%s did not match the certificate of %s",
-			 rr, name);
+		snprintf(why, why_len, "%s did not match the certificate%s of %s",
+			 rr, rrs[first].usage == TLSA_DANE_TA ? " chain" : "",
+			 name);
 	else
 		snprintf(why, why_len, "none of %zu TLSA records (%s, ...) "
 			 "matched the certificate chain of %s", usable, rr,
