@@ -52,9 +52,10 @@ function M.tlsa(crt, usage, selector, mtype)
     or ("openssl x509 -in " .. q(crt) .. " -noout -pubkey | openssl pkey -pubin -outform DER")
   local digest = ({ [0] = "od -An -v -tx1", [1] = "openssl dgst -sha256 -r",
     [2] = "openssl dgst -sha512 -r" })[mtype]
-  local out = sh("set -o pipefail 2>/dev/null; " .. der .. " | " .. digest)
-  local hex = (mtype == 0 and out or out:match("^(%x+)")):gsub("%s", "")
-  assert(#hex > 0, "no TLSA data for " .. crt)
+  local out = sh(der .. " | " .. digest)
+  local hex = (mtype == 0 and out or out:match("^(%x+)") or ""):gsub("%s", "")
+  local want = ({ [1] = 64, [2] = 128 })[mtype]
+  assert(#hex > 0 and (want == nil or #hex == want), "no TLSA data for " .. crt .. ": " .. out)
   return string.format("%d %d %d %s", usage, selector, mtype, hex)
 end
 
