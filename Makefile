@@ -83,6 +83,9 @@ TEST_DANE_SRC = spec/c/test_dane.c src/net/dane.c src/proto/tlsa.c src/proto/dns
 build/check/test_dane: $(TEST_DANE_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_DANE_SRC) -lcrypto
 
+build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
+
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c \
 		  src/proto/next_hop.c src/proto/dns_wire.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
@@ -92,10 +95,15 @@ build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/ob
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
 
+# The TLS ticket key ring (net/tls_resume.c).
+TEST_TLS_RESUME_SRC = spec/c/test_tls_resume.c src/net/tls_resume.c src/core/log.c
+build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLS_RESUME_SRC) -ltls -lssl -lcrypto -lpthread
+
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o net/certs.o net/dane.o core/config.o \
-		    core/log.o proto/smtp_proto.o proto/smtp_out.o \
+		    net/conn.o net/tls.o net/tls_resume.o net/certs.o net/dane.o \
+		    core/config.o core/log.o proto/smtp_proto.o proto/smtp_out.o \
 		    proto/next_hop.o proto/dns_wire.o proto/tlsa.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
@@ -190,6 +198,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
+		build/check/test_suggest build/check/test_tls_resume \
 		build/check/test_tlsa build/check/test_dane \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
@@ -240,7 +249,7 @@ fuzz: deps-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./spec/fuzz/run.sh $(FUZZ_NAMES)
 
 # The cost of one policy decision (README "Performance"); a release build.
-BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c \
+BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/policy/suggest.c \
 	    src/policy/sandbox_str.c src/policy/pattern.c src/core/config.c \
 	    src/core/log.c src/proto/smtp_proto.c src/proto/next_hop.c \
 	    src/proto/dns_wire.c

@@ -258,6 +258,94 @@ static void test_repeated_keys(void)
 	      "cert_dir twice is an error at line 3 (%s)", err);
 }
 
+/* Loads text (NUL-terminated) and keeps the config (NULL on error). */
+static struct config *load_cfg(const char *text, char *path, size_t path_len,
+                               char *err, size_t err_len)
+{
+	return load_config(text, strlen(text), path, path_len, err, err_len);
+}
+
+/* [domain:NAME] tls (outbound) and tls_in (inbound, encrypt or verify
+ * only), in any case. */
+static void test_tls_in(void)
+{
+	char path[128], err[512];
+	struct config *cfg = load_cfg("[domain:partner.example]\n"
+	                              "tls = VERIFY\ntls_in = Encrypt\n"
+	                              "[domain:.sub.example]\ntls_in = verify\n"
+	                              "[domain:out.example]\ntls = may\n",
+	                              path, sizeof(path), err, sizeof(err));
+	const struct domain_rule *r;
+
+	check(cfg != NULL, "tls and tls_in are read (%s)", err);
+	if (cfg == NULL)
+		return;
+	r = config_domain_rule(cfg, "partner.example", 15);
+	check(r != NULL && r->has_tls && r->tls == TLS_LEVEL_VERIFY &&
+	          r->has_tls_in && r->tls_in == TLS_LEVEL_ENCRYPT,
+	      "partner.example: tls verify, tls_in encrypt");
+	r = config_domain_rule(cfg, "a.sub.example", 13);
+	check(r != NULL && !r->has_tls && r->has_tls_in &&
+	          r->tls_in == TLS_LEVEL_VERIFY,
+	      "a.sub.example: tls_in verify alone");
+	r = config_domain_rule(cfg, "out.example", 11);
+	check(r != NULL && r->has_tls && !r->has_tls_in,
+	      "out.example: tls alone");
+	config_free(cfg);
+
+	cfg = load_cfg("[domain:p.example]\ntls_in = may\n", path, sizeof(path),
+	               err, sizeof(err));
+	check(cfg == NULL && error_is(err, path, 2,
+	                              "tls_in: 'may' is not encrypt or verify"),
+	      "tls_in = may is an error at its line (%s)", err);
+	config_free(cfg);
+	cfg =
+	    load_cfg("[domain:p.example]\ntls_in = encrypt\ntls_in = verify\n",
+	             path, sizeof(path), err, sizeof(err));
+	check(cfg == NULL && error_is(err, path, 3, "tls_in: given twice"),
+	      "tls_in twice is an error at the second (%s)", err);
+	config_free(cfg);
+	cfg = load_cfg("[domain:p.example]\ntls_out = verify\n", path,
+	               sizeof(path), err, sizeof(err));
+	check(cfg == NULL && strstr(err, "(tls, tls_in, next_hop, tls_name)") != NULL,
+	      "an unknown key lists tls_in (%s)", err);
+	config_free(cfg);
+}
+
+/* [tls] ask_client_cert: auto (the default), yes, no. */
+static void test_ask_client_cert(void)
+{
+	static const struct {
+		const char *text;
+		bool ok;
+		enum ask_client_cert want;
+	} cases[] = {
+	    {"[tls]\n", true, ASK_CLIENT_CERT_AUTO},
+	    {"[tls]\nask_client_cert = auto\n", true, ASK_CLIENT_CERT_AUTO},
+	    {"[tls]\nask_client_cert = YES\n", true, ASK_CLIENT_CERT_YES},
+	    {"[tls]\nask_client_cert = no\n", true, ASK_CLIENT_CERT_NO},
+	    {"[tls]\nask_client_cert = maybe\n", false, ASK_CLIENT_CERT_AUTO},
+	};
+	char path[128], err[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *cfg = load_cfg(cases[i].text, path, sizeof(path),
+		                              err, sizeof(err));
+
+		if (cases[i].ok)
+			check(cfg != NULL &&
+			          cfg->ask_client_cert == cases[i].want,
+			      "ask_client_cert case %zu (%s)", i, err);
+		else
+			check(cfg == NULL &&
+			          error_is(err, path, 2,
+			                   "ask_client_cert: 'maybe' is not "
+			                   "auto, yes or no"),
+			      "ask_client_cert = maybe is an error (%s)", err);
+		config_free(cfg);
+	}
+}
+
 int main(void)
 {
 	if (mkdtemp(dir) == NULL)
@@ -269,6 +357,8 @@ int main(void)
 	test_next_hops();
 	test_routes();
 	test_repeated_keys();
+	test_tls_in();
+	test_ask_client_cert();
 	rmdir(dir);
 	return tap_done();
 }

@@ -251,8 +251,16 @@ describe("certificate store", function()
       out, code = smtpgw(ini, "-t")
       assert.are.equal(1, code, out)
       assert.truthy(out:find("verify needs trust anchors (the policy script may choose verify)", 1, true), out)
-      -- and not where nothing can verify
-      ini = write_ini(dir, { "cert_dir = " .. pkidir .. "/certs", "ca_file = missing-ca.pem" })
+      -- an inbound requirement on one domain
+      ini = write_ini(dir, { "cert_dir = " .. pkidir .. "/certs", "ca_file = missing-ca.pem" },
+        "[domain:partner.example]\ntls_in = verify\n")
+      out, code = smtpgw(ini, "-t")
+      assert.are.equal(1, code, out)
+      assert.truthy(out:find("verify needs trust anchors ([domain:partner.example] tls_in = verify)",
+        1, true), out)
+      -- and not where nothing can verify, ask_client_cert = no included
+      ini = write_ini(dir, { "cert_dir = " .. pkidir .. "/certs", "ca_file = missing-ca.pem",
+        "ask_client_cert = no" })
       out, code = smtpgw(ini, "-t")
       assert.are.equal(0, code, out)
     end)

@@ -596,6 +596,25 @@ static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+static bool set_ask_cert(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	static const char *const words[] = {
+		[ASK_CLIENT_CERT_AUTO] = "auto",
+		[ASK_CLIENT_CERT_YES] = "yes",
+		[ASK_CLIENT_CERT_NO] = "no",
+	};
+	enum ask_client_cert *slot = field(ctx, key);
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strcasecmp(value, words[i]) == 0) {
+			*slot = (enum ask_client_cert)i;
+			return true;
+		}
+	}
+	return fail(ctx, "%s: '%s' is not auto, yes or no", key->name, value);
+}
+
 /* "N" slots, or "N%" of max_connections (below 100 %, checked against
  * max_connections once both are known, in check_reserved). */
 static bool set_reserved(struct load_ctx *ctx, const struct key_def *key,
@@ -835,9 +854,12 @@ static const struct key_def keys[] = {
 	{"tls", "protocols", set_string, AT(protocols), 0, 0,
 	 "tlsv1.2,tlsv1.3"},
 	{"tls", "ciphers", set_string, AT(ciphers), 0, 0, "secure"},
-	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
+	{"tls", "ask_client_cert", set_ask_cert, AT(ask_client_cert), 0, 0,
+	 "auto"},
 	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
 	 3600000, "60s"},
+	{"tls", "session_lifetime", set_duration, AT(session_lifetime), 0,
+	 86400000, "1h"},
 	{"delivery", "max_connections", set_uint, AT(delivery_max_connections),
 	 1, 100000, "50"},
 	{"delivery", "max_per_destination", set_uint,
@@ -941,6 +963,22 @@ static bool set_tls_name(struct load_ctx *ctx, struct domain_rule *r,
 	return true;
 }
 
+/* tls_in: what mail addressed to the domain needs inbound; only the two
+ * levels that require something. */
+static int set_tls_in(struct load_ctx *ctx, const char *section,
+		      struct domain_rule *r, const char *value)
+{
+	if (r->has_tls_in)
+		return fail(ctx, "tls_in: given twice in [%s]", section);
+	if (!tls_level_parse(value, &r->tls_in) ||
+	    (r->tls_in != TLS_LEVEL_ENCRYPT && r->tls_in != TLS_LEVEL_VERIFY))
+		return fail(ctx, "tls_in: '%s' is not encrypt or verify (leave "
+				 "tls_in out for no requirement)",
+			    value);
+	r->has_tls_in = true;
+	return true;
+}
+
 static int on_domain_key(struct load_ctx *ctx, const char *section,
 			 const char *name, const char *value)
 {
@@ -959,11 +997,14 @@ static int on_domain_key(struct load_ctx *ctx, const char *section,
 		r->has_tls = true;
 		return true;
 	}
+	if (strcmp(name, "tls_in") == 0)
+		return set_tls_in(ctx, section, r, value);
 	if (strcmp(name, "next_hop") == 0)
 		return set_next_hop(ctx, r, section, value);
 	if (strcmp(name, "tls_name") == 0)
 		return set_tls_name(ctx, r, section, value);
-	return fail(ctx, "unknown key '%s' in [%s] (tls, next_hop, tls_name)",
+	return fail(ctx, "unknown key '%s' in [%s] (tls, tls_in, next_hop, "
+			 "tls_name)",
 		    name, section);
 }
 

@@ -47,11 +47,23 @@ bool tls_level_parse(const char *text, enum tls_level *out);
 /* dane and dane-only: levels of outbound delivery only. */
 bool tls_level_outbound_only(enum tls_level level);
 
-/* A [domain:NAME] section: NAME is lower case; ".NAME" covers subdomains. */
+/* [tls] ask_client_cert: auto asks for client certificates when the
+ * configuration or the policy may need one (see generation.c). */
+enum ask_client_cert {
+	ASK_CLIENT_CERT_AUTO,
+	ASK_CLIENT_CERT_YES,
+	ASK_CLIENT_CERT_NO,
+};
+
+/* A [domain:NAME] section: NAME is lower case; ".NAME" covers subdomains.
+ * `tls` is the outbound level for NAME, `tls_in` (encrypt or verify) what
+ * mail addressed to NAME needs on the way in; the stock scripts read both. */
 struct domain_rule {
 	char *name;
 	bool has_tls;
 	enum tls_level tls;
+	bool has_tls_in;
+	enum tls_level tls_in;
 	char *next_hop; /* as written ("[host]:port", ...), or NULL */
 	struct next_hop hop; /* next_hop parsed, when next_hop != NULL */
 	char *tls_name; /* the name verify expects, and the SNI; or NULL */
@@ -128,7 +140,8 @@ struct config {
 	enum tls_level server_level;
 	char *protocols;
 	char *ciphers;
-	bool ask_client_cert;
+	enum ask_client_cert ask_client_cert;
+	double session_lifetime; /* resumable sessions; 0: none */
 	/* [policy] */
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;

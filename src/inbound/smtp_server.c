@@ -1433,6 +1433,8 @@ static void log_tls(struct session *s, const char *why)
 	}
 	if (s->tls_peer == TLS_PEER_UNTRUSTED)
 		log_kv(&l, "peer_reason", "%s", why);
+	log_kv(&l, "resumed", "%s",
+	       tls_conn_session_resumed(t) == 1 ? "yes" : "no");
 	log_kv(&l, "msg", "%s TLS connection established from %s: %s with "
 			  "cipher %s",
 	       tls_peer_name(s->tls_peer), s->peer_ip, tls_conn_version(t),

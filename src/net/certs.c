@@ -731,15 +731,20 @@ static const char *ca_needed(const struct config *cfg, char *why, size_t len)
 {
 	if (cfg->server_level == TLS_LEVEL_VERIFY)
 		return "server_level = verify";
-	if (cfg->ask_client_cert)
+	if (cfg->ask_client_cert == ASK_CLIENT_CERT_YES)
 		return "ask_client_cert = yes";
-	for (size_t i = 0; i < cfg->n_domains; i++)
-		if (cfg->domains[i].has_tls &&
-		    cfg->domains[i].tls == TLS_LEVEL_VERIFY) {
-			snprintf(why, len, "[domain:%s] tls = verify",
-				 cfg->domains[i].name);
+	for (size_t i = 0; i < cfg->n_domains; i++) {
+		const struct domain_rule *d = &cfg->domains[i];
+
+		if ((d->has_tls && d->tls == TLS_LEVEL_VERIFY) ||
+		    (d->has_tls_in && d->tls_in == TLS_LEVEL_VERIFY)) {
+			snprintf(why, len, "[domain:%s] %s = verify", d->name,
+				 d->has_tls && d->tls == TLS_LEVEL_VERIFY
+					 ? "tls"
+					 : "tls_in");
 			return why;
 		}
+	}
 	if (cfg->policy_script != NULL)
 		return "the policy script may choose verify";
 	return NULL;

@@ -3,11 +3,13 @@
  * it (LibreTLS is libtls over OpenSSL) is used only where libtls has no
  * API: verifying a client's chain ourselves so an untrusted certificate is
  * a reply, not a failed handshake. The certificates and keys served come
- * from the store (net/certs.c).
+ * from the store (net/certs.c); session tickets are net/tls_resume.c's
+ * (tls_server_new calls it).
  */
 #include "net/tls.h"
 
 #include "core/log.h"
+#include "net/tls_resume.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,10 +98,10 @@ static X509_STORE *load_trust(const char *ca_file)
 /* Client certificates are accepted by libtls unverified and checked by
  * tls_server_check_peer, so "untrusted" becomes Postfix's 421 rather than
  * a handshake alert the client cannot read. */
-static bool ask_clients(const struct config *cfg, struct tls_server *srv,
-			char *err, size_t err_len)
+static bool ask_clients(const struct config *cfg, bool ask,
+			struct tls_server *srv, char *err, size_t err_len)
 {
-	if (cfg->server_level != TLS_LEVEL_VERIFY && !cfg->ask_client_cert)
+	if (!ask)
 		return true;
 	srv->trust = load_trust(cfg->ca_file);
 	if (srv->trust == NULL) {
@@ -114,17 +116,18 @@ static bool ask_clients(const struct config *cfg, struct tls_server *srv,
 	return true;
 }
 
-struct tls_server *tls_server_new(const struct config *cfg, char *err,
-				  size_t err_len)
+struct tls_server *tls_server_new(const struct config *cfg, bool ask_certs,
+				  char *err, size_t err_len)
 {
 	struct tls_server *srv = calloc(1, sizeof(*srv));
 	bool ok = srv != NULL && (srv->config = tls_config_new()) != NULL;
 
 	ok = ok && apply_common(cfg, srv->config, err, err_len) &&
 	     cert_store_configure(cfg, srv->config, err, err_len) &&
-	     ask_clients(cfg, srv, err, err_len);
+	     ask_clients(cfg, ask_certs, srv, err, err_len) &&
+	     tls_resume_prepare(cfg, ask_certs, srv->config, err, err_len);
 	if (ok && ((srv->ctx = tls_server()) == NULL ||
-		   tls_configure(srv->ctx, srv->config) != 0)) {
+		   tls_resume_configure(cfg, srv->ctx, srv->config) != 0)) {
 		snprintf(err, err_len, "tls: %s",
 			 srv->ctx ? tls_error(srv->ctx) : "out of memory");
 		ok = false;

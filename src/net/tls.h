@@ -17,8 +17,10 @@
 
 struct tls_server;
 
-struct tls_server *tls_server_new(const struct config *cfg, char *err,
-				  size_t err_len);
+/* `ask_certs`: request (never require) client certificates, checked
+ * against ca_file by tls_server_check_peer (the generation decides). */
+struct tls_server *tls_server_new(const struct config *cfg, bool ask_certs,
+				  char *err, size_t err_len);
 void tls_server_free(struct tls_server *srv);
 struct tls *tls_server_ctx(struct tls_server *srv);
 
