@@ -144,40 +144,55 @@ static void test_ee(void)
 
 static void test_ta(void)
 {
+	/* chain, record (usage 2), expected, a part of the reason */
+	static const struct {
+		const char *chain;
+		unsigned s, m;
+		const char *key;
+		enum dane_auth want;
+		const char *why, *what;
+	} cases[] = {
+		{"chain.pem", 1, 1, "ca-sha256-spki", DANE_AUTH_TA, "",
+		 "2 1 1 of the CA in the chain"},
+		{"chain.pem", 0, 1, "ca-sha256-cert", DANE_AUTH_TA, "",
+		 "2 0 1 of the CA in the chain"},
+		{"chain.pem", 1, 2, "ca-sha512-spki", DANE_AUTH_TA, "",
+		 "2 1 2 of the CA in the chain"},
+		{"chain-no-ca.pem", 0, 0, "ca-full-cert", DANE_AUTH_TA, "",
+		 "2 0 0: the whole CA in the record, not in the chain"},
+		{"chain-no-ca.pem", 1, 1, "ca-sha256-spki", DANE_AUTH_NONE,
+		 "did not match the certificate chain of mx.example.test",
+		 "2 1 1 with the CA missing from the chain: no match"},
+		{"chain-int.pem", 1, 1, "intermediate-sha256-spki", DANE_AUTH_TA,
+		 "", "an intermediate: a partial chain is enough"},
+		{"chain-int.pem", 1, 1, "ca-sha256-spki", DANE_AUTH_TA, "",
+		 "the root above an intermediate"},
+		{"chain-wild.pem", 1, 1, "ca-sha256-spki", DANE_AUTH_TA, "",
+		 "*.example.test names mx.example.test"},
+		{"chain-other.pem", 1, 1, "ca-sha256-spki", DANE_AUTH_NONE,
+		 "does not name mx.example.test",
+		 "a leaf for another name fails the name check"},
+		{"chain-expired.pem", 1, 1, "ca-sha256-spki", DANE_AUTH_NONE,
+		 "certificate has expired", "an expired leaf fails"},
+		{"chain-wrong-ca.pem", 1, 1, "other-ca-sha256-spki",
+		 DANE_AUTH_NONE, "does not verify",
+		 "a matching CA that did not sign the leaf"},
+		{"ee.pem", 1, 1, "ee-sha256-spki", DANE_AUTH_TA, "",
+		 "the self-signed leaf itself, name checked"},
+		{"ee-expired.pem", 1, 1, "ee-expired-sha256-spki", DANE_AUTH_NONE,
+		 "expired", "an expired self-signed leaf: dates count"},
+	};
 	char why[256];
 
-	check(verify1("chain.pem", rec(2, 1, 1, "ca-sha256-spki", false), why,
-		      sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA 2 1 1 of the CA in the chain: authenticated (%s)", why);
-	check(verify1("chain.pem", rec(2, 0, 1, "ca-sha256-cert", false), why,
-		      sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA 2 0 1 of the CA in the chain");
-	check(verify1("chain.pem", rec(2, 1, 2, "ca-sha512-spki", false), why,
-		      sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA 2 1 2 of the CA in the chain");
-	check(verify1("chain-no-ca.pem", rec(2, 0, 0, "ca-full-cert", false),
-		      why, sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA 2 0 0: the whole CA in the record, not in the chain");
-	check(verify1("chain-no-ca.pem", rec(2, 1, 1, "ca-sha256-spki", false),
-		      why, sizeof(why)) == DANE_AUTH_NONE &&
-		  strstr(why, "did not match") != NULL,
-	      "DANE-TA 2 1 1 with the CA missing from the chain: no match "
-	      "(%s)", why);
-	check(verify1("chain-int.pem", rec(2, 1, 1, "intermediate-sha256-spki",
-					   false),
-		      why, sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA of an intermediate: a partial chain is enough");
-	check(verify1("chain-int.pem", rec(2, 1, 1, "ca-sha256-spki", false),
-		      why, sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA of the root above an intermediate");
-	check(verify1("chain-wild.pem", rec(2, 1, 1, "ca-sha256-spki", false),
-		      why, sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA: *.example.test names mx.example.test");
-	check(verify1("chain-other.pem", rec(2, 1, 1, "ca-sha256-spki", false),
-		      why, sizeof(why)) == DANE_AUTH_NONE &&
-		  strstr(why, "does not name mx.example.test") != NULL,
-	      "DANE-TA: a leaf for another name fails the name check: %s",
-	      why);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum dane_auth got = verify1(
+			cases[i].chain,
+			rec(2, cases[i].s, cases[i].m, cases[i].key, false), why,
+			sizeof(why));
+
+		check(got == cases[i].want && strstr(why, cases[i].why) != NULL,
+		      "DANE-TA %s (%s)", cases[i].what, why);
+	}
 	check(verify_n("chain-other.pem",
 		       (struct tlsa_rr[]){rec(2, 1, 1, "ca-sha256-spki", false)},
 		       1,
@@ -185,23 +200,6 @@ static void test_ta(void)
 					     "other.example.test"},
 		       2, why, sizeof(why)) == DANE_AUTH_TA,
 	      "DANE-TA: any of the names given will do");
-	check(verify1("chain-expired.pem", rec(2, 1, 1, "ca-sha256-spki",
-					       false),
-		      why, sizeof(why)) == DANE_AUTH_NONE &&
-		  strstr(why, "expired") != NULL,
-	      "DANE-TA: an expired leaf fails: %s", why);
-	check(verify1("chain-wrong-ca.pem", rec(2, 1, 1, "other-ca-sha256-spki",
-						false),
-		      why, sizeof(why)) == DANE_AUTH_NONE &&
-		  strstr(why, "does not verify") != NULL,
-	      "DANE-TA: a matching CA that did not sign the leaf: %s", why);
-	check(verify1("ee.pem", rec(2, 1, 1, "ee-sha256-spki", false), why,
-		      sizeof(why)) == DANE_AUTH_TA,
-	      "DANE-TA of the self-signed leaf itself, name checked");
-	check(verify1("ee-expired.pem", rec(2, 1, 1, "ee-expired-sha256-spki",
-					    false),
-		      why, sizeof(why)) == DANE_AUTH_NONE,
-	      "DANE-TA of an expired self-signed leaf: dates count");
 }
 
 /* ---- record sets, unusable records, bad input --------------------------- */

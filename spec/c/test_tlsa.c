@@ -58,34 +58,34 @@ static void test_parse(void)
 
 static void test_usable(void)
 {
-	struct tlsa_rr r;
+	static const struct {
+		unsigned u, s, m;
+		size_t len;
+		bool usable;
+		const char *what;
+	} cases[] = {
+		{3, 1, 1, 32, true, "3 1 1 with 32 octets"},
+		{2, 0, 2, 64, true, "2 0 2 with 64 octets"},
+		{2, 0, 0, 700, true, "2 0 0 with a whole certificate"},
+		{3, 1, 0, 91, true, "3 1 0 with a whole key"},
+		{0, 1, 1, 32, false, "PKIX-TA(0), for SMTP"},
+		{1, 1, 1, 32, false, "PKIX-EE(1), for SMTP"},
+		{4, 1, 1, 32, false, "usage 4 (unknown)"},
+		{3, 2, 1, 32, false, "selector 2 (unknown)"},
+		{3, 1, 3, 32, false, "matching type 3 (unknown)"},
+		{3, 1, 1, 31, false, "SHA-256 data of 31 octets"},
+		{3, 1, 1, 33, false, "SHA-256 data of 33 octets"},
+		{3, 1, 2, 32, false, "SHA-512 data of 32 octets"},
+		{3, 1, 0, 0, false, "matching type 0 with no data"},
+	};
 
-	r = rr_of(3, 1, 1, 32);
-	check(tlsa_usable(&r), "3 1 1 with 32 octets is usable");
-	r = rr_of(2, 0, 2, 64);
-	check(tlsa_usable(&r), "2 0 2 with 64 octets is usable");
-	r = rr_of(2, 0, 0, 700);
-	check(tlsa_usable(&r), "2 0 0 with a whole certificate is usable");
-	r = rr_of(3, 1, 0, 91);
-	check(tlsa_usable(&r), "3 1 0 with a whole key is usable");
-	r = rr_of(0, 1, 1, 32);
-	check(!tlsa_usable(&r), "PKIX-TA(0) is not usable for SMTP");
-	r = rr_of(1, 1, 1, 32);
-	check(!tlsa_usable(&r), "PKIX-EE(1) is not usable for SMTP");
-	r = rr_of(4, 1, 1, 32);
-	check(!tlsa_usable(&r), "usage 4 is unknown");
-	r = rr_of(3, 2, 1, 32);
-	check(!tlsa_usable(&r), "selector 2 is unknown");
-	r = rr_of(3, 1, 3, 32);
-	check(!tlsa_usable(&r), "matching type 3 is unknown");
-	r = rr_of(3, 1, 1, 31);
-	check(!tlsa_usable(&r), "SHA-256 data of 31 octets is not usable");
-	r = rr_of(3, 1, 1, 33);
-	check(!tlsa_usable(&r), "SHA-256 data of 33 octets is not usable");
-	r = rr_of(3, 1, 2, 32);
-	check(!tlsa_usable(&r), "SHA-512 data of 32 octets is not usable");
-	r = rr_of(3, 1, 0, 0);
-	check(!tlsa_usable(&r), "matching type 0 with no data is not usable");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tlsa_rr r = rr_of(cases[i].u, cases[i].s, cases[i].m,
+		                         cases[i].len);
+
+		check(tlsa_usable(&r) == cases[i].usable, "%s: %s",
+		      cases[i].what, cases[i].usable ? "usable" : "not usable");
+	}
 }
 
 static void test_describe(void)

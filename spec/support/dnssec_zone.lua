@@ -27,12 +27,10 @@
 -- validating resolver finds it bogus while the zone still loads.
 
 local gateway = require "harness"
-local procs = require "procs"
 local dns_server = require "dns_server"
 
 local M = {}
 
-local UNBOUND = "/usr/sbin/unbound"
 local q = gateway.shell_quote
 
 local function sh(cmd)
@@ -114,26 +112,10 @@ local function build_zone(dir, z)
 end
 
 local function config_text(dir, port, served)
-  local lines = {
-    "server:",
-    "  interface: 127.0.0.1",
-    "  port: " .. port,
-    "  do-ip6: no",
-    "  do-daemonize: no",
-    '  chroot: ""',
-    '  username: ""',
-    '  directory: "' .. dir .. '"',
-    '  pidfile: ""',
-    '  logfile: ""',
-    "  use-syslog: no",
-    "  verbosity: 1",
-    "  num-threads: 1",
-    "  so-reuseport: no",
-    "  access-control: 127.0.0.0/8 allow",
-    -- nothing but the zones below: every other name is refused, never
-    -- recursed; a transparent local zone lets auth-zone answer its own
-    '  local-zone: "." refuse',
-  }
+  local lines = dns_server.server_lines(dir, port)
+  -- nothing but the zones below: every other name is refused, never
+  -- recursed; a transparent local zone lets auth-zone answer its own
+  lines[#lines + 1] = '  local-zone: "." refuse'
   for _, s in ipairs(served) do
     lines[#lines + 1] = '  local-zone: "' .. s.name .. '." transparent'
   end
@@ -149,26 +131,12 @@ local function config_text(dir, port, served)
   return table.concat(lines, "\n") .. "\n"
 end
 
-local Zones = {}
+-- resolver(), log() and stop() are dns_server's
+local Zones = setmetatable({}, { __index = dns_server.Server })
 Zones.__index = Zones
 
-local function try_start(dir, served)
-  local port = dns_server.free_port()
-  local conf = dir .. "/unbound-" .. port .. ".conf"
-  gateway.write_file(conf, config_text(dir, port, served))
-  sh(UNBOUND .. "-checkconf " .. q(conf))
-  local proc = procs.start(q(UNBOUND) .. " -d -c " .. q(conf))
-  local up = gateway.wait_for(function()
-    return dns_server.answers(port) or not proc:alive()
-  end, 15)
-  if up and proc:alive() then return port, proc end
-  local why = gateway.read_file(proc.err) or ""
-  proc:stop()
-  return nil, why
-end
-
 -- dnssec.start{ zones = { ... } } (see above) → zones; raises when unbound
--- does not come up (it retries on another port when one was taken).
+-- does not come up.
 function M.start(opts)
   local dir = gateway.mktempdir()
   local served, anchors = {}, {}
@@ -179,43 +147,21 @@ function M.start(opts)
   end
   local anchor = dir .. "/trust-anchor.keys"
   gateway.write_file(anchor, table.concat(anchors, ""))
-  local last
-  for _ = 1, 3 do
-    local port, proc = try_start(dir, served)
-    if port then
-      return setmetatable({ dir = dir, port = port, proc = proc, anchor = anchor }, Zones)
-    end
-    last = proc
-  end
-  gateway.rm_rf(dir)
-  error("the DNSSEC zone server did not start: " .. tostring(last), 2)
-end
-
-function Zones:resolver()
-  return "127.0.0.1@" .. self.port
+  local server = dns_server.launch(dir, function(port)
+    return config_text(dir, port, served)
+  end)
+  server.anchor = anchor
+  return setmetatable(server, Zones)
 end
 
 function Zones:trust_anchor()
   return self.anchor
 end
 
--- What unbound logged (stderr), for failure messages.
-function Zones:log()
-  return self.proc and gateway.read_file(self.proc.err) or ""
-end
-
 -- dig's answer for NAME TYPE (with +dnssec), for failure messages.
 function Zones:dig(name, rrtype)
   return (gateway.run("dig +dnssec +norecurse +time=2 +tries=1 @127.0.0.1 -p " .. self.port ..
     " " .. q(name) .. " " .. q(rrtype) .. " 2>&1"))
-end
-
-function Zones:stop()
-  if self.proc then
-    self.proc:stop()
-    self.proc = nil
-  end
-  gateway.rm_rf(self.dir)
 end
 
 return M
