@@ -842,6 +842,29 @@ static bool set_servers(struct ub_ctx *ub, const struct config *cfg,
 	return true;
 }
 
+/* libunbound reads the anchors only when a context is finalized, which
+ * its data calls do first: removing a name nobody added does just that,
+ * without a query. Its own reasons go to stderr. */
+static bool finalized(struct ub_ctx *ub)
+{
+	return ub_ctx_data_remove(ub, "smtpgw-check.invalid.") == 0;
+}
+
+/* The anchor is read here, by this process (the queue manager runs as
+ * [gateway] user), rather than at the first lookup, which would fail
+ * every lookup after it. */
+static bool load_now(struct ub_ctx *ub, const struct config *cfg, char *err,
+		     size_t err_len)
+{
+	if (finalized(ub))
+		return true;
+	snprintf(err, err_len, "dns: trust anchor %.200s: cannot be loaded "
+		 "by this process (uid %u); libunbound's reason is on stderr",
+		 cfg->dns_trust_anchor ? cfg->dns_trust_anchor : "(none)",
+		 (unsigned)getuid());
+	return false;
+}
+
 struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 		    char *err, size_t err_len)
 {
@@ -863,7 +886,8 @@ struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 	if (!ub_ok(ub_ctx_async(dns->ub, 1), "threads", err, err_len) ||
 	    !set_options(dns->ub, cfg->n_dns_resolvers > 0, err, err_len) ||
 	    !set_validation(dns->ub, cfg, err, err_len) ||
-	    !set_servers(dns->ub, cfg, err, err_len)) {
+	    !set_servers(dns->ub, cfg, err, err_len) ||
+	    !load_now(dns->ub, cfg, err, err_len)) {
 		ub_ctx_delete(dns->ub);
 		free(dns);
 		return NULL;
@@ -913,15 +937,13 @@ static bool has_anchor_records(FILE *f)
 	return false;
 }
 
-/* libunbound reads the anchors only when a context is finalized, which
- * its data calls do first: removing a name nobody added does just that,
- * without a query. Its own reasons go to stderr. */
+/* A context of its own, thrown away: the check touches nothing else. */
 static bool anchor_loads(const struct config *cfg, char *err, size_t err_len)
 {
 	struct ub_ctx *ub = ub_ctx_create();
 	bool ok = ub != NULL && set_validation(ub, cfg, err, err_len);
 
-	if (ok && ub_ctx_data_remove(ub, "smtpgw-check.invalid.") != 0) {
+	if (ok && !finalized(ub)) {
 		snprintf(err, err_len, "libunbound cannot load it as DS or "
 				       "DNSKEY records (its reason is on "
 				       "stderr)");
