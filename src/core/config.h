@@ -7,6 +7,7 @@
 #ifndef SMTPGW_CONFIG_H
 #define SMTPGW_CONFIG_H
 
+#include "proto/log_format.h"
 #include "proto/next_hop.h"
 
 #include <stdbool.h>
@@ -162,6 +163,12 @@ struct config {
 	/* [dns] trust_anchor: DS/DNSKEY records; NULL ("none"): answers are
 	 * not validated, all insecure */
 	char *dns_trust_anchor;
+	/* [log] */
+	enum log_style log_format;
+	bool log_to_syslog;	 /* destination = syslog (else stderr) */
+	int log_facility;	 /* RFC 5424 number */
+	char *log_syslog_name;	 /* "": smtpgw, or postfix in that format */
+	char *log_syslog_socket;
 	/* [domain:NAME] */
 	struct domain_rule *domains;
 	size_t n_domains;

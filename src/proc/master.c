@@ -243,6 +243,7 @@ static bool spawn(struct master *m, enum role role)
 		return false;
 	c = &m->children[slot];
 	m->beats[slot] = mono_ms();
+	log_flush(); /* or the child would write the master's lines again */
 	pid = fork();
 	if (pid < 0) {
 		log_msg(LOG_ERR, "fork", "%s", strerror(errno));
@@ -485,6 +486,7 @@ static void write_status(struct master *m, const char *fmt, ...)
 	va_list ap;
 	FILE *f;
 
+	log_flush(); /* `smtpgw reload` returns: the reload's lines are out */
 	snprintf(path, sizeof(path), "%s/reload.status", m->gen->cfg->spool);
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
 	f = fopen(tmp, "we");
@@ -536,6 +538,23 @@ static void replace_children(struct master *m)
 	fill(m);
 }
 
+/* [log] for this process and the children it forks from now on. */
+static bool apply_log(const struct config *cfg, char *err, size_t len)
+{
+	struct log_settings s = {.style = cfg->log_format,
+				 .to_syslog = cfg->log_to_syslog,
+				 .facility = cfg->log_facility,
+				 .syslog_name = cfg->log_syslog_name,
+				 .syslog_socket = cfg->log_syslog_socket,
+				 .hostname = cfg->hostname};
+
+	if (log_configure(&s, err, len))
+		return true;
+	snprintf(err + strlen(err), len - strlen(err), " ([log] in %s)",
+		 cfg->path);
+	return false;
+}
+
 static unsigned worker_count(const struct config *cfg)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -557,7 +576,8 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	if (m->stopping)
 		return;
 	fresh = generation_build(m->gen->cfg->path, true, err, sizeof(err));
-	if (fresh == NULL) {
+	if (fresh == NULL || !apply_log(fresh->cfg, err, sizeof(err))) {
+		generation_release(fresh);
 		log_begin(&l, LOG_ERR, "reload");
 		log_kv(&l, "status", "failed");
 		log_kv(&l, "kept", "%u", m->gen->serial);
@@ -677,7 +697,7 @@ static bool prepare(struct master *m, const char *path, char *err,
 
 	if (cfg == NULL)
 		return false;
-	ok = resolve_user(m, cfg, err, len) &&
+	ok = apply_log(cfg, err, len) && resolve_user(m, cfg, err, len) &&
 	     (m->lock_fd = spool_lock(cfg->spool, err, len)) >= 0;
 	config_free(cfg);
 	if (!ok || (m->tickets = tls_ticket_ring_new(err, len)) == NULL)
@@ -750,10 +770,11 @@ int master_run(const char *config_path)
 	raise_fd_limit();
 	m.loop = ev_default_loop(EVFLAG_AUTO);
 	log_set_process("master");
+	log_attach(m.loop); /* the children inherit it with the loop */
 	ok = prepare(&m, config_path, err, sizeof(err));
 	if (!ok) {
-		/* The message alone, as `-t` prints it: FILE:LINE: reason. */
-		fprintf(stderr, "%s\n", err);
+		/* The reason as `-t` prints it: FILE:LINE: reason. */
+		log_msg(LOG_FATAL, "start", "%s", err);
 		release(&m, false);
 		ev_loop_destroy(m.loop);
 		return 1;
