@@ -50,6 +50,9 @@ describe("outbound DANE", function()
         tcp(r_ee.port, "mx-bogus") .. " TLSA " .. ee_311,
         "notlsa MX 10 mx-none", "mx-none A 127.0.0.1",
         "only MX 10 mx-none",
+        -- TLSA records, but a server that offers no STARTTLS
+        "strip MX 10 mx-strip", "mx-strip A 127.0.0.1",
+        tcp(r_plain.port, "mx-strip") .. " TLSA " .. ee_311,
         "only-ee MX 10 mx-ee",
       }, break_rrsig = { tcp(r_ee.port, "mx-bogus") .. " TLSA" } },
       -- signed by nobody: insecure, so even its TLSA record means nothing
@@ -67,6 +70,7 @@ describe("outbound DANE", function()
       ["domain:notlsa.example.test"] = route("notlsa.example.test", r_plain),
       ["domain:insecure.test"] = route("insecure.test", r_plain),
       ["domain:only.example.test"] = route("only.example.test", r_plain, "dane-only"),
+      ["domain:strip.example.test"] = route("strip.example.test", r_plain),
       ["domain:only-ee.example.test"] = route("only-ee.example.test", r_ee, "dane-only"),
     }) }
     gw = sink.gw
@@ -122,6 +126,15 @@ describe("outbound DANE", function()
       "._tcp.mx-bogus.example.test failed: DNSSEC validation failed", 1, true), line)
     assert.truthy(line:find(" relay=none ", 1, true), line)
     assert.is_false(got(r_ee, "u@bogus.example.test"))
+  end)
+
+  it("TLSA records and no STARTTLS offered: deferred, never sent in plaintext", function()
+    local line = deliver("u@strip.example.test", "deferred")
+    assert.truthy(line:find("4.7.4 TLS is required, but was not offered by host " ..
+      "mx-strip.example.test", 1, true), line)
+    assert.are.equal("mx-strip.example.test has TLSA records, but offered no STARTTLS",
+      ds.field(line, "reason"), line)
+    assert.is_false(got(r_plain, "u@strip.example.test"))
   end)
 
   it("no TLSA records: as may (plaintext to a server without STARTTLS)", function()

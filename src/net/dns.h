@@ -116,9 +116,13 @@ void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
 	      dns_tlsa_cb *cb, void *arg);
 
-/* Can the trust anchor of `cfg` be loaded? For start, -t and reload:
- * "FILE:LINE: trust_anchor ...: why" into err otherwise. */
-bool dns_check_config(const struct config *cfg, char *err, size_t err_len);
+/* Is the trust anchor of `cfg` a readable file with DS or DNSKEY records
+ * in it, and (`load`) does libunbound load it? "FILE:LINE: trust_anchor
+ * ...: why" into err otherwise. Start and reload check without `load`
+ * (a context of libunbound's costs the master memory its children would
+ * inherit); -t loads, and so does the queue manager when it starts. */
+bool dns_check_config(const struct config *cfg, bool load, char *err,
+		      size_t err_len);
 
 /* Forgets the callbacks of `id` (the caller is going away). */
 void dns_cancel(struct dns *dns, uint64_t id);

@@ -888,6 +888,10 @@ static void on_client(void *owner, const struct client_result *r)
 			 r->reply);
 		break;
 	case CLIENT_TLS_NOT_OFFERED:
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason),
+				 "%.200s has TLSA records, but offered no "
+				 "STARTTLS", j->route.hosts[j->host].name);
 		snprintf(j->failure, sizeof(j->failure),
 			 "4.7.4 TLS is required, but was not offered by host %s",
 			 j->relay);

@@ -139,7 +139,7 @@ struct generation *generation_build(const char *config_path, bool make_cert,
 	}
 	g->refs = 1;
 	g->cfg = config_load(config_path, err, err_len);
-	if (g->cfg != NULL && !dns_check_config(g->cfg, err, err_len)) {
+	if (g->cfg != NULL && !dns_check_config(g->cfg, false, err, err_len)) {
 		config_free(g->cfg);
 		g->cfg = NULL;
 	}
