@@ -199,6 +199,14 @@ describe("DANE configuration", function()
     assert.truthy(out:find("no DS or DNSKEY record in it", 1, true), out)
   end)
 
+  it("-t has libunbound load the trust_anchor", function()
+    gateway.write_file(dir .. "/broken.key", "example.test. IN DNSKEY not a key\n")
+    local out, code = check{ dns = { resolver = "127.0.0.1@9",
+      trust_anchor = dir .. "/broken.key" } }
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("broken.key: libunbound cannot load it as DS or DNSKEY records", 1, true), out)
+  end)
+
   it("dane is an outbound level only: server_level = dane is refused", function()
     local out, code = check{ tls = { server_level = "dane" } }
     assert.are.equal(1, code, out)
