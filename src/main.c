@@ -3,6 +3,7 @@
  * (proc/master.c) to run the gateway, or to one subcommand (cli/). It
  * holds no protocol logic and no process management.
  */
+#include "cli/certs_command.h"
 #include "cli/check_command.h"
 #include "cli/commands.h"
 #include "core/config.h"
@@ -12,7 +13,9 @@
 #include "cli/route_command.h"
 #include "net/tls.h"
 #include "cli/tls_probe.h"
+#include "cli/version_command.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +35,7 @@ enum command {
 struct options {
 	const char *config_path;
 	enum command command;
-	bool json;
+	struct certs_options certs;
 	struct probe_options probe;
 	struct explain_options explain;
 	int queue_argc;
@@ -44,7 +47,7 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: smtpgw -c FILE [-t]\n"
-		"       smtpgw -c FILE certs [--json]\n"
+		"       smtpgw -c FILE certs [--json] [--warn-days N]\n"
 		"       smtpgw -c FILE explain --client IP --rcpt ADDR [--tls "
 		"VERSION]\n"
 		"                     [--peer none|untrusted|trusted] [--helo "
@@ -55,10 +58,13 @@ static void usage(FILE *to)
 		"[--level encrypt|verify]\n"
 		"                     [--name NAME] [--repeat N]\n"
 		"       smtpgw -c FILE route DOMAIN [--port N]\n"
-		"  -c FILE  gateway.ini to use\n"
-		"  -t       check FILE, its policy script, certificates, spool "
+		"       smtpgw --version | --help\n"
+		"  -c FILE    gateway.ini to use\n"
+		"  -t         check FILE, its policy script, certificates, spool "
 		"and listen\n"
-		"           addresses; exit 0 or 1\n");
+		"             addresses; exit 0 or 1\n"
+		"  -h, --help this text\n"
+		"  --version  the version and the libraries'\n");
 }
 
 /* Subcommand options come as "--name value" pairs after the word. */
@@ -128,9 +134,8 @@ static bool parse_command(int argc, char **argv, struct options *o)
 		return true;
 	if (strcmp(word, "certs") == 0) {
 		o->command = CMD_CERTS;
-		o->json = optind + 2 == argc &&
-			  strcmp(argv[optind + 1], "--json") == 0;
-		return optind + 1 == argc || o->json;
+		return certs_parse_args(argc - optind - 1, argv + optind + 1,
+					&o->certs);
 	}
 	if (strcmp(word, "queue") == 0) {
 		o->command = CMD_QUEUE;
@@ -166,11 +171,18 @@ static bool parse_command(int argc, char **argv, struct options *o)
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
 	int ch;
 
 	/* '+': stop at the first word, which is a command, not a file. */
-	while ((ch = getopt(argc, argv, "+c:th")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:th", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'V':
+			return version_command();
 		case 'c':
 			o->config_path = optarg;
 			break;
@@ -187,7 +199,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (o->config_path == NULL || !parse_command(argc, argv, o)) {
 		usage(stderr);
-		return 1;
+		/* certs is a monitoring check: a usage error is UNKNOWN */
+		return o->command == CMD_CERTS ? CERTS_EXIT_UNKNOWN : 1;
 	}
 	return -1;
 }
@@ -203,9 +216,6 @@ static int with_config(const struct options *o)
 		return 1;
 	}
 	switch (o->command) {
-	case CMD_CERTS:
-		rc = certs_command(cfg, o->json);
-		break;
 	case CMD_PROBE:
 		rc = tls_probe_command(cfg, &o->probe);
 		break;
@@ -221,6 +231,7 @@ static int with_config(const struct options *o)
 	case CMD_RUN:
 	case CMD_CHECK:
 	case CMD_EXPLAIN:
+	case CMD_CERTS:
 		break;
 	}
 	config_free(cfg);
@@ -236,6 +247,8 @@ int main(int argc, char **argv)
 		return rc;
 	if (o.command == CMD_EXPLAIN)
 		return explain_command(o.config_path, &o.explain);
+	if (o.command == CMD_CERTS)
+		return certs_command(o.config_path, &o.certs);
 	if (o.command == CMD_RUN)
 		return master_run(o.config_path);
 	if (o.command != CMD_CHECK)

@@ -1,5 +1,5 @@
 /*
- * commands: `certs`, `explain` and `reload` (see commands.c).
+ * commands: `explain`, `reload` and `queue` (see commands.c).
  */
 #ifndef SMTPGW_COMMANDS_H
 #define SMTPGW_COMMANDS_H
@@ -18,7 +18,6 @@ struct explain_options {
 	const char *sender;
 };
 
-int certs_command(const struct config *cfg, bool json);
 int explain_command(const char *config_path, const struct explain_options *o);
 int reload_command(const struct config *cfg);
 /* queue [flush | delete ID]: argv after the word "queue". */
