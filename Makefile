@@ -39,8 +39,9 @@ DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssle
 	     ldnsutils
 # Debian packages that ship a service: postfix (smtp-sink, and the
 # side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
-# protocol in front of two gateways).
-DEPS_SERVICES = postfix unbound haproxy
+# protocol in front of two gateways), prometheus (promtool checks the
+# metrics endpoint's text).
+DEPS_SERVICES = postfix unbound haproxy prometheus
 
 .PHONY: all run check deps deps-check deps-services deps-fuzz deps-postfix user unit clean fuzz format \
 	bench install uninstall version-stamp
@@ -94,6 +95,18 @@ TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c 
 		  src/proto/next_hop.c src/proto/dns_wire.c src/proto/log_format.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
+
+build/check/test_http_req: spec/c/test_http_req.c src/proto/http_req.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_http_req.c src/proto/http_req.c
+
+build/check/test_stats: spec/c/test_stats.c src/core/stats.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_stats.c src/core/stats.c
+
+TEST_QUEUE_SCAN_SRC = spec/c/test_queue_scan.c src/spool/queue_scan.c \
+		      src/spool/queue.c src/proto/envelope.c \
+		      src/proto/smtp_proto.c src/core/log.c src/proto/log_format.c
+build/check/test_queue_scan: $(TEST_QUEUE_SCAN_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_QUEUE_SCAN_SRC) -l:libev.a -lpthread
 
 # limits.c is included by its test (white-box checks of the shared table).
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
@@ -205,8 +218,10 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
-		build/check/test_log_format build/check/test_suggest \
-		build/check/test_tls_resume build/check/test_tlsa build/check/test_dane \
+		build/check/test_suggest build/check/test_http_req build/check/test_stats \
+		build/check/test_queue_scan build/check/test_log_format \
+		build/check/test_tls_resume \
+		build/check/test_tlsa build/check/test_dane \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -220,7 +235,7 @@ check: deps-check user
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
-	      log_format tlsa
+	      http_req log_format tlsa
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -231,6 +246,7 @@ FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
+FUZZ_SRC_http_req   = src/proto/http_req.c
 FUZZ_SRC_log_format = src/proto/log_format.c
 FUZZ_SRC_tlsa       = src/proto/tlsa.c src/proto/dns_wire.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \

@@ -6,6 +6,8 @@
 #include "cli/certs_command.h"
 #include "cli/check_command.h"
 #include "cli/commands.h"
+#include "cli/queue_command.h"
+#include "cli/stats_command.h"
 #include "core/config.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
@@ -30,6 +32,7 @@ enum command {
 	CMD_RELOAD,
 	CMD_QUEUE,
 	CMD_ROUTE,
+	CMD_STATS,
 };
 
 struct options {
@@ -40,6 +43,7 @@ struct options {
 	struct explain_options explain;
 	int queue_argc;
 	char **queue_argv;
+	bool json; /* stats --json */
 	struct route_options route;
 };
 
@@ -53,7 +57,10 @@ static void usage(FILE *to)
 		"                     [--peer none|untrusted|trusted] [--helo "
 		"NAME] [--from ADDR]\n"
 		"       smtpgw -c FILE reload\n"
-		"       smtpgw -c FILE queue [flush | delete ID]\n"
+		"       smtpgw -c FILE queue [--json] | show ID [--json] | flush\n"
+		"       smtpgw -c FILE queue delete|hold|release|requeue ID... "
+		"| ALL | --domain D\n"
+		"       smtpgw -c FILE stats [--json]\n"
 		"       smtpgw -c FILE tls-probe ADDRESS:PORT|NEXT_HOP|DOMAIN "
 		"[--level encrypt|verify]\n"
 		"                     [--name NAME] [--repeat N]\n"
@@ -141,7 +148,13 @@ static bool parse_command(int argc, char **argv, struct options *o)
 		o->command = CMD_QUEUE;
 		o->queue_argc = argc - optind - 1;
 		o->queue_argv = argv + optind + 1;
-		return o->queue_argc <= 2;
+		return true; /* queue_command says what is wrong */
+	}
+	if (strcmp(word, "stats") == 0) {
+		o->command = CMD_STATS;
+		o->json = optind + 2 == argc &&
+			  strcmp(argv[optind + 1], "--json") == 0;
+		return optind + 1 == argc || o->json;
 	}
 	if (strcmp(word, "reload") == 0) {
 		o->command = CMD_RELOAD;
@@ -227,6 +240,9 @@ static int with_config(const struct options *o)
 		break;
 	case CMD_ROUTE:
 		rc = route_command(cfg, &o->route);
+		break;
+	case CMD_STATS:
+		rc = stats_command(cfg, o->json);
 		break;
 	case CMD_RUN:
 	case CMD_CHECK:

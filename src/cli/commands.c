@@ -1,13 +1,12 @@
 /*
- * commands: the subcommands that run without the event loop — explain,
- * reload and queue. Each works on a configuration loaded for the purpose
+ * commands: the subcommands that run without the event loop — explain
+ * and reload — and the running gateway's pid and signal that the other
+ * commands use too. Each works on a configuration loaded for the purpose
  * and prints for a person.
  */
 #include "cli/commands.h"
 
 #include "core/config.h"
-#include "proto/envelope.h"
-#include "spool/queue.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
 #include "proto/smtp_proto.h"
@@ -263,8 +262,7 @@ int explain_command(const char *config_path, const struct explain_options *o)
 
 /* ---- reload ------------------------------------------------------------ */
 
-/* The running gateway's pid, from SPOOL/smtpgw.pid; 0 when none. */
-static long gateway_pid(const struct config *cfg, char *path, size_t len)
+long gateway_pid(const struct config *cfg, char *path, size_t len)
 {
 	FILE *f;
 	long pid = 0;
@@ -278,7 +276,7 @@ static long gateway_pid(const struct config *cfg, char *path, size_t len)
 	return pid;
 }
 
-static int signal_gateway(const struct config *cfg, int sig,
+int signal_gateway(const struct config *cfg, int sig,
 			  const char *sig_name, const char *what)
 {
 	char path[4096];
@@ -356,82 +354,5 @@ int reload_command(const struct config *cfg)
 		return 1;
 	}
 	fprintf(stderr, "reload: pid %ld did not answer within 60 s\n", pid);
-	return 1;
-}
-
-/* ---- queue ------------------------------------------------------------- */
-
-static const char *rcpt_word(enum rcpt_state st)
-{
-	switch (st) {
-	case RCPT_SENT:
-		return "sent";
-	case RCPT_BOUNCED:
-		return "bounced (DSN not queued yet)";
-	case RCPT_NOTIFIED:
-		return "bounced";
-	case RCPT_PENDING:
-		break;
-	}
-	return "pending";
-}
-
-static void print_message(const char *spool, const char *qid, time_t now)
-{
-	struct envelope e;
-	struct queued_message m;
-	enum rcpt_state *states = NULL;
-	char **last = NULL, err[300];
-
-	if (!spool_read_message(spool, qid, &e, &m, &states, &last, err,
-				sizeof(err))) {
-		printf("%s  (unreadable: %s)\n", qid, err);
-		return;
-	}
-	close(m.fd);
-	printf("%s  age %lds  size %llu  from <%s>\n", qid,
-	       (long)(now - (time_t)e.arrival),
-	       (unsigned long long)m.body_size, e.sender);
-	for (size_t i = 0; i < e.n_rcpts; i++) {
-		printf("    <%s>  %s%s%s\n", e.rcpts[i], rcpt_word(states[i]),
-		       last[i] ? "  " : "", last[i] ? last[i] : "");
-		free(last[i]);
-	}
-	free(last);
-	free(states);
-	envelope_free(&e);
-}
-
-static int queue_list_command(const struct config *cfg)
-{
-	size_t n;
-	char **ids = spool_list(cfg->spool, &n);
-	time_t now = time(NULL);
-
-	for (size_t i = 0; i < n; i++) {
-		print_message(cfg->spool, ids[i], now);
-		free(ids[i]);
-	}
-	free(ids);
-	printf("%zu message%s queued\n", n, n == 1 ? "" : "s");
-	return 0;
-}
-
-int queue_command(const struct config *cfg, int argc, char **argv)
-{
-	if (argc == 0)
-		return queue_list_command(cfg);
-	if (argc == 1 && strcmp(argv[0], "flush") == 0)
-		return signal_gateway(cfg, SIGUSR1, "SIGUSR1", "queue flush");
-	if (argc == 2 && strcmp(argv[0], "delete") == 0) {
-		if (!spool_remove(cfg->spool, argv[1])) {
-			fprintf(stderr, "queue delete: %s: no such message\n",
-				argv[1]);
-			return 1;
-		}
-		printf("queue delete: %s removed\n", argv[1]);
-		return 0;
-	}
-	fprintf(stderr, "usage: smtpgw -c FILE queue [flush | delete ID]\n");
 	return 1;
 }
