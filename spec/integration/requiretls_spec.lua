@@ -11,7 +11,9 @@ local gateway = require "harness"
 local tls = require "tls_support"
 local ds = require "delivery_support"
 local dns_server = require "dns_server"
+local dnssec = require "dnssec_zone"
 local tools = require "tools"
+local json = require "dkjson"
 
 local FROM = "sender@origin.example"
 
@@ -192,11 +194,87 @@ describe("REQUIRETLS", function()
       assert(ok, err)
     end)
 
-    -- Once the DANE branch lands: the same MX route on a signed zone
-    -- (spec/support/dnssec_zone.lua), a secure MX answer and a TLSA 3 1 1
-    -- record for a.test.example → sent with MAIL FROM:<...> REQUIRETLS;
-    -- hop_authenticated_for_requiretls takes .dane / .mx_dnssec from it.
-    pending("relays to a DANE-authenticated MX host (needs the DANE code)")
+  end)
+
+  -- MX routes on a DNSSEC-signed zone (spec/support/dnssec_zone.lua): a
+  -- secure MX answer vouches for the host's name (RFC 8689 §4.2.1), DANE
+  -- authenticates the host itself; TLS-Required: No lifts dane-only; TLS
+  -- reports name the TLSA records.
+  describe("with DNSSEC", function()
+    it("relays to a DANE-authenticated MX host and to a verified one a secure MX answer chose; TLS-Required: No lifts dane-only", function()
+      local ee = tls.self_signed(dir, "mx-ee", { cn = "mx-ee.example.test",
+        san = "DNS:mx-ee.example.test" })
+      local ca_leaf = tls.signed(dir, "mx-ca", pki.ca, { cn = "mx-ca.example.test",
+        san = "DNS:mx-ca.example.test", eku = "serverAuth" })
+      local r_ee = ds.receiver{ cert = ee, requiretls = true }
+      local r_ca = ds.receiver{ cert = ca_leaf, requiretls = true }
+      local r_plain = ds.receiver()
+      local function tcp(port, host) return "_" .. port .. "._tcp." .. host end
+      local zone = dnssec.start{ zones = {
+        { name = "example.test", records = {
+          "dane MX 10 mx-ee", "mx-ee A 127.0.0.1",
+          tcp(r_ee.port, "mx-ee") .. " TLSA " .. dnssec.tlsa(ee.crt, 3, 1, 1),
+          "ca MX 10 mx-ca", "mx-ca A 127.0.0.1",
+          "only MX 10 mx-none", "mx-none A 127.0.0.1",
+        } } } }
+      local ok, err = pcall(function()
+        local gw = start({
+          ["dane.example.test"] = { next_hop = "dane.example.test:" .. r_ee.port,
+            tls = "dane" },
+          ["ca.example.test"] = { next_hop = "ca.example.test:" .. r_ca.port },
+          ["only.example.test"] = { next_hop = "only.example.test:" .. r_plain.port,
+            tls = "dane-only" },
+        }, { dns = { resolver = zone:resolver(), trust_anchor = zone:trust_anchor() },
+             tlsrpt = { enable = "yes" } })
+        submit_requiretls(gw, { "u@dane.example.test", "u@ca.example.test" })
+        local line = ds.wait_delivery(gw, "u@dane.example.test", "sent", 1, 20)
+        assert.truthy(line:find(" verified=dane-ee ", 1, true), line)
+        assert.are.same({ "tls MAIL FROM:<" .. FROM .. "> REQUIRETLS" }, mail_lines(r_ee))
+        line = ds.wait_delivery(gw, "u@ca.example.test", "sent", 1, 20)
+        assert.truthy(line:find(" tls=verify:TLSv1", 1, true), line)
+        assert.truthy(line:find(" verified=yes ", 1, true), line)
+        assert.are.same({ "tls MAIL FROM:<" .. FROM .. "> REQUIRETLS" }, mail_lines(r_ca))
+
+        -- dane-only without TLSA records defers; with TLS-Required: No
+        -- the recipient's DANE policy is set aside
+        ds.submit(gw, FROM, { "a@only.example.test" })
+        ds.wait_delivery(gw, "a@only.example.test", "deferred", 1, 20)
+        ds.submit(gw, FROM, { "b@only.example.test" }, { extra_headers = { "TLS-Required: No" } })
+        line = ds.wait_delivery(gw, "b@only.example.test", "sent", 1, 20)
+        assert.truthy(line:find(" tls=may:none", 1, true), line)
+
+        -- TLS-RPT: the DANE session under the TLSA policy, dane-only's
+        -- deferral as dane-required
+        local rep
+        assert(gateway.wait_for(function()
+          ds.flush(gw)
+          local out = gateway.run(gateway.shell_quote(gateway.bin()) .. " -c " ..
+            gateway.shell_quote(gw.ini) .. " tlsrpt --domain dane.example.test")
+          rep = json.decode(out)
+          return rep and rep.policies and #rep.policies > 0
+        end, 15, 0.5), "no TLS report for dane.example.test")
+        local pol = rep.policies[1]
+        assert.are.equal("tlsa", pol.policy["policy-type"])
+        assert.are.equal(dnssec.tlsa(ee.crt, 3, 1, 1):upper(),
+          pol.policy["policy-string"][1]:upper())
+        assert.are.same({ "mx-ee.example.test" }, pol.policy["mx-host"])
+        assert.are.equal(1, pol.summary["total-successful-session-count"])
+        local out = gateway.run(gateway.shell_quote(gateway.bin()) .. " -c " ..
+          gateway.shell_quote(gw.ini) .. " tlsrpt --domain only.example.test")
+        local only = json.decode(out)
+        assert.truthy(only and only.policies, out)
+        local found
+        for _, p in ipairs(only.policies) do
+          for _, d in ipairs(p["failure-details"] or {}) do
+            if d["result-type"] == "dane-required" then found = p end
+          end
+        end
+        assert.truthy(found, out)
+        assert.are.equal("tlsa", found.policy["policy-type"])
+      end)
+      zone:stop()
+      assert(ok, err)
+    end)
   end)
 
   describe("TLS-Required: No", function()
@@ -215,9 +293,9 @@ describe("REQUIRETLS", function()
       assert.are.equal(1, #r:messages())
     end)
 
-    -- With the DANE or MTA-STS code: a domain at dane-only (or an STS
-    -- policy in enforce) whose hop has no TLS → deferred without the
-    -- header, sent in plaintext with it (tls_level_for_tls_required_no).
-    pending("ignores a recipient's DANE or MTA-STS policy (needs those levels)")
+    -- DANE: "with DNSSEC" above. With the MTA-STS code: a domain whose
+    -- STS policy is in enforce and whose hop has no TLS → deferred
+    -- without the header, sent in plaintext with it.
+    pending("ignores a recipient's MTA-STS policy (needs the MTA-STS code)")
   end)
 end)

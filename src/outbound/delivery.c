@@ -23,6 +23,7 @@
 #include "outbound/delivery.h"
 
 #include "core/config.h"
+#include "net/dane.h"
 #include "net/dns.h"
 #include "proto/dsn.h"
 #include "proto/envelope.h"
@@ -84,7 +85,9 @@ struct job {
 	size_t *index; /* recipients of m in this job */
 	struct client_rcpt *rcpts;
 	size_t n;
-	enum tls_level level;
+	enum tls_level level;	   /* the policy's */
+	enum tls_level conn_level; /* the current host's: the level, or
+				      what DANE made of it (may, encrypt) */
 	struct dns_route route;
 	enum route_source source; /* MX of the domain, next_hop, relayhost */
 	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
@@ -95,6 +98,10 @@ struct job {
 	unsigned clients;	  /* sessions started in this job ... */
 	unsigned rt_refusals;	  /* ... and those that could not take a
 				     REQUIRETLS message (5.7.30) */
+	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
+	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
+	bool use_tlsa;	      /* the current host authenticates by it */
+	char dane_reason[256]; /* the last DANE failure, for the log */
 	struct queued_message file;
 	struct smtp_client *client;
 	double active_at;  /* the message's, when the job was planned */
@@ -373,11 +380,16 @@ static void log_outcome(const struct message *m, size_t i, const char *status,
 		log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
 		       r && r->tls_version[0] ? r->tls_version : "none");
 	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+		log_kv(&l, "verified", "%s",
+		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
+		       : r->tls_verified	 ? "yes"
+						 : "no");
 	log_kv(&l, "status", "%s", status);
 	if (j != NULL)
 		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
 	log_kv(&l, "reply", "%s", reply);
+	if (j != NULL && !sent && j->dane_reason[0] != '\0')
+		log_kv(&l, "reason", "%s", j->dane_reason);
 	log_end(&l);
 }
 
@@ -875,13 +887,57 @@ static void log_downgrade(const struct job *j, const char *why)
 	log_end(&l);
 }
 
-/* The policy a session to the current host was held to, for TLS reports.
- * Today none ("no-policy-found"); the DANE and MTA-STS code fill it in
- * (type tlsa or sts, its strings and mx hosts). */
-static void tlsrpt_policy_of(const struct job *j, struct tlsrpt_policy *p)
+/* The TLSA records a session was held to, in presentation form ("3 1 1
+ * 1F85...", one per line), as RFC 8460 §4.4's policy-string. */
+static void tlsa_strings(const struct dns_tlsa *t, char *out, size_t len)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < t->n_records && o + 16 < len; i++) {
+		const struct tlsa_rr *rr = &t->records[i];
+
+		o += (size_t)snprintf(out + o, len - o, "%s%u %u %u ",
+				      i ? "\n" : "", rr->usage, rr->selector,
+				      rr->mtype);
+		for (size_t k = 0; k < rr->len && o + 3 < len; k++)
+			o += (size_t)snprintf(out + o, len - o, "%02X",
+					      rr->data[k]);
+	}
+}
+
+/* The policy a session to the current host was held to, for TLS reports:
+ * DANE's TLSA records when they authenticated it ("tlsa", mx-host the
+ * host), else none ("no-policy-found"). MTA-STS will add "sts". */
+static void tlsrpt_policy_of(const struct job *j, struct tlsrpt_policy *p,
+			     char *strings, size_t len)
 {
 	*p = (struct tlsrpt_policy){.type = TLSRPT_POLICY_NONE,
 				    .domain = j->domain};
+	if (!j->use_tlsa)
+		return;
+	tlsa_strings(&j->tlsa, strings, len);
+	p->type = TLSRPT_POLICY_TLSA;
+	p->strings = strings;
+	p->mx_hosts = j->route.hosts[j->host].name;
+}
+
+/* A DANE level gave the host up before any session (RFC 8460 §4.3.2):
+ * its DNSSEC answers failed (dnssec-invalid), or dane-only found no
+ * usable TLSA records (dane-required). */
+static void report_dane_defer(const struct job *j)
+{
+	const struct dns_host *h = &j->route.hosts[j->host];
+	bool lookup_failed = j->tlsa_host == j->host + 1 &&
+			     j->tlsa.status == DNS_TLSA_FAILED;
+	struct tlsrpt_policy p = {.type = TLSRPT_POLICY_TLSA,
+				  .domain = j->domain, .mx_hosts = h->name};
+	struct tlsrpt_session s = {.mx_host = h->name};
+
+	tlsrpt_failure(j->d->tlsrpt, &p, &s,
+		       lookup_failed ? TLSRPT_DNSSEC_INVALID
+				     : TLSRPT_DANE_REQUIRED,
+		       lookup_failed ? j->tlsa.error : NULL);
 }
 
 /* RFC 8460: what STARTTLS came to in the session that just ended. A
@@ -892,11 +948,11 @@ static void report_tls(const struct job *j, const struct client_result *r)
 	const struct dns_host *h = &j->route.hosts[j->host];
 	struct tlsrpt_policy p;
 	struct tlsrpt_session sess;
-	char ip[64];
+	char ip[64], strings[TLSRPT_LIST_MAX];
 
 	if (j->d->tlsrpt == NULL || r->tls_try == TLS_TRY_NONE)
 		return;
-	tlsrpt_policy_of(j, &p);
+	tlsrpt_policy_of(j, &p, strings, sizeof(strings));
 	sockaddr_ip_text(&h->addrs[j->addr], ip, sizeof(ip));
 	sess = (struct tlsrpt_session){.mx_host = h->name, .receiving_ip = ip,
 				       .sending_ip = r->local_ip};
@@ -920,6 +976,10 @@ static void report_tls(const struct job *j, const struct client_result *r)
 	case TLS_TRY_FAILED:
 		tlsrpt_failure(j->d->tlsrpt, &p, &sess,
 			       tlsrpt_classify_tls_error(r->reply), r->reply);
+		break;
+	case TLS_TRY_DANE_FAILED: /* no TLSA record matched */
+		tlsrpt_failure(j->d->tlsrpt, &p, &sess, TLSRPT_TLSA_INVALID,
+			       r->reply);
 		break;
 	}
 }
@@ -981,7 +1041,10 @@ static void on_client(void *owner, const struct client_result *r)
 			on_result(j, r);
 		return;
 	case CLIENT_TLS_FAILED:
-		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason), "%s",
+				 r->reply);
+		if (j->conn_level == TLS_LEVEL_MAY && !j->no_tls) {
 			/* may: the same host again at once, in plaintext. */
 			log_downgrade(j, r->reply);
 			j->no_tls = true;
@@ -993,6 +1056,10 @@ static void on_client(void *owner, const struct client_result *r)
 			 r->reply);
 		break;
 	case CLIENT_TLS_NOT_OFFERED:
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason),
+				 "%.200s has TLSA records, but offered no "
+				 "STARTTLS", j->route.hosts[j->host].name);
 		snprintf(j->failure, sizeof(j->failure),
 			 "4.7.4 TLS is required, but was not offered by host %s",
 			 j->relay);
@@ -1008,13 +1075,16 @@ static void on_client(void *owner, const struct client_result *r)
 	try_next(j);
 }
 
+/* DANE checks the chain itself: its config verifies nothing. */
 static struct tls_config *level_config(const struct job *j)
 {
-	switch (j->level) {
+	switch (j->conn_level) {
 	case TLS_LEVEL_NONE:
 		return NULL;
 	case TLS_LEVEL_MAY:
 	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_DANE:
+	case TLS_LEVEL_DANE_ONLY:
 		return j->gen->clients.encrypt;
 	case TLS_LEVEL_VERIFY:
 		return j->gen->clients.verify;
@@ -1045,6 +1115,75 @@ static void route_exhausted(struct job *j)
 				   : "4.4.1 no host could be reached");
 }
 
+static void log_dane(const struct job *j, const char *plan, const char *why)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "dane");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "host", "%s", j->route.hosts[j->host].name);
+	log_kv(&l, "tls", "%s", tls_level_name(j->level));
+	log_kv(&l, "plan", "%s", plan);
+	if (why != NULL)
+		log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+}
+
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg);
+
+/* What DANE makes of the current host (RFC 7672 §2.2): its TLSA records
+ * are looked up first when its MX and address records are secure. False
+ * when try_next must not go on: the lookup is under way, or the host was
+ * given up and try_next has moved on. */
+static bool plan_host(struct job *j)
+{
+	const struct dns_host *h = &j->route.hosts[j->host];
+	bool wanted = dane_wants_tlsa(j->level, &j->route, h);
+	char why[256];
+
+	j->conn_level = j->level;
+	j->use_tlsa = false;
+	if (!dane_level(j->level))
+		return true;
+	if (wanted && j->tlsa_host != j->host + 1) {
+		dns_tlsa(j->d->dns, h->name, sockaddr_port(&h->addrs[0]), j->id,
+			 on_tlsa, j->d);
+		return false;
+	}
+	switch (dane_plan(j->level, &j->route, h, wanted ? &j->tlsa : NULL,
+			  why, sizeof(why))) {
+	case DANE_PLAN_AUTH:
+		j->use_tlsa = true;
+		if (j->addr == 0)
+			log_dane(j, "authenticate", NULL);
+		return true;
+	case DANE_PLAN_ENCRYPT:
+		j->conn_level = TLS_LEVEL_ENCRYPT;
+		break;
+	case DANE_PLAN_MAY:
+		j->conn_level = TLS_LEVEL_MAY;
+		break;
+	case DANE_PLAN_DEFER:
+		report_dane_defer(j);
+		log_dane(j, "defer", why);
+		snprintf(j->dane_reason, sizeof(j->dane_reason), "%s", why);
+		snprintf(j->failure, sizeof(j->failure), "4.7.5 %s: %s",
+			 h->name, why);
+		j->host++;
+		j->addr = 0;
+		try_next(j);
+		return false;
+	}
+	if (j->addr == 0)
+		log_dane(j, j->conn_level == TLS_LEVEL_MAY ? "may" : "encrypt",
+			 why);
+	/* RFC 8689: without DANE a REQUIRETLS message needs a verified
+	 * certificate */
+	if (j->m->env.requiretls)
+		j->conn_level = TLS_LEVEL_VERIFY;
+	return true;
+}
+
 /* The next address of the current host, else the next host (next MX). */
 static void try_next(struct job *j)
 {
@@ -1061,12 +1200,17 @@ static void try_next(struct job *j)
 		route_exhausted(j);
 		return;
 	}
+	if (!plan_host(j))
+		return;
 	h = &j->route.hosts[j->host];
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
-		.tls_name = j->tls_name,
-		.helo = cfg->hostname, .level = j->level,
+		/* DANE names the MX host, and so does its SNI */
+		.tls_name = dane_level(j->level) ? NULL : j->tls_name,
+		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
+		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
+		.helo = cfg->hostname, .level = j->conn_level,
 		.tls = level_config(j), .no_tls = j->no_tls,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
 		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
@@ -1093,6 +1237,18 @@ static struct job *find_job(struct delivery *d, uint64_t id)
 	return NULL;
 }
 
+/* The TLSA answer for the current host: try_next plans it. */
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
+{
+	struct job *j = find_job(arg, id);
+
+	if (j == NULL)
+		return;
+	j->tlsa = *tlsa;
+	j->tlsa_host = j->host + 1;
+	try_next(j);
+}
+
 /* A name that does not exist bounces only when it is the recipient's
  * domain: a next_hop or relayhost that does not resolve is the
  * gateway's own mistake, and the mail waits for it to be put right. */
@@ -1106,6 +1262,8 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		return;
 	if (route->status == DNS_OK) {
 		j->route = *route;
+		/* RFC 8689 §4.2.1: an MX answer DNSSEC vouches for */
+		j->requiretls.mx_dnssec = route->mx_sec == DNS_SECURE;
 		try_next(j);
 		return;
 	}

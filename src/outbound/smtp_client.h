@@ -10,6 +10,7 @@
 #define SMTPGW_SMTP_CLIENT_H
 
 #include "core/config.h"
+#include "net/dane.h"
 #include "proto/requiretls.h"
 #include "proto/smtp_proto.h"
 
@@ -37,6 +38,11 @@ struct client_job {
 					 the name checked under verify */
 	const char *tls_name;	      /* when set, the SNI and the name
 					 checked instead of host */
+	const struct tlsa_rr *tlsa;   /* DANE: TLS required, and the chain
+					 must match these usable records
+					 (net/dane.h) after the handshake;
+					 NULL: no DANE */
+	size_t n_tlsa;
 	const char *helo;	      /* our EHLO name */
 	enum tls_level level;
 	struct tls_config *tls;	      /* the level's config; NULL for none */
@@ -79,6 +85,8 @@ enum client_tls_try {
 	TLS_TRY_REFUSED,     /* STARTTLS got an error reply */
 	TLS_TRY_FAILED,	     /* the handshake or the certificate check
 				failed: reply says why */
+	TLS_TRY_DANE_FAILED, /* the chain matched none of the TLSA records
+				(net/dane.h): reply says why */
 	TLS_TRY_OK,	     /* TLS up (and verified when the level is) */
 };
 
@@ -88,7 +96,9 @@ struct client_result {
 	char reply[256];      /* its text, or a local reason */
 	char tls_version[16]; /* "TLSv1.3", or "" when in plaintext */
 	char tls_cipher[64];
-	bool tls_verified;    /* chain and name checked (verify level) */
+	bool tls_verified;    /* chain and name checked (verify level), or
+				 authenticated by DANE */
+	enum dane_auth dane;  /* how DANE authenticated it, if it did */
 	bool dot_sent;	      /* the end of data went out: after a loss the
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in
