@@ -78,8 +78,8 @@ build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o \
-		    proto/smtp_out.o)
+		    outbound/conncache.o net/conn.o net/tls.o core/config.o \
+		    core/log.o core/netaddr.o proto/smtp_proto.o proto/smtp_out.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)

@@ -1,10 +1,13 @@
 /*
  * smtp_client: one outbound SMTP transaction with one host, as an explicit
  * state machine on a conn: connect, banner, EHLO (HELO fallback), STARTTLS
- * as the level asks, EHLO again, MAIL, RCPT (pipelined when offered), DATA
- * with the message streamed from the spool file, dot-stuffed, QUIT. It
- * reports what happened; what that means for the queue (retry, next MX,
- * bounce) is delivery.c's business.
+ * as the level asks, EHLO again, MAIL, RCPT and DATA (in one write when
+ * PIPELINING is offered), the message streamed from the spool file,
+ * dot-stuffed, then QUIT, or, with a connection cache, the connection
+ * parked idle for the next transaction to the same place (README
+ * "Connection reuse"), which starts with RSET. It reports what happened;
+ * what that means for the queue (retry, next MX, bounce) is delivery.c's
+ * business.
  */
 #ifndef SMTPGW_SMTP_CLIENT_H
 #define SMTPGW_SMTP_CLIENT_H
@@ -19,6 +22,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <tls.h>
+
+struct conncache;
 
 /* One recipient of the transaction; the client fills code and reply. */
 struct client_rcpt {
@@ -48,6 +53,13 @@ struct client_job {
 	enum smtp_body_type body_type;
 	bool smtputf8;
 	double timeout;		      /* per step (RFC 5321 4.5.3.2) */
+	/* Connection reuse: with a cache, an idle connection that serves
+	 * this job (conncache_key_serves) is taken from it, and afterwards
+	 * the connection is parked there; NULL: a connection of its own. */
+	struct conncache *cache;
+	unsigned reuse_max;	      /* transactions per connection */
+	double reuse_idle;	      /* seconds a parked one may wait */
+	unsigned epoch;		      /* the generation: part of the key */
 };
 
 enum client_outcome {
@@ -72,6 +84,8 @@ struct client_result {
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in
 				       plaintext after, or "" */
+	bool reused;	      /* it ran on a connection kept from an earlier
+				 transaction (TLS fields: that handshake's) */
 };
 
 struct smtp_client;
@@ -79,11 +93,14 @@ struct smtp_client;
 typedef void client_done_cb(void *owner, const struct client_result *r);
 
 /* Starts the transaction; `done` is called exactly once, never from
- * inside this call, unless the client is aborted first. */
+ * inside this call, unless the client is aborted first. A cached
+ * connection that fails its RSET is closed and a new one made, silently:
+ * that is no failure of the transaction. */
 struct smtp_client *smtp_client_start(struct ev_loop *loop,
 				      const struct client_job *job,
 				      client_done_cb *done, void *owner);
-/* Stops at once: QUIT is not sent and `done` is not called. */
+/* Stops at once: QUIT is not sent, `done` is not called and the
+ * connection is not kept. */
 void smtp_client_abort(struct smtp_client *c);
 
 #endif
