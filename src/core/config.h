@@ -102,6 +102,10 @@ struct config {
 	double retry_max;
 	double max_queue_lifetime;
 	double delivery_timeout;
+	unsigned reuse_max_messages; /* transactions per connection; 1: no
+					reuse */
+	double reuse_idle_time;	     /* a parked connection's wait; 0: none
+					are kept */
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;

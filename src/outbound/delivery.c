@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
+#include "outbound/conncache.h"
 #include "outbound/smtp_client.h"
 
 #include <ctype.h>
@@ -105,6 +106,8 @@ struct delivery {
 	uint64_t next_id;
 	ev_timer wake; /* the earliest retry of a message without jobs */
 	ev_timer soon; /* kicked: run the queue at the loop's next turn */
+	struct conncache *cache; /* idle connections (README "Connection
+				    reuse"); closed by delivery_stop */
 	bool stopping;
 };
 
@@ -266,6 +269,8 @@ static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 	       r && r->tls_version[0] ? r->tls_version : "none");
 	if (r && r->tls_version[0])
 		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+	if (r)
+		log_kv(&l, "reused", "%s", r->reused ? "yes" : "no");
 	log_kv(&l, "status", "%s", state_word(st));
 	log_kv(&l, "attempt", "%u", j->m->tries[j->index[k]] + 1);
 	log_kv(&l, "reply", "%s", reply);
@@ -806,6 +811,8 @@ static void try_next(struct job *j)
 		.body_size = j->file.body_size, .body_type = j->m->env.body,
 		.smtputf8 = j->m->env.smtputf8,
 		.timeout = cfg->delivery_timeout,
+		.cache = j->d->cache, .reuse_max = cfg->reuse_max_messages,
+		.reuse_idle = cfg->reuse_idle_time, .epoch = j->gen->serial,
 	};
 	for (size_t k = 0; k < j->n; k++) {
 		j->rcpts[k].code = 0;
@@ -1084,6 +1091,12 @@ struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 	d->queue = q;
 	d->dns = dns;
 	d->current = current;
+	/* as many idle connections as there may be busy ones */
+	d->cache = conncache_new(cfg_now(d)->delivery_max_connections);
+	if (d->cache == NULL) {
+		free(d);
+		return NULL;
+	}
 	ev_init(&d->wake, timer_cb);
 	d->wake.data = d;
 	ev_init(&d->soon, timer_cb);
@@ -1102,6 +1115,8 @@ void delivery_stop(struct delivery *d)
 		d->jobs->m->jobs--;
 		job_free(d->jobs);
 	}
+	conncache_free(d->cache); /* QUIT to every idle connection */
+	d->cache = NULL;
 }
 
 void delivery_free(struct delivery *d)
