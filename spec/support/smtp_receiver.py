@@ -239,6 +239,10 @@ def main():
         address_family = family
         daemon_threads = True
         allow_reuse_address = True
+        # socketserver's default backlog of 5 drops the handshakes of a
+        # gateway that opens many connections at once (they then wait for
+        # a banner that never comes)
+        request_queue_size = 128
 
     with Server((opts.host, opts.port), Handler) as srv:
         print("listening %d" % srv.server_address[1], flush=True)
