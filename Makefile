@@ -73,6 +73,9 @@ build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/ob
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
 
 # limits.c is included by its test (white-box checks of the shared table).
+build/check/test_conncache: spec/c/test_conncache.c src/outbound/conncache.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_conncache.c src/outbound/conncache.c
+
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
 
@@ -166,7 +169,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits \
-		build/check/client_driver build/check/delivery_driver \
+		build/check/test_conncache build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
 
