@@ -232,8 +232,9 @@ build/bench/sink: spec/bench/sink.c
 
 # smtpgw and a private Postfix side by side (README "Performance"): root,
 # sealed in a network namespace with only lo; the load generator and sink
-# are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d
-# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py).
+# are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d,e
+# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= TLS_OUT_N= tune it
+# (spec/bench/bench.py).
 bench: deps user build/bench_policy
 	@mkdir -p build/bench
 	@for p in try require require_verify; do \
