@@ -35,9 +35,13 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
 	     libluajit2-5.1-dev libunbound-dev ca-certificates
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh
+# Debian packages that ship a service: postfix (smtp-sink, and the
+# side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
+# protocol in front of two gateways).
+DEPS_SERVICES = postfix unbound haproxy
 
-.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
+.PHONY: all run check deps deps-check deps-services deps-fuzz deps-postfix user unit clean fuzz format \
 	bench
 
 all: build/smtpgw
@@ -67,6 +71,9 @@ build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) sp
 
 build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
+
+build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
 
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
@@ -136,17 +143,24 @@ deps:
 
 deps-check: deps
 	$(call install_missing,$(DEPS_CHECK))
-	@# postfix only for its smtp-sink: installed with services forbidden to
-	@# start (policy-rc.d), so no mail system starts listening on port 25.
-	@if ! $(call installed,postfix); then \
+	@# Packages that ship a service, installed with services forbidden to
+	@# start (policy-rc.d): nothing starts listening on port 25 or 53.
+	@missing=""; for p in $(DEPS_SERVICES); do \
+		$(call installed,$$p) || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		made=; if [ "$$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && \
 			chmod 755 /usr/sbin/policy-rc.d && made=1; \
 		fi; \
-		$(MAKE) --no-print-directory deps-postfix; rc=$$?; \
+		$(MAKE) --no-print-directory deps-services; rc=$$?; \
 		[ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
+deps-services:
+	$(call install_missing,$(DEPS_SERVICES))
+
+# Kept for `make bench` and old habits: Postfix alone.
 deps-postfix:
 	$(call install_missing,postfix)
 
@@ -168,7 +182,7 @@ run: deps user
 check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
-		build/check/test_dns_wire build/check/test_limits \
+		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
 		build/check/test_conncache build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -181,7 +195,7 @@ check: deps-check user
 # spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -190,6 +204,7 @@ FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
+FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)

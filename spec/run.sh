@@ -70,7 +70,7 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
 # dns_wire.c, of how src/core/config.c reads lines, of
 # src/inbound/limits.c and of src/outbound/conncache.c
-for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_config \
+for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
 	test_limits test_conncache; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then

@@ -653,6 +653,22 @@ static bool set_sync_exempt(struct load_ctx *ctx, const struct key_def *key,
 	return for_each_item(ctx, key, value, add_sync_exempt);
 }
 
+static bool set_cidrs(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	((struct cidr_list *)field(ctx, key))->n = 0;
+	return for_each_item(ctx, key, value, add_cidr);
+}
+
+bool config_is_proxy_peer(const struct config *cfg,
+			  const struct sockaddr *addr)
+{
+	for (size_t i = 0; i < cfg->proxy_networks.n; i++)
+		if (cidr_contains(&cfg->proxy_networks.nets[i], addr))
+			return true;
+	return false;
+}
+
 bool config_is_sync_exempt(const struct config *cfg,
 			   const struct sockaddr *addr)
 {
@@ -715,6 +731,9 @@ static const struct key_def keys[] = {
 	{"gateway", "sync_exempt_networks", set_sync_exempt,
 	 AT(sync_exempt_networks), 0, 0, "relay_networks"},
 	{"gateway", "postmaster", set_postmaster, AT(postmaster), 0, 0, ""},
+	{"gateway", "proxy_networks", set_cidrs, AT(proxy_networks), 0, 0, ""},
+	{"gateway", "proxy_timeout", set_duration, AT(proxy_timeout), 100,
+	 3600000, "5s"},
 	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
 	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
 	 "/etc/ssl/certs/ca-certificates.crt"},
@@ -1046,6 +1065,7 @@ void config_free(struct config *cfg)
 	free(cfg->ciphers);
 	free(cfg->policy_script);
 	free(cfg->sync_exempt_networks.nets);
+	free(cfg->proxy_networks.nets);
 	free(cfg->postmaster);
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);

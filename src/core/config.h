@@ -83,6 +83,9 @@ struct config {
 	struct cidr_list sync_exempt_networks;
 	bool sync_exempt_relay; /* "relay_networks" in sync_exempt_networks */
 	char *postmaster; /* where <postmaster> goes; NULL: refused */
+	/* load balancers whose connections start with a PROXY header */
+	struct cidr_list proxy_networks;
+	double proxy_timeout; /* for that header to arrive */
 	/* [tls] */
 	char *cert_dir;
 	char *ca_file;
@@ -125,6 +128,10 @@ bool config_is_relay_client(const struct config *cfg,
 
 /* Does this client skip the greet pause and the SMTP synchronization
  * checks (smtp_sync = no, or the client is in sync_exempt_networks)? */
+/* Must this peer's connection start with a PROXY protocol header? */
+bool config_is_proxy_peer(const struct config *cfg,
+			  const struct sockaddr *addr);
+
 bool config_is_sync_exempt(const struct config *cfg,
 			   const struct sockaddr *addr);
 

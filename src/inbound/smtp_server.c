@@ -1515,7 +1515,8 @@ static void on_committed(void *owner, bool ok, const char *qid)
 }
 
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer, uint32_t ticket)
+			const struct sockaddr_storage *peer,
+			const struct sockaddr_storage *via, uint32_t ticket)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	struct logline l;
@@ -1545,6 +1546,12 @@ void smtp_session_start(struct server *srv, int fd,
 		cfg_of(s), (const struct sockaddr *)&s->peer);
 	log_session(&l, s, LOG_INFO, "connect");
 	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
+	if (via != NULL) {
+		char ip[64];
+
+		sockaddr_ip_text(via, ip, sizeof(ip));
+		log_kv(&l, "proxy", "%s:%u", ip, sockaddr_port(via));
+	}
 	log_end(&l);
 	update_stress(srv);
 	watch_load(srv);
