@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests of the pure modules
 # (build/check/test_smtp_proto, test_dsn, test_envelope, test_dns_wire,
-# test_config, test_limits and test_conncache, TAP), the fuzz corpora replayed
+# test_proxy, test_config, test_limits and test_conncache, TAP), the fuzz corpora replayed
 # (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.

@@ -139,6 +139,18 @@ describe("smtp_client", function()
     return out
   end
 
+  -- A receiver's --transcript where every command came in a read of its
+  -- own (no PIPELINING); returns its text.
+  local function assert_lockstep(transcript)
+    local t = harness.read_file(transcript)
+    local seen = {}
+    for c in t:gmatch("(%d+) [^\n]*\n") do
+      assert.is_nil(seen[c], "two commands in one write:\n" .. t)
+      seen[c] = true
+    end
+    return t
+  end
+
   -- The message in an smtp-sink dump: what follows its Received: header.
   local function sink_message(dump)
     local pos = assert(dump:find("\nReceived: ", 1, true), dump)
@@ -227,12 +239,7 @@ describe("smtp_client", function()
         rcpts = { "a@example.test", "b@example.test" } }
       assert.are.equal("DONE", r.outcome, r.reply)
       assert.are.equal(1, #stored(maildir))
-      local t = harness.read_file(transcript)
-      local seen = {}
-      for c in t:gmatch("(%d+) [^\n]*\n") do
-        assert.is_nil(seen[c], "two commands in one write:\n" .. t)
-        seen[c] = true
-      end
+      assert_lockstep(transcript)
     end)
 
     it("gives each recipient its own RCPT reply", function()
@@ -818,12 +825,7 @@ describe("smtp_client", function()
       local rs = deliver_each{ port = port, level = "none", flags = flags("--repeat 2") }
       assert.are.equal("no yes", reused(rs))
       assert.are.equal(2, #stored(maildir))
-      local t = harness.read_file(transcript)
-      local seen = {}
-      for c in t:gmatch("(%d+) [^\n]*\n") do
-        assert.is_nil(seen[c], "two commands in one write:\n" .. t)
-        seen[c] = true
-      end
+      local t = assert_lockstep(transcript)
       assert.truthy(t:find(" RSET\n", 1, true), t)
     end)
 
