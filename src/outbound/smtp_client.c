@@ -1022,7 +1022,9 @@ static void end_transaction(struct smtp_client *c)
 }
 
 /* Into the cache, without its job (whose memory is the caller's). False
- * when the cache would not have it. */
+ * when the cache would not have it. Its conn is armed for the idle watch
+ * here: the event that got it here returns false (settle) and its conn
+ * call touches it no more. */
 static bool park(struct smtp_client *c)
 {
 	job_key(&c->job, &c->entry.key);
