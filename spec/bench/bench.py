@@ -21,7 +21,10 @@ medians, every round's value and the ratio smtpgw / Postfix.
   (d) system calls per relayed message: a separate run of each MTA under
       `perf stat -e raw_syscalls:sys_enter` (inherited by every child),
       counting only while the load runs (perf's --control fifo)
-  (e) outbound STARTTLS (encrypt, one destination, 4 KiB): TLS_OUT_N
+  (e) STARTTLS handshakes, full and resumed (session tickets), at TLS 1.2
+      and 1.3: connections with no message (loadgen -m 0 -N; -R resumes),
+      connections/s and MTA CPU per connection, RSA-4096 Default Cert
+  (f) outbound STARTTLS (encrypt, one destination, 4 KiB): TLS_OUT_N
       messages are queued while their next hop is down (each attempt
       deferred), then a STARTTLS sink with the RSA-4096 Default Cert comes
       up and the queue is flushed; msg/s from the flush to the last
@@ -30,8 +33,10 @@ medians, every round's value and the ratio smtpgw / Postfix.
 
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 ("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
-SYSCALL_N (1000), TLS_OUT_N (1000), PARTS ("a,b,c,d,e": which figures),
-SESSIONS (20: loadgen's concurrency in (a) and (b)). Every process started
+SYSCALL_N (1000), PARTS ("a,b,c,d,e,f": which figures), SESSIONS (20:
+loadgen's concurrency in (a) and (b)), HS_N (500 full handshakes),
+HS_RESUMED_N (3000 resumed ones), HS_SESSIONS (10: loadgen's concurrency in
+(e)), TLS_OUT_N (1000, (f)). Every process started
 here is stopped by its PID.
 """
 import os
@@ -54,8 +59,11 @@ IDLE_N = int(os.environ.get("IDLE_N", "10000"))
 PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
 TLS_OUT_N = int(os.environ.get("TLS_OUT_N", "1000"))
-PARTS = set(os.environ.get("PARTS", "a,b,c,d,e").split(","))
+PARTS = set(os.environ.get("PARTS", "a,b,c,d,e,f").split(","))
 SESSIONS = int(os.environ.get("SESSIONS", "20"))  # of (a) and (b)
+HS_N = int(os.environ.get("HS_N", "500"))
+HS_RESUMED_N = int(os.environ.get("HS_RESUMED_N", "3000"))
+HS_SESSIONS = int(os.environ.get("HS_SESSIONS", "10"))  # of (e)
 SIZE = 4096
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -227,6 +235,39 @@ def parse_loadgen(out):
             res.setdefault("tls", []).append("%s x%s" % (w[1], w[2]))
         elif w[:1] == ["idle_held"]:
             res["held"] = int(w[1])
+        elif w[:1] == ["tls_resumed"]:
+            res["resumed"] = int(w[1])
+    return res
+
+
+def handshake_round(mta, version, resume):
+    """(e): connections with STARTTLS and no message at one TLS version,
+    every handshake full, or (resume) each loadgen session offering the
+    session of its previous connection. A resumed run whose handshakes
+    were not all resumed but each session's first fails."""
+    n = HS_RESUMED_N if resume else HS_N
+    argv = [LOADGEN, "-c", str(HS_SESSIONS), "-m", "0", "-n", str(n), "-t",
+            "-N", "-V", version] + (["-R"] if resume else []) + \
+        ["%s:%d" % (HOST, mta.port)]
+    m0 = machine_cpu()
+    before = cpu_by_pid(mta.root)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = cpu_by_pid(mta.root)
+    m1 = machine_cpu()
+    res = parse_loadgen(p.stdout)
+    want = n - HS_SESSIONS if resume else 0
+    if p.returncode != 0 or res.get("errors") != 0 or res.get("ok") != n \
+            or "rate" not in res or res.get("resumed") != want:
+        raise Fail("loadgen %s: exit %d, %s handshakes resumed, expected "
+                   "%d\n%s%s" % (" ".join(argv[1:]), p.returncode,
+                                 res.get("resumed"), want, p.stdout,
+                                 p.stderr))
+    res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
+    res["client_ms"] = (r1.ru_utime + r1.ru_stime - r0.ru_utime -
+                        r0.ru_stime) * 1000 / n
+    res["idle"] = 100.0 * (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
     return res
 
 
@@ -421,7 +462,7 @@ class Postfix:
 
     def write_master_cf(self):
         """Debian's master.cf, smtpd on HOST:port, nothing chrooted, and
-        tlsproxy (which Debian leaves commented out) for (e)'s
+        tlsproxy (which Debian leaves commented out) for (f)'s
         connection_reuse=yes."""
         out = ["tlsproxy unix - - n - 0 tlsproxy\n"]
         with open("/etc/postfix/master.cf") as f:
@@ -530,12 +571,12 @@ def relay_round(mta, n, tls=False):
     return res
 
 
-# (e): the next hop of each outbound configuration, down while mail is
+# (f): the next hop of each outbound configuration, down while mail is
 # queued, up (a STARTTLS sink) for the flush
 OUT_PORTS = {"gw": 2710, "gw-noreuse": 2711, "pf": 2712, "pf-reuse": 2713}
 OUT_DOMAIN = {"gw": "tls.bench.example", "gw-noreuse": "tls.bench.example",
               "pf": "tls.bench.example", "pf-reuse": "tlsreuse.bench.example"}
-OUT_POLICY = """-- bench (e): outbound TLS required without checks, inbound may
+OUT_POLICY = """-- bench (f): outbound TLS required without checks, inbound may
 local gateway = require "gateway"
 local policy = {}
 function policy.server_tls() return gateway.MAY end
@@ -597,7 +638,7 @@ def outbound_round(mta, key, r):
 
 
 def outbound(ws, pf):
-    """(e), ROUNDS rounds alternating the four configurations."""
+    """(f), ROUNDS rounds alternating the four configurations."""
     policy = os.path.join(WORK, "out_policy.lua")
     with open(policy, "w") as f:
         f.write(OUT_POLICY)
@@ -755,8 +796,11 @@ def main():
            TLS_OUT_N, SESSIONS) <= 0 or \
             not WORKERS or min(WORKERS) <= 0:
         raise Fail("ROUNDS, WORKERS and every *_N must be positive")
-    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e"}:
-        raise Fail("PARTS is a list of a, b, c, d, e")
+    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e", "f"}:
+        raise Fail("PARTS is a list of a, b, c, d, e, f")
+    if min(HS_N, HS_SESSIONS) <= 0 or HS_RESUMED_N <= HS_SESSIONS:
+        raise Fail("HS_N, HS_SESSIONS must be positive, HS_RESUMED_N above "
+                   "HS_SESSIONS")
     if os.getuid() != 0:
         raise Fail("run as root (Postfix's master, perf)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -799,6 +843,14 @@ def main():
             tls["pf"].append(relay_round(pf, TLS_N, tls=True))
         print("round %d/%d done" % (r + 1, ROUNDS), flush=True)
 
+    hs = {(m, v, r): [] for m in ("gw", "pf") for v in ("1.2", "1.3")
+          for r in (False, True)}
+    for r in range(ROUNDS if "e" in PARTS else 0):
+        for (m, v, resume), results in hs.items():
+            results.append(handshake_round(main_gw if m == "gw" else pf, v,
+                                           resume))
+        print("handshakes round %d/%d done" % (r + 1, ROUNDS), flush=True)
+
     mem = {}
     for w in ws if "c" in PARTS else []:
         mem[w] = (gws[w].idle_memory(IDLE_N, False),
@@ -809,7 +861,7 @@ def main():
         mem["pf"] = (postfix_idle(pf, False), postfix_idle(pf, True))
     for g in gws.values():
         g.stop()
-    out = outbound(ws, pf) if "e" in PARTS else None
+    out = outbound(ws, pf) if "f" in PARTS else None
     pf.stop()
 
     gw_sys = pf_sys = None
@@ -817,7 +869,11 @@ def main():
         gw_sys = perf_syscalls(Smtpgw("gw-perf", WORK, 2535, main_gw.sink,
                                       ws[-1]))
         pf_sys = perf_syscalls(pf)  # same sink, its count goes on
-    report(ws, relay, tls, mem, gw_sys, pf_sys, out)
+    report(ws, relay, tls, mem, gw_sys, pf_sys)
+    if "e" in PARTS:
+        report_handshakes(ws, hs)
+    if "f" in PARTS:
+        report_outbound(ws, out)
     print("\nload average after: %s" % open("/proc/loadavg").read().strip())
 
 
@@ -829,7 +885,7 @@ def col(results, key):
     return [x[key] for x in results]
 
 
-def report(ws, relay, tls, mem, gw_sys, pf_sys, out):
+def report(ws, relay, tls, mem, gw_sys, pf_sys):
     if "a" in PARTS:
         report_relay(ws, relay)
     if "b" in PARTS:
@@ -838,8 +894,6 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys, out):
         report_memory(ws, mem)
     if "d" in PARTS:
         report_syscalls(gw_sys, pf_sys)
-    if "e" in PARTS:
-        report_outbound(ws, out)
 
 
 def report_outbound(ws, out):
@@ -852,7 +906,7 @@ def report_outbound(ws, out):
                   col(out["pf-reuse"], key), digits),
                  ("no reuse: " + label, col(out["gw-noreuse"], key),
                   col(out["pf"], key), digits)]
-    table("(e) outbound STARTTLS (encrypt, RSA-4096 sink, one destination, "
+    table("(f) outbound STARTTLS (encrypt, RSA-4096 sink, one destination, "
           "%d B), %d messages queued then flushed, per round; %s: "
           "reuse (defaults) vs reuse_max_messages = 1; Postfix: "
           "smtp_tls_connection_reuse on vs off"
@@ -957,6 +1011,42 @@ def report_syscalls(gw_sys, pf_sys):
     for name, (total, _, per) in (("smtpgw", gw_sys), ("Postfix", pf_sys)):
         print("  %s top: %s" % (name, ", ".join(
             "%s %.1f" % (n, c) for c, n in per[:14])))
+
+
+def report_handshakes(ws, hs):
+    rows = []
+    for v in ("1.2", "1.3"):
+        for resume in (False, True):
+            kind = "TLS %s %s" % (v, "resumed" if resume else "full")
+            rows += [(kind + " conn/s", col(hs["gw", v, resume], "rate"),
+                      col(hs["pf", v, resume], "rate"), 0),
+                     (kind + " CPU ms/conn", col(hs["gw", v, resume],
+                                                 "cpu_ms"),
+                      col(hs["pf", v, resume], "cpu_ms"), 3),
+                     (kind + " loadgen ms/conn",
+                      col(hs["gw", v, resume], "client_ms"),
+                      col(hs["pf", v, resume], "client_ms"), 3),
+                     (kind + " machine idle %", col(hs["gw", v, resume],
+                                                    "idle"),
+                      col(hs["pf", v, resume], "idle"), 0)]
+    table("(e) STARTTLS handshakes, no message (EHLO, STARTTLS, EHLO, QUIT), "
+          "RSA-4096 Default Cert, %d sessions, TCP_NODELAY; %d full or %d "
+          "resumed per round (each session's first handshake is a full one); "
+          "smtpgw %s" % (HS_SESSIONS, HS_N, HS_RESUMED_N, wlabel(ws[-1])),
+          rows)
+    # A resumed run's CPU includes each session's first, full handshake:
+    # taken out at the full runs' median cost.
+    n, s = HS_RESUMED_N, HS_SESSIONS
+    for m, name in (("gw", "smtpgw"), ("pf", "Postfix")):
+        for v in ("1.2", "1.3"):
+            full, res = hs[m, v, False], hs[m, v, True]
+            f = med(col(full, "cpu_ms"))
+            only = max((med(col(res, "cpu_ms")) * n - s * f) / (n - s), 1e-9)
+            print("  %s TLS %s resumed / full: conn/s %.1f; CPU per "
+                  "handshake: full %.3f ms, resumed %.3f ms (the %d full "
+                  "ones taken out), full / resumed %.1f" % (
+                      name, v, med(col(res, "rate")) / med(col(full, "rate")),
+                      f, only, s, f / only))
 
 
 def on_sigterm(signum, frame):

@@ -524,6 +524,7 @@ static void start_transaction(struct smtp_client *c)
 		c->tx_over = true;
 	}
 	enter_state(c, CS_TRANSACTION);
+	c->result.setup_done = ev_time(); /* wall time, as the queue ids */
 	if (c->rset_pending)
 		conn_set_timeout(&c->conn, step_timeout(c) < RSET_WAIT
 						   ? step_timeout(c)
@@ -973,8 +974,7 @@ static void on_evicted(struct conncache_entry *e)
 	quit_and_free(entry_client(e));
 }
 
-/* SNI, the name verify checks and the name in messages: the host, or
- * the address when there is none. */
+/* The name in messages: the host, or the address when there is none. */
 static void server_name(const struct client_job *j, char *out, size_t len)
 {
 	if (j->host != NULL && j->host[0] != '\0')
@@ -983,12 +983,21 @@ static void server_name(const struct client_job *j, char *out, size_t len)
 		sockaddr_ip_text(&j->addr, out, len);
 }
 
+/* SNI and the name verify checks: tls_name when set, else as above. */
+static void expected_name(const struct client_job *j, char *out, size_t len)
+{
+	if (j->tls_name != NULL && j->tls_name[0] != '\0')
+		snprintf(out, len, "%s", j->tls_name);
+	else
+		server_name(j, out, len);
+}
+
 static void job_key(const struct client_job *j, struct conncache_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->addr = j->addr;
 	snprintf(k->helo, sizeof(k->helo), "%s", hello_name(j));
-	server_name(j, k->host, sizeof(k->host));
+	expected_name(j, k->host, sizeof(k->host));
 	k->level = j->level;
 	k->tls = j->tls;
 	k->epoch = j->epoch;
@@ -1033,7 +1042,7 @@ static bool park(struct smtp_client *c)
 	c->entry.close = on_evicted;
 	c->done = NULL;
 	c->owner = NULL;
-	c->job.host = c->job.helo = c->job.sender = NULL;
+	c->job.host = c->job.tls_name = c->job.helo = c->job.sender = NULL;
 	c->job.rcpts = NULL;
 	c->job.n_rcpts = 0;
 	c->job.body_fd = -1;
@@ -1199,6 +1208,7 @@ static void describe_peer(struct smtp_client *c)
 	sockaddr_ip_text(&c->job.addr, ip, sizeof(ip));
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->servername, ip,
 		 sockaddr_port(&c->job.addr));
+	expected_name(&c->job, c->servername, sizeof(c->servername));
 }
 
 /* The transaction's own state, empty, for its recipients. */
