@@ -843,6 +843,24 @@ describe("smtp_client", function()
       assert.are.equal("EHLO MAIL RCPT DATA RSET MAIL RCPT DATA QUIT", verbs(cmds()))
     end)
 
+    it("does not keep a connection in plaintext after a downgrade (may, --no-tls)", function()
+      local port, maildir, cmds = logged_receiver(tls_args(selfsigned))
+      local rs, idle = deliver_each{ port = port, level = "may",
+        flags = flags("--repeat 2", "--no-tls") }
+      assert.are.equal("no no", reused(rs))
+      assert.are.equal(2, #stored(maildir))
+      assert.are.equal(0, idle)
+      assert.are.equal("EHLO MAIL RCPT DATA QUIT", verbs(cmds(), 1))
+    end)
+
+    it("keeps a may connection to a receiver that offers no STARTTLS", function()
+      local port, maildir = logged_receiver("--no-starttls " .. tls_args(selfsigned))
+      local rs = deliver_each{ port = port, level = "may", flags = flags("--repeat 2") }
+      assert.are.equal("no yes", reused(rs))
+      assert.are.equal("none", rs[2].tls_version)
+      assert.are.equal(2, #stored(maildir))
+    end)
+
     it("a refusal made before MAIL (SIZE) still probes with RSET and keeps the connection", function()
       local port, maildir, cmds = logged_receiver("--size 100")
       local big = write_body("Subject: big\r\n\r\n" .. string.rep("x", 200) .. "\r\n")

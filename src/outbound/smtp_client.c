@@ -1004,14 +1004,17 @@ static void job_key(const struct client_job *j, struct conncache_key *k)
 }
 
 /* Ended in step with the server (every reply in, nothing unread, no
- * 421), within the limits: worth keeping. */
+ * 421), within the limits: worth keeping. Not a connection in plaintext
+ * after a downgrade (may: a failed handshake, a refused STARTTLS): the
+ * next message tries TLS again, and its downgrade is logged with it. */
 static bool may_park(const struct smtp_client *c)
 {
 	const struct client_job *j = &c->job;
 	size_t unread;
 
 	conn_input(&c->conn, &unread);
-	return j->cache != NULL && j->reuse_idle > 0 &&
+	return j->cache != NULL && j->reuse_idle > 0 && !j->no_tls &&
+	       c->result.starttls_refused[0] == '\0' &&
 	       c->uses < j->reuse_max && !c->write_failed &&
 	       !c->peer_closing && unread == 0 &&
 	       !conn_output_pending(&c->conn) && c->n_replied == c->n_sent &&
