@@ -858,13 +858,14 @@ static void log_downgrade(const struct job *j, const char *why)
 	log_end(&l);
 }
 
-/* What an outbound connection had, by the level it asked for. */
+/* What an outbound connection had, by the level it asked for; a reused
+ * one was counted when it was new. */
 static void count_connection(const struct job *j,
 			     const struct client_result *r)
 {
 	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
 
-	if (r->outcome == CLIENT_CONNECT_FAILED)
+	if (r->outcome == CLIENT_CONNECT_FAILED || r->reused)
 		return;
 	if (r->outcome == CLIENT_TLS_FAILED ||
 	    r->outcome == CLIENT_TLS_NOT_OFFERED)
