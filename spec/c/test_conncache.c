@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/outbound/conncache.c: which idle connection may
  * carry which transaction (address and port, EHLO name, level, TLS config,
- * generation, expected host name; the verify rule), the order of taking
+ * generation, expected host name, TLSA records; the verify and DANE
+ * rules), the order of taking
  * (newest first) and of eviction (oldest first), the bound, removal by the
  * owner, and that freeing the cache closes each entry exactly once. Prints
  * TAP and exits 1 if any assertion failed.
@@ -126,6 +127,59 @@ static void test_serves(void)
 	      "may: a TLS connection made under may");
 }
 
+static struct tlsa_rr rr(uint8_t usage, uint8_t first)
+{
+	struct tlsa_rr r;
+
+	memset(&r, 0, sizeof(r));
+	r.usage = usage;
+	r.selector = 1;
+	r.mtype = 1;
+	r.len = 32;
+	memset(r.data, first, r.len);
+	return r;
+}
+
+static void test_dane(void)
+{
+	struct tlsa_rr mine[2] = {rr(3, 0xaa), rr(2, 0xbb)};
+	struct tlsa_rr same[2] = {rr(3, 0xaa), rr(2, 0xbb)};
+	struct tlsa_rr other[2] = {rr(3, 0xaa), rr(2, 0xbc)};
+	struct conncache_key have = key("127.0.0.1", 25, TLS_LEVEL_DANE,
+					"mx.example");
+	struct conncache_key want;
+	struct conncache_state dane = {.tls = true, .verified = true,
+				       .dane = true};
+	struct conncache_state tls = {.tls = true};
+
+	have.tlsa = mine;
+	have.n_tlsa = 2;
+	want = have;
+	want.tlsa = same;
+	check(conncache_key_serves(&have, &dane, &want),
+	      "dane: the same records (another copy) serve");
+	check(!conncache_key_serves(&have, &tls, &want),
+	      "dane: never a connection the records did not authenticate");
+	want.tlsa = other;
+	check(!conncache_key_serves(&have, &dane, &want),
+	      "dane: never one authenticated by other records");
+	want.n_tlsa = 1;
+	want.tlsa = same;
+	check(!conncache_key_serves(&have, &dane, &want),
+	      "dane: nor by more records than asked");
+	want.tlsa = NULL;
+	want.n_tlsa = 0;
+	check(!conncache_key_serves(&have, &dane, &want),
+	      "dane without records (as may): not a DANE connection");
+	have.tlsa = NULL;
+	have.n_tlsa = 0;
+	check(conncache_key_serves(&have, &tls, &want),
+	      "dane without records: a connection made without them");
+	have.level = want.level = TLS_LEVEL_DANE_ONLY;
+	check(!conncache_key_serves(&have, &tls, &want),
+	      "dane-only: never a connection without DANE");
+}
+
 static void test_order_and_bound(void)
 {
 	struct conncache *cc = conncache_new(3);
@@ -187,6 +241,7 @@ static void test_zero(void)
 int main(void)
 {
 	test_serves();
+	test_dane();
 	test_order_and_bound();
 	test_zero();
 	return tap_done();

@@ -83,17 +83,39 @@ static bool same_addr(const struct sockaddr_storage *a,
 	return false; /* nothing else is ever connected to */
 }
 
-/* The TLS a transaction of `level` needs from the connection. */
-static bool tls_serves(enum tls_level level, const struct conncache_state *st)
+static bool same_tlsa(const struct conncache_key *a,
+		      const struct conncache_key *b)
 {
-	switch (level) {
+	if (a->n_tlsa != b->n_tlsa)
+		return false;
+	for (size_t i = 0; i < a->n_tlsa; i++) {
+		const struct tlsa_rr *x = &a->tlsa[i], *y = &b->tlsa[i];
+
+		if (x->usage != y->usage || x->selector != y->selector ||
+		    x->mtype != y->mtype || x->len != y->len ||
+		    memcmp(x->data, y->data, x->len) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* The TLS a transaction asking for `want` needs from the connection. */
+static bool tls_serves(const struct conncache_key *want,
+		       const struct conncache_state *st)
+{
+	if (want->n_tlsa > 0)
+		return st->tls && st->dane;
+	switch (want->level) {
 	case TLS_LEVEL_NONE:
 	case TLS_LEVEL_MAY:
+	case TLS_LEVEL_DANE: /* without TLSA records: as may */
 		return true;
 	case TLS_LEVEL_ENCRYPT:
 		return st->tls;
 	case TLS_LEVEL_VERIFY:
 		return st->tls && st->verified;
+	case TLS_LEVEL_DANE_ONLY:
+		return st->tls && st->dane;
 	}
 	return false;
 }
@@ -107,7 +129,7 @@ bool conncache_key_serves(const struct conncache_key *have,
 	       have->epoch == want->epoch &&
 	       strcmp(have->helo, want->helo) == 0 &&
 	       strcasecmp(have->host, want->host) == 0 &&
-	       tls_serves(want->level, st);
+	       same_tlsa(have, want) && tls_serves(want, st);
 }
 
 bool conncache_put(struct conncache *cc, struct conncache_entry *e)

@@ -15,6 +15,7 @@
 #define SMTPGW_CONNCACHE_H
 
 #include "core/config.h"
+#include "proto/tlsa.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,12 +33,17 @@ struct conncache_key {
 	enum tls_level level;
 	const struct tls_config *tls; /* the level's config (identity) */
 	unsigned epoch;		      /* the generation it belongs to */
+	const struct tlsa_rr *tlsa;   /* DANE: the usable TLSA records the
+					 handshake had to match (compared by
+					 content); NULL: no DANE */
+	size_t n_tlsa;
 };
 
 /* What the connection turned out to be, for the verify rule. */
 struct conncache_state {
 	bool tls;      /* TLS is on */
 	bool verified; /* chain and key.host checked by the handshake */
+	bool dane;     /* authenticated by DANE against key.tlsa */
 };
 
 struct conncache_entry;
@@ -63,9 +69,11 @@ void conncache_free(struct conncache *cc);
 /*
  * May an idle connection made for `have` (ending up as `st`) carry a
  * transaction that asks for `want`? The same address and port, EHLO
- * name, level, TLS config and generation, and the same expected host
- * name (case-insensitive); under verify only a connection whose handshake
- * verified that name; under encrypt and verify only one with TLS on.
+ * name, level, TLS config and generation, the same expected host name
+ * (case-insensitive) and the same TLSA records; under verify only a
+ * connection whose handshake verified that name; under encrypt and verify
+ * only one with TLS on; with TLSA records (DANE) only one the handshake
+ * authenticated by them.
  */
 bool conncache_key_serves(const struct conncache_key *have,
 			  const struct conncache_state *st,

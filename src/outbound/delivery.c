@@ -23,6 +23,7 @@
 #include "outbound/delivery.h"
 
 #include "core/config.h"
+#include "net/dane.h"
 #include "net/dns.h"
 #include "proto/dsn.h"
 #include "proto/envelope.h"
@@ -80,12 +81,18 @@ struct job {
 	size_t *index; /* recipients of m in this job */
 	struct client_rcpt *rcpts;
 	size_t n;
-	enum tls_level level;
+	enum tls_level level;	   /* the policy's */
+	enum tls_level conn_level; /* the current host's: the level, or
+				      what DANE made of it (may, encrypt) */
 	struct dns_route route;
 	enum route_source source; /* MX of the domain, next_hop, relayhost */
 	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
 	bool no_tls;
+	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
+	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
+	bool use_tlsa;	      /* the current host authenticates by it */
+	char dane_reason[256]; /* the last DANE failure, for the log */
 	struct queued_message file;
 	struct smtp_client *client;
 	double active_at;  /* the message's, when the job was planned */
@@ -364,13 +371,18 @@ static void log_outcome(const struct message *m, size_t i, const char *status,
 		log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
 		       r && r->tls_version[0] ? r->tls_version : "none");
 	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+		log_kv(&l, "verified", "%s",
+		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
+		       : r->tls_verified	 ? "yes"
+						 : "no");
 	if (r)
 		log_kv(&l, "reused", "%s", r->reused ? "yes" : "no");
 	log_kv(&l, "status", "%s", status);
 	if (j != NULL)
 		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
 	log_kv(&l, "reply", "%s", reply);
+	if (j != NULL && !sent && j->dane_reason[0] != '\0')
+		log_kv(&l, "reason", "%s", j->dane_reason);
 	log_end(&l);
 }
 
@@ -892,7 +904,10 @@ static void on_client(void *owner, const struct client_result *r)
 			on_result(j, r);
 		return;
 	case CLIENT_TLS_FAILED:
-		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason), "%s",
+				 r->reply);
+		if (j->conn_level == TLS_LEVEL_MAY && !j->no_tls) {
 			/* may: the same host again at once, in plaintext. */
 			log_downgrade(j, r->reply);
 			j->no_tls = true;
@@ -904,6 +919,10 @@ static void on_client(void *owner, const struct client_result *r)
 			 r->reply);
 		break;
 	case CLIENT_TLS_NOT_OFFERED:
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason),
+				 "%.200s has TLSA records, but offered no "
+				 "STARTTLS", j->route.hosts[j->host].name);
 		snprintf(j->failure, sizeof(j->failure),
 			 "4.7.4 TLS is required, but was not offered by host %s",
 			 j->relay);
@@ -918,13 +937,16 @@ static void on_client(void *owner, const struct client_result *r)
 	try_next(j);
 }
 
+/* DANE checks the chain itself: its config verifies nothing. */
 static struct tls_config *level_config(const struct job *j)
 {
-	switch (j->level) {
+	switch (j->conn_level) {
 	case TLS_LEVEL_NONE:
 		return NULL;
 	case TLS_LEVEL_MAY:
 	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_DANE:
+	case TLS_LEVEL_DANE_ONLY:
 		return j->gen->clients.encrypt;
 	case TLS_LEVEL_VERIFY:
 		return j->gen->clients.verify;
@@ -940,6 +962,70 @@ static void describe_relay(struct job *j, const struct dns_host *h,
 	sockaddr_ip_text(a, ip, sizeof(ip));
 	snprintf(j->relay, sizeof(j->relay), "%.255s[%.63s]:%u", h->name, ip,
 		 sockaddr_port(a));
+}
+
+static void log_dane(const struct job *j, const char *plan, const char *why)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "dane");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "host", "%s", j->route.hosts[j->host].name);
+	log_kv(&l, "tls", "%s", tls_level_name(j->level));
+	log_kv(&l, "plan", "%s", plan);
+	if (why != NULL)
+		log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+}
+
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg);
+
+/* What DANE makes of the current host (RFC 7672 §2.2): its TLSA records
+ * are looked up first when its MX and address records are secure. False
+ * when try_next must not go on: the lookup is under way, or the host was
+ * given up and try_next has moved on. */
+static bool plan_host(struct job *j)
+{
+	const struct dns_host *h = &j->route.hosts[j->host];
+	bool wanted = dane_wants_tlsa(j->level, &j->route, h);
+	char why[256];
+
+	j->conn_level = j->level;
+	j->use_tlsa = false;
+	if (!dane_level(j->level))
+		return true;
+	if (wanted && j->tlsa_host != j->host + 1) {
+		dns_tlsa(j->d->dns, h->name, sockaddr_port(&h->addrs[0]), j->id,
+			 on_tlsa, j->d);
+		return false;
+	}
+	switch (dane_plan(j->level, &j->route, h, wanted ? &j->tlsa : NULL,
+			  why, sizeof(why))) {
+	case DANE_PLAN_AUTH:
+		j->use_tlsa = true;
+		if (j->addr == 0)
+			log_dane(j, "authenticate", NULL);
+		return true;
+	case DANE_PLAN_ENCRYPT:
+		j->conn_level = TLS_LEVEL_ENCRYPT;
+		break;
+	case DANE_PLAN_MAY:
+		j->conn_level = TLS_LEVEL_MAY;
+		break;
+	case DANE_PLAN_DEFER:
+		log_dane(j, "defer", why);
+		snprintf(j->dane_reason, sizeof(j->dane_reason), "%s", why);
+		snprintf(j->failure, sizeof(j->failure), "4.7.5 %s: %s",
+			 h->name, why);
+		j->host++;
+		j->addr = 0;
+		try_next(j);
+		return false;
+	}
+	if (j->addr == 0)
+		log_dane(j, j->conn_level == TLS_LEVEL_MAY ? "may" : "encrypt",
+			 why);
+	return true;
 }
 
 /* The next address of the current host, else the next host (next MX). */
@@ -959,12 +1045,17 @@ static void try_next(struct job *j)
 					    : "4.4.1 no host could be reached");
 		return;
 	}
+	if (!plan_host(j))
+		return;
 	h = &j->route.hosts[j->host];
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
-		.tls_name = j->tls_name,
-		.helo = cfg->hostname, .level = j->level,
+		/* DANE names the MX host, and so does its SNI */
+		.tls_name = dane_level(j->level) ? NULL : j->tls_name,
+		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
+		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
+		.helo = cfg->hostname, .level = j->conn_level,
 		.tls = level_config(j), .no_tls = j->no_tls,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
 		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
@@ -989,6 +1080,18 @@ static struct job *find_job(struct delivery *d, uint64_t id)
 		if (j->id == id)
 			return j;
 	return NULL;
+}
+
+/* The TLSA answer for the current host: try_next plans it. */
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
+{
+	struct job *j = find_job(arg, id);
+
+	if (j == NULL)
+		return;
+	j->tlsa = *tlsa;
+	j->tlsa_host = j->host + 1;
+	try_next(j);
 }
 
 /* A name that does not exist bounces only when it is the recipient's

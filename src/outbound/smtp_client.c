@@ -103,6 +103,8 @@ struct smtp_client {
 	bool peer_closing; /* a 421 came: the server is hanging up */
 	/* reuse */
 	struct conncache_entry entry; /* while parked */
+	struct tlsa_rr *tlsa;	      /* parked: its copy of the records DANE
+					 authenticated it by (entry.key) */
 	unsigned uses;		      /* transactions begun on it */
 	double born;		      /* when it was connected to */
 	bool park;		      /* CS_DONE: park rather than destroy */
@@ -843,6 +845,28 @@ static void on_starttls_reply(struct smtp_client *c)
 	}
 }
 
+/* DANE replaces the CA check (the config verifies nothing): the chain
+ * must match the TLSA records, else the session ends before EHLO. */
+static bool dane_check(struct smtp_client *c)
+{
+	size_t len = 0;
+	const uint8_t *pem = tls_peer_cert_chain_pem(c->conn.tls, &len);
+	const char *names[] = {c->job.host};
+	char why[sizeof(c->result.reply)];
+
+	c->result.dane = dane_verify(c->job.tlsa, c->job.n_tlsa, pem, len,
+				     names, c->job.host != NULL, why,
+				     sizeof(why));
+	if (c->result.dane != DANE_AUTH_NONE) {
+		c->result.tls_verified = true;
+		return true;
+	}
+	set_result(c, CLIENT_TLS_FAILED, 0, why);
+	c->result_final = true;
+	send_quit(c);
+	return false;
+}
+
 static void on_tls_ready(struct smtp_client *c)
 {
 	struct tls *t = c->conn.tls;
@@ -855,6 +879,8 @@ static void on_tls_ready(struct smtp_client *c)
 	snprintf(c->result.tls_cipher, sizeof(c->result.tls_cipher), "%s",
 		 cipher ? cipher : "");
 	c->result.tls_verified = c->job.level == TLS_LEVEL_VERIFY;
+	if (c->job.tlsa != NULL && !dane_check(c))
+		return;
 	send_hello(c, "EHLO", CS_EHLO); /* RFC 3207 4.2: start over */
 }
 
@@ -947,6 +973,7 @@ static void client_free(struct smtp_client *c)
 {
 	conncache_remove(&c->entry); /* the owner frees: out of the cache */
 	conn_stop(&c->conn);
+	free(c->tlsa);
 	free(c->track);
 	free(c->sent);
 	free(c);
@@ -1001,6 +1028,8 @@ static void job_key(const struct client_job *j, struct conncache_key *k)
 	k->level = j->level;
 	k->tls = j->tls;
 	k->epoch = j->epoch;
+	k->tlsa = j->n_tlsa > 0 ? j->tlsa : NULL;
+	k->n_tlsa = k->tlsa != NULL ? j->n_tlsa : 0;
 }
 
 /* Ended in step with the server (every reply in, nothing unread, no
@@ -1034,18 +1063,32 @@ static void end_transaction(struct smtp_client *c)
 }
 
 /* Into the cache, without its job (whose memory is the caller's). False
- * when the cache would not have it. Its conn is armed for the idle watch
+ * when the cache would not have it (or out of memory). Its conn is armed for the idle watch
  * here: the event that got it here returns false (settle) and its conn
  * call touches it no more. */
 static bool park(struct smtp_client *c)
 {
 	job_key(&c->job, &c->entry.key);
+	free(c->tlsa);
+	c->tlsa = NULL;
+	if (c->entry.key.n_tlsa > 0) {
+		/* the job's records go with the job: the key keeps a copy */
+		c->tlsa = malloc(c->entry.key.n_tlsa * sizeof(*c->tlsa));
+		if (c->tlsa == NULL)
+			return false;
+		memcpy(c->tlsa, c->entry.key.tlsa,
+		       c->entry.key.n_tlsa * sizeof(*c->tlsa));
+		c->entry.key.tlsa = c->tlsa;
+	}
 	c->entry.state.tls = c->tls_active;
 	c->entry.state.verified = c->result.tls_verified;
+	c->entry.state.dane = c->result.dane != DANE_AUTH_NONE;
 	c->entry.close = on_evicted;
 	c->done = NULL;
 	c->owner = NULL;
 	c->job.host = c->job.tls_name = c->job.helo = c->job.sender = NULL;
+	c->job.tlsa = NULL;
+	c->job.n_tlsa = 0;
 	c->job.rcpts = NULL;
 	c->job.n_rcpts = 0;
 	c->job.body_fd = -1;
@@ -1282,6 +1325,7 @@ static void resume(struct smtp_client *c)
 	       sizeof(kept.tls_version));
 	memcpy(kept.tls_cipher, c->result.tls_cipher, sizeof(kept.tls_cipher));
 	kept.tls_verified = c->result.tls_verified;
+	kept.dane = c->result.dane;
 	c->result = kept;
 	c->park = c->rset_done = false;
 	c->rset_pending = true;
