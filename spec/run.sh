@@ -68,10 +68,10 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
-# dns_wire.c, of how src/core/config.c reads lines and of
+# dns_wire.c, sts.c, of how src/core/config.c reads lines and of
 # src/inbound/limits.c and src/policy/suggest.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
-	test_limits test_suggest; do
+	test_limits test_suggest test_sts; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1
