@@ -27,11 +27,17 @@ M.NONE = "none"
 M.MAY = "may"
 M.ENCRYPT = "encrypt"
 M.VERIFY = "verify"
+-- Outbound only: as the destination's MTA-STS policy says (enforce: verify
+-- with the MX host name, and only the MX hosts the policy names; where the
+-- domain publishes no enforce policy: may). See mta_sts() below.
+M.STS = "sts"
 
--- The four levels, weakest first.
+-- The four levels of both sides, weakest first.
 M.LEVELS = { M.NONE, M.MAY, M.ENCRYPT, M.VERIFY }
+-- The levels client_tls may return: the four, and sts.
+M.OUTBOUND_LEVELS = { M.NONE, M.MAY, M.ENCRYPT, M.VERIFY, M.STS }
 
-local RANK = { none = 1, may = 2, encrypt = 3, verify = 4 }
+local RANK = { none = 1, may = 2, encrypt = 3, verify = 4, sts = 5 }
 
 -- describe(v): a value for an error message.
 local function describe(v)
@@ -42,7 +48,7 @@ local function describe(v)
 end
 
 -- level(s): the level s names, in lower case ("VERIFY" -> "verify"); nil
--- when s is not a string naming one of the four. Level names are
+-- when s is not a string naming one of the four or sts. Level names are
 -- case-insensitive everywhere, as in gateway.ini and in what a hook returns.
 function M.level(s)
   if type(s) ~= "string" then
@@ -55,7 +61,7 @@ function M.level(s)
   return l
 end
 
--- is_level(s): true when s names one of the four levels (any case).
+-- is_level(s): true when s names one of the four levels or sts (any case).
 function M.is_level(s)
   return M.level(s) ~= nil
 end
@@ -63,14 +69,15 @@ end
 local function rank(s, fname)
   local l = M.level(s)
   if l == nil then
-    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt or verify)",
+    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify or sts)",
       fname, describe(s)), 3)
   end
   return RANK[l]
 end
 
--- level_rank(s): 1 (none), 2 (may), 3 (encrypt), 4 (verify); raises on
--- anything that is not a level.
+-- level_rank(s): 1 (none), 2 (may), 3 (encrypt), 4 (verify), 5 (sts: what
+-- it demands where it applies, verify and the policy's MX names); raises
+-- on anything that is not a level.
 function M.level_rank(s)
   local r = rank(s, "level_rank")
   return r
@@ -411,6 +418,22 @@ function M.domain_level(ctx, default)
     error("gateway.domain_level: default is not a TLS level: " .. describe(default), 2)
   end
   return section_level(ctx, "tls", M.level(default))
+end
+
+-- mta_sts(ctx, level): "sts" when the recipient domain publishes an
+-- MTA-STS policy in enforce mode (ctx.mta_sts.mode == "enforce", client_tls
+-- only), else level (lower case). level must be a level. A policy in
+-- testing mode changes nothing here: the gateway delivers at the level
+-- chosen and logs what enforce would have refused (README "MTA-STS").
+function M.mta_sts(ctx, level)
+  if not M.is_level(level) then
+    error("gateway.mta_sts: level is not a TLS level: " .. describe(level), 2)
+  end
+  local sts = type(ctx) == "table" and ctx.mta_sts or nil
+  if type(sts) == "table" and sts.mode == "enforce" then
+    return M.STS
+  end
+  return M.level(level)
 end
 
 -- domain_tls_in(ctx): what mail addressed to the recipient domain needs on

@@ -52,7 +52,7 @@ describe("gateway levels", function()
 
   it("level_rank raises on a non-level, naming it", function()
     assert.has_error(function() gateway.level_rank("verfy") end,
-      'gateway.level_rank: not a TLS level: "verfy" (expected none, may, encrypt or verify)')
+      'gateway.level_rank: not a TLS level: "verfy" (expected none, may, encrypt, verify or sts)')
     assert.has_error(function() gateway.level_rank(nil) end)
     assert.has_error(function() gateway.level_rank(3) end)
   end)
@@ -433,6 +433,38 @@ describe("gateway.in_networks", function()
       'gateway.in_networks: prefix length over 32 in "10.0.0.0/40"')
     assert.has_error(function() gateway.in_networks({ "bogus" }, "nonsense") end)
     assert.has_error(function() gateway.in_networks({ 10 }, "10.0.0.1") end)
+  end)
+end)
+
+describe("gateway levels: sts", function()
+  it("is an outbound level above verify", function()
+    assert.are.equal("sts", gateway.STS)
+    assert.are.same({ "none", "may", "encrypt", "verify", "sts" }, gateway.OUTBOUND_LEVELS)
+    assert.are.equal("sts", gateway.level("STS"))
+    assert.is_true(gateway.is_level("Sts"))
+    assert.are.equal(5, gateway.level_rank("sts"))
+    assert.is_true(gateway.at_least("sts", "verify"))
+    assert.is_false(gateway.at_least("verify", "sts"))
+  end)
+end)
+
+describe("gateway.mta_sts", function()
+  local enforce = { mode = "enforce", mx = { "mx.example.test" } }
+
+  it("gives sts for an enforce policy, else the level it was given", function()
+    assert.are.equal("sts", gateway.mta_sts({ mta_sts = enforce }, "may"))
+    assert.are.equal("sts", gateway.mta_sts({ mta_sts = enforce }, "none"))
+    assert.are.equal("may", gateway.mta_sts({}, "MAY"))
+    assert.are.equal("verify", gateway.mta_sts({ mta_sts = { mode = "testing", mx = {} } }, "verify"))
+    assert.are.equal("encrypt", gateway.mta_sts({ mta_sts = { mode = "none", mx = {} } }, "encrypt"))
+    assert.are.equal("may", gateway.mta_sts(nil, "may"))
+    assert.are.equal("may", gateway.mta_sts({ mta_sts = "enforce" }, "may"))
+  end)
+
+  it("raises on a level that is not one", function()
+    assert.has_error(function() gateway.mta_sts({}, "strict") end,
+      'gateway.mta_sts: level is not a TLS level: "strict"')
+    assert.has_error(function() gateway.mta_sts({}, nil) end)
   end)
 end)
 

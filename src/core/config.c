@@ -527,16 +527,17 @@ static const char *const level_names[] = {
 	[TLS_LEVEL_MAY] = "may",
 	[TLS_LEVEL_ENCRYPT] = "encrypt",
 	[TLS_LEVEL_VERIFY] = "verify",
+	[TLS_LEVEL_STS] = "sts",
 };
 
 const char *tls_level_name(enum tls_level level)
 {
-	return level <= TLS_LEVEL_VERIFY ? level_names[level] : "?";
+	return level <= TLS_LEVEL_LAST ? level_names[level] : "?";
 }
 
 bool tls_level_parse(const char *text, enum tls_level *out)
 {
-	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_VERIFY; i++) {
+	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_LAST; i++) {
 		if (strcasecmp(text, level_names[i]) == 0) {
 			*out = (enum tls_level)i;
 			return true;
@@ -548,7 +549,9 @@ bool tls_level_parse(const char *text, enum tls_level *out)
 static bool set_level(struct load_ctx *ctx, const struct key_def *key,
 		      const char *value)
 {
-	if (!tls_level_parse(value, field(ctx, key)))
+	enum tls_level *level = field(ctx, key);
+
+	if (!tls_level_parse(value, level) || *level > TLS_LEVEL_LAST_INBOUND)
 		return fail(ctx, "%s: '%s' is not a level "
 				 "(none, may, encrypt, verify)",
 			    key->name, value);
@@ -940,7 +943,8 @@ static int set_tls_in(struct load_ctx *ctx, const char *section,
 	if (r->has_tls_in)
 		return fail(ctx, "tls_in: given twice in [%s]", section);
 	if (!tls_level_parse(value, &r->tls_in) ||
-	    r->tls_in < TLS_LEVEL_ENCRYPT)
+	    r->tls_in < TLS_LEVEL_ENCRYPT ||
+	    r->tls_in > TLS_LEVEL_LAST_INBOUND)
 		return fail(ctx, "tls_in: '%s' is not encrypt or verify (leave "
 				 "tls_in out for no requirement)",
 			    value);
@@ -960,7 +964,7 @@ static int on_domain_key(struct load_ctx *ctx, const char *section,
 			return fail(ctx, "tls: given twice in [%s]", section);
 		if (!tls_level_parse(value, &r->tls))
 			return fail(ctx, "tls: '%s' is not a level "
-					 "(none, may, encrypt, verify)",
+					 "(none, may, encrypt, verify, sts)",
 				    value);
 		r->has_tls = true;
 		return true;

@@ -36,7 +36,14 @@ enum tls_level {
 	TLS_LEVEL_MAY,
 	TLS_LEVEL_ENCRYPT,
 	TLS_LEVEL_VERIFY,
+	TLS_LEVEL_STS, /* outbound only: as the destination's MTA-STS policy
+			  says (enforce: verify, and only its MX hosts;
+			  otherwise may) */
 };
+
+/* The last level of each side, for tables and loops. */
+#define TLS_LEVEL_LAST_INBOUND TLS_LEVEL_VERIFY
+#define TLS_LEVEL_LAST TLS_LEVEL_STS
 
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);

@@ -96,9 +96,13 @@ enum cached_string {
 	S_ACTION,
 	S_CODE,
 	S_TEXT,
-	S_HOOK0, /* + enum policy_hook */
+	S_MTA_STS,
+	S_MODE,
+	S_MX,
+	S_MODE0, /* + enum sts_mode */
+	S_HOOK0 = S_MODE0 + STS_MODE_ENFORCE + 1, /* + enum policy_hook */
 	S_LEVEL0 = S_HOOK0 + HOOK_COUNT, /* + enum tls_level */
-	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_VERIFY + 1,
+	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_LAST + 1,
 	S_COUNT,
 };
 
@@ -129,6 +133,12 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_ACTION] = "action",
 	[S_CODE] = "code",
 	[S_TEXT] = "text",
+	[S_MTA_STS] = "mta_sts",
+	[S_MODE] = "mode",
+	[S_MX] = "mx",
+	[S_MODE0 + STS_MODE_NONE] = "none",
+	[S_MODE0 + STS_MODE_TESTING] = "testing",
+	[S_MODE0 + STS_MODE_ENFORCE] = "enforce",
 	[S_HOOK0 + HOOK_SERVER_TLS] = "server_tls",
 	[S_HOOK0 + HOOK_CLIENT_TLS] = "client_tls",
 	[S_HOOK0 + HOOK_CONNECT] = "connect",
@@ -139,6 +149,7 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_LEVEL0 + TLS_LEVEL_MAY] = "may",
 	[S_LEVEL0 + TLS_LEVEL_ENCRYPT] = "encrypt",
 	[S_LEVEL0 + TLS_LEVEL_VERIFY] = "verify",
+	[S_LEVEL0 + TLS_LEVEL_STS] = "sts",
 };
 
 /* One Lua state and what lives in it. Rebuilt whole when poisoned. */
@@ -1079,6 +1090,22 @@ static void push_section(lua_State *L, int strs, const struct domain_rule *r)
 	set_table(L, strs, S_SECTION);
 }
 
+/* ctx.mta_sts = { mode = "enforce", mx = { "mx.example.com", ... } }: a
+ * fresh table (only client_tls has one). */
+static void push_mta_sts(lua_State *L, int strs, const struct sts_policy *p)
+{
+	lua_createtable(L, 0, 2);
+	set_cached(L, strs, S_MODE, S_MODE0 + p->mode);
+	push_cached(L, strs, S_MX);
+	lua_createtable(L, (int)p->n_mx, 0);
+	for (unsigned i = 0; i < p->n_mx && i < STS_MAX_MX; i++) {
+		lua_pushstring(L, p->mx[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_rawset(L, -3);
+	set_table(L, strs, S_MTA_STS);
+}
+
 /* The ctx of a call. The tables are reused, not rebuilt: allocating and
  * collecting them was most of a decision's cost. Every field is written
  * (or cleared) on every call, so nothing of one call shows in the next;
@@ -1104,6 +1131,10 @@ static void push_ctx(struct vm *vm, int strs, const struct policy_facts *f)
 		push_section(L, strs, f->section);
 	else
 		clear(L, strs, S_SECTION);
+	if (f->mta_sts != NULL)
+		push_mta_sts(L, strs, f->mta_sts);
+	else
+		clear(L, strs, S_MTA_STS);
 }
 
 static void fail_result(struct policy_result *out, const char *fmt, ...)
@@ -1127,14 +1158,18 @@ static void read_level(lua_State *L, const char *where, enum policy_hook h,
 	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
 						       : NULL;
 
-	if (s != NULL && tls_level_parse(s, &out->level)) {
+	bool out_only = h == HOOK_SERVER_TLS; /* sts is outbound only */
+
+	if (s != NULL && tls_level_parse(s, &out->level) &&
+	    (!out_only || out->level <= TLS_LEVEL_LAST_INBOUND)) {
 		out->outcome = POLICY_LEVEL;
 		return;
 	}
 	fail_result(out, "%s: %s returned %s%.60s%s, not a level (none, may, "
-			 "encrypt, verify)",
+			 "encrypt, verify%s)",
 		    where, hook_names[h], s ? "\"" : "a ",
-		    s ? s : luaL_typename(L, -1), s ? "\"" : "");
+		    s ? s : luaL_typename(L, -1), s ? "\"" : "",
+		    out_only ? "" : ", sts");
 }
 
 static bool one_line(const char *text)
@@ -1203,18 +1238,24 @@ static void read_verdict(lua_State *L, const char *where,
 			    where, hook_names[h], luaL_typename(L, -1));
 }
 
-static void apply_default(const struct policy *p, enum policy_hook h,
+/* client_tls absent: may, or sts where the domain publishes an enforce
+ * policy (as the stock try.lua without its [domain:...] rules). */
+static void apply_default(const struct policy *p,
+			  const struct policy_facts *f,
 			  struct policy_result *out)
 {
 	out->by_default = true;
-	switch (h) {
+	switch (f->hook) {
 	case HOOK_SERVER_TLS:
 		out->outcome = POLICY_LEVEL;
 		out->level = p->cfg->server_level;
 		break;
 	case HOOK_CLIENT_TLS:
 		out->outcome = POLICY_LEVEL;
-		out->level = TLS_LEVEL_MAY;
+		out->level = f->mta_sts != NULL &&
+					     f->mta_sts->mode == STS_MODE_ENFORCE
+				     ? TLS_LEVEL_STS
+				     : TLS_LEVEL_MAY;
 		break;
 	case HOOK_CONNECT:
 	case HOOK_HELO:
@@ -1374,7 +1415,7 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 {
 	memset(out, 0, sizeof(*out));
 	if (p->script == NULL || !p->has_hook[f->hook]) {
-		apply_default(p, f->hook, out);
+		apply_default(p, f, out);
 		return;
 	}
 	if (p->vm == NULL && past(&p->retry_at))
@@ -1602,7 +1643,7 @@ static bool check_call(struct check_run *r, char *err, size_t err_len)
 }
 
 /* The whole check may take CHECK_MAX_TIME, and CHECK_FIXTURE_NS more for
- * each fixture (a large configuration has many: 14 per domain). */
+ * each fixture (a large configuration has many: 20 per domain). */
 static void extend(struct timespec *end, long ns)
 {
 	end->tv_nsec += ns;
