@@ -10,6 +10,7 @@
 #define SMTPGW_SMTP_CLIENT_H
 
 #include "core/config.h"
+#include "net/tls.h"
 #include "proto/smtp_proto.h"
 
 #include <ev.h>
@@ -50,6 +51,10 @@ struct client_job {
 	enum smtp_body_type body_type;
 	bool smtputf8;
 	double timeout;		      /* per step (RFC 5321 4.5.3.2) */
+	/* When set, the server's chain is also checked after the handshake
+	 * against these clients' ca_file for `host` (tls_check_server), and
+	 * only reported: MTA-STS testing mode. */
+	struct tls_clients *cert_check;
 };
 
 enum client_outcome {
@@ -70,6 +75,9 @@ struct client_result {
 	char tls_version[16]; /* "TLSv1.3", or "" when in plaintext */
 	char tls_cipher[64];
 	bool tls_verified;    /* chain and name checked (verify level) */
+	bool cert_checked;    /* job.cert_check ran: see cert, cert_why */
+	enum tls_cert_verdict cert;
+	char cert_why[128];
 	bool dot_sent;	      /* the end of data went out: after a loss the
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in

@@ -942,7 +942,7 @@ bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
 		 size_t err_len)
 {
 	static const char *const subdirs[] = {"tmp", "queue", "state",
-					      "corrupt"};
+					      "corrupt", "sts"};
 	char path[4096];
 
 	if (chown(spool, uid, gid) != 0)
