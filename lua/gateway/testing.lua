@@ -656,8 +656,8 @@ local function describe_fixture(ctx)
   if ctx.stage == "mail" or ctx.stage == "client_tls" then
     parts[#parts + 1] = "from <" .. ctx.sender .. ">"
   end
-  if ctx.stage == "client_tls" then
-    parts[#parts + 1] = ctx.mta_sts and "MTA-STS " .. ctx.mta_sts.mode or "no MTA-STS policy"
+  if ctx.mta_sts then
+    parts[#parts + 1] = "MTA-STS " .. ctx.mta_sts.mode
   end
   if ctx.client then
     parts[#parts + 1] = "client " .. ctx.client.ip .. (ctx.client.trusted and " (relay_networks)" or "")

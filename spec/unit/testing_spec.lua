@@ -484,7 +484,7 @@ describe("gateway.testing.fixtures", function()
     assert.is_true(descs["server_tls client 192.0.2.10 in plaintext"])
     assert.is_true(descs["rcpt <user@partner.example> [domain:partner.example] client 127.0.0.1 (relay_networks) "
       .. "over TLS, client certificate trusted"])
-    assert.is_true(descs["client_tls <user@example.test> (no section) from <> no MTA-STS policy"])
+    assert.is_true(descs["client_tls <user@example.test> (no section) from <>"])
     assert.is_true(descs["client_tls <user@example.test> (no section) from <> MTA-STS enforce"])
   end)
 
@@ -529,7 +529,7 @@ describe("gateway.testing.check", function()
     local ok, err = pcall(t.check, policy, { sections = { ["partner.example"] = { tls = "verify" } } })
     assert.is_false(ok)
     assert.matches("gateway.testing.check: client_tls <user@partner.example> [domain:partner.example] "
-      .. "from <sender@example.org> no MTA-STS policy: ", err, 1, true)
+      .. "from <sender@example.org>: ", err, 1, true)
     assert.matches("attempt to index field 'client'", err, 1, true)
   end)
 
