@@ -205,6 +205,23 @@ describe("MTA-STS", function()
     local cache = gateway.read_file(gw:spool() .. "/sts/good.test")
     assert.truthy(cache and cache:find("^smtpgw%-sts%-cache: 1\nid: g1\nfetched: %d+\n\nversion: STSv1"), cache)
     assert.are.same({}, gw:log_lines("event=mta_sts_failure"))
+
+    -- explain reads the cache: which mechanism decides
+    local function explain(rcpt)
+      local out, code = gateway.run(q(gateway.bin()) .. " -c " .. q(gw.ini) ..
+        " explain --client 127.0.0.1 --rcpt " .. rcpt)
+      assert.are.equal(0, code, out)
+      return out
+    end
+    local out = explain("ann@good.test")
+    assert.truthy(out:find("\nmta%-sts +enforce, id g1, cached until %d+%-"), out)
+    assert.truthy(out:find("\noutbound +sts%s+decided by client_tls\n"), out)
+    assert.truthy(out:find("\nmechanism +MTA%-STS %(enforce, id g1%): verified TLS for the MX host name, " ..
+      "only MX hosts mx%.good%.test\n"), out)
+    out = explain("bob@plain.test")
+    assert.truthy(out:find("\nmta%-sts +none cached for plain%.test"), out)
+    assert.truthy(out:find("\noutbound +may%s+decided by client_tls\n"), out)
+    assert.truthy(out:find("\nmechanism +the level may\n"), out)
   end)
 
   it("enforce: an MX outside the policy is not used, the mail waits with the reason", function()
