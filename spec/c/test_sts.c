@@ -74,6 +74,43 @@ static enum sts_record pick1(const char *t, char *id)
 	return r;
 }
 
+/* One record alone: what sts_record_pick says, and the id it gives. */
+static const struct {
+	const char *text;
+	enum sts_record want;
+	const char *id; /* when FOUND */
+	const char *what;
+} RECORDS[] = {
+	{"v=STSv1; id=20160831085700Z;", STS_RECORD_FOUND, "20160831085700Z",
+	 "the RFC's example record"},
+	{"v=STSv1;id=1", STS_RECORD_FOUND, "1", "no blanks, no final semicolon"},
+	{"v=STSv1 ; id=x ; ext=v:a", STS_RECORD_FOUND, "x",
+	 "blanks around semicolons and an extension"},
+	{"v=STSv1; ext_1.a-b=yes; id=Z9", STS_RECORD_FOUND, "Z9",
+	 "an extension before the id"},
+	{"v=STSv1; id=first; id=second", STS_RECORD_FOUND, "first",
+	 "a second id is ignored"},
+	{"v=STSv1; id=abc ", STS_RECORD_FOUND, "abc", "trailing blanks"},
+	{"v=STSv1; id=12345678901234567890123456789012", STS_RECORD_FOUND,
+	 "12345678901234567890123456789012", "a 32-character id"},
+	{"v=STSv1;", STS_RECORD_INVALID, NULL, "no id"},
+	{"v=STSv1", STS_RECORD_INVALID, NULL, "nothing after v="},
+	{"v=STSv1; id=", STS_RECORD_INVALID, NULL, "empty id"},
+	{"v=STSv1; id=ab-c", STS_RECORD_INVALID, NULL, "an id with a dash"},
+	{"v=STSv1; id=123456789012345678901234567890123", STS_RECORD_INVALID,
+	 NULL, "a 33-character id"},
+	{"v=STSv1 id=1", STS_RECORD_INVALID, NULL,
+	 "no semicolon after the version"},
+	{"v=STSv1; id=1; bad", STS_RECORD_INVALID, NULL, "a field without ="},
+	{"v=STSv1; id=1; x=a=b", STS_RECORD_INVALID, NULL,
+	 "= inside an extension value"},
+	{"v=STSv1; id=1;; ", STS_RECORD_INVALID, NULL, "two semicolons"},
+	{"v=STSv10; id=1", STS_RECORD_NONE, NULL,
+	 "v=STSv10 is not an STS record"},
+	{"V=STSv1; id=1", STS_RECORD_NONE, NULL,
+	 "the version is case-sensitive"},
+};
+
 static void test_record(void)
 {
 	char id[STS_ID_MAX + 1];
@@ -81,45 +118,14 @@ static void test_record(void)
 	const char *texts[3] = {"v=spf1 -all", "v=STSv1; id=abc;", NULL};
 	size_t lens[3] = {11, 16, 0};
 
-	check(pick1("v=STSv1; id=20160831085700Z;", id) == STS_RECORD_FOUND &&
-		      strcmp(id, "20160831085700Z") == 0,
-	      "the RFC's example record");
-	check(pick1("v=STSv1;id=1", id) == STS_RECORD_FOUND &&
-		      strcmp(id, "1") == 0,
-	      "no blanks, no final semicolon");
-	check(pick1("v=STSv1 ; id=x ; ext=v:a", id) == STS_RECORD_FOUND &&
-		      strcmp(id, "x") == 0,
-	      "blanks around semicolons and an extension");
-	check(pick1("v=STSv1; ext_1.a-b=yes; id=Z9", id) == STS_RECORD_FOUND,
-	      "an extension before the id");
-	check(pick1("v=STSv1; id=first; id=second", id) == STS_RECORD_FOUND &&
-		      strcmp(id, "first") == 0,
-	      "a second id is ignored");
-	check(pick1("v=STSv1; id=abc ", id) == STS_RECORD_FOUND,
-	      "trailing blanks");
-	check(pick1("v=STSv1;", id) == STS_RECORD_INVALID, "no id");
-	check(pick1("v=STSv1", id) == STS_RECORD_INVALID, "nothing after v=");
-	check(pick1("v=STSv1; id=", id) == STS_RECORD_INVALID, "empty id");
-	check(pick1("v=STSv1; id=ab-c", id) == STS_RECORD_INVALID,
-	      "an id with a dash");
-	check(pick1("v=STSv1; id=123456789012345678901234567890123", id) ==
-		      STS_RECORD_INVALID,
-	      "a 33-character id");
-	check(pick1("v=STSv1; id=12345678901234567890123456789012", id) ==
-		      STS_RECORD_FOUND,
-	      "a 32-character id");
-	check(pick1("v=STSv1 id=1", id) == STS_RECORD_INVALID,
-	      "no semicolon after the version");
-	check(pick1("v=STSv1; id=1; bad", id) == STS_RECORD_INVALID,
-	      "a field without =");
-	check(pick1("v=STSv1; id=1; x=a=b", id) == STS_RECORD_INVALID,
-	      "= inside an extension value");
-	check(pick1("v=STSv1; id=1;; ", id) == STS_RECORD_INVALID,
-	      "two semicolons");
-	check(pick1("v=STSv10; id=1", id) == STS_RECORD_NONE,
-	      "v=STSv10 is not an STS record");
-	check(pick1("V=STSv1; id=1", id) == STS_RECORD_NONE,
-	      "the version is case-sensitive");
+	for (size_t i = 0; i < sizeof(RECORDS) / sizeof(RECORDS[0]); i++) {
+		enum sts_record r = pick1(RECORDS[i].text, id);
+
+		check(r == RECORDS[i].want &&
+			      (r != STS_RECORD_FOUND ||
+			       strcmp(id, RECORDS[i].id) == 0),
+		      "record: %s", RECORDS[i].what);
+	}
 	check(sts_record_pick(texts, lens, 3, id, sizeof(id), &why) ==
 			      STS_RECORD_FOUND &&
 		      strcmp(id, "abc") == 0,
