@@ -318,6 +318,9 @@ describe("MTA-STS", function()
 
   it("a failed fetch leaves a cached policy in force; a new id is fetched", function()
     start_gateway()
+    -- the queue manager makes SPOOL/sts when it starts
+    assert.truthy(gateway.wait_for(function() return gateway.exists(gw:spool() .. "/sts") end),
+      "no " .. gw:spool() .. "/sts")
     local now = os.time()
     -- seeded.test: the TXT says id new2, its server answers 500: the
     -- cached enforce policy (id old1) stays
