@@ -71,6 +71,9 @@ build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) spec/c/tap.h | bu
 build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
 
+build/check/test_log_format: spec/c/test_log_format.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_log_format.c src/proto/log_format.c
+
 build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
 
@@ -84,19 +87,27 @@ build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
 
 TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c \
-		  src/proto/next_hop.c src/proto/dns_wire.c
+		  src/proto/next_hop.c src/proto/dns_wire.c src/proto/log_format.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
 
 # limits.c is included by its test (white-box checks of the shared table).
-build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
-	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
+build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c \
+		src/proto/log_format.c -l:libev.a -lpthread
+
+# The TLS ticket key ring (net/tls_resume.c).
+TEST_TLS_RESUME_SRC = spec/c/test_tls_resume.c src/net/tls_resume.c src/core/log.c \
+		      src/proto/log_format.c
+build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLS_RESUME_SRC) -l:libev.a -ltls -lssl \
+		-lcrypto -lpthread
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o net/certs.o core/config.o core/log.o \
-		    proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
-		    proto/dns_wire.o)
+		    net/conn.o net/tls.o net/tls_resume.o net/certs.o core/config.o \
+		    core/log.o proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
+		    proto/dns_wire.o proto/log_format.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -190,7 +201,8 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
-		build/check/test_suggest build/check/test_sts \
+		build/check/test_log_format build/check/test_suggest \
+		build/check/test_tls_resume build/check/test_sts \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -203,17 +215,19 @@ check: deps-check user
 # spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy sts
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
+	      log_format sts
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
 FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c \
-		      src/proto/next_hop.c src/proto/dns_wire.c
+		      src/proto/next_hop.c src/proto/dns_wire.c src/proto/log_format.c
 FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
+FUZZ_SRC_log_format = src/proto/log_format.c
 FUZZ_SRC_sts        = src/proto/sts.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)

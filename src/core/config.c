@@ -558,6 +558,50 @@ static bool set_level(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+static bool set_log_format(struct load_ctx *ctx, const struct key_def *key,
+			   const char *value)
+{
+	if (!log_style_parse(value, field(ctx, key)))
+		return fail(ctx, "%s: '%s' is not a log format (smtpgw, "
+				 "postfix)", key->name, value);
+	return true;
+}
+
+static bool set_log_destination(struct load_ctx *ctx,
+				const struct key_def *key, const char *value)
+{
+	bool *to_syslog = field(ctx, key);
+
+	if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0)
+		return fail(ctx, "%s: '%s' is not a log destination (stderr, "
+				 "syslog)", key->name, value);
+	*to_syslog = strcmp(value, "syslog") == 0;
+	return true;
+}
+
+static bool set_facility(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	if (!log_facility_parse(value, field(ctx, key)))
+		return fail(ctx, "%s: '%s' is not a facility (mail, daemon, "
+				 "user, local0 ... local7)", key->name, value);
+	return true;
+}
+
+/* An ident as syslog and pflogsumm's --syslog-name take it. */
+static bool set_syslog_name(struct load_ctx *ctx, const struct key_def *key,
+			    const char *value)
+{
+	size_t n = strlen(value);
+
+	if (n > 40 || strspn(value, "abcdefghijklmnopqrstuvwxyz"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != n)
+		return fail(ctx, "%s: '%s' is not a syslog name (at most 40 "
+				 "letters, digits, '.', '_', '-', '/')",
+			    key->name, value);
+	return set_string(ctx, key, value);
+}
+
 static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
 		     const char *value)
 {
@@ -834,6 +878,8 @@ static const struct key_def keys[] = {
 	 "auto"},
 	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
 	 3600000, "60s"},
+	{"tls", "session_lifetime", set_duration, AT(session_lifetime), 0,
+	 86400000, "1h"},
 	{"delivery", "max_connections", set_uint, AT(delivery_max_connections),
 	 1, 100000, "50"},
 	{"delivery", "max_per_destination", set_uint,
@@ -848,6 +894,14 @@ static const struct key_def keys[] = {
 	 3600000, "300s"},
 	{"delivery", "relayhost", set_relayhost, 0, 0, 0, ""},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
+	{"log", "format", set_log_format, AT(log_format), 0, 0, "smtpgw"},
+	{"log", "destination", set_log_destination, AT(log_to_syslog), 0, 0,
+	 "stderr"},
+	{"log", "syslog_facility", set_facility, AT(log_facility), 0, 0,
+	 "mail"},
+	{"log", "syslog_name", set_syslog_name, AT(log_syslog_name), 0, 0, ""},
+	{"log", "syslog_socket", set_path, AT(log_syslog_socket), 0, 0,
+	 "/dev/log"},
 	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
 	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),
 	 1000, 1000000000, "1000000"},
@@ -1195,6 +1249,8 @@ void config_free(struct config *cfg)
 	free(cfg->sync_exempt_networks.nets);
 	free(cfg->proxy_networks.nets);
 	free(cfg->postmaster);
+	free(cfg->log_syslog_name);
+	free(cfg->log_syslog_socket);
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);

@@ -3,12 +3,14 @@
  * it (LibreTLS is libtls over OpenSSL) is used only where libtls has no
  * API: verifying a client's chain ourselves so an untrusted certificate is
  * a reply, not a failed handshake, and a server's chain after a handshake
- * that did not verify it (what MTA-STS testing mode reports). The certificates and keys served come
- * from the store (net/certs.c).
+ * that did not verify it (what MTA-STS testing mode reports). The
+ * certificates and keys served come from the store (net/certs.c); session
+ * tickets are net/tls_resume.c's (tls_server_new calls it).
  */
 #include "net/tls.h"
 
 #include "core/log.h"
+#include "net/tls_resume.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -123,9 +125,10 @@ struct tls_server *tls_server_new(const struct config *cfg, bool ask_certs,
 
 	ok = ok && apply_common(cfg, srv->config, err, err_len) &&
 	     cert_store_configure(cfg, srv->config, err, err_len) &&
-	     ask_clients(cfg, ask_certs, srv, err, err_len);
+	     ask_clients(cfg, ask_certs, srv, err, err_len) &&
+	     tls_resume_prepare(cfg, ask_certs, srv->config, err, err_len);
 	if (ok && ((srv->ctx = tls_server()) == NULL ||
-		   tls_configure(srv->ctx, srv->config) != 0)) {
+		   tls_resume_configure(cfg, srv->ctx, srv->config) != 0)) {
 		snprintf(err, err_len, "tls: %s",
 			 srv->ctx ? tls_error(srv->ctx) : "out of memory");
 		ok = false;

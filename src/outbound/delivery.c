@@ -71,6 +71,9 @@ struct message {
 	unsigned jobs;
 	unsigned dsns;	   /* DSNs being synced; the message waits for them */
 	unsigned hops;	   /* Received: headers in the message */
+	uint64_t size;	   /* octets of the message, for the logs */
+	double active_at;  /* when this round became due (Postfix: entered
+			      the active queue), for delays= */
 	bool gone; /* its queue file was deleted (queue delete) */
 };
 
@@ -100,6 +103,8 @@ struct job {
 	bool no_tls;
 	struct queued_message file;
 	struct smtp_client *client;
+	double active_at;  /* the message's, when the job was planned */
+	double handoff_at; /* the job began: routing, connecting ... */
 	char relay[340];   /* host[ip]:port of the current try */
 	char failure[800]; /* why the last try failed, for a deferral */
 };
@@ -176,13 +181,14 @@ static struct message *message_load(struct delivery *d, const char *qid,
 		*again = errno != ENOENT && errno != EBADMSG;
 		if (errno == EBADMSG)
 			queue_quarantine(d->queue, qid);
-		log_msg(LOG_ERR, "delivery_load", "%s%s", err,
-			*again ? "; read again later" : "");
+		log_qid_msg(LOG_ERR, "delivery_load", qid, "%s%s", err,
+			    *again ? "; read again later" : "");
 		free(m);
 		return NULL;
 	}
 	/* Counted now, on the descriptor already open: not read again. */
 	m->hops = count_hops(&file);
+	m->size = file.body_size;
 	close(file.fd);
 	n = m->env.n_rcpts;
 	memcpy(m->qid, qid, sizeof(m->qid));
@@ -199,6 +205,7 @@ static struct message *message_load(struct delivery *d, const char *qid,
 	}
 	queue_state_load(d->queue, qid, m->states, m->last_error, n);
 	m->next_attempt = now_s(d);
+	m->active_at = ev_time(); /* the log's clock: the ids' (wall time) */
 	return m;
 }
 
@@ -273,23 +280,118 @@ static const char *state_word(enum rcpt_state st)
 							    : "deferred";
 }
 
+/* The enhanced status code in "550 5.1.1 text" or "5.1.2 text"; else
+ * `fallback`. */
+static void status_code(const char *reply, const char *fallback, char *out,
+			size_t len)
+{
+	const char *p = reply;
+	int a, b, c, used = 0;
+
+	if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
+	    isdigit((unsigned char)p[2]) && p[3] == ' ')
+		p += 4;
+	if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &used) == 3 && used > 0 &&
+	    (a == 2 || a == 4 || a == 5))
+		snprintf(out, len, "%d.%d.%d", a, b, c);
+	else
+		snprintf(out, len, "%s", fallback);
+}
+
+/* The queue id's time, to the microsecond; the header's arrival (to the
+ * second, at the end of DATA) when the id is not one of ours. */
+static double arrival_of(const struct message *m)
+{
+	double t = queue_id_time(m->qid);
+	double off = t - (double)m->env.arrival;
+
+	return off > -86400 && off < 86400 ? t : (double)m->env.arrival;
+}
+
+/* Postfix's clock of one delivery (log_adhoc): arrival (the queue id's
+ * time), entry into this round, hand-off to the job, end of connection
+ * set-up (MAIL FROM sent), now. */
+struct timing {
+	double arrival, active, handoff, setup, now;
+};
+
+static double later(double a, double b)
+{
+	return a > b ? a : b;
+}
+
+/* The stamps come from two processes' clocks (the id is the worker's):
+ * kept in order, so that the four parts add up to the whole. */
+static void log_delays(struct logline *l, const struct timing *t)
+{
+	double active = later(t->active, t->arrival);
+	double handoff = later(t->handoff, active);
+	double setup = t->setup > 0 ? later(t->setup, handoff) : handoff;
+	double now = later(t->now, setup);
+	char total[24], da[24], db[24], dc[24], dd[24];
+	double a = active - t->arrival, b = handoff - active;
+	double c = setup - handoff, x = now - setup;
+
+	log_format_delay(now - t->arrival, total, sizeof(total));
+	log_format_delay(a, da, sizeof(da));
+	log_format_delay(b, db, sizeof(db));
+	log_format_delay(c, dc, sizeof(dc));
+	log_format_delay(x, dd, sizeof(dd));
+	log_kv(l, "delay", "%s", total);
+	log_kv(l, "delays", "%s/%s/%s/%s", da, db, dc, dd);
+}
+
+/* A recipient's line when no job ran for it (expired, loop): the whole
+ * delay is before the queue manager's hand-off. */
+static struct timing timing_now(const struct message *m)
+{
+	double now = ev_time();
+
+	return (struct timing){arrival_of(m), now, now, 0, now};
+}
+
+/* One recipient's outcome, as Postfix's smtp logs it (status= sent,
+ * deferred, bounced, expired) plus smtpgw's own facts. */
+static void log_outcome(const struct message *m, size_t i, const char *status,
+			const char *relay, const struct timing *t,
+			const struct job *j, const struct client_result *r,
+			const char *reply)
+{
+	bool sent = strcmp(status, "sent") == 0;
+	bool bounced = strcmp(status, "bounced") == 0;
+	char dsn[16];
+	struct logline l;
+
+	status_code(reply, sent ? "2.0.0" : bounced ? "5.0.0" : "4.0.0", dsn,
+		    sizeof(dsn));
+	log_begin(&l, sent || bounced ? LOG_INFO : LOG_WARN, "delivery");
+	log_kv(&l, "qid", "%s", m->qid);
+	log_kv(&l, "from", "<%s>", m->env.sender);
+	log_kv(&l, "to", "<%s>", m->env.rcpts[i]);
+	log_kv(&l, "relay", "%s", relay[0] ? relay : "none");
+	log_delays(&l, t);
+	log_kv(&l, "dsn", "%s", dsn);
+	log_kv(&l, "size", "%llu", (unsigned long long)m->size);
+	if (j != NULL)
+		log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
+		       r && r->tls_version[0] ? r->tls_version : "none");
+	if (r && r->tls_version[0])
+		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+	log_kv(&l, "status", "%s", status);
+	if (j != NULL)
+		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
+	log_kv(&l, "reply", "%s", reply);
+	log_end(&l);
+}
+
 static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 		     const char *reply, const struct client_result *r)
 {
-	struct logline l;
+	struct timing t = {arrival_of(j->m), j->active_at,
+			   j->handoff_at, r ? r->setup_done : 0, ev_time()};
 
-	log_begin(&l, st == RCPT_PENDING ? LOG_WARN : LOG_INFO, "delivery");
-	log_kv(&l, "qid", "%s", j->m->qid);
-	log_kv(&l, "rcpt", "<%s>", j->rcpts[k].address);
-	log_kv(&l, "relay", "%s", j->relay[0] ? j->relay : "none");
-	log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
-	       r && r->tls_version[0] ? r->tls_version : "none");
-	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
-	log_kv(&l, "status", "%s", state_word(st));
-	log_kv(&l, "attempt", "%u", j->m->tries[j->index[k]] + 1);
-	log_kv(&l, "reply", "%s", reply);
-	log_end(&l);
+	log_outcome(j->m, j->index[k], state_word(st), j->relay, &t, j, r,
+		    reply);
 }
 
 /* One recipient's outcome: spool state first, then memory and the log. */
@@ -344,6 +446,24 @@ static void mark_notified(struct delivery *d, struct message *m, size_t i,
 	m->states[i] = RCPT_NOTIFIED;
 }
 
+/* Postfix's "QID: sender non-delivery notification: DSNQID", the link
+ * from a message to the DSN about it; without a DSN, why not. */
+static void log_bounce(const struct message *m, const char *dsn_qid,
+		       size_t n, const char *why)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "bounce");
+	log_kv(&l, "qid", "%s", m->qid);
+	if (dsn_qid != NULL)
+		log_kv(&l, "dsn_qid", "%s", dsn_qid);
+	log_kv(&l, "to", "<%s>", m->env.sender);
+	log_kv(&l, "nrcpt", "%zu", n);
+	if (why != NULL)
+		log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+}
+
 /* Only now, with the DSN synced, are its recipients settled; a DSN that
  * failed leaves them owed, for the next round to try again. delivery_add
  * only records the DSN, so `m` is still ours until finish_if_done. */
@@ -355,14 +475,16 @@ static void on_dsn_queued(void *owner, bool ok, const char *qid)
 	char why[64];
 
 	snprintf(why, sizeof(why), "DSN queued as %s", qid);
+	if (ok)
+		log_bounce(m, qid, c->n, NULL);
 	for (size_t k = 0; k < c->n; k++) {
 		m->dsn_busy[c->index[k]] = false;
 		if (ok)
 			mark_notified(d, m, c->index[k], why);
 	}
 	if (!ok) {
-		log_msg(LOG_ERR, "dsn_failed", "qid %s: the DSN did not reach "
-			"the spool; retried later", m->qid);
+		log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "the DSN did not "
+			    "reach the spool; retried later");
 		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
 	}
 	m->dsns--;
@@ -421,22 +543,6 @@ static unsigned count_hops(const struct queued_message *f)
 	return hops;
 }
 
-/* The enhanced status code in "550 5.1.1 text" or "5.1.2 text". */
-static void status_of(const char *reply, char *out, size_t len)
-{
-	const char *p = reply;
-	int a, b, c, used = 0;
-
-	if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
-	    isdigit((unsigned char)p[2]) && p[3] == ' ')
-		p += 4;
-	if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &used) == 3 && used > 0 &&
-	    (a == 2 || a == 4 || a == 5))
-		snprintf(out, len, "%d.%d.%d", a, b, c);
-	else
-		snprintf(out, len, "5.0.0");
-}
-
 /* The owed recipients not already in a DSN in flight, into `c`. */
 static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
 			char (*status)[16], struct dsn_commit *c)
@@ -448,7 +554,7 @@ static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
 
 		if (m->states[i] != RCPT_BOUNCED || m->dsn_busy[i])
 			continue;
-		status_of(why, status[n], sizeof(status[n]));
+		status_code(why, "5.0.0", status[n], sizeof(status[n]));
 		out[n] = (struct dsn_rcpt){.address = m->env.rcpts[i],
 					   .action = DSN_FAILED,
 					   .status = status[n],
@@ -500,6 +606,7 @@ static void send_dsn(struct delivery *d, struct message *m)
 	if (in.n_rcpts == 0)
 		goto out;
 	if (m->env.sender[0] == '\0') {
+		log_bounce(m, NULL, c->n, "no DSN for the null sender");
 		for (size_t k = 0; k < c->n; k++)
 			mark_notified(d, m, c->index[k],
 				      "no DSN for the null sender");
@@ -512,8 +619,8 @@ static void send_dsn(struct delivery *d, struct message *m)
 	if (submit_dsn(d, m, &in, c)) {
 		c = NULL; /* the queue holds it until on_dsn_queued */
 	} else {
-		log_msg(LOG_ERR, "dsn_failed", "qid %s: cannot queue the DSN; "
-			"retried later", m->qid);
+		log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "cannot queue the "
+			    "DSN; retried later");
 		for (size_t k = 0; k < c->n; k++)
 			m->dsn_busy[c->index[k]] = false;
 		m->dsns--;
@@ -527,9 +634,14 @@ out:
 
 /* ---- after an attempt -------------------------------------------------- */
 
+/* Postfix's "QID: from=<S>, status=expired, returned to sender", after
+ * a status=expired line per recipient. */
 static void expire(struct delivery *d, struct message *m)
 {
+	struct timing t = timing_now(m);
+	struct logline l;
 	char why[400];
+	unsigned n = 0;
 
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
 		if (m->states[i] != RCPT_PENDING)
@@ -538,10 +650,17 @@ static void expire(struct delivery *d, struct message *m)
 			 "attempts: %s", m->tries[i],
 			 m->last_error[i] ? m->last_error[i] : "not delivered");
 		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
+		log_outcome(m, i, "expired", "", &t, NULL, NULL, why);
 		m->states[i] = RCPT_BOUNCED;
 		free(m->last_error[i]);
 		m->last_error[i] = strdup(why);
+		n++;
 	}
+	log_begin(&l, LOG_WARN, "expired");
+	log_kv(&l, "qid", "%s", m->qid);
+	log_kv(&l, "from", "<%s>", m->env.sender);
+	log_kv(&l, "nrcpt", "%u", n);
+	log_end(&l);
 }
 
 static void unlink_message(struct delivery *d, struct message *m)
@@ -565,6 +684,16 @@ static double earliest_retry(const struct message *m)
 	return next;
 }
 
+/* Postfix's "QID: removed": the message's last line. */
+static void log_removed(const char *qid)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "removed");
+	log_kv(&l, "qid", "%s", qid);
+	log_end(&l);
+}
+
 /* A message goes only when nothing is pending, no DSN is owed or in flight
  * and no job holds it; true when it went. */
 static bool finish_if_done(struct delivery *d, struct message *m)
@@ -574,8 +703,7 @@ static bool finish_if_done(struct delivery *d, struct message *m)
 	if (!m->gone && (message_pending(m) || owes_dsn(m)))
 		return false;
 	if (!m->gone)
-		log_msg(LOG_INFO, "removed", "qid %s: every recipient done",
-			m->qid);
+		log_removed(m->qid);
 	queue_remove(d->queue, m->qid);
 	unlink_message(d, m);
 	message_free(m);
@@ -596,10 +724,13 @@ static void round_done(struct delivery *d, struct message *m)
 	    now_s(d) - (double)m->env.arrival > cfg->max_queue_lifetime)
 		expire(d, m);
 	send_dsn(d, m);
-	if (message_pending(m))
+	if (message_pending(m)) {
 		m->next_attempt = earliest_retry(m);
-	else
+		/* due already (never tried): due now */
+		m->active_at = later(m->next_attempt, ev_time());
+	} else {
 		finish_if_done(d, m);
+	}
 }
 
 static void job_free(struct job *j)
@@ -1013,8 +1144,8 @@ static bool choose_level(struct job *j)
 		j->level = effective_level(j);
 		return true;
 	}
-	log_msg(LOG_ERR, "policy_error", "hook client_tls qid %s domain %s: %s",
-		j->m->qid, j->domain, r.text);
+	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
+		    "hook client_tls domain %s: %s", j->domain, r.text);
 	return false;
 }
 
@@ -1030,7 +1161,7 @@ static void job_unopened(struct job *j, int error, const char *why)
 		job_defer(j, text);
 		return;
 	}
-	log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, why);
+	log_qid_msg(LOG_WARN, "dropped", j->m->qid, "%s", why);
 	if (error == EBADMSG)
 		queue_quarantine(j->d->queue, j->m->qid);
 	j->m->gone = true;
@@ -1137,6 +1268,9 @@ static struct job *job_new(struct delivery *d, struct message *m,
 	j->m = m;
 	j->gen = generation_retain(*d->current);
 	j->file.fd = -1;
+	j->handoff_at = ev_time();
+	j->active_at = m->active_at < j->handoff_at ? m->active_at
+						    : j->handoff_at;
 	snprintf(j->domain, sizeof(j->domain), "%s", domain);
 	for (size_t i = 0; i < n; i++) {
 		char dom[256];
@@ -1158,6 +1292,19 @@ static struct job *job_new(struct delivery *d, struct message *m,
 	return j;
 }
 
+static void log_loop(const struct message *m, size_t i, const char *why)
+{
+	struct timing t = timing_now(m);
+	struct logline l;
+
+	log_begin(&l, LOG_WARN, "loop");
+	log_kv(&l, "qid", "%s", m->qid);
+	log_kv(&l, "to", "<%s>", m->env.rcpts[i]);
+	log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+	log_outcome(m, i, "bounced", "", &t, NULL, NULL, why);
+}
+
 static void bounce_loop(struct delivery *d, struct message *m)
 {
 	char why[200];
@@ -1171,8 +1318,7 @@ static void bounce_loop(struct delivery *d, struct message *m)
 		m->states[i] = RCPT_BOUNCED;
 		free(m->last_error[i]);
 		m->last_error[i] = strdup(why);
-		log_msg(LOG_WARN, "loop", "qid %s rcpt <%s>: %s", m->qid,
-			m->env.rcpts[i], why);
+		log_loop(m, i, why);
 	}
 }
 
@@ -1338,8 +1484,8 @@ static void remember_unread(struct delivery *d, const char *qid)
 		if (strcmp(u->qid, qid) == 0)
 			return;
 	if ((u = calloc(1, sizeof(*u))) == NULL) {
-		log_msg(LOG_ERR, "delivery_load", "qid %s: out of memory; "
-			"found again at the next spool scan", qid);
+		log_qid_msg(LOG_ERR, "delivery_load", qid, "out of memory; "
+			    "found again at the next spool scan");
 		return;
 	}
 	snprintf(u->qid, sizeof(u->qid), "%s", qid);
@@ -1348,6 +1494,19 @@ static void remember_unread(struct delivery *d, const char *qid)
 	u->next = d->unread;
 	d->unread = u;
 	kick(d); /* for schedule() to arm the retry */
+}
+
+/* Postfix's "QID: from=<S>, size=N, nrcpt=N (queue active)". */
+static void log_active(const struct message *m)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "active");
+	log_kv(&l, "qid", "%s", m->qid);
+	log_kv(&l, "from", "<%s>", m->env.sender);
+	log_kv(&l, "size", "%llu", (unsigned long long)m->size);
+	log_kv(&l, "nrcpt", "%zu", m->env.n_rcpts);
+	log_end(&l);
 }
 
 /* Takes a queued message in; false when there is nothing to do for it
@@ -1365,12 +1524,14 @@ static bool admit_message(struct delivery *d, const char *qid)
 		return false;
 	}
 	if (!message_pending(m) && !owes_dsn(m)) {
+		log_removed(qid); /* settled before a restart */
 		queue_remove(d->queue, qid);
 		message_free(m);
 		return false;
 	}
 	m->next = d->messages;
 	d->messages = m;
+	log_active(m);
 	return true;
 }
 
@@ -1400,6 +1561,7 @@ void delivery_flush(struct delivery *d)
 {
 	for (struct message *m = d->messages; m != NULL; m = m->next) {
 		m->next_attempt = 0;
+		m->active_at = ev_time();
 		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
 	}
 	kick(d);

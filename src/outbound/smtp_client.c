@@ -443,6 +443,7 @@ static void start_transaction(struct smtp_client *c)
 		return;
 	}
 	enter_state(c, CS_TRANSACTION);
+	c->result.setup_done = ev_time(); /* wall time, as the queue ids */
 	if (!send_commands(c))
 		fail_session(c, "cannot send MAIL FROM to %s", c->peer);
 }

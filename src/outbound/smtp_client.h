@@ -82,6 +82,8 @@ struct client_result {
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in
 				       plaintext after, or "" */
+	double setup_done;    /* when MAIL FROM went out (the end of
+				 Postfix's connection set-up), or 0 */
 };
 
 struct smtp_client;

@@ -542,6 +542,9 @@ static int host_log(lua_State *L)
 	log_kv(&l, "hook", "%s", p->current ? p->current : "?");
 	log_kv(&l, "msg", "%s", msg);
 	log_end(&l);
+	/* Out at once, not at the loop's next turn: a script that holds
+	 * the loop (up to max_time) shows what it is doing meanwhile. */
+	log_flush();
 	return 0;
 }
 

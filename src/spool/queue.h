@@ -46,6 +46,9 @@ enum { QUEUE_SLOTS = 64 };
 void queue_set_slot(struct queue *q, unsigned slot);
 void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1]);
 unsigned queue_id_slot(const char *qid);
+/* When the id was made (seconds since the epoch, to the microsecond): the
+ * message's arrival as Postfix's delay= counts it. */
+double queue_id_time(const char *qid);
 
 bool spool_file_create(struct queue *q, const char *qid,
 		       struct spool_file *f);
