@@ -10,13 +10,15 @@
  * resolve list, its body) from https_get until its callback has returned
  * or it was cancelled; it never resolves a name (CURLOPT_RESOLVE gives
  * libcurl the caller's addresses), never reads a CA file or directory
- * (the anchors are a blob), and never blocks the loop.
+ * (CURLOPT_SSL_CTX_FUNCTION puts the caller's X509_STORE in), and never
+ * blocks the loop.
  */
 #include "net/https.h"
 
 #include "core/log.h"
 
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@ struct req {
 	size_t len, cap, max;
 	bool too_big;
 	bool queued;
+	X509_STORE *trust;
 	struct https_result result;
 	char curl_error[CURL_ERROR_SIZE];
 };
@@ -72,6 +75,7 @@ static void req_free(struct req *r)
 		curl_easy_cleanup(r->easy);
 	}
 	curl_slist_free_all(r->resolve);
+	X509_STORE_free(r->trust);
 	free(r->body);
 	free(r);
 }
@@ -326,11 +330,19 @@ static bool resolve_list(struct req *r, const struct https_get *g)
 	return r->resolve != NULL;
 }
 
+/* libcurl's SSL_CTX gets our store, in place of anything it loaded. */
+static CURLcode on_ssl_ctx(CURL *e, void *ctx, void *userp)
+{
+	struct req *r = userp;
+
+	(void)e;
+	SSL_CTX_set1_cert_store(ctx, r->trust);
+	return CURLE_OK;
+}
+
 static bool set_options(struct req *r, const struct https_get *g)
 {
 	CURL *e = r->easy;
-	struct curl_blob ca = {.data = (void *)g->ca_pem, .len = g->ca_pem_len,
-			       .flags = CURL_BLOB_COPY};
 	bool ok = true;
 
 	ok &= curl_easy_setopt(e, CURLOPT_URL, g->url) == CURLE_OK;
@@ -346,10 +358,12 @@ static bool set_options(struct req *r, const struct https_get *g)
 	ok &= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_RESOLVE, r->resolve) == CURLE_OK;
-	/* Only the blob: not libcurl's built-in CA file or directory. */
+	/* Only our store: not libcurl's built-in CA file or directory. */
 	ok &= curl_easy_setopt(e, CURLOPT_CAINFO, NULL) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_CAPATH, NULL) == CURLE_OK;
-	ok &= curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca) == CURLE_OK;
+	ok &= curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) ==
+	      CURLE_OK;
+	ok &= curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, r) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_SSLVERSION,
@@ -393,11 +407,13 @@ void https_get(struct https *h, const struct https_get *g, uint64_t id,
 		return;
 	}
 	*r = (struct req){.h = h, .id = id, .cb = cb, .arg = arg,
-			  .max = g->max_size, .next = h->reqs};
+			  .max = g->max_size, .next = h->reqs, .trust = g->trust};
 	if (h->reqs != NULL)
 		h->reqs->prev = r;
 	h->reqs = r;
-	if (g->ca_pem == NULL || g->ca_pem_len == 0)
+	if (g->trust != NULL)
+		X509_STORE_up_ref(g->trust); /* a reload may free the old */
+	if (g->trust == NULL)
 		fail_now(r, "no trust anchors ([tls] ca_file did not load)");
 	else if (!resolve_list(r, g))
 		fail_now(r, "no address to connect to");

@@ -6,7 +6,8 @@
  * gives the addresses), only the trust anchors it is handed, a bounded
  * body and a bounded time. Callbacks carry the caller's id, never a
  * pointer, and never run from inside an https_* call or from inside
- * libcurl. It does not judge what came back (status, media type, body):
+ * libcurl. The trust store is the caller's, made once: parsing a CA bundle
+ * for every request would stall the loop (~30 ms for Debian's). It does not judge what came back (status, media type, body):
  * the caller does.
  */
 #ifndef SMTPGW_HTTPS_H
@@ -18,6 +19,7 @@
 #include <stdint.h>
 
 struct https;
+struct x509_store_st;
 
 enum { HTTPS_MAX_ADDRS = 8 };
 
@@ -27,8 +29,8 @@ struct https_get {
 	unsigned port;		/* of the url (443) */
 	const char *addrs[HTTPS_MAX_ADDRS]; /* "192.0.2.1", "2001:db8::1" */
 	size_t n_addrs;
-	const char *ca_pem;	/* the only trust anchors (copied) */
-	size_t ca_pem_len;
+	struct x509_store_st *trust; /* the only trust anchors (OpenSSL's
+					X509_STORE, shared, not copied) */
 	size_t max_size;	/* body octets; more is HTTPS_TOO_BIG */
 	long timeout_ms;	/* the whole request */
 	long connect_timeout_ms;

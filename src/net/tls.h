@@ -41,18 +41,18 @@ const char *tls_peer_name(enum tls_peer peer);
 struct x509_store_st; /* OpenSSL's X509_STORE */
 
 /* One client config per outbound level (encrypt: no checks; verify: chain
- * against ca_file and the name). NULL for none/may-without-TLS. ca_pem is
- * ca_file's text, read by whoever built the generation (the master, as
- * root), for those that check certificates outside a handshake: the
- * MTA-STS policy fetch and tls_check_server. */
+ * against ca_file and the name). NULL for none/may-without-TLS. trust is
+ * ca_file loaded by whoever built the generation (the master, as root:
+ * children inherit it, need no access to the file, and do not parse a CA
+ * bundle, ~30 ms, on their loop), for those that check certificates
+ * outside a libtls handshake: the MTA-STS policy fetch and
+ * tls_check_server. */
 struct tls_clients {
 	struct tls_config *encrypt;
 	struct tls_config *verify;
 	int encrypt_session; /* memory files holding the resumable sessions */
 	int verify_session;
-	char *ca_pem;	     /* NULL when ca_file did not read */
-	size_t ca_pem_len;
-	struct x509_store_st *trust; /* from ca_pem, made at first use */
+	struct x509_store_st *trust; /* ca_file, loaded once (NULL: none) */
 };
 
 bool tls_clients_new(const struct config *cfg, struct tls_clients *out,
@@ -70,8 +70,8 @@ enum tls_cert_verdict {
  * have (against ca_file, for `name`), after a handshake that did not:
  * MTA-STS testing mode reports what enforce would have refused. `why`
  * gets the reason when it is not OK. Builds c->trust at its first call. */
-enum tls_cert_verdict tls_check_server(struct tls_clients *c, struct tls *conn,
-				       const char *name, char *why,
-				       size_t why_len);
+enum tls_cert_verdict tls_check_server(const struct tls_clients *c,
+				       struct tls *conn, const char *name,
+				       char *why, size_t why_len);
 
 #endif

@@ -54,7 +54,7 @@ struct client_job {
 	/* When set, the server's chain is also checked after the handshake
 	 * against these clients' ca_file for `host` (tls_check_server), and
 	 * only reported: MTA-STS testing mode. */
-	struct tls_clients *cert_check;
+	const struct tls_clients *cert_check;
 };
 
 enum client_outcome {

@@ -386,7 +386,7 @@ static void start_fetch(struct sts *s, struct entry *e,
 	const struct tls_clients *tc = &(*s->current)->clients;
 	char url[400], host[300], addrs[DNS_MAX_ADDRS][64];
 	struct https_get g = {.url = url, .host = host, .port = 443,
-			      .ca_pem = tc->ca_pem, .ca_pem_len = tc->ca_pem_len,
+			      .trust = tc->trust,
 			      .max_size = STS_POLICY_MAX,
 			      .timeout_ms = FETCH_TIMEOUT_MS,
 			      .connect_timeout_ms = CONNECT_TIMEOUT_MS};
