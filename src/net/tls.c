@@ -263,11 +263,42 @@ static struct tls_config *client_config(const struct config *cfg, bool verify,
 	return c;
 }
 
+enum { CA_FILE_MAX = 16 << 20 };
+
+/* ca_file's text, or NULL (nothing verifies then, and that is said where
+ * it matters: tls_ca_file at start, the fetch's error later). */
+static char *read_ca_pem(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char *buf = NULL;
+	size_t n = 0;
+	ssize_t r = 1;
+
+	*len = 0;
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size > 0 && st.st_size <= CA_FILE_MAX)
+		buf = malloc((size_t)st.st_size + 1);
+	while (buf != NULL && n < (size_t)st.st_size &&
+	       (r = read(fd, buf + n, (size_t)st.st_size - n)) > 0)
+		n += (size_t)r;
+	if (fd >= 0)
+		close(fd);
+	if (buf == NULL || r <= 0 || n == 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
 bool tls_clients_new(const struct config *cfg, struct tls_clients *out,
 		     char *err, size_t err_len)
 {
 	out->encrypt_session = out->verify_session = -1;
-	out->trust = load_trust(cfg->ca_file); /* NULL: nothing verifies */
+	out->trust = NULL; /* tls_clients_load_trust, where it is needed */
+	out->ca_pem = read_ca_pem(cfg->ca_file, &out->ca_pem_len);
 	out->encrypt = client_config(cfg, false, &out->encrypt_session, err,
 				     err_len);
 	out->verify = out->encrypt ? client_config(cfg, true,
@@ -293,6 +324,25 @@ void tls_clients_free(struct tls_clients *c)
 	c->encrypt_session = c->verify_session = -1;
 	X509_STORE_free(c->trust);
 	c->trust = NULL;
+	free(c->ca_pem);
+	c->ca_pem = NULL;
+	c->ca_pem_len = 0;
+}
+
+bool tls_clients_load_trust(struct tls_clients *c)
+{
+	STACK_OF(X509) *certs;
+	int n;
+
+	if (c->trust != NULL || c->ca_pem == NULL)
+		return c->trust != NULL;
+	certs = parse_chain((const uint8_t *)c->ca_pem, c->ca_pem_len);
+	n = certs != NULL ? sk_X509_num(certs) : 0;
+	c->trust = n > 0 ? X509_STORE_new() : NULL;
+	for (int i = 0; c->trust != NULL && i < n; i++)
+		X509_STORE_add_cert(c->trust, sk_X509_value(certs, i));
+	sk_X509_pop_free(certs, X509_free);
+	return c->trust != NULL;
 }
 
 /* ---- a server's chain, checked after the handshake --------------------- */

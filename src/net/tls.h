@@ -41,23 +41,29 @@ const char *tls_peer_name(enum tls_peer peer);
 struct x509_store_st; /* OpenSSL's X509_STORE */
 
 /* One client config per outbound level (encrypt: no checks; verify: chain
- * against ca_file and the name). NULL for none/may-without-TLS. trust is
- * ca_file loaded by whoever built the generation (the master, as root:
- * children inherit it, need no access to the file, and do not parse a CA
- * bundle, ~30 ms, on their loop), for those that check certificates
- * outside a libtls handshake: the MTA-STS policy fetch and
- * tls_check_server. */
+ * against ca_file and the name). NULL for none/may-without-TLS. ca_pem is
+ * ca_file's text, read by whoever built the generation (the master, as
+ * root: the children need no access to the file); trust is that text
+ * parsed, for those that check certificates outside a libtls handshake
+ * (the MTA-STS policy fetch, tls_check_server), made by the first of them
+ * that needs it, in the queue manager only: Debian's bundle takes ~30 ms
+ * to parse (once per queue manager, as libtls does for every verify
+ * connection) and ~1 MiB, more than twenty under ASan. */
 struct tls_clients {
 	struct tls_config *encrypt;
 	struct tls_config *verify;
 	int encrypt_session; /* memory files holding the resumable sessions */
 	int verify_session;
-	struct x509_store_st *trust; /* ca_file, loaded once (NULL: none) */
+	char *ca_pem;	     /* ca_file's text (NULL: it did not read) */
+	size_t ca_pem_len;
+	struct x509_store_st *trust; /* ca_pem parsed: tls_clients_load_trust */
 };
 
 bool tls_clients_new(const struct config *cfg, struct tls_clients *out,
 		     char *err, size_t err_len);
 void tls_clients_free(struct tls_clients *c);
+/* Parses ca_pem into trust, once; false when there is nothing to trust. */
+bool tls_clients_load_trust(struct tls_clients *c);
 
 enum tls_cert_verdict {
 	TLS_CERT_OK,

@@ -2,7 +2,9 @@
  * delivery: the queue runner. Owns the in-memory messages and the jobs (one
  * message × one recipient domain × one attempt); a job owns its smtp_client
  * and holds a reference to the generation it started under. DNS answers come
- * back by job id, so a job that is gone is simply not found.
+ * back by job id, so a job that is gone is simply not found; so do MTA-STS
+ * answers (outbound/sts), looked up beside the route for an MX route, and
+ * applied per MX host by host_auth.
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
  * bounced; 4xx, no connection, a TLS failure the level does not allow →
@@ -876,8 +878,9 @@ static void log_downgrade(const struct job *j, const char *why)
 
 /* ---- MTA-STS ----------------------------------------------------------- */
 
-/* A policy whose failures are reported: testing, or enforce followed (a
- * level other than sts chose not to follow it). */
+/* A policy whose failures are reported: testing, or enforce when the
+ * level is sts (client_tls may choose another level, which does not
+ * follow the policy and so cannot fail it). */
 static bool sts_watched(const struct job *j)
 {
 	return j->sts.have && (j->sts.policy.mode == STS_MODE_TESTING ||
@@ -1063,6 +1066,8 @@ static void try_next(struct job *j)
 		return;
 	}
 	level = auth == AUTH_STS ? TLS_LEVEL_VERIFY : j->level;
+	if (sts_watched(j) && auth != AUTH_STS) /* testing: our own check */
+		tls_clients_load_trust(&j->gen->clients);
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,

@@ -383,10 +383,9 @@ static void on_fetch(uint64_t op, const struct https_result *r, void *arg)
 static void start_fetch(struct sts *s, struct entry *e,
 			const struct dns_host *h)
 {
-	const struct tls_clients *tc = &(*s->current)->clients;
+	struct tls_clients *tc = &(*s->current)->clients;
 	char url[400], host[300], addrs[DNS_MAX_ADDRS][64];
 	struct https_get g = {.url = url, .host = host, .port = 443,
-			      .trust = tc->trust,
 			      .max_size = STS_POLICY_MAX,
 			      .timeout_ms = FETCH_TIMEOUT_MS,
 			      .connect_timeout_ms = CONNECT_TIMEOUT_MS};
@@ -406,6 +405,8 @@ static void start_fetch(struct sts *s, struct entry *e,
 			g.n_addrs++;
 		}
 	}
+	tls_clients_load_trust(tc); /* the first fetch parses ca_file */
+	g.trust = tc->trust;
 	e->op = OP_FETCH;
 	https_get(s->https, &g, e->op_id, on_fetch, s);
 }
