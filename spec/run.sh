@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every spec for `make check`: the C unit tests of the pure modules
-# (build/check/test_smtp_proto, test_dsn, test_envelope, test_dns_wire,
-# test_config, test_limits and test_tls_resume, TAP), the fuzz corpora replayed
-# (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
+# Runs every spec for `make check`: the C unit tests (build/check/
+# test_smtp_proto, test_dsn, test_envelope, test_dns_wire, test_proxy,
+# test_config, test_limits, test_log_format, test_suggest, test_http_req,
+# test_stats, test_queue_scan and test_tls_resume, TAP), the fuzz corpora
+# replayed (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
@@ -68,11 +69,13 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
-# dns_wire.c, log_format.c, sts.c, of how src/core/config.c reads lines
-# and of src/inbound/limits.c and src/policy/suggest.c, and the TLS ticket
-# key ring of src/net/tls_resume.c
+# dns_wire.c, proxy.c, log_format.c and sts.c, of how src/core/config.c
+# reads lines, of src/inbound/limits.c, src/policy/suggest.c,
+# src/proto/http_req.c, src/core/stats.c and src/spool/queue_scan.c, and
+# the TLS ticket key ring of src/net/tls_resume.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
-	test_limits test_log_format test_suggest test_tls_resume test_sts; do
+	test_limits test_log_format test_suggest test_http_req test_stats \
+	test_queue_scan test_tls_resume test_sts; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

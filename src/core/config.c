@@ -522,6 +522,20 @@ static bool set_listen(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* [metrics] listen: one ADDRESS:PORT, or empty for no endpoint. */
+static bool set_metrics_listen(struct load_ctx *ctx, const struct key_def *key,
+			       const char *value)
+{
+	struct config *cfg = ctx->cfg;
+
+	cfg->has_metrics = value[0] != '\0';
+	if (cfg->has_metrics && !parse_listen(value, &cfg->metrics_listen))
+		return fail(ctx, "%s: '%s' is not ADDRESS:PORT (IPv6 as "
+				 "[ADDR]:PORT)",
+			    key->name, value);
+	return true;
+}
+
 static const char *const level_names[] = {
 	[TLS_LEVEL_NONE] = "none",
 	[TLS_LEVEL_MAY] = "may",
@@ -909,6 +923,7 @@ static const struct key_def keys[] = {
 	 "100ms"},
 	{"policy", "max_memory", set_bytes, AT(policy_max_memory), 1ULL << 20,
 	 1ULL << 32, "64M"},
+	{"metrics", "listen", set_metrics_listen, 0, 0, 0, ""},
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
@@ -1283,6 +1298,15 @@ bool config_is_relay_client(const struct config *cfg,
 		if (cidr_contains(&cfg->relay_networks[i], addr))
 			return true;
 	return false;
+}
+
+double config_retry_delay(const struct config *cfg, unsigned attempts)
+{
+	double delay = cfg->retry_min;
+
+	for (unsigned i = 1; i < attempts && delay < cfg->retry_max; i++)
+		delay *= 2;
+	return delay < cfg->retry_max ? delay : cfg->retry_max;
 }
 
 const struct domain_rule *config_domain_rule(const struct config *cfg,

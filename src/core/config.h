@@ -161,6 +161,9 @@ struct config {
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
+	/* [metrics] listen: the Prometheus endpoint; off when !has_metrics */
+	bool has_metrics;
+	struct listen_addr metrics_listen;
 	/* [log] */
 	enum log_style log_format;
 	bool log_to_syslog;	 /* destination = syslog (else stderr) */
@@ -214,6 +217,11 @@ void config_key_where(const struct config *cfg, const char *section,
  * case: powers of 1024) → octets. False when it is not a size or does
  * not fit 64 bits. Pure. */
 bool config_parse_size(const char *text, uint64_t *out);
+
+/* How long a recipient waits after its attempt number `attempts` failed:
+ * retry_min, doubling per attempt, up to retry_max (Postfix's
+ * minimal_backoff_time / maximal_backoff_time). */
+double config_retry_delay(const struct config *cfg, unsigned attempts);
 
 /* Pure helpers, exposed for the parser of other lists. */
 bool cidr_parse(const char *text, struct cidr *out);

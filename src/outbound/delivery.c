@@ -31,6 +31,7 @@
 #include "policy/generation.h"
 #include "core/netaddr.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
 #include "outbound/smtp_client.h"
@@ -205,7 +206,12 @@ static struct message *message_load(struct delivery *d, const char *qid,
 		message_free(m);
 		return NULL;
 	}
-	queue_state_load(d->queue, qid, m->states, m->last_error, n);
+	/* attempts: a restart goes on counting where the last run stopped */
+	queue_state_load(d->queue, qid,
+			 &(struct rcpt_records){.states = m->states,
+						.last = m->last_error,
+						.attempts = m->tries},
+			 n);
 	m->next_attempt = now_s(d);
 	m->active_at = ev_time(); /* the log's clock: the ids' (wall time) */
 	return m;
@@ -264,14 +270,11 @@ static void kick(struct delivery *d)
 }
 
 /* retry_min, doubling per attempt, up to retry_max (Postfix's
- * minimal_backoff_time / maximal_backoff_time). */
+ * minimal_backoff_time / maximal_backoff_time); the queue command shows
+ * the same. */
 static double backoff(const struct config *cfg, unsigned attempts)
 {
-	double delay = cfg->retry_min;
-
-	for (unsigned i = 1; i < attempts && delay < cfg->retry_max; i++)
-		delay *= 2;
-	return delay < cfg->retry_max ? delay : cfg->retry_max;
+	return config_retry_delay(cfg, attempts);
 }
 
 /* ---- recording outcomes ------------------------------------------------ */
@@ -405,6 +408,9 @@ static void record(struct job *j, size_t k, enum rcpt_state st,
 
 	queue_state_append(j->d->queue, m->qid, i, st, reply);
 	log_rcpt(j, k, st, reply, r);
+	stats_add(st == RCPT_SENT      ? STAT_SENT
+		  : st == RCPT_BOUNCED ? STAT_BOUNCED
+				       : STAT_DEFERRED);
 	m->tries[i]++;
 	if (st == RCPT_PENDING)
 		m->retry_at[i] = now_s(j->d) + backoff(cfg_now(j->d), m->tries[i]);
@@ -653,6 +659,7 @@ static void expire(struct delivery *d, struct message *m)
 			 m->last_error[i] ? m->last_error[i] : "not delivered");
 		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
 		log_outcome(m, i, "expired", "", &t, NULL, NULL, why);
+		stats_add(STAT_EXPIRED);
 		m->states[i] = RCPT_BOUNCED;
 		free(m->last_error[i]);
 		m->last_error[i] = strdup(why);
@@ -867,6 +874,7 @@ static void log_downgrade(const struct job *j, const char *why)
 {
 	struct logline l;
 
+	stats_add(STAT_DOWNGRADES);
 	log_begin(&l, LOG_WARN, "tls_downgrade");
 	log_kv(&l, "qid", "%s", j->m->qid);
 	log_kv(&l, "relay", "%s", j->relay);
@@ -949,12 +957,29 @@ static enum tls_level effective_level(const struct job *j)
 		       : TLS_LEVEL_MAY;
 }
 
+/* What an outbound connection had, by the level it asked for. */
+static void count_connection(const struct job *j,
+			     const struct client_result *r)
+{
+	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
+
+	if (r->outcome == CLIENT_CONNECT_FAILED)
+		return;
+	if (r->outcome == CLIENT_TLS_FAILED ||
+	    r->outcome == CLIENT_TLS_NOT_OFFERED)
+		had = STAT_HAD_FAILED;
+	else if (r->tls_version[0] != '\0')
+		had = r->tls_verified ? STAT_HAD_VERIFIED : STAT_HAD_TLS;
+	stats_add(stat_outbound_id(j->level, had));
+}
+
 static void on_client(void *owner, const struct client_result *r)
 {
 	struct job *j = owner;
 
 	j->client = NULL;
 	sts_session(j, r);
+	count_connection(j, r);
 	if (r->starttls_refused[0] != '\0')
 		log_downgrade(j, r->starttls_refused);
 	switch (r->outcome) {
@@ -1151,6 +1176,7 @@ static bool choose_level(struct job *j)
 	}
 	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
 		    "hook client_tls domain %s: %s", j->domain, r.text);
+	stats_add(STAT_POLICY_ERRORS + HOOK_CLIENT_TLS);
 	return false;
 }
 
@@ -1324,6 +1350,7 @@ static void bounce_loop(struct delivery *d, struct message *m)
 		free(m->last_error[i]);
 		m->last_error[i] = strdup(why);
 		log_loop(m, i, why);
+		stats_add(STAT_BOUNCED);
 	}
 }
 
@@ -1560,6 +1587,17 @@ void delivery_load(struct delivery *d)
 	}
 	free(ids);
 	kick(d);
+}
+
+void delivery_flush_message(struct delivery *d, const char *qid)
+{
+	for (struct message *m = d->messages; m != NULL; m = m->next) {
+		if (strcmp(m->qid, qid) != 0)
+			continue;
+		m->next_attempt = 0;
+		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
+		kick(d);
+	}
 }
 
 void delivery_flush(struct delivery *d)

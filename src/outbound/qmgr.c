@@ -19,6 +19,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 struct qmgr {
@@ -59,16 +60,46 @@ static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* SIGUSR1: the spool is scanned again (a released message comes back);
+ * the markers `queue requeue` and `release` left say which messages to
+ * retry now; none (a bare signal), or flush/all (`queue flush`): every
+ * deferred message. */
 static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct qmgr *q = w->data;
+	size_t n;
+	bool all;
+	char **ids = queue_take_flush_marks(q->queue, &n, &all);
 
 	(void)loop;
 	(void)revents;
-	log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, every "
-				   "deferred message now");
 	delivery_load(q->delivery);
-	delivery_flush(q->delivery);
+	if (all || n == 0) {
+		log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, "
+					   "every deferred message now");
+		delivery_flush(q->delivery);
+	} else {
+		log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, "
+					   "%zu message(s) now", n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!all)
+			delivery_flush_message(q->delivery, ids[i]);
+		free(ids[i]);
+	}
+	free(ids);
+}
+
+/* Markers left from before this start: everything is tried now anyway. */
+static void drop_flush_marks(struct queue *queue)
+{
+	size_t n;
+	bool all;
+	char **ids = queue_take_flush_marks(queue, &n, &all);
+
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
 }
 
 static void log_ready(const struct generation *gen)
@@ -129,6 +160,7 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	delivery_use_sts(q.delivery, sts);
 	watch(&q);
 	log_ready(gen);
+	drop_flush_marks(q.queue);
 	delivery_load(q.delivery);
 	ev_run(loop, 0);
 	unwatch(&q);

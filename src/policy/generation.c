@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "policy/policy.h"
 #include "net/tls.h"
 
@@ -15,17 +16,11 @@
 #include <stdlib.h>
 #include <time.h>
 
-#ifndef SMTPGW_LUA_DIR
-#define SMTPGW_LUA_DIR "lua"
-#endif
-
 static unsigned next_serial;
 
 const char *generation_lua_dir(void)
 {
-	const char *env = getenv("SMTPGW_LUA_DIR");
-
-	return env != NULL && env[0] != '\0' ? env : SMTPGW_LUA_DIR;
+	return paths_lua_dir();
 }
 
 /* Each certificate served, at start and reload (`announce`), and a
