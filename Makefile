@@ -35,9 +35,11 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
-	     libluajit2-5.1-dev libunbound-dev libcurl4-openssl-dev ca-certificates
+	     libluajit2-5.1-dev libunbound-dev libcurl4-openssl-dev ca-certificates \
+	     dns-root-data
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh mandoc strace
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh mandoc strace \
+	     ldnsutils
 # Debian packages that ship a service: postfix (smtp-sink, and the
 # side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
 # protocol in front of two gateways), prometheus (promtool checks the
@@ -81,6 +83,14 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
 
+build/check/test_tlsa: spec/c/test_tlsa.c src/proto/tlsa.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_tlsa.c src/proto/tlsa.c src/proto/dns_wire.c
+
+# DANE matching on the certificates of spec/c/fixtures/dane/ (libcrypto).
+TEST_DANE_SRC = spec/c/test_dane.c src/net/dane.c src/proto/tlsa.c src/proto/dns_wire.c
+build/check/test_dane: $(TEST_DANE_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_DANE_SRC) -lcrypto
+
 build/check/test_sts: spec/c/test_sts.c src/proto/sts.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_sts.c src/proto/sts.c
 
@@ -118,9 +128,9 @@ build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o net/tls_resume.o net/certs.o core/config.o \
-		    core/log.o proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
-		    proto/dns_wire.o proto/log_format.o)
+		    net/conn.o net/tls.o net/tls_resume.o net/certs.o net/dane.o \
+		    core/config.o core/log.o proto/smtp_proto.o proto/smtp_out.o \
+		    proto/next_hop.o proto/dns_wire.o proto/tlsa.o proto/log_format.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -217,6 +227,7 @@ check: deps-check user
 		build/check/test_suggest build/check/test_http_req build/check/test_stats \
 		build/check/test_queue_scan build/check/test_log_format \
 		build/check/test_tls_resume build/check/test_sts \
+		build/check/test_tlsa build/check/test_dane \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -230,7 +241,7 @@ check: deps-check user
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
-	      http_req log_format sts
+	      http_req log_format tlsa sts
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -243,6 +254,7 @@ FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_SRC_http_req   = src/proto/http_req.c
 FUZZ_SRC_log_format = src/proto/log_format.c
+FUZZ_SRC_tlsa       = src/proto/tlsa.c src/proto/dns_wire.c
 FUZZ_SRC_sts        = src/proto/sts.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)

@@ -94,7 +94,8 @@ static bool probe_option(struct options *o, const char *name, const char *val)
 
 	if (strcmp(name, "--level") == 0)
 		return tls_level_parse(val, &p->level) &&
-		       p->level >= TLS_LEVEL_ENCRYPT;
+		       (p->level == TLS_LEVEL_ENCRYPT ||
+			p->level == TLS_LEVEL_VERIFY);
 	if (strcmp(name, "--name") == 0) {
 		p->name = val;
 		return true;

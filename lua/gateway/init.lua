@@ -27,17 +27,23 @@ M.NONE = "none"
 M.MAY = "may"
 M.ENCRYPT = "encrypt"
 M.VERIFY = "verify"
--- Outbound only: as the destination's MTA-STS policy says (enforce: verify
--- with the MX host name, and only the MX hosts the policy names; where the
--- domain publishes no enforce policy: may). See mta_sts() below.
+-- Outbound only (client_tls, a [domain:...] tls), README "DANE": DANE
+-- where the MX host publishes secure TLSA records, else as may; and DANE
+-- or defer.
+M.DANE = "dane"
+M.DANE_ONLY = "dane-only"
+-- Outbound only, README "MTA-STS": as the destination's MTA-STS policy
+-- says (enforce: verify with the MX host name, and only the MX hosts the
+-- policy names; where the domain publishes no enforce policy: may). See
+-- mta_sts() below.
 M.STS = "sts"
 
--- The four levels of both sides, weakest first.
-M.LEVELS = { M.NONE, M.MAY, M.ENCRYPT, M.VERIFY }
--- The levels client_tls may return: the four, and sts.
-M.OUTBOUND_LEVELS = { M.NONE, M.MAY, M.ENCRYPT, M.VERIFY, M.STS }
+-- The levels, weakest first, by what they guarantee: dane and sts only
+-- what may does (they fall back to may without TLSA records, or without
+-- an enforce policy), dane-only an authenticated peer, as verify.
+M.LEVELS = { M.NONE, M.MAY, M.DANE, M.STS, M.ENCRYPT, M.VERIFY, M.DANE_ONLY }
 
-local RANK = { none = 1, may = 2, encrypt = 3, verify = 4, sts = 5 }
+local RANK = { none = 1, may = 2, dane = 2, sts = 2, encrypt = 3, verify = 4, ["dane-only"] = 4 }
 
 -- describe(v): a value for an error message.
 local function describe(v)
@@ -48,7 +54,7 @@ local function describe(v)
 end
 
 -- level(s): the level s names, in lower case ("VERIFY" -> "verify"); nil
--- when s is not a string naming one of the four or sts. Level names are
+-- when s is not a string naming one of the seven. Level names are
 -- case-insensitive everywhere, as in gateway.ini and in what a hook returns.
 function M.level(s)
   if type(s) ~= "string" then
@@ -61,7 +67,7 @@ function M.level(s)
   return l
 end
 
--- is_level(s): true when s names one of the four levels or sts (any case).
+-- is_level(s): true when s names one of the seven levels (any case).
 function M.is_level(s)
   return M.level(s) ~= nil
 end
@@ -69,15 +75,14 @@ end
 local function rank(s, fname)
   local l = M.level(s)
   if l == nil then
-    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify or sts)",
+    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify, dane, dane-only or sts)",
       fname, describe(s)), 3)
   end
   return RANK[l]
 end
 
--- level_rank(s): 1 (none), 2 (may), 3 (encrypt), 4 (verify), 5 (sts: what
--- it demands where it applies, verify and the policy's MX names); raises
--- on anything that is not a level.
+-- level_rank(s): 1 (none), 2 (may, dane, sts), 3 (encrypt), 4 (verify,
+-- dane-only); raises on anything that is not a level.
 function M.level_rank(s)
   local r = rank(s, "level_rank")
   return r

@@ -459,10 +459,14 @@ function M.run(policy, ctx, host, opts)
   end
   local result = hook(ctx, host or M.host())
   if LEVEL_HOOKS[stage] then
-    if not gateway.is_level(result) or (stage == "server_tls" and gateway.level(result) == gateway.STS) then
+    if not gateway.is_level(result) then
       error(format("gateway.testing.run: %s returned %s, not a level", stage, describe(result)), 2)
     end
     result = gateway.level(result)
+    if stage == "server_tls" and (result == gateway.DANE or result == gateway.DANE_ONLY
+        or result == gateway.STS) then
+      error(format("gateway.testing.run: server_tls returned %s, an outbound level", describe(result)), 2)
+    end
   else
     local ok, msg = gateway.is_verdict(result)
     if not ok then

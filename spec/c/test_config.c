@@ -334,7 +334,7 @@ static void test_sts_level(void)
 	cfg = load_cfg("[tls]\nserver_level = sts\n", path, sizeof(path), err,
 	               sizeof(err));
 	check(cfg == NULL && error_is(err, path, 2,
-	                              "server_level: 'sts' is not a level"),
+	                              "server_level: 'sts' is an outbound level"),
 	      "server_level = sts is an error (%s)", err);
 	config_free(cfg);
 }

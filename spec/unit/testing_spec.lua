@@ -325,7 +325,7 @@ describe("gateway.testing.run", function()
       'gateway.testing.run: server_tls returned "maybe", not a level')
     assert.has_error(function()
       t.run({ server_tls = function() return "sts" end }, t.ctx{ stage = "server_tls" })
-    end, 'gateway.testing.run: server_tls returned "sts", not a level')
+    end, 'gateway.testing.run: server_tls returned "sts", an outbound level')
     assert.are.equal("sts", t.run({ client_tls = function() return "STS" end }, t.ctx{ stage = "client_tls" }))
     assert.has_error(function() t.run({ client_tls = function() end }, t.ctx{ stage = "client_tls" }) end,
       "gateway.testing.run: client_tls returned nil, not a level")

@@ -157,6 +157,19 @@ static bool set_path(struct load_ctx *ctx, const struct key_def *key,
 	return set_string(ctx, key, full);
 }
 
+/* A file of DS or DNSKEY records, or "none": no DNSSEC validation. */
+static bool set_trust_anchor(struct load_ctx *ctx, const struct key_def *key,
+			     const char *value)
+{
+	char **slot = field(ctx, key);
+
+	if (strcasecmp(value, "none") != 0)
+		return set_path(ctx, key, value);
+	free(*slot);
+	*slot = NULL;
+	return true;
+}
+
 static bool parse_u64(const char *text, uint64_t *out)
 {
 	char *end;
@@ -541,6 +554,8 @@ static const char *const level_names[] = {
 	[TLS_LEVEL_MAY] = "may",
 	[TLS_LEVEL_ENCRYPT] = "encrypt",
 	[TLS_LEVEL_VERIFY] = "verify",
+	[TLS_LEVEL_DANE] = "dane",
+	[TLS_LEVEL_DANE_ONLY] = "dane-only",
 	[TLS_LEVEL_STS] = "sts",
 };
 
@@ -560,14 +575,25 @@ bool tls_level_parse(const char *text, enum tls_level *out)
 	return false;
 }
 
+bool tls_level_outbound_only(enum tls_level level)
+{
+	return level == TLS_LEVEL_DANE || level == TLS_LEVEL_DANE_ONLY ||
+	       level == TLS_LEVEL_STS;
+}
+
+/* An inbound level: DANE is a client's business. */
 static bool set_level(struct load_ctx *ctx, const struct key_def *key,
 		      const char *value)
 {
-	enum tls_level *level = field(ctx, key);
+	enum tls_level *slot = field(ctx, key);
 
-	if (!tls_level_parse(value, level) || *level > TLS_LEVEL_LAST_INBOUND)
+	if (!tls_level_parse(value, slot))
 		return fail(ctx, "%s: '%s' is not a level "
 				 "(none, may, encrypt, verify)",
+			    key->name, value);
+	if (tls_level_outbound_only(*slot))
+		return fail(ctx, "%s: '%s' is an outbound level; inbound "
+				 "levels are none, may, encrypt, verify",
 			    key->name, value);
 	return true;
 }
@@ -908,6 +934,8 @@ static const struct key_def keys[] = {
 	 3600000, "300s"},
 	{"delivery", "relayhost", set_relayhost, 0, 0, 0, ""},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
+	{"dns", "trust_anchor", set_trust_anchor, AT(dns_trust_anchor), 0, 0,
+	 "/usr/share/dns/root.key"},
 	{"log", "format", set_log_format, AT(log_format), 0, 0, "smtpgw"},
 	{"log", "destination", set_log_destination, AT(log_to_syslog), 0, 0,
 	 "stderr"},
@@ -1012,8 +1040,7 @@ static int set_tls_in(struct load_ctx *ctx, const char *section,
 	if (r->has_tls_in)
 		return fail(ctx, "tls_in: given twice in [%s]", section);
 	if (!tls_level_parse(value, &r->tls_in) ||
-	    r->tls_in < TLS_LEVEL_ENCRYPT ||
-	    r->tls_in > TLS_LEVEL_LAST_INBOUND)
+	    (r->tls_in != TLS_LEVEL_ENCRYPT && r->tls_in != TLS_LEVEL_VERIFY))
 		return fail(ctx, "tls_in: '%s' is not encrypt or verify (leave "
 				 "tls_in out for no requirement)",
 			    value);
@@ -1033,7 +1060,8 @@ static int on_domain_key(struct load_ctx *ctx, const char *section,
 			return fail(ctx, "tls: given twice in [%s]", section);
 		if (!tls_level_parse(value, &r->tls))
 			return fail(ctx, "tls: '%s' is not a level "
-					 "(none, may, encrypt, verify, sts)",
+					 "(none, may, encrypt, verify, dane, "
+					 "dane-only, sts)",
 				    value);
 		r->has_tls = true;
 		return true;
@@ -1269,6 +1297,7 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);
+	free(cfg->dns_trust_anchor);
 	for (size_t i = 0; i < cfg->n_domains; i++) {
 		free(cfg->domains[i].name);
 		free(cfg->domains[i].next_hop);

@@ -37,17 +37,23 @@ enum tls_level {
 	TLS_LEVEL_MAY,
 	TLS_LEVEL_ENCRYPT,
 	TLS_LEVEL_VERIFY,
-	TLS_LEVEL_STS, /* outbound only: as the destination's MTA-STS policy
-			  says (enforce: verify, and only its MX hosts;
-			  otherwise may) */
+	TLS_LEVEL_DANE,	     /* outbound only: DANE when the MX host has
+				secure TLSA records, else as may */
+	TLS_LEVEL_DANE_ONLY, /* outbound only: DANE or defer */
+	TLS_LEVEL_STS,	     /* outbound only: as the destination's MTA-STS
+				policy says (enforce: verify, and only its
+				MX hosts; otherwise may) */
 };
 
-/* The last level of each side, for tables and loops. */
-#define TLS_LEVEL_LAST_INBOUND TLS_LEVEL_VERIFY
+/* The last level, for tables and loops. */
 #define TLS_LEVEL_LAST TLS_LEVEL_STS
 
+/* "none", "may", "encrypt", "verify", "dane", "dane-only", "sts" (any
+ * case). */
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);
+/* dane, dane-only and sts: levels of outbound delivery only. */
+bool tls_level_outbound_only(enum tls_level level);
 
 /* [tls] ask_client_cert: auto asks for client certificates when the
  * configuration or the policy may need one (see generation.c). */
@@ -161,6 +167,9 @@ struct config {
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
+	/* [dns] trust_anchor: DS/DNSKEY records; NULL ("none"): answers are
+	 * not validated, all insecure */
+	char *dns_trust_anchor;
 	/* [metrics] listen: the Prometheus endpoint; off when !has_metrics */
 	bool has_metrics;
 	struct listen_addr metrics_listen;

@@ -25,6 +25,7 @@
 #include "outbound/delivery.h"
 
 #include "core/config.h"
+#include "net/dane.h"
 #include "net/dns.h"
 #include "proto/dsn.h"
 #include "proto/envelope.h"
@@ -50,6 +51,7 @@
 /* How the connection to an MX host is authenticated (host_auth). */
 enum host_auth {
 	AUTH_LEVEL, /* as the level says */
+	AUTH_DANE,  /* by its TLSA records (RFC 7672): plan_host said so */
 	AUTH_STS,   /* verify, for the MX host name (RFC 8461 §4.2) */
 	AUTH_SKIP,  /* not to be used: j->failure says why */
 };
@@ -93,6 +95,8 @@ struct job {
 	enum tls_level asked; /* what client_tls returned */
 	enum tls_level level; /* what applies: sts only under an enforce
 				 policy, else may (see effective_level) */
+	enum tls_level conn_level; /* the current host's: the level, or
+				      what DANE or MTA-STS made of it */
 	struct route rt;      /* where it goes (pointers into gen->cfg) */
 	bool route_wait, sts_wait; /* lookups still out */
 	struct sts_answer sts;	   /* the domain's MTA-STS policy, if .have */
@@ -104,6 +108,10 @@ struct job {
 	size_t judged;	     /* 1 + the host host_auth judged last ... */
 	enum host_auth auth; /* ... and what it said */
 	bool no_tls;
+	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
+	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
+	bool use_tlsa;	      /* the current host authenticates by it */
+	char dane_reason[256]; /* the last DANE failure, for the log */
 	struct queued_message file;
 	struct smtp_client *client;
 	double active_at;  /* the message's, when the job was planned */
@@ -381,11 +389,16 @@ static void log_outcome(const struct message *m, size_t i, const char *status,
 		log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
 		       r && r->tls_version[0] ? r->tls_version : "none");
 	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+		log_kv(&l, "verified", "%s",
+		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
+		       : r->tls_verified	 ? "yes"
+						 : "no");
 	log_kv(&l, "status", "%s", status);
 	if (j != NULL)
 		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
 	log_kv(&l, "reply", "%s", reply);
+	if (j != NULL && !sent && j->dane_reason[0] != '\0')
+		log_kv(&l, "reason", "%s", j->dane_reason);
 	log_end(&l);
 }
 
@@ -886,14 +899,20 @@ static void log_downgrade(const struct job *j, const char *why)
 
 /* ---- MTA-STS ----------------------------------------------------------- */
 
-/* A policy whose failures are reported: testing, or enforce when the
- * level is sts (client_tls may choose another level, which does not
- * follow the policy and so cannot fail it). */
+/* An enforce policy that applies: under the level sts, and under dane
+ * to the hosts DANE does not authenticate (RFC 8461 §2: DANE first).
+ * Another level chosen by client_tls does not follow the policy. */
+static bool sts_enforced(const struct job *j)
+{
+	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE &&
+	       (j->level == TLS_LEVEL_STS || j->level == TLS_LEVEL_DANE);
+}
+
+/* A policy whose failures are reported: testing, or enforced. */
 static bool sts_watched(const struct job *j)
 {
-	return j->sts.have && (j->sts.policy.mode == STS_MODE_TESTING ||
-			       (j->sts.policy.mode == STS_MODE_ENFORCE &&
-				j->level == TLS_LEVEL_STS));
+	return sts_enforced(j) ||
+	       (j->sts.have && j->sts.policy.mode == STS_MODE_TESTING);
 }
 
 static void sts_failed(struct job *j, const char *mx,
@@ -907,13 +926,11 @@ static void sts_failed(struct job *j, const char *mx,
 }
 
 /*
- * How the connection to MX host h is authenticated: the one place where
- * the mechanisms meet. Today: MTA-STS (an enforced policy allows only the
- * MX hosts it names, each verified for its own name; testing reports the
- * others and goes on). DANE (RFC 7672) comes first where it applies: a
- * host with a usable secure TLSA RRset is authenticated by DANE and
- * MTA-STS is not applied to it (RFC 8461 §2); that check belongs at the
- * top of this function.
+ * How the connection to MX host h is authenticated by MTA-STS, where DANE
+ * does not (the two meet in current_host: plan_host first, and a host it
+ * authenticates by TLSA never comes here, RFC 8461 §2). An enforced
+ * policy allows only the MX hosts it names, each verified for its own
+ * name; testing reports the others and goes on.
  */
 static enum host_auth host_auth(struct job *j, const struct dns_host *h)
 {
@@ -922,9 +939,9 @@ static enum host_auth host_auth(struct job *j, const struct dns_host *h)
 	if (!sts_watched(j))
 		return AUTH_LEVEL;
 	if (sts_mx_allowed(&j->sts, j->domain, h->name, why, sizeof(why)))
-		return j->level == TLS_LEVEL_STS ? AUTH_STS : AUTH_LEVEL;
+		return sts_enforced(j) ? AUTH_STS : AUTH_LEVEL;
 	sts_failed(j, h->name, TLSRPT_VALIDATION_FAILURE, why);
-	if (j->level != TLS_LEVEL_STS)
+	if (!sts_enforced(j))
 		return AUTH_LEVEL; /* testing: delivered as usual */
 	snprintf(j->failure, sizeof(j->failure), "4.7.5 %s", why);
 	return AUTH_SKIP;
@@ -940,7 +957,8 @@ static void sts_session(struct job *j, const struct client_result *r)
 
 	if (!sts_watched(j) || j->no_tls || r->outcome == CLIENT_CONNECT_FAILED)
 		return;
-	if (!sts_session_failed(r, j->level != TLS_LEVEL_NONE, &result, &why))
+	if (!sts_session_failed(r, j->conn_level != TLS_LEVEL_NONE, &result,
+				&why))
 		sts_count(j->d->sts, j->domain, true, result);
 	else
 		sts_failed(j, j->route.hosts[j->host].name, result, why);
@@ -991,7 +1009,10 @@ static void on_client(void *owner, const struct client_result *r)
 			on_result(j, r);
 		return;
 	case CLIENT_TLS_FAILED:
-		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason), "%s",
+				 r->reply);
+		if (j->conn_level == TLS_LEVEL_MAY && !j->no_tls) {
 			/* may: the same host again at once, in plaintext. */
 			log_downgrade(j, r->reply);
 			j->no_tls = true;
@@ -1003,6 +1024,10 @@ static void on_client(void *owner, const struct client_result *r)
 			 r->reply);
 		break;
 	case CLIENT_TLS_NOT_OFFERED:
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason),
+				 "%.200s has TLSA records, but offered no "
+				 "STARTTLS", j->route.hosts[j->host].name);
 		snprintf(j->failure, sizeof(j->failure),
 			 "4.7.4 TLS is required, but was not offered by host %s",
 			 j->relay);
@@ -1017,14 +1042,16 @@ static void on_client(void *owner, const struct client_result *r)
 	try_next(j);
 }
 
-static struct tls_config *level_config(const struct job *j,
-				       enum tls_level level)
+/* DANE checks the chain itself: its config verifies nothing. */
+static struct tls_config *level_config(const struct job *j)
 {
-	switch (level) {
+	switch (j->conn_level) {
 	case TLS_LEVEL_NONE:
 		return NULL;
 	case TLS_LEVEL_MAY:
 	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_DANE:
+	case TLS_LEVEL_DANE_ONLY:
 		return j->gen->clients.encrypt;
 	case TLS_LEVEL_VERIFY:
 	case TLS_LEVEL_STS:
@@ -1053,11 +1080,79 @@ static enum host_auth host_auth_once(struct job *j, const struct dns_host *h)
 	return j->auth;
 }
 
-/* The host to try now: the current one while it has addresses left,
- * else the next one host_auth does not skip; NULL when none is left. */
-static const struct dns_host *current_host(struct job *j,
-					   enum host_auth *auth)
+static void log_dane(const struct job *j, const char *plan, const char *why)
 {
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "dane");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "host", "%s", j->route.hosts[j->host].name);
+	log_kv(&l, "tls", "%s", tls_level_name(j->level));
+	log_kv(&l, "plan", "%s", plan);
+	if (why != NULL)
+		log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+}
+
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg);
+
+/* What DANE makes of the current host (RFC 7672 §2.2): its TLSA records
+ * are looked up first when its MX and address records are secure. False
+ * when try_next must not go on: the lookup is under way, or the host was
+ * given up and try_next has moved on. */
+static bool plan_host(struct job *j)
+{
+	const struct dns_host *h = &j->route.hosts[j->host];
+	bool wanted = dane_wants_tlsa(j->level, &j->route, h);
+	char why[256];
+
+	j->conn_level = j->level;
+	j->use_tlsa = false;
+	if (!dane_level(j->level))
+		return true;
+	if (wanted && j->tlsa_host != j->host + 1) {
+		dns_tlsa(j->d->dns, h->name, sockaddr_port(&h->addrs[0]), j->id,
+			 on_tlsa, j->d);
+		return false;
+	}
+	switch (dane_plan(j->level, &j->route, h, wanted ? &j->tlsa : NULL,
+			  why, sizeof(why))) {
+	case DANE_PLAN_AUTH:
+		j->use_tlsa = true;
+		if (j->addr == 0)
+			log_dane(j, "authenticate", NULL);
+		return true;
+	case DANE_PLAN_ENCRYPT:
+		j->conn_level = TLS_LEVEL_ENCRYPT;
+		break;
+	case DANE_PLAN_MAY:
+		j->conn_level = TLS_LEVEL_MAY;
+		break;
+	case DANE_PLAN_DEFER:
+		log_dane(j, "defer", why);
+		snprintf(j->dane_reason, sizeof(j->dane_reason), "%s", why);
+		snprintf(j->failure, sizeof(j->failure), "4.7.5 %s: %s",
+			 h->name, why);
+		j->host++;
+		j->addr = 0;
+		try_next(j);
+		return false;
+	}
+	if (j->addr == 0)
+		log_dane(j, j->conn_level == TLS_LEVEL_MAY ? "may" : "encrypt",
+			 why);
+	return true;
+}
+
+/* The host to try now and how it is authenticated: the current one
+ * while it has addresses left, else the next one that neither DANE
+ * (plan_host) nor MTA-STS (host_auth) gives up. NULL when none is left,
+ * or (*wait) when plan_host has a TLSA lookup under way or has moved on
+ * by itself. */
+static const struct dns_host *current_host(struct job *j,
+					   enum host_auth *auth, bool *wait)
+{
+	*wait = false;
 	for (;;) {
 		const struct dns_host *h;
 
@@ -1068,8 +1163,12 @@ static const struct dns_host *current_host(struct job *j,
 		}
 		if (j->host >= j->route.n_hosts)
 			return NULL;
+		if (!plan_host(j)) {
+			*wait = true;
+			return NULL;
+		}
 		h = &j->route.hosts[j->host];
-		*auth = host_auth_once(j, h);
+		*auth = j->use_tlsa ? AUTH_DANE : host_auth_once(j, h);
 		if (*auth != AUTH_SKIP)
 			return h;
 		j->addr = h->n_addrs; /* the next host */
@@ -1083,24 +1182,31 @@ static void try_next(struct job *j)
 	struct client_job cj;
 	const struct dns_host *h;
 	enum host_auth auth = AUTH_LEVEL;
-	enum tls_level level;
+	bool wait;
 
-	if ((h = current_host(j, &auth)) == NULL) {
-		job_defer(j, j->failure[0] ? j->failure
-					    : "4.4.1 no host could be reached");
+	if ((h = current_host(j, &auth, &wait)) == NULL) {
+		if (!wait)
+			job_defer(j, j->failure[0]
+					     ? j->failure
+					     : "4.4.1 no host could be reached");
 		return;
 	}
-	level = auth == AUTH_STS ? TLS_LEVEL_VERIFY : j->level;
-	if (sts_watched(j) && auth != AUTH_STS) /* testing: our own check */
+	if (auth == AUTH_STS)
+		j->conn_level = TLS_LEVEL_VERIFY; /* for the MX host name */
+	if (sts_watched(j) && auth == AUTH_LEVEL) /* testing: our own check */
 		tls_clients_load_trust(&j->gen->clients);
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
-		/* MTA-STS verifies the MX host name itself */
-		.tls_name = auth == AUTH_STS ? NULL : j->tls_name,
-		.helo = cfg->hostname, .level = level,
-		.tls = level_config(j, level), .no_tls = j->no_tls,
-		.cert_check = sts_watched(j) && auth != AUTH_STS
+		/* DANE and MTA-STS name the MX host, and so does its SNI */
+		.tls_name = dane_level(j->level) || auth == AUTH_STS
+				    ? NULL
+				    : j->tls_name,
+		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
+		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
+		.helo = cfg->hostname, .level = j->conn_level,
+		.tls = level_config(j), .no_tls = j->no_tls,
+		.cert_check = sts_watched(j) && auth == AUTH_LEVEL
 				      ? &j->gen->clients
 				      : NULL,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
@@ -1124,6 +1230,18 @@ static struct job *find_job(struct delivery *d, uint64_t id)
 		if (j->id == id)
 			return j;
 	return NULL;
+}
+
+/* The TLSA answer for the current host: try_next plans it. */
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
+{
+	struct job *j = find_job(arg, id);
+
+	if (j == NULL)
+		return;
+	j->tlsa = *tlsa;
+	j->tlsa_host = j->host + 1;
+	try_next(j);
 }
 
 /* A name that does not exist bounces only when it is the recipient's

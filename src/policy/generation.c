@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "policy/policy.h"
+#include "net/dns.h"
 #include "net/tls.h"
 
 #include <stdio.h>
@@ -133,6 +134,10 @@ struct generation *generation_build(const char *config_path, bool make_cert,
 	}
 	g->refs = 1;
 	g->cfg = config_load(config_path, err, err_len);
+	if (g->cfg != NULL && !dns_check_config(g->cfg, false, err, err_len)) {
+		config_free(g->cfg);
+		g->cfg = NULL;
+	}
 	if (g->cfg != NULL)
 		g->policy = policy_load(g->cfg, generation_lua_dir(), err,
 					err_len);
