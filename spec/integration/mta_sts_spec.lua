@@ -6,11 +6,13 @@
 -- openssl, which is the gateway's ca_file; a STARTTLS receiver on port 25
 -- of another loopback address is every MX host, with a certificate of the
 -- same CA for the MX names. The gateway runs the stock try.lua, which
--- follows an enforce policy (level sts).
+-- follows an enforce policy (level sts). The last spec signs its zones
+-- (spec/support/dnssec_zone.lua) to show DANE and MTA-STS together.
 
 local gateway = require "harness"
 local ds = require "delivery_support"
 local dns_server = require "dns_server"
+local dnssec = require "dnssec_zone"
 local tlss = require "tls_support"
 local procs = require "procs"
 local tools = require "tools"
@@ -25,7 +27,7 @@ local MX_NAMES = { "mx.good.test", "mx.evil.test", "mx.cached.test" }
 -- mta-sts.wrongcert.test).
 local STS_DOMAINS = { "good.test", "outside.test", "trial.test", "trial2.test",
   "badcert.test", "redirect.test", "html.test", "big.test", "restart.test",
-  "seeded.test", "renew.test", "refresh.test" }
+  "seeded.test", "renew.test", "refresh.test", "both.test", "nodane.test" }
 
 local function random_loopback()
   return string.format("127.%d.%d.%d", math.random(64, 250), math.random(1, 250),
@@ -77,6 +79,9 @@ local ANSWERS = {
   ["mta-sts.seeded.test"] = { status = 500, body = "broken\n" },
   ["mta-sts.renew.test"] = { body = policy("enforce", { "mx.good.test" }) },
   ["mta-sts.refresh.test"] = { body = policy("enforce", { "mx.good.test" }, 604800) },
+  -- with DANE (signed zones): policies that name none of their MX hosts
+  ["mta-sts.both.test"] = { body = policy("enforce", { "*.nowhere.test" }) },
+  ["mta-sts.nodane.test"] = { body = policy("enforce", { "*.nowhere.test" }) },
 }
 
 -- The zone: an MX and a TXT record per domain, and the addresses.
@@ -124,7 +129,7 @@ local function cache_text(id, fetched, body)
 end
 
 describe("MTA-STS", function()
-  local dir, pki, rx, web, dns, gw, web_log, web_conf
+  local dir, pki, rx, web, dns, gw, web_log, web_conf, mx_cert, rx_ip, web_ip
 
   local function write_web(answers)
     gateway.write_file(web_conf .. ".tmp", web_config(answers))
@@ -157,13 +162,12 @@ describe("MTA-STS", function()
     pki = tlss.make_pki(dir .. "/pki")
     local mx_san = {}
     for _, n in ipairs(MX_NAMES) do mx_san[#mx_san + 1] = "DNS:" .. n end
-    local mx_cert = tlss.signed(pki.dir, "mx", pki.ca, { cn = MX_NAMES[1], eku = "serverAuth",
+    mx_cert = tlss.signed(pki.dir, "mx", pki.ca, { cn = MX_NAMES[1], eku = "serverAuth",
       san = table.concat(mx_san, ",") })
     local web_san = {}
     for _, d in ipairs(STS_DOMAINS) do web_san[#web_san + 1] = "DNS:mta-sts." .. d end
     local web_cert = tlss.signed(pki.dir, "web", pki.ca, { cn = "mta-sts.good.test",
       eku = "serverAuth", san = table.concat(web_san, ",") })
-    local rx_ip, web_ip
     for _ = 1, 5 do
       rx_ip, web_ip = random_loopback(), random_loopback()
       local ok, r = pcall(ds.receiver, { host = rx_ip, port = 25, cert = mx_cert })
@@ -355,5 +359,44 @@ describe("MTA-STS", function()
       return t and t >= now
     end), "refresh.test was not fetched again: " .. tostring(gateway.read_file(web_log)))
     assert.are.equal(1, fetches("mta-sts.refresh.test"))
+  end)
+
+  -- RFC 8461 §2: where DANE applies, it wins. Both domains publish an
+  -- enforce policy that names none of their MX hosts, in signed zones;
+  -- both.test's MX has a TLSA record for the receiver's key, nodane.test's
+  -- has none (a secure denial). Under the level dane, the first is
+  -- DANE's and goes out; the second is MTA-STS's, and waits.
+  it("with DANE: a host DANE authenticates is DANE's, the others follow the MTA-STS policy", function()
+    local zone = dnssec.start{ zones = {
+      { name = "both.test", records = {
+        "@ MX 10 mx", "mx A " .. rx_ip,
+        "_25._tcp.mx TLSA " .. dnssec.tlsa(mx_cert.crt, 3, 1, 1),
+        '_mta-sts TXT "v=STSv1; id=d1;"', "mta-sts A " .. web_ip } },
+      { name = "nodane.test", records = {
+        "@ MX 10 mx", "mx A " .. rx_ip,
+        '_mta-sts TXT "v=STSv1; id=n1;"', "mta-sts A " .. web_ip } },
+    } }
+    local ok, err = pcall(function()
+      gw = gateway.start{ sections = ds.sections("try.lua", {
+        dns = { resolver = zone:resolver(), trust_anchor = zone:trust_anchor() },
+        tls = { ca_file = pki.ca.crt },
+        ["domain:both.test"] = { tls = "dane" },
+        ["domain:nodane.test"] = { tls = "dane" },
+      }) }
+      ds.submit(gw, "sender@origin.example", { "pat@both.test", "quinn@nodane.test" })
+      local sent = ds.wait_delivery(gw, "pat@both.test", "sent", 1, 30)
+      assert.truthy(sent:match(" tls=dane:TLSv1%.[23] verified=dane%-ee "), sent)
+      local line = ds.wait_delivery(gw, "quinn@nodane.test", "deferred", 1, 30)
+      assert.truthy(line:find("4.7.5 MX host mx.nodane.test is not in the MTA-STS policy of nodane.test", 1, true),
+        line)
+      -- both policies were fetched; only nodane.test's was applied
+      assert.truthy(line_with("event=mta_sts_policy[^\n]*domain=both%.test"), gw:log())
+      assert.is_nil(line_with("event=mta_sts_failure[^\n]*domain=both%.test"), gw:log())
+      local _, count = rx:rcpts()
+      assert.are.equal(1, count["pat@both.test"])
+      assert.is_nil(count["quinn@nodane.test"])
+    end)
+    zone:stop()
+    if not ok then error(err, 0) end
   end)
 end)
