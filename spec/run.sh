@@ -70,14 +70,14 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
-# dns_wire.c, proxy.c, log_format.c and tlsa.c, of how src/core/config.c
-# reads lines, of src/inbound/limits.c, src/policy/suggest.c,
-# src/proto/http_req.c, src/core/stats.c and src/spool/queue_scan.c, the
-# TLS ticket key ring of src/net/tls_resume.c, DANE matching
-# (src/net/dane.c) and src/outbound/conncache.c
+# dns_wire.c, proxy.c, log_format.c, tlsa.c and sts.c, of how
+# src/core/config.c reads lines, of src/inbound/limits.c,
+# src/policy/suggest.c, src/proto/http_req.c, src/core/stats.c and
+# src/spool/queue_scan.c, the TLS ticket key ring of src/net/tls_resume.c,
+# DANE matching (src/net/dane.c) and src/outbound/conncache.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
 	test_limits test_log_format test_suggest test_http_req test_stats \
-	test_queue_scan test_tls_resume test_tlsa test_dane test_conncache; do
+	test_queue_scan test_tls_resume test_tlsa test_dane test_sts test_conncache; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

@@ -113,6 +113,8 @@ static bool tls_serves(const struct conncache_key *want,
 	case TLS_LEVEL_ENCRYPT:
 		return st->tls;
 	case TLS_LEVEL_VERIFY:
+	case TLS_LEVEL_STS: /* an enforced MTA-STS policy: verified for the
+			       MX host name (the key holds the name) */
 		return st->tls && st->verified;
 	case TLS_LEVEL_DANE_ONLY:
 		return st->tls && st->dane;

@@ -881,6 +881,12 @@ static void on_tls_ready(struct smtp_client *c)
 	c->result.tls_verified = c->job.level == TLS_LEVEL_VERIFY;
 	if (c->job.tlsa != NULL && !dane_check(c))
 		return;
+	if (c->job.cert_check != NULL) {
+		c->result.cert_checked = true;
+		c->result.cert = tls_check_server(
+			c->job.cert_check, t, c->job.host ? c->job.host : "",
+			c->result.cert_why, sizeof(c->result.cert_why));
+	}
 	send_hello(c, "EHLO", CS_EHLO); /* RFC 3207 4.2: start over */
 }
 

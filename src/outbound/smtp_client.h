@@ -14,6 +14,7 @@
 
 #include "core/config.h"
 #include "net/dane.h"
+#include "net/tls.h"
 #include "proto/smtp_proto.h"
 
 #include <ev.h>
@@ -68,6 +69,10 @@ struct client_job {
 	unsigned reuse_max;	      /* transactions per connection */
 	double reuse_idle;	      /* seconds a parked one may wait */
 	unsigned epoch;		      /* the generation: part of the key */
+	/* When set, the server's chain is also checked after the handshake
+	 * against these clients' ca_file for `host` (tls_check_server), and
+	 * only reported: MTA-STS testing mode. */
+	const struct tls_clients *cert_check;
 };
 
 enum client_outcome {
@@ -90,6 +95,9 @@ struct client_result {
 	bool tls_verified;    /* chain and name checked (verify level), or
 				 authenticated by DANE */
 	enum dane_auth dane;  /* how DANE authenticated it, if it did */
+	bool cert_checked;    /* job.cert_check ran: see cert, cert_why */
+	enum tls_cert_verdict cert;
+	char cert_why[128];
 	bool dot_sent;	      /* the end of data went out: after a loss the
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in
