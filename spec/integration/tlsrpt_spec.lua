@@ -115,7 +115,9 @@ describe("TLS-RPT", function()
   local function start(receivers, extra)
     local s = ds.sections("try.lua", {
       dns = { resolver = dns:resolver() },
-      delivery = { retry_min = "1h", retry_max = "1h" },
+      -- one connection a message: a session each (a reused connection
+      -- is no new session, and reuse would depend on timing here)
+      delivery = { retry_min = "1h", retry_max = "1h", reuse_max_messages = 1 },
       tlsrpt = { enable = "yes", organization = "Spec Org",
         contact = "tlsrpt-admin@test.example" },
       ["domain:tls.example"] = { next_hop = receivers.tls:addr() },

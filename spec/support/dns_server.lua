@@ -9,7 +9,8 @@
 --   local dns = dns_server.start{
 --     zones = { ["example.test."] = "static" },       -- local-zone types
 --     data = { "example.test. MX 10 mx.example.test.", -- local-data
---              "mx.example.test. A 127.0.0.1" },
+--              "mx.example.test. A 127.0.0.1",
+--              '_mta-sts.example.test. TXT "v=STSv1; id=1;"' },
 --     servfail = { "broken.test." },                  -- SERVFAIL at once
 --   }
 --   dns:resolver()  --> "127.0.0.1@PORT", for [dns] resolver
@@ -41,12 +42,14 @@ local function free_port()
   error("no free port for the DNS fixture")
 end
 
--- In double quotes, or in single quotes when it holds double quotes (a
--- TXT record's "...": 'name TXT "v=TLSRPTv1; rua=..."').
+-- A TXT record's text comes in double quotes: the line then goes in
+-- single quotes, which unbound's configuration reader takes as well.
 local function quoted(s)
-  if not s:find('"', 1, true) then return '"' .. s .. '"' end
-  assert(not s:find("'", 1, true), "not both quotes in DNS fixture data: " .. s)
-  return "'" .. s .. "'"
+  if s:find('"', 1, true) then
+    assert(not s:find("'", 1, true), "not both kinds of quotes in DNS fixture data: " .. s)
+    return "'" .. s .. "'"
+  end
+  return '"' .. s .. '"'
 end
 
 local function sorted_keys(t)

@@ -3,7 +3,7 @@
  * the event loop, DNSSEC-validated against [dns] trust_anchor.
  * libunbound resolves in a thread of its own (ub_ctx_async) and reports on
  * a pipe, ub_fd(), that an ev_io watches; ub_process() then runs on_answer
- * on the loop's thread. This file owns every request from dns_*_route until
+ * on the loop's thread. This file owns every request from a dns_* call until
  * its callback has returned or it was cancelled; callers only see their ids.
  * It never calls back from inside a dns_* call or from inside ub_process()
  * (callbacks run from a zero timer), never blocks the loop, and never reads
@@ -71,7 +71,7 @@ struct req {
 	uint64_t id;
 	dns_route_cb *cb;      /* a route request, or ... */
 	dns_tlsa_cb *tlsa_cb;  /* ... a TLSA one, or ... */
-	dns_rrset_cb *rrset_cb; /* ... dns_rrset's */
+	dns_rrset_cb *rrset_cb; /* ... an RRset one (dns_rrset) */
 	void *arg;
 	enum stage stage;
 	bool cancelled; /* no callback, ever (again) */
@@ -81,9 +81,10 @@ struct req {
 	struct query q[MAX_QUERIES];
 	unsigned in_flight;
 	ev_timer deadline;
-	struct dns_route route; /* the answer of a route request */
+	struct dns_route route; /* the answer of a route request; the
+				   status and error of an RRset one */
 	struct dns_tlsa tlsa;	/* the answer of a TLSA request */
-	struct dns_rrset rrset; /* dns_rrset's: its records, in rr_buf */
+	struct dns_rrset rrset; /* dns_rrset: the records, into rr_buf */
 	unsigned char *rr_buf;
 };
 
@@ -337,8 +338,8 @@ static void fail(struct req *req, enum dns_status status, const char *fmt,
 	finish(req);
 }
 
-/* The one callback of a request: its route, TLSA answer, or RRset (whose
- * status and error are the route's). */
+/* One callback: a route, a TLSA answer, or an RRset (whose status is
+ * the route's). */
 static void call_back(struct req *req)
 {
 	struct dns_rrset *rs = &req->rrset;
@@ -687,6 +688,59 @@ static void addresses_answered(struct req *req)
 	}
 }
 
+/* ---- other records ---------------------------------------------------- */
+
+/* The records of the answer, copied: its ub_result goes in finish(). */
+static bool rrset_copy(struct req *req, const struct ub_result *r)
+{
+	struct dns_rrset *rs = &req->rrset;
+	size_t total = 0, off = 0;
+
+	for (size_t i = 0; r->data[i] != NULL && i < DNS_MAX_RRS; i++)
+		if (r->len[i] > 0 && total + (size_t)r->len[i] <= DNS_RRSET_MAX)
+			total += (size_t)r->len[i];
+	if (total > 0 && (req->rr_buf = malloc(total)) == NULL)
+		return false;
+	for (size_t i = 0; r->data[i] != NULL && i < DNS_MAX_RRS; i++) {
+		size_t n = r->len[i] > 0 ? (size_t)r->len[i] : 0;
+
+		if (n == 0 || off + n > total)
+			continue;
+		memcpy(req->rr_buf + off, r->data[i], n);
+		rs->data[rs->n] = req->rr_buf + off;
+		rs->len[rs->n++] = n;
+		off += n;
+	}
+	rs->secure = r->secure != 0 && !r->bogus;
+	return true;
+}
+
+static void rrset_answered(struct req *req)
+{
+	struct query *q = &req->q[0];
+	char why[96];
+
+	switch (outcome_of(q, why, sizeof(why))) {
+	case OUT_TEMP:
+		fail(req, DNS_TEMPFAIL, "%s: lookup failed: %s", req->name,
+		     why);
+		return;
+	case OUT_NXDOMAIN:
+		fail(req, DNS_PERMFAIL, "%s: not found (NXDOMAIN)", req->name);
+		return;
+	case OUT_NODATA:
+		break;
+	case OUT_DATA:
+		if (!rrset_copy(req, q->res)) {
+			fail(req, DNS_TEMPFAIL, "%s: out of memory", req->name);
+			return;
+		}
+		break;
+	}
+	req->route.status = DNS_OK;
+	finish(req);
+}
+
 /* ---- TLSA answers ------------------------------------------------------ */
 
 /* The records of a secure RRset: the usable ones kept (RFC 7672 §3.1.3),
@@ -730,58 +784,6 @@ static void tlsa_answered(struct req *req)
 	finish(req);
 }
 
-/* ---- other records ------------------------------------------------------ */
-
-/* The records of the answer, copied: its ub_result goes in finish(). */
-static bool rrset_copy(struct req *req, const struct ub_result *r)
-{
-	struct dns_rrset *rs = &req->rrset;
-	size_t total = 0, off = 0;
-
-	for (size_t i = 0; i < DNS_MAX_RRS && r->data[i] != NULL; i++)
-		if (r->len[i] > 0 && total + (size_t)r->len[i] <= DNS_RRSET_MAX)
-			total += (size_t)r->len[i];
-	if (total > 0 && (req->rr_buf = malloc(total)) == NULL)
-		return false;
-	for (size_t i = 0; i < DNS_MAX_RRS && r->data[i] != NULL; i++) {
-		size_t n = r->len[i] > 0 ? (size_t)r->len[i] : 0;
-
-		if (n == 0 || off + n > total)
-			continue;
-		memcpy(req->rr_buf + off, r->data[i], n);
-		rs->data[rs->n] = req->rr_buf + off;
-		rs->len[rs->n++] = n;
-		off += n;
-	}
-	rs->secure = sec_of(&req->q[0]) == DNS_SECURE;
-	return true;
-}
-
-static void rrset_answered(struct req *req)
-{
-	char why[160];
-
-	switch (outcome_of(&req->q[0], why, sizeof(why))) {
-	case OUT_TEMP:
-		fail(req, DNS_TEMPFAIL, "%s: lookup failed: %s", req->name,
-		     why);
-		return;
-	case OUT_NXDOMAIN:
-		fail(req, DNS_PERMFAIL, "%s: not found (NXDOMAIN)", req->name);
-		return;
-	case OUT_NODATA:
-		break;
-	case OUT_DATA:
-		if (!rrset_copy(req, req->q[0].res)) {
-			fail(req, DNS_TEMPFAIL, "%s: out of memory", req->name);
-			return;
-		}
-		break;
-	}
-	req->route.status = DNS_OK;
-	finish(req);
-}
-
 /* ---- the loop side ---------------------------------------------------- */
 
 /* Answers are only taken in inside ub_process(); the stages move on after
@@ -805,10 +807,10 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 			mx_answered(req);
 		else if (req->stage == STAGE_ADDR)
 			addresses_answered(req);
-		else if (req->stage == STAGE_TLSA)
-			tlsa_answered(req);
 		else if (req->stage == STAGE_RRSET)
 			rrset_answered(req);
+		else if (req->stage == STAGE_TLSA)
+			tlsa_answered(req);
 	}
 }
 
@@ -1160,6 +1162,33 @@ void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 		dns_mx_route(dns, domain, 25, id, cb, arg);
 }
 
+void dns_rrset(struct dns *dns, const char *name, int rrtype, uint64_t id,
+	       dns_rrset_cb *cb, void *arg)
+{
+	char copy[256];
+	bool valid = dns_name_copy(name, copy, sizeof(copy));
+	struct req *req = req_new(dns, valid ? copy : "", 0, id, arg);
+
+	if (req == NULL) {
+		struct dns_rrset rs = {.status = DNS_TEMPFAIL,
+				       .error = "out of memory"};
+
+		log_msg(LOG_ERR, "dns", "out of memory for %s", name);
+		cb(id, &rs, arg); /* as start(): the lesser breach */
+		return;
+	}
+	req->rrset_cb = cb;
+	ev_timer_start(dns->loop, &req->deadline);
+	if (!valid) {
+		fail(req, DNS_PERMFAIL, "invalid name");
+		return;
+	}
+	req->stage = STAGE_RRSET;
+	ask(req, &req->q[0], req->name, rrtype);
+	if (req->in_flight == 0)
+		rrset_answered(req);
+}
+
 void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
 	      dns_tlsa_cb *tlsa_cb, void *arg)
 {
@@ -1180,33 +1209,6 @@ void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
 	ask(req, &req->q[0], req->name, RR_TLSA);
 	if (req->in_flight == 0)
 		tlsa_answered(req);
-}
-
-void dns_rrset(struct dns *dns, const char *name, int rrtype, uint64_t id,
-	       dns_rrset_cb *cb, void *arg)
-{
-	char copy[256];
-	bool valid = dns_name_copy(name, copy, sizeof(copy));
-	struct req *req = req_new(dns, valid ? copy : "", 0, id, arg);
-
-	if (req == NULL) {
-		struct dns_rrset rs = {.status = DNS_TEMPFAIL,
-				       .error = "out of memory"};
-
-		log_msg(LOG_ERR, "dns", "out of memory for %s", name);
-		cb(id, &rs, arg); /* as answer_oom: the lesser breach */
-		return;
-	}
-	req->rrset_cb = cb;
-	ev_timer_start(dns->loop, &req->deadline);
-	if (!valid) {
-		fail(req, DNS_PERMFAIL, "invalid name");
-		return;
-	}
-	req->stage = STAGE_RRSET;
-	ask(req, &req->q[0], req->name, rrtype);
-	if (req->in_flight == 0)
-		rrset_answered(req);
 }
 
 void dns_cancel(struct dns *dns, uint64_t id)

@@ -1,7 +1,7 @@
 /*
  * dns: asynchronous MX, address and other record lookups with libunbound,
- * inside the event loop (its descriptor is watched by libev; answers are processed
- * when it is readable). Callbacks carry the caller's id, never a pointer:
+ * inside the event loop (its descriptor is watched by libev; answers are
+ * processed when it is readable). Callbacks carry the caller's id, never a pointer:
  * whoever asked may be gone when the answer comes. Only the resolvers of
  * [dns] resolver are asked when it is set; the system's resolv.conf only
  * when it is not.
@@ -83,7 +83,7 @@ typedef void dns_tlsa_cb(uint64_t id, const struct dns_tlsa *tlsa,
 			 void *arg);
 
 enum {
-	DNS_MAX_RRS = 16,      /* records of one RRset kept */
+	DNS_MAX_RRS = 16,	 /* records of one RRset kept */
 	DNS_RRSET_MAX = 65536, /* octets of their rdata kept */
 };
 
@@ -131,11 +131,12 @@ void dns_next_hop_route(struct dns *dns, const struct next_hop *hop,
 void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 		   uint64_t id, dns_route_cb *cb, void *arg);
 
-/* The `rrtype` records of `name` (16: TXT, for TLS-RPT's _smtp._tls).
- * `cb` is called exactly once, never from inside this call; the rdata it
- * sees live until it returns. */
+/* The `rrtype` records of `name` (16: TXT for MTA-STS). `cb` is called
+ * exactly once, never from inside this call; the rdata it sees live
+ * until it returns. */
 void dns_rrset(struct dns *dns, const char *name, int rrtype, uint64_t id,
 	       dns_rrset_cb *cb, void *arg);
+
 /* The TLSA RRset of `host` at `port` (_PORT._tcp.HOST). `cb(id, tlsa,
  * arg)` is called exactly once, never from inside this call. */
 void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,

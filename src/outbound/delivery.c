@@ -2,7 +2,9 @@
  * delivery: the queue runner. Owns the in-memory messages and the jobs (one
  * message × one recipient domain × one attempt); a job owns its smtp_client
  * and holds a reference to the generation it started under. DNS answers come
- * back by job id, so a job that is gone is simply not found.
+ * back by job id, so a job that is gone is simply not found; so do MTA-STS
+ * answers (outbound/sts), looked up beside the route for an MX route, and
+ * applied per MX host by host_auth.
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
  * bounced; 4xx, no connection, a TLS failure the level does not allow →
@@ -33,8 +35,11 @@
 #include "core/stats.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
+#include "outbound/conncache.h"
 #include "outbound/smtp_client.h"
+#include "outbound/sts.h"
 #include "outbound/tlsrpt.h"
+#include "proto/dns_wire.h"
 #include "proto/requiretls.h"
 
 #include <ctype.h>
@@ -45,6 +50,14 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+/* How the connection to an MX host is authenticated (host_auth). */
+enum host_auth {
+	AUTH_LEVEL, /* as the level says */
+	AUTH_DANE,  /* by its TLSA records (RFC 7672): plan_host said so */
+	AUTH_STS,   /* verify, for the MX host name (RFC 8461 §4.2) */
+	AUTH_SKIP,  /* not to be used: j->failure says why */
+};
 
 /* Postfix's hopcount_limit: more Received: headers than this is a loop
  * (an MX or next_hop pointing back at us, or two gateways in a circle). */
@@ -85,13 +98,21 @@ struct job {
 	size_t *index; /* recipients of m in this job */
 	struct client_rcpt *rcpts;
 	size_t n;
-	enum tls_level level;	   /* the policy's */
+	enum tls_level asked; /* what client_tls returned */
+	enum tls_level level; /* what applies: sts only under an enforce
+				 policy, else may (see effective_level) */
 	enum tls_level conn_level; /* the current host's: the level, or
-				      what DANE made of it (may, encrypt) */
+				      what DANE or MTA-STS made of it */
+	struct route rt;      /* where it goes (pointers into gen->cfg) */
+	bool route_wait, sts_wait; /* lookups still out */
+	struct sts_answer sts;	   /* the domain's MTA-STS policy, if .have */
+	bool sts_changed;	   /* the lookup found other than the peek */
 	struct dns_route route;
 	enum route_source source; /* MX of the domain, next_hop, relayhost */
 	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
+	size_t judged;	     /* 1 + the host host_auth judged last ... */
+	enum host_auth auth; /* ... and what it said */
 	bool no_tls;
 	struct requiretls_hop requiretls; /* a REQUIRETLS message: what
 					     the route says of its hosts */
@@ -121,6 +142,7 @@ struct delivery {
 	struct ev_loop *loop;
 	struct queue *queue;
 	struct dns *dns;
+	struct sts *sts; /* NULL: no MTA-STS */
 	struct tlsrpt *tlsrpt; /* NULL: no TLS reporting */
 	struct generation *const *current;
 	struct message *messages;
@@ -131,6 +153,8 @@ struct delivery {
 	uint64_t next_id;
 	ev_timer wake; /* the earliest retry of a message without jobs */
 	ev_timer soon; /* kicked: run the queue at the loop's next turn */
+	struct conncache *cache; /* idle connections (README "Connection
+				    reuse"); closed by delivery_stop */
 	bool stopping;
 };
 
@@ -384,6 +408,8 @@ static void log_outcome(const struct message *m, size_t i, const char *status,
 		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
 		       : r->tls_verified	 ? "yes"
 						 : "no");
+	if (r)
+		log_kv(&l, "reused", "%s", r->reused ? "yes" : "no");
 	log_kv(&l, "status", "%s", status);
 	if (j != NULL)
 		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
@@ -766,6 +792,8 @@ static void job_free(struct job *j)
 	if (j->client != NULL)
 		smtp_client_abort(j->client);
 	dns_cancel(d->dns, j->id);
+	if (j->sts_wait)
+		sts_cancel(d->sts, j->id);
 	if (j->file.fd >= 0)
 		close(j->file.fd);
 	generation_release(j->gen);
@@ -790,9 +818,18 @@ static void job_done(struct job *j)
 
 static void try_next(struct job *j);
 static void route_exhausted(struct job *j);
+static void job_go(struct job *j);
 
+/* Under an enforced MTA-STS policy every deferral says so. */
 static void job_defer(struct job *j, const char *why)
 {
+	char text[sizeof(j->failure) + 200];
+
+	if (j->level == TLS_LEVEL_STS && strstr(why, "MTA-STS") == NULL) {
+		snprintf(text, sizeof(text), "%s (MTA-STS policy of %s: "
+			 "enforce, id %s)", why, j->domain, j->sts.id);
+		why = text;
+	}
 	record_all(j, RCPT_PENDING, why, NULL);
 	job_done(j);
 }
@@ -887,6 +924,10 @@ static void log_downgrade(const struct job *j, const char *why)
 	log_end(&l);
 }
 
+/* ---- TLS reporting and REQUIRETLS ---------------------------------------- */
+
+static bool sts_watched(const struct job *j);
+
 /* The TLSA records a session was held to, in presentation form ("3 1 1
  * 1F85...", one per line), as RFC 8460 §4.4's policy-string. */
 static void tlsa_strings(const struct dns_tlsa *t, char *out, size_t len)
@@ -906,20 +947,55 @@ static void tlsa_strings(const struct dns_tlsa *t, char *out, size_t len)
 	}
 }
 
+/* An MTA-STS policy as its lines (RFC 8460 §4.4's policy-string) and its
+ * mx patterns, one per line. */
+static void sts_strings(const struct sts_policy *p, char *out, size_t len,
+			char *mx, size_t mx_len)
+{
+	size_t o, m = 0;
+
+	o = (size_t)snprintf(out, len, "version: STSv1\nmode: %s",
+			     sts_mode_name(p->mode));
+	mx[0] = '\0';
+	for (unsigned i = 0; i < p->n_mx; i++) {
+		if (o < len)
+			o += (size_t)snprintf(out + o, len - o, "\nmx: %s",
+					      p->mx[i]);
+		if (m < mx_len)
+			m += (size_t)snprintf(mx + m, mx_len - m, "%s%s",
+					      i ? "\n" : "", p->mx[i]);
+	}
+	if (o < len)
+		snprintf(out + o, len - o, "\nmax_age: %lu", p->max_age);
+}
+
+/* Room for the strings of a policy. */
+struct policy_text {
+	char strings[TLSRPT_LIST_MAX];
+	char mx[TLSRPT_LIST_MAX];
+};
+
 /* The policy a session to the current host was held to, for TLS reports:
  * DANE's TLSA records when they authenticated it ("tlsa", mx-host the
- * host), else none ("no-policy-found"). MTA-STS will add "sts". */
+ * host), the domain's MTA-STS policy when one is in force ("sts"), else
+ * none ("no-policy-found"). */
 static void tlsrpt_policy_of(const struct job *j, struct tlsrpt_policy *p,
-			     char *strings, size_t len)
+			     struct policy_text *t)
 {
 	*p = (struct tlsrpt_policy){.type = TLSRPT_POLICY_NONE,
 				    .domain = j->domain};
-	if (!j->use_tlsa)
-		return;
-	tlsa_strings(&j->tlsa, strings, len);
-	p->type = TLSRPT_POLICY_TLSA;
-	p->strings = strings;
-	p->mx_hosts = j->route.hosts[j->host].name;
+	if (j->use_tlsa) {
+		tlsa_strings(&j->tlsa, t->strings, sizeof(t->strings));
+		p->type = TLSRPT_POLICY_TLSA;
+		p->strings = t->strings;
+		p->mx_hosts = j->route.hosts[j->host].name;
+	} else if (j->sts.have && j->sts.policy.mode != STS_MODE_NONE) {
+		sts_strings(&j->sts.policy, t->strings, sizeof(t->strings),
+			    t->mx, sizeof(t->mx));
+		p->type = TLSRPT_POLICY_STS;
+		p->strings = t->strings;
+		p->mx_hosts = t->mx;
+	}
 }
 
 /* A DANE level gave the host up before any session (RFC 8460 §4.3.2):
@@ -940,19 +1016,42 @@ static void report_dane_defer(const struct job *j)
 		       lookup_failed ? j->tlsa.error : NULL);
 }
 
+/* A failure under the domain's MTA-STS policy, with or without a session
+ * (an MX host the policy does not name). */
+static void report_sts_failure(const struct job *j, const char *mx,
+			       const struct client_result *r,
+			       enum tlsrpt_result result, const char *why)
+{
+	struct tlsrpt_policy p;
+	struct policy_text t;
+	struct tlsrpt_session sess = {.mx_host = mx};
+	char ip[64] = "";
+
+	tlsrpt_policy_of(j, &p, &t);
+	if (r != NULL) {
+		sockaddr_ip_text(&j->route.hosts[j->host].addrs[j->addr], ip,
+				 sizeof(ip));
+		sess.receiving_ip = ip;
+		sess.sending_ip = r->local_ip;
+	}
+	tlsrpt_failure(j->d->tlsrpt, &p, &sess, result, why);
+}
+
 /* RFC 8460: what STARTTLS came to in the session that just ended. A
  * session that never got to STARTTLS, and may's plaintext retry, are no
- * TLS sessions. */
+ * TLS sessions; one under an MTA-STS policy is sts_session's. */
 static void report_tls(const struct job *j, const struct client_result *r)
 {
 	const struct dns_host *h = &j->route.hosts[j->host];
 	struct tlsrpt_policy p;
+	struct policy_text t;
 	struct tlsrpt_session sess;
-	char ip[64], strings[TLSRPT_LIST_MAX];
+	char ip[64];
 
-	if (j->d->tlsrpt == NULL || r->tls_try == TLS_TRY_NONE)
+	if (j->d->tlsrpt == NULL || r->tls_try == TLS_TRY_NONE ||
+	    r->reused || (!j->use_tlsa && sts_watched(j)))
 		return;
-	tlsrpt_policy_of(j, &p, strings, sizeof(strings));
+	tlsrpt_policy_of(j, &p, &t);
 	sockaddr_ip_text(&h->addrs[j->addr], ip, sizeof(ip));
 	sess = (struct tlsrpt_session){.mx_host = h->name, .receiving_ip = ip,
 				       .sending_ip = r->local_ip};
@@ -1005,13 +1104,109 @@ static bool requiretls_refused(struct job *j, const struct client_result *r)
 	return true;
 }
 
-/* What an outbound connection had, by the level it asked for. */
+/* ---- MTA-STS ----------------------------------------------------------- */
+
+/* An enforce policy that applies: under the level sts, and under dane
+ * to the hosts DANE does not authenticate (RFC 8461 §2: DANE first).
+ * Another level chosen by client_tls does not follow the policy. */
+static bool sts_enforced(const struct job *j)
+{
+	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE &&
+	       (j->level == TLS_LEVEL_STS || j->level == TLS_LEVEL_DANE);
+}
+
+/* A policy whose failures are reported: testing, or enforced. */
+static bool sts_watched(const struct job *j)
+{
+	return sts_enforced(j) ||
+	       (j->sts.have && j->sts.policy.mode == STS_MODE_TESTING);
+}
+
+/* Logged (mta_sts_failure) and counted for TLS reporting; `r` is the
+ * session's result, NULL when there was none. */
+static void sts_failed(struct job *j, const char *mx,
+		       const struct client_result *r,
+		       enum tlsrpt_result result, const char *why)
+{
+	struct sts_failure f = {.domain = j->domain, .mx = mx,
+				.relay = j->relay, .qid = j->m->qid,
+				.result = result, .reason = why};
+
+	sts_report(j->d->sts, &j->sts, &f);
+	report_sts_failure(j, mx, r, result, why);
+}
+
+/*
+ * How the connection to MX host h is authenticated by MTA-STS, where DANE
+ * does not (the two meet in current_host: plan_host first, and a host it
+ * authenticates by TLSA never comes here, RFC 8461 §2). An enforced
+ * policy allows only the MX hosts it names, each verified for its own
+ * name; testing reports the others and goes on.
+ */
+static enum host_auth host_auth(struct job *j, const struct dns_host *h)
+{
+	char why[600];
+
+	if (!sts_watched(j))
+		return AUTH_LEVEL;
+	if (sts_mx_allowed(&j->sts, j->domain, h->name, why, sizeof(why)))
+		return sts_enforced(j) ? AUTH_STS : AUTH_LEVEL;
+	sts_failed(j, h->name, NULL, TLSRPT_VALIDATION_FAILURE, why);
+	if (!sts_enforced(j))
+		return AUTH_LEVEL; /* testing: delivered as usual */
+	snprintf(j->failure, sizeof(j->failure), "4.7.5 %s", why);
+	return AUTH_SKIP;
+}
+
+/* A session that went well under the domain's MTA-STS policy. */
+static void report_sts_success(const struct job *j,
+			       const struct client_result *r)
+{
+	struct tlsrpt_policy p;
+	struct policy_text t;
+
+	if (r->reused)
+		return; /* counted when it was new */
+	tlsrpt_policy_of(j, &p, &t);
+	tlsrpt_success(j->d->tlsrpt, &p, NULL);
+}
+
+/* A session under a watched policy: counted, and a failure reported. The
+ * plaintext retry of may after a failed handshake is not a session of
+ * its own. */
+static void sts_session(struct job *j, const struct client_result *r)
+{
+	enum tlsrpt_result result;
+	const char *why;
+
+	if (!sts_watched(j) || j->no_tls || r->outcome == CLIENT_CONNECT_FAILED)
+		return;
+	if (!sts_session_failed(r, j->conn_level != TLS_LEVEL_NONE, &result,
+				&why))
+		report_sts_success(j, r);
+	else
+		sts_failed(j, j->route.hosts[j->host].name, r, result, why);
+}
+
+/* What applies: client_tls's sts means verify under an enforce policy and
+ * may without one (a static route has none). */
+static enum tls_level effective_level(const struct job *j)
+{
+	if (j->asked != TLS_LEVEL_STS)
+		return j->asked;
+	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE
+		       ? TLS_LEVEL_STS
+		       : TLS_LEVEL_MAY;
+}
+
+/* What an outbound connection had, by the level it asked for; a reused
+ * one was counted when it was new. */
 static void count_connection(const struct job *j,
 			     const struct client_result *r)
 {
 	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
 
-	if (r->outcome == CLIENT_CONNECT_FAILED)
+	if (r->outcome == CLIENT_CONNECT_FAILED || r->reused)
 		return;
 	if (r->outcome == CLIENT_TLS_FAILED ||
 	    r->outcome == CLIENT_TLS_NOT_OFFERED)
@@ -1026,6 +1221,7 @@ static void on_client(void *owner, const struct client_result *r)
 	struct job *j = owner;
 
 	j->client = NULL;
+	sts_session(j, r);
 	report_tls(j, r);
 	count_connection(j, r);
 	if (r->starttls_refused[0] != '\0')
@@ -1087,6 +1283,7 @@ static struct tls_config *level_config(const struct job *j)
 	case TLS_LEVEL_DANE_ONLY:
 		return j->gen->clients.encrypt;
 	case TLS_LEVEL_VERIFY:
+	case TLS_LEVEL_STS:
 		return j->gen->clients.verify;
 	}
 	return NULL;
@@ -1102,17 +1299,14 @@ static void describe_relay(struct job *j, const struct dns_host *h,
 		 sockaddr_port(a));
 }
 
-/* Every host tried: deferred, unless this is a REQUIRETLS message that
- * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30. */
-static void route_exhausted(struct job *j)
+/* host_auth once per host: its answer holds for every address. */
+static enum host_auth host_auth_once(struct job *j, const struct dns_host *h)
 {
-	if (j->rt_refusals > 0 && j->rt_refusals == j->clients) {
-		record_all(j, RCPT_BOUNCED, j->failure, NULL);
-		job_done(j);
-		return;
+	if (j->judged != j->host + 1) {
+		j->auth = host_auth(j, h);
+		j->judged = j->host + 1;
 	}
-	job_defer(j, j->failure[0] ? j->failure
-				   : "4.4.1 no host could be reached");
+	return j->auth;
 }
 
 static void log_dane(const struct job *j, const char *plan, const char *why)
@@ -1184,39 +1378,98 @@ static bool plan_host(struct job *j)
 	return true;
 }
 
+/* The host to try now and how it is authenticated: the current one
+ * while it has addresses left, else the next one that neither DANE
+ * (plan_host) nor MTA-STS (host_auth) gives up. NULL when none is left,
+ * or (*wait) when plan_host has a TLSA lookup under way or has moved on
+ * by itself. */
+static const struct dns_host *current_host(struct job *j,
+					   enum host_auth *auth, bool *wait)
+{
+	*wait = false;
+	for (;;) {
+		const struct dns_host *h;
+
+		while (j->host < j->route.n_hosts &&
+		       j->addr >= j->route.hosts[j->host].n_addrs) {
+			j->host++;
+			j->addr = 0;
+		}
+		if (j->host >= j->route.n_hosts)
+			return NULL;
+		if (!plan_host(j)) {
+			*wait = true;
+			return NULL;
+		}
+		h = &j->route.hosts[j->host];
+		*auth = j->use_tlsa ? AUTH_DANE : host_auth_once(j, h);
+		if (*auth != AUTH_SKIP)
+			return h;
+		j->addr = h->n_addrs; /* the next host */
+	}
+}
+
+/* Every host tried: deferred, unless this is a REQUIRETLS message that
+ * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30. */
+static void route_exhausted(struct job *j)
+{
+	if (j->rt_refusals > 0 && j->rt_refusals == j->clients) {
+		record_all(j, RCPT_BOUNCED, j->failure, NULL);
+		job_done(j);
+		return;
+	}
+	job_defer(j, j->failure[0] ? j->failure
+				   : "4.4.1 no host could be reached");
+}
+
+/* RFC 8689 §4.2.1: does the domain's MTA-STS policy (testing or enforce)
+ * name MX host h? */
+static bool sts_names(const struct job *j, const struct dns_host *h)
+{
+	return j->sts.have && j->sts.policy.mode != STS_MODE_NONE &&
+	       sts_mx_match(&j->sts.policy, h->name);
+}
+
 /* The next address of the current host, else the next host (next MX). */
 static void try_next(struct job *j)
 {
 	const struct config *cfg = j->gen->cfg;
 	struct client_job cj;
 	const struct dns_host *h;
+	enum host_auth auth = AUTH_LEVEL;
+	bool wait;
 
-	while (j->host < j->route.n_hosts &&
-	       j->addr >= j->route.hosts[j->host].n_addrs) {
-		j->host++;
-		j->addr = 0;
-	}
-	if (j->host >= j->route.n_hosts) {
-		route_exhausted(j);
+	if ((h = current_host(j, &auth, &wait)) == NULL) {
+		if (!wait)
+			route_exhausted(j);
 		return;
 	}
-	if (!plan_host(j))
-		return;
-	h = &j->route.hosts[j->host];
+	if (auth == AUTH_STS)
+		j->conn_level = TLS_LEVEL_VERIFY; /* for the MX host name */
+	j->requiretls.mx_sts = sts_names(j, h);
+	if (sts_watched(j) && auth == AUTH_LEVEL) /* testing: our own check */
+		tls_clients_load_trust(&j->gen->clients);
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
-		/* DANE names the MX host, and so does its SNI */
-		.tls_name = dane_level(j->level) ? NULL : j->tls_name,
+		/* DANE and MTA-STS name the MX host, and so does its SNI */
+		.tls_name = dane_level(j->level) || auth == AUTH_STS
+				    ? NULL
+				    : j->tls_name,
 		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
 		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
 		.helo = cfg->hostname, .level = j->conn_level,
 		.tls = level_config(j), .no_tls = j->no_tls,
+		.cert_check = sts_watched(j) && auth == AUTH_LEVEL
+				      ? &j->gen->clients
+				      : NULL,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
 		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
 		.body_size = j->file.body_size, .body_type = j->m->env.body,
 		.smtputf8 = j->m->env.smtputf8,
 		.timeout = cfg->delivery_timeout,
+		.cache = j->d->cache, .reuse_max = cfg->reuse_max_messages,
+		.reuse_idle = cfg->reuse_idle_time, .epoch = j->gen->serial,
 		.requiretls = j->m->env.requiretls ? &j->requiretls : NULL,
 	};
 	for (size_t k = 0; k < j->n; k++) {
@@ -1264,7 +1517,8 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		j->route = *route;
 		/* RFC 8689 §4.2.1: an MX answer DNSSEC vouches for */
 		j->requiretls.mx_dnssec = route->mx_sec == DNS_SECURE;
-		try_next(j);
+		j->route_wait = false;
+		job_go(j);
 		return;
 	}
 	bounce = route->status == DNS_PERMFAIL && j->source == ROUTE_MX;
@@ -1281,7 +1535,7 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 
 /* ---- starting jobs ----------------------------------------------------- */
 
-static bool choose_level(struct job *j, const struct domain_rule *rule)
+static bool choose_level(struct job *j)
 {
 	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
 	struct policy_result r;
@@ -1290,10 +1544,12 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 	f.sender = j->m->env.sender;
 	f.recipient = j->rcpts[0].address;
 	f.domain = j->domain;
-	f.section = rule;
+	f.section = j->rt.rule;
+	f.mta_sts = j->sts.have ? &j->sts.policy : NULL;
 	policy_call(j->gen->policy, &f, &r);
 	if (r.outcome == POLICY_LEVEL) {
-		j->level = r.level;
+		j->asked = r.level;
+		j->level = effective_level(j);
 		/* RFC 8689: the message's own TLS requirements */
 		if (j->m->env.requiretls)
 			j->level = tls_level_for_requiretls(j->level);
@@ -1326,9 +1582,52 @@ static void job_unopened(struct job *j, int error, const char *why)
 	job_done(j);
 }
 
+/* MTA-STS is looked up for the MX route of a domain name. */
+static bool sts_applies(const struct job *j)
+{
+	char name[DNS_NAME_MAX + 1];
+
+	return j->d->sts != NULL && j->source == ROUTE_MX &&
+	       dns_name_copy(j->domain, name, sizeof(name));
+}
+
+/* Both lookups are in: the level again if the MTA-STS lookup found other
+ * than the first call was told, then the first host. */
+static void job_go(struct job *j)
+{
+	if (j->route_wait || j->sts_wait)
+		return;
+	if (j->sts_changed && !choose_level(j)) {
+		job_defer(j, "4.3.0 policy failure (client_tls)");
+		return;
+	}
+	try_next(j);
+}
+
+static bool same_answer(const struct sts_answer *a, const struct sts_answer *b)
+{
+	return a->have == b->have &&
+	       (!a->have || (strcmp(a->id, b->id) == 0 &&
+			     a->policy.mode == b->policy.mode));
+}
+
+static void on_sts(uint64_t id, const struct sts_answer *a, void *arg)
+{
+	struct job *j = find_job(arg, id);
+
+	if (j == NULL || !j->sts_wait)
+		return;
+	j->sts_wait = false;
+	j->sts_changed = !same_answer(&j->sts, a);
+	j->sts = *a;
+	job_go(j);
+}
+
+/* client_tls is called at once with what is known of the domain's
+ * MTA-STS policy (a policy error defers at once), and again if the
+ * lookup that runs beside the route's finds something else. */
 static void job_begin(struct job *j)
 {
-	struct route rt;
 	struct envelope e;
 	char err[200];
 
@@ -1338,17 +1637,24 @@ static void job_begin(struct job *j)
 		return;
 	}
 	envelope_free(&e);
-	config_route(j->gen->cfg, j->domain, strlen(j->domain), &rt);
-	if (!choose_level(j, rt.rule)) {
+	config_route(j->gen->cfg, j->domain, strlen(j->domain), &j->rt);
+	j->source = j->rt.source;
+	j->tls_name = j->rt.tls_name;
+	/* RFC 8689 §4.2.1: a name an MX answer gave needs DNSSEC or MTA-STS
+	 * behind it; a configured [host] or address does not */
+	j->requiretls.mx_lookup = j->rt.hop == NULL || !j->rt.hop->no_mx;
+	if (sts_applies(j))
+		sts_peek(j->d->sts, j->domain, &j->sts);
+	if (!choose_level(j)) {
 		job_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
-	j->source = rt.source;
-	j->tls_name = rt.tls_name;
-	/* RFC 8689 §4.2.1: a name an MX answer gave needs DNSSEC or MTA-STS
-	 * behind it; a configured [host] or address does not */
-	j->requiretls.mx_lookup = rt.hop == NULL || !rt.hop->no_mx;
-	dns_route_for(j->d->dns, &rt, j->domain, j->id, on_route, j->d);
+	j->route_wait = true;
+	if (sts_applies(j)) {
+		j->sts_wait = true;
+		sts_lookup(j->d->sts, j->domain, j->id, on_sts, j->d);
+	}
+	dns_route_for(j->d->dns, &j->rt, j->domain, j->id, on_route, j->d);
 }
 
 static unsigned active_for(const struct delivery *d, const char *domain)
@@ -1534,11 +1840,27 @@ struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 	d->queue = q;
 	d->dns = dns;
 	d->current = current;
+	/* as many idle connections as there may be busy ones */
+	d->cache = conncache_new(cfg_now(d)->delivery_max_connections);
+	if (d->cache == NULL) {
+		free(d);
+		return NULL;
+	}
 	ev_init(&d->wake, timer_cb);
 	d->wake.data = d;
 	ev_init(&d->soon, timer_cb);
 	d->soon.data = d;
 	return d;
+}
+
+void delivery_set_tlsrpt(struct delivery *d, struct tlsrpt *t)
+{
+	d->tlsrpt = t;
+}
+
+void delivery_use_sts(struct delivery *d, struct sts *sts)
+{
+	d->sts = sts;
 }
 
 void delivery_stop(struct delivery *d)
@@ -1552,6 +1874,8 @@ void delivery_stop(struct delivery *d)
 		d->jobs->m->jobs--;
 		job_free(d->jobs);
 	}
+	conncache_free(d->cache); /* QUIT to every idle connection */
+	d->cache = NULL;
 }
 
 void delivery_free(struct delivery *d)
@@ -1662,11 +1986,6 @@ void delivery_load(struct delivery *d)
 	}
 	free(ids);
 	kick(d);
-}
-
-void delivery_set_tlsrpt(struct delivery *d, struct tlsrpt *t)
-{
-	d->tlsrpt = t;
 }
 
 void delivery_flush_message(struct delivery *d, const char *qid)

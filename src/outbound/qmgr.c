@@ -1,10 +1,10 @@
 /*
  * qmgr: wiring of the queue manager process. Owns its queue (for DSNs and
- * per-recipient state), its dns resolver, the delivery scheduler and TLS
- * reporting (outbound/tlsrpt); reads
- * the mailbox the master keeps open across its restarts, so notices sent
- * while it was down are waiting when it comes back. Must not accept
- * connections or touch the spool lock.
+ * per-recipient state), its dns resolver, its MTA-STS resolver, the
+ * delivery scheduler and TLS reporting (outbound/tlsrpt); reads the
+ * mailbox the master keeps open across its restarts, so notices sent while
+ * it was down are waiting when it comes back. Must not accept connections
+ * or touch the spool lock.
  */
 #include "outbound/qmgr.h"
 
@@ -15,6 +15,7 @@
 #include "net/dns.h"
 #include "outbound/delivery.h"
 #include "outbound/tlsrpt.h"
+#include "outbound/sts.h"
 #include "policy/generation.h"
 #include "spool/queue.h"
 
@@ -141,6 +142,7 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	struct qmgr q = {.loop = loop, .mailbox_fd = a->mailbox_fd};
 	struct generation *current = gen;
 	struct dns *dns = NULL;
+	struct sts *sts = NULL;
 	char err[512];
 	int rc = 1;
 
@@ -151,6 +153,9 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	dns = dns_new(loop, gen->cfg, err, sizeof(err));
 	if (dns == NULL)
 		goto out;
+	sts = sts_new(loop, dns, &current, err, sizeof(err));
+	if (sts == NULL)
+		goto out;
 	q.delivery = delivery_new(loop, q.queue, dns, &current);
 	if (q.delivery != NULL)
 		q.tlsrpt = tlsrpt_new(loop, q.queue, dns, &current,
@@ -160,6 +165,8 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 		goto out;
 	}
 	delivery_set_tlsrpt(q.delivery, q.tlsrpt);
+	delivery_use_sts(q.delivery, sts);
+	sts_use_tlsrpt(sts, q.tlsrpt);
 	watch(&q);
 	log_ready(gen);
 	drop_flush_marks(q.queue);
@@ -174,6 +181,7 @@ out:
 	tlsrpt_stop(q.tlsrpt);
 	queue_close(q.queue);
 	delivery_free(q.delivery);
+	sts_free(sts);
 	tlsrpt_free(q.tlsrpt);
 	dns_free(dns);
 	generation_release(current);

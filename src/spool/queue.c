@@ -975,7 +975,7 @@ bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
 {
 	static const char *const subdirs[] = {"tmp",	 "queue", "state",
 					      "corrupt", "hold",  "flush",
-					      "tlsrpt"};
+					      "sts", "tlsrpt"};
 	char path[4096];
 
 	if (chown(spool, uid, gid) != 0)
