@@ -83,7 +83,8 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
 
-TEST_TLSRPT_SRC = spec/c/test_tlsrpt.c src/proto/tlsrpt.c src/proto/tlsrpt_report.c
+TEST_TLSRPT_SRC = spec/c/test_tlsrpt.c src/proto/tlsrpt.c src/proto/tlsrpt_report.c \
+		  src/proto/sts.c
 build/check/test_tlsrpt: $(TEST_TLSRPT_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLSRPT_SRC) -lz
 
@@ -266,7 +267,7 @@ FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_SRC_http_req   = src/proto/http_req.c
 FUZZ_SRC_log_format = src/proto/log_format.c
-FUZZ_SRC_tlsrpt     = src/proto/tlsrpt.c src/proto/tlsrpt_report.c
+FUZZ_SRC_tlsrpt     = src/proto/tlsrpt.c src/proto/tlsrpt_report.c src/proto/sts.c
 FUZZ_LIBS_tlsrpt    = -lz
 FUZZ_SRC_requiretls = src/proto/requiretls.c
 FUZZ_SRC_tlsa       = src/proto/tlsa.c src/proto/dns_wire.c

@@ -12,6 +12,8 @@
  */
 #include "proto/tlsrpt.h"
 
+#include "proto/sts.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -309,27 +311,6 @@ invalid:
 	return TLSRPT_RECORD_INVALID;
 }
 
-/* The character-strings of one TXT rdata, joined; false when a length
- * runs past the rdata, a NUL is in it, or it is too long for out. */
-static bool txt_join(const unsigned char *p, size_t len, char *out,
-		     size_t out_len, size_t *n)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len;) {
-		size_t k = p[i++];
-
-		if (k > len - i || o + k >= out_len || memchr(p + i, 0, k))
-			return false;
-		memcpy(out + o, p + i, k);
-		o += k;
-		i += k;
-	}
-	out[o] = '\0';
-	*n = o;
-	return true;
-}
-
 /* A TXT that cannot be joined is ours only if what can be read of it
  * starts with the version tag: then it is a malformed record. */
 static bool broken_but_ours(const unsigned char *p, size_t len)
@@ -356,7 +337,9 @@ enum tlsrpt_record tlsrpt_record_pick(const unsigned char *const *rdata,
 		const char *w;
 		enum tlsrpt_record r;
 
-		if (!txt_join(rdata[i], lens[i], text, sizeof(text), &tlen)) {
+		/* character-strings joined without spaces, as for MTA-STS */
+		if (sts_txt_join(rdata[i], lens[i], text, sizeof(text),
+				 &tlen) != STS_JOIN_OK) {
 			if (broken_but_ours(rdata[i], lens[i])) {
 				found++;
 				verdict = TLSRPT_RECORD_INVALID;
