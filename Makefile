@@ -76,6 +76,11 @@ build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/ob
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
 
+TEST_SCHEDULER_SRC = spec/c/test_scheduler.c src/outbound/scheduler.c \
+		     src/outbound/idmap.c
+build/check/test_scheduler: $(TEST_SCHEDULER_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_SCHEDULER_SRC) -lm
+
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
 		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o \
@@ -166,6 +171,7 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits \
+		build/check/test_scheduler \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
