@@ -737,6 +737,8 @@ static const struct key_def keys[] = {
 	 1000, 8640000000ULL, "5d"},
 	{"delivery", "timeout", set_duration, AT(delivery_timeout), 1000,
 	 3600000, "300s"},
+	{"delivery", "active_limit", set_uint, AT(active_limit), 1, 10000000,
+	 "20000"},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
 	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
 	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),

@@ -102,6 +102,7 @@ struct config {
 	double retry_max;
 	double max_queue_lifetime;
 	double delivery_timeout;
+	unsigned active_limit; /* messages the queue manager holds in memory */
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;

@@ -630,9 +630,12 @@ void queue_state_append(struct queue *q, const char *qid, size_t index,
 }
 
 /* Replays state/ID: the last line of a recipient gives its text; only
- * "sent" and "bounced" change its state ("deferred" is a note). */
-static void load_states_at(int state_fd, const char *qid,
-			   enum rcpt_state *states, char **last, size_t n)
+ * "sent" and "bounced" change its state ("deferred" is a note). With
+ * `tries`, counts each recipient's attempts (its sent, bounced and
+ * deferred lines). False when there is no state file. */
+static bool load_states_at(int state_fd, const char *qid,
+			   enum rcpt_state *states, char **last,
+			   unsigned *tries, size_t n)
 {
 	int fd = openat(state_fd, qid, O_RDONLY | O_CLOEXEC);
 	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
@@ -640,6 +643,8 @@ static void load_states_at(int state_fd, const char *qid,
 
 	for (size_t i = 0; i < n; i++)
 		states[i] = RCPT_PENDING;
+	if (tries != NULL)
+		memset(tries, 0, n * sizeof(*tries));
 	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
 		size_t index;
 		char word[16];
@@ -654,6 +659,8 @@ static void load_states_at(int state_fd, const char *qid,
 			states[index] = RCPT_BOUNCED;
 		else if (strcmp(word, "notified") == 0)
 			states[index] = RCPT_NOTIFIED;
+		if (tries != NULL && strcmp(word, "notified") != 0)
+			tries[index]++;
 		if (last != NULL && text > 0) {
 			line[strcspn(line, "\n")] = '\0';
 			free(last[index]);
@@ -664,12 +671,13 @@ static void load_states_at(int state_fd, const char *qid,
 		fclose(f);
 	else if (fd >= 0)
 		close(fd);
+	return fd >= 0;
 }
 
 void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
 		      char **last, size_t n)
 {
-	load_states_at(q->state_fd, qid, states, last, n);
+	load_states_at(q->state_fd, qid, states, last, NULL, n);
 }
 
 /* ---- the spool without a running queue (the queue command) ------------- */
@@ -704,7 +712,8 @@ bool spool_read_message(const char *spool, const char *qid,
 		return false;
 	}
 	if ((state_fd = open_dir(spool, "state")) >= 0) {
-		load_states_at(state_fd, qid, *states, *last, e->n_rcpts);
+		load_states_at(state_fd, qid, *states, *last, NULL,
+			       e->n_rcpts);
 		close(state_fd);
 	}
 	return true;
@@ -942,4 +951,80 @@ bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
 fail:
 	snprintf(err, err_len, "spool %s: chown: %s", spool, strerror(errno));
 	return false;
+}
+
+/* ---- the queue manager's active set (outbound/delivery.c) --------------- */
+
+bool queue_state_load_tries(struct queue *q, const char *qid,
+			    enum rcpt_state *states, char **last,
+			    unsigned *tries, size_t n)
+{
+	return load_states_at(q->state_fd, qid, states, last, tries, n);
+}
+
+void queue_remove_unrecorded(struct queue *q, const char *qid)
+{
+	unlinkat(q->queue_fd, qid, 0);
+}
+
+bool queue_set_due(struct queue *q, const char *qid, double due)
+{
+	struct timespec t[2];
+
+	t[0].tv_sec = (time_t)due;
+	t[0].tv_nsec = (long)((due - (double)t[0].tv_sec) * 1e9);
+	if (t[0].tv_nsec < 0 || t[0].tv_nsec >= 1000000000L)
+		t[0].tv_nsec = 0;
+	t[1] = t[0];
+	return utimensat(q->queue_fd, qid, t, 0) == 0;
+}
+
+struct queue_scan {
+	DIR *dir;
+};
+
+/* Its own open file description (not a dup of queue_fd, whose position
+ * another listing would move). */
+struct queue_scan *queue_scan_open(struct queue *q)
+{
+	struct queue_scan *s = calloc(1, sizeof(*s));
+	int fd = openat(q->queue_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (s == NULL || fd < 0 || (s->dir = fdopendir(fd)) == NULL) {
+		int saved = errno;
+
+		if (fd >= 0)
+			close(fd);
+		free(s);
+		errno = saved;
+		return NULL;
+	}
+	return s;
+}
+
+bool queue_scan_next(struct queue_scan *s, char qid[QUEUE_ID_LEN + 1],
+		     double *due)
+{
+	struct dirent *e;
+	struct stat st;
+
+	while ((e = readdir(s->dir)) != NULL) {
+		if (!is_queue_id(e->d_name) ||
+		    fstatat(dirfd(s->dir), e->d_name, &st,
+			    AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		memcpy(qid, e->d_name, QUEUE_ID_LEN + 1);
+		*due = (double)st.st_mtim.tv_sec +
+		       (double)st.st_mtim.tv_nsec / 1e9;
+		return true;
+	}
+	return false;
+}
+
+void queue_scan_close(struct queue_scan *s)
+{
+	if (s == NULL)
+		return;
+	closedir(s->dir);
+	free(s);
 }

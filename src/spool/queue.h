@@ -126,6 +126,30 @@ bool spool_read_message(const char *spool, const char *qid,
 bool spool_remove(const char *spool, const char *qid);
 char **spool_list(const char *spool, size_t *n);
 
+/* ---- the queue manager's active set (outbound/delivery.c) ----------- */
+
+/* queue_state_load, with each recipient's attempts counted in `tries`
+ * (its sent, bounced and deferred lines); false when there is no state
+ * file. */
+bool queue_state_load_tries(struct queue *q, const char *qid,
+			    enum rcpt_state *states, char **last,
+			    unsigned *tries, size_t n);
+/* queue_remove for a message that never got a state file. */
+void queue_remove_unrecorded(struct queue *q, const char *qid);
+/* When a deferred message is due again: queue/ID's mtime (Postfix's
+ * deferred queue does the same). Not synced: after a crash it may be
+ * tried early, never late. False (errno) when it cannot be set: ENOENT
+ * when the message is gone. */
+bool queue_set_due(struct queue *q, const char *qid, double due);
+/* A pass over queue/, one entry at a time, in directory order: the id and
+ * due time (mtime) of each queue file. A file added during the pass may
+ * or may not be seen. NULL (errno) when the directory cannot be read. */
+struct queue_scan;
+struct queue_scan *queue_scan_open(struct queue *q);
+bool queue_scan_next(struct queue_scan *s, char qid[QUEUE_ID_LEN + 1],
+		     double *due);
+void queue_scan_close(struct queue_scan *s);
+
 /* ---- the master's view ---------------------------------------------- */
 
 /* Takes SPOOL/lock for the life of the returned descriptor (and of every

@@ -1,0 +1,568 @@
+/*
+ * attempt: the jobs. Owns each job (its recipient list, queue file
+ * descriptor, smtp_client, DNS query by id and generation reference) from
+ * attempt_new until job_done, which frees it and then tells delivery.
+ *
+ * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
+ * bounced; 4xx, no connection, a TLS failure the level does not allow →
+ * the next address or MX, then deferred, retried after retry_min doubling
+ * per attempt to retry_max. "bounced" and "deferred" are appended to the
+ * spool's state file before anything else happens; "sent" is held back to
+ * the end of the job and not written at all when the message then goes
+ * (a crash in between delivers that recipient again: a duplicate, never a
+ * loss). A job reports what it learnt about its destination: success when
+ * a host answered, failure when none could be reached.
+ */
+#include "outbound/attempt.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/netaddr.h"
+#include "net/dns.h"
+#include "outbound/smtp_client.h"
+#include "policy/generation.h"
+#include "policy/policy.h"
+#include "spool/queue.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct job {
+	struct idmap_node node; /* c->jobs, by id */
+	struct job *prev, *next; /* c->all */
+	uint64_t id;
+	struct attempt_ctx *c;
+	struct message *m;
+	struct entry *e;
+	struct generation *gen;
+	const char *domain; /* e->domain */
+	size_t *index;	    /* recipients of m in this job */
+	struct client_rcpt *rcpts;
+	size_t n;
+	enum tls_level level;
+	struct dns_route route;
+	size_t host, addr;
+	bool no_tls;
+	bool answered;	   /* a host spoke SMTP */
+	bool unreachable;  /* a host could not be reached, or was lost */
+	struct queued_message file;
+	struct smtp_client *client;
+	char relay[340];   /* host[ip]:port of the current try */
+	char failure[800]; /* why the last try failed, for a deferral */
+};
+
+static double now_s(const struct job *j)
+{
+	return ev_now(j->c->loop);
+}
+
+/* ---- routes ------------------------------------------------------------ */
+
+/* The static route of `domain` ([domain:...] next_hop, HOST:PORT): the one
+ * place a route is looked up. False: MX routing. */
+static bool static_route(const struct config *cfg, const char *domain,
+			 char *host, size_t len, unsigned *port)
+{
+	const struct domain_rule *rule =
+		config_domain_rule(cfg, domain, strlen(domain));
+	const char *colon;
+
+	if (rule == NULL || rule->next_hop == NULL)
+		return false;
+	colon = strrchr(rule->next_hop, ':');
+	snprintf(host, len, "%.*s", (int)(colon - rule->next_hop),
+		 rule->next_hop);
+	*port = (unsigned)atoi(colon + 1);
+	return true;
+}
+
+void attempt_destination(const struct config *cfg, const char *domain,
+			 char *out, size_t len)
+{
+	char host[256];
+	unsigned port;
+
+	if (static_route(cfg, domain, host, sizeof(host), &port))
+		snprintf(out, len, "%s:%u", host, port);
+	else
+		snprintf(out, len, "%s", domain);
+}
+
+/* ---- recording outcomes ------------------------------------------------ */
+
+/* retry_min, doubling per attempt, up to retry_max (Postfix's
+ * minimal_backoff_time / maximal_backoff_time). */
+static double backoff(const struct config *cfg, unsigned attempts)
+{
+	double delay = cfg->retry_min;
+
+	for (unsigned i = 1; i < attempts && delay < cfg->retry_max; i++)
+		delay *= 2;
+	return delay < cfg->retry_max ? delay : cfg->retry_max;
+}
+
+static const char *state_word(enum rcpt_state st)
+{
+	return st == RCPT_SENT ? "sent" : st == RCPT_BOUNCED ? "bounced"
+							    : "deferred";
+}
+
+static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
+		     const char *reply, const struct client_result *r)
+{
+	struct logline l;
+
+	log_begin(&l, st == RCPT_PENDING ? LOG_WARN : LOG_INFO, "delivery");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "rcpt", "<%s>", j->rcpts[k].address);
+	log_kv(&l, "relay", "%s", j->relay[0] ? j->relay : "none");
+	log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
+	       r && r->tls_version[0] ? r->tls_version : "none");
+	if (r && r->tls_version[0])
+		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+	log_kv(&l, "status", "%s", state_word(st));
+	log_kv(&l, "attempt", "%u", j->m->tries[j->index[k]] + 1);
+	log_kv(&l, "reply", "%s", reply);
+	log_end(&l);
+}
+
+/* One recipient's outcome: spool state first ("sent" at the job's end, see
+ * the top of the file), then memory and the log. */
+static void record(struct job *j, size_t k, enum rcpt_state st,
+		   const char *reply, const struct client_result *r)
+{
+	struct message *m = j->m;
+	size_t i = j->index[k];
+
+	if (st == RCPT_SENT)
+		m->unsaved[i] = true;
+	else
+		message_append_state(j->c->queue, m, i, st, reply);
+	log_rcpt(j, k, st, reply, r);
+	m->tries[i]++;
+	if (st == RCPT_PENDING)
+		m->retry_at[i] = now_s(j) + backoff(j->gen->cfg, m->tries[i]);
+	m->states[i] = st;
+	free(m->last_error[i]);
+	m->last_error[i] = strdup(reply);
+}
+
+static void record_all(struct job *j, enum rcpt_state st, const char *reply,
+		       const struct client_result *r)
+{
+	for (size_t k = 0; k < j->n; k++)
+		record(j, k, st, reply, r);
+}
+
+/* ---- the end of a job -------------------------------------------------- */
+
+static void job_free(struct job *j)
+{
+	struct attempt_ctx *c = j->c;
+
+	idmap_remove(&c->jobs, &j->node);
+	if (j->prev != NULL)
+		j->prev->next = j->next;
+	else
+		c->all = j->next;
+	if (j->next != NULL)
+		j->next->prev = j->prev;
+	if (j->client != NULL)
+		smtp_client_abort(j->client);
+	dns_cancel(c->dns, j->id);
+	if (j->file.fd >= 0)
+		close(j->file.fd);
+	generation_release(j->gen);
+	j->m->jobs--;
+	free(j->index);
+	free(j->rcpts);
+	free(j);
+}
+
+static void job_done(struct job *j)
+{
+	struct attempt_ctx *c = j->c;
+	struct entry *e = j->e;
+	enum sched_feedback fb = j->answered	  ? SCHED_SUCCESS
+				 : j->unreachable ? SCHED_FAILURE
+						  : SCHED_NEUTRAL;
+	char why[sizeof(j->failure)];
+
+	memcpy(why, j->failure, sizeof(why));
+	job_free(j);
+	c->done(c->owner, e, fb, why);
+}
+
+void attempt_defer(struct job *j, const char *why)
+{
+	record_all(j, RCPT_PENDING, why, NULL);
+	job_done(j);
+}
+
+/* ---- trying hosts ------------------------------------------------------ */
+
+static void try_next(struct job *j);
+
+/* Keeps only the recipients still undecided (4xx) in the job, for the
+ * next MX host; returns how many there are. */
+static size_t keep_undecided(struct job *j)
+{
+	size_t kept = 0;
+
+	for (size_t k = 0; k < j->n; k++) {
+		if (j->m->states[j->index[k]] != RCPT_PENDING)
+			continue;
+		j->index[kept] = j->index[k];
+		j->rcpts[kept] = j->rcpts[k];
+		kept++;
+	}
+	j->n = kept;
+	return kept;
+}
+
+static bool more_hosts(const struct job *j)
+{
+	return j->host + 1 < j->route.n_hosts;
+}
+
+/* The transaction ended: 2xx sent, 5xx bounced; a 4xx goes to the next MX
+ * host while there is one, and is deferred after the last. */
+static void on_result(struct job *j, const struct client_result *r)
+{
+	bool next_mx = r->outcome == CLIENT_DONE && more_hosts(j);
+
+	for (size_t k = 0; k < j->n; k++) {
+		int code = j->rcpts[k].code;
+		const char *reply = j->rcpts[k].reply[0] ? j->rcpts[k].reply
+							 : r->reply;
+
+		if (r->outcome != CLIENT_DONE && code / 100 != 5)
+			record(j, k, RCPT_PENDING, r->reply, r);
+		else if (code / 100 == 2)
+			record(j, k, RCPT_SENT, reply, r);
+		else if (code / 100 == 5)
+			record(j, k, RCPT_BOUNCED, reply, r);
+		else if (next_mx)
+			snprintf(j->failure, sizeof(j->failure), "%s", reply);
+		else
+			record(j, k, RCPT_PENDING, reply, r);
+	}
+	if (next_mx && keep_undecided(j) > 0) {
+		j->host++;
+		j->addr = 0;
+		j->no_tls = false;
+		try_next(j);
+		return;
+	}
+	job_done(j);
+}
+
+/* Lost before the message went out: the 5xx recipients bounce, the rest try
+ * the next address or MX (after the dot they wait: it may have arrived).
+ * False when there is nowhere else to go. */
+static bool lost_elsewhere(struct job *j, const struct client_result *r)
+{
+	if (j->addr + 1 >= j->route.hosts[j->host].n_addrs && !more_hosts(j))
+		return false;
+	for (size_t k = 0; k < j->n; k++)
+		if (j->rcpts[k].code / 100 == 5)
+			record(j, k, RCPT_BOUNCED, j->rcpts[k].reply, r);
+	if (keep_undecided(j) == 0) {
+		job_done(j);
+		return true;
+	}
+	snprintf(j->failure, sizeof(j->failure), "4.4.2 %s: %s", j->relay,
+		 r->reply);
+	j->no_tls = false;
+	j->addr++;
+	try_next(j);
+	return true;
+}
+
+static void log_downgrade(const struct job *j, const char *why)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_WARN, "tls_downgrade");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "relay", "%s", j->relay);
+	log_kv(&l, "tls", "may");
+	log_kv(&l, "reason", "%s", why);
+	log_kv(&l, "msg", "no TLS with this host; going on in plaintext");
+	log_end(&l);
+}
+
+/* What the outcome says about the destination (for its window and its
+ * dead-or-alive state). */
+static void learn(struct job *j, enum client_outcome o)
+{
+	if (o == CLIENT_CONNECT_FAILED || o == CLIENT_LOST)
+		j->unreachable = true;
+	else
+		j->answered = true;
+}
+
+static void on_client(void *owner, const struct client_result *r)
+{
+	struct job *j = owner;
+
+	j->client = NULL;
+	learn(j, r->outcome);
+	if (r->starttls_refused[0] != '\0')
+		log_downgrade(j, r->starttls_refused);
+	switch (r->outcome) {
+	case CLIENT_DONE:
+		on_result(j, r);
+		return;
+	case CLIENT_LOST:
+		if (r->dot_sent || !lost_elsewhere(j, r))
+			on_result(j, r);
+		return;
+	case CLIENT_TLS_FAILED:
+		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {
+			/* may: the same host again at once, in plaintext. */
+			log_downgrade(j, r->reply);
+			j->no_tls = true;
+			try_next(j);
+			return;
+		}
+		snprintf(j->failure, sizeof(j->failure),
+			 "4.7.5 Cannot start TLS with %s: %s", j->relay,
+			 r->reply);
+		break;
+	case CLIENT_TLS_NOT_OFFERED:
+		snprintf(j->failure, sizeof(j->failure),
+			 "4.7.4 TLS is required, but was not offered by host %s",
+			 j->relay);
+		break;
+	case CLIENT_CONNECT_FAILED:
+		snprintf(j->failure, sizeof(j->failure),
+			 "4.4.1 %s: %s", j->relay, r->reply);
+		break;
+	}
+	j->no_tls = false;
+	j->addr++;
+	try_next(j);
+}
+
+static struct tls_config *level_config(const struct job *j)
+{
+	switch (j->level) {
+	case TLS_LEVEL_NONE:
+		return NULL;
+	case TLS_LEVEL_MAY:
+	case TLS_LEVEL_ENCRYPT:
+		return j->gen->clients.encrypt;
+	case TLS_LEVEL_VERIFY:
+		return j->gen->clients.verify;
+	}
+	return NULL;
+}
+
+static void describe_relay(struct job *j, const struct dns_host *h,
+			   const struct sockaddr_storage *a)
+{
+	char ip[64];
+
+	sockaddr_ip_text(a, ip, sizeof(ip));
+	snprintf(j->relay, sizeof(j->relay), "%.255s[%.63s]:%u", h->name, ip,
+		 sockaddr_port(a));
+}
+
+/* The next address of the current host, else the next host (next MX). */
+static void try_next(struct job *j)
+{
+	const struct config *cfg = j->gen->cfg;
+	struct client_job cj;
+	const struct dns_host *h;
+
+	while (j->host < j->route.n_hosts &&
+	       j->addr >= j->route.hosts[j->host].n_addrs) {
+		j->host++;
+		j->addr = 0;
+	}
+	if (j->host >= j->route.n_hosts) {
+		attempt_defer(j, j->failure[0] ? j->failure
+					       : "4.4.1 no host could be reached");
+		return;
+	}
+	h = &j->route.hosts[j->host];
+	describe_relay(j, h, &h->addrs[j->addr]);
+	cj = (struct client_job){
+		.addr = h->addrs[j->addr], .host = h->name,
+		.helo = cfg->hostname, .level = j->level,
+		.tls = level_config(j), .no_tls = j->no_tls,
+		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
+		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
+		.body_size = j->file.body_size, .body_type = j->m->env.body,
+		.smtputf8 = j->m->env.smtputf8,
+		.timeout = cfg->delivery_timeout,
+	};
+	for (size_t k = 0; k < j->n; k++) {
+		j->rcpts[k].code = 0;
+		j->rcpts[k].reply[0] = '\0';
+	}
+	j->client = smtp_client_start(j->c->loop, &cj, on_client, j);
+	if (j->client == NULL)
+		attempt_defer(j, "4.3.0 cannot start an SMTP client");
+}
+
+static struct job *find_job(struct attempt_ctx *c, uint64_t id)
+{
+	return (struct job *)idmap_first(&c->jobs, id); /* ids are unique */
+}
+
+static void on_route(uint64_t id, const struct dns_route *route, void *arg)
+{
+	struct job *j = find_job(arg, id);
+	char why[300];
+
+	if (j == NULL)
+		return;
+	if (route->status == DNS_OK) {
+		j->route = *route;
+		try_next(j);
+		return;
+	}
+	snprintf(why, sizeof(why), "%s Host or domain name %s: %s",
+		 route->status == DNS_PERMFAIL ? "5.1.2" : "4.4.3",
+		 route->status == DNS_PERMFAIL ? "not found" : "lookup failed",
+		 route->error);
+	record_all(j, route->status == DNS_PERMFAIL ? RCPT_BOUNCED
+						    : RCPT_PENDING,
+		   why, NULL);
+	job_done(j);
+}
+
+/* ---- starting jobs ----------------------------------------------------- */
+
+static bool choose_level(struct job *j, const struct domain_rule *rule)
+{
+	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
+	struct policy_result r;
+
+	f.hostname = j->gen->cfg->hostname;
+	f.sender = j->m->env.sender;
+	f.recipient = j->rcpts[0].address;
+	f.domain = j->domain;
+	f.section = rule;
+	policy_call(j->gen->policy, &f, &r);
+	if (r.outcome == POLICY_LEVEL) {
+		j->level = r.level;
+		return true;
+	}
+	log_msg(LOG_ERR, "policy_error", "hook client_tls qid %s domain %s: %s",
+		j->m->qid, j->domain, r.text);
+	return false;
+}
+
+/* The queue file did not open. Deleted (queue delete), or no longer a
+ * queue file (set aside): nothing left to send. Anything else (out of
+ * descriptors, say) is the moment's, not the message's: a deferral. */
+static void job_unopened(struct job *j, int error, const char *why)
+{
+	char text[300];
+
+	if (error != ENOENT && error != EBADMSG) {
+		snprintf(text, sizeof(text), "4.3.0 %s", why);
+		attempt_defer(j, text);
+		return;
+	}
+	log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, why);
+	if (error == EBADMSG)
+		queue_quarantine(j->c->queue, j->m->qid);
+	j->m->gone = true;
+	job_done(j);
+}
+
+void attempt_begin(struct job *j)
+{
+	const struct domain_rule *rule =
+		config_domain_rule(j->gen->cfg, j->domain, strlen(j->domain));
+	struct envelope e;
+	char err[200], host[256];
+	unsigned port;
+
+	if (j->n == 0) {
+		job_done(j);
+		return;
+	}
+	if (!queue_open_message(j->c->queue, j->m->qid, &e, &j->file, err,
+				sizeof(err))) {
+		job_unopened(j, errno, err);
+		return;
+	}
+	envelope_free(&e);
+	if (!choose_level(j, rule)) {
+		attempt_defer(j, "4.3.0 policy failure (client_tls)");
+		return;
+	}
+	if (static_route(j->gen->cfg, j->domain, host, sizeof(host), &port))
+		dns_host_route(j->c->dns, host, port, j->id, on_route, j->c);
+	else
+		dns_mx_route(j->c->dns, j->domain, 25, j->id, on_route, j->c);
+}
+
+static struct job *job_alloc(size_t n)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (j == NULL || (j->index = calloc(n, sizeof(*j->index))) == NULL ||
+	    (j->rcpts = calloc(n, sizeof(*j->rcpts))) == NULL) {
+		if (j != NULL)
+			free(j->index);
+		free(j);
+		return NULL;
+	}
+	return j;
+}
+
+struct job *attempt_new(struct attempt_ctx *c, struct entry *e, double now)
+{
+	struct message *m = e->m;
+	struct job *j = job_alloc(m->env.n_rcpts);
+
+	if (j == NULL)
+		return NULL;
+	j->id = ++c->next_id;
+	j->c = c;
+	j->m = m;
+	j->e = e;
+	j->domain = e->domain;
+	j->gen = generation_retain(*c->current);
+	j->file.fd = -1;
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		if (m->retry_at[i] > now ||
+		    !message_rcpt_in(m, i, j->gen->cfg->hostname, e->domain))
+			continue;
+		j->index[j->n] = i;
+		j->rcpts[j->n++].address = m->env.rcpts[i];
+	}
+	idmap_insert(&c->jobs, &j->node, j->id);
+	j->next = c->all;
+	if (c->all != NULL)
+		c->all->prev = j;
+	c->all = j;
+	m->jobs++;
+	return j;
+}
+
+bool attempt_ctx_init(struct attempt_ctx *c)
+{
+	return idmap_init(&c->jobs);
+}
+
+void attempt_abort_all(struct attempt_ctx *c)
+{
+	while (c->all != NULL)
+		job_free(c->all);
+}
+
+void attempt_ctx_free(struct attempt_ctx *c)
+{
+	attempt_abort_all(c);
+	idmap_free(&c->jobs);
+}

@@ -1,0 +1,229 @@
+/*
+ * bounce: DSNs for a message's bounced recipients, and the local bounces
+ * (expired, looping). A DSN in flight is a dsn_commit, owned by the spool's
+ * sync thread until on_dsn_queued; the message is not removed meanwhile
+ * (m->dsns). Must not free a message: the caller's callback decides.
+ */
+#include "outbound/bounce.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "proto/dsn.h"
+#include "spool/queue.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A DSN on its way to the spool: which bounced recipients it covers. */
+struct dsn_commit {
+	struct message *m;
+	struct queue *q;
+	bounce_done_cb *cb;
+	void *owner;
+	size_t n;
+	size_t index[];
+};
+
+static void mark_notified(struct queue *q, struct message *m, size_t i,
+			  const char *why)
+{
+	message_append_state(q, m, i, RCPT_NOTIFIED, why);
+	m->states[i] = RCPT_NOTIFIED;
+}
+
+/* Only now, with the DSN synced, are its recipients settled; a DSN that
+ * failed leaves them owed, for a later round to try again. */
+static void on_dsn_queued(void *owner, bool ok, const char *qid)
+{
+	struct dsn_commit *c = owner;
+	struct message *m = c->m;
+	bounce_done_cb *cb = c->cb;
+	void *cb_owner = c->owner;
+	char why[64];
+
+	snprintf(why, sizeof(why), "DSN queued as %s", qid);
+	for (size_t k = 0; k < c->n; k++) {
+		m->dsn_busy[c->index[k]] = false;
+		if (ok)
+			mark_notified(c->q, m, c->index[k], why);
+	}
+	m->dsns--;
+	free(c);
+	cb(cb_owner, m, ok, qid);
+}
+
+/* The original header section, for the DSN's third part. */
+static char *original_headers(struct queue *q, const struct message *m,
+			      size_t *len)
+{
+	struct envelope e;
+	struct queued_message f;
+	char err[200], *headers;
+
+	*len = 0;
+	if (!queue_open_message(q, m->qid, &e, &f, err, sizeof(err)))
+		return NULL;
+	envelope_free(&e);
+	headers = message_headers(&f, len);
+	close(f.fd);
+	return headers;
+}
+
+/* The enhanced status code in "550 5.1.1 text" or "5.1.2 text". */
+static void status_of(const char *reply, char *out, size_t len)
+{
+	const char *p = reply;
+	int a, b, c, used = 0;
+
+	if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
+	    isdigit((unsigned char)p[2]) && p[3] == ' ')
+		p += 4;
+	if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &used) == 3 && used > 0 &&
+	    (a == 2 || a == 4 || a == 5))
+		snprintf(out, len, "%d.%d.%d", a, b, c);
+	else
+		snprintf(out, len, "5.0.0");
+}
+
+/* The owed recipients not already in a DSN in flight, into `c`. */
+static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
+			char (*status)[16], struct dsn_commit *c)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		const char *why = m->last_error[i] ? m->last_error[i] : "";
+
+		if (m->states[i] != RCPT_BOUNCED || m->dsn_busy[i])
+			continue;
+		status_of(why, status[n], sizeof(status[n]));
+		out[n] = (struct dsn_rcpt){.address = m->env.rcpts[i],
+					   .action = DSN_FAILED,
+					   .status = status[n],
+					   .diagnostic = why};
+		c->index[n++] = i;
+	}
+	c->n = n;
+	return n;
+}
+
+static bool submit_dsn(struct queue *q, const struct config *cfg, double now,
+		       struct message *m, struct dsn_input *in,
+		       struct dsn_commit *c)
+{
+	char *to[1] = {m->env.sender};
+	struct envelope e = {.sender = "", .rcpts = to, .n_rcpts = 1,
+			     .arrival = (long long)now,
+			     .helo = (char *)cfg->hostname};
+	size_t len = 0;
+	char *text;
+	bool ok;
+
+	snprintf(e.client, sizeof(e.client), "local");
+	in->headers = original_headers(q, m, &in->headers_len);
+	text = dsn_build(in, &len);
+	ok = text != NULL &&
+	     queue_submit(q, &e, text, len, on_dsn_queued, c);
+	free((char *)in->headers);
+	free(text);
+	return ok;
+}
+
+/* Hands `c` to the spool; false (and `c` still the caller's) when it
+ * could not be. */
+static bool queue_dsn(struct queue *q, const struct config *cfg, double now,
+		      struct message *m, struct dsn_input *in,
+		      struct dsn_commit *c)
+{
+	for (size_t k = 0; k < c->n; k++)
+		m->dsn_busy[c->index[k]] = true;
+	m->dsns++;
+	if (submit_dsn(q, cfg, now, m, in, c))
+		return true;
+	log_msg(LOG_ERR, "dsn_failed", "qid %s: cannot queue the DSN; "
+		"retried later", m->qid);
+	for (size_t k = 0; k < c->n; k++)
+		m->dsn_busy[c->index[k]] = false;
+	m->dsns--;
+	return false;
+}
+
+/* Bounces go to the sender, never for a null sender (RFC 5321 §4.5.5):
+ * those recipients are settled at once. */
+bool bounce_send(struct queue *q, const struct config *cfg, double now,
+		 struct message *m, bounce_done_cb *cb, void *owner)
+{
+	size_t n = m->env.n_rcpts;
+	struct dsn_rcpt *rcpts = calloc(n, sizeof(*rcpts));
+	char (*status)[16] = calloc(n, sizeof(*status));
+	struct dsn_commit *c = calloc(1, sizeof(*c) + n * sizeof(size_t));
+	struct dsn_input in = {.hostname = cfg->hostname,
+			       .qid = m->qid, .sender = m->env.sender,
+			       .arrival = (time_t)m->env.arrival,
+			       .now = (time_t)now, .rcpts = rcpts};
+	bool ok = false;
+
+	if (rcpts == NULL || status == NULL || c == NULL)
+		goto out;
+	ok = true;
+	in.n_rcpts = dsn_rcpts(m, rcpts, status, c);
+	if (in.n_rcpts == 0)
+		goto out;
+	if (m->env.sender[0] == '\0') {
+		for (size_t k = 0; k < c->n; k++)
+			mark_notified(q, m, c->index[k],
+				      "no DSN for the null sender");
+		goto out;
+	}
+	*c = (struct dsn_commit){.m = m, .q = q, .cb = cb, .owner = owner,
+				 .n = c->n};
+	ok = queue_dsn(q, cfg, now, m, &in, c);
+	if (ok)
+		c = NULL; /* the queue holds it until on_dsn_queued */
+out:
+	free(c);
+	free(rcpts);
+	free(status);
+	return ok;
+}
+
+static void bounce_one(struct queue *q, struct message *m, const char *why,
+		       size_t i)
+{
+	message_append_state(q, m, i, RCPT_BOUNCED, why);
+	m->states[i] = RCPT_BOUNCED;
+	free(m->last_error[i]);
+	m->last_error[i] = strdup(why);
+}
+
+void bounce_expire(struct queue *q, struct message *m)
+{
+	char why[400];
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		if (m->states[i] != RCPT_PENDING)
+			continue;
+		snprintf(why, sizeof(why), "4.4.7 message expired after %u "
+			 "attempts: %s", m->tries[i],
+			 m->last_error[i] ? m->last_error[i] : "not delivered");
+		bounce_one(q, m, why, i);
+	}
+}
+
+void bounce_loop(struct queue *q, struct message *m)
+{
+	char why[200];
+
+	snprintf(why, sizeof(why), "5.4.6 too many hops (%u Received: "
+		 "headers): mail forwarding loop", m->hops);
+	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		if (m->states[i] != RCPT_PENDING)
+			continue;
+		bounce_one(q, m, why, i);
+		log_msg(LOG_WARN, "loop", "qid %s rcpt <%s>: %s", m->qid,
+			m->env.rcpts[i], why);
+	}
+}
