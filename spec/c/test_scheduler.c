@@ -397,8 +397,10 @@ static void test_refill(void)
 	      "the set is full: the pass stops there");
 	check(sched_refill_wake(&r, 1) == INFINITY,
 	      "full: no wake (a release makes room and kicks)");
-	check(sched_refill_refused(&r), "a notice refused: full, logged");
-	check(!sched_refill_refused(&r), "once");
+	check(sched_refill_filled(&r) && !r.more,
+	      "a pass that stops: full, logged, no new pass wanted for it");
+	check(!sched_refill_refused(&r) && r.more,
+	      "a notice refused: a pass wanted, not logged again");
 	sched_refill_released(&r);
 	check(sched_refill_wake(&r, 1) == 1,
 	      "room again: the pass goes on at once");

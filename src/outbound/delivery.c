@@ -524,6 +524,8 @@ static void refill(struct delivery *d, double now)
 		switch (sched_refill_entry(&d->refill, d->scan_due,
 					   held(d, d->scan_qid) != NULL, now)) {
 		case REFILL_STOP:
+			if (sched_refill_filled(&d->refill))
+				log_full(d);
 			return;
 		case REFILL_TAKE:
 			d->pass_taken += admit(d, d->scan_qid);

@@ -667,13 +667,18 @@ void sched_refill_released(struct sched_refill *r)
 		r->held--;
 }
 
-bool sched_refill_refused(struct sched_refill *r)
+bool sched_refill_filled(struct sched_refill *r)
 {
 	bool first = !r->full;
 
-	r->more = true;
 	r->full = true;
 	return first;
+}
+
+bool sched_refill_refused(struct sched_refill *r)
+{
+	r->more = true;
+	return sched_refill_filled(r);
 }
 
 void sched_refill_later(struct sched_refill *r, double due)

@@ -176,6 +176,8 @@ void sched_refill_released(struct sched_refill *r);
  * fills the set (log it once; the next pass that empties the disk's
  * backlog clears it). */
 bool sched_refill_refused(struct sched_refill *r);
+/* A pass stopped for want of room: true the first time (see above). */
+bool sched_refill_filled(struct sched_refill *r);
 /* A message on disk is due at `due` (evicted, or unreadable for now). */
 void sched_refill_later(struct sched_refill *r, double due);
 /* queue flush: the next pass (at once) takes everything. */
