@@ -818,10 +818,13 @@ def deferred_drain(workers, limit):
     t0 = time.time()
     g.start()
     ok = g.wait_log("event=queue_pass seen=%d " % DEFERRED_N, 1800)
+    deferred = 0
+    while ok and deferred < DEFERRED_N and time.time() < t0 + 1800:
+        time.sleep(1)  # the pass is over; the last held are on their way
+        with open(g.log) as f:
+            deferred = f.read().count("status=deferred")
     took = time.time() - t0
     mem = qmgr_memory(g)
-    with open(g.log) as f:
-        deferred = f.read().count("status=deferred")
     g.stop()
     if not ok:
         raise Fail("(e) the queue manager did not get through %d due "
@@ -832,8 +835,11 @@ def deferred_drain(workers, limit):
 
 def deferred_part(workers):
     res = deferred_accept(workers)
+    limited = check_ini(os.path.join(WORK, "probe"), "active_limit",
+                        "[delivery]\nactive_limit = 1000\n")
     res["drain"] = [deferred_drain(workers, limit)
-                    for limit in (20000, 1000)]
+                    for limit in (20000, 1000)] \
+        if limited.returncode == 0 else []
     return res
 
 
@@ -862,6 +868,8 @@ def report_deferred(res):
               "the rounds (VmHWM %d KiB)" % (
                   k, res[k + "_mem0"][0], res[k + "_mem"][0],
                   res[k + "_mem"][1]))
+    if not res["drain"]:
+        print("  (this build has no [delivery] active_limit: no drain)")
     for d in res["drain"]:
         print("  %d messages due for the dead next hop, active_limit %d: "
               "through in %.0f s (%d deferral lines); queue manager VmRSS "

@@ -127,8 +127,8 @@ static void test_heap_many(void)
 	for (int i = 0; i < N; i += 3)
 		sched_remove(s, &j[i].item, 0);
 	for (struct job *x; (x = next_job(s, 1e9)) != NULL; got++) {
-		sorted &= x->item.due >= last && x->id % 3 != 0;
-		last = x->item.due;
+		sorted &= x->item.when.at >= last && x->id % 3 != 0;
+		last = x->item.when.at;
 	}
 	check(sorted, "%d items out in due order, the removed ones absent",
 	      got);

@@ -125,6 +125,37 @@ describe("scheduler", function()
     ds.assert_one_line_per_attempt(gw)
   end)
 
+  it("a message partly sent keeps its sent line; after kill -9 and a flush only the rest is tried", function()
+    local ok = ds.receiver()
+    local busy = ds.receiver{ rcpt_reply = "450 4.2.0 busy" }
+    local gw = gateway.start{ sections = {
+      policy = { script = ds.policy("try.lua") },
+      delivery = { retry_min = "1h", retry_max = "1h" },
+      dns = { resolver = ds.DEAD_RESOLVER },
+      ["domain:ok.example"] = { next_hop = ok:addr() },
+      ["domain:busy.example"] = { next_hop = busy:addr() },
+    } }
+    local qid = ds.submit(gw, "sender@origin.example", { "a@ok.example", "b@busy.example" })
+    ds.wait_delivery(gw, "a@ok.example", "sent")
+    ds.wait_delivery(gw, "b@busy.example", "deferred")
+    -- the message stays: its "sent" line is written (at the end of the
+    -- transaction) for a restart to know
+    local state
+    assert.truthy(gateway.wait_for(function()
+      state = gateway.read_file(gw:spool() .. "/state/" .. qid) or ""
+      return state:find("0 sent ", 1, true) and state:find("1 deferred ", 1, true)
+    end), "state/" .. qid .. ":\n" .. tostring(state))
+    assert.is_true(gw:kill("KILL"))
+    gw:restart()
+    ds.flush(gw)
+    local line = ds.wait_delivery(gw, "b@busy.example", "deferred")
+    -- (this run's log)
+    assert.are.equal(0, #ds.delivery_lines(gw, "a@ok.example"), gw:log())
+    assert.truthy(line:find(" attempt=2 ", 1, true), "attempts counted across a restart: " .. line)
+    local _, count = ok:rcpts()
+    assert.are.equal(1, count["a@ok.example"])
+  end)
+
   it("a restart with 2000 deferred messages and active_limit 100: bounded, then each delivered once", function()
     local N, LIMIT = 2000, 100
     local down = refuser()

@@ -261,8 +261,8 @@ static double next_work(const struct message *m)
 	for (const struct entry *e = m->entries; e != NULL; e = e->next) {
 		if (e->item.where != ITEM_WAITING)
 			return -INFINITY; /* ready, handed out or parked */
-		if (e->item.due < next)
-			next = e->item.due;
+		if (e->item.when.at < next)
+			next = e->item.when.at;
 	}
 	if (message_owes_dsn(m) && m->dsn_due < next)
 		next = m->dsn_due;

@@ -10,11 +10,11 @@
 #include "outbound/scheduler.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-enum { NOT_IN_HEAP = -1 };
 enum list_id { LIST_NONE, LIST_LIVE, LIST_DEAD };
 
 struct sched_dest {
@@ -26,8 +26,8 @@ struct sched_dest {
 	unsigned failures; /* in a row */
 	enum sched_state state;
 	double until;	      /* DEST_DEAD: the end of the spell */
-	double timer;	      /* its place in the destination heap */
-	long timer_index;     /* NOT_IN_HEAP, or the index */
+	struct sched_when timer; /* its place in the timer heap */
+	bool timed;	      /* in the timer heap */
 	enum list_id list;
 	struct sched_dest *lprev, *lnext;
 	char name[];
@@ -37,144 +37,112 @@ struct dlist {
 	struct sched_dest *head, *tail;
 };
 
+struct heap {
+	struct sched_when **v;
+	size_t n, cap;
+};
+
 struct sched {
 	struct sched_limits lim;
 	struct idmap dests;
-	struct sched_item **items; /* heap by (due, seq) */
-	size_t n_items, cap_items;
-	struct sched_dest **timers; /* heap by timer */
-	size_t n_timers, cap_timers;
+	struct heap items;  /* waiting items, by due time */
+	struct heap timers; /* destinations, by their timer */
 	struct dlist live, dead;
 	unsigned active;
 	uint64_t seq;
 };
 
-/* ---- the item heap ----------------------------------------------------- */
+/* ---- the heaps --------------------------------------------------------- */
 
-static bool item_before(const struct sched_item *a, const struct sched_item *b)
+#define CONTAINER(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+static bool before(const struct sched_when *a, const struct sched_when *b)
 {
-	return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+	return a->at < b->at || (a->at == b->at && a->seq < b->seq);
 }
 
-static void item_put(struct sched *s, size_t i, struct sched_item *it)
+static void put(struct heap *h, size_t i, struct sched_when *w)
 {
-	s->items[i] = it;
-	it->heap_index = i;
+	h->v[i] = w;
+	w->index = i;
 }
 
-static void item_up(struct sched *s, size_t i)
+static void sift_up(struct heap *h, size_t i)
 {
-	struct sched_item *it = s->items[i];
+	struct sched_when *w = h->v[i];
 
-	while (i > 0 && item_before(it, s->items[(i - 1) / 2])) {
-		item_put(s, i, s->items[(i - 1) / 2]);
+	while (i > 0 && before(w, h->v[(i - 1) / 2])) {
+		put(h, i, h->v[(i - 1) / 2]);
 		i = (i - 1) / 2;
 	}
-	item_put(s, i, it);
+	put(h, i, w);
 }
 
-static void item_down(struct sched *s, size_t i)
+static void sift_down(struct heap *h, size_t i)
 {
-	struct sched_item *it = s->items[i];
+	struct sched_when *w = h->v[i];
 
 	for (;;) {
 		size_t c = 2 * i + 1;
 
-		if (c >= s->n_items)
+		if (c >= h->n)
 			break;
-		if (c + 1 < s->n_items &&
-		    item_before(s->items[c + 1], s->items[c]))
+		if (c + 1 < h->n && before(h->v[c + 1], h->v[c]))
 			c++;
-		if (!item_before(s->items[c], it))
+		if (!before(h->v[c], w))
 			break;
-		item_put(s, i, s->items[c]);
+		put(h, i, h->v[c]);
 		i = c;
 	}
-	item_put(s, i, it);
+	put(h, i, w);
 }
 
-static bool item_push(struct sched *s, struct sched_item *it)
+static bool heap_push(struct heap *h, struct sched_when *w)
 {
-	if (s->n_items == s->cap_items) {
-		size_t cap = s->cap_items ? s->cap_items * 2 : 64;
-		struct sched_item **v = realloc(s->items, cap * sizeof(*v));
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 64;
+		struct sched_when **v = realloc(h->v, cap * sizeof(*v));
 
 		if (v == NULL)
 			return false;
-		s->items = v;
-		s->cap_items = cap;
+		h->v = v;
+		h->cap = cap;
 	}
-	item_put(s, s->n_items++, it);
-	item_up(s, s->n_items - 1);
+	put(h, h->n++, w);
+	sift_up(h, h->n - 1);
 	return true;
 }
 
-static void item_unheap(struct sched *s, struct sched_item *it)
+static void heap_remove(struct heap *h, struct sched_when *w)
 {
-	size_t i = it->heap_index;
-	struct sched_item *last = s->items[--s->n_items];
+	size_t i = w->index;
+	struct sched_when *last = h->v[--h->n];
 
-	if (last == it)
+	if (last == w)
 		return;
-	item_put(s, i, last);
-	item_up(s, i);
-	item_down(s, last->heap_index);
+	put(h, i, last);
+	sift_up(h, i);
+	sift_down(h, last->index);
 }
 
-/* ---- the destination timer heap ---------------------------------------- */
-
-static void timer_put(struct sched *s, size_t i, struct sched_dest *d)
+/* The earliest, when it is due at `now`; NULL otherwise. */
+static struct sched_when *heap_due(const struct heap *h, double now)
 {
-	s->timers[i] = d;
-	d->timer_index = (long)i;
+	return h->n > 0 && h->v[0]->at <= now ? h->v[0] : NULL;
 }
 
-static void timer_up(struct sched *s, size_t i)
+static double heap_next(const struct heap *h)
 {
-	struct sched_dest *d = s->timers[i];
-
-	while (i > 0 && d->timer < s->timers[(i - 1) / 2]->timer) {
-		timer_put(s, i, s->timers[(i - 1) / 2]);
-		i = (i - 1) / 2;
-	}
-	timer_put(s, i, d);
-}
-
-static void timer_down(struct sched *s, size_t i)
-{
-	struct sched_dest *d = s->timers[i];
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= s->n_timers)
-			break;
-		if (c + 1 < s->n_timers &&
-		    s->timers[c + 1]->timer < s->timers[c]->timer)
-			c++;
-		if (s->timers[c]->timer >= d->timer)
-			break;
-		timer_put(s, i, s->timers[c]);
-		i = c;
-	}
-	timer_put(s, i, d);
+	return h->n > 0 ? h->v[0]->at : INFINITY;
 }
 
 static void timer_clear(struct sched *s, struct sched_dest *d)
 {
-	size_t i;
-	struct sched_dest *last;
-
-	if (d->timer_index == NOT_IN_HEAP)
+	if (!d->timed)
 		return;
-	i = (size_t)d->timer_index;
-	last = s->timers[--s->n_timers];
-	d->timer_index = NOT_IN_HEAP;
-	if (last == d)
-		return;
-	timer_put(s, i, last);
-	timer_up(s, i);
-	timer_down(s, (size_t)last->timer_index);
+	heap_remove(&s->timers, &d->timer);
+	d->timed = false;
 }
 
 /* Out of memory for the heap: the destination has no timer, and is
@@ -182,18 +150,9 @@ static void timer_clear(struct sched *s, struct sched_dest *d)
 static void timer_set(struct sched *s, struct sched_dest *d, double at)
 {
 	timer_clear(s, d);
-	if (s->n_timers == s->cap_timers) {
-		size_t cap = s->cap_timers ? s->cap_timers * 2 : 16;
-		struct sched_dest **v = realloc(s->timers, cap * sizeof(*v));
-
-		if (v == NULL)
-			return;
-		s->timers = v;
-		s->cap_timers = cap;
-	}
-	d->timer = at;
-	timer_put(s, s->n_timers++, d);
-	timer_up(s, s->n_timers - 1);
+	d->timer.at = at;
+	d->timer.seq = ++s->seq;
+	d->timed = heap_push(&s->timers, &d->timer);
 }
 
 /* ---- destinations ------------------------------------------------------ */
@@ -272,7 +231,7 @@ static void dest_unref(struct sched *s, struct sched_dest *d, double now)
 		dest_free(s, d);
 		return;
 	}
-	if (d->timer_index == NOT_IN_HEAP)
+	if (!d->timed)
 		timer_set(s, d, d->state == DEST_DEAD
 				    ? d->until
 				    : now + s->lim.forget_after);
@@ -295,7 +254,6 @@ struct sched_dest *sched_dest(struct sched *s, const char *name)
 	memcpy(d->name, name, len + 1);
 	d->window = s->lim.initial_window;
 	d->state = DEST_ALIVE;
-	d->timer_index = NOT_IN_HEAP;
 	idmap_insert(&s->dests, &d->node, key);
 	return d;
 }
@@ -417,9 +375,9 @@ static void fifo_unlink(struct sched_dest *d, struct sched_item *it)
 
 static bool enqueue(struct sched *s, struct sched_item *it, double due)
 {
-	it->due = due;
-	it->seq = ++s->seq;
-	if (!item_push(s, it))
+	it->when.at = due;
+	it->when.seq = ++s->seq;
+	if (!heap_push(&s->items, &it->when))
 		return false;
 	it->where = ITEM_WAITING;
 	return true;
@@ -443,7 +401,7 @@ static void unqueue(struct sched *s, struct sched_item *it)
 {
 	switch (it->where) {
 	case ITEM_WAITING:
-		item_unheap(s, it);
+		heap_remove(&s->items, &it->when);
 		break;
 	case ITEM_READY:
 		fifo_unlink(it->dest, it);
@@ -486,17 +444,18 @@ void sched_remove(struct sched *s, struct sched_item *it, double now)
  * that are over end. */
 static void advance(struct sched *s, double now)
 {
-	while (s->n_timers > 0 && s->timers[0]->timer <= now) {
-		struct sched_dest *d = s->timers[0];
-		double at = d->timer;
+	struct sched_when *w;
+
+	while ((w = heap_due(&s->timers, now)) != NULL) {
+		struct sched_dest *d = CONTAINER(w, struct sched_dest, timer);
 
 		timer_clear(s, d);
-		dest_timer(s, d, at, now);
+		dest_timer(s, d, w->at, now);
 	}
-	while (s->n_items > 0 && s->items[0]->due <= now) {
-		struct sched_item *it = s->items[0];
+	while ((w = heap_due(&s->items, now)) != NULL) {
+		struct sched_item *it = CONTAINER(w, struct sched_item, when);
 
-		item_unheap(s, it);
+		heap_remove(&s->items, w);
 		it->where = ITEM_READY;
 		fifo_append(it->dest, it);
 		relist(s, it->dest);
@@ -552,13 +511,9 @@ enum sched_change sched_done(struct sched *s, struct sched_item *it,
 
 double sched_wake(const struct sched *s)
 {
-	double next = INFINITY;
+	double items = heap_next(&s->items), timers = heap_next(&s->timers);
 
-	if (s->n_items > 0)
-		next = s->items[0]->due;
-	if (s->n_timers > 0 && s->timers[0]->timer < next)
-		next = s->timers[0]->timer;
-	return next;
+	return items < timers ? items : timers;
 }
 
 unsigned sched_active(const struct sched *s)
@@ -635,8 +590,8 @@ void sched_free(struct sched *s)
 	while ((n = idmap_any(&s->dests, &cursor)) != NULL)
 		dest_free(s, (struct sched_dest *)n);
 	idmap_free(&s->dests);
-	free(s->items);
-	free(s->timers);
+	free(s->items.v);
+	free(s->timers.v);
 	free(s);
 }
 

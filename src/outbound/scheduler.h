@@ -58,12 +58,18 @@ enum sched_where {
 	ITEM_PARKED,
 };
 
+/* A place in one of the scheduler's heaps: by `at`, ties first come,
+ * first served. */
+struct sched_when {
+	double at;
+	uint64_t seq;
+	size_t index;
+};
+
 /* Embedded in the caller's object; the fields are the scheduler's. */
 struct sched_item {
+	struct sched_when when; /* when.at: due (while ITEM_WAITING: heaped) */
 	struct sched_dest *dest;
-	double due;
-	uint64_t seq;	   /* ties on `due` go first come, first served */
-	size_t heap_index; /* while ITEM_WAITING */
 	struct sched_item *prev, *next; /* the destination's FIFO (READY) */
 	enum sched_where where;
 	bool dead;	   /* handed out dead: no transaction slot taken */
