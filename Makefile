@@ -236,7 +236,8 @@ build/bench/sink: spec/bench/sink.c
 # smtpgw and a private Postfix side by side (README "Performance"): root,
 # sealed in a network namespace with only lo; the load generator and sink
 # are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d
-# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py).
+# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py);
+# PARTS=e (smtpgw with a large deferred queue) takes DEFERRED_N=.
 bench: deps user build/bench_policy
 	@mkdir -p build/bench
 	@for p in try require require_verify; do \

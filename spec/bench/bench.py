@@ -792,9 +792,9 @@ def deferred_accept(workers):
     for k, g in gws.items():
         t0 = time.time()
         g.start()
-        # the start-up pass over the spool is over (a build without it
-        # has no such line: then a minute is allowed for its start)
-        if not g.wait_log("event=queue_pass", 600):
+        # the start-up pass over the spool is over (a build without an
+        # active set has no such line: then a minute for its start)
+        if not ACTIVE_SET or not g.wait_log("event=queue_pass", 600):
             time.sleep(60)
         res["start"][k] = time.time() - t0
         res[k + "_mem0"] = qmgr_memory(g)
@@ -834,12 +834,13 @@ def deferred_drain(workers, limit):
 
 
 def deferred_part(workers):
+    global ACTIVE_SET
+    ACTIVE_SET = check_ini(os.path.join(WORK, "probe"), "active_limit",
+                           "[delivery]\nactive_limit = 1000\n"
+                           ).returncode == 0
     res = deferred_accept(workers)
-    limited = check_ini(os.path.join(WORK, "probe"), "active_limit",
-                        "[delivery]\nactive_limit = 1000\n")
     res["drain"] = [deferred_drain(workers, limit)
-                    for limit in (20000, 1000)] \
-        if limited.returncode == 0 else []
+                    for limit in (20000, 1000)] if ACTIVE_SET else []
     return res
 
 
