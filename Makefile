@@ -35,9 +35,13 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
 	     libluajit2-5.1-dev libunbound-dev ca-certificates
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh unbound
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh
+# Debian packages that ship a service: postfix (smtp-sink, and the
+# side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
+# protocol in front of two gateways).
+DEPS_SERVICES = postfix unbound haproxy
 
-.PHONY: all run check deps deps-check deps-fuzz deps-postfix user unit clean fuzz format \
+.PHONY: all run check deps deps-check deps-services deps-fuzz deps-postfix user unit clean fuzz format \
 	bench
 
 all: build/smtpgw
@@ -65,16 +69,34 @@ build/check/test_dsn: spec/c/test_dsn.c src/proto/dsn.c $(HDR) spec/c/tap.h | bu
 build/check/test_envelope: spec/c/test_envelope.c src/proto/envelope.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_envelope.c src/proto/envelope.c
 
+build/check/test_log_format: spec/c/test_log_format.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_log_format.c src/proto/log_format.c
+
 build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_dns_wire.c src/proto/dns_wire.c
 
-TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c
+build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
+
+build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
+
+TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c \
+		  src/proto/next_hop.c src/proto/dns_wire.c src/proto/log_format.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
 
 # limits.c is included by its test (white-box checks of the shared table).
-build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c $(HDR) spec/c/tap.h | build/check/obj
-	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c -lpthread
+build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c \
+		src/proto/log_format.c -l:libev.a -lpthread
+
+# The TLS ticket key ring (net/tls_resume.c).
+TEST_TLS_RESUME_SRC = spec/c/test_tls_resume.c src/net/tls_resume.c src/core/log.c \
+		      src/proto/log_format.c
+build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLS_RESUME_SRC) -l:libev.a -ltls -lssl \
+		-lcrypto -lpthread
 
 TEST_SCHEDULER_SRC = spec/c/test_scheduler.c src/outbound/scheduler.c \
 		     src/outbound/idmap.c
@@ -83,8 +105,9 @@ build/check/test_scheduler: $(TEST_SCHEDULER_SRC) $(HDR) spec/c/tap.h | build/ch
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o core/config.o core/log.o proto/smtp_proto.o \
-		    proto/smtp_out.o)
+		    net/conn.o net/tls.o net/tls_resume.o net/certs.o core/config.o \
+		    core/log.o proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
+		    proto/dns_wire.o proto/log_format.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -138,17 +161,24 @@ deps:
 
 deps-check: deps
 	$(call install_missing,$(DEPS_CHECK))
-	@# postfix only for its smtp-sink: installed with services forbidden to
-	@# start (policy-rc.d), so no mail system starts listening on port 25.
-	@if ! $(call installed,postfix); then \
+	@# Packages that ship a service, installed with services forbidden to
+	@# start (policy-rc.d): nothing starts listening on port 25 or 53.
+	@missing=""; for p in $(DEPS_SERVICES); do \
+		$(call installed,$$p) || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		made=; if [ "$$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && \
 			chmod 755 /usr/sbin/policy-rc.d && made=1; \
 		fi; \
-		$(MAKE) --no-print-directory deps-postfix; rc=$$?; \
+		$(MAKE) --no-print-directory deps-services; rc=$$?; \
 		[ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
+deps-services:
+	$(call install_missing,$(DEPS_SERVICES))
+
+# Kept for `make bench` and old habits: Postfix alone.
 deps-postfix:
 	$(call install_missing,postfix)
 
@@ -170,7 +200,9 @@ run: deps user
 check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
-		build/check/test_dns_wire build/check/test_limits \
+		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
+		build/check/test_log_format build/check/test_suggest \
+		build/check/test_tls_resume \
 		build/check/test_scheduler \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
@@ -184,15 +216,19 @@ check: deps-check user
 # spec/fuzz/corpus/NAME/, through the same harness built with $(CC) and
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff
+FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
+	      log_format
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
-FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c
+FUZZ_SRC_config     = src/core/config.c src/proto/smtp_proto.c \
+		      src/proto/next_hop.c src/proto/dns_wire.c src/proto/log_format.c
 FUZZ_LIBS_config    = $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih)
 FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
+FUZZ_SRC_proxy      = src/proto/proxy.c
+FUZZ_SRC_log_format = src/proto/log_format.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
@@ -218,9 +254,10 @@ fuzz: deps-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./spec/fuzz/run.sh $(FUZZ_NAMES)
 
 # The cost of one policy decision (README "Performance"); a release build.
-BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c \
+BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/policy/suggest.c \
 	    src/policy/sandbox_str.c src/policy/pattern.c src/core/config.c \
-	    src/core/log.c src/proto/smtp_proto.c
+	    src/core/log.c src/proto/smtp_proto.c src/proto/next_hop.c \
+	    src/proto/dns_wire.c
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 
@@ -237,7 +274,7 @@ build/bench/sink: spec/bench/sink.c
 # sealed in a network namespace with only lo; the load generator and sink
 # are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d
 # RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py);
-# PARTS=e (smtpgw with a large deferred queue) takes DEFERRED_N=.
+# PARTS=q (smtpgw with a large deferred queue) takes DEFERRED_N=.
 bench: deps user build/bench_policy
 	@mkdir -p build/bench
 	@for p in try require require_verify; do \

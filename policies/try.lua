@@ -1,9 +1,10 @@
 -- try.lua: opportunistic TLS both ways. Inbound STARTTLS is offered but
 -- plaintext is accepted (level "may"); outbound TLS is tried and plaintext
--- is the fallback ("may"). A [domain:NAME] section's `tls = LEVEL` sets the
--- outbound level for that domain and, at encrypt or verify, refuses its
--- recipients inbound on a session without TLS (530) or, at verify, without a
--- trusted client certificate (550 5.7.1).
+-- is the fallback ("may").
+-- Per recipient domain, from gateway.ini: [domain:NAME] `tls = LEVEL` is the
+-- outbound level for NAME only; `tls_in = encrypt` refuses mail addressed
+-- to NAME on a session without TLS (530 5.7.0), `tls_in = verify` also
+-- without a trusted client certificate (550 5.7.1), from every client.
 -- Choose it for a public MX: it never refuses a sender for lack of TLS, and
 -- you raise the bar only for the domains that need it.
 
@@ -15,12 +16,12 @@ function policy.server_tls()
   return gateway.MAY
 end
 
-function policy.client_tls(ctx)
+function policy.client_tls(ctx) -- [domain:NAME] tls, else this default
   return gateway.domain_level(ctx, gateway.MAY)
 end
 
-function policy.rcpt(ctx)
-  return gateway.rcpt_tls_verdict(ctx)
+function policy.rcpt(ctx) -- [domain:NAME] tls_in: none, encrypt or verify
+  return gateway.rcpt_tls_verdict(ctx, gateway.domain_tls_in(ctx))
 end
 
 return policy

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every spec for `make check`: the C unit tests of the pure modules
 # (build/check/test_smtp_proto, test_dsn, test_envelope, test_dns_wire,
-# test_config, test_limits and test_scheduler, TAP), the fuzz corpora replayed
+# test_config, test_limits, test_tls_resume and test_scheduler, TAP), the fuzz corpora replayed
 # (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.
@@ -68,10 +68,12 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 : >"$SMTPGW_SPEC_PIDS"
 
 # ---- C unit tests of src/proto/smtp_proto.c, dsn.c, envelope.c,
-# dns_wire.c, of how src/core/config.c reads lines and of
-# src/inbound/limits.c, and of src/outbound/scheduler.c
-for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_config \
-	test_limits test_scheduler; do
+# dns_wire.c, log_format.c, of how src/core/config.c reads lines and of
+# src/inbound/limits.c and src/policy/suggest.c, and the TLS ticket key
+# ring of src/net/tls_resume.c, and src/outbound/scheduler.c
+for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
+	test_limits test_log_format test_suggest test_tls_resume \
+	test_scheduler; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

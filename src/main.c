@@ -3,6 +3,7 @@
  * (proc/master.c) to run the gateway, or to one subcommand (cli/). It
  * holds no protocol logic and no process management.
  */
+#include "cli/check_command.h"
 #include "cli/commands.h"
 #include "core/config.h"
 #include "policy/generation.h"
@@ -50,12 +51,14 @@ static void usage(FILE *to)
 		"NAME] [--from ADDR]\n"
 		"       smtpgw -c FILE reload\n"
 		"       smtpgw -c FILE queue [flush | delete ID]\n"
-		"       smtpgw -c FILE tls-probe HOST:PORT [--level encrypt|"
-		"verify] [--name NAME]\n"
-		"                     [--repeat N]\n"
+		"       smtpgw -c FILE tls-probe ADDRESS:PORT|NEXT_HOP|DOMAIN "
+		"[--level encrypt|verify]\n"
+		"                     [--name NAME] [--repeat N]\n"
 		"       smtpgw -c FILE route DOMAIN [--port N]\n"
 		"  -c FILE  gateway.ini to use\n"
-		"  -t       check FILE and its policy script; exit 0 or 1\n");
+		"  -t       check FILE, its policy script, certificates, spool "
+		"and listen\n"
+		"           addresses; exit 0 or 1\n");
 }
 
 /* Subcommand options come as "--name value" pairs after the word. */
@@ -226,8 +229,6 @@ static int with_config(const struct options *o)
 int main(int argc, char **argv)
 {
 	struct options o = {0};
-	struct generation *gen;
-	char err[1024];
 	int rc = parse_args(argc, argv, &o);
 
 	if (rc >= 0)
@@ -238,15 +239,5 @@ int main(int argc, char **argv)
 		return master_run(o.config_path);
 	if (o.command != CMD_CHECK)
 		return with_config(&o);
-	/* -t checks what a start would load, without making the Default
-	 * Cert (a check must not write). */
-	gen = generation_build(o.config_path, false, err, sizeof(err));
-	if (gen == NULL) {
-		fprintf(stderr, "%s\n", err);
-		return 1;
-	}
-	printf("%s: ok (policy %s)\n", o.config_path,
-	       policy_script(gen->policy));
-	generation_release(gen);
-	return 0;
+	return check_command(o.config_path);
 }

@@ -1,6 +1,9 @@
 -- partner_verify.lua: a partner domain verified both ways; everyone else as
 -- policies/try.lua. Use it from gateway.ini (paths are relative to the ini):
 --
+--   [gateway]
+--   relay_domains = partner.example   ; we accept the partner's mail
+--
 --   [policy]
 --   script = policies/partner_verify.lua
 --
@@ -12,8 +15,12 @@
 -- [domain:...] section says. Inbound: mail for partner.example is accepted
 -- only from TLS sessions whose client certificate verifies: 530 5.7.0 on a
 -- plaintext session, 550 5.7.1 on a TLS session without a trusted
--- certificate. Other domains: STARTTLS offered, plaintext accepted, and
--- their [domain:NAME] tls levels honoured as by try.lua.
+-- certificate. The gateway asks for client certificates because its check
+-- sees the rcpt answer for partner.example (a relay domain) change with
+-- the certificate; a partner it never accepts mail for would need
+-- `[tls] ask_client_cert = yes`. Other domains: STARTTLS offered,
+-- plaintext accepted, and their [domain:NAME] tls (outbound) and tls_in
+-- (inbound) honoured as by try.lua.
 
 local gateway = require "gateway"
 

@@ -72,8 +72,14 @@ describe("partner_verify.lua inbound", function()
     end
   end)
 
-  it("honours other domains' sections like try.lua", function()
-    local ctx = t.ctx{ stage = "rcpt", recipient = "a@bank.example", section = { tls = "encrypt" } }
+  it("honours other domains' sections like try.lua: tls_in inbound, not tls", function()
+    local ctx = t.ctx{ stage = "rcpt", recipient = "a@bank.example", section = { tls_in = "encrypt" } }
     assert.are.same(NEED_STARTTLS, policy.rcpt(ctx, t.host()))
+    ctx = t.ctx{ stage = "rcpt", recipient = "a@bank.example", section = { tls = "encrypt" } }
+    assert.are.equal("accept", policy.rcpt(ctx, t.host()))
+  end)
+
+  it("passes the check smtpgw -t runs", function()
+    t.check(policy, { domains = { "partner.example" }, sections = { ["bank.example"] = { tls_in = "verify" } } })
   end)
 end)

@@ -41,18 +41,32 @@ local function describe(v)
   return tostring(v)
 end
 
--- is_level(s): true when s is one of the four level strings (exact, lower case).
+-- level(s): the level s names, in lower case ("VERIFY" -> "verify"); nil
+-- when s is not a string naming one of the four. Level names are
+-- case-insensitive everywhere, as in gateway.ini and in what a hook returns.
+function M.level(s)
+  if type(s) ~= "string" then
+    return nil
+  end
+  local l = lower(s)
+  if RANK[l] == nil then
+    return nil
+  end
+  return l
+end
+
+-- is_level(s): true when s names one of the four levels (any case).
 function M.is_level(s)
-  return type(s) == "string" and RANK[s] ~= nil
+  return M.level(s) ~= nil
 end
 
 local function rank(s, fname)
-  local r = type(s) == "string" and RANK[s] or nil
-  if r == nil then
+  local l = M.level(s)
+  if l == nil then
     error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt or verify)",
       fname, describe(s)), 3)
   end
-  return r
+  return RANK[l]
 end
 
 -- level_rank(s): 1 (none), 2 (may), 3 (encrypt), 4 (verify); raises on
@@ -377,23 +391,44 @@ end
 
 -- ------------------------------------------------------ stock script parts
 
--- domain_level(ctx, default): the `tls` key of the recipient domain's
--- [domain:...] section (ctx.section.tls) when it is a level, else default.
--- default must be a level or nil.
-function M.domain_level(ctx, default)
-  if default ~= nil and not M.is_level(default) then
-    error("gateway.domain_level: default is not a TLS level: " .. describe(default), 2)
-  end
+-- section_level(ctx, key, default): the level of key `key` of the recipient
+-- domain's [domain:...] section (lower case), else default.
+local function section_level(ctx, key, default)
   local section = type(ctx) == "table" and ctx.section or nil
-  local level = type(section) == "table" and section.tls or nil
-  if M.is_level(level) then
+  local level = type(section) == "table" and M.level(section[key]) or nil
+  if level ~= nil then
     return level
   end
   return default
 end
 
+-- domain_level(ctx, default): the OUTBOUND level of the recipient domain:
+-- the `tls` key of its [domain:...] section (ctx.section.tls) when it is a
+-- level, else default (lower case either way). default must be a level or
+-- nil.
+function M.domain_level(ctx, default)
+  if default ~= nil and not M.is_level(default) then
+    error("gateway.domain_level: default is not a TLS level: " .. describe(default), 2)
+  end
+  return section_level(ctx, "tls", M.level(default))
+end
+
+-- domain_tls_in(ctx): what mail addressed to the recipient domain needs on
+-- the way in: the `tls_in` key of its [domain:...] section
+-- (ctx.section.tls_in) when it is "encrypt" or "verify"; else "none" (no
+-- tls_in, or no section).
+function M.domain_tls_in(ctx)
+  local level = section_level(ctx, "tls_in", M.NONE)
+  if level ~= M.ENCRYPT and level ~= M.VERIFY then
+    return M.NONE
+  end
+  return level
+end
+
 -- rcpt_tls_verdict(ctx [, level]): the stock scripts' rcpt rule. level is
--- the recipient domain's level, by default domain_level(ctx, "none").
+-- what mail to the recipient needs inbound (any case; none and may need
+-- nothing), by default domain_tls_in(ctx). It applies to every client,
+-- relay_networks included:
 --   level encrypt or verify, session in plaintext
 --     -> reject(530, "5.7.0 Must issue a STARTTLS command first")
 --   level verify, TLS active, ctx.tls.peer ~= "trusted"
@@ -402,9 +437,10 @@ end
 --   otherwise -> "accept"
 function M.rcpt_tls_verdict(ctx, level)
   if level == nil then
-    level = M.domain_level(ctx, M.NONE)
+    level = M.domain_tls_in(ctx)
   else
     rank(level, "rcpt_tls_verdict")
+    level = M.level(level)
   end
   if level ~= M.ENCRYPT and level ~= M.VERIFY then
     return M.accept()

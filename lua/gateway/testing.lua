@@ -18,7 +18,7 @@ local gateway = require "gateway"
 
 local type, pairs, ipairs, tostring, error, setmetatable =
   type, pairs, ipairs, tostring, error, setmetatable
-local format, lower, match = string.format, string.lower, string.match
+local format, lower, match, sub, find = string.format, string.lower, string.match, string.sub, string.find
 local sort, concat = table.sort, table.concat
 
 local M = {}
@@ -73,10 +73,11 @@ local FIELDS = {
   domain = { type = "string", stages = { "rcpt", "client_tls" }, required = true, lower = true },
   section = {
     type = "table", stages = { "rcpt", "client_tls" }, required = false,
-    order = { "name", "tls", "next_hop" },
+    order = { "name", "tls", "tls_in", "next_hop" },
     fields = {
       name = { type = "string", required = true, pattern = "^domain:%.?[^%s%.][^%s]*$" },
       tls = { type = "string", required = false },
+      tls_in = { type = "string", required = false },
       next_hop = { type = "string", required = false },
     },
   },
@@ -402,8 +403,9 @@ local LEVEL_HOOKS = { server_tls = true, client_tls = true }
 
 -- t.run(policy, ctx [, host [, opts]]): calls the hook named ctx.stage as the
 -- gateway would and checks its answer: server_tls and client_tls must
--- return a level, the other hooks a verdict (gateway.is_verdict); else
--- t.run raises. An absent hook gives the gateway's default: server_tls
+-- return a level (any case; t.run returns it in lower case, as the gateway
+-- reads it), the other hooks a verdict (gateway.is_verdict); else t.run
+-- raises. An absent hook gives the gateway's default: server_tls
 -- opts.server_level (default "may", i.e. [tls] server_level), client_tls
 -- "may", the others "accept". host defaults to t.host().
 function M.run(policy, ctx, host, opts)
@@ -431,6 +433,7 @@ function M.run(policy, ctx, host, opts)
     if not gateway.is_level(result) then
       error(format("gateway.testing.run: %s returned %s, not a level", stage, describe(result)), 2)
     end
+    result = gateway.level(result)
   else
     local ok, msg = gateway.is_verdict(result)
     if not ok then
@@ -438,6 +441,271 @@ function M.run(policy, ctx, host, opts)
     end
   end
   return result
+end
+
+-- ------------------------------------------------------------- fixtures
+--
+-- The ctxs `smtpgw -t` (and every start and reload) calls each hook with:
+-- every stage, from an untrusted IPv4 and IPv6 client and a relay_networks
+-- client, in plaintext and over TLS with each kind of client certificate,
+-- with a sender and the null sender, and for rcpt and client_tls a
+-- recipient in each [domain:...] section, in each relay domain and in a
+-- domain of no section.
+
+M.FIXTURE_CLIENTS = {
+  { ip = "192.0.2.10", port = 40000, trusted = false },
+  { ip = "2001:db8::10", port = 40000, trusted = false },
+}
+M.FIXTURE_TLS = {
+  { active = false, peer = "none" },
+  { active = true, peer = "none", sni = true }, -- sni: the hostname
+  { active = true, peer = "untrusted" },
+  { active = true, peer = "trusted" },
+}
+M.FIXTURE_SENDERS = { "sender@example.org", "" }
+-- Domains tried, in order, for "a recipient in no section".
+M.FIXTURE_UNLISTED = { "example.test", "unlisted.invalid" }
+
+-- section_index(sections): lower-case name -> name, for find_section.
+local function section_index(sections)
+  local index = {}
+  for name in pairs(sections) do
+    if type(name) == "string" and name ~= "" and name ~= "." then
+      index[lower(name)] = name
+    end
+  end
+  return index
+end
+
+-- find_section(domain, index): the exact name, else the longest ".NAME"
+-- that covers domain (its suffixes from the longest down).
+local function find_section(domain, index)
+  domain = lower(domain)
+  if index[domain] then
+    return index[domain]
+  end
+  local pos = 1
+  while true do
+    local dot = find(domain, ".", pos + 1, true)
+    if dot == nil then
+      return nil
+    end
+    if index[sub(domain, dot)] then
+      return index[sub(domain, dot)]
+    end
+    pos = dot
+  end
+end
+
+-- section_for(domain, sections): the key of `sections` (a map of section
+-- names, "partner.example" or ".sub.example", to their keys) the gateway
+-- picks for domain: the exact name, else the longest ".NAME" that covers
+-- it (case-insensitive); nil when none does.
+function M.section_for(domain, sections)
+  if type(domain) ~= "string" or domain == "" or type(sections) ~= "table" then
+    return nil
+  end
+  return find_section(domain, section_index(sections))
+end
+
+-- A domain a pattern stands for: "sub.example" for ".sub.example" -> "sub.sub.example".
+local function pattern_domain(name)
+  return sub(name, 1, 1) == "." and "sub" .. lower(name) or lower(name)
+end
+
+-- The recipient domains of the fixtures: one per section (".NAME" gives
+-- sub.NAME), then those of `extra` (the same way), then the first of
+-- FIXTURE_UNLISTED that no section covers; each once.
+local function fixture_domains(sections, extra, index)
+  local out, seen = {}, {}
+  local function add(d)
+    if not seen[d] then
+      seen[d] = true
+      out[#out + 1] = d
+    end
+  end
+  for _, name in ipairs(sorted_keys(sections)) do
+    if type(name) == "string" then
+      add(pattern_domain(name))
+    end
+  end
+  for _, name in ipairs(extra) do
+    if type(name) == "string" and name ~= "" and name ~= "." then
+      add(pattern_domain(name))
+    end
+  end
+  for _, d in ipairs(M.FIXTURE_UNLISTED) do
+    if find_section(d, index) == nil and not seen[d] then
+      add(d)
+      break
+    end
+  end
+  return out
+end
+
+local function fixture_clients(trusted_ip)
+  local out = {}
+  for i, c in ipairs(M.FIXTURE_CLIENTS) do
+    out[i] = c
+  end
+  if trusted_ip then
+    out[#out + 1] = { ip = trusted_ip, port = 40000, trusted = true }
+  end
+  return out
+end
+
+-- plan(...): the fixture list as small tables { stage, client, tls,
+-- sender, domain (indexes), group }; fixtures that differ only in
+-- tls.peer (over TLS) share a group.
+local function plans(n_clients, n_domains)
+  local out = {}
+  local function add(p)
+    out[#out + 1] = p
+    p.group = #out
+    return p
+  end
+  local function each_tls(base, first_tls)
+    local group
+    for tls = first_tls, #M.FIXTURE_TLS do
+      local p = add({ stage = base.stage, client = base.client, sender = base.sender,
+        domain = base.domain, tls = tls })
+      if M.FIXTURE_TLS[tls].active then
+        group = group or p.group
+        p.group = group
+      end
+    end
+  end
+  for _, stage in ipairs({ "server_tls", "connect" }) do
+    for c = 1, n_clients do
+      add({ stage = stage, client = c, tls = 1 })
+    end
+  end
+  for c = 1, n_clients do
+    each_tls({ stage = "helo", client = c }, 1)
+  end
+  for c = 1, n_clients do
+    for s = 1, #M.FIXTURE_SENDERS do
+      each_tls({ stage = "mail", client = c, sender = s }, 1)
+    end
+  end
+  for d = 1, n_domains do
+    for c = 1, n_clients do
+      each_tls({ stage = "rcpt", client = c, sender = 1, domain = d }, 1)
+    end
+  end
+  for d = 1, n_domains do
+    for s = 1, #M.FIXTURE_SENDERS do
+      add({ stage = "client_tls", sender = s, domain = d })
+    end
+  end
+  return out
+end
+
+local function describe_fixture(ctx)
+  local parts = { ctx.stage }
+  if ctx.recipient then
+    parts[#parts + 1] = "<" .. ctx.recipient .. ">"
+    parts[#parts + 1] = ctx.section and "[" .. ctx.section.name .. "]" or "(no section)"
+  end
+  if ctx.stage == "mail" or ctx.stage == "client_tls" then
+    parts[#parts + 1] = "from <" .. ctx.sender .. ">"
+  end
+  if ctx.client then
+    parts[#parts + 1] = "client " .. ctx.client.ip .. (ctx.client.trusted and " (relay_networks)" or "")
+    if ctx.tls.active then
+      parts[#parts + 1] = "over TLS, client certificate " .. ctx.tls.peer
+    else
+      parts[#parts + 1] = "in plaintext"
+    end
+  end
+  return concat(parts, " ")
+end
+
+-- t.fixtures([opts]): an iterator over the fixtures; each step gives
+-- ctx, group, description:
+--   for ctx, group, desc in t.fixtures{ sections = { ["partner.example"] =
+--       { tls = "verify", tls_in = "encrypt" } } } do ... end
+-- opts.sections: the [domain:...] sections, name -> keys (as ctx.section
+--   has them, without name); opts.domains: more recipient domains (the
+--   gateway passes relay_domains; ".NAME" stands for sub.NAME);
+--   opts.hostname: ctx.hostname (default M.DEFAULTS.hostname);
+--   opts.trusted_ip: the address of the relay_networks client (default
+--   "127.0.0.1"; false: none).
+-- Each ctx is fresh, built by t.ctx. group is a number shared by the
+-- fixtures that differ only in tls.peer; description says in words what
+-- the ctx is ("rcpt <user@partner.example> [domain:partner.example] client
+-- 192.0.2.10 over TLS, client certificate none").
+-- want_table(v, what): v, or {} for nil; raises (at the caller's caller)
+-- when v is something else.
+local function want_table(v, what)
+  if v == nil then
+    return {}
+  end
+  if type(v) ~= "table" then
+    error(format("gateway.testing.fixtures: %s must be a table, got %s", what, type(v)), 3)
+  end
+  return v
+end
+
+function M.fixtures(opts)
+  opts = want_table(opts, "opts")
+  local sections = want_table(opts.sections, "opts.sections")
+  local hostname = opts.hostname or M.DEFAULTS.hostname
+  local trusted_ip = opts.trusted_ip
+  if trusted_ip == nil then
+    trusted_ip = "127.0.0.1"
+  end
+  local clients = fixture_clients(trusted_ip)
+  local extra = want_table(opts.domains, "opts.domains")
+  local index = section_index(sections)
+  local domains = fixture_domains(sections, extra, index)
+  local list = plans(#clients, #domains)
+  local i = 0
+  return function()
+    i = i + 1
+    local p = list[i]
+    if p == nil then
+      return nil
+    end
+    local over = { stage = p.stage, hostname = hostname }
+    if p.client then
+      over.client = clients[p.client]
+      local tls = M.FIXTURE_TLS[p.tls]
+      over.tls = { active = tls.active, peer = tls.peer, sni = tls.sni and hostname or nil }
+    end
+    if p.sender then
+      over.sender = M.FIXTURE_SENDERS[p.sender]
+    end
+    if p.domain then
+      local domain = domains[p.domain]
+      over.recipient = "user@" .. domain
+      local name = find_section(domain, index)
+      if name ~= nil then
+        local section = deep_copy(sections[name])
+        section.name = section.name or "domain:" .. name
+        over.section = section
+      end
+    end
+    local ctx = M.ctx(over)
+    return ctx, p.group, describe_fixture(ctx)
+  end
+end
+
+-- t.check(policy [, opts [, host]]): runs every fixture of t.fixtures(opts)
+-- through t.run (opts.server_level as there), as `smtpgw -t` does; raises
+-- at the first error or bad answer, naming the fixture. Returns the number
+-- of fixtures.
+function M.check(policy, opts, host)
+  host = host or M.host()
+  local n = 0
+  for ctx, _, desc in M.fixtures(opts) do
+    local ok, err = pcall(M.run, policy, ctx, host, opts)
+    if not ok then
+      error("gateway.testing.check: " .. desc .. ": " .. tostring(err), 2)
+    end
+    n = n + 1
+  end
+  return n
 end
 
 return M

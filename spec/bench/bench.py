@@ -21,7 +21,10 @@ medians, every round's value and the ratio smtpgw / Postfix.
   (d) system calls per relayed message: a separate run of each MTA under
       `perf stat -e raw_syscalls:sys_enter` (inherited by every child),
       counting only while the load runs (perf's --control fifo)
-  (e) smtpgw alone (not in the default PARTS): accept rate and CPU with
+  (e) STARTTLS handshakes, full and resumed (session tickets), at TLS 1.2
+      and 1.3: connections with no message (loadgen -m 0 -N; -R resumes),
+      connections/s and MTA CPU per connection, RSA-4096 Default Cert
+  (q) smtpgw alone (not in the default PARTS): accept rate and CPU with
       DEFERRED_N (100000) deferred messages in the spool against an empty
       spool, rounds alternated, and the queue manager's memory; then the
       queue manager's peak memory while it works through DEFERRED_N due
@@ -29,8 +32,10 @@ medians, every round's value and the ratio smtpgw / Postfix.
 
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 ("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
-SYSCALL_N (1000), PARTS ("a,b,c,d": which figures), SESSIONS (20: loadgen's
-concurrency in (a) and (b)), DEFERRED_N (100000, of (e)). Every process
+SYSCALL_N (1000), PARTS ("a,b,c,d,e": which figures), SESSIONS (20: loadgen's
+concurrency in (a) and (b)), HS_N (500 full handshakes), HS_RESUMED_N (3000
+resumed ones), HS_SESSIONS (10: loadgen's concurrency in (e)), DEFERRED_N
+(100000, of (q)). Every process
 started
 here is stopped by its PID.
 """
@@ -52,9 +57,12 @@ TLS_N = int(os.environ.get("TLS_N", "1000"))
 IDLE_N = int(os.environ.get("IDLE_N", "10000"))
 PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
-PARTS = set(os.environ.get("PARTS", "a,b,c,d").split(","))
-DEFERRED_N = int(os.environ.get("DEFERRED_N", "100000"))  # of (e)
+PARTS = set(os.environ.get("PARTS", "a,b,c,d,e").split(","))
+DEFERRED_N = int(os.environ.get("DEFERRED_N", "100000"))  # of (q)
 SESSIONS = int(os.environ.get("SESSIONS", "20"))  # of (a) and (b)
+HS_N = int(os.environ.get("HS_N", "500"))
+HS_RESUMED_N = int(os.environ.get("HS_RESUMED_N", "3000"))
+HS_SESSIONS = int(os.environ.get("HS_SESSIONS", "10"))  # of (e)
 SIZE = 4096
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -226,6 +234,39 @@ def parse_loadgen(out):
             res.setdefault("tls", []).append("%s x%s" % (w[1], w[2]))
         elif w[:1] == ["idle_held"]:
             res["held"] = int(w[1])
+        elif w[:1] == ["tls_resumed"]:
+            res["resumed"] = int(w[1])
+    return res
+
+
+def handshake_round(mta, version, resume):
+    """(e): connections with STARTTLS and no message at one TLS version,
+    every handshake full, or (resume) each loadgen session offering the
+    session of its previous connection. A resumed run whose handshakes
+    were not all resumed but each session's first fails."""
+    n = HS_RESUMED_N if resume else HS_N
+    argv = [LOADGEN, "-c", str(HS_SESSIONS), "-m", "0", "-n", str(n), "-t",
+            "-N", "-V", version] + (["-R"] if resume else []) + \
+        ["%s:%d" % (HOST, mta.port)]
+    m0 = machine_cpu()
+    before = cpu_by_pid(mta.root)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = cpu_by_pid(mta.root)
+    m1 = machine_cpu()
+    res = parse_loadgen(p.stdout)
+    want = n - HS_SESSIONS if resume else 0
+    if p.returncode != 0 or res.get("errors") != 0 or res.get("ok") != n \
+            or "rate" not in res or res.get("resumed") != want:
+        raise Fail("loadgen %s: exit %d, %s handshakes resumed, expected "
+                   "%d\n%s%s" % (" ".join(argv[1:]), p.returncode,
+                                 res.get("resumed"), want, p.stdout,
+                                 p.stderr))
+    res["cpu_ms"] = (sum(after.values()) - sum(before.values())) * 1000 / n
+    res["client_ms"] = (r1.ru_utime + r1.ru_stime - r0.ru_utime -
+                        r0.ru_stime) * 1000 / n
+    res["idle"] = 100.0 * (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
     return res
 
 
@@ -645,8 +686,11 @@ def main():
            SESSIONS) <= 0 or \
             not WORKERS or min(WORKERS) <= 0:
         raise Fail("ROUNDS, WORKERS and every *_N must be positive")
-    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e"}:
-        raise Fail("PARTS is a list of a, b, c, d, e")
+    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e", "q"}:
+        raise Fail("PARTS is a list of a, b, c, d, e, q")
+    if min(HS_N, HS_SESSIONS) <= 0 or HS_RESUMED_N <= HS_SESSIONS:
+        raise Fail("HS_N, HS_SESSIONS must be positive, HS_RESUMED_N above "
+                   "HS_SESSIONS")
     if os.getuid() != 0:
         raise Fail("run as root (Postfix's master, perf)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -689,6 +733,14 @@ def main():
             tls["pf"].append(relay_round(pf, TLS_N, tls=True))
         print("round %d/%d done" % (r + 1, ROUNDS), flush=True)
 
+    hs = {(m, v, r): [] for m in ("gw", "pf") for v in ("1.2", "1.3")
+          for r in (False, True)}
+    for r in range(ROUNDS if "e" in PARTS else 0):
+        for (m, v, resume), results in hs.items():
+            results.append(handshake_round(main_gw if m == "gw" else pf, v,
+                                           resume))
+        print("handshakes round %d/%d done" % (r + 1, ROUNDS), flush=True)
+
     mem = {}
     for w in ws if "c" in PARTS else []:
         mem[w] = (gws[w].idle_memory(IDLE_N, False),
@@ -708,10 +760,12 @@ def main():
         pf_sys = perf_syscalls(pf)  # same sink, its count goes on
     report(ws, relay, tls, mem, gw_sys, pf_sys)
     if "e" in PARTS:
+        report_handshakes(ws, hs)
+    if "q" in PARTS:
         report_deferred(deferred_part(ws[-1]))
     print("\nload average after: %s" % open("/proc/loadavg").read().strip())
 
-# ---- (e) a large deferred queue (smtpgw alone) ----
+# ---- (q) a large deferred queue (smtpgw alone) ----
 #
 # Self-contained: its own gateways (ports 2550-2553), sinks (2750-2753)
 # and spools. The deferred messages are written straight into the spool,
@@ -786,7 +840,7 @@ def deferred_accept(workers):
                                workers, 0, 3600),
            "full": DeferredGw("gw-e-full", 2551, Sink(2751, WORK, "e1"),
                               workers, DEFERRED_N, 3600)}
-    print("(e) %d deferred messages written in %.0f s" % (
+    print("(q) %d deferred messages written in %.0f s" % (
         DEFERRED_N, time.time() - t0), flush=True)
     res = {"empty": [], "full": [], "start": {}}
     for k, g in gws.items():
@@ -801,7 +855,7 @@ def deferred_accept(workers):
     for r in range(ROUNDS):
         for k in ("empty", "full"):
             res[k].append(relay_round(gws[k], RELAY_N))
-        print("(e) round %d/%d done" % (r + 1, ROUNDS), flush=True)
+        print("(q) round %d/%d done" % (r + 1, ROUNDS), flush=True)
     for k, g in gws.items():
         res[k + "_mem"] = qmgr_memory(g)
         g.stop()
@@ -827,7 +881,7 @@ def deferred_drain(workers, limit):
     mem = qmgr_memory(g)
     g.stop()
     if not ok:
-        raise Fail("(e) the queue manager did not get through %d due "
+        raise Fail("(q) the queue manager did not get through %d due "
                    "messages within 30 min" % DEFERRED_N)
     return {"limit": limit, "seconds": took, "mem": mem,
             "deferred": deferred}
@@ -846,7 +900,7 @@ def deferred_part(workers):
 
 def report_deferred(res):
     e, f = res["empty"], res["full"]
-    print("\n(e) smtpgw with %d deferred messages in the spool (not due; "
+    print("\n(q) smtpgw with %d deferred messages in the spool (not due; "
           "for dead.bench.example) against an empty spool; (a)'s load, %d "
           "messages per round, rounds alternated" % (DEFERRED_N, RELAY_N))
     print("  %-30s %-34s %-34s %s" % ("", "empty: median (rounds)",
@@ -991,6 +1045,42 @@ def report_syscalls(gw_sys, pf_sys):
     for name, (total, _, per) in (("smtpgw", gw_sys), ("Postfix", pf_sys)):
         print("  %s top: %s" % (name, ", ".join(
             "%s %.1f" % (n, c) for c, n in per[:14])))
+
+
+def report_handshakes(ws, hs):
+    rows = []
+    for v in ("1.2", "1.3"):
+        for resume in (False, True):
+            kind = "TLS %s %s" % (v, "resumed" if resume else "full")
+            rows += [(kind + " conn/s", col(hs["gw", v, resume], "rate"),
+                      col(hs["pf", v, resume], "rate"), 0),
+                     (kind + " CPU ms/conn", col(hs["gw", v, resume],
+                                                 "cpu_ms"),
+                      col(hs["pf", v, resume], "cpu_ms"), 3),
+                     (kind + " loadgen ms/conn",
+                      col(hs["gw", v, resume], "client_ms"),
+                      col(hs["pf", v, resume], "client_ms"), 3),
+                     (kind + " machine idle %", col(hs["gw", v, resume],
+                                                    "idle"),
+                      col(hs["pf", v, resume], "idle"), 0)]
+    table("(e) STARTTLS handshakes, no message (EHLO, STARTTLS, EHLO, QUIT), "
+          "RSA-4096 Default Cert, %d sessions, TCP_NODELAY; %d full or %d "
+          "resumed per round (each session's first handshake is a full one); "
+          "smtpgw %s" % (HS_SESSIONS, HS_N, HS_RESUMED_N, wlabel(ws[-1])),
+          rows)
+    # A resumed run's CPU includes each session's first, full handshake:
+    # taken out at the full runs' median cost.
+    n, s = HS_RESUMED_N, HS_SESSIONS
+    for m, name in (("gw", "smtpgw"), ("pf", "Postfix")):
+        for v in ("1.2", "1.3"):
+            full, res = hs[m, v, False], hs[m, v, True]
+            f = med(col(full, "cpu_ms"))
+            only = max((med(col(res, "cpu_ms")) * n - s * f) / (n - s), 1e-9)
+            print("  %s TLS %s resumed / full: conn/s %.1f; CPU per "
+                  "handshake: full %.3f ms, resumed %.3f ms (the %d full "
+                  "ones taken out), full / resumed %.1f" % (
+                      name, v, med(col(res, "rate")) / med(col(full, "rate")),
+                      f, only, s, f / only))
 
 
 def on_sigterm(signum, frame):

@@ -7,12 +7,21 @@
  * Every reply is checked. Any unexpected reply, connection error, TLS
  * failure or timeout is an error: the run then prints its counts and no rate,
  * and exits 1. Idle mode (-i) opens N connections, optionally STARTTLS, holds
- * them, prints "ready N" and waits for SIGTERM/SIGINT.
+ * them, prints "ready N" and waits for SIGTERM/SIGINT. With -m 0 a
+ * connection carries no message (EHLO, STARTTLS with -t, EHLO, QUIT) and
+ * the unit counted and timed is the connection: handshakes per second.
  * It must not retry a failed message, nor report a rate for a run with errors.
  * TLS: one SSL_CTX for the whole run (TLS 1.2-1.3, 1.3 unless -V says
- * otherwise; no session cache, so every handshake is a full one) and one SSL
- * per connection, owned by its session and driven non-blockingly from the
- * session's ev_io: SSL_ERROR_WANT_READ/WRITE re-arm the watcher. Building a
+ * otherwise; no session cache, so every handshake is a full one unless -R)
+ * and one SSL per connection, owned by its session and driven non-blockingly
+ * from the session's ev_io: SSL_ERROR_WANT_READ/WRITE re-arm the watcher.
+ * -R resumes: each session keeps the TLS session of its last connection
+ * (with its ticket) and offers it on the next; the report counts the
+ * handshakes the server resumed ("tls_resumed N"). -N sets TCP_NODELAY:
+ * without it the EHLO after a handshake waits, by Nagle's algorithm, for
+ * the ACK of the client's Finished, which the server delays (40 ms on
+ * Linux) when it has nothing to send after it (a resumed TLS 1.2
+ * handshake: seen with strace). Building a
  * context per connection (libtls's tls_client + tls_configure) was about a
  * fifth of loadgen's CPU, on the cores the server under test needs.
  */
@@ -69,6 +78,8 @@ struct opts {
 	bool starttls;
 	bool pipelining;
 	bool idle;
+	bool resume; /* -R: offer each session's last TLS session */
+	bool nodelay; /* -N: TCP_NODELAY on every connection */
 	int tls_min, tls_max; /* protocol versions offered (-V) */
 	int ramp;
 	const char *from;
@@ -84,6 +95,7 @@ struct session {
 	SSL *ssl;      /* after STARTTLS; owned, freed by conn_close */
 	bool tls_up;   /* handshake done: a close sends close_notify */
 	bool tls_dead; /* a fatal TLS error: no more SSL calls but free */
+	SSL_SESSION *resume; /* -R: the last connection's session, owned */
 	enum step step;
 	unsigned gen;     /* bumped by every close: a reply from an old
 	                     connection must not reach a new one */
@@ -103,6 +115,7 @@ struct stats {
 	long errors;
 	long err_connect, err_reply, err_tls, err_closed, err_timeout;
 	long ready;  /* idle mode: connections held */
+	long resumed; /* handshakes the server resumed */
 	double *lat; /* latency of each ok message, seconds */
 	long lat_cap;
 	double start, last_ok;
@@ -241,6 +254,11 @@ static void tls_end(struct session *s)
 {
 	if (s->ssl == NULL)
 		return;
+	if (opt.resume && s->tls_up && !s->tls_dead) {
+		/* by now the TLS 1.3 tickets have come (with the EHLO reply) */
+		SSL_SESSION_free(s->resume);
+		s->resume = SSL_get1_session(s->ssl);
+	}
 	if (s->tls_up && !s->tls_dead)
 		(void)SSL_shutdown(s->ssl);
 	ERR_clear_error();
@@ -351,6 +369,11 @@ static void start_tls(struct session *s)
 		fail(s, &st.err_tls, "tls setup: %s", tls_err);
 		return;
 	}
+	if (s->resume != NULL && SSL_set_session(s->ssl, s->resume) != 1) {
+		tls_note_error("SSL_set_session");
+		fail(s, &st.err_tls, "tls setup: %s", tls_err);
+		return;
+	}
 	SSL_set_connect_state(s->ssl);
 	s->step = ST_HANDSHAKE;
 	io_want(s, EV_WRITE);
@@ -367,6 +390,9 @@ static void after_ehlo(struct session *s)
 		st.ready++;
 		io_want(s, EV_READ);
 		session_next(s);
+	} else if (opt.per_conn == 0) {
+		s->step = ST_QUIT; /* -m 0: the connection is the unit */
+		send_cmd(s, "QUIT\r\n");
 	} else {
 		send_mail(s);
 	}
@@ -443,6 +469,8 @@ static void on_reply(struct session *s, int code, const char *line)
 		after_body(s);
 		break;
 	case ST_QUIT:
+		if (opt.per_conn == 0)
+			record_ok(s);
 		conn_close(s);
 		session_start(s);
 		break;
@@ -620,6 +648,7 @@ static void do_handshake(struct session *s)
 		return;
 	}
 	count_version(SSL_get_version(s->ssl));
+	st.resumed += SSL_session_reused(s->ssl) == 1;
 	s->step = ST_EHLO_TLS;
 	send_cmd(s, "EHLO %s\r\n", opt.helo);
 }
@@ -667,6 +696,12 @@ static void session_connect(struct session *s)
 	s->fd = socket(opt.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	if (s->fd < 0) {
 		fail(s, &st.err_connect, "socket: %s", strerror(errno));
+		return;
+	}
+	if (opt.nodelay &&
+	    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1},
+	               sizeof(int)) != 0) {
+		fail(s, &st.err_connect, "TCP_NODELAY: %s", strerror(errno));
 		return;
 	}
 	st.conns++;
@@ -752,14 +787,16 @@ static int report(void)
 	       st.err_reply, st.err_tls, st.err_closed, st.err_timeout);
 	for (int i = 0; i < VERSIONS_MAX && versions[i][0] != '\0'; i++)
 		printf("tls %s %ld\n", versions[i], version_count[i]);
+	if (opt.starttls)
+		printf("tls_resumed %ld\n", st.resumed);
 	if (opt.idle) {
 		printf("idle_held %ld\n", st.ready);
 	} else if (st.errors == 0 && st.ok > 0) {
 		double secs = st.last_ok - st.start;
 
 		qsort(st.lat, (size_t)st.ok, sizeof(double), cmp_double);
-		printf("rate %.1f msg/s over %.3f s\n", (double)st.ok / secs,
-		       secs);
+		printf("rate %.1f %s over %.3f s\n", (double)st.ok / secs,
+		       opt.per_conn == 0 ? "conn/s" : "msg/s", secs);
 		printf("latency_ms p50 %.2f p90 %.2f p99 %.2f max %.2f\n",
 		       pct(50), pct(90), pct(99), pct(100));
 	}
@@ -832,9 +869,16 @@ static void usage(void)
 	fprintf(stderr, "usage: loadgen [-c sessions] [-m msgs/conn] [-s size] "
 	                "[-n total | -d seconds]\n"
 	                "               [-t] [-P] [-i] [-r ramp] [-T timeout] "
-	                "[-f from] [-a rcpt] [-H helo] [-V 1.2|1.3] HOST:PORT\n"
+	                "[-f from] [-a rcpt] [-H helo] [-V 1.2|1.3] [-R] [-N] "
+	                "HOST:PORT\n"
+	                "  -m 0 no message: connect, EHLO, [STARTTLS, EHLO,] "
+	                "QUIT; rate in conn/s\n"
 	                "  -t STARTTLS (no certificate check; TLS 1.2 or 1.3, "
 	                "or only -V's)\n"
+	                "  -R resume: offer each session's last TLS session\n"
+	                "  -N TCP_NODELAY (otherwise the EHLO after a handshake "
+	                "may wait\n"
+	                "     for the server's delayed ACK of Finished)\n"
 	                "  -P RFC 2920 pipelining\n"
 	                "  -i idle mode: open -c connections, hold them, print "
 	                "\"ready N\",\n"
@@ -868,7 +912,7 @@ static void parse_opts(int argc, char **argv)
 	opt.from = "loadgen@client.example";
 	opt.rcpt = "user@bench.example";
 	opt.helo = "loadgen.client.example";
-	while ((c = getopt(argc, argv, "c:m:s:n:d:tPir:T:f:a:H:V:")) != -1) {
+	while ((c = getopt(argc, argv, "c:m:s:n:d:tPir:T:f:a:H:V:RN")) != -1) {
 		switch (c) {
 		case 'c':
 			opt.sessions = atoi(optarg);
@@ -912,11 +956,17 @@ static void parse_opts(int argc, char **argv)
 		case 'V':
 			parse_tls_version(optarg);
 			break;
+		case 'R':
+			opt.resume = true;
+			break;
+		case 'N':
+			opt.nodelay = true;
+			break;
 		default:
 			usage();
 		}
 	}
-	if (optind != argc - 1 || opt.sessions <= 0 || opt.per_conn <= 0 ||
+	if (optind != argc - 1 || opt.sessions <= 0 || opt.per_conn < 0 ||
 	    opt.ramp <= 0 || opt.timeout <= 0 ||
 	    (!opt.idle && (opt.total > 0) == (opt.duration > 0)))
 		usage();
@@ -946,7 +996,8 @@ static void setup_tls(void)
 	}
 	SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_cert_verify_callback(tls_ctx, accept_any_cert, NULL);
-	/* nothing is kept to resume: every handshake is a full one */
+	/* no cache: every handshake is a full one, unless -R offers the
+	 * session a session kept itself */
 	SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
 	/* the peer closing without close_notify reads as a close */
 	SSL_CTX_set_options(tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);

@@ -11,15 +11,7 @@ local tls = require "tls_support"
 local ds = require "delivery_support"
 local dns_server = require "dns_server"
 
-local function sections(policy, extra)
-  local s = {
-    policy = { script = ds.policy(policy) },
-    delivery = { retry_min = "1s", retry_max = "2s" },
-    dns = { resolver = ds.DEAD_RESOLVER },
-  }
-  for k, v in pairs(extra or {}) do s[k] = v end
-  return s
-end
+local sections = ds.sections
 
 local function hop(r) return { next_hop = r:addr() } end
 

@@ -91,8 +91,8 @@ describe("outbound delivery: outcomes and the queue", function()
 
     -- in the log: deferred before sent
     local log = gw:log()
-    local pd = log:find("rcpt=<liam@later.example>[^\n]*status=deferred")
-    local ps = log:find("rcpt=<liam@later.example>[^\n]*status=sent")
+    local pd = log:find(" to=<liam@later.example>[^\n]*status=deferred")
+    local ps = log:find(" to=<liam@later.example>[^\n]*status=sent")
     assert.truthy(pd and ps and pd < ps, log)
     ds.assert_one_line_per_attempt(gw)
   end)

@@ -248,11 +248,11 @@ describe("dns route", function()
     assert.matches("^permfail: invalid domain name", out)
   end)
 
-  it("resolves a static next_hop name, without an MX lookup", function()
+  it("resolves a static next_hop name through its MX (none: its own address)", function()
     local out, code = route("fixture", "static.test")
     assert.are.equal(0, code, out)
     assert.are.same({
-      "static route [domain:static.test] next_hop = relay.example.test:2600",
+      "static route [domain:static.test] next_hop = relay.example.test:2600 (MX lookup)",
       "relay.example.test pref 0 127.0.0.40:2600",
     }, lines(out))
   end)
@@ -261,8 +261,8 @@ describe("dns route", function()
     local out, code = route("fixture", "mail.corp.test")
     assert.are.equal(0, code, out)
     assert.are.same({
-      "static route [domain:.corp.test] next_hop = [::1]:2601",
-      "[::1] pref 0 [::1]:2601",
+      "static route [domain:.corp.test] next_hop = [::1]:2601 (no MX lookup)",
+      "::1 pref 0 [::1]:2601",
     }, lines(out))
   end)
 
@@ -270,13 +270,13 @@ describe("dns route", function()
     local out, code, took = route("dead", "lit.test")
     assert.are.equal(0, code, out)
     assert.are.same({
-      "static route [domain:lit.test] next_hop = 127.0.0.1:2600",
+      "static route [domain:lit.test] next_hop = 127.0.0.1:2600 (no MX lookup)",
       "127.0.0.1 pref 0 127.0.0.1:2600",
     }, lines(out))
     assert.is_true(took < 5, "took " .. took .. " s")
     out, code = route("dead", "lit6.test")
     assert.are.equal(0, code, out)
-    assert.are.equal("[::1] pref 0 [::1]:2600", lines(out)[2])
+    assert.are.equal("::1 pref 0 [::1]:2600", lines(out)[2])
   end)
 
   it("routes an address literal next_hop without [dns] resolver", function()

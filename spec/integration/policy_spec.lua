@@ -10,7 +10,6 @@
 local gateway = require "harness"
 local client = require "smtp_client"
 local h = require "helpers"
-local tlss = require "tls_support"
 local ps = require "policy_support"
 local testing = require "gateway.testing"
 local R = h.R
@@ -80,21 +79,7 @@ local function nth_policy_error(gw, n)
 end
 
 describe("policies", function()
-  local pki, pki_root
-
-  setup(function()
-    pki_root = gateway.mktempdir()
-    pki = tlss.make_pki(pki_root .. "/pki")
-  end)
-
-  teardown(function()
-    client.close_all()
-    ps.stop_all()
-    h.cleanup()
-    gateway.rm_rf(pki_root)
-  end)
-
-  after_each(client.close_all)
+  local suite = ps.pki_suite() -- suite.pki: the test PKI
 
   -- ---------------------------------------------------- stock scripts
   describe("stock script try.lua", function()
@@ -137,13 +122,15 @@ describe("policies", function()
   end)
 
   describe("stock script require_verify.lua", function()
+    -- tls_in = verify: the gateway asks for client certificates by itself
+    -- (ask_client_cert = auto)
     local gw
     setup(function()
       gw = ps.start_stock("require_verify", {
         ini_extra = { relay_domains = "example.test, partner.example" },
         sections = {
-          ["domain:partner.example"] = { tls = "verify" },
-          tls = { ask_client_cert = "yes", ca_file = pki.ca.crt },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "verify" },
+          tls = { ca_file = suite.pki.ca.crt },
         },
       })
     end)
@@ -167,7 +154,7 @@ describe("policies", function()
       local steps, want = tx({ "user@partner.example", "user@example.test" },
         { need_cert("user@partner.example"), R.rcpt_ok }, "rogue")
       local r = ps.session(gw:port(), ps.concat(
-        ps.tls_steps({ cert = pki.rogue.crt, key = pki.rogue.key }), steps),
+        ps.tls_steps({ cert = suite.pki.rogue.crt, key = suite.pki.rogue.key }), steps),
         ps.concat(ps.TLS_WANT, want))
       assert.are.same({ "<user@example.test>" }, queued_rcpts(gw, qid_of(r)))
     end)
@@ -175,7 +162,7 @@ describe("policies", function()
     it("over TLS with a trusted client certificate accepts the verify domain", function()
       local steps, want = tx({ "user@partner.example" }, { R.rcpt_ok }, "trusted")
       local r = ps.session(gw:port(), ps.concat(
-        ps.tls_steps({ cert = pki.client.crt, key = pki.client.key }), steps),
+        ps.tls_steps({ cert = suite.pki.client.crt, key = suite.pki.client.key }), steps),
         ps.concat(ps.TLS_WANT, want))
       local qid = qid_of(r)
       assert.are.same({ "<user@partner.example>" }, queued_rcpts(gw, qid))
@@ -192,14 +179,14 @@ describe("policies", function()
       gw = ps.start_stock("try", {
         ini_extra = { relay_domains = "example.test, partner.example, .sub.example" },
         sections = {
-          ["domain:partner.example"] = { tls = "encrypt" },
-          ["domain:.sub.example"] = { tls = "encrypt" },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "encrypt" },
+          ["domain:.sub.example"] = { tls_in = "encrypt" },
         },
       })
     end)
     teardown(function() if gw then gw:stop() end end)
 
-    it("refuses an encrypt domain in plaintext 530 5.7.0 and accepts the others", function()
+    it("refuses a tls_in = encrypt domain in plaintext 530 5.7.0 and accepts the others", function()
       local c = h.session(gw)
       c:cmd("MAIL FROM:<sender@example.org>", R.mail_ok)
       c:cmd("RCPT TO:<user@partner.example>", MUST_TLS)
@@ -221,7 +208,7 @@ describe("policies", function()
       c:cmd("RCPT TO:<user@notsub.example>", R.rcpt_ok)
     end)
 
-    it("accepts the encrypt domains over TLS", function()
+    it("accepts the tls_in = encrypt domains over TLS", function()
       local steps, want = tx({ "user@partner.example", "user@a.sub.example" },
         { R.rcpt_ok, R.rcpt_ok }, "override tls")
       local r = ps.session(gw:port(), ps.concat(ps.tls_steps(), steps),
@@ -611,9 +598,9 @@ describe("policies", function()
           relay_networks = "127.0.0.1/32",
         },
         sections = {
-          ["domain:partner.example"] = { tls = "verify", next_hop = "127.0.0.1:2600" },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "Encrypt", next_hop = "127.0.0.1:2600" },
           ["domain:.sub.example"] = { tls = "encrypt" },
-          tls = { ask_client_cert = "yes", ca_file = pki.ca.crt },
+          tls = { ask_client_cert = "yes", ca_file = suite.pki.ca.crt },
         },
       })
     end)
@@ -685,7 +672,7 @@ describe("policies", function()
 
     it("has the shape of gateway.testing and the session's values, TLS with SNI and a trusted certificate", function()
       local r = ps.session(gw:port(), ps.concat(
-        ps.tls_steps({ sni = HOST, cert = pki.client.crt, key = pki.client.key },
+        ps.tls_steps({ sni = HOST, cert = suite.pki.client.crt, key = suite.pki.client.key },
           "client.example", "tls.example"),
         {
           cmd("MAIL FROM:<Sender@Example.ORG>"),
@@ -727,7 +714,8 @@ describe("policies", function()
         with { stage = "mail", tls = tls, helo = "tls.example", sender = "Sender@Example.ORG" },
         with { stage = "rcpt", tls = tls, helo = "tls.example", sender = "Sender@Example.ORG",
           recipient = "User@Partner.Example", domain = "partner.example",
-          section = { name = "domain:partner.example", tls = "verify", next_hop = "127.0.0.1:2600" } },
+          section = { name = "domain:partner.example", tls = "verify", tls_in = "encrypt",
+            next_hop = "127.0.0.1:2600" } },
         with { stage = "rcpt", tls = tls, helo = "tls.example", sender = "Sender@Example.ORG",
           recipient = "user@a.sub.example", domain = "a.sub.example",
           section = { name = "domain:.sub.example", tls = "encrypt" } },
@@ -767,7 +755,7 @@ describe("policies", function()
     end)
 
     it("exits 1 naming the file when the script returns no hook", function()
-      local out, err, code, script = check("return { not_a_hook = function() end }\n")
+      local out, err, code, script = check("return { _helper = function() end }\n")
       assert.are.equal(1, code, out .. err)
       assert.truthy(err:find(script .. ": the script returns no hook", 1, true), err)
     end)
@@ -803,7 +791,7 @@ describe("policies", function()
         { relay_domains = "example.test, partner.example" },
         {
           policy = { script = ps.stock("require_verify") },
-          ["domain:partner.example"] = { tls = "verify" },
+          ["domain:partner.example"] = { tls = "verify", tls_in = "verify" },
           ["domain:.sub.example"] = { tls = "encrypt" },
         }))
     end)
@@ -824,7 +812,8 @@ describe("policies", function()
     it("a TLS client without a certificate: encrypt inbound, 550 for the verify domain, verify outbound", function()
       local t, out = explain("--client 192.0.2.7 --rcpt user@partner.example --tls TLSv1.3")
       assert.are.equal(ps.stock("require_verify"), t.script, out)
-      assert.are.equal("[domain:partner.example] tls = verify", t.section, out)
+      assert.are.equal("[domain:partner.example] tls = verify tls_in = verify", t.section, out)
+      assert.are.equal("asked: tls_in = verify in [domain:partner.example]", t.clientcert, out)
       assert.are.equal("encrypt decided by server_tls", t.inbound, out)
       assert.are.equal("accept decided by connect (absent: default)", t.connect, out)
       assert.are.equal("reject " .. need_cert("user@partner.example") .. " decided by rcpt", t.rcpt, out)

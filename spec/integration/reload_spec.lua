@@ -101,7 +101,7 @@ describe("hot reload", function()
     probe(gw, probe_refused(1))
 
     -- a script without hooks
-    ps.write_script(script, "return { not_a_hook = true }\n")
+    ps.write_script(script, "return { _not_a_hook = true }\n")
     line = hup(gw, RELOAD_FAILED, 2)
     assert.are.equal(script .. ": the script returns no hook (server_tls, client_tls, connect, " ..
       "helo, mail, rcpt)", ps.log_value(line, "reason"), line)

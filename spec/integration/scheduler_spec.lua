@@ -75,7 +75,7 @@ describe("scheduler", function()
     end
     c:close()
     local dead = gw:wait_log("([^\n]*event=destination_dead[^\n]*)")
-    assert.truthy(dead:find("destination=127.0.0.1:" .. down.port, 1, true), dead)
+    assert.truthy(dead:find("destination=[127.0.0.1]:" .. down.port, 1, true), dead)
     assert.truthy(dead:find(" failures=3 ", 1, true), dead)
     assert.truthy(dead:find(" until=", 1, true), dead)
     for _, r in ipairs(rcpts) do ds.wait_delivery(gw, r, "deferred") end
@@ -109,7 +109,7 @@ describe("scheduler", function()
     -- it comes back: the next try, after the retry time, succeeds
     down.stop()
     local up = ds.receiver{ port = down.port }
-    gw:wait_log("event=destination_alive destination=127%.0%.0%.1:" .. down.port, 20)
+    gw:wait_log("event=destination_alive destination=%[127%.0%.0%.1%]:" .. down.port, 20)
     local ok, missing = up:wait_rcpts(rcpts, 20)
     assert(ok, "not delivered: " .. table.concat(missing or {}, " ") .. "\n" .. gw:log())
     local _, count = up:rcpts()

@@ -31,6 +31,18 @@ function M.policy(name)
   return M.POLICIES .. "/" .. name
 end
 
+-- The sections of a delivery spec's gateway: a stock policy, quick
+-- retries, DNS at a dead port; `extra` adds or replaces sections.
+function M.sections(policy, extra)
+  local s = {
+    policy = { script = M.policy(policy) },
+    delivery = { retry_min = "1s", retry_max = "2s" },
+    dns = { resolver = M.DEAD_RESOLVER },
+  }
+  for k, v in pairs(extra or {}) do s[k] = v end
+  return s
+end
+
 -- ---------------------------------------------------------------- receivers
 
 local live = {}
@@ -197,7 +209,7 @@ end
 function M.delivery_lines(gw, rcpt, status)
   local out = {}
   for _, line in ipairs(gw:log_lines("event=delivery")) do
-    if (not rcpt or line:find("rcpt=<" .. rcpt .. ">", 1, true)) and
+    if (not rcpt or line:find(" to=<" .. rcpt .. ">", 1, true)) and
        (not status or line:find("status=" .. status, 1, true)) then
       out[#out + 1] = line
     end
@@ -215,7 +227,7 @@ function M.wait_delivery(gw, rcpt, status, n, deadline)
     return #lines >= n
   end, deadline or 15)
   if not ok then
-    error(string.format("no %s event=delivery line with rcpt=<%s> status=%s " ..
+    error(string.format("no %s event=delivery line with to=<%s> status=%s " ..
       "(have %d); log:\n%s", n == 1 and "" or ("#" .. n), rcpt, tostring(status),
       #lines, gw:log()), 2)
   end
@@ -229,7 +241,7 @@ function M.assert_one_line_per_attempt(gw)
   local seen, dups = {}, {}
   for _, line in ipairs(M.delivery_lines(gw)) do
     local key = (line:match(" qid=(%S+)") or "?") .. " " ..
-      (line:match(" rcpt=(%S+)") or "?") .. " attempt=" ..
+      (line:match(" to=(%S+)") or "?") .. " attempt=" ..
       (line:match(" attempt=(%d+)") or "?")
     seen[key] = (seen[key] or 0) + 1
     if seen[key] == 2 then dups[#dups + 1] = key end
@@ -267,7 +279,18 @@ function M.flush(gw)
   return out
 end
 
--- Waits until SPOOL/queue holds none of `qids` (all when nil).
+-- Whether the queue manager's last line about message `id` (removed, or
+-- dropped after `queue delete`) is in the log, in either format.
+local function gone_logged(log, id)
+  return log:find("event=removed qid=" .. id, 1, true) or
+    log:find("event=dropped qid=" .. id, 1, true) or
+    log:find(": " .. id .. ": removed", 1, true)
+end
+
+-- Waits until SPOOL/queue holds none of `qids` (all when nil). With qids,
+-- then gives the queue manager up to 2 s more to write their "removed"
+-- lines (a process writes its log at the end of its loop turn, and may
+-- remove the file just before; one killed with -9 never writes them).
 function M.wait_queue_empty(gw, qids, deadline)
   local left
   local ok = gateway.wait_for(function()
@@ -286,6 +309,13 @@ function M.wait_queue_empty(gw, qids, deadline)
   if not ok then
     error("still queued: " .. table.concat(left, " ") .. "; log:\n" .. gw:log(), 2)
   end
+  gateway.wait_for(function()
+    local log = gw:log()
+    for _, id in ipairs(qids or {}) do
+      if not gone_logged(log, id) then return false end
+    end
+    return true
+  end, 2)
 end
 
 -- -------------------------------------------------------------- teardown

@@ -287,7 +287,11 @@ local function wait_ready(self)
   while true do
     local log = self:log()
     local addrs = {}
+    -- [log] format = smtpgw, or postfix ("postfix/master[PID]: listen: ...")
     for addr in log:gmatch("event=listen addr=(%S+)") do
+      addrs[#addrs + 1] = addr
+    end
+    for addr in log:gmatch("%]: listen: addr=(%S+)") do
       addrs[#addrs + 1] = addr
     end
     if #addrs >= (self.expect_listen or 1) then
@@ -313,10 +317,14 @@ local function wait_ready(self)
 end
 
 -- gateway.start{ ini_extra = {...}, sections = { name = {...} },
---                raw_ini = "...", expect_listen = n }
+--                raw_ini = "...", expect_listen = n,
+--                log_reader = function() return text end }
+-- log_reader: where gw:log() reads the log when it is not on stderr
+-- ([log] destination = syslog).
 function M.start(opts)
   opts = opts or {}
   local self = setmetatable({}, Gateway)
+  self.log_reader = opts.log_reader
   self.bin = opts.bin or M.bin()
   assert(exists(self.bin), "smtpgw binary not found: " .. self.bin ..
     " (build it with `make build/check/smtpgw`)")
@@ -370,6 +378,7 @@ end
 function Gateway:addr(n) return self.listen[n or 1] end
 
 function Gateway:log()
+  if self.log_reader then return self.log_reader() end
   return read_file(self.logfile) or ""
 end
 

@@ -113,6 +113,32 @@ function M.assert_nothing_queued(gw, c)
   assert(empty, "tmp/ is not empty: " .. table.concat(gw:spool_files("tmp"), " "))
 end
 
+-- Runs `smtpgw -c INI ARGS` (a command, -t, ...) with a deadline; returns
+-- its output (stdout and stderr) and exit code. Raises on a sanitizer report.
+function M.smtpgw(ini, args)
+  local out, code = gateway.run("timeout -k 5 60 " .. gateway.shell_quote(gateway.bin()) ..
+    " -c " .. gateway.shell_quote(ini) .. " " .. args .. " </dev/null")
+  assert(gateway.sanitizer_report(out) == nil, out)
+  return out, code
+end
+
+-- The number of the first line of file `path` that holds `text` (plain).
+function M.line_of(path, text)
+  local n = 0
+  for line in (gateway.read_file(path) .. "\n"):gmatch("(.-)\n") do
+    n = n + 1
+    if line:find(text, 1, true) then return n end
+  end
+  error("no line with " .. text .. " in " .. path, 2)
+end
+
+-- The non-empty lines of a text, as a list.
+function M.lines(text)
+  local t = {}
+  for line in text:gmatch("[^\n]+") do t[#t + 1] = line end
+  return t
+end
+
 -- Teardown for a describe block: closes every client, stops every gateway.
 function M.cleanup()
   client.close_all()

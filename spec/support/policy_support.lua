@@ -105,6 +105,28 @@ function M.start_stock(name, opts)
   return gateway.start({ ini_extra = opts.ini_extra, sections = sections })
 end
 
+-- check_script(dir, text, ini_extra, sections): `smtpgw -t` on a script
+-- written as DIR/policy.lua, with an ini whose [policy] script is it (and
+-- ini_extra / sections as for harness.ini_text). Returns stdout, stderr,
+-- exit code, the script's path and the seconds -t took.
+function M.check_script(dir, text, ini_extra, sections)
+  local script = dir .. "/policy.lua"
+  gateway.write_file(script, text)
+  local all = { policy = { script = script } }
+  for k, v in pairs(sections or {}) do
+    if k == "policy" then
+      for pk, pv in pairs(v) do all.policy[pk] = pv end
+    else
+      all[k] = v
+    end
+  end
+  local ini = dir .. "/gateway.ini"
+  gateway.write_file(ini, gateway.ini_text(ini_extra, all))
+  local t0 = gateway.now()
+  local out, err, code = M.smtpgw("-c " .. q(ini) .. " -t")
+  return out, err, code, script, gateway.now() - t0
+end
+
 -- Runs `smtpgw ARGS` (args already quoted); returns stdout, stderr, exit code.
 function M.smtpgw(args)
   local errfile = os.tmpname()
@@ -220,5 +242,31 @@ end
 local procs = require "procs"
 M.spawn = procs.start
 M.stop_all = procs.stop_all
+
+-- pki_suite(): in the describe block that calls it, a test PKI
+-- (tls_support.make_pki) made in setup and removed in teardown, where
+-- every client, background process and gateway is stopped too; returns a
+-- table whose .pki is the PKI while the tests run.
+function M.pki_suite()
+  local tlss = require "tls_support"
+  local client = require "smtp_client"
+  local h = require "helpers"
+  -- busted's setup, teardown and after_each live in the spec's environment
+  local env = getfenv(2)
+  local setup, teardown, after_each = env.setup, env.teardown, env.after_each
+  local suite = {}
+  setup(function()
+    suite.root = gateway.mktempdir()
+    suite.pki = tlss.make_pki(suite.root .. "/pki")
+  end)
+  teardown(function()
+    client.close_all()
+    M.stop_all()
+    h.cleanup()
+    gateway.rm_rf(suite.root)
+  end)
+  after_each(client.close_all)
+  return suite
+end
 
 return M

@@ -11,17 +11,36 @@ describe("gateway levels", function()
     assert.are.same({ "none", "may", "encrypt", "verify" }, gateway.LEVELS)
   end)
 
-  it("is_level accepts exactly the four strings", function()
+  it("is_level accepts exactly the four names, in any case", function()
     for _, l in ipairs(gateway.LEVELS) do
       assert.is_true(gateway.is_level(l))
+      assert.is_true(gateway.is_level(l:upper()))
     end
-    for _, v in ipairs({ "Verify", "VERIFY", " may", "may ", "", "secure", "dane" }) do
+    assert.is_true(gateway.is_level("Verify"))
+    assert.is_true(gateway.is_level("mAy"))
+    for _, v in ipairs({ " may", "may ", "", "secure", "dane", "maybe", "verified" }) do
       assert.is_false(gateway.is_level(v), v)
     end
     assert.is_false(gateway.is_level(nil))
     assert.is_false(gateway.is_level(1))
     assert.is_false(gateway.is_level({}))
     assert.is_false(gateway.is_level(true))
+  end)
+
+  it("level gives the lower-case name, or nil", function()
+    assert.are.equal("may", gateway.level("MAY"))
+    assert.are.equal("verify", gateway.level("Verify"))
+    assert.are.equal("none", gateway.level("none"))
+    for _, v in ipairs({ "maybe", "", " may", 1, true, {} }) do
+      assert.is_nil(gateway.level(v), tostring(v))
+    end
+    assert.is_nil(gateway.level(nil))
+  end)
+
+  it("level_rank and at_least take any case", function()
+    assert.are.equal(4, gateway.level_rank("VERIFY"))
+    assert.is_true(gateway.at_least("Encrypt", "MAY"))
+    assert.is_false(gateway.at_least("may", "ENCRYPT"))
   end)
 
   it("level_rank orders none < may < encrypt < verify", function()
@@ -424,10 +443,21 @@ describe("gateway.domain_level", function()
     end
   end)
 
+  it("gives the section's level and the default in lower case", function()
+    assert.are.equal("verify", gateway.domain_level({ section = { name = "domain:x", tls = "VERIFY" } }, "may"))
+    assert.are.equal("may", gateway.domain_level({}, "MAY"))
+  end)
+
+  it("reads tls only, never tls_in", function()
+    assert.are.equal("may", gateway.domain_level({ section = { name = "domain:x", tls_in = "verify" } }, "may"))
+    assert.are.equal("none", gateway.domain_level({ section = { name = "domain:x", tls = "none",
+      tls_in = "verify" } }, "may"))
+  end)
+
   it("falls back to the default without a section, without tls, or with a bad level", function()
     assert.are.equal("may", gateway.domain_level({}, "may"))
     assert.are.equal("encrypt", gateway.domain_level({ section = { name = "domain:x" } }, "encrypt"))
-    assert.are.equal("verify", gateway.domain_level({ section = { name = "domain:x", tls = "Verify" } }, "verify"))
+    assert.are.equal("may", gateway.domain_level({ section = { name = "domain:x", tls = "verified" } }, "may"))
     assert.are.equal("may", gateway.domain_level({ section = { name = "domain:x", tls = 3 } }, "may"))
     assert.are.equal("may", gateway.domain_level({ section = "verify" }, "may"))
     assert.is_nil(gateway.domain_level({}))
@@ -440,6 +470,27 @@ describe("gateway.domain_level", function()
   end)
 end)
 
+describe("gateway.domain_tls_in", function()
+  local function ctx(section)
+    return { stage = "rcpt", recipient = "u@partner.example", domain = "partner.example", section = section }
+  end
+
+  it("takes section.tls_in when it is encrypt or verify, in any case", function()
+    assert.are.equal("encrypt", gateway.domain_tls_in(ctx({ name = "domain:partner.example", tls_in = "encrypt" })))
+    assert.are.equal("verify", gateway.domain_tls_in(ctx({ name = "domain:partner.example", tls_in = "Verify" })))
+  end)
+
+  it("is none without a section, without tls_in, for none/may or a bad value", function()
+    assert.are.equal("none", gateway.domain_tls_in(ctx(nil)))
+    assert.are.equal("none", gateway.domain_tls_in(ctx({ name = "domain:partner.example", tls = "verify" })))
+    for _, v in ipairs({ "none", "may", "strict", 3, true }) do
+      assert.are.equal("none", gateway.domain_tls_in(ctx({ name = "domain:partner.example", tls_in = v })))
+    end
+    assert.are.equal("none", gateway.domain_tls_in(nil))
+    assert.are.equal("none", gateway.domain_tls_in({ section = "verify" }))
+  end)
+end)
+
 describe("gateway.rcpt_tls_verdict", function()
   local function ctx(level, active, peer, recipient)
     return {
@@ -447,7 +498,7 @@ describe("gateway.rcpt_tls_verdict", function()
       recipient = recipient or "user@partner.example",
       domain = "partner.example",
       tls = { active = active, peer = peer or "none" },
-      section = level and { name = "domain:partner.example", tls = level } or nil,
+      section = level and { name = "domain:partner.example", tls_in = level } or nil,
     }
   end
   local R530 = { action = "reject", code = 530, text = "5.7.0 Must issue a STARTTLS command first" }
@@ -479,6 +530,26 @@ describe("gateway.rcpt_tls_verdict", function()
     assert.are.equal("accept", gateway.rcpt_tls_verdict(ctx("verify", true, "trusted")))
   end)
 
+  it("reads tls_in, not the outbound tls", function()
+    local c = ctx(nil, false)
+    c.section = { name = "domain:partner.example", tls = "verify" }
+    assert.are.equal("accept", gateway.rcpt_tls_verdict(c))
+    c.tls = { active = true, peer = "none" }
+    assert.are.equal("accept", gateway.rcpt_tls_verdict(c))
+  end)
+
+  it("applies to relay_networks clients as to anyone", function()
+    local c = ctx("encrypt", false)
+    c.client = { ip = "127.0.0.1", port = 1, trusted = true }
+    assert.are.same(R530, gateway.rcpt_tls_verdict(c))
+  end)
+
+  it("takes a level in any case", function()
+    assert.are.same(R530, gateway.rcpt_tls_verdict(ctx(nil, false), "ENCRYPT"))
+    assert.are.same(r550("user@partner.example"), gateway.rcpt_tls_verdict(ctx(nil, true, "none"), "Verify"))
+    assert.are.same(R530, gateway.rcpt_tls_verdict(ctx("ENCRYPT", false)))
+  end)
+
   it("takes an explicit level over the section's", function()
     assert.are.same(R530, gateway.rcpt_tls_verdict(ctx(nil, false), "encrypt"))
     assert.are.same(r550("user@partner.example"), gateway.rcpt_tls_verdict(ctx("may", true, "untrusted"), "verify"))
@@ -487,7 +558,7 @@ describe("gateway.rcpt_tls_verdict", function()
   end)
 
   it("treats a ctx without tls as plaintext", function()
-    assert.are.same(R530, gateway.rcpt_tls_verdict({ recipient = "a@b", section = { tls = "verify" } }))
+    assert.are.same(R530, gateway.rcpt_tls_verdict({ recipient = "a@b", section = { tls_in = "verify" } }))
   end)
 
   it("returns well-formed verdicts", function()

@@ -93,53 +93,81 @@ for _, stock in ipairs(STOCK) do
         tls = { active = true, peer = "untrusted" } }, host))
     end)
 
-    it("accepts a recipient whose domain level is none or may", function()
-      for _, level in ipairs({ "none", "may" }) do
-        assert.are.equal("accept", policy.rcpt(t.ctx{ stage = "rcpt", recipient = "u@partner.example",
-          section = { tls = level } }, host))
+    it("accepts a recipient whose domain has only an outbound tls, whatever its level, in plaintext too", function()
+      for _, level in ipairs(gateway.LEVELS) do
+        for _, tls in ipairs({ { active = false, peer = "none" }, { active = true, peer = "none" } }) do
+          assert.are.equal("accept", policy.rcpt(t.ctx{ stage = "rcpt", recipient = "u@partner.example",
+            section = { tls = level }, tls = tls }, host))
+        end
       end
     end)
 
-    it("refuses plaintext for a domain at encrypt or verify with 530 5.7.0", function()
-      for _, level in ipairs({ "encrypt", "verify" }) do
-        local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = level } }
+    it("accepts a relay_networks client to a domain at tls = verify without TLS", function()
+      local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "verify" },
+        client = { ip = "127.0.0.1", trusted = true } }
+      assert.are.equal("accept", policy.rcpt(ctx, host))
+    end)
+
+    it("refuses plaintext for a domain at tls_in = encrypt or verify with 530 5.7.0", function()
+      for _, level in ipairs({ "encrypt", "verify", "VERIFY" }) do
+        local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls_in = level } }
         assert.are.same(R530, policy.rcpt(ctx, host))
       end
     end)
 
-    it("accepts any TLS session for a domain at encrypt", function()
+    it("refuses a relay_networks client in plaintext to a domain at tls_in = encrypt", function()
+      local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "may", tls_in = "encrypt" },
+        client = { ip = "127.0.0.1", trusted = true } }
+      assert.are.same(R530, policy.rcpt(ctx, host))
+    end)
+
+    it("accepts any TLS session for a domain at tls_in = encrypt", function()
       for _, peer in ipairs({ "none", "untrusted", "trusted" }) do
-        local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "encrypt" },
+        local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls_in = "encrypt" },
           tls = { active = true, peer = peer } }
         assert.are.equal("accept", policy.rcpt(ctx, host))
       end
     end)
 
-    it("refuses TLS without a trusted client certificate for a domain at verify with 550 5.7.1", function()
+    it("refuses TLS without a trusted client certificate for a domain at tls_in = verify with 550 5.7.1", function()
       for _, peer in ipairs({ "none", "untrusted" }) do
-        local ctx = t.ctx{ stage = "rcpt", recipient = "Boss@Partner.Example", section = { tls = "verify" },
+        local ctx = t.ctx{ stage = "rcpt", recipient = "Boss@Partner.Example", section = { tls_in = "verify" },
           tls = { active = true, peer = peer } }
         assert.are.same(r550("Boss@Partner.Example"), policy.rcpt(ctx, host))
       end
     end)
 
-    it("accepts TLS with a trusted client certificate for a domain at verify", function()
-      local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "verify" },
+    it("accepts TLS with a trusted client certificate for a domain at tls_in = verify", function()
+      local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "none", tls_in = "verify" },
         tls = { active = true, peer = "trusted" } }
       assert.are.equal("accept", policy.rcpt(ctx, host))
     end)
 
     it("applies a subdomain section inbound too", function()
       local ctx = t.ctx{ stage = "rcpt", recipient = "u@eu.partner.example",
-        section = { name = "domain:.partner.example", tls = "verify" }, tls = { active = true, peer = "untrusted" } }
+        section = { name = "domain:.partner.example", tls_in = "verify" }, tls = { active = true, peer = "untrusted" } }
       assert.are.same(r550("u@eu.partner.example"), policy.rcpt(ctx, host))
+    end)
+
+    it("keeps tls and tls_in apart: the outbound level does not follow tls_in", function()
+      local ctx = t.ctx{ stage = "client_tls", recipient = "u@partner.example", section = { tls_in = "verify" } }
+      assert.are.equal(stock.client, policy.client_tls(ctx, host))
+    end)
+
+    it("passes the check smtpgw -t runs (gateway.testing.check) with tls and tls_in sections", function()
+      local n = t.check(policy, { sections = {
+        ["partner.example"] = { tls = "verify", tls_in = "verify" },
+        [".sub.example"] = { tls = "encrypt", tls_in = "encrypt" },
+        ["plain.example"] = { tls = "none" },
+      } })
+      assert.are.equal(98, n) -- 6 connect-time, 12 helo, 24 mail, 4 domains x (12 rcpt + 2 client_tls)
     end)
 
     it("gives well-formed answers at every stage, as the gateway checks them", function()
       for _, stage in ipairs(t.STAGES) do
         for _, level in ipairs({ false, "none", "may", "encrypt", "verify" }) do
           for _, peer in ipairs({ false, "none", "untrusted", "trusted" }) do
-            local over = { stage = stage, section = level and { tls = level } or nil,
+            local over = { stage = stage, section = level and { tls = level, tls_in = level } or nil,
               tls = peer and { active = true, peer = peer } or nil }
             if stage ~= "rcpt" and stage ~= "client_tls" then
               over.section = nil
@@ -154,7 +182,7 @@ for _, stock in ipairs(STOCK) do
     end)
 
     it("neither changes ctx nor logs", function()
-      local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "verify" },
+      local ctx = t.ctx{ stage = "rcpt", recipient = "u@partner.example", section = { tls = "verify", tls_in = "verify" },
         tls = { active = true, peer = "untrusted" } }
       local before = deep_copy(ctx)
       policy.server_tls(t.ctx{ stage = "server_tls" }, host)

@@ -177,7 +177,9 @@ describe("in the sandbox", function()
     assert.is_true(g.in_networks({ "10.0.0.0/8", "fd00::/8" }, "fd00::1"))
     assert.are.equal(6, g.ip_family("::1"))
     assert.are.equal("verify", g.domain_level({ section = { tls = "verify" } }, "may"))
-    assert.are.equal(530, g.rcpt_tls_verdict({ recipient = "a@b", section = { tls = "encrypt" } }).code)
+    assert.are.equal(530, g.rcpt_tls_verdict({ recipient = "a@b", section = { tls_in = "encrypt" } }).code)
+    assert.are.equal("verify", g.domain_tls_in({ section = { tls_in = "VERIFY" } }))
+    assert.are.equal("may", g.level("MAY"))
     local plain_tls = { recipient = "a@b", tls = { active = true, peer = "none" } }
     assert.are.equal(550, g.rcpt_tls_verdict(plain_tls, "verify").code)
     -- the error paths need nothing else either

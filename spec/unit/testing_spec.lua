@@ -291,11 +291,16 @@ describe("gateway.testing.run", function()
     end
   end)
 
+  it("takes a level in any case and returns it in lower case, as the gateway reads it", function()
+    assert.are.equal("encrypt", t.run({ server_tls = function() return "Encrypt" end }, t.ctx{ stage = "server_tls" }))
+    assert.are.equal("may", t.run({ client_tls = function() return "MAY" end }, t.ctx{ stage = "client_tls" }))
+  end)
+
   it("raises on answers the gateway would refuse", function()
     assert.has_error(function()
-      t.run({ server_tls = function() return "Encrypt" end }, t.ctx{ stage = "server_tls" })
+      t.run({ server_tls = function() return "maybe" end }, t.ctx{ stage = "server_tls" })
     end,
-      'gateway.testing.run: server_tls returned "Encrypt", not a level')
+      'gateway.testing.run: server_tls returned "maybe", not a level')
     assert.has_error(function() t.run({ client_tls = function() end }, t.ctx{ stage = "client_tls" }) end,
       "gateway.testing.run: client_tls returned nil, not a level")
     assert.has_error(function() t.run({ mail = function() return "ok" end }, t.ctx{ stage = "mail" }) end,
@@ -308,5 +313,193 @@ describe("gateway.testing.run", function()
       "gateway.testing.run: hook helo is a string, not a function")
     assert.has_error(function() t.run(nil, t.ctx()) end)
     assert.has_error(function() t.run({}, { stage = "data" }) end)
+  end)
+end)
+
+describe("gateway.testing.section_for", function()
+  local sections = {
+    ["partner.example"] = { tls = "verify" },
+    [".partner.example"] = { tls = "encrypt" },
+    [".example"] = { tls = "may" },
+    ["a.b.example"] = {},
+  }
+
+  it("picks the exact name first, then the longest .NAME, ignoring case", function()
+    assert.are.equal("partner.example", t.section_for("partner.example", sections))
+    assert.are.equal("partner.example", t.section_for("Partner.EXAMPLE", sections))
+    assert.are.equal(".partner.example", t.section_for("mx.partner.example", sections))
+    assert.are.equal(".example", t.section_for("other.example", sections))
+    assert.are.equal("a.b.example", t.section_for("a.b.example", sections))
+    assert.are.equal(".example", t.section_for("x.a.b.example", sections))
+  end)
+
+  it("gives nil when no section covers the domain", function()
+    assert.is_nil(t.section_for("example", sections))
+    assert.is_nil(t.section_for("example.test", sections))
+    assert.is_nil(t.section_for(nil, sections))
+    assert.is_nil(t.section_for("a.example", nil))
+  end)
+end)
+
+describe("gateway.testing.fixtures", function()
+  local function all(opts)
+    local out = {}
+    for ctx, group, desc in t.fixtures(opts) do
+      out[#out + 1] = { ctx = ctx, group = group, desc = desc }
+    end
+    return out
+  end
+
+  local function count(list, pred)
+    local n = 0
+    for _, f in ipairs(list) do
+      if pred(f.ctx) then n = n + 1 end
+    end
+    return n
+  end
+
+  it("covers every stage with ctxs that have the engine's shape", function()
+    local list = all()
+    local stages = {}
+    for _, f in ipairs(list) do
+      assert.is_true(t.check_shape(f.ctx))
+      stages[f.ctx.stage] = (stages[f.ctx.stage] or 0) + 1
+      assert.is_string(f.desc)
+      assert.is_number(f.group)
+    end
+    -- 3 clients; helo, mail and rcpt in plaintext and over TLS with each
+    -- kind of client certificate; mail and client_tls with both senders
+    assert.are.same({ server_tls = 3, connect = 3, helo = 12, mail = 24, rcpt = 12, client_tls = 2 }, stages)
+  end)
+
+  it("has an untrusted IPv4 and IPv6 client and a relay_networks one (or not)", function()
+    local list = all({ trusted_ip = "10.1.2.3" })
+    assert.are.equal(1, count(list, function(c) return c.stage == "server_tls" and c.client.ip == "192.0.2.10" end))
+    assert.are.equal(1, count(list, function(c) return c.stage == "server_tls" and c.client.ip == "2001:db8::10" end))
+    assert.are.equal(1, count(list, function(c)
+      return c.stage == "server_tls" and c.client.ip == "10.1.2.3" and c.client.trusted end))
+    list = all({ trusted_ip = false })
+    assert.are.equal(0, count(list, function(c) return c.client and c.client.trusted end))
+    assert.are.equal(2, count(list, function(c) return c.stage == "connect" end))
+  end)
+
+  it("gives each TLS state and the null sender", function()
+    local list = all({ hostname = "gw.example.net" })
+    for _, peer in ipairs({ "none", "untrusted", "trusted" }) do
+      assert.are.equal(3, count(list, function(c) return c.stage == "rcpt" and c.tls.active and c.tls.peer == peer end))
+    end
+    assert.are.equal(3, count(list, function(c) return c.stage == "rcpt" and not c.tls.active end))
+    assert.are.equal(3, count(list, function(c) return c.stage == "helo" and c.tls.sni == "gw.example.net" end))
+    assert.are.equal(12, count(list, function(c) return c.stage == "mail" and c.sender == "" end))
+    assert.are.equal(1, count(list, function(c) return c.stage == "client_tls" and c.sender == "" end))
+    assert.are.equal(#list, count(list, function(c) return c.hostname == "gw.example.net" end))
+  end)
+
+  it("has a recipient in every section and one in none", function()
+    local sections = {
+      ["partner.example"] = { tls = "verify", tls_in = "verify", next_hop = "127.0.0.1:2600" },
+      [".sub.example"] = { tls = "encrypt" },
+      ["example.test"] = { tls = "may" },
+    }
+    local seen = {}
+    for _, f in ipairs(all({ sections = sections })) do
+      local c = f.ctx
+      if c.stage == "client_tls" and c.sender ~= "" then
+        seen[#seen + 1] = { c.recipient, c.section }
+      end
+    end
+    assert.are.same({
+      { "user@sub.sub.example", { name = "domain:.sub.example", tls = "encrypt" } },
+      { "user@example.test", { name = "domain:example.test", tls = "may" } },
+      { "user@partner.example", { name = "domain:partner.example", tls = "verify", tls_in = "verify",
+        next_hop = "127.0.0.1:2600" } },
+      { "user@unlisted.invalid" },
+    }, seen)
+  end)
+
+  it("adds the relay domains (opts.domains), each domain once", function()
+    local seen = {}
+    for _, f in ipairs(all({ sections = { ["partner.example"] = { tls = "verify" } },
+        domains = { "example.test", "partner.example", ".relay.example" } })) do
+      local c = f.ctx
+      if c.stage == "client_tls" and c.sender == "" then
+        seen[#seen + 1] = c.recipient
+      end
+    end
+    assert.are.same({ "user@partner.example", "user@example.test", "user@sub.relay.example", "user@unlisted.invalid" },
+      seen)
+  end)
+
+  it("groups the TLS fixtures that differ only in tls.peer", function()
+    local by_group = {}
+    for _, f in ipairs(all()) do
+      local g = by_group[f.group] or {}
+      by_group[f.group] = g
+      g[#g + 1] = f.ctx
+    end
+    for _, g in pairs(by_group) do
+      if #g > 1 then
+        assert.are.equal(3, #g)
+        for i = 2, 3 do
+          assert.is_true(g[i].tls.active)
+          local a, b = g[1], g[i]
+          assert.are.same({ a.stage, a.client, a.sender, a.recipient }, { b.stage, b.client, b.sender, b.recipient })
+          assert.are_not.equal(a.tls.peer, b.tls.peer)
+        end
+      end
+    end
+  end)
+
+  it("describes each fixture in words", function()
+    local list = all({ sections = { ["partner.example"] = { tls_in = "verify" } } })
+    local descs = {}
+    for _, f in ipairs(list) do descs[f.desc] = true end
+    assert.is_true(descs["server_tls client 192.0.2.10 in plaintext"])
+    assert.is_true(descs["rcpt <user@partner.example> [domain:partner.example] client 127.0.0.1 (relay_networks) "
+      .. "over TLS, client certificate trusted"])
+    assert.is_true(descs["client_tls <user@example.test> (no section) from <>"])
+  end)
+
+  it("raises on bad options", function()
+    assert.has_error(function() t.fixtures("x") end)
+    assert.has_error(function() t.fixtures({ sections = 1 }) end)
+    assert.has_error(function() t.fixtures({ domains = "x" }) end)
+  end)
+end)
+
+describe("gateway.testing.check", function()
+  local gateway = require "gateway"
+
+  it("runs every hook over every fixture and counts them", function()
+    local calls = {}
+    local function count(name) return function() calls[name] = (calls[name] or 0) + 1 end end
+    local policy = {
+      server_tls = function(...) count("server_tls")(...) return "MAY" end,
+      client_tls = function(...) count("client_tls")(...) return "may" end,
+      rcpt = function(...) count("rcpt")(...) return gateway.accept() end,
+    }
+    assert.are.equal(56, t.check(policy))
+    assert.are.same({ server_tls = 3, client_tls = 2, rcpt = 12 }, calls)
+  end)
+
+  it("raises at the first error, naming the fixture", function()
+    local policy = { client_tls = function(ctx) return ctx.client.ip end }
+    local ok, err = pcall(t.check, policy, { sections = { ["partner.example"] = { tls = "verify" } } })
+    assert.is_false(ok)
+    assert.matches("gateway.testing.check: client_tls <user@partner.example> [domain:partner.example] "
+      .. "from <sender@example.org>: ", err, 1, true)
+    assert.matches("attempt to index field 'client'", err, 1, true)
+  end)
+
+  it("raises on a bad answer", function()
+    local ok, err = pcall(t.check, { server_tls = function() return "maybe" end })
+    assert.is_false(ok)
+    assert.matches('server_tls returned "maybe", not a level', err, 1, true)
+    ok, err = pcall(t.check, { helo = function(ctx)
+      if ctx.tls.peer == "untrusted" then return "ok" end
+      return "accept"
+    end })
+    assert.is_false(ok)
+    assert.matches("helo client 192.0.2.10 over TLS, client certificate untrusted: ", err, 1, true)
   end)
 end)

@@ -258,11 +258,15 @@ static void explain_header(const struct generation *g,
 
 	printf("%-10s %s\n", "script", policy_script(g->policy));
 	if (r != NULL)
-		printf("%-10s [domain:%s]%s%s\n", "section", r->name,
+		printf("%-10s [domain:%s]%s%s%s%s\n", "section", r->name,
 		       r->has_tls ? " tls = " : "",
-		       r->has_tls ? tls_level_name(r->tls) : "");
+		       r->has_tls ? tls_level_name(r->tls) : "",
+		       r->has_tls_in ? " tls_in = " : "",
+		       r->has_tls_in ? tls_level_name(r->tls_in) : "");
 	else
 		printf("%-10s none matches %s\n", "section", t->domain);
+	printf("%-10s %s: %s\n", "clientcert",
+	       g->ask_certs ? "asked" : "not asked", g->ask_reason);
 }
 
 /* server_tls, then connect, helo and mail; returns the inbound level. */

@@ -1,7 +1,7 @@
 /*
  * route_command: `smtpgw -c FILE route DOMAIN [--port N]` prints where
- * mail for DOMAIN would go: the next_hop of its [domain:...] section, or
- * its MX hosts, each with its addresses. It runs the gateway's own dns
+ * mail for DOMAIN would go: the next_hop of its [domain:...] section, the
+ * relayhost, or its MX hosts, each with its addresses. It runs the gateway's own dns
  * code on a loop of its own, so what it prints is what delivery would get;
  * it connects to nothing and writes nothing but stdout and stderr.
  */
@@ -90,71 +90,69 @@ static int print_route(const struct dns_route *rt)
 	return 0;
 }
 
-/* "host:port", "192.0.2.1:25" or "[::1]:25" (config.c checked the shape)
- * into host and port; the brackets stay, dns_host_route knows them. */
-static bool split_next_hop(const char *hop, char *host, size_t host_len,
-			   unsigned *port)
+void route_print_source(const struct route *rt)
 {
-	const char *colon = strrchr(hop, ':');
+	char hop[NEXT_HOP_TEXT_MAX + 8];
 
-	if (colon == NULL || (size_t)(colon - hop) >= host_len)
-		return false;
-	snprintf(host, host_len, "%.*s", (int)(colon - hop), hop);
-	*port = (unsigned)strtoul(colon + 1, NULL, 10);
-	return true;
+	if (rt->hop != NULL)
+		next_hop_format(rt->hop, hop, sizeof(hop));
+	switch (rt->source) {
+	case ROUTE_NEXT_HOP:
+		if (rt->rule != NULL)
+			printf("static route [domain:%s] next_hop = %s (%s)\n",
+			       rt->rule->name, rt->rule->next_hop,
+			       rt->hop->no_mx ? "no MX lookup" : "MX lookup");
+		else
+			printf("next hop %s (%s)\n", hop,
+			       rt->hop->no_mx ? "no MX lookup" : "MX lookup");
+		break;
+	case ROUTE_RELAYHOST:
+		printf("relayhost = %s (%s)\n", hop,
+		       rt->hop->no_mx ? "no MX lookup" : "MX lookup");
+		break;
+	case ROUTE_MX:
+		break;
+	}
+	if (rt->tls_name != NULL)
+		printf("tls_name = %s\n", rt->tls_name);
 }
 
-/* Asks, and runs the loop until the one answer is in; the dns code's
- * own deadline makes sure that it comes. */
-static int resolve(struct ev_loop *loop, const struct config *cfg,
-		   const char *host, const char *domain, unsigned port)
+bool route_resolve(const struct config *cfg, const struct route *rt,
+		   const char *domain, unsigned port, struct dns_route *out)
 {
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
 	struct answer a = {.loop = loop};
 	char err[512];
-	struct dns *dns = dns_new(loop, cfg, err, sizeof(err));
+	struct dns *dns = loop ? dns_new(loop, cfg, err, sizeof(err)) : NULL;
 
 	if (dns == NULL) {
-		fprintf(stderr, "smtpgw: %s\n", err);
-		return 1;
+		fprintf(stderr, "smtpgw: %s\n",
+			loop ? err : "cannot create an event loop");
+		if (loop != NULL)
+			ev_loop_destroy(loop);
+		return false;
 	}
-	if (host != NULL)
-		dns_host_route(dns, host, port, 1, on_route, &a);
-	else
+	if (rt->hop != NULL)
+		dns_route_for(dns, rt, domain, 1, on_route, &a);
+	else /* the MX route, on the port asked for */
 		dns_mx_route(dns, domain, port, 1, on_route, &a);
+	/* The dns code's own deadline makes sure the answer comes. */
 	while (!a.done)
 		ev_run(loop, 0);
 	dns_free(dns);
-	return print_route(&a.route);
+	ev_loop_destroy(loop);
+	*out = a.route;
+	return true;
 }
 
 int route_command(const struct config *cfg, const struct route_options *o)
 {
-	const struct domain_rule *rule =
-		config_domain_rule(cfg, o->domain, strlen(o->domain));
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	char host[256];
-	unsigned port = o->port;
-	int rc;
+	struct route rt;
+	struct dns_route answer;
 
-	if (loop == NULL) {
-		fprintf(stderr, "smtpgw: cannot create an event loop\n");
+	config_route(cfg, o->domain, strlen(o->domain), &rt);
+	if (!route_resolve(cfg, &rt, o->domain, o->port, &answer))
 		return 1;
-	}
-	if (rule != NULL && rule->next_hop != NULL) {
-		if (!split_next_hop(rule->next_hop, host, sizeof(host),
-				    &port)) {
-			fprintf(stderr, "smtpgw: [domain:%s] next_hop '%s' "
-					"is not HOST:PORT\n",
-				rule->name, rule->next_hop);
-			ev_loop_destroy(loop);
-			return 1;
-		}
-		printf("static route [domain:%s] next_hop = %s\n", rule->name,
-		       rule->next_hop);
-		rc = resolve(loop, cfg, host, NULL, port);
-	} else {
-		rc = resolve(loop, cfg, NULL, o->domain, port);
-	}
-	ev_loop_destroy(loop);
-	return rc;
+	route_print_source(&rt);
+	return print_route(&answer);
 }

@@ -1,14 +1,19 @@
 /*
- * tls_probe: `smtpgw -c FILE tls-probe HOST:PORT`, the gateway's
- * posttls-finger. It runs EHLO and STARTTLS against one SMTP server with the
- * outbound client config of a level and reports what the delivery code would
- * get. A command-line tool, so it may block; it never runs inside the
- * gateway's event loop, and it never resolves names (HOST is an address).
+ * tls_probe: `smtpgw -c FILE tls-probe TARGET`, the gateway's
+ * posttls-finger. TARGET is an ADDRESS:PORT, a next hop, or a domain routed
+ * as delivery routes it (next_hop, relayhost or MX, with the section's
+ * tls_name). It runs EHLO and STARTTLS against the first host that answers
+ * with the outbound client config of a level, and reports what the
+ * delivery code would get and the server's certificate. A command-line
+ * tool, so it may block; it never runs inside the gateway's event loop.
  */
 #include "cli/tls_probe.h"
 
-#include "proto/smtp_proto.h"
+#include "cli/route_command.h"
+#include "core/netaddr.h"
+#include "net/dns.h"
 #include "net/tls.h"
+#include "proto/smtp_proto.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -17,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { PROBE_TIMEOUT_SECONDS = 30, PROBE_MAX_REPLY_LINES = 100 };
@@ -108,35 +114,26 @@ static int read_reply(struct probe_io *io, const char *keyword, bool *seen)
 	return -1;
 }
 
-static int dial(const char *target, char *host, size_t host_len)
+/* A blocking connect with the probe's timeout; -1 and errno on failure. */
+static int dial(const struct sockaddr_storage *ss)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-	struct addrinfo *ai;
 	struct timeval tv = {.tv_sec = PROBE_TIMEOUT_SECONDS};
-	const char *colon = strrchr(target, ':');
-	const char *start = target[0] == '[' ? target + 1 : target;
-	size_t n = colon ? (size_t)(colon - start) : 0;
-	int fd;
+	socklen_t len = ss->ss_family == AF_INET6
+				? sizeof(struct sockaddr_in6)
+				: sizeof(struct sockaddr_in);
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	if (n > 0 && target[0] == '[')
-		n--; /* the closing bracket */
-	if (colon == NULL || n == 0 || n >= host_len)
+	if (fd < 0)
 		return -1;
-	memcpy(host, start, n);
-	host[n] = '\0';
-	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* connect */
+	if (connect(fd, (const struct sockaddr *)ss, len) != 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
 		return -1;
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0) {
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-			close(fd);
-			fd = -1;
-		}
 	}
-	freeaddrinfo(ai);
 	return fd;
 }
 
@@ -166,59 +163,161 @@ static const char *trust_word(enum tls_level level)
 	return level == TLS_LEVEL_VERIFY ? "Verified" : "Untrusted";
 }
 
-static bool probe_once(const struct config *cfg, struct tls_config *tc,
-		       const struct probe_options *o)
+/* "2026-11-27 00:00:00 UTC" */
+static const char *utc(time_t t, char *buf, size_t len)
 {
-	struct probe_io io = {.fd = -1};
-	char host[256];
-	const char *why;
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(buf, len, "?");
+	return buf;
+}
+
+/* What posttls-finger shows of the server's certificate. */
+static void print_peer(struct tls *tls)
+{
+	size_t len = 0;
+	const uint8_t *pem = tls_peer_cert_chain_pem(tls, &len);
+	struct cert_info ci;
+	char when[64];
+
+	if (pem == NULL || !cert_describe_pem(pem, len, "peer", &ci)) {
+		printf("  (no certificate details)\n");
+		return;
+	}
+	printf("  subject   %s\n", ci.subject);
+	printf("  issuer    %s\n", ci.issuer);
+	printf("  names     %s\n", ci.dns[0] ? ci.dns : "(none)");
+	printf("  not_before %s\n", utc(ci.not_before, when, sizeof(when)));
+	printf("  not_after %s\n", utc(ci.not_after, when, sizeof(when)));
+	printf("  sha256    %s\n", ci.sha256);
+}
+
+/* EHLO, STARTTLS and the handshake on a connected socket; prints the
+ * outcome, and the certificate when there is TLS. */
+static bool probe_fd(const struct config *cfg, struct tls_config *tc,
+		     const struct probe_options *o, int fd, const char *label,
+		     const char *name)
+{
+	struct probe_io io = {.fd = fd};
+	const char *why = negotiate(&io, cfg->hostname);
 	bool ok = false;
 
-	io.fd = dial(o->target, host, sizeof(host));
-	if (io.fd < 0) {
-		printf("cannot connect to %s: %s\n", o->target,
-		       errno ? strerror(errno) : "bad HOST:PORT");
-		return false;
-	}
-	why = negotiate(&io, cfg->hostname);
 	if (why == NULL && ((io.tls = tls_client()) == NULL ||
 			    tls_configure(io.tls, tc) != 0 ||
-			    tls_connect_socket(io.tls, io.fd,
-					       o->name ? o->name : host) != 0 ||
+			    tls_connect_socket(io.tls, io.fd, name) != 0 ||
 			    tls_handshake(io.tls) != 0))
 		why = io.tls ? tls_error(io.tls) : "out of memory";
 	if (why != NULL) {
-		printf("TLS to %s failed: %s\n", o->target, why);
+		printf("TLS to %s failed: %s\n", label, why);
 	} else {
 		printf("%s TLS connection established to %s: %s with cipher %s "
 		       "resumed=%s\n",
-		       trust_word(o->level), o->target, tls_conn_version(io.tls),
+		       trust_word(o->level), label, tls_conn_version(io.tls),
 		       tls_conn_cipher(io.tls),
 		       tls_conn_session_resumed(io.tls) ? "yes" : "no");
+		print_peer(io.tls);
 		ok = io_send(&io, "QUIT");
 		read_reply(&io, NULL, NULL);
 		tls_close(io.tls);
 	}
 	tls_free(io.tls);
-	close(io.fd);
 	return ok;
+}
+
+/* The hosts of the route in order, each address until one connects; that
+ * one is probed (as delivery would use it). */
+static bool probe_route(const struct config *cfg, struct tls_config *tc,
+			const struct probe_options *o,
+			const struct dns_route *rt, const char *tls_name)
+{
+	for (size_t i = 0; i < rt->n_hosts; i++) {
+		const struct dns_host *h = &rt->hosts[i];
+
+		for (size_t k = 0; k < h->n_addrs; k++) {
+			char ip[64], label[340];
+			const char *name = o->name   ? o->name
+					   : tls_name ? tls_name
+						      : h->name;
+			int fd;
+			bool ok;
+
+			sockaddr_ip_text(&h->addrs[k], ip, sizeof(ip));
+			if (o->literal)
+				snprintf(label, sizeof(label), "%s", o->target);
+			else
+				snprintf(label, sizeof(label), "%.255s[%.63s]:%u",
+					 h->name, ip, sockaddr_port(&h->addrs[k]));
+			fd = dial(&h->addrs[k]);
+			if (fd < 0) {
+				printf("cannot connect to %s: %s\n", label,
+				       strerror(errno));
+				continue;
+			}
+			ok = probe_fd(cfg, tc, o, fd, label, name);
+			close(fd);
+			return ok;
+		}
+	}
+	printf("no host of the route could be reached\n");
+	return false;
+}
+
+/* TARGET: an address with its port (no DNS), a next hop ("[mx.example]:
+ * 587", "relay.example:25"), or a domain, routed as delivery routes it. */
+static bool resolve_target(const struct config *cfg, struct probe_options *o,
+			   struct route *rt, struct next_hop *hop,
+			   struct dns_route *out)
+{
+	const char *why;
+	bool has_port = strchr(o->target, ':') != NULL;
+
+	if (!next_hop_parse(o->target, 25, hop, &why)) {
+		printf("%s: not an ADDRESS:PORT, next hop or domain: %s\n",
+		       o->target, why);
+		return false;
+	}
+	o->literal = hop->literal && has_port;
+	if (!hop->no_mx && !has_port) {
+		config_route(cfg, hop->host, strlen(hop->host), rt);
+		route_print_source(rt);
+	} else {
+		*rt = (struct route){.source = ROUTE_NEXT_HOP, .hop = hop};
+		if (!o->literal)
+			route_print_source(rt);
+	}
+	if (!route_resolve(cfg, rt, hop->host, 25, out))
+		return false;
+	if (out->status != DNS_OK) {
+		printf("%s: %s\n", o->target, out->error);
+		return false;
+	}
+	return true;
 }
 
 int tls_probe_command(const struct config *cfg, const struct probe_options *o)
 {
+	struct probe_options opt = *o;
 	struct tls_clients clients;
+	struct route rt;
+	struct next_hop hop;
+	struct dns_route answer;
 	char err[512];
 	bool ok = true;
 
+	if (!resolve_target(cfg, &opt, &rt, &hop, &answer))
+		return 1;
 	if (!tls_clients_new(cfg, &clients, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	for (unsigned i = 0; i < o->repeat; i++)
-		ok = probe_once(cfg, o->level == TLS_LEVEL_VERIFY
-					     ? clients.verify
-					     : clients.encrypt,
-				o) && ok;
+	for (unsigned i = 0; i < opt.repeat; i++)
+		ok = probe_route(cfg, opt.level == TLS_LEVEL_VERIFY
+					      ? clients.verify
+					      : clients.encrypt,
+				 &opt, &answer, rt.tls_name) &&
+		     ok;
 	tls_clients_free(&clients);
 	return ok ? 0 : 1;
 }

@@ -187,17 +187,6 @@ static bool parse_bounded(struct load_ctx *ctx, const struct key_def *key,
 	return check_range(ctx, key, value, *v);
 }
 
-static bool set_u64(struct load_ctx *ctx, const struct key_def *key,
-		    const char *value)
-{
-	uint64_t v;
-
-	if (!parse_bounded(ctx, key, value, &v))
-		return false;
-	*(uint64_t *)field(ctx, key) = v;
-	return true;
-}
-
 static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
 		     const char *value)
 {
@@ -209,36 +198,49 @@ static bool set_uint(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
-/* "67108864", "64M", "64MiB", "1G": bytes (K/M/G are powers of 1024). */
-static bool set_bytes(struct load_ctx *ctx, const struct key_def *key,
-		      const char *value)
+bool config_parse_size(const char *text, uint64_t *out)
 {
 	static const struct {
 		const char *suffix;
-		uint64_t scale;
-	} units[] = {{"", 1},	       {"K", 1ULL << 10}, {"KiB", 1ULL << 10},
-		     {"M", 1ULL << 20}, {"MiB", 1ULL << 20}, {"G", 1ULL << 30},
-		     {"GiB", 1ULL << 30}};
+		unsigned shift;
+	} units[] = {{"", 0},	   {"k", 10},  {"kb", 10}, {"kib", 10},
+		     {"m", 20},	   {"mb", 20}, {"mib", 20}, {"g", 30},
+		     {"gb", 30},   {"gib", 30}};
 	char number[32];
-	size_t n = strspn(value, "0123456789");
+	size_t n = strspn(text, "0123456789");
 	uint64_t v;
 
 	if (n == 0 || n >= sizeof(number))
-		return fail(ctx, "%s: '%s' is not a size (e.g. 64M)", key->name,
-			    value);
-	memcpy(number, value, n);
+		return false;
+	memcpy(number, text, n);
 	number[n] = '\0';
+	if (!parse_u64(number, &v))
+		return false;
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(value + n, units[i].suffix) != 0)
+		if (strcasecmp(text + n, units[i].suffix) != 0)
 			continue;
-		if (!parse_u64(number, &v) || v > UINT32_MAX ||
-		    !check_range(ctx, key, value, v * units[i].scale))
+		if (v > (UINT64_MAX >> units[i].shift))
 			return false;
-		*(uint64_t *)field(ctx, key) = v * units[i].scale;
+		*out = v << units[i].shift;
 		return true;
 	}
-	return fail(ctx, "%s: '%s' is not a size (e.g. 64M, 1G)", key->name,
-		    value);
+	return false;
+}
+
+/* "36700160", "10M", "512k", "1G": octets (powers of 1024). */
+static bool set_bytes(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	uint64_t v;
+
+	if (!config_parse_size(value, &v))
+		return fail(ctx, "%s: '%s' is not a size (e.g. 36700160, 512k, "
+				 "10M, 1G)",
+			    key->name, value);
+	if (!check_range(ctx, key, value, v))
+		return false;
+	*(uint64_t *)field(ctx, key) = v;
+	return true;
 }
 
 /* "300", "300s", "5m", "1h", "100ms" → seconds; bounds are milliseconds. */
@@ -553,6 +555,50 @@ static bool set_level(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+static bool set_log_format(struct load_ctx *ctx, const struct key_def *key,
+			   const char *value)
+{
+	if (!log_style_parse(value, field(ctx, key)))
+		return fail(ctx, "%s: '%s' is not a log format (smtpgw, "
+				 "postfix)", key->name, value);
+	return true;
+}
+
+static bool set_log_destination(struct load_ctx *ctx,
+				const struct key_def *key, const char *value)
+{
+	bool *to_syslog = field(ctx, key);
+
+	if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0)
+		return fail(ctx, "%s: '%s' is not a log destination (stderr, "
+				 "syslog)", key->name, value);
+	*to_syslog = strcmp(value, "syslog") == 0;
+	return true;
+}
+
+static bool set_facility(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	if (!log_facility_parse(value, field(ctx, key)))
+		return fail(ctx, "%s: '%s' is not a facility (mail, daemon, "
+				 "user, local0 ... local7)", key->name, value);
+	return true;
+}
+
+/* An ident as syslog and pflogsumm's --syslog-name take it. */
+static bool set_syslog_name(struct load_ctx *ctx, const struct key_def *key,
+			    const char *value)
+{
+	size_t n = strlen(value);
+
+	if (n > 40 || strspn(value, "abcdefghijklmnopqrstuvwxyz"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != n)
+		return fail(ctx, "%s: '%s' is not a syslog name (at most 40 "
+				 "letters, digits, '.', '_', '-', '/')",
+			    key->name, value);
+	return set_string(ctx, key, value);
+}
+
 static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
 		     const char *value)
 {
@@ -565,6 +611,25 @@ static bool set_bool(struct load_ctx *ctx, const struct key_def *key,
 	else
 		return fail(ctx, "%s: '%s' is not yes or no", key->name, value);
 	return true;
+}
+
+static bool set_ask_cert(struct load_ctx *ctx, const struct key_def *key,
+			 const char *value)
+{
+	static const char *const words[] = {
+		[ASK_CLIENT_CERT_AUTO] = "auto",
+		[ASK_CLIENT_CERT_YES] = "yes",
+		[ASK_CLIENT_CERT_NO] = "no",
+	};
+	enum ask_client_cert *slot = field(ctx, key);
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strcasecmp(value, words[i]) == 0) {
+			*slot = (enum ask_client_cert)i;
+			return true;
+		}
+	}
+	return fail(ctx, "%s: '%s' is not auto, yes or no", key->name, value);
 }
 
 /* "N" slots, or "N%" of max_connections (below 100 %, checked against
@@ -653,6 +718,22 @@ static bool set_sync_exempt(struct load_ctx *ctx, const struct key_def *key,
 	return for_each_item(ctx, key, value, add_sync_exempt);
 }
 
+static bool set_cidrs(struct load_ctx *ctx, const struct key_def *key,
+		      const char *value)
+{
+	((struct cidr_list *)field(ctx, key))->n = 0;
+	return for_each_item(ctx, key, value, add_cidr);
+}
+
+bool config_is_proxy_peer(const struct config *cfg,
+			  const struct sockaddr *addr)
+{
+	for (size_t i = 0; i < cfg->proxy_networks.n; i++)
+		if (cidr_contains(&cfg->proxy_networks.nets[i], addr))
+			return true;
+	return false;
+}
+
 bool config_is_sync_exempt(const struct config *cfg,
 			   const struct sockaddr *addr)
 {
@@ -664,6 +745,70 @@ bool config_is_sync_exempt(const struct config *cfg,
 		if (cidr_contains(&cfg->sync_exempt_networks.nets[i], addr))
 			return true;
 	return false;
+}
+
+/* One path of a certificate line, relative to the ini file's folder. */
+static char *full_path(struct load_ctx *ctx, const char *path, size_t n)
+{
+	char full[PATH_MAX];
+	int len = path[0] == '/'
+			  ? snprintf(full, sizeof(full), "%.*s", (int)n, path)
+			  : snprintf(full, sizeof(full), "%s/%.*s", ctx->dir,
+				     (int)n, path);
+
+	if (len < 0 || (size_t)len >= sizeof(full))
+		return NULL;
+	return strdup(full);
+}
+
+/* [tls] certificate = CERTFILE KEYFILE, as often as needed (certbot's
+ * fullchain.pem privkey.pem); the files are read with the certificate
+ * store (net/certs.c), not here. */
+static bool set_certificate(struct load_ctx *ctx, const struct key_def *key,
+			    const char *value)
+{
+	struct config *cfg = ctx->cfg;
+	struct cert_file_pair *grown, *pair;
+	const char *crt = value + strspn(value, " \t"), *keyfile;
+	size_t crt_len = strcspn(crt, " \t"), key_len;
+
+	if (ctx->line == 0)
+		return true; /* the default: no certificate line */
+	keyfile = crt + crt_len + strspn(crt + crt_len, " \t");
+	key_len = strcspn(keyfile, " \t");
+	if (crt_len == 0 || key_len == 0 ||
+	    keyfile[key_len + strspn(keyfile + key_len, " \t")] != '\0')
+		return fail(ctx, "%s: '%s' is not CERTFILE KEYFILE", key->name,
+			    value);
+	grown = realloc(cfg->certificates,
+			(cfg->n_certificates + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return fail(ctx, "out of memory");
+	cfg->certificates = grown;
+	pair = &grown[cfg->n_certificates];
+	pair->line = ctx->line;
+	pair->crt = full_path(ctx, crt, crt_len);
+	pair->key = full_path(ctx, keyfile, key_len);
+	cfg->n_certificates++;
+	if (pair->crt == NULL || pair->key == NULL)
+		return fail(ctx, "%s: path too long", key->name);
+	return true;
+}
+
+/* [delivery] relayhost: Postfix's default route; empty: none. */
+static bool set_relayhost(struct load_ctx *ctx, const struct key_def *key,
+			  const char *value)
+{
+	const char *why;
+
+	ctx->cfg->has_relayhost = value[0] != '\0';
+	if (!ctx->cfg->has_relayhost)
+		return true;
+	if (!next_hop_parse(value, 25, &ctx->cfg->relayhost, &why))
+		return fail(ctx, "%s: '%s' is not [HOST]:PORT, HOST:PORT or "
+				 "HOST: %s",
+			    key->name, value, why);
+	return true;
 }
 
 #define AT(member) offsetof(struct config, member)
@@ -681,7 +826,7 @@ static const struct key_def keys[] = {
 	{"gateway", "relay_domains", set_domains, 0, 0, 0, ""},
 	{"gateway", "relay_networks", set_networks, 0, 0, 0,
 	 "127.0.0.0/8, ::1/128"},
-	{"gateway", "max_message_size", set_u64, AT(max_message_size), 0,
+	{"gateway", "max_message_size", set_bytes, AT(max_message_size), 0,
 	 UINT64_MAX / 2, "36700160"},
 	{"gateway", "max_recipients", set_uint, AT(max_recipients), 1, 100000,
 	 "1000"},
@@ -715,16 +860,23 @@ static const struct key_def keys[] = {
 	{"gateway", "sync_exempt_networks", set_sync_exempt,
 	 AT(sync_exempt_networks), 0, 0, "relay_networks"},
 	{"gateway", "postmaster", set_postmaster, AT(postmaster), 0, 0, ""},
+	{"gateway", "proxy_networks", set_cidrs, AT(proxy_networks), 0, 0, ""},
+	{"gateway", "proxy_timeout", set_duration, AT(proxy_timeout), 100,
+	 3600000, "5s"},
 	{"tls", "cert_dir", set_path, AT(cert_dir), 0, 0, "certs"},
+	{"tls", "certificate", set_certificate, 0, 0, 0, ""},
 	{"tls", "ca_file", set_path, AT(ca_file), 0, 0,
 	 "/etc/ssl/certs/ca-certificates.crt"},
 	{"tls", "server_level", set_level, AT(server_level), 0, 0, "may"},
 	{"tls", "protocols", set_string, AT(protocols), 0, 0,
 	 "tlsv1.2,tlsv1.3"},
 	{"tls", "ciphers", set_string, AT(ciphers), 0, 0, "secure"},
-	{"tls", "ask_client_cert", set_bool, AT(ask_client_cert), 0, 0, "no"},
+	{"tls", "ask_client_cert", set_ask_cert, AT(ask_client_cert), 0, 0,
+	 "auto"},
 	{"tls", "handshake_timeout", set_duration, AT(tls_timeout), 1000,
 	 3600000, "60s"},
+	{"tls", "session_lifetime", set_duration, AT(session_lifetime), 0,
+	 86400000, "1h"},
 	{"delivery", "max_connections", set_uint, AT(delivery_max_connections),
 	 1, 100000, "50"},
 	{"delivery", "max_per_destination", set_uint,
@@ -737,9 +889,18 @@ static const struct key_def keys[] = {
 	 1000, 8640000000ULL, "5d"},
 	{"delivery", "timeout", set_duration, AT(delivery_timeout), 1000,
 	 3600000, "300s"},
+	{"delivery", "relayhost", set_relayhost, 0, 0, 0, ""},
 	{"delivery", "active_limit", set_uint, AT(active_limit), 1, 10000000,
 	 "20000"},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
+	{"log", "format", set_log_format, AT(log_format), 0, 0, "smtpgw"},
+	{"log", "destination", set_log_destination, AT(log_to_syslog), 0, 0,
+	 "stderr"},
+	{"log", "syslog_facility", set_facility, AT(log_facility), 0, 0,
+	 "mail"},
+	{"log", "syslog_name", set_syslog_name, AT(log_syslog_name), 0, 0, ""},
+	{"log", "syslog_socket", set_path, AT(log_syslog_socket), 0, 0,
+	 "/dev/log"},
 	{"policy", "script", set_optional_path, AT(policy_script), 0, 0, ""},
 	{"policy", "max_instructions", set_uint, AT(policy_max_instructions),
 	 1000, 1000000000, "1000000"},
@@ -752,6 +913,14 @@ static const struct key_def keys[] = {
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
 _Static_assert(N_KEYS <= sizeof(((struct load_ctx *)0)->seen),
 	       "load_ctx.seen has a flag per key");
+_Static_assert((int)N_KEYS <= (int)CONFIG_MAX_KEYS,
+	       "config.key_line has one per key");
+
+/* Only a certificate line may come again: each is one more pair. */
+static bool repeatable(const struct key_def *key)
+{
+	return key->set == set_certificate;
+}
 
 static const char DOMAIN_PREFIX[] = "domain:";
 
@@ -788,22 +957,51 @@ static struct domain_rule *find_or_add_rule(struct load_ctx *ctx,
 	return r;
 }
 
-/* "host:port", "1.2.3.4:25" or "[::1]:25", checked for shape only: the
- * name is resolved when mail is delivered. */
-static bool valid_next_hop(const char *value)
+/* next_hop = [host]:port (no MX lookup), host:port (its MX), address:port */
+static bool set_next_hop(struct load_ctx *ctx, struct domain_rule *r,
+			 const char *section, const char *value)
 {
-	struct listen_addr addr;
-	const char *colon = strrchr(value, ':');
-	char host[256];
-	uint64_t port;
+	const char *why;
 
-	if (parse_listen(value, &addr))
-		return ((struct sockaddr_in *)&addr.ss)->sin_port != 0;
-	if (colon == NULL || (size_t)(colon - value) >= sizeof(host) ||
-	    !parse_u64(colon + 1, &port) || port == 0 || port > 65535)
-		return false;
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - value), value);
-	return valid_hostname(host);
+	if (r->next_hop != NULL)
+		return fail(ctx, "next_hop: given twice in [%s]", section);
+	if (!next_hop_parse(value, 25, &r->hop, &why))
+		return fail(ctx, "next_hop: '%s' is not [HOST]:PORT, "
+				 "HOST:PORT or ADDRESS:PORT: %s",
+			    value, why);
+	if ((r->next_hop = strdup(value)) == NULL)
+		return fail(ctx, "out of memory");
+	return true;
+}
+
+/* tls_name = the host name verify expects in the certificate (and the
+ * SNI), for a next hop known by its address (Postfix's match=). */
+static bool set_tls_name(struct load_ctx *ctx, struct domain_rule *r,
+			 const char *section, const char *value)
+{
+	if (r->tls_name != NULL)
+		return fail(ctx, "tls_name: given twice in [%s]", section);
+	if (!valid_hostname(value))
+		return fail(ctx, "tls_name: '%s' is not a host name", value);
+	if ((r->tls_name = strdup(value)) == NULL)
+		return fail(ctx, "out of memory");
+	return true;
+}
+
+/* tls_in: what mail addressed to the domain needs inbound; only the two
+ * levels that require something. */
+static int set_tls_in(struct load_ctx *ctx, const char *section,
+		      struct domain_rule *r, const char *value)
+{
+	if (r->has_tls_in)
+		return fail(ctx, "tls_in: given twice in [%s]", section);
+	if (!tls_level_parse(value, &r->tls_in) ||
+	    r->tls_in < TLS_LEVEL_ENCRYPT)
+		return fail(ctx, "tls_in: '%s' is not encrypt or verify (leave "
+				 "tls_in out for no requirement)",
+			    value);
+	r->has_tls_in = true;
+	return true;
 }
 
 static int on_domain_key(struct load_ctx *ctx, const char *section,
@@ -823,19 +1021,15 @@ static int on_domain_key(struct load_ctx *ctx, const char *section,
 		r->has_tls = true;
 		return true;
 	}
-	if (strcmp(name, "next_hop") == 0) {
-		if (r->next_hop != NULL)
-			return fail(ctx, "next_hop: given twice in [%s]",
-				    section);
-		if (!valid_next_hop(value))
-			return fail(ctx, "next_hop: '%s' is not HOST:PORT",
-				    value);
-		if ((r->next_hop = strdup(value)) == NULL)
-			return fail(ctx, "out of memory");
-		return true;
-	}
-	return fail(ctx, "unknown key '%s' in [%s] (tls, next_hop)", name,
-		    section);
+	if (strcmp(name, "tls_in") == 0)
+		return set_tls_in(ctx, section, r, value);
+	if (strcmp(name, "next_hop") == 0)
+		return set_next_hop(ctx, r, section, value);
+	if (strcmp(name, "tls_name") == 0)
+		return set_tls_name(ctx, r, section, value);
+	return fail(ctx, "unknown key '%s' in [%s] (tls, tls_in, next_hop, "
+			 "tls_name)",
+		    name, section);
 }
 
 static bool known_section(const char *section)
@@ -859,10 +1053,12 @@ static int on_key(void *user, const char *section, const char *name,
 		if (strcmp(keys[i].section, section) != 0 ||
 		    strcmp(keys[i].name, name) != 0)
 			continue;
-		if (ctx->seen[i])
+		if (ctx->seen[i] && !repeatable(&keys[i]))
 			return fail(ctx, "%s: given twice in [%s]", name,
 				    section);
 		ctx->seen[i] = 1;
+		if (ctx->cfg->key_line[i] == 0)
+			ctx->cfg->key_line[i] = ctx->line;
 		return keys[i].set(ctx, &keys[i], value);
 	}
 	if (!known_section(section))
@@ -1039,18 +1235,27 @@ void config_free(struct config *cfg)
 	free(cfg->spool);
 	free(cfg->user);
 	free(cfg->cert_dir);
+	for (size_t i = 0; i < cfg->n_certificates; i++) {
+		free(cfg->certificates[i].crt);
+		free(cfg->certificates[i].key);
+	}
+	free(cfg->certificates);
 	free(cfg->ca_file);
 	free(cfg->protocols);
 	free(cfg->ciphers);
 	free(cfg->policy_script);
 	free(cfg->sync_exempt_networks.nets);
+	free(cfg->proxy_networks.nets);
 	free(cfg->postmaster);
+	free(cfg->log_syslog_name);
+	free(cfg->log_syslog_socket);
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);
 	for (size_t i = 0; i < cfg->n_domains; i++) {
 		free(cfg->domains[i].name);
 		free(cfg->domains[i].next_hop);
+		free(cfg->domains[i].tls_name);
 	}
 	free(cfg->domains);
 	free(cfg->path);
@@ -1098,4 +1303,42 @@ const struct domain_rule *config_domain_rule(const struct config *cfg,
 		}
 	}
 	return best;
+}
+
+void config_route(const struct config *cfg, const char *domain, size_t len,
+		  struct route *out)
+{
+	const struct domain_rule *rule = config_domain_rule(cfg, domain, len);
+
+	*out = (struct route){.source = ROUTE_MX, .rule = rule};
+	if (rule != NULL)
+		out->tls_name = rule->tls_name;
+	if (rule != NULL && rule->next_hop != NULL) {
+		out->source = ROUTE_NEXT_HOP;
+		out->hop = &rule->hop;
+	} else if (cfg->has_relayhost) {
+		out->source = ROUTE_RELAYHOST;
+		out->hop = &cfg->relayhost;
+	}
+}
+
+unsigned config_key_line(const struct config *cfg, const char *section,
+			 const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(keys[i].section, section) == 0 &&
+		    strcmp(keys[i].name, name) == 0)
+			return cfg->key_line[i];
+	return 0;
+}
+
+void config_key_where(const struct config *cfg, const char *section,
+		      const char *name, char *out, size_t len)
+{
+	unsigned line = config_key_line(cfg, section, name);
+
+	if (line > 0)
+		snprintf(out, len, "%s:%u", cfg->path, line);
+	else
+		snprintf(out, len, "%s", cfg->path);
 }

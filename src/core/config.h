@@ -7,6 +7,9 @@
 #ifndef SMTPGW_CONFIG_H
 #define SMTPGW_CONFIG_H
 
+#include "proto/log_format.h"
+#include "proto/next_hop.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,16 +42,54 @@ enum tls_level {
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);
 
-/* A [domain:NAME] section: NAME is lower case; ".NAME" covers subdomains. */
+/* [tls] ask_client_cert: auto asks for client certificates when the
+ * configuration or the policy may need one (see generation.c). */
+enum ask_client_cert {
+	ASK_CLIENT_CERT_AUTO,
+	ASK_CLIENT_CERT_YES,
+	ASK_CLIENT_CERT_NO,
+};
+
+/* A [domain:NAME] section: NAME is lower case; ".NAME" covers subdomains.
+ * `tls` is the outbound level for NAME, `tls_in` (encrypt or verify) what
+ * mail addressed to NAME needs on the way in; the stock scripts read both. */
 struct domain_rule {
 	char *name;
 	bool has_tls;
 	enum tls_level tls;
-	char *next_hop; /* HOST:PORT, or NULL */
+	bool has_tls_in;
+	enum tls_level tls_in;
+	char *next_hop; /* as written ("[host]:port", ...), or NULL */
+	struct next_hop hop; /* next_hop parsed, when next_hop != NULL */
+	char *tls_name; /* the name verify expects, and the SNI; or NULL */
 };
+
+/* A [tls] certificate = CERTFILE KEYFILE line (absolute paths). */
+struct cert_file_pair {
+	char *crt;
+	char *key;
+	unsigned line;
+};
+
+/* Where mail for a domain goes (config_route). */
+enum route_source {
+	ROUTE_MX,	 /* the MX records of the recipient domain */
+	ROUTE_NEXT_HOP,	 /* its [domain:...] next_hop */
+	ROUTE_RELAYHOST, /* [delivery] relayhost */
+};
+
+struct route {
+	enum route_source source;
+	const struct next_hop *hop; /* NULL for ROUTE_MX */
+	const char *tls_name;	    /* the section's tls_name, or NULL */
+	const struct domain_rule *rule; /* the [domain:...] section, or NULL */
+};
+
+enum { CONFIG_MAX_KEYS = 128 };
 
 struct config {
 	char *path;
+	unsigned key_line[CONFIG_MAX_KEYS]; /* per key: its line, 0 = default */
 	char *hostname;
 	char *spool;
 	char *user;	  /* children run as this user when started as root */
@@ -83,13 +124,19 @@ struct config {
 	struct cidr_list sync_exempt_networks;
 	bool sync_exempt_relay; /* "relay_networks" in sync_exempt_networks */
 	char *postmaster; /* where <postmaster> goes; NULL: refused */
+	/* load balancers whose connections start with a PROXY header */
+	struct cidr_list proxy_networks;
+	double proxy_timeout; /* for that header to arrive */
 	/* [tls] */
 	char *cert_dir;
+	struct cert_file_pair *certificates; /* [tls] certificate lines */
+	size_t n_certificates;
 	char *ca_file;
 	enum tls_level server_level;
 	char *protocols;
 	char *ciphers;
-	bool ask_client_cert;
+	enum ask_client_cert ask_client_cert;
+	double session_lifetime; /* resumable sessions; 0: none */
 	/* [policy] */
 	char *policy_script; /* NULL: no script, built-in defaults */
 	unsigned policy_max_instructions;
@@ -102,10 +149,18 @@ struct config {
 	double retry_max;
 	double max_queue_lifetime;
 	double delivery_timeout;
+	bool has_relayhost;
+	struct next_hop relayhost; /* the default route, when has_relayhost */
 	unsigned active_limit; /* messages the queue manager holds in memory */
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
+	/* [log] */
+	enum log_style log_format;
+	bool log_to_syslog;	 /* destination = syslog (else stderr) */
+	int log_facility;	 /* RFC 5424 number */
+	char *log_syslog_name;	 /* "": smtpgw, or postfix in that format */
+	char *log_syslog_socket;
 	/* [domain:NAME] */
 	struct domain_rule *domains;
 	size_t n_domains;
@@ -122,6 +177,10 @@ bool config_is_relay_client(const struct config *cfg,
 
 /* Does this client skip the greet pause and the SMTP synchronization
  * checks (smtp_sync = no, or the client is in sync_exempt_networks)? */
+/* Must this peer's connection start with a PROXY protocol header? */
+bool config_is_proxy_peer(const struct config *cfg,
+			  const struct sockaddr *addr);
+
 bool config_is_sync_exempt(const struct config *cfg,
 			   const struct sockaddr *addr);
 
@@ -129,6 +188,26 @@ bool config_is_sync_exempt(const struct config *cfg,
  * longest ".parent" that covers it; NULL when none does. */
 const struct domain_rule *config_domain_rule(const struct config *cfg,
 					     const char *domain, size_t len);
+
+/* Where mail for `domain` goes: its section's next_hop, else relayhost,
+ * else its own MX records (Postfix: transport, relayhost, MX). */
+void config_route(const struct config *cfg, const char *domain, size_t len,
+		  struct route *out);
+
+/* The line of `name` in [section], or 0 when it was not in the file (its
+ * default applies). */
+unsigned config_key_line(const struct config *cfg, const char *section,
+			 const char *name);
+
+/* "FILE:LINE" of that key, or "FILE" when it took its default: for
+ * errors found after loading (certificates, spool, listen). */
+void config_key_where(const struct config *cfg, const char *section,
+		      const char *name, char *out, size_t len);
+
+/* "36700160", "10M", "512k", "1G" (K, M, G, optionally with B or iB, any
+ * case: powers of 1024) → octets. False when it is not a size or does
+ * not fit 64 bits. Pure. */
+bool config_parse_size(const char *text, uint64_t *out);
 
 /* Pure helpers, exposed for the parser of other lists. */
 bool cidr_parse(const char *text, struct cidr *out);

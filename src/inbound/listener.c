@@ -14,11 +14,13 @@
 #include "policy/generation.h"
 #include "core/log.h"
 #include "inbound/limits.h"
+#include "inbound/proxy_wait.h"
 #include "inbound/smtp_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +67,7 @@ struct listener {
 	size_t n_socks;
 	struct refusal_log recent[LOG_SLOTS];
 	ev_timer log_timer;
+	struct proxy_waits waits; /* proxy_networks: before their header */
 };
 
 static uint64_t now_ms(void)
@@ -315,6 +318,28 @@ static void refuse(struct listener *l, int fd,
 	close(fd);
 }
 
+/* A client, direct or announced by a PROXY header (via: the balancer):
+ * counted in and given a session, or refused. */
+static void take(struct listener *l, int fd,
+		 const struct sockaddr_storage *client,
+		 const struct sockaddr_storage *via)
+{
+	uint32_t ticket = 0;
+	enum admission why = admit(l, client, &ticket);
+
+	if (why != ADMITTED)
+		refuse(l, fd, client, why);
+	else
+		smtp_session_start(l->srv, fd, client, via, ticket);
+}
+
+static void on_proxy_ready(void *owner, int fd,
+			   const struct sockaddr_storage *client,
+			   const struct sockaddr_storage *via)
+{
+	take(owner, fd, client, via);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listen_sock *ls = w->data;
@@ -323,12 +348,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+		const struct config *cfg = l->srv->gen->cfg;
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		int fd = accept4(w->fd, (struct sockaddr *)&peer, &len,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		enum admission why;
-		uint32_t ticket = 0;
 
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR &&
@@ -337,11 +361,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 					strerror(errno));
 			return;
 		}
-		why = admit(l, &peer, &ticket);
-		if (why != ADMITTED)
-			refuse(l, fd, &peer, why);
+		if (config_is_proxy_peer(cfg, (const struct sockaddr *)&peer))
+			proxy_wait_start(&l->waits, fd, &peer,
+					 cfg->proxy_timeout);
 		else
-			smtp_session_start(l->srv, fd, &peer, ticket);
+			take(l, fd, &peer, NULL);
 	}
 }
 
@@ -374,6 +398,11 @@ static int bind_one(const struct listen_addr *a, char *err, size_t err_len)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (a->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* Replies go out whole, so Nagle only delays them: after a TLS
+	 * handshake's session tickets the next reply waited ~40 ms for the
+	 * client's delayed ACK. Linux hands TCP_NODELAY on to every
+	 * accepted socket, so this costs no system call per connection. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 ||
 	    listen(fd, 511) != 0)
 		goto fail;
@@ -415,6 +444,10 @@ struct listener *listener_open(struct server *srv, const int *fds, size_t n)
 		return NULL;
 	}
 	l->srv = srv;
+	l->waits.loop = srv->loop;
+	l->waits.ready = on_proxy_ready;
+	l->waits.owner = l;
+	l->waits.max = srv->gen->cfg->max_connections;
 	ev_init(&l->log_timer, on_log_timer);
 	l->log_timer.repeat = LOG_INTERVAL_MS / 1000.0;
 	l->log_timer.data = l;
@@ -440,6 +473,7 @@ void listener_close(struct listener *l)
 	if (l == NULL)
 		return;
 	listener_stop(l);
+	proxy_wait_close_all(&l->waits);
 	for (size_t i = 0; i < LOG_SLOTS; i++)
 		if (l->recent[i].suppressed > 0)
 			log_suppressed(&l->recent[i], l->srv->gen->cfg);

@@ -110,6 +110,7 @@ struct session {
 	bool sync_exempt; /* smtp_sync off for this client */
 	enum command_timer ctimer;
 	enum smtp_verb last_verb; /* for "timeout after VERB" */
+	const char *rcpt_to; /* the RCPT being decided, for reject lines */
 	size_t pending_after; /* octets read after the command being run */
 	double wait_start;    /* ST_COMMAND, CT_WAIT: since when */
 	unsigned errors, commands, messages, junk;
@@ -356,30 +357,68 @@ static const char *stage_name(const struct session *s, enum smtp_verb verb)
 {
 	if (s->state == ST_DATA || s->state == ST_SYNC)
 		return "END-OF-DATA";
+	if (verb == SMTP_VERB_UNKNOWN && s->commands == 0)
+		return "CONNECT";
 	return smtp_verb_name(verb);
 }
 
+/* What a refusal was: an access decision (relay, policy, size: Postfix's
+ * "reject:" lines) or a protocol error (syntax, sequence). */
+enum refusal { REFUSE_PROTOCOL, REFUSE_ACCESS };
+
+static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
+		   const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
 		   ...) __attribute__((format(printf, 3, 4)));
+static void deny(struct session *s, enum smtp_verb verb, const char *fmt,
+		 ...) __attribute__((format(printf, 3, 4)));
 
-/* A refused command: the reply plus one log line saying why. */
-static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
-		   ...)
+/* A refused command: the reply plus one log line saying why, with the
+ * client's HELO, sender and recipient as Postfix gives them. */
+static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
+		   const char *fmt, va_list ap)
 {
 	char text[600];
 	struct logline l;
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
 	log_session(&l, s, LOG_INFO, "reject");
 	log_kv(&l, "stage", "%s", stage_name(s, verb));
 	log_kv(&l, "client", "%s", s->peer_ip);
 	log_kv(&l, "code", "%.3s", text);
 	log_kv(&l, "reply", "%s", text + 4);
+	log_kv(&l, "kind", "%s", kind == REFUSE_ACCESS ? "access" : "protocol");
+	if (s->tx != NULL)
+		log_kv(&l, "from", "<%s>", s->tx->sender.mailbox);
+	if (s->rcpt_to != NULL)
+		log_kv(&l, "to", "<%s>", s->rcpt_to);
+	log_kv(&l, "proto", "%s", s->esmtp ? "ESMTP" : "SMTP");
+	if (s->helo != NULL)
+		log_kv(&l, "helo", "%s", s->helo);
 	log_end(&l);
 	reply(s, "%s", text);
+}
+
+/* A syntax or sequence error. */
+static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
+		   ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	refuse(s, verb, REFUSE_PROTOCOL, fmt, ap);
+	va_end(ap);
+}
+
+/* An access decision. */
+static void deny(struct session *s, enum smtp_verb verb, const char *fmt,
+		 ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	refuse(s, verb, REFUSE_ACCESS, fmt, ap);
+	va_end(ap);
 }
 
 /* ---- transaction ---------------------------------------------------- */
@@ -473,14 +512,14 @@ static bool policy_allows(struct session *s, const struct policy_facts *f,
 		return true;
 	case POLICY_REJECT:
 	case POLICY_TEMPFAIL:
-		reject(s, verb, "%d %s", r.code, r.text);
+		deny(s, verb, "%d %s", r.code, r.text);
 		return false;
 	case POLICY_LEVEL:
 	case POLICY_ERROR:
 		break;
 	}
 	log_policy_error(s, f->hook, r.text);
-	reject(s, verb, "451 4.3.0 Error: policy failure");
+	deny(s, verb, "451 4.3.0 Error: policy failure");
 	return false;
 }
 
@@ -506,7 +545,7 @@ static bool policy_connect(struct session *s)
 	if (r.outcome == POLICY_ACCEPT)
 		return true;
 	if (r.outcome == POLICY_REJECT || r.outcome == POLICY_TEMPFAIL) {
-		reject(s, SMTP_VERB_UNKNOWN, "%d %s", r.code, r.text);
+		deny(s, SMTP_VERB_UNKNOWN, "%d %s", r.code, r.text);
 	} else {
 		log_policy_error(s, HOOK_CONNECT, r.text);
 		reply(s, "421 4.3.0 %s Error: policy failure", host);
@@ -597,10 +636,10 @@ static void reject_path(struct session *s, enum smtp_verb verb,
 		break;
 	case SMTP_PATH_NO_DOMAIN:
 		if (!mail) {
-			reject(s, verb,
-			       "504 5.5.2 <%s>: Recipient address rejected: "
-			       "need fully-qualified address",
-			       a->mailbox);
+			deny(s, verb,
+			     "504 5.5.2 <%s>: Recipient address rejected: "
+			     "need fully-qualified address",
+			     a->mailbox);
 			break;
 		}
 		/* fall through */
@@ -635,8 +674,8 @@ static void do_mail(struct session *s, const struct smtp_cmd *cmd)
 	}
 	if (cfg->max_message_size > 0 && tx->params.has_size &&
 	    tx->params.size > cfg->max_message_size) {
-		reject(s, SMTP_VERB_MAIL,
-		       "552 5.3.4 Message size exceeds fixed limit");
+		deny(s, SMTP_VERB_MAIL,
+		     "552 5.3.4 Message size exceeds fixed limit");
 		free(tx);
 		return;
 	}
@@ -677,8 +716,8 @@ static bool postmaster_address(struct session *s, struct smtp_addr *a)
 	struct logline l;
 
 	if (to == NULL) {
-		reject(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
-		       a->mailbox);
+		deny(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
+		     a->mailbox);
 		return false;
 	}
 	memset(a, 0, sizeof(*a));
@@ -711,6 +750,28 @@ static bool rcpt_policy_allows(struct session *s, const struct smtp_addr *a)
 	return policy_allows(s, &f, SMTP_VERB_RCPT);
 }
 
+/* A well-formed recipient: relay control, the policy, then taken. */
+static void rcpt_decide(struct session *s, struct smtp_addr *addr)
+{
+	if (addr->mailbox_len == addr->domain) {
+		if (!postmaster_address(s, addr))
+			return;
+	} else if (!smtp_relay_allowed(cfg_of(s),
+				       (const struct sockaddr *)&s->peer,
+				       addr)) {
+		deny(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
+		     addr->mailbox);
+		return;
+	}
+	if (!rcpt_policy_allows(s, addr))
+		return;
+	if (!tx_add_rcpt(s->tx, addr)) {
+		reply(s, "451 4.3.0 Error: out of memory");
+		return;
+	}
+	reply(s, "250 2.1.5 Ok");
+}
+
 static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 {
 	struct transaction *tx = s->tx;
@@ -725,27 +786,13 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *cmd)
 	}
 	st = smtp_parse_rcpt(cmd->arg, cmd->arg_len, tx->params.smtputf8,
 			     &addr, &bad, &bad_len);
-	if (st != SMTP_PATH_OK) {
+	if (st == SMTP_PATH_OK || st == SMTP_PATH_NO_DOMAIN)
+		s->rcpt_to = addr.mailbox; /* named in a refusal's log line */
+	if (st != SMTP_PATH_OK)
 		reject_path(s, SMTP_VERB_RCPT, st, &addr, bad, bad_len);
-		return;
-	}
-	if (addr.mailbox_len == addr.domain) {
-		if (!postmaster_address(s, &addr))
-			return;
-	} else if (!smtp_relay_allowed(cfg_of(s),
-				       (const struct sockaddr *)&s->peer,
-				       &addr)) {
-		reject(s, SMTP_VERB_RCPT, "554 5.7.1 <%s>: Relay access denied",
-		       addr.mailbox);
-		return;
-	}
-	if (!rcpt_policy_allows(s, &addr))
-		return;
-	if (!tx_add_rcpt(tx, &addr)) {
-		reply(s, "451 4.3.0 Error: out of memory");
-		return;
-	}
-	reply(s, "250 2.1.5 Ok");
+	else
+		rcpt_decide(s, &addr);
+	s->rcpt_to = NULL;
 }
 
 /* The queue file's envelope block (envelope.c), from this transaction. */
@@ -775,13 +822,40 @@ static char *format_envelope(const struct session *s, size_t *len)
 }
 
 /* Every part is bounded (HELO by the command line, the host name, one
- * address, the date), so the header fits a fixed buffer. */
-enum { RECEIVED_MAX = 2 * SMTP_COMMAND_LINE_MAX + SMTP_PATH_MAX + 256 };
+ * address, the TLS names, the date), so the header fits a fixed buffer. */
+enum { RECEIVED_MAX = 2 * SMTP_COMMAND_LINE_MAX + SMTP_PATH_MAX + 512 };
+
+/* The "with" keyword (RFC 3848, RFC 6531): ESMTP after EHLO, with an S
+ * under TLS; UTF8SMTP(S) for an SMTPUTF8 transaction; SMTP after HELO.
+ * (No AUTH here, so never the A forms.) */
+static const char *with_protocol(const struct session *s)
+{
+	if (!s->esmtp)
+		return "SMTP";
+	if (s->tx->params.smtputf8)
+		return s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+	return s->tls_active ? "ESMTPS" : "ESMTP";
+}
+
+/* Postfix's comment on the TLS in use: "(using TLSv1.3 with cipher
+ * TLS_AES_256_GCM_SHA384 (256/256 bits))", or "". */
+static void tls_comment(const struct session *s, char *out, size_t len)
+{
+	struct tls *t = s->conn.tls;
+	int bits;
+
+	out[0] = '\0';
+	if (!s->tls_active || t == NULL)
+		return;
+	bits = tls_conn_cipher_strength(t);
+	snprintf(out, len, "\r\n\t(using %.32s with cipher %.64s (%d/%d bits))",
+		 tls_conn_version(t), tls_conn_cipher(t), bits, bits);
+}
 
 static int format_received(const struct session *s, char *out, size_t len)
 {
 	const struct transaction *tx = s->tx;
-	char date[64], rcpt[SMTP_PATH_MAX + 16] = "";
+	char date[64], rcpt[SMTP_PATH_MAX + 16] = "", tls[160];
 	time_t now = time(NULL);
 	struct tm tm;
 
@@ -789,11 +863,12 @@ static int format_received(const struct session *s, char *out, size_t len)
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	if (tx->n_rcpt == 1)
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", tx->rcpts);
+	tls_comment(s, tls, sizeof(tls));
 	return snprintf(out, len,
-			"Received: from %s (unknown [%s])\r\n\tby %s (smtpgw) "
-			"with %s id %s%s; %s\r\n",
-			s->helo, s->peer_ip, cfg_of(s)->hostname,
-			s->esmtp ? "ESMTP" : "SMTP", tx->qid, rcpt, date);
+			"Received: from %s (unknown [%s])%s\r\n\tby %s "
+			"(smtpgw) with %s id %s%s; %s\r\n",
+			s->helo, s->peer_ip, tls, cfg_of(s)->hostname,
+			with_protocol(s), tx->qid, rcpt, date);
 }
 
 static bool open_spool_file(struct session *s)
@@ -933,7 +1008,7 @@ static bool command_allowed(struct session *s, enum smtp_verb verb,
 	else if ((flags & F_NEED_RCPT) && s->tx == NULL)
 		reject(s, verb, "503 5.5.1 Error: need RCPT command");
 	else if ((flags & F_NEED_RCPT) && s->tx->n_rcpt == 0)
-		reject(s, verb, "554 5.5.1 Error: no valid recipients");
+		deny(s, verb, "554 5.5.1 Error: no valid recipients");
 	else if ((flags & F_NO_ARG) && cmd->arg_len > 0)
 		reject(s, verb, "%s", commands[verb].no_arg_reply);
 	else
@@ -1050,7 +1125,11 @@ static void end_of_data(struct session *s)
 	const char *verdict = data_verdict(s);
 
 	if (verdict != NULL) {
-		reject(s, SMTP_VERB_DATA, "%s", verdict);
+		/* the size limit is a decision; the rest is broken input */
+		if (strstr(verdict, " 5.3.4 ") != NULL)
+			deny(s, SMTP_VERB_DATA, "%s", verdict);
+		else
+			reject(s, SMTP_VERB_DATA, "%s", verdict);
 		tx_free(s);
 		if (s->state == ST_DATA)
 			enter_state(s, ST_COMMAND);
@@ -1181,6 +1260,9 @@ static void session_destroy(struct session *s)
 	log_kv(&l, "commands", "%u", s->commands);
 	log_kv(&l, "errors", "%u", s->errors);
 	log_kv(&l, "messages", "%u", s->messages);
+	log_kv(&l, "after", "%s", s->commands > 0
+					  ? smtp_verb_name(s->last_verb)
+					  : "CONNECT");
 	log_end(&l);
 	tx_free(s);
 	conn_stop(&s->conn);
@@ -1405,6 +1487,8 @@ static void log_tls(struct session *s, const char *why)
 	}
 	if (s->tls_peer == TLS_PEER_UNTRUSTED)
 		log_kv(&l, "peer_reason", "%s", why);
+	log_kv(&l, "resumed", "%s",
+	       tls_conn_session_resumed(t) == 1 ? "yes" : "no");
 	log_kv(&l, "msg", "%s TLS connection established from %s: %s with "
 			  "cipher %s",
 	       tls_peer_name(s->tls_peer), s->peer_ip, tls_conn_version(t),
@@ -1498,6 +1582,11 @@ static void on_committed(void *owner, bool ok, const char *qid)
 		log_kv(&l, "from", "<%s>", s->tx->sender.mailbox);
 		log_kv(&l, "nrcpt", "%u", s->tx->n_rcpt);
 		log_kv(&l, "size", "%llu", (unsigned long long)s->tx->dec.size);
+		log_kv(&l, "proto", "%s", s->esmtp ? "ESMTP" : "SMTP");
+		log_kv(&l, "helo", "%s", s->helo ? s->helo : "");
+		log_kv(&l, "tls", "%s", s->tls_active
+					   ? tls_conn_version(s->conn.tls)
+					   : "none");
 		log_end(&l);
 		s->messages++;
 		s->junk = 0; /* a session that delivers is not idling */
@@ -1515,7 +1604,8 @@ static void on_committed(void *owner, bool ok, const char *qid)
 }
 
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer, uint32_t ticket)
+			const struct sockaddr_storage *peer,
+			const struct sockaddr_storage *via, uint32_t ticket)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	struct logline l;
@@ -1545,6 +1635,12 @@ void smtp_session_start(struct server *srv, int fd,
 		cfg_of(s), (const struct sockaddr *)&s->peer);
 	log_session(&l, s, LOG_INFO, "connect");
 	log_kv(&l, "client", "%s:%u", s->peer_ip, s->peer_port);
+	if (via != NULL) {
+		char ip[64];
+
+		sockaddr_ip_text(via, ip, sizeof(ip));
+		log_kv(&l, "proxy", "%s:%u", ip, sockaddr_port(via));
+	}
 	log_end(&l);
 	update_stress(srv);
 	watch_load(srv);

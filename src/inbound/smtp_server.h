@@ -43,9 +43,12 @@ struct server {
 };
 
 /* Takes ownership of fd (non-blocking, already counted by the listener,
- * which gave it `ticket` to hand back through listener_client_gone). */
+ * which gave it `ticket` to hand back through listener_client_gone).
+ * peer is the client; via the load balancer that announced it with a
+ * PROXY header, or NULL for a direct connection. */
 void smtp_session_start(struct server *srv, int fd,
-			const struct sockaddr_storage *peer, uint32_t ticket);
+			const struct sockaddr_storage *peer,
+			const struct sockaddr_storage *via, uint32_t ticket);
 
 /* SIGTERM: sessions waiting for a sync get their reply, the others 421;
  * the loop is broken once the last session is gone. */

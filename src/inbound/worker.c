@@ -46,12 +46,12 @@ static void on_queued(struct server *srv, const char *qid)
 {
 	struct worker *w = (struct worker *)srv;
 
+	log_flush_ordered(); /* our "queued" line before the qmgr's */
 	if (w->n_backlog == 0 && ipc_send(w->notify_fd, IPC_QUEUED, qid))
 		return;
 	if (w->n_backlog == BACKLOG_MAX) {
-		log_msg(LOG_WARN, "notify_dropped",
-			"qid %s: the queue manager finds it at its next scan",
-			qid);
+		log_qid_msg(LOG_WARN, "notify_dropped", qid,
+			    "the queue manager finds it at its next scan");
 		return;
 	}
 	memcpy(w->backlog[w->n_backlog++], qid, QUEUE_ID_LEN + 1);

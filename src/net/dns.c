@@ -856,6 +856,24 @@ void dns_host_route(struct dns *dns, const char *host, unsigned port,
 	ask_addresses(req);
 }
 
+void dns_next_hop_route(struct dns *dns, const struct next_hop *hop,
+			uint64_t id, dns_route_cb *cb, void *arg)
+{
+	if (hop->no_mx)
+		dns_host_route(dns, hop->host, hop->port, id, cb, arg);
+	else
+		dns_mx_route(dns, hop->host, hop->port, id, cb, arg);
+}
+
+void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
+		   uint64_t id, dns_route_cb *cb, void *arg)
+{
+	if (rt->hop != NULL)
+		dns_next_hop_route(dns, rt->hop, id, cb, arg);
+	else
+		dns_mx_route(dns, domain, 25, id, cb, arg);
+}
+
 void dns_cancel(struct dns *dns, uint64_t id)
 {
 	struct req *req = *bucket(dns, id);

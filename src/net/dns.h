@@ -17,6 +17,8 @@
 
 struct config;
 struct dns;
+struct next_hop;
+struct route;
 
 enum { DNS_MAX_HOSTS = 10, DNS_MAX_ADDRS = 8 };
 
@@ -62,6 +64,17 @@ void dns_mx_route(struct dns *dns, const char *domain, unsigned port,
  * literal (no DNS then); one dns_host with its addresses. */
 void dns_host_route(struct dns *dns, const char *host, unsigned port,
 		    uint64_t id, dns_route_cb *cb, void *arg);
+
+/* A next hop as Postfix writes it (proto/next_hop.h): in brackets, or an
+ * address, it is dns_host_route; a bare name is the MX route of that
+ * name, at the hop's port. */
+void dns_next_hop_route(struct dns *dns, const struct next_hop *hop,
+			uint64_t id, dns_route_cb *cb, void *arg);
+
+/* Where mail for `domain` goes under a route (core/config.h
+ * config_route): its next hop, or the MX route of `domain` on port 25. */
+void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
+		   uint64_t id, dns_route_cb *cb, void *arg);
 
 /* Forgets the callbacks of `id` (the caller is going away). */
 void dns_cancel(struct dns *dns, uint64_t id);

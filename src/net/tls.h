@@ -1,51 +1,26 @@
 /*
- * tls: everything libtls and certificates. The certificate store in
- * [tls] cert_dir (NAME.crt + NAME.key pairs, served by SNI), the Default
- * Cert made when the store is empty, the certificate inventory for
- * `smtpgw certs`, the server context for STARTTLS, our own check of a
- * client's chain, and one client config per outbound level. It never
- * touches a socket: conn.c drives the handshakes.
+ * tls: everything libtls. The server context for STARTTLS (its
+ * certificates come from the store, net/certs.h, which this header also
+ * brings), our own check of a client's chain, and one client config per
+ * outbound level. It never touches a socket: conn.c drives the handshakes.
  */
 #ifndef SMTPGW_TLS_H
 #define SMTPGW_TLS_H
 
 #include "core/config.h"
+#include "net/certs.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 #include <tls.h>
 
-struct cert_info {
-	char name[128];	    /* NAME of NAME.crt */
-	char subject[256];
-	char issuer[256];
-	char dns[512];	    /* subjectAltName DNS names, comma-separated */
-	time_t not_before;
-	time_t not_after;
-	char key_type[16];  /* RSA, EC, ED25519 ... */
-	int key_bits;
-	char sig_alg[64];   /* sha256WithRSAEncryption ... */
-	char sha256[96];    /* AA:BB:... */
-	bool self_signed;
-};
-
-/* Creates default.crt/default.key (RSA 4096, SHA-256, self-signed,
- * CN and DNS name = hostname) when cert_dir holds no pair. Slow (the RSA
- * key): called before the event loop starts. *created tells if it did. */
-bool tls_ensure_default_cert(const struct config *cfg, bool *created,
-			     char *err, size_t err_len);
-
-bool tls_store_has_pairs(const char *cert_dir);
-
-/* Every pair in cert_dir, sorted by name. Caller frees *out. */
-bool tls_cert_inventory(const char *cert_dir, struct cert_info **out,
-			size_t *n, char *err, size_t err_len);
-
 struct tls_server;
 
-struct tls_server *tls_server_new(const struct config *cfg, char *err,
-				  size_t err_len);
+/* `ask_certs`: request (never require) client certificates, checked
+ * against ca_file by tls_server_check_peer (the generation decides). */
+struct tls_server *tls_server_new(const struct config *cfg, bool ask_certs,
+				  char *err, size_t err_len);
 void tls_server_free(struct tls_server *srv);
 struct tls *tls_server_ctx(struct tls_server *srv);
 

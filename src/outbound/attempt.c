@@ -19,7 +19,9 @@
 #include "core/log.h"
 #include "core/netaddr.h"
 #include "net/dns.h"
+#include "outbound/outcome.h"
 #include "outbound/smtp_client.h"
+#include "proto/next_hop.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
@@ -44,12 +46,16 @@ struct job {
 	size_t n;
 	enum tls_level level;
 	struct dns_route route;
+	enum route_source source; /* MX of the domain, next_hop, relayhost */
+	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
 	bool no_tls;
 	bool answered;	   /* a host spoke SMTP */
 	bool unreachable;  /* a host could not be reached, or was lost */
 	struct queued_message file;
 	struct smtp_client *client;
+	double active_at;  /* the message's, when the job was planned */
+	double handoff_at; /* the job began: routing, connecting ... */
 	char relay[340];   /* host[ip]:port of the current try */
 	char failure[800]; /* why the last try failed, for a deferral */
 };
@@ -61,32 +67,17 @@ static double now_s(const struct job *j)
 
 /* ---- routes ------------------------------------------------------------ */
 
-/* The static route of `domain` ([domain:...] next_hop, HOST:PORT): the one
- * place a route is looked up. False: MX routing. */
-static bool static_route(const struct config *cfg, const char *domain,
-			 char *host, size_t len, unsigned *port)
-{
-	const struct domain_rule *rule =
-		config_domain_rule(cfg, domain, strlen(domain));
-	const char *colon;
-
-	if (rule == NULL || rule->next_hop == NULL)
-		return false;
-	colon = strrchr(rule->next_hop, ':');
-	snprintf(host, len, "%.*s", (int)(colon - rule->next_hop),
-		 rule->next_hop);
-	*port = (unsigned)atoi(colon + 1);
-	return true;
-}
-
+/* Where mail for `domain` goes (config_route: next_hop, relayhost, MX),
+ * as the scheduler's destination: the next hop as Postfix writes it
+ * ("[host]:port", "host:port"), or the domain itself (MX). */
 void attempt_destination(const struct config *cfg, const char *domain,
 			 char *out, size_t len)
 {
-	char host[256];
-	unsigned port;
+	struct route rt;
 
-	if (static_route(cfg, domain, host, sizeof(host), &port))
-		snprintf(out, len, "%s:%u", host, port);
+	config_route(cfg, domain, strlen(domain), &rt);
+	if (rt.hop != NULL)
+		next_hop_format(rt.hop, out, len);
 	else
 		snprintf(out, len, "%s", domain);
 }
@@ -113,20 +104,11 @@ static const char *state_word(enum rcpt_state st)
 static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 		     const char *reply, const struct client_result *r)
 {
-	struct logline l;
+	struct timing t = {outcome_arrival(j->m), j->active_at,
+			   j->handoff_at, r ? r->setup_done : 0, ev_time()};
 
-	log_begin(&l, st == RCPT_PENDING ? LOG_WARN : LOG_INFO, "delivery");
-	log_kv(&l, "qid", "%s", j->m->qid);
-	log_kv(&l, "rcpt", "<%s>", j->rcpts[k].address);
-	log_kv(&l, "relay", "%s", j->relay[0] ? j->relay : "none");
-	log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
-	       r && r->tls_version[0] ? r->tls_version : "none");
-	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
-	log_kv(&l, "status", "%s", state_word(st));
-	log_kv(&l, "attempt", "%u", j->m->tries[j->index[k]] + 1);
-	log_kv(&l, "reply", "%s", reply);
-	log_end(&l);
+	outcome_log(j->m, j->index[k], state_word(st), j->relay, &t,
+		    tls_level_name(j->level), r, reply);
 }
 
 /* One recipient's outcome: spool state first ("sent" at the job's end, see
@@ -393,6 +375,7 @@ static void try_next(struct job *j)
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
+		.tls_name = j->tls_name,
 		.helo = cfg->hostname, .level = j->level,
 		.tls = level_config(j), .no_tls = j->no_tls,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
@@ -415,9 +398,13 @@ static struct job *find_job(struct attempt_ctx *c, uint64_t id)
 	return (struct job *)idmap_first(&c->jobs, id); /* ids are unique */
 }
 
+/* A name that does not exist bounces only when it is the recipient's
+ * domain: a next_hop or relayhost that does not resolve is the
+ * gateway's own mistake, and the mail waits for it to be put right. */
 static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 {
 	struct job *j = find_job(arg, id);
+	bool bounce;
 	char why[300];
 
 	if (j == NULL)
@@ -427,13 +414,15 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		try_next(j);
 		return;
 	}
-	snprintf(why, sizeof(why), "%s Host or domain name %s: %s",
-		 route->status == DNS_PERMFAIL ? "5.1.2" : "4.4.3",
+	bounce = route->status == DNS_PERMFAIL && j->source == ROUTE_MX;
+	snprintf(why, sizeof(why), "%s Host or domain name %s: %s%s",
+		 bounce ? "5.1.2" : "4.4.3",
 		 route->status == DNS_PERMFAIL ? "not found" : "lookup failed",
-		 route->error);
-	record_all(j, route->status == DNS_PERMFAIL ? RCPT_BOUNCED
-						    : RCPT_PENDING,
-		   why, NULL);
+		 route->error,
+		 j->source == ROUTE_RELAYHOST  ? " (relayhost)"
+		 : j->source == ROUTE_NEXT_HOP ? " (next_hop)"
+					       : "");
+	record_all(j, bounce ? RCPT_BOUNCED : RCPT_PENDING, why, NULL);
 	job_done(j);
 }
 
@@ -454,8 +443,8 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 		j->level = r.level;
 		return true;
 	}
-	log_msg(LOG_ERR, "policy_error", "hook client_tls qid %s domain %s: %s",
-		j->m->qid, j->domain, r.text);
+	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
+		    "hook client_tls domain %s: %s", j->domain, r.text);
 	return false;
 }
 
@@ -471,7 +460,7 @@ static void job_unopened(struct job *j, int error, const char *why)
 		attempt_defer(j, text);
 		return;
 	}
-	log_msg(LOG_WARN, "dropped", "qid %s: %s", j->m->qid, why);
+	log_qid_msg(LOG_WARN, "dropped", j->m->qid, "%s", why);
 	if (error == EBADMSG)
 		queue_quarantine(j->c->queue, j->m->qid);
 	j->m->gone = true;
@@ -480,11 +469,9 @@ static void job_unopened(struct job *j, int error, const char *why)
 
 void attempt_begin(struct job *j)
 {
-	const struct domain_rule *rule =
-		config_domain_rule(j->gen->cfg, j->domain, strlen(j->domain));
+	struct route rt;
 	struct envelope e;
-	char err[200], host[256];
-	unsigned port;
+	char err[200];
 
 	if (j->n == 0) {
 		job_done(j);
@@ -496,14 +483,14 @@ void attempt_begin(struct job *j)
 		return;
 	}
 	envelope_free(&e);
-	if (!choose_level(j, rule)) {
+	config_route(j->gen->cfg, j->domain, strlen(j->domain), &rt);
+	if (!choose_level(j, rt.rule)) {
 		attempt_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
-	if (static_route(j->gen->cfg, j->domain, host, sizeof(host), &port))
-		dns_host_route(j->c->dns, host, port, j->id, on_route, j->c);
-	else
-		dns_mx_route(j->c->dns, j->domain, 25, j->id, on_route, j->c);
+	j->source = rt.source;
+	j->tls_name = rt.tls_name;
+	dns_route_for(j->c->dns, &rt, j->domain, j->id, on_route, j->c);
 }
 
 static struct job *job_alloc(size_t n)
@@ -534,6 +521,9 @@ struct job *attempt_new(struct attempt_ctx *c, struct entry *e, double now)
 	j->domain = e->domain;
 	j->gen = generation_retain(*c->current);
 	j->file.fd = -1;
+	j->handoff_at = ev_time();
+	j->active_at = m->active_at < j->handoff_at ? m->active_at
+						    : j->handoff_at;
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
 		if (m->retry_at[i] > now ||
 		    !message_rcpt_in(m, i, j->gen->cfg->hostname, e->domain))

@@ -8,10 +8,10 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "outbound/outcome.h"
 #include "proto/dsn.h"
 #include "spool/queue.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +45,8 @@ static void on_dsn_queued(void *owner, bool ok, const char *qid)
 	char why[64];
 
 	snprintf(why, sizeof(why), "DSN queued as %s", qid);
+	if (ok)
+		outcome_log_bounce(m, qid, c->n, NULL);
 	for (size_t k = 0; k < c->n; k++) {
 		m->dsn_busy[c->index[k]] = false;
 		if (ok)
@@ -72,22 +74,6 @@ static char *original_headers(struct queue *q, const struct message *m,
 	return headers;
 }
 
-/* The enhanced status code in "550 5.1.1 text" or "5.1.2 text". */
-static void status_of(const char *reply, char *out, size_t len)
-{
-	const char *p = reply;
-	int a, b, c, used = 0;
-
-	if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
-	    isdigit((unsigned char)p[2]) && p[3] == ' ')
-		p += 4;
-	if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &used) == 3 && used > 0 &&
-	    (a == 2 || a == 4 || a == 5))
-		snprintf(out, len, "%d.%d.%d", a, b, c);
-	else
-		snprintf(out, len, "5.0.0");
-}
-
 /* The owed recipients not already in a DSN in flight, into `c`. */
 static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
 			char (*status)[16], struct dsn_commit *c)
@@ -99,7 +85,8 @@ static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
 
 		if (m->states[i] != RCPT_BOUNCED || m->dsn_busy[i])
 			continue;
-		status_of(why, status[n], sizeof(status[n]));
+		outcome_status_code(why, "5.0.0", status[n],
+				    sizeof(status[n]));
 		out[n] = (struct dsn_rcpt){.address = m->env.rcpts[i],
 					   .action = DSN_FAILED,
 					   .status = status[n],
@@ -143,8 +130,8 @@ static bool queue_dsn(struct queue *q, const struct config *cfg, double now,
 	m->dsns++;
 	if (submit_dsn(q, cfg, now, m, in, c))
 		return true;
-	log_msg(LOG_ERR, "dsn_failed", "qid %s: cannot queue the DSN; "
-		"retried later", m->qid);
+	log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "cannot queue the DSN; "
+		    "retried later");
 	for (size_t k = 0; k < c->n; k++)
 		m->dsn_busy[c->index[k]] = false;
 	m->dsns--;
@@ -173,6 +160,7 @@ bool bounce_send(struct queue *q, const struct config *cfg, double now,
 	if (in.n_rcpts == 0)
 		goto out;
 	if (m->env.sender[0] == '\0') {
+		outcome_log_bounce(m, NULL, c->n, "no DSN for the null sender");
 		for (size_t k = 0; k < c->n; k++)
 			mark_notified(q, m, c->index[k],
 				      "no DSN for the null sender");
@@ -199,9 +187,13 @@ static void bounce_one(struct queue *q, struct message *m, const char *why,
 	m->last_error[i] = strdup(why);
 }
 
+/* Postfix's status=expired line per recipient, then "returned to
+ * sender" for the message. */
 void bounce_expire(struct queue *q, struct message *m)
 {
+	struct timing t = outcome_timing_now(m);
 	char why[400];
+	unsigned n = 0;
 
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
 		if (m->states[i] != RCPT_PENDING)
@@ -209,8 +201,24 @@ void bounce_expire(struct queue *q, struct message *m)
 		snprintf(why, sizeof(why), "4.4.7 message expired after %u "
 			 "attempts: %s", m->tries[i],
 			 m->last_error[i] ? m->last_error[i] : "not delivered");
+		outcome_log(m, i, "expired", "", &t, NULL, NULL, why);
 		bounce_one(q, m, why, i);
+		n++;
 	}
+	outcome_log_expired(m, n);
+}
+
+static void log_loop(const struct message *m, size_t i, const char *why)
+{
+	struct timing t = outcome_timing_now(m);
+	struct logline l;
+
+	log_begin(&l, LOG_WARN, "loop");
+	log_kv(&l, "qid", "%s", m->qid);
+	log_kv(&l, "to", "<%s>", m->env.rcpts[i]);
+	log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+	outcome_log(m, i, "bounced", "", &t, NULL, NULL, why);
 }
 
 void bounce_loop(struct queue *q, struct message *m)
@@ -223,7 +231,6 @@ void bounce_loop(struct queue *q, struct message *m)
 		if (m->states[i] != RCPT_PENDING)
 			continue;
 		bounce_one(q, m, why, i);
-		log_msg(LOG_WARN, "loop", "qid %s rcpt <%s>: %s", m->qid,
-			m->env.rcpts[i], why);
+		log_loop(m, i, why);
 	}
 }

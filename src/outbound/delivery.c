@@ -29,6 +29,7 @@
 #include "outbound/attempt.h"
 #include "outbound/bounce.h"
 #include "outbound/message.h"
+#include "outbound/outcome.h"
 #include "outbound/scheduler.h"
 #include "policy/generation.h"
 #include "spool/queue.h"
@@ -209,18 +210,21 @@ static bool admit(struct delivery *d, const char *qid)
 		return false;
 	}
 	if (!message_pending(m) && !message_owes_dsn(m)) {
+		outcome_log_removed(qid); /* settled before a restart */
 		queue_remove(d->queue, qid);
 		message_free(m);
 		return false;
 	}
+	m->active_at = ev_time(); /* the log's clock: the ids' (wall time) */
+	outcome_log_active(m);
 	idmap_insert(&d->messages, &m->node, qid_key(qid));
 	sched_refill_held(&d->refill);
 	m->fresh = true;
 	m->fresh_next = d->fresh;
 	d->fresh = m;
 	if (!make_entries(d, m)) {
-		log_msg(LOG_ERR, "delivery_load", "qid %s: out of memory; "
-			"read again later", qid);
+		log_qid_msg(LOG_ERR, "delivery_load", qid, "out of memory; "
+			    "read again later");
 		unhold(d, m);
 		sched_refill_later(&d->refill, now_s(d) + cfg_now(d)->retry_min);
 		return false;
@@ -242,8 +246,7 @@ static bool finish_if_done(struct delivery *d, struct message *m)
 	if (!m->gone && (message_pending(m) || message_owes_dsn(m)))
 		return false;
 	if (!m->gone)
-		log_msg(LOG_INFO, "removed", "qid %s: every recipient done",
-			m->qid);
+		outcome_log_removed(m->qid);
 	if (m->recorded)
 		queue_remove(d->queue, m->qid);
 	else
@@ -283,8 +286,8 @@ static void maybe_evict(struct delivery *d, struct message *m)
 	if (!queue_set_due(d->queue, m->qid, due)) {
 		if (errno != ENOENT)
 			return; /* kept: it stays due in memory */
-		log_msg(LOG_WARN, "dropped", "qid %s: deleted from the queue",
-			m->qid);
+		log_qid_msg(LOG_WARN, "dropped", m->qid,
+			    "deleted from the queue");
 	} else {
 		sched_refill_later(&d->refill, due);
 	}
@@ -329,8 +332,8 @@ static void on_bounce(void *owner, struct message *m, bool ok,
 		admit(d, dsn_qid);
 		kick(d);
 	} else {
-		log_msg(LOG_ERR, "dsn_failed", "qid %s: the DSN did not reach "
-			"the spool; retried later", m->qid);
+		log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "the DSN did not "
+			    "reach the spool; retried later");
 		m->dsn_due = now_s(d) + cfg_now(d)->retry_min;
 	}
 	settle(d, m);
@@ -380,12 +383,18 @@ static void log_change(const struct entry *e, const struct sched_dest *sd,
 	log_end(&l);
 }
 
-/* Every job of a round is back: bounce, retry, or finish the message. */
+/* Every job of a round is back: bounce, retry, or finish the message.
+ * One that stays held starts a new round (for delays=) when its next
+ * entry is due. */
 static void round_done(struct delivery *d, struct message *m)
 {
+	double next;
+
 	if (!m->gone && message_pending(m) &&
 	    now_s(d) - (double)m->env.arrival > cfg_now(d)->max_queue_lifetime)
 		bounce_expire(d->queue, m);
+	next = next_work(m);
+	m->active_at = next > ev_time() ? next : ev_time();
 	settle(d, m);
 }
 
@@ -696,6 +705,7 @@ void delivery_flush(struct delivery *d)
 			memset(m->retry_at, 0,
 			       m->env.n_rcpts * sizeof(*m->retry_at));
 			m->dsn_due = 0;
+			m->active_at = ev_time();
 			for (struct entry *e = m->entries; e; e = e->next) {
 				e->floor = 0;
 				if (e->item.where == ITEM_WAITING)

@@ -97,13 +97,14 @@ struct message *message_load(struct queue *q, const char *qid, bool *again)
 		*again = errno != ENOENT && errno != EBADMSG;
 		if (errno == EBADMSG)
 			queue_quarantine(q, qid);
-		log_msg(LOG_ERR, "delivery_load", "%s%s", err,
-			*again ? "; read again later" : "");
+		log_qid_msg(LOG_ERR, "delivery_load", qid, "%s%s", err,
+			    *again ? "; read again later" : "");
 		free(m);
 		return NULL;
 	}
 	/* Counted now, on the descriptor already open: not read again. */
 	m->hops = count_hops(&file);
+	m->size = file.body_size;
 	close(file.fd);
 	memcpy(m->qid, qid, sizeof(m->qid));
 	if (!alloc_arrays(m)) {

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Postfix's hopcount_limit: more Received: headers than this is a loop
  * (an MX or next_hop pointing back at us, or two gateways in a circle). */
@@ -45,6 +46,9 @@ struct message {
 	struct entry *entries;
 	struct message *fresh_next; /* delivery's list of new arrivals */
 	double dsn_due;	     /* a DSN that failed is tried again then */
+	double active_at;    /* when this round became due (Postfix: entered
+				the active queue), wall time, for delays= */
+	uint64_t size;	     /* octets of the message, for the logs */
 	unsigned jobs;	     /* attempts in flight */
 	unsigned dsns;	     /* DSNs being synced; the message waits */
 	unsigned hops;	     /* Received: headers in the message */

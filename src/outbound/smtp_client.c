@@ -443,6 +443,7 @@ static void start_transaction(struct smtp_client *c)
 		return;
 	}
 	enter_state(c, CS_TRANSACTION);
+	c->result.setup_done = ev_time(); /* wall time, as the queue ids */
 	if (!send_commands(c))
 		fail_session(c, "cannot send MAIL FROM to %s", c->peer);
 }
@@ -990,6 +991,9 @@ static void describe_peer(struct smtp_client *c)
 		snprintf(c->servername, sizeof(c->servername), "%s", ip);
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->servername, ip,
 		 port);
+	if (c->job.tls_name != NULL && c->job.tls_name[0] != '\0')
+		snprintf(c->servername, sizeof(c->servername), "%s",
+			 c->job.tls_name); /* what verify checks, and SNI */
 }
 
 struct smtp_client *smtp_client_start(struct ev_loop *loop,

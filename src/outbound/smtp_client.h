@@ -34,6 +34,8 @@ struct client_job {
 	struct sockaddr_storage addr; /* with the port */
 	const char *host;	      /* MX or next-hop name: logs, SNI and
 					 the name checked under verify */
+	const char *tls_name;	      /* when set, the SNI and the name
+					 checked instead of host */
 	const char *helo;	      /* our EHLO name */
 	enum tls_level level;
 	struct tls_config *tls;	      /* the level's config; NULL for none */
@@ -72,6 +74,8 @@ struct client_result {
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in
 				       plaintext after, or "" */
+	double setup_done;    /* when MAIL FROM went out (the end of
+				 Postfix's connection set-up), or 0 */
 };
 
 struct smtp_client;

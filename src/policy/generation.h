@@ -22,10 +22,13 @@ struct generation {
 	struct config *cfg;
 	struct policy *policy;
 	struct tls_server *tls; /* NULL when no session can use TLS */
+	bool ask_certs;		/* the server asks for client certificates */
+	char ask_reason[320];	/* why, or why not, in words */
 	struct tls_clients clients; /* outbound: one config per level */
 };
 
-/* Loads and checks everything; NULL and "FILE:LINE: message" in err on the
+/* Loads and checks everything, the policy's hooks run over their fixtures
+ * included (policy_check); NULL and "FILE:LINE: message" in err on the
  * first problem. `make_cert` allows creating the Default Cert (slow). */
 struct generation *generation_build(const char *config_path, bool make_cert,
 				    char *err, size_t err_len);

@@ -19,13 +19,20 @@
  *  - scripts and modules are loaded as text only (bytecode can break out of
  *    any sandbox), from lua/ and the script's own folder only;
  *  - the state belongs to one generation of the configuration and is only
- *    ever touched from the event loop's thread.
+ *    ever touched from the event loop's thread;
+ *  - a hook's error names the line of the script where it went wrong
+ *    (error_where, the calls' message handler), and every key of the hooks
+ *    table must be a hook: a misspelt one is refused, not ignored;
+ *  - before a script is used, policy_check runs every hook over the
+ *    fixtures of gateway.testing in a state of its own (end of this file).
  */
 #include "policy/policy.h"
 
 #include "core/log.h"
 #include "policy/sandbox_str.h"
+#include "policy/suggest.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -81,6 +88,7 @@ enum cached_string {
 	S_DOMAIN,
 	S_SECTION,
 	S_NAME,
+	S_TLS_IN,
 	S_NEXT_HOP,
 	S_PEER_NONE,
 	S_PEER_UNTRUSTED,
@@ -113,6 +121,7 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_DOMAIN] = "domain",
 	[S_SECTION] = "section",
 	[S_NAME] = "name",
+	[S_TLS_IN] = "tls_in",
 	[S_NEXT_HOP] = "next_hop",
 	[S_PEER_NONE] = "none",
 	[S_PEER_UNTRUSTED] = "untrusted",
@@ -147,6 +156,9 @@ struct vm {
 	int strings_ref; /* array of the cached strings, index + 1 */
 	int ctx_ref, client_ref, tls_ref; /* reused: refilled at every call */
 	int decide_ref;			  /* decide(), for lua_pcall */
+	int where_ref;			  /* error_where(), its handler */
+	bool checking;	/* built for policy_check: gateway.testing loaded */
+	int fixtures_ref; /* gateway.testing.fixtures, when checking */
 	struct sandbox_budget budget;	  /* for sandbox_str.c */
 };
 
@@ -164,7 +176,7 @@ struct policy {
 	/* the call in progress */
 	const char *current; /* hook name, for host.log */
 	unsigned long long sid;
-	unsigned long instructions;
+	unsigned long instructions, max_instructions;
 	size_t work; /* C work since the clock was last read */
 	bool over_time;
 	struct timespec deadline;
@@ -190,6 +202,13 @@ const char *policy_script(const struct policy *p)
 /* ---- budget ----------------------------------------------------------- */
 
 enum overrun { WITHIN, OVER_INSTRUCTIONS, OVER_TIME, OVER_MEMORY };
+
+/* policy_check's budget for what is not a hook call (see "check"). */
+enum {
+	CHECK_MAX_TIME = 10, /* s */
+	CHECK_MAX_INSTRUCTIONS = 1000000000,
+	CHECK_FIXTURE_NS = 1000000, /* the whole check: + 1 ms a fixture */
+};
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
@@ -217,7 +236,7 @@ static enum overrun overrun(struct policy *p)
 		return OVER_MEMORY;
 	if (p->over_time)
 		return OVER_TIME;
-	if (p->instructions > p->cfg->policy_max_instructions)
+	if (p->instructions > p->max_instructions)
 		return OVER_INSTRUCTIONS;
 	if (past(&p->deadline)) {
 		p->over_time = true;
@@ -251,12 +270,16 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 		raise_overrun(L, p, why, 0);
 }
 
-static void budget_start(struct policy *p, const char *what)
+/* Arms the budget of one call: `seconds` of wall clock and
+ * `instructions`. */
+static void budget_arm(struct policy *p, const char *what, double seconds,
+		       unsigned long instructions)
 {
-	long ns = (long)(p->cfg->policy_max_time * 1e9);
+	long ns = (long)(seconds * 1e9);
 
 	running = p;
 	p->current = what;
+	p->max_instructions = instructions;
 	p->instructions = 0;
 	p->work = 0;
 	p->over_time = false;
@@ -268,6 +291,14 @@ static void budget_start(struct policy *p, const char *what)
 		p->deadline.tv_nsec -= 1000000000L;
 	}
 	lua_sethook(p->vm->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+/* The budget of a hook call (or a load): [policy] max_time and
+ * max_instructions. */
+static void budget_start(struct policy *p, const char *what)
+{
+	budget_arm(p, what, p->cfg->policy_max_time,
+		   p->cfg->policy_max_instructions);
 }
 
 static void budget_stop(struct policy *p)
@@ -492,12 +523,17 @@ static int host_log(lua_State *L)
 	const char *msg = luaL_checkstring(L, 1);
 	struct logline l;
 
+	if (p->vm != NULL && p->vm->checking)
+		return 0; /* policy_check's fixtures are no sessions */
 	log_begin(&l, LOG_INFO, "policy_log");
 	if (p->sid != 0)
 		log_kv(&l, "sid", "%llu", p->sid);
 	log_kv(&l, "hook", "%s", p->current ? p->current : "?");
 	log_kv(&l, "msg", "%s", msg);
 	log_end(&l);
+	/* Out at once, not at the loop's next turn: a script that holds
+	 * the loop (up to max_time) shows what it is doing meanwhile. */
+	log_flush();
 	return 0;
 }
 
@@ -580,6 +616,73 @@ static void make_host(struct vm *vm)
 	vm->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* "FILE:LINE" where the Lua function at idx is defined, into buf; false
+ * (buf untouched) for anything else. */
+static bool function_where(lua_State *L, int idx, char *buf, size_t len)
+{
+	lua_Debug ar;
+
+	if (lua_type(L, idx) != LUA_TFUNCTION)
+		return false;
+	lua_pushvalue(L, idx);
+	if (!lua_getinfo(L, ">S", &ar) || ar.linedefined <= 0)
+		return false;
+	snprintf(buf, len, "%s:%d",
+		 ar.source[0] == '@' ? ar.source + 1 : ar.short_src,
+		 ar.linedefined);
+	return true;
+}
+
+static bool is_hook_name(const char *name)
+{
+	for (int h = 0; h < HOOK_COUNT; h++)
+		if (strcmp(name, hook_names[h]) == 0)
+			return true;
+	return false;
+}
+
+/* Raises for the key (-2) and value (-1) of the hooks table that lua_next
+ * just gave: the key is no hook. */
+static void refuse_key(lua_State *L, const char *script)
+{
+	char where[512], name[SUGGEST_MAX_LEN + 1];
+	const char *near = NULL;
+
+	if (!function_where(L, -1, where, sizeof(where)))
+		snprintf(where, sizeof(where), "%s", script);
+	if (lua_type(L, -2) == LUA_TSTRING) {
+		snprintf(name, sizeof(name), "%s", lua_tostring(L, -2));
+		near = suggest_nearest(name, hook_names, HOOK_COUNT, 2);
+	} else {
+		snprintf(name, sizeof(name), "a %s key", luaL_typename(L, -2));
+	}
+	if (near != NULL)
+		lua_pushfstring(L, "%s: %s is not a hook; did you mean %s?",
+				where, name, near);
+	else
+		lua_pushfstring(L, "%s: %s is not a hook (server_tls, "
+				   "client_tls, connect, helo, mail, rcpt; "
+				   "a name starting with _ is left alone)",
+				where, name);
+	lua_error(L);
+}
+
+/* Every key of the hooks table (on top) is a hook or starts with "_":
+ * a misspelt hook must not be silently ignored. Read raw. */
+static void refuse_unknown_keys(lua_State *L, const char *script)
+{
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING
+					? lua_tostring(L, -2)
+					: NULL;
+
+		if (k == NULL || (k[0] != '_' && !is_hook_name(k)))
+			refuse_key(L, script);
+		lua_pop(L, 1);
+	}
+}
+
 /* Keeps a reference to each hook of the table the script returned (on
  * top), read raw: a metatable on it runs nothing. Raises on a problem. */
 static void take_hooks(struct vm *vm)
@@ -594,6 +697,7 @@ static void take_hooks(struct vm *vm)
 				script, luaL_typename(L, -1));
 		lua_error(L);
 	}
+	refuse_unknown_keys(L, script);
 	for (int h = 0; h < HOOK_COUNT; h++) {
 		lua_pushstring(L, hook_names[h]);
 		lua_rawget(L, -2);
@@ -619,6 +723,28 @@ static void take_hooks(struct vm *vm)
 }
 
 static int decide(lua_State *L);
+static int error_where(lua_State *L);
+
+/* For policy_check: gateway.testing, required before the script runs (so
+ * that what the script does to globals does not reach it), and its
+ * fixtures function kept. */
+static void take_fixtures(struct vm *vm)
+{
+	lua_State *L = vm->L;
+
+	lua_getglobal(L, "require");
+	lua_pushstring(L, "gateway.testing");
+	lua_call(L, 1, 1);
+	if (lua_istable(L, -1)) {
+		lua_pushstring(L, "fixtures");
+		lua_rawget(L, -2);
+	}
+	if (!lua_isfunction(L, -1))
+		luaL_error(L, "%s/gateway/testing.lua: no fixtures function",
+			   vm->p->lua_dir);
+	vm->fixtures_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_settop(L, 0);
+}
 
 /* Protected: the sandbox, the ctx and host tables, then the script run
  * under the budget (armed by the caller) and its hooks taken. */
@@ -633,6 +759,11 @@ static int build_state(lua_State *L)
 	make_host(vm);
 	lua_pushcfunction(L, decide);
 	vm->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, vm);
+	lua_pushcclosure(L, error_where, 1);
+	vm->where_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if (vm->checking)
+		take_fixtures(vm);
 	lua_pushfstring(L, "@%s", p->script);
 	if (load_chunk(L, p->source, p->source_len) != 0)
 		return lua_error(L);
@@ -674,7 +805,8 @@ enum { PANICKED = -1 };
 
 /* Calls f(ud) protected, with the panic guard; PANICKED poisons the
  * state. `ref` is f as a registry reference (LUA_NOREF: none yet): then
- * no function object is made for the call, which lua_cpcall would do. */
+ * no function object is made for the call, which lua_cpcall would do, and
+ * error_where handles its errors. */
 static int protected_call(struct vm *vm, lua_CFunction f, int ref, void *ud)
 {
 	jmp_buf here, *outer = panic_return;
@@ -685,9 +817,10 @@ static int protected_call(struct vm *vm, lua_CFunction f, int ref, void *ud)
 		if (ref == LUA_NOREF) {
 			rc = lua_cpcall(vm->L, f, ud);
 		} else {
+			lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->where_ref);
 			lua_rawgeti(vm->L, LUA_REGISTRYINDEX, ref);
 			lua_pushlightuserdata(vm->L, ud);
-			rc = lua_pcall(vm->L, 1, 0, 0);
+			rc = lua_pcall(vm->L, 1, 0, -3);
 		}
 	} else {
 		vm->poisoned = vm->panicked = true;
@@ -707,8 +840,10 @@ static void vm_free(struct vm *vm, bool panicked)
 	free(vm);
 }
 
-/* A new state for p's script: NULL and "FILE:LINE: message" in err. */
-static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
+/* A new state for p's script (`checking`: with gateway.testing for
+ * policy_check): NULL and "FILE:LINE: message" in err. */
+static struct vm *vm_new(struct policy *p, bool checking, char *err,
+			 size_t err_len)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	struct vm *prev = p->vm;
@@ -720,6 +855,8 @@ static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
 		return NULL;
 	}
 	vm->p = p;
+	vm->checking = checking;
+	vm->fixtures_ref = LUA_NOREF;
 	vm->cap = (size_t)p->cfg->policy_max_memory;
 	for (int h = 0; h < HOOK_COUNT; h++)
 		vm->hook_ref[h] = LUA_NOREF;
@@ -733,7 +870,10 @@ static struct vm *vm_new(struct policy *p, char *err, size_t err_len)
 	luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
 	vm->budget.stack_base = (uintptr_t)&prev;
 	p->vm = vm; /* for the budget, while the script runs */
-	budget_start(p, "load");
+	if (checking) /* the script passed its own load budget already */
+		budget_arm(p, "load", CHECK_MAX_TIME, CHECK_MAX_INSTRUCTIONS);
+	else
+		budget_start(p, "load");
 	rc = protected_call(vm, build_state, LUA_NOREF, vm);
 	budget_stop(p);
 	p->vm = prev;
@@ -785,7 +925,8 @@ struct policy *policy_load(const struct config *cfg, const char *lua_dir,
 		return NULL;
 	}
 	p->source = read_source(p->script, &p->source_len, err, err_len);
-	if (p->source == NULL || (p->vm = vm_new(p, err, err_len)) == NULL) {
+	if (p->source == NULL ||
+	    (p->vm = vm_new(p, false, err, err_len)) == NULL) {
 		policy_free(p);
 		return NULL;
 	}
@@ -817,7 +958,7 @@ static void vm_replace(struct policy *p, const char *reason)
 
 	p->vm = NULL;
 	vm_free(old, old != NULL && old->panicked);
-	p->vm = vm_new(p, err, sizeof(err));
+	p->vm = vm_new(p, false, err, sizeof(err));
 	p->rebuilds++;
 	if (p->vm == NULL) { /* a failing load is not retried at every call */
 		clock_gettime(CLOCK_MONOTONIC, &p->retry_at);
@@ -920,15 +1061,24 @@ static void clear(lua_State *L, int strs, enum cached_string key)
 	lua_rawset(L, -3);
 }
 
-static void push_section(lua_State *L, int strs, const struct domain_rule *r)
+/* ctx.section: the [domain:...] section's name and keys, pushed. */
+static void push_section_table(lua_State *L, int strs,
+			       const struct domain_rule *r)
 {
-	lua_createtable(L, 0, 3);
+	lua_createtable(L, 0, 4);
 	push_cached(L, strs, S_NAME);
 	lua_pushfstring(L, "domain:%s", r->name);
 	lua_rawset(L, -3);
 	if (r->has_tls)
 		set_cached(L, strs, S_TLS, S_LEVEL0 + r->tls);
+	if (r->has_tls_in)
+		set_cached(L, strs, S_TLS_IN, S_LEVEL0 + r->tls_in);
 	set_string(L, strs, S_NEXT_HOP, r->next_hop);
+}
+
+static void push_section(lua_State *L, int strs, const struct domain_rule *r)
+{
+	push_section_table(L, strs, r);
 	set_table(L, strs, S_SECTION);
 }
 
@@ -972,23 +1122,21 @@ static void fail_result(struct policy_result *out, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void read_level(lua_State *L, const struct policy *p, enum policy_hook h,
+/* A level, in any case (as in gateway.ini). `where` starts the message of
+ * a bad one: the script, or where the hook is defined (policy_check). */
+static void read_level(lua_State *L, const char *where, enum policy_hook h,
 		       struct policy_result *out)
 {
 	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
 						       : NULL;
 
-	for (int lv = TLS_LEVEL_NONE; s != NULL && lv <= TLS_LEVEL_VERIFY;
-	     lv++) {
-		if (strcmp(s, tls_level_name((enum tls_level)lv)) == 0) {
-			out->outcome = POLICY_LEVEL;
-			out->level = (enum tls_level)lv;
-			return;
-		}
+	if (s != NULL && tls_level_parse(s, &out->level)) {
+		out->outcome = POLICY_LEVEL;
+		return;
 	}
-	fail_result(out, "%s: %s returned %s%s%s, not a level (none, may, "
+	fail_result(out, "%s: %s returned %s%.60s%s, not a level (none, may, "
 			 "encrypt, verify)",
-		    p->script, hook_names[h], s ? "\"" : "a ",
+		    where, hook_names[h], s ? "\"" : "a ",
 		    s ? s : luaL_typename(L, -1), s ? "\"" : "");
 }
 
@@ -1009,7 +1157,7 @@ static void raw_field(lua_State *L, int t, int strs, enum cached_string key)
 
 /* {action =, code =, text =}: read field by field with raw access (no
  * metamethod of the table runs), checked as it goes. */
-static void read_verdict_table(lua_State *L, const struct policy *p,
+static void read_verdict_table(lua_State *L, const char *where,
 			       enum policy_hook h, int strs,
 			       struct policy_result *out)
 {
@@ -1032,30 +1180,30 @@ static void read_verdict_table(lua_State *L, const struct policy *p,
 		if (code != (int)code || !one_line(text)) {
 			fail_result(out, "%s: %s returned a %s without a "
 					 "one-line text",
-				    p->script, hook_names[h], action);
+				    where, hook_names[h], action);
 			return;
 		}
 		out->outcome = action[0] == 'r' ? POLICY_REJECT : POLICY_TEMPFAIL;
 		out->code = (int)code;
 		snprintf(out->text, sizeof(out->text), "%s", text);
 	} else {
-		fail_result(out, "%s: %s returned a bad verdict (action \"%s\", "
+		fail_result(out, "%s: %s returned a bad verdict (action \"%.40s\", "
 				 "code %g)",
-			    p->script, hook_names[h], action, code);
+			    where, hook_names[h], action, code);
 	}
 }
 
-static void read_verdict(lua_State *L, const struct policy *p,
+static void read_verdict(lua_State *L, const char *where,
 			 enum policy_hook h, int strs, struct policy_result *out)
 {
 	if (lua_type(L, -1) == LUA_TSTRING &&
 	    strcmp(lua_tostring(L, -1), "accept") == 0)
 		out->outcome = POLICY_ACCEPT;
 	else if (lua_istable(L, -1))
-		read_verdict_table(L, p, h, strs, out);
+		read_verdict_table(L, where, h, strs, out);
 	else
 		fail_result(out, "%s: %s returned a %s, not a verdict",
-			    p->script, hook_names[h], luaL_typename(L, -1));
+			    where, hook_names[h], luaL_typename(L, -1));
 }
 
 static void apply_default(const struct policy *p, enum policy_hook h,
@@ -1093,7 +1241,42 @@ static bool has_position(const char *msg)
 	       colon[1] >= '0' && colon[1] <= '9';
 }
 
-static void call_failed(const struct policy *p, enum policy_hook h,
+/* The message handler of hook calls: an error whose message has no
+ * position, or one inside lua/ (the shared modules), gets the position of
+ * the innermost frame of the script, where the policy went wrong. Frames
+ * a tail call dropped are gone: then the message stays as it is. Raises
+ * nothing of its own (a failed allocation here is LuaJIT's "error in error
+ * handling"). */
+static int error_where(lua_State *L)
+{
+	struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
+	const char *script = vm->p->script, *lua_dir = vm->p->lua_dir;
+	const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1)
+							: NULL;
+	size_t n = strlen(lua_dir);
+	lua_Debug ar;
+
+	if (msg != NULL && has_position(msg) &&
+	    !(strncmp(msg, lua_dir, n) == 0 && msg[n] == '/'))
+		return 1;
+	for (int level = 1; lua_getstack(L, level, &ar); level++) {
+		if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 ||
+		    ar.source[0] != '@' || strcmp(ar.source + 1, script) != 0)
+			continue;
+		if (msg != NULL)
+			lua_pushfstring(L, "%s:%d: %s", script, ar.currentline,
+					msg);
+		else
+			lua_pushfstring(L, "%s:%d: error object is a %s value",
+					script, ar.currentline,
+					luaL_typename(L, 1));
+		return 1;
+	}
+	lua_settop(L, 1);
+	return 1;
+}
+
+static void call_failed(const char *where, enum policy_hook h,
 			lua_State *L, struct policy_result *out)
 {
 	char msg[sizeof(out->text)];
@@ -1102,12 +1285,18 @@ static void call_failed(const struct policy *p, enum policy_hook h,
 	if (has_position(msg))
 		fail_result(out, "%s", msg);
 	else
-		fail_result(out, "%s: %s: %s", p->script, hook_names[h], msg);
+		fail_result(out, "%s: %s: %s", where, hook_names[h], msg);
 }
 
+/* One hook call: ctx from the engine's facts, or (policy_check) a fixture
+ * table kept in the registry at ctx_ref. */
 struct call {
 	struct policy *p;
+	enum policy_hook hook;
 	const struct policy_facts *f;
+	int ctx_ref;	   /* LUA_NOREF: build ctx from f */
+	const char *where; /* what a message without a line starts with */
+	unsigned long long sid;
 	struct policy_result *out;
 };
 
@@ -1116,20 +1305,23 @@ static int decide(lua_State *L)
 {
 	struct call *c = lua_touserdata(L, 1);
 	struct vm *vm = c->p->vm;
-	enum policy_hook h = c->f->hook;
+	enum policy_hook h = c->hook;
 	int strs;
 
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->strings_ref);
 	strs = lua_gettop(L);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hook_ref[h]);
-	push_ctx(vm, strs, c->f);
+	if (c->ctx_ref == LUA_NOREF)
+		push_ctx(vm, strs, c->f);
+	else
+		lua_rawgeti(L, LUA_REGISTRYINDEX, c->ctx_ref);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
 	lua_call(L, 2, 1);
 	if (h == HOOK_SERVER_TLS || h == HOOK_CLIENT_TLS)
-		read_level(L, c->p, h, c->out);
+		read_level(L, c->where, h, c->out);
 	else
-		read_verdict(L, c->p, h, strs, c->out);
+		read_verdict(L, c->where, h, strs, c->out);
 	return 0;
 }
 
@@ -1154,28 +1346,28 @@ static void check_overrun(struct policy *p, enum policy_hook h,
 		vm->poisoned = true;
 }
 
-static void run_call(struct policy *p, const struct policy_facts *f,
-		     struct policy_result *out)
+static void run_call(struct call *c)
 {
+	struct policy *p = c->p;
 	struct vm *vm = p->vm;
-	struct call c = {p, f, out};
+	struct policy_result *out = c->out;
 	int rc;
 
 	char stack_base;
 
 	vm->over_memory = false;
 	vm->budget.stack_base = (uintptr_t)&stack_base;
-	p->sid = f->sid;
-	budget_start(p, hook_names[f->hook]);
-	rc = protected_call(vm, decide, vm->decide_ref, &c);
+	p->sid = c->sid;
+	budget_start(p, hook_names[c->hook]);
+	rc = protected_call(vm, decide, vm->decide_ref, c);
 	budget_stop(p);
 	if (rc == PANICKED)
 		fail_result(out, "%s: %s: Lua panic (the state is rebuilt)",
-			    p->script, hook_names[f->hook]);
+			    p->script, hook_names[c->hook]);
 	else if (rc != 0)
-		call_failed(p, f->hook, vm->L, out);
+		call_failed(c->where, c->hook, vm->L, out);
 	if (!vm->panicked) {
-		check_overrun(p, f->hook, out);
+		check_overrun(p, c->hook, out);
 		lua_settop(vm->L, 0);
 	}
 }
@@ -1196,7 +1388,284 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 			    policy_script(p), hook_names[f->hook]);
 		return;
 	}
-	run_call(p, f, out);
+	run_call(&(struct call){p, f->hook, f, LUA_NOREF, p->script, f->sid,
+				out});
 	if (p->vm->poisoned)
 		vm_replace(p, p->vm->panicked ? "panic" : "max_memory");
+}
+
+/* ---- check ------------------------------------------------------------- */
+
+/*
+ * policy_check runs every hook over the fixtures of gateway.testing, in a
+ * state of its own (so the running state never sees them): each hook call
+ * under the same budgets as a real one; loading that state (gateway.testing
+ * and the script, which passed its own load budget already) and making the
+ * fixtures (they grow with the number of sections) under CHECK_MAX_TIME
+ * and CHECK_MAX_INSTRUCTIONS; the whole run under CHECK_MAX_TIME plus
+ * CHECK_FIXTURE_NS a fixture.
+ */
+
+struct check_run {
+	struct policy *p;
+	struct policy_check *out;
+	int iter_ref, ctx_ref;
+	char where[HOOK_COUNT][512]; /* "FILE:LINE" of each hook */
+	/* the fixture in hand */
+	enum policy_hook hook;
+	bool done;
+	lua_Number group;
+	char desc[200];
+	/* the last result, to see answers that depend on tls.peer */
+	lua_Number last_group;
+	struct policy_result last;
+};
+
+/* relay_networks' first network with its last bit set ("127.0.0.1" for
+ * 127.0.0.0/8), pushed; false when there is none. */
+static void push_trusted_ip(lua_State *L, const struct config *cfg)
+{
+	char text[INET6_ADDRSTRLEN];
+	uint8_t addr[16];
+	const struct cidr *net = cfg->relay_networks;
+	unsigned bits;
+
+	if (cfg->n_relay_networks == 0) {
+		lua_pushboolean(L, 0);
+		return;
+	}
+	bits = net->family == AF_INET ? 32 : 128;
+	memcpy(addr, net->addr, sizeof(addr));
+	if (net->prefix < bits)
+		addr[bits / 8 - 1] |= 1;
+	if (inet_ntop(net->family, addr, text, sizeof(text)) == NULL)
+		lua_pushboolean(L, 0);
+	else
+		lua_pushstring(L, text);
+}
+
+/* { hostname =, trusted_ip =, sections = { NAME = section, ... },
+ * domains = relay_domains } */
+static void push_fixture_opts(lua_State *L, int strs, const struct config *cfg)
+{
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, cfg->hostname);
+	lua_setfield(L, -2, "hostname");
+	push_trusted_ip(L, cfg);
+	lua_setfield(L, -2, "trusted_ip");
+	lua_createtable(L, 0, (int)cfg->n_domains);
+	for (size_t i = 0; i < cfg->n_domains; i++) {
+		push_section_table(L, strs, &cfg->domains[i]);
+		lua_setfield(L, -2, cfg->domains[i].name);
+	}
+	lua_setfield(L, -2, "sections");
+	lua_createtable(L, (int)cfg->n_relay_domains, 0);
+	for (size_t i = 0; i < cfg->n_relay_domains; i++) {
+		lua_pushstring(L, cfg->relay_domains[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "domains");
+}
+
+/* Protected: the iterator gateway.testing.fixtures(opts) gives, kept in
+ * the registry, and where each hook is defined. */
+static int check_start(lua_State *L)
+{
+	struct check_run *r = lua_touserdata(L, 1);
+	struct vm *vm = r->p->vm;
+
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->strings_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, vm->fixtures_ref);
+	push_fixture_opts(L, 1, r->p->cfg);
+	lua_call(L, 1, 1);
+	if (!lua_isfunction(L, -1))
+		luaL_error(L, "gateway.testing.fixtures gave no iterator");
+	r->iter_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushboolean(L, 0);
+	r->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	for (int h = 0; h < HOOK_COUNT; h++) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hook_ref[h]);
+		if (!function_where(L, -1, r->where[h], sizeof(r->where[h])))
+			snprintf(r->where[h], sizeof(r->where[h]), "%s",
+				 r->p->script);
+		lua_settop(L, 1);
+	}
+	return 0;
+}
+
+/* Protected: the next fixture into ctx_ref, its hook, group and words. */
+static int check_next(lua_State *L)
+{
+	struct check_run *r = lua_touserdata(L, 1);
+	const char *stage;
+
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->iter_ref);
+	lua_call(L, 0, 3);
+	if (lua_isnil(L, 1)) {
+		r->done = true;
+		return 0;
+	}
+	lua_pushstring(L, "stage");
+	lua_rawget(L, 1);
+	stage = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+	for (r->hook = 0; r->hook < HOOK_COUNT; r->hook++)
+		if (strcmp(stage, hook_names[r->hook]) == 0)
+			break;
+	if (r->hook == HOOK_COUNT)
+		luaL_error(L, "gateway.testing.fixtures: bad stage");
+	r->group = lua_tonumber(L, 2);
+	snprintf(r->desc, sizeof(r->desc), "%s",
+		 lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3) : "?");
+	lua_pushvalue(L, 1);
+	lua_rawseti(L, LUA_REGISTRYINDEX, r->ctx_ref);
+	return 0;
+}
+
+/* Runs f(r) protected under the budget, as `what`; the error in err. */
+static bool check_step(struct check_run *r, lua_CFunction f,
+		       const char *what, char *err, size_t err_len)
+{
+	struct vm *vm = r->p->vm;
+	int rc;
+
+	vm->over_memory = false;
+	vm->budget.stack_base = (uintptr_t)&rc;
+	budget_arm(r->p, what, CHECK_MAX_TIME, CHECK_MAX_INSTRUCTIONS);
+	rc = protected_call(vm, f, LUA_NOREF, r);
+	budget_stop(r->p);
+	if (rc == 0)
+		return true;
+	if (rc == PANICKED) {
+		snprintf(err, err_len, "%s: Lua panic in the check", r->p->script);
+		return false;
+	}
+	error_text(vm->L, err, err_len);
+	if (vm->over_memory || r->p->over_time)
+		snprintf(err, err_len, "%s: check budget exceeded (%s)",
+			 r->p->script, vm->over_memory ? "max_memory" : "max_time");
+	return false;
+}
+
+static bool same_answer(const struct policy_result *a,
+			const struct policy_result *b)
+{
+	return a->outcome == b->outcome && a->level == b->level &&
+	       a->code == b->code && strcmp(a->text, b->text) == 0;
+}
+
+/* What one answer says about client certificates: a server_tls that
+ * gives verify needs them, and so does a hook whose answer changes with
+ * tls.peer alone. */
+static void note_answer(struct check_run *r, const struct policy_result *res)
+{
+	struct policy_check *out = r->out;
+	bool peer_group = r->hook == HOOK_HELO || r->hook == HOOK_MAIL ||
+			  r->hook == HOOK_RCPT;
+
+	if (!out->wants_cert && r->hook == HOOK_SERVER_TLS &&
+	    res->level == TLS_LEVEL_VERIFY) {
+		out->wants_cert = true;
+		snprintf(out->cert_reason, sizeof(out->cert_reason),
+			 "server_tls returns verify (%s)", r->desc);
+	}
+	if (!out->wants_cert && peer_group && r->group == r->last_group &&
+	    !same_answer(res, &r->last)) {
+		out->wants_cert = true;
+		snprintf(out->cert_reason, sizeof(out->cert_reason),
+			 "%s's answer changes with the client certificate "
+			 "(%s)",
+			 hook_names[r->hook], r->desc);
+	}
+	r->last_group = peer_group ? r->group : -1;
+	r->last = *res;
+}
+
+/* One hook call on the fixture in hand; false with err when it failed. */
+static bool check_call(struct check_run *r, char *err, size_t err_len)
+{
+	struct policy_result res;
+	struct call c = {r->p, r->hook, NULL, r->ctx_ref, r->where[r->hook], 0,
+			 &res};
+
+	memset(&res, 0, sizeof(res));
+	run_call(&c);
+	r->out->calls++;
+	if (res.outcome != POLICY_ERROR) {
+		note_answer(r, &res);
+		return true;
+	}
+	if (has_position(res.text))
+		snprintf(err, err_len, "%s (check: %s)", res.text, r->desc);
+	else
+		snprintf(err, err_len, "%s: %s (check: %s)", r->where[r->hook],
+			 res.text, r->desc);
+	return false;
+}
+
+/* The whole check may take CHECK_MAX_TIME, and CHECK_FIXTURE_NS more for
+ * each fixture (a large configuration has many: 14 per domain). */
+static void extend(struct timespec *end, long ns)
+{
+	end->tv_nsec += ns;
+	if (end->tv_nsec >= 1000000000L) {
+		end->tv_sec++;
+		end->tv_nsec -= 1000000000L;
+	}
+}
+
+static bool check_loop(struct check_run *r, char *err, size_t err_len)
+{
+	struct timespec end;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += CHECK_MAX_TIME;
+	if (!check_step(r, check_start, "check", err, err_len))
+		return false;
+	for (;;) {
+		if (!check_step(r, check_next, "check", err, err_len))
+			return false;
+		if (r->done)
+			return true;
+		extend(&end, CHECK_FIXTURE_NS);
+		if (r->p->vm->hook_ref[r->hook] != LUA_NOREF &&
+		    !check_call(r, err, err_len))
+			return false;
+		if (past(&end)) {
+			snprintf(err, err_len, "%s: the check ran %u hook calls "
+					 "and stopped at its time limit: hooks "
+					 "this slow would stall every session "
+					 "(at: %s)",
+				 r->p->script, r->out->calls, r->desc);
+			return false;
+		}
+	}
+}
+
+bool policy_check(struct policy *p, struct policy_check *out, char *err,
+		  size_t err_len)
+{
+	struct check_run *r;
+	struct vm *running_vm = p->vm;
+	bool ok;
+
+	memset(out, 0, sizeof(*out));
+	if (p->script == NULL)
+		return true;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		snprintf(err, err_len, "policy: out of memory");
+		return false;
+	}
+	r->p = p;
+	r->out = out;
+	r->last_group = -1;
+	p->vm = vm_new(p, true, err, err_len);
+	ok = p->vm != NULL && check_loop(r, err, err_len);
+	if (p->vm != NULL)
+		vm_free(p->vm, p->vm->panicked);
+	p->vm = running_vm;
+	free(r);
+	return ok;
 }

@@ -5,6 +5,7 @@
  * turns what it returned into a level or a verdict. Every failure is a
  * POLICY_ERROR with a reason; a state that passed its memory cap is
  * replaced by a fresh one from the same script text before the next call.
+ * policy_check runs every hook over fixtures before a script is used.
  * Nothing here decides what the SMTP reply is.
  */
 #ifndef SMTPGW_POLICY_H
@@ -75,5 +76,22 @@ const char *policy_hook_name(enum policy_hook hook);
 
 void policy_call(struct policy *p, const struct policy_facts *facts,
 		 struct policy_result *out);
+
+/* What policy_check learnt. */
+struct policy_check {
+	unsigned calls;	 /* hook calls made */
+	bool wants_cert; /* server_tls gave verify, or an answer changed with
+			    the client certificate alone */
+	char cert_reason[300];
+};
+
+/* Runs every hook of p over the fixtures of gateway.testing (lua/gateway/
+ * testing.lua: every stage; every [domain:...] section, relay domain and
+ * a domain in no section) in a fresh state under the usual budgets, at
+ * most 10 s and 1 ms a fixture in all.
+ * false and "FILE:LINE: message (check: fixture)" in err at the first
+ * error or bad answer. Without a script: true, nothing run. */
+bool policy_check(struct policy *p, struct policy_check *out, char *err,
+		  size_t err_len);
 
 #endif

@@ -16,6 +16,7 @@
 #include "inbound/limits.h"
 #include "inbound/listener.h"
 #include "inbound/worker.h"
+#include "net/tls_resume.h"
 #include "outbound/qmgr.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
@@ -68,13 +69,14 @@ struct master {
 	unsigned n_workers;
 	uint64_t *beats; /* shared: each child's last loop turn, ms */
 	struct limits *limits; /* shared: every worker's connections */
+	struct tls_ticket_ring *tickets; /* shared: TLS session ticket keys */
 	struct child children[MAX_CHILDREN];
 	bool stopping;
 	unsigned stop_signals;
 	double backoff;
 	unsigned reload_seq;
 	ev_signal sig_term, sig_int, sig_hup, sig_usr1;
-	ev_timer respawn, watchdog, kill_timer;
+	ev_timer respawn, watchdog, kill_timer, ticket_timer;
 };
 
 static uint64_t mono_ms(void)
@@ -150,6 +152,7 @@ static void forget_master(struct master *m)
 	ev_timer_stop(m->loop, &m->respawn);
 	ev_timer_stop(m->loop, &m->watchdog);
 	ev_timer_stop(m->loop, &m->kill_timer);
+	ev_timer_stop(m->loop, &m->ticket_timer);
 	for (int i = 0; i < MAX_CHILDREN; i++)
 		if (m->children[i].state != CHILD_FREE)
 			ev_child_stop(m->loop, &m->children[i].watch);
@@ -200,6 +203,7 @@ static void child_main(struct master *m, enum role role, unsigned slot)
 		log_msg(LOG_ERR, "privileges", "%s", err);
 		_exit(1);
 	}
+	tls_ticket_ring_seal(m->tickets);
 	ev_timer_init(&heartbeat, on_heartbeat, 0., 1.);
 	heartbeat.data = &m->beats[slot];
 	ev_timer_start(m->loop, &heartbeat);
@@ -239,6 +243,7 @@ static bool spawn(struct master *m, enum role role)
 		return false;
 	c = &m->children[slot];
 	m->beats[slot] = mono_ms();
+	log_flush(); /* or the child would write the master's lines again */
 	pid = fork();
 	if (pid < 0) {
 		log_msg(LOG_ERR, "fork", "%s", strerror(errno));
@@ -404,6 +409,29 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
 	}
 }
 
+/* ---- TLS session tickets ---------------------------------------------- */
+
+/* Keys rotate every session lifetime (hourly while resumption is off, in
+ * case a reload turns it on); the previous key is still accepted. */
+static void on_ticket_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct master *m = t->data;
+	int lifetime = tls_resume_lifetime(m->gen->cfg);
+
+	(void)loop;
+	(void)revents;
+	if (tls_ticket_ring_rotate(m->tickets, (double)mono_ms() / 1000.,
+				   lifetime > 0 ? lifetime : 3600))
+		log_msg(LOG_INFO, "tls_ticket_keys",
+			"rotated; the previous key is still accepted");
+}
+
+static void test_resumption(const struct generation *gen)
+{
+	tls_resume_selftest(gen->cfg, gen->tls ? tls_server_ctx(gen->tls)
+					       : NULL);
+}
+
 /* ---- signals --------------------------------------------------------- */
 
 static void on_kill_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -458,6 +486,7 @@ static void write_status(struct master *m, const char *fmt, ...)
 	va_list ap;
 	FILE *f;
 
+	log_flush(); /* `smtpgw reload` returns: the reload's lines are out */
 	snprintf(path, sizeof(path), "%s/reload.status", m->gen->cfg->spool);
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
 	f = fopen(tmp, "we");
@@ -509,6 +538,23 @@ static void replace_children(struct master *m)
 	fill(m);
 }
 
+/* [log] for this process and the children it forks from now on. */
+static bool apply_log(const struct config *cfg, char *err, size_t len)
+{
+	struct log_settings s = {.style = cfg->log_format,
+				 .to_syslog = cfg->log_to_syslog,
+				 .facility = cfg->log_facility,
+				 .syslog_name = cfg->log_syslog_name,
+				 .syslog_socket = cfg->log_syslog_socket,
+				 .hostname = cfg->hostname};
+
+	if (log_configure(&s, err, len))
+		return true;
+	snprintf(err + strlen(err), len - strlen(err), " ([log] in %s)",
+		 cfg->path);
+	return false;
+}
+
 static unsigned worker_count(const struct config *cfg)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -530,7 +576,8 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	if (m->stopping)
 		return;
 	fresh = generation_build(m->gen->cfg->path, true, err, sizeof(err));
-	if (fresh == NULL) {
+	if (fresh == NULL || !apply_log(fresh->cfg, err, sizeof(err))) {
+		generation_release(fresh);
 		log_begin(&l, LOG_ERR, "reload");
 		log_kv(&l, "status", "failed");
 		log_kv(&l, "kept", "%u", m->gen->serial);
@@ -547,6 +594,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 			limits_capacity(m->limits));
 	generation_release(m->gen);
 	m->gen = fresh;
+	test_resumption(fresh);
 	m->n_workers = worker_count(fresh->cfg);
 	replace_children(m);
 	log_begin(&l, LOG_INFO, "reload");
@@ -570,14 +618,16 @@ static void watch(struct master *m)
 	ev_timer_init(&m->respawn, on_respawn, 0., 0.);
 	ev_timer_init(&m->watchdog, on_watchdog, 1., 1.);
 	ev_timer_init(&m->kill_timer, on_kill_timer, 0., 0.);
+	ev_timer_init(&m->ticket_timer, on_ticket_timer, 1., 1.);
 	m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
 	m->sig_usr1.data = m->respawn.data = m->watchdog.data = m;
-	m->kill_timer.data = m;
+	m->kill_timer.data = m->ticket_timer.data = m;
 	ev_signal_start(loop, &m->sig_term);
 	ev_signal_start(loop, &m->sig_int);
 	ev_signal_start(loop, &m->sig_hup);
 	ev_signal_start(loop, &m->sig_usr1);
 	ev_timer_start(loop, &m->watchdog);
+	ev_timer_start(loop, &m->ticket_timer);
 }
 
 static void unwatch(struct master *m)
@@ -647,14 +697,15 @@ static bool prepare(struct master *m, const char *path, char *err,
 
 	if (cfg == NULL)
 		return false;
-	ok = resolve_user(m, cfg, err, len) &&
+	ok = apply_log(cfg, err, len) && resolve_user(m, cfg, err, len) &&
 	     (m->lock_fd = spool_lock(cfg->spool, err, len)) >= 0;
 	config_free(cfg);
-	if (!ok)
+	if (!ok || (m->tickets = tls_ticket_ring_new(err, len)) == NULL)
 		return false;
 	m->gen = generation_build(path, true, err, len);
 	if (m->gen == NULL || !spool_recover(m->gen->cfg->spool, err, len))
 		return false;
+	test_resumption(m->gen);
 	if (m->drop && !spool_chown(m->gen->cfg->spool, m->uid, m->gid, err,
 				    len))
 		return false;
@@ -702,6 +753,7 @@ static void release(struct master *m, bool remove_pid)
 		munmap(m->beats, MAX_CHILDREN * sizeof(*m->beats));
 	limits_free(m->limits);
 	generation_release(m->gen);
+	tls_ticket_ring_free(m->tickets);
 	if (m->lock_fd >= 0)
 		close(m->lock_fd);
 }
@@ -718,10 +770,11 @@ int master_run(const char *config_path)
 	raise_fd_limit();
 	m.loop = ev_default_loop(EVFLAG_AUTO);
 	log_set_process("master");
+	log_attach(m.loop); /* the children inherit it with the loop */
 	ok = prepare(&m, config_path, err, sizeof(err));
 	if (!ok) {
-		/* The message alone, as `-t` prints it: FILE:LINE: reason. */
-		fprintf(stderr, "%s\n", err);
+		/* The reason as `-t` prints it: FILE:LINE: reason. */
+		log_msg(LOG_FATAL, "start", "%s", err);
 		release(&m, false);
 		ev_loop_destroy(m.loop);
 		return 1;

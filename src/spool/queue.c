@@ -263,8 +263,8 @@ static void report(struct queue *q, struct queue_commit *c)
 {
 	if (c->cb != NULL) {
 		if (!c->ok)
-			log_msg(LOG_ERR, "spool_sync_failed", "qid %s: %s",
-				c->qid, strerror(c->error));
+			log_qid_msg(LOG_ERR, "spool_sync_failed", c->qid,
+				    "%s", strerror(c->error));
 		c->cb(c->owner, c->ok, c->qid);
 	} else if (c->ok) {
 		struct logline l;
@@ -427,6 +427,13 @@ unsigned queue_id_slot(const char *qid)
 	return (unsigned)(id >> ID_SLOT_SHIFT) % QUEUE_SLOTS;
 }
 
+double queue_id_time(const char *qid)
+{
+	uint64_t id = strtoull(qid, NULL, 16);
+
+	return (double)(id >> ID_TIME_SHIFT) / 1e6;
+}
+
 void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1])
 {
 	struct timeval tv;
@@ -455,8 +462,8 @@ bool spool_file_create(struct queue *q, const char *qid,
 	f->fd = openat(q->tmp_fd, qid,
 		       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (f->fd < 0) {
-		log_msg(LOG_ERR, "spool_create_failed", "qid %s: %s", qid,
-			strerror(errno));
+		log_qid_msg(LOG_ERR, "spool_create_failed", qid, "%s",
+			    strerror(errno));
 		f->failed = true;
 		return false;
 	}
@@ -477,8 +484,8 @@ void spool_file_write(struct spool_file *f, const void *data, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			log_msg(LOG_ERR, "spool_write_failed", "qid %s: %s",
-				f->qid, strerror(errno));
+			log_qid_msg(LOG_ERR, "spool_write_failed", f->qid,
+				    "%s", strerror(errno));
 			f->failed = true;
 			break;
 		}
@@ -624,8 +631,8 @@ void queue_state_append(struct queue *q, const char *qid, size_t index,
 		if (*c == '\n' || *c == '\r')
 			*c = ' ';
 	if (write(fd, line, (size_t)n) != n)
-		log_msg(LOG_ERR, "spool_state_failed", "state/%s: %s", qid,
-			strerror(errno));
+		log_qid_msg(LOG_ERR, "spool_state_failed", qid, "state/%s: %s",
+			    qid, strerror(errno));
 	close(fd);
 }
 
@@ -754,11 +761,11 @@ void queue_quarantine(struct queue *q, const char *qid)
 	snprintf(path, sizeof(path), "%s/corrupt", q->dir);
 	fd = open_subdir(q->dir, "corrupt");
 	if (fd < 0 || renameat(q->queue_fd, qid, fd, qid) != 0)
-		log_msg(LOG_ERR, "spool_corrupt", "queue/%s: cannot move it to "
-			"%s: %s", qid, path, strerror(errno));
+		log_qid_msg(LOG_ERR, "spool_corrupt", qid, "queue/%s: cannot "
+			    "move it to %s: %s", qid, path, strerror(errno));
 	else
-		log_msg(LOG_ERR, "spool_corrupt", "queue/%s is not a valid "
-			"queue file: moved to %s/%s", qid, path, qid);
+		log_qid_msg(LOG_ERR, "spool_corrupt", qid, "queue/%s is not a "
+			    "valid queue file: moved to %s/%s", qid, path, qid);
 	unlinkat(q->state_fd, qid, 0);
 	if (fd >= 0)
 		close(fd);
@@ -862,6 +869,30 @@ int spool_lock(const char *spool, char *err, size_t err_len)
 	if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n)
 		log_msg(LOG_WARN, "spool_lock", "%s: %s", path, strerror(errno));
 	return fd;
+}
+
+long spool_lock_holder(const char *spool)
+{
+	char path[4096], text[32];
+	int fd;
+	ssize_t n;
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/lock", spool);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		flock(fd, LOCK_UN);
+	} else {
+		n = pread(fd, text, sizeof(text) - 1, 0);
+		text[n > 0 ? n : 0] = '\0';
+		pid = strtol(text, NULL, 10);
+		if (pid <= 0)
+			pid = -1; /* held, by a pid it does not say */
+	}
+	close(fd);
+	return pid;
 }
 
 bool spool_recover(const char *spool, char *err, size_t err_len)

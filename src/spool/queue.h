@@ -46,6 +46,9 @@ enum { QUEUE_SLOTS = 64 };
 void queue_set_slot(struct queue *q, unsigned slot);
 void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1]);
 unsigned queue_id_slot(const char *qid);
+/* When the id was made (seconds since the epoch, to the microsecond): the
+ * message's arrival as Postfix's delay= counts it. */
+double queue_id_time(const char *qid);
 
 bool spool_file_create(struct queue *q, const char *qid,
 		       struct spool_file *f);
@@ -156,6 +159,10 @@ void queue_scan_close(struct queue_scan *s);
  * process that inherits it); -1 and "spool DIR is in use by pid N" when
  * another instance holds it. Writes nothing else. */
 int spool_lock(const char *spool, char *err, size_t err_len);
+/* Who holds SPOOL/lock, without writing anything (for -t): the pid of
+ * the running gateway, 0 when nobody does (or there is no lock file),
+ * -1 when it is held but the file names no pid. */
+long spool_lock_holder(const char *spool);
 /* After a crash: removes tmp/ (nobody was told 250 for those) and state
  * files without a message. Only under the lock, before any writer runs. */
 bool spool_recover(const char *spool, char *err, size_t err_len);
