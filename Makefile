@@ -257,7 +257,7 @@ fuzz: deps-fuzz
 BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/policy/suggest.c \
 	    src/policy/sandbox_str.c src/policy/pattern.c src/core/config.c \
 	    src/core/log.c src/proto/smtp_proto.c src/proto/next_hop.c \
-	    src/proto/dns_wire.c
+	    src/proto/dns_wire.c src/proto/log_format.c
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 
