@@ -852,8 +852,8 @@ def deferred_accept(workers):
             time.sleep(60)
         res["start"][k] = time.time() - t0
         res[k + "_mem0"] = qmgr_memory(g)
-    for r in range(ROUNDS):
-        for k in ("empty", "full"):
+    for r in range(ROUNDS):  # alternated, and which goes first too
+        for k in ("empty", "full") if r % 2 == 0 else ("full", "empty"):
             res[k].append(relay_round(gws[k], RELAY_N))
         print("(q) round %d/%d done" % (r + 1, ROUNDS), flush=True)
     for k, g in gws.items():
@@ -902,7 +902,8 @@ def report_deferred(res):
     e, f = res["empty"], res["full"]
     print("\n(q) smtpgw with %d deferred messages in the spool (not due; "
           "for dead.bench.example) against an empty spool; (a)'s load, %d "
-          "messages per round, rounds alternated" % (DEFERRED_N, RELAY_N))
+          "messages per round, alternated (empty first in odd rounds)"
+          % (DEFERRED_N, RELAY_N))
     print("  %-30s %-34s %-34s %s" % ("", "empty: median (rounds)",
                                       "deferred: median (rounds)",
                                       "deferred/empty"))
