@@ -1,9 +1,10 @@
 /*
  * attempt: one delivery attempt ("job"): some pending recipients of one
  * message in one domain, handed out by the scheduler. It finds the route
- * (a static next_hop, else MX via dns), asks the policy's client_tls for
+ * (config_route: next_hop or relayhost, else MX via dns), asks the policy's client_tls for
  * the level, walks the hosts and addresses with smtp_client and records
- * each recipient's outcome (state line first, then memory and the log).
+ * each recipient's outcome (its state line first, but "sent" at the end of
+ * the job and only when the message stays; then memory and the log).
  * A job holds its queue file open, its smtp_client and a reference to the
  * generation it started under; DNS answers come back by job id, so a job
  * that is gone is simply not found. Must not free a message.

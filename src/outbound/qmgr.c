@@ -1,9 +1,9 @@
 /*
  * qmgr: wiring of the queue manager process. Owns its queue (for DSNs and
- * per-recipient state), its dns resolver and delivery (the active set and its scheduler); reads
- * the mailbox the master keeps open across its restarts, so notices sent
- * while it was down are waiting when it comes back. Must not accept
- * connections or touch the spool lock.
+ * per-recipient state), its dns resolver and delivery (the active set and
+ * its scheduler); reads the mailbox the master keeps open across its
+ * restarts, so notices sent while it was down are waiting when it comes
+ * back. Must not accept connections or touch the spool lock.
  */
 #include "outbound/qmgr.h"
 
