@@ -854,7 +854,15 @@ def deferred_accept(workers):
         res[k + "_mem0"] = qmgr_memory(g)
     for r in range(ROUNDS):  # alternated, and which goes first too
         for k in ("empty", "full") if r % 2 == 0 else ("full", "empty"):
-            res[k].append(relay_round(gws[k], RELAY_N))
+            before = cpu_by_pid(gws[k].root)
+            round_ = relay_round(gws[k], RELAY_N)
+            used = smtpgw_used(gws[k].root, before, cpu_by_pid(gws[k].root))
+            # accepting (the workers) and delivering (the queue manager)
+            round_["accept_ms"] = sum(s for n, s in used if n.startswith(
+                "w")) * 1000 / RELAY_N
+            round_["qmgr_ms"] = sum(s for n, s in used if n == "qmgr") * \
+                1000 / RELAY_N
+            res[k].append(round_)
         print("(q) round %d/%d done" % (r + 1, ROUNDS), flush=True)
     for k, g in gws.items():
         res[k + "_mem"] = qmgr_memory(g)
@@ -910,6 +918,8 @@ def report_deferred(res):
     for label, key, digits in (("accepted msg/s", "rate", 0),
                                ("delivered msg/s (e2e)", "e2e", 0),
                                ("CPU ms per message", "cpu_ms", 2),
+                               ("  workers (accepting)", "accept_ms", 2),
+                               ("  queue manager", "qmgr_ms", 2),
                                ("latency p50 ms", "p50", 1)):
         a, b = col(e, key), col(f, key)
         print("  %-30s %-34s %-34s %.2f (%s)" % (
