@@ -33,16 +33,18 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
-	     libluajit2-5.1-dev libunbound-dev ca-certificates
+	     libluajit2-5.1-dev libunbound-dev ca-certificates dns-root-data
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
-	     libio-socket-ssl-perl python3 procps openssl testssl.sh
+	     libio-socket-ssl-perl python3 procps openssl testssl.sh mandoc strace \
+	     ldnsutils
 # Debian packages that ship a service: postfix (smtp-sink, and the
 # side-by-side bench), unbound (a DNS server for specs), haproxy (PROXY
-# protocol in front of two gateways).
-DEPS_SERVICES = postfix unbound haproxy
+# protocol in front of two gateways), prometheus (promtool checks the
+# metrics endpoint's text).
+DEPS_SERVICES = postfix unbound haproxy prometheus
 
 .PHONY: all run check deps deps-check deps-services deps-fuzz deps-postfix user unit clean fuzz format \
-	bench
+	bench install uninstall version-stamp
 
 all: build/smtpgw
 
@@ -78,6 +80,14 @@ build/check/test_dns_wire: spec/c/test_dns_wire.c src/proto/dns_wire.c $(HDR) sp
 build/check/test_proxy: spec/c/test_proxy.c src/proto/proxy.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_proxy.c src/proto/proxy.c
 
+build/check/test_tlsa: spec/c/test_tlsa.c src/proto/tlsa.c src/proto/dns_wire.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_tlsa.c src/proto/tlsa.c src/proto/dns_wire.c
+
+# DANE matching on the certificates of spec/c/fixtures/dane/ (libcrypto).
+TEST_DANE_SRC = spec/c/test_dane.c src/net/dane.c src/proto/tlsa.c src/proto/dns_wire.c
+build/check/test_dane: $(TEST_DANE_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_DANE_SRC) -lcrypto
+
 build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
 
@@ -85,6 +95,18 @@ TEST_CONFIG_SRC = spec/c/test_config.c src/core/config.c src/proto/smtp_proto.c 
 		  src/proto/next_hop.c src/proto/dns_wire.c src/proto/log_format.c
 build/check/test_config: $(TEST_CONFIG_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_CONFIG_SRC) $(FUZZ_LIBS_config)
+
+build/check/test_http_req: spec/c/test_http_req.c src/proto/http_req.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_http_req.c src/proto/http_req.c
+
+build/check/test_stats: spec/c/test_stats.c src/core/stats.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_stats.c src/core/stats.c
+
+TEST_QUEUE_SCAN_SRC = spec/c/test_queue_scan.c src/spool/queue_scan.c \
+		      src/spool/queue.c src/proto/envelope.c \
+		      src/proto/smtp_proto.c src/core/log.c src/proto/log_format.c
+build/check/test_queue_scan: $(TEST_QUEUE_SCAN_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_QUEUE_SCAN_SRC) -l:libev.a -lpthread
 
 # limits.c is included by its test (white-box checks of the shared table).
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
@@ -105,9 +127,9 @@ build/check/test_scheduler: $(TEST_SCHEDULER_SRC) $(HDR) spec/c/tap.h | build/ch
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o net/tls_resume.o net/certs.o core/config.o \
-		    core/log.o proto/smtp_proto.o proto/smtp_out.o proto/next_hop.o \
-		    proto/dns_wire.o proto/log_format.o)
+		    net/conn.o net/tls.o net/tls_resume.o net/certs.o net/dane.o \
+		    core/config.o core/log.o proto/smtp_proto.o proto/smtp_out.o \
+		    proto/next_hop.o proto/dns_wire.o proto/tlsa.o proto/log_format.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
 		$(CLIENT_DRIVER_OBJ) $(LIBS)
@@ -201,8 +223,10 @@ check: deps-check user
 	$(MAKE) build/check/smtpgw build/check/test_smtp_proto build/check/test_dsn \
 		build/check/test_envelope build/check/test_config \
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
-		build/check/test_log_format build/check/test_suggest \
+		build/check/test_suggest build/check/test_http_req build/check/test_stats \
+		build/check/test_queue_scan build/check/test_log_format \
 		build/check/test_tls_resume \
+		build/check/test_tlsa build/check/test_dane \
 		build/check/test_scheduler \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
@@ -217,7 +241,7 @@ check: deps-check user
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
-	      log_format
+	      http_req log_format tlsa
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -228,7 +252,9 @@ FUZZ_SRC_dns_wire   = src/proto/dns_wire.c
 FUZZ_SRC_smtp_reply = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_dot_stuff  = src/proto/smtp_out.c src/proto/smtp_proto.c
 FUZZ_SRC_proxy      = src/proto/proxy.c
+FUZZ_SRC_http_req   = src/proto/http_req.c
 FUZZ_SRC_log_format = src/proto/log_format.c
+FUZZ_SRC_tlsa       = src/proto/tlsa.c src/proto/dns_wire.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
@@ -292,6 +318,91 @@ bench: deps user build/bench_policy
 		$(CURDIR)/build/bench/loadgen $(CURDIR)/build/bench/sink \
 		$(CURDIR)/build/bench/run'; echo $$? >build/bench/rc; } 2>&1 | \
 		tee build/bench/results.txt; exit $$(cat build/bench/rc)
+
+# ---- installation (README "Operating") ----------------------------------
+# `make install` copies the release binary to $(PREFIX)/sbin/smtpgw and
+# lua/ and policies/ to $(PREFIX)/share/smtpgw, which the binary finds
+# from its own location (/proc/self/exe → ../share/smtpgw; src/core/
+# paths.c), so a DESTDIR staging tree runs as it is. A binary under this
+# tree's build/ uses this tree instead (make run, make check). Also: the
+# man pages, the systemd unit, the examples, and SYSCONFDIR/smtpgw/
+# gateway.ini unless one exists (never overwritten). The paths in the
+# unit and the installed gateway.ini are the defaults below, rewritten to
+# the ones given. INSTALL_BIN picks another build (the specs install the
+# sanitized one).
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+SYSCONFDIR     ?= /etc
+SPOOLDIR       ?= /var/spool/smtpgw
+MANDIR         ?= $(PREFIX)/share/man
+DOCDIR         ?= $(PREFIX)/share/doc/smtpgw
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL_BIN    ?= build/smtpgw
+MAN_PAGES       = src/man/smtpgw.8 src/man/gateway.ini.5 src/man/smtpgw-policy.7
+
+# `smtpgw --version`: a v* tag's `git describe`, else BASE_VERSION and
+# the commit; BASE_VERSION alone outside git.
+BASE_VERSION = 0.1.0
+GIT_DESCRIBE := $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null)
+GIT_REV      := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+VERSION      ?= $(if $(GIT_DESCRIBE),$(GIT_DESCRIBE:v%=%),$(BASE_VERSION)$(if $(GIT_REV),+g$(GIT_REV)))
+INC += -DSMTPGW_VERSION='"$(VERSION)"'
+
+# Rewritten only when the version changes, so that version_command.o is
+# rebuilt then and only then.
+build/version: version-stamp
+	@mkdir -p build
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' >$@
+build/obj/cli/version_command.o build/check/obj/cli/version_command.o: \
+	build/version
+
+# The default paths in examples/smtpgw.service and examples/installed.ini,
+# rewritten to the ones given.
+INSTALL_SED = sed -e 's|/usr/local/|$(PREFIX)/|g' \
+		  -e 's|/etc/smtpgw|$(SYSCONFDIR)/smtpgw|g' \
+		  -e 's|/var/spool/smtpgw|$(SPOOLDIR)|g'
+
+install: $(INSTALL_BIN)
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/smtpgw \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples/policies \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/smtpgw/certs \
+		$(DESTDIR)$(SPOOLDIR)
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/sbin/smtpgw
+	rm -rf $(DESTDIR)$(PREFIX)/share/smtpgw/lua \
+		$(DESTDIR)$(PREFIX)/share/smtpgw/policies
+	for f in $$(find lua policies -name '*.lua' | sort); do \
+		install -D -m 0644 $$f $(DESTDIR)$(PREFIX)/share/smtpgw/$$f \
+		|| exit 1; done
+	install -m 0644 src/man/smtpgw.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 src/man/gateway.ini.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 src/man/smtpgw-policy.7 $(DESTDIR)$(MANDIR)/man7/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/gateway.ini examples/installed.ini \
+		examples/smtpgw.service $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 examples/policies/*.lua \
+		$(DESTDIR)$(DOCDIR)/examples/policies/
+	$(INSTALL_SED) examples/smtpgw.service \
+		>$(DESTDIR)$(SYSTEMDUNITDIR)/smtpgw.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/smtpgw.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/smtpgw/gateway.ini ]; then \
+		echo "smtpgw: $(DESTDIR)$(SYSCONFDIR)/smtpgw/gateway.ini exists: kept"; \
+	else \
+		$(INSTALL_SED) examples/installed.ini \
+			>$(DESTDIR)$(SYSCONFDIR)/smtpgw/gateway.ini && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/smtpgw/gateway.ini; \
+	fi
+
+# Removes what install put down but the configuration, the certificates
+# and the spool, as `apt remove` would.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/smtpgw \
+		$(DESTDIR)$(MANDIR)/man8/smtpgw.8 \
+		$(DESTDIR)$(MANDIR)/man5/gateway.ini.5 \
+		$(DESTDIR)$(MANDIR)/man7/smtpgw-policy.7 \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/smtpgw.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/smtpgw $(DESTDIR)$(DOCDIR)
+	@echo "smtpgw: kept $(DESTDIR)$(SYSCONFDIR)/smtpgw and $(DESTDIR)$(SPOOLDIR)"
 
 format:
 	clang-format -i src/*.c src/*/*.c src/*/*.h spec/c/*.c spec/fuzz/*.c

@@ -3,8 +3,11 @@
  * (proc/master.c) to run the gateway, or to one subcommand (cli/). It
  * holds no protocol logic and no process management.
  */
+#include "cli/certs_command.h"
 #include "cli/check_command.h"
 #include "cli/commands.h"
+#include "cli/queue_command.h"
+#include "cli/stats_command.h"
 #include "core/config.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
@@ -12,7 +15,9 @@
 #include "cli/route_command.h"
 #include "net/tls.h"
 #include "cli/tls_probe.h"
+#include "cli/version_command.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,16 +32,18 @@ enum command {
 	CMD_RELOAD,
 	CMD_QUEUE,
 	CMD_ROUTE,
+	CMD_STATS,
 };
 
 struct options {
 	const char *config_path;
 	enum command command;
-	bool json;
+	struct certs_options certs;
 	struct probe_options probe;
 	struct explain_options explain;
 	int queue_argc;
 	char **queue_argv;
+	bool json; /* stats --json */
 	struct route_options route;
 };
 
@@ -44,21 +51,27 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: smtpgw -c FILE [-t]\n"
-		"       smtpgw -c FILE certs [--json]\n"
+		"       smtpgw -c FILE certs [--json] [--warn-days N]\n"
 		"       smtpgw -c FILE explain --client IP --rcpt ADDR [--tls "
 		"VERSION]\n"
 		"                     [--peer none|untrusted|trusted] [--helo "
 		"NAME] [--from ADDR]\n"
 		"       smtpgw -c FILE reload\n"
-		"       smtpgw -c FILE queue [flush | delete ID]\n"
+		"       smtpgw -c FILE queue [--json] | show ID [--json] | flush\n"
+		"       smtpgw -c FILE queue delete|hold|release|requeue ID... "
+		"| ALL | --domain D\n"
+		"       smtpgw -c FILE stats [--json]\n"
 		"       smtpgw -c FILE tls-probe ADDRESS:PORT|NEXT_HOP|DOMAIN "
 		"[--level encrypt|verify]\n"
 		"                     [--name NAME] [--repeat N]\n"
 		"       smtpgw -c FILE route DOMAIN [--port N]\n"
-		"  -c FILE  gateway.ini to use\n"
-		"  -t       check FILE, its policy script, certificates, spool "
+		"       smtpgw --version | --help\n"
+		"  -c FILE    gateway.ini to use\n"
+		"  -t         check FILE, its policy script, certificates, spool "
 		"and listen\n"
-		"           addresses; exit 0 or 1\n");
+		"             addresses; exit 0 or 1\n"
+		"  -h, --help this text\n"
+		"  --version  the version and the libraries'\n");
 }
 
 /* Subcommand options come as "--name value" pairs after the word. */
@@ -81,7 +94,8 @@ static bool probe_option(struct options *o, const char *name, const char *val)
 
 	if (strcmp(name, "--level") == 0)
 		return tls_level_parse(val, &p->level) &&
-		       p->level >= TLS_LEVEL_ENCRYPT;
+		       (p->level == TLS_LEVEL_ENCRYPT ||
+			p->level == TLS_LEVEL_VERIFY);
 	if (strcmp(name, "--name") == 0) {
 		p->name = val;
 		return true;
@@ -127,15 +141,20 @@ static bool parse_command(int argc, char **argv, struct options *o)
 		return true;
 	if (strcmp(word, "certs") == 0) {
 		o->command = CMD_CERTS;
-		o->json = optind + 2 == argc &&
-			  strcmp(argv[optind + 1], "--json") == 0;
-		return optind + 1 == argc || o->json;
+		return certs_parse_args(argc - optind - 1, argv + optind + 1,
+					&o->certs);
 	}
 	if (strcmp(word, "queue") == 0) {
 		o->command = CMD_QUEUE;
 		o->queue_argc = argc - optind - 1;
 		o->queue_argv = argv + optind + 1;
-		return o->queue_argc <= 2;
+		return true; /* queue_command says what is wrong */
+	}
+	if (strcmp(word, "stats") == 0) {
+		o->command = CMD_STATS;
+		o->json = optind + 2 == argc &&
+			  strcmp(argv[optind + 1], "--json") == 0;
+		return optind + 1 == argc || o->json;
 	}
 	if (strcmp(word, "reload") == 0) {
 		o->command = CMD_RELOAD;
@@ -165,11 +184,18 @@ static bool parse_command(int argc, char **argv, struct options *o)
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
 	int ch;
 
 	/* '+': stop at the first word, which is a command, not a file. */
-	while ((ch = getopt(argc, argv, "+c:th")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:th", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'V':
+			return version_command();
 		case 'c':
 			o->config_path = optarg;
 			break;
@@ -186,7 +212,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (o->config_path == NULL || !parse_command(argc, argv, o)) {
 		usage(stderr);
-		return 1;
+		/* certs is a monitoring check: a usage error is UNKNOWN */
+		return o->command == CMD_CERTS ? CERTS_EXIT_UNKNOWN : 1;
 	}
 	return -1;
 }
@@ -202,9 +229,6 @@ static int with_config(const struct options *o)
 		return 1;
 	}
 	switch (o->command) {
-	case CMD_CERTS:
-		rc = certs_command(cfg, o->json);
-		break;
 	case CMD_PROBE:
 		rc = tls_probe_command(cfg, &o->probe);
 		break;
@@ -217,9 +241,13 @@ static int with_config(const struct options *o)
 	case CMD_ROUTE:
 		rc = route_command(cfg, &o->route);
 		break;
+	case CMD_STATS:
+		rc = stats_command(cfg, o->json);
+		break;
 	case CMD_RUN:
 	case CMD_CHECK:
 	case CMD_EXPLAIN:
+	case CMD_CERTS:
 		break;
 	}
 	config_free(cfg);
@@ -235,6 +263,8 @@ int main(int argc, char **argv)
 		return rc;
 	if (o.command == CMD_EXPLAIN)
 		return explain_command(o.config_path, &o.explain);
+	if (o.command == CMD_CERTS)
+		return certs_command(o.config_path, &o.certs);
 	if (o.command == CMD_RUN)
 		return master_run(o.config_path);
 	if (o.command != CMD_CHECK)

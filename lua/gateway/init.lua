@@ -27,11 +27,18 @@ M.NONE = "none"
 M.MAY = "may"
 M.ENCRYPT = "encrypt"
 M.VERIFY = "verify"
+-- Outbound only (client_tls, a [domain:...] tls), README "DANE": DANE
+-- where the MX host publishes secure TLSA records, else as may; and DANE
+-- or defer.
+M.DANE = "dane"
+M.DANE_ONLY = "dane-only"
 
--- The four levels, weakest first.
-M.LEVELS = { M.NONE, M.MAY, M.ENCRYPT, M.VERIFY }
+-- The levels, weakest first, by what they guarantee: dane only what may
+-- does (it falls back to may without TLSA records), dane-only an
+-- authenticated peer, as verify.
+M.LEVELS = { M.NONE, M.MAY, M.DANE, M.ENCRYPT, M.VERIFY, M.DANE_ONLY }
 
-local RANK = { none = 1, may = 2, encrypt = 3, verify = 4 }
+local RANK = { none = 1, may = 2, dane = 2, encrypt = 3, verify = 4, ["dane-only"] = 4 }
 
 -- describe(v): a value for an error message.
 local function describe(v)
@@ -42,7 +49,7 @@ local function describe(v)
 end
 
 -- level(s): the level s names, in lower case ("VERIFY" -> "verify"); nil
--- when s is not a string naming one of the four. Level names are
+-- when s is not a string naming one of the six. Level names are
 -- case-insensitive everywhere, as in gateway.ini and in what a hook returns.
 function M.level(s)
   if type(s) ~= "string" then
@@ -55,7 +62,7 @@ function M.level(s)
   return l
 end
 
--- is_level(s): true when s names one of the four levels (any case).
+-- is_level(s): true when s names one of the six levels (any case).
 function M.is_level(s)
   return M.level(s) ~= nil
 end
@@ -63,14 +70,14 @@ end
 local function rank(s, fname)
   local l = M.level(s)
   if l == nil then
-    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt or verify)",
+    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify, dane or dane-only)",
       fname, describe(s)), 3)
   end
   return RANK[l]
 end
 
--- level_rank(s): 1 (none), 2 (may), 3 (encrypt), 4 (verify); raises on
--- anything that is not a level.
+-- level_rank(s): 1 (none), 2 (may, dane), 3 (encrypt), 4 (verify,
+-- dane-only); raises on anything that is not a level.
 function M.level_rank(s)
   local r = rank(s, "level_rank")
   return r

@@ -434,6 +434,9 @@ function M.run(policy, ctx, host, opts)
       error(format("gateway.testing.run: %s returned %s, not a level", stage, describe(result)), 2)
     end
     result = gateway.level(result)
+    if stage == "server_tls" and (result == gateway.DANE or result == gateway.DANE_ONLY) then
+      error(format("gateway.testing.run: server_tls returned %s, an outbound level", describe(result)), 2)
+    end
   else
     local ok, msg = gateway.is_verdict(result)
     if not ok then

@@ -4,7 +4,7 @@
 -- table that grows from call to call or within one call. Each gets its 451
 -- (421 at connect) within max_time plus a second, with the reason logged;
 -- the same session and a new client are served right after; the memory of
--- the gateway's processes stays under max_memory + 32 MiB; and the gateway
+-- the gateway's processes stays under max_memory + HEADROOM; and the gateway
 -- exits cleanly (no sanitizer report) at SIGTERM.
 
 local gateway = require "harness"
@@ -16,6 +16,12 @@ local R = h.R
 local HOST = gateway.HOSTNAME
 local MAX_TIME = 0.2 -- s
 local MAX_MEMORY = 32 -- MiB
+-- What a process may hold besides one policy state at max_memory: its own
+-- code and data under ASan (the master, with the stats page, the ticket
+-- ring and the log buffer, starts at about 37 MiB). The master runs every
+-- hook over the fixtures at start (policy -t), so its peak is this plus
+-- one full state.
+local HEADROOM = 48 -- MiB
 local POLICY_FAILURE = "451 4.3.0 Error: policy failure"
 local POLICY_FAILURE_421 = "421 4.3.0 " .. HOST .. " Error: policy failure"
 
@@ -142,10 +148,10 @@ local function process_tree(root)
 end
 
 -- Every process of the gateway (master, workers, queue manager): peak
--- (VmHWM) and current (VmRSS) resident memory under max_memory + 32 MiB.
+-- (VmHWM) and current (VmRSS) resident memory under max_memory + HEADROOM.
 -- Returns the largest peak, and the worker's (MiB).
 local function check_memory(gw)
-  local limit = (MAX_MEMORY + 32) * 1024
+  local limit = (MAX_MEMORY + HEADROOM) * 1024
   local top = 0
   local worker = gw:children().worker1
   local pids = process_tree(gw.pid)
@@ -314,10 +320,10 @@ describe("a hostile policy", function()
     serves(gw, "after the hoard")
   end)
 
-  it("never took the gateway's memory past max_memory + 32 MiB", function()
+  it("never took the gateway's memory past max_memory + 48 MiB", function()
     local peak, worker = check_memory(gw)
     print(string.format("# hostile policies: peak resident memory %.1f MiB, worker %.1f MiB (limit %d MiB)",
-      peak, worker, MAX_MEMORY + 32))
+      peak, worker, MAX_MEMORY + HEADROOM))
   end)
 
   it("leaves a gateway that exits cleanly at SIGTERM", function()

@@ -53,8 +53,11 @@ local function sorted_keys(t)
   return keys
 end
 
-local function config_text(dir, port, opts)
-  local lines = {
+-- The "server:" lines every loopback unbound of the specs starts with:
+-- 127.0.0.1 at `port` only, in the foreground, files in `dir`, one
+-- thread, no validation of its own, queries from loopback only.
+local function server_lines(dir, port)
+  return {
     "server:",
     "  interface: 127.0.0.1",
     "  port: " .. port,
@@ -74,6 +77,13 @@ local function config_text(dir, port, opts)
     "  so-reuseport: no",
     '  module-config: "iterator"',
     "  access-control: 127.0.0.0/8 allow",
+  }
+end
+M.server_lines = server_lines
+
+local function config_text(dir, port, opts)
+  local lines = server_lines(dir, port)
+  for _, line in ipairs({
     -- The servfail stubs point at 127.0.0.1, which unbound will not
     -- ask: it answers SERVFAIL at once and sends nothing.
     "  do-not-query-localhost: yes",
@@ -82,7 +92,7 @@ local function config_text(dir, port, opts)
     -- unbound's built-in localhost zone would answer 127.0.0.1: here
     -- "localhost" does not exist unless a spec says so.
     '  local-zone: "localhost." static',
-  }
+  }) do lines[#lines + 1] = line end
   for _, name in ipairs(sorted_keys(opts.zones)) do
     lines[#lines + 1] = "  local-zone: " .. quoted(name) .. " " .. opts.zones[name]
   end
@@ -116,15 +126,16 @@ local function answers(port)
   return reply ~= nil and reply:sub(1, 2) == PROBE:sub(1, 2)
 end
 
-local function try_start(opts)
-  local dir = gateway.mktempdir()
+-- One try at a free port: `conf(port)` is the configuration text, written
+-- into `dir` (which the server's stop() removes).
+local function try_start(dir, conf)
   local port = free_port()
-  local conf = dir .. "/unbound.conf"
-  gateway.write_file(conf, config_text(dir, port, opts))
-  local out, code = gateway.run(UNBOUND .. "-checkconf " .. gateway.shell_quote(conf))
-  assert(code == 0, "unbound-checkconf: " .. out .. "\n" .. config_text(dir, port, opts))
+  local path = dir .. "/unbound-" .. port .. ".conf"
+  gateway.write_file(path, conf(port))
+  local out, code = gateway.run(UNBOUND .. "-checkconf " .. gateway.shell_quote(path))
+  assert(code == 0, "unbound-checkconf: " .. out .. "\n" .. conf(port))
   local proc = procs.start(gateway.shell_quote(UNBOUND) .. " -d -c " ..
-    gateway.shell_quote(conf))
+    gateway.shell_quote(path))
   local up = gateway.wait_for(function()
     return answers(port) or not proc:alive()
   end, 15)
@@ -133,22 +144,34 @@ local function try_start(opts)
   end
   local why = gateway.read_file(proc.err) or ""
   proc:stop()
-  gateway.rm_rf(dir)
   return nil, why
 end
 
--- Starts unbound with `opts` (see above); retries on another port when
--- the chosen one was taken in between.
-function M.start(opts)
-  opts = opts or {}
+-- Starts unbound in `dir` with the configuration `conf(port)` gives for a
+-- free port, retrying on another port when the chosen one was taken in
+-- between. Returns the server (resolver(), log(), stop(): stop removes
+-- `dir`), or raises with unbound's last words. For other fixtures
+-- (dnssec_zone.lua) that write their own configuration.
+function M.launch(dir, conf)
   local last
   for _ = 1, 3 do
-    local server, why = try_start(opts)
+    local server, why = try_start(dir, conf)
     if server then return server end
     last = why
   end
-  error("the DNS fixture did not start: " .. tostring(last), 2)
+  gateway.rm_rf(dir)
+  error("the DNS fixture did not start: " .. tostring(last), 3)
 end
+
+-- Starts unbound with `opts` (see above).
+function M.start(opts)
+  opts = opts or {}
+  local dir = gateway.mktempdir()
+  return M.launch(dir, function(port) return config_text(dir, port, opts) end)
+end
+
+-- The server's methods, for fixtures that extend it.
+M.Server = Server
 
 function Server:resolver()
   return "127.0.0.1@" .. self.port
@@ -170,5 +193,8 @@ end
 -- A port on which nothing listens (UDP queries to it are refused by the
 -- kernel): a dead resolver.
 M.free_port = free_port
+
+-- Does a DNS server answer on 127.0.0.1:port (any reply to ". SOA")?
+M.answers = answers
 
 return M

@@ -72,14 +72,21 @@ end
 --   rogue   CN=rogue.test.example, self-signed, clientAuth
 --   a, b    CN=a.test.example / b.test.example, signed by ca, serverAuth,
 --           subjectAltName DNS:<cn>
-function M.make_pki(dir)
+-- A self-signed CA (CA:TRUE, keyCertSign): M.ca(dir, name, cn) ->
+-- { crt = DIR/NAME.crt, key = DIR/NAME.key, cn = }; `dir` is made.
+function M.ca(dir, name, cn)
   sh("mkdir -p " .. q(dir))
-  local ca = { crt = dir .. "/ca.crt", key = dir .. "/ca.key", cn = "smtpgw Test CA" }
+  local ca = { crt = dir .. "/" .. name .. ".crt", key = dir .. "/" .. name .. ".key", cn = cn }
   sh("openssl req -x509 " .. EC .. " -sha256 -days 365 -subj " .. q("/CN=" .. ca.cn) ..
     " -addext 'basicConstraints=critical,CA:TRUE'" ..
     " -addext 'keyUsage=critical,keyCertSign,cRLSign'" ..
     " -keyout " .. q(ca.key) .. " -out " .. q(ca.crt) ..
     " 2>&1 && chmod 600 " .. q(ca.key))
+  return ca
+end
+
+function M.make_pki(dir)
+  local ca = M.ca(dir, "ca", "smtpgw Test CA")
   local pki = { dir = dir, ca = ca }
   pki.client = M.signed(dir, "client", ca, { cn = "client.test.example", eku = "clientAuth" })
   pki.rogue = M.self_signed(dir, "rogue", { cn = "rogue.test.example", eku = "clientAuth" })

@@ -3,22 +3,25 @@
 local gateway = require "gateway"
 
 describe("gateway levels", function()
-  it("names the four levels", function()
+  it("names the six levels", function()
     assert.are.equal("none", gateway.NONE)
     assert.are.equal("may", gateway.MAY)
     assert.are.equal("encrypt", gateway.ENCRYPT)
     assert.are.equal("verify", gateway.VERIFY)
-    assert.are.same({ "none", "may", "encrypt", "verify" }, gateway.LEVELS)
+    assert.are.equal("dane", gateway.DANE)
+    assert.are.equal("dane-only", gateway.DANE_ONLY)
+    assert.are.same({ "none", "may", "dane", "encrypt", "verify", "dane-only" }, gateway.LEVELS)
   end)
 
-  it("is_level accepts exactly the four names, in any case", function()
+  it("is_level accepts exactly the six names, in any case", function()
     for _, l in ipairs(gateway.LEVELS) do
       assert.is_true(gateway.is_level(l))
       assert.is_true(gateway.is_level(l:upper()))
     end
     assert.is_true(gateway.is_level("Verify"))
     assert.is_true(gateway.is_level("mAy"))
-    for _, v in ipairs({ " may", "may ", "", "secure", "dane", "maybe", "verified" }) do
+    assert.is_true(gateway.is_level("DANE-Only"))
+    for _, v in ipairs({ " may", "may ", "", "secure", "dane_only", "daneonly", "maybe", "verified" }) do
       assert.is_false(gateway.is_level(v), v)
     end
     assert.is_false(gateway.is_level(nil))
@@ -50,9 +53,16 @@ describe("gateway levels", function()
     assert.are.equal(4, gateway.level_rank("verify"))
   end)
 
+  it("level_rank ranks dane as may and dane-only as verify (what they guarantee)", function()
+    assert.are.equal(2, gateway.level_rank("dane"))
+    assert.are.equal(4, gateway.level_rank("dane-only"))
+    assert.is_true(gateway.at_least("dane-only", "encrypt"))
+    assert.is_false(gateway.at_least("dane", "encrypt"))
+  end)
+
   it("level_rank raises on a non-level, naming it", function()
     assert.has_error(function() gateway.level_rank("verfy") end,
-      'gateway.level_rank: not a TLS level: "verfy" (expected none, may, encrypt or verify)')
+      'gateway.level_rank: not a TLS level: "verfy" (expected none, may, encrypt, verify, dane or dane-only)')
     assert.has_error(function() gateway.level_rank(nil) end)
     assert.has_error(function() gateway.level_rank(3) end)
   end)

@@ -10,6 +10,7 @@
 #include "cli/check_command.h"
 
 #include "core/config.h"
+#include "net/dns.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
@@ -233,7 +234,10 @@ int check_command(const char *config_path)
 		printf("%s: no certificate configured: the Default Cert will be "
 		       "made in %s at start\n",
 		       config_path, gen->cfg->cert_dir);
-	ok = check_spool(gen->cfg);
+	ok = dns_check_config(gen->cfg, true, err, sizeof(err));
+	if (!ok)
+		fprintf(stderr, "%s\n", err);
+	ok = check_spool(gen->cfg) && ok;
 	ok = check_listen(gen->cfg) && ok;
 	if (ok)
 		printf("%s: ok (policy %s)\n", config_path,

@@ -1,13 +1,12 @@
 /*
- * commands: the subcommands that run without the event loop — certs,
- * explain and reload. Each works on a configuration loaded for the purpose
- * and prints for a person (or, with --json, a program).
+ * commands: the subcommands that run without the event loop — explain
+ * and reload — and the running gateway's pid and signal that the other
+ * commands use too. Each works on a configuration loaded for the purpose
+ * and prints for a person.
  */
 #include "cli/commands.h"
 
 #include "core/config.h"
-#include "proto/envelope.h"
-#include "spool/queue.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
 #include "proto/smtp_proto.h"
@@ -24,106 +23,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-static void print_time(const char *label, time_t t)
-{
-	char buf[64];
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
-	printf("  %-12s %s\n", label, buf);
-}
-
-static void print_cert(const struct cert_info *c, time_t now)
-{
-	long days = (long)((c->not_after - now) / 86400);
-
-	printf("%s%s\n", c->name,
-	       strcmp(c->name, "default") == 0 ? " (Default Cert)" : "");
-	printf("  %-12s %s\n", "subject", c->subject);
-	printf("  %-12s %s\n", "dns names", c->dns[0] ? c->dns : "-");
-	printf("  %-12s %s\n", "issuer", c->issuer);
-	print_time("valid from", c->not_before);
-	print_time("valid to", c->not_after);
-	printf("  %-12s %ld%s\n", "days left", days,
-	       days < 0 ? " EXPIRED" : days < 30 ? " WARNING: expires soon" : "");
-	printf("  %-12s %s %d\n", "key", c->key_type, c->key_bits);
-	printf("  %-12s %s\n", "signature", c->sig_alg);
-	printf("  %-12s %s\n", "sha256", c->sha256);
-	printf("  %-12s %s\n\n", "self-signed", c->self_signed ? "yes" : "no");
-}
-
-/* JSON strings here come from certificates: escape what JSON requires. */
-static void json_string(const char *key, const char *value, bool comma)
-{
-	printf("\"%s\":\"", key);
-	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if (*p < 0x20)
-			printf("\\u%04x", *p);
-		else
-			putchar(*p);
-	}
-	printf("\"%s", comma ? "," : "");
-}
-
-static void print_cert_json(const struct cert_info *c, time_t now, bool comma)
-{
-	printf("{");
-	json_string("name", c->name, true);
-	json_string("subject", c->subject, true);
-	printf("\"dns_names\":[");
-	for (const char *p = c->dns; *p;) {
-		size_t n = strcspn(p, ",");
-		char one[256];
-
-		snprintf(one, sizeof(one), "%.*s", (int)n, p);
-		printf("\"%s\"%s", one, p[n] ? "," : "");
-		p += p[n] ? n + 1 : n;
-	}
-	printf("],");
-	json_string("issuer", c->issuer, true);
-	printf("\"not_before\":%lld,\"not_after\":%lld,\"days_left\":%ld,",
-	       (long long)c->not_before, (long long)c->not_after,
-	       (long)((c->not_after - now) / 86400));
-	json_string("key_type", c->key_type, true);
-	printf("\"key_bits\":%d,", c->key_bits);
-	json_string("signature_algorithm", c->sig_alg, true);
-	json_string("sha256", c->sha256, true);
-	printf("\"self_signed\":%s}%s\n", c->self_signed ? "true" : "false",
-	       comma ? "," : "");
-}
-
-int certs_command(const struct config *cfg, bool json)
-{
-	struct cert_info *certs;
-	size_t n;
-	char err[512];
-	time_t now = time(NULL);
-
-	if (!tls_cert_inventory(cfg->cert_dir, &certs, &n, err, sizeof(err))) {
-		fprintf(stderr, "%s\n", err);
-		return 1;
-	}
-	if (json)
-		printf("[\n");
-	for (size_t i = 0; i < n; i++) {
-		if (json)
-			print_cert_json(&certs[i], now, i + 1 < n);
-		else
-			print_cert(&certs[i], now);
-	}
-	if (json)
-		printf("]\n");
-	else if (n == 0)
-		printf("%s: no certificates (the gateway creates the Default "
-		       "Cert at start)\n", cfg->cert_dir);
-	free(certs);
-	return 0;
-}
-
 
 /* ---- explain --------------------------------------------------------- */
 
@@ -363,8 +262,7 @@ int explain_command(const char *config_path, const struct explain_options *o)
 
 /* ---- reload ------------------------------------------------------------ */
 
-/* The running gateway's pid, from SPOOL/smtpgw.pid; 0 when none. */
-static long gateway_pid(const struct config *cfg, char *path, size_t len)
+long gateway_pid(const struct config *cfg, char *path, size_t len)
 {
 	FILE *f;
 	long pid = 0;
@@ -378,7 +276,7 @@ static long gateway_pid(const struct config *cfg, char *path, size_t len)
 	return pid;
 }
 
-static int signal_gateway(const struct config *cfg, int sig,
+int signal_gateway(const struct config *cfg, int sig,
 			  const char *sig_name, const char *what)
 {
 	char path[4096];
@@ -456,82 +354,5 @@ int reload_command(const struct config *cfg)
 		return 1;
 	}
 	fprintf(stderr, "reload: pid %ld did not answer within 60 s\n", pid);
-	return 1;
-}
-
-/* ---- queue ------------------------------------------------------------- */
-
-static const char *rcpt_word(enum rcpt_state st)
-{
-	switch (st) {
-	case RCPT_SENT:
-		return "sent";
-	case RCPT_BOUNCED:
-		return "bounced (DSN not queued yet)";
-	case RCPT_NOTIFIED:
-		return "bounced";
-	case RCPT_PENDING:
-		break;
-	}
-	return "pending";
-}
-
-static void print_message(const char *spool, const char *qid, time_t now)
-{
-	struct envelope e;
-	struct queued_message m;
-	enum rcpt_state *states = NULL;
-	char **last = NULL, err[300];
-
-	if (!spool_read_message(spool, qid, &e, &m, &states, &last, err,
-				sizeof(err))) {
-		printf("%s  (unreadable: %s)\n", qid, err);
-		return;
-	}
-	close(m.fd);
-	printf("%s  age %lds  size %llu  from <%s>\n", qid,
-	       (long)(now - (time_t)e.arrival),
-	       (unsigned long long)m.body_size, e.sender);
-	for (size_t i = 0; i < e.n_rcpts; i++) {
-		printf("    <%s>  %s%s%s\n", e.rcpts[i], rcpt_word(states[i]),
-		       last[i] ? "  " : "", last[i] ? last[i] : "");
-		free(last[i]);
-	}
-	free(last);
-	free(states);
-	envelope_free(&e);
-}
-
-static int queue_list_command(const struct config *cfg)
-{
-	size_t n;
-	char **ids = spool_list(cfg->spool, &n);
-	time_t now = time(NULL);
-
-	for (size_t i = 0; i < n; i++) {
-		print_message(cfg->spool, ids[i], now);
-		free(ids[i]);
-	}
-	free(ids);
-	printf("%zu message%s queued\n", n, n == 1 ? "" : "s");
-	return 0;
-}
-
-int queue_command(const struct config *cfg, int argc, char **argv)
-{
-	if (argc == 0)
-		return queue_list_command(cfg);
-	if (argc == 1 && strcmp(argv[0], "flush") == 0)
-		return signal_gateway(cfg, SIGUSR1, "SIGUSR1", "queue flush");
-	if (argc == 2 && strcmp(argv[0], "delete") == 0) {
-		if (!spool_remove(cfg->spool, argv[1])) {
-			fprintf(stderr, "queue delete: %s: no such message\n",
-				argv[1]);
-			return 1;
-		}
-		printf("queue delete: %s removed\n", argv[1]);
-		return 0;
-	}
-	fprintf(stderr, "usage: smtpgw -c FILE queue [flush | delete ID]\n");
 	return 1;
 }

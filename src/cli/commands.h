@@ -1,5 +1,6 @@
 /*
- * commands: `certs`, `explain` and `reload` (see commands.c).
+ * commands: `explain` and `reload`, and the running gateway's pid and
+ * the signal that the other commands use too (see commands.c).
  */
 #ifndef SMTPGW_COMMANDS_H
 #define SMTPGW_COMMANDS_H
@@ -18,10 +19,14 @@ struct explain_options {
 	const char *sender;
 };
 
-int certs_command(const struct config *cfg, bool json);
 int explain_command(const char *config_path, const struct explain_options *o);
 int reload_command(const struct config *cfg);
-/* queue [flush | delete ID]: argv after the word "queue". */
-int queue_command(const struct config *cfg, int argc, char **argv);
+/* The running gateway's pid, from SPOOL/smtpgw.pid (`path` names the
+ * file); 0 when none. */
+long gateway_pid(const struct config *cfg, char *path, size_t len);
+/* Sends `sig` to it and says so on stdout ("WHAT: sent NAME to pid N");
+ * 1 and the reason on stderr when there is none. */
+int signal_gateway(const struct config *cfg, int sig, const char *sig_name,
+		   const char *what);
 
 #endif

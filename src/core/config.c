@@ -157,6 +157,19 @@ static bool set_path(struct load_ctx *ctx, const struct key_def *key,
 	return set_string(ctx, key, full);
 }
 
+/* A file of DS or DNSKEY records, or "none": no DNSSEC validation. */
+static bool set_trust_anchor(struct load_ctx *ctx, const struct key_def *key,
+			     const char *value)
+{
+	char **slot = field(ctx, key);
+
+	if (strcasecmp(value, "none") != 0)
+		return set_path(ctx, key, value);
+	free(*slot);
+	*slot = NULL;
+	return true;
+}
+
 static bool parse_u64(const char *text, uint64_t *out)
 {
 	char *end;
@@ -522,21 +535,37 @@ static bool set_listen(struct load_ctx *ctx, const struct key_def *key,
 	return true;
 }
 
+/* [metrics] listen: one ADDRESS:PORT, or empty for no endpoint. */
+static bool set_metrics_listen(struct load_ctx *ctx, const struct key_def *key,
+			       const char *value)
+{
+	struct config *cfg = ctx->cfg;
+
+	cfg->has_metrics = value[0] != '\0';
+	if (cfg->has_metrics && !parse_listen(value, &cfg->metrics_listen))
+		return fail(ctx, "%s: '%s' is not ADDRESS:PORT (IPv6 as "
+				 "[ADDR]:PORT)",
+			    key->name, value);
+	return true;
+}
+
 static const char *const level_names[] = {
 	[TLS_LEVEL_NONE] = "none",
 	[TLS_LEVEL_MAY] = "may",
 	[TLS_LEVEL_ENCRYPT] = "encrypt",
 	[TLS_LEVEL_VERIFY] = "verify",
+	[TLS_LEVEL_DANE] = "dane",
+	[TLS_LEVEL_DANE_ONLY] = "dane-only",
 };
 
 const char *tls_level_name(enum tls_level level)
 {
-	return level <= TLS_LEVEL_VERIFY ? level_names[level] : "?";
+	return level <= TLS_LEVEL_DANE_ONLY ? level_names[level] : "?";
 }
 
 bool tls_level_parse(const char *text, enum tls_level *out)
 {
-	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_VERIFY; i++) {
+	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_DANE_ONLY; i++) {
 		if (strcasecmp(text, level_names[i]) == 0) {
 			*out = (enum tls_level)i;
 			return true;
@@ -545,12 +574,24 @@ bool tls_level_parse(const char *text, enum tls_level *out)
 	return false;
 }
 
+bool tls_level_outbound_only(enum tls_level level)
+{
+	return level == TLS_LEVEL_DANE || level == TLS_LEVEL_DANE_ONLY;
+}
+
+/* An inbound level: DANE is a client's business. */
 static bool set_level(struct load_ctx *ctx, const struct key_def *key,
 		      const char *value)
 {
-	if (!tls_level_parse(value, field(ctx, key)))
+	enum tls_level *slot = field(ctx, key);
+
+	if (!tls_level_parse(value, slot))
 		return fail(ctx, "%s: '%s' is not a level "
 				 "(none, may, encrypt, verify)",
+			    key->name, value);
+	if (tls_level_outbound_only(*slot))
+		return fail(ctx, "%s: '%s' is an outbound level; inbound "
+				 "levels are none, may, encrypt, verify",
 			    key->name, value);
 	return true;
 }
@@ -893,6 +934,8 @@ static const struct key_def keys[] = {
 	{"delivery", "active_limit", set_uint, AT(active_limit), 1, 10000000,
 	 "20000"},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
+	{"dns", "trust_anchor", set_trust_anchor, AT(dns_trust_anchor), 0, 0,
+	 "/usr/share/dns/root.key"},
 	{"log", "format", set_log_format, AT(log_format), 0, 0, "smtpgw"},
 	{"log", "destination", set_log_destination, AT(log_to_syslog), 0, 0,
 	 "stderr"},
@@ -908,6 +951,7 @@ static const struct key_def keys[] = {
 	 "100ms"},
 	{"policy", "max_memory", set_bytes, AT(policy_max_memory), 1ULL << 20,
 	 1ULL << 32, "64M"},
+	{"metrics", "listen", set_metrics_listen, 0, 0, 0, ""},
 };
 
 enum { N_KEYS = sizeof(keys) / sizeof(keys[0]) };
@@ -996,7 +1040,7 @@ static int set_tls_in(struct load_ctx *ctx, const char *section,
 	if (r->has_tls_in)
 		return fail(ctx, "tls_in: given twice in [%s]", section);
 	if (!tls_level_parse(value, &r->tls_in) ||
-	    r->tls_in < TLS_LEVEL_ENCRYPT)
+	    (r->tls_in != TLS_LEVEL_ENCRYPT && r->tls_in != TLS_LEVEL_VERIFY))
 		return fail(ctx, "tls_in: '%s' is not encrypt or verify (leave "
 				 "tls_in out for no requirement)",
 			    value);
@@ -1016,7 +1060,8 @@ static int on_domain_key(struct load_ctx *ctx, const char *section,
 			return fail(ctx, "tls: given twice in [%s]", section);
 		if (!tls_level_parse(value, &r->tls))
 			return fail(ctx, "tls: '%s' is not a level "
-					 "(none, may, encrypt, verify)",
+					 "(none, may, encrypt, verify, dane, "
+					 "dane-only)",
 				    value);
 		r->has_tls = true;
 		return true;
@@ -1252,6 +1297,7 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_dns_resolvers; i++)
 		free(cfg->dns_resolvers[i]);
 	free(cfg->dns_resolvers);
+	free(cfg->dns_trust_anchor);
 	for (size_t i = 0; i < cfg->n_domains; i++) {
 		free(cfg->domains[i].name);
 		free(cfg->domains[i].next_hop);
@@ -1281,6 +1327,15 @@ bool config_is_relay_client(const struct config *cfg,
 		if (cidr_contains(&cfg->relay_networks[i], addr))
 			return true;
 	return false;
+}
+
+double config_retry_delay(const struct config *cfg, unsigned attempts)
+{
+	double delay = cfg->retry_min;
+
+	for (unsigned i = 1; i < attempts && delay < cfg->retry_max; i++)
+		delay *= 2;
+	return delay < cfg->retry_max ? delay : cfg->retry_max;
 }
 
 const struct domain_rule *config_domain_rule(const struct config *cfg,

@@ -37,10 +37,16 @@ enum tls_level {
 	TLS_LEVEL_MAY,
 	TLS_LEVEL_ENCRYPT,
 	TLS_LEVEL_VERIFY,
+	TLS_LEVEL_DANE,	     /* outbound only: DANE when the MX host has
+				secure TLSA records, else as may */
+	TLS_LEVEL_DANE_ONLY, /* outbound only: DANE or defer */
 };
 
+/* "none", "may", "encrypt", "verify", "dane", "dane-only" (any case). */
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);
+/* dane and dane-only: levels of outbound delivery only. */
+bool tls_level_outbound_only(enum tls_level level);
 
 /* [tls] ask_client_cert: auto asks for client certificates when the
  * configuration or the policy may need one (see generation.c). */
@@ -155,6 +161,12 @@ struct config {
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;
+	/* [dns] trust_anchor: DS/DNSKEY records; NULL ("none"): answers are
+	 * not validated, all insecure */
+	char *dns_trust_anchor;
+	/* [metrics] listen: the Prometheus endpoint; off when !has_metrics */
+	bool has_metrics;
+	struct listen_addr metrics_listen;
 	/* [log] */
 	enum log_style log_format;
 	bool log_to_syslog;	 /* destination = syslog (else stderr) */
@@ -208,6 +220,11 @@ void config_key_where(const struct config *cfg, const char *section,
  * case: powers of 1024) → octets. False when it is not a size or does
  * not fit 64 bits. Pure. */
 bool config_parse_size(const char *text, uint64_t *out);
+
+/* How long a recipient waits after its attempt number `attempts` failed:
+ * retry_min, doubling per attempt, up to retry_max (Postfix's
+ * minimal_backoff_time / maximal_backoff_time). */
+double config_retry_delay(const struct config *cfg, unsigned attempts);
 
 /* Pure helpers, exposed for the parser of other lists. */
 bool cidr_parse(const char *text, struct cidr *out);

@@ -13,6 +13,7 @@
 #include "core/netaddr.h"
 #include "policy/generation.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "inbound/limits.h"
 #include "inbound/proxy_wait.h"
 #include "inbound/smtp_server.h"
@@ -311,6 +312,7 @@ static void refuse(struct listener *l, int fd,
 	if (n < 0 || (size_t)n >= sizeof(line) - 2)
 		n = (int)strlen(line);
 	log_refusal(l, why, peer, ip, line);
+	stats_add(STAT_REFUSED + (why - REFUSED_DRAINING));
 	memcpy(line + n, "\r\n", 2);
 	/* Best effort on a fresh socket: its buffer is empty. */
 	w = write(fd, line, (size_t)n + 2);

@@ -16,6 +16,7 @@
 #include "core/netaddr.h"
 #include "inbound/listener.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "policy/policy.h"
 #include "spool/queue.h"
 #include "proto/smtp_proto.h"
@@ -373,6 +374,26 @@ static void reject(struct session *s, enum smtp_verb verb, const char *fmt,
 static void deny(struct session *s, enum smtp_verb verb, const char *fmt,
 		 ...) __attribute__((format(printf, 3, 4)));
 
+/* The stage a refused command is counted under (core/stats.h). */
+static enum stat_stage stat_stage(const struct session *s, enum smtp_verb verb)
+{
+	if (s->state == ST_DATA || s->state == ST_SYNC)
+		return STAT_STAGE_DATA;
+	switch (verb) {
+	case SMTP_VERB_HELO:
+	case SMTP_VERB_EHLO:
+		return STAT_STAGE_HELO;
+	case SMTP_VERB_MAIL:
+		return STAT_STAGE_MAIL;
+	case SMTP_VERB_RCPT:
+		return STAT_STAGE_RCPT;
+	case SMTP_VERB_DATA:
+		return STAT_STAGE_DATA;
+	default:
+		return STAT_STAGE_OTHER;
+	}
+}
+
 /* A refused command: the reply plus one log line saying why, with the
  * client's HELO, sender and recipient as Postfix gives them. */
 static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
@@ -396,6 +417,7 @@ static void refuse(struct session *s, enum smtp_verb verb, enum refusal kind,
 	if (s->helo != NULL)
 		log_kv(&l, "helo", "%s", s->helo);
 	log_end(&l);
+	stats_add(stat_reject_id(stat_stage(s, verb), atoi(text)));
 	reply(s, "%s", text);
 }
 
@@ -497,6 +519,7 @@ static void log_policy_error(struct session *s, enum policy_hook hook,
 	log_kv(&l, "hook", "%s", policy_hook_name(hook));
 	log_kv(&l, "reason", "%s", reason);
 	log_end(&l);
+	stats_add(STAT_POLICY_ERRORS + hook);
 }
 
 /* A verdict hook. True when the command may go on; otherwise its refusal
@@ -540,6 +563,7 @@ static bool policy_connect(struct session *s)
 		return false;
 	}
 	s->level = r.level;
+	stats_add(STAT_SESSIONS + r.level);
 	facts_for(s, HOOK_CONNECT, &f);
 	policy_call(s->gen->policy, &f, &r);
 	if (r.outcome == POLICY_ACCEPT)
@@ -1503,6 +1527,7 @@ static void on_tls_ready(struct session *s)
 	char why[200];
 
 	s->tls_active = true;
+	stats_add(STAT_SESSIONS_TLS + s->level);
 	s->tls_peer = tls_server_check_peer(s->gen->tls, s->conn.tls, why,
 					    sizeof(why));
 	log_tls(s, why);
@@ -1527,6 +1552,7 @@ static void on_tls_failed(struct session *s)
 	log_kv(&l, "client", "%s", s->peer_ip);
 	log_kv(&l, "reason", "%s", conn_tls_error(&s->conn));
 	log_end(&l);
+	stats_add(STAT_TLS_FAILED);
 	s->close_reason = CLOSE_TLS;
 	session_destroy(s);
 }
@@ -1588,6 +1614,7 @@ static void on_committed(void *owner, bool ok, const char *qid)
 					   ? tls_conn_version(s->conn.tls)
 					   : "none");
 		log_end(&l);
+		stats_add(STAT_RECEIVED);
 		s->messages++;
 		s->junk = 0; /* a session that delivers is not idling */
 		reply(s, "250 2.0.0 Ok: queued as %s", qid);
@@ -1642,6 +1669,7 @@ void smtp_session_start(struct server *srv, int fd,
 		log_kv(&l, "proxy", "%s:%u", ip, sockaddr_port(via));
 	}
 	log_end(&l);
+	stats_add(STAT_CONNECTIONS);
 	update_stress(srv);
 	watch_load(srv);
 	if (!s->sync_exempt && cfg_of(s)->greet_pause > 0)

@@ -293,22 +293,29 @@ static bool add_dir_pair(const char *dir, const char *stem, const char *where,
 	return true;
 }
 
-/* Pairs up the sorted files; a lone one is an error when `strict`. */
+/* What pairing does with a NAME.crt or NAME.key that has no partner. */
+enum lone {
+	LONE_ERROR, /* the store: the gateway refuses it */
+	LONE_SKIP,  /* tls_cert_inventory: only pairs */
+	LONE_KEEP,  /* the audit: listed, the missing file reported */
+};
+
+/* Pairs up the sorted files. */
 static bool pair_files(const char *dir, const char *where,
-		       const struct dir_file *f, size_t n, bool strict,
+		       const struct dir_file *f, size_t n, enum lone lone,
 		       struct pair_list *l, char *err, size_t err_len)
 {
 	for (size_t i = 0; i < n; i++) {
 		bool pair = !f[i].is_key && i + 1 < n && f[i + 1].is_key &&
 			    strcmp(f[i].stem, f[i + 1].stem) == 0;
 
-		if (pair) {
+		if (pair || lone == LONE_KEEP) {
 			if (!add_dir_pair(dir, f[i].stem, where, l)) {
 				snprintf(err, err_len, "out of memory");
 				return false;
 			}
-			i++;
-		} else if (strict) {
+			i += pair;
+		} else if (lone == LONE_ERROR) {
 			snprintf(err, err_len,
 				 "%s: %s/%s.%s: no %s beside it (%s/%s.%s)",
 				 where, dir, f[i].stem,
@@ -324,7 +331,7 @@ static bool pair_files(const char *dir, const char *where,
 /* cert_dir's pairs. A cert_dir named in the ini must exist; the default
  * one may be missing (then l->dir_missing). */
 static bool add_dir(const char *dir, const char *where, bool must_exist,
-		    bool strict, struct pair_list *l, char *err,
+		    enum lone lone, struct pair_list *l, char *err,
 		    size_t err_len)
 {
 	DIR *d = opendir(dir);
@@ -351,14 +358,14 @@ static bool add_dir(const char *dir, const char *where, bool must_exist,
 			 ".key files, or out of memory",
 			 where, dir, DIR_FILES_MAX);
 	else
-		ok = pair_files(dir, where, files, n, strict, l, err, err_len);
+		ok = pair_files(dir, where, files, n, lone, l, err, err_len);
 	free_files(files, n);
 	return ok;
 }
 
 /* Every pair the configuration names: certificate lines, then cert_dir. */
-static bool gather(const struct config *cfg, struct pair_list *l, char *err,
-		   size_t err_len)
+static bool gather_lone(const struct config *cfg, enum lone lone,
+			struct pair_list *l, char *err, size_t err_len)
 {
 	char where[PATH_MAX + 16];
 	bool named = config_key_line(cfg, "tls", "cert_dir") != 0;
@@ -366,11 +373,17 @@ static bool gather(const struct config *cfg, struct pair_list *l, char *err,
 	memset(l, 0, sizeof(*l));
 	config_key_where(cfg, "tls", "cert_dir", where, sizeof(where));
 	if (add_lines(cfg, l, err, err_len) &&
-	    add_dir(cfg->cert_dir, where, named, true, l, err, err_len))
+	    add_dir(cfg->cert_dir, where, named, lone, l, err, err_len))
 		return true;
 	free(l->v);
 	l->v = NULL;
 	return false;
+}
+
+static bool gather(const struct config *cfg, struct pair_list *l, char *err,
+		   size_t err_len)
+{
+	return gather_lone(cfg, LONE_ERROR, l, err, err_len);
 }
 
 /* ---- Default Cert ---------------------------------------------------- */
@@ -717,11 +730,107 @@ bool tls_cert_inventory(const char *cert_dir, struct cert_info **out,
 
 	*out = NULL;
 	*n = 0;
-	if (!add_dir(cert_dir, cert_dir, false, false, &l, err, err_len))
+	if (!add_dir(cert_dir, cert_dir, false, LONE_SKIP, &l, err, err_len))
 		return false;
 	ok = describe_all(&l, out, n, err, err_len);
 	free(l.v);
 	return ok;
+}
+
+/* ---- audit (`certs`) ----------------------------------------------------- */
+
+/* The key of one pair, as the master would load it; why for all but a
+ * match. */
+static enum cert_key audit_key(const struct pair_src *p, X509 *cert,
+			       char *why, size_t why_len)
+{
+	struct stat st;
+	struct blob key;
+	EVP_PKEY *pkey;
+	bool match;
+
+	int rc = stat(p->key, &st);
+
+	if (rc != 0 && errno == ENOENT) {
+		snprintf(why, why_len, "%s: no private key beside it (%s)",
+			 p->crt, p->key);
+		return CERT_KEY_MISSING;
+	}
+	if (access(p->key, R_OK) != 0 && errno == EACCES) {
+		snprintf(why, why_len, "%s: %s", p->key, strerror(EACCES));
+		return CERT_KEY_DENIED;
+	}
+	if (rc != 0) {
+		snprintf(why, why_len, "%s: cannot read: %s", p->key,
+			 strerror(errno));
+		return CERT_KEY_BAD;
+	}
+	if (!key_private(p->key, why, why_len))
+		return CERT_KEY_OPEN;
+	if (!read_blob(p->key, &key, why, why_len))
+		return CERT_KEY_BAD;
+	pkey = pem_key(&key);
+	blob_wipe(&key);
+	if (pkey == NULL) {
+		snprintf(why, why_len,
+			 "%s: not a PEM private key (or an encrypted one)",
+			 p->key);
+		return CERT_KEY_BAD;
+	}
+	match = X509_check_private_key(cert, pkey) == 1;
+	EVP_PKEY_free(pkey);
+	if (!match)
+		snprintf(why, why_len, "%s: private key does not match %s",
+			 p->key, p->crt);
+	return match ? CERT_KEY_MATCHES : CERT_KEY_MISMATCH;
+}
+
+static void audit_pair(const struct pair_src *p, struct cert_audit *a)
+{
+	struct blob crt;
+	X509 *cert;
+
+	memset(a, 0, sizeof(*a));
+	snprintf(a->info.name, sizeof(a->info.name), "%s", p->name);
+	if (access(p->crt, F_OK) != 0 && errno == ENOENT) {
+		snprintf(a->why, sizeof(a->why),
+			 "%s: no certificate beside it (%s)", p->key, p->crt);
+		return;
+	}
+	if (!read_blob(p->crt, &crt, a->why, sizeof(a->why)))
+		return;
+	cert = pem_cert(&crt);
+	free(crt.data);
+	if (cert == NULL) {
+		snprintf(a->why, sizeof(a->why), "%s: not a PEM certificate",
+			 p->crt);
+		return;
+	}
+	a->has_cert = true;
+	describe(cert, p->name, &a->info);
+	a->key = audit_key(p, cert, a->why, sizeof(a->why));
+	X509_free(cert);
+}
+
+bool cert_store_audit(const struct config *cfg, struct cert_audit **out,
+		      size_t *n, char *err, size_t err_len)
+{
+	struct pair_list l;
+
+	*out = NULL;
+	*n = 0;
+	if (!gather_lone(cfg, LONE_KEEP, &l, err, err_len))
+		return false;
+	if (l.n > 0 && (*out = calloc(l.n, sizeof(**out))) == NULL) {
+		snprintf(err, err_len, "out of memory");
+		free(l.v);
+		return false;
+	}
+	*n = l.n;
+	for (size_t i = 0; i < l.n; i++)
+		audit_pair(&l.v[i], &(*out)[i]);
+	free(l.v);
+	return true;
 }
 
 /* ---- trust anchors ------------------------------------------------------ */

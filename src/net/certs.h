@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -60,6 +61,32 @@ bool cert_store_inventory(const struct config *cfg, struct cert_info **out,
  * table). Caller frees *out. */
 bool tls_cert_inventory(const char *cert_dir, struct cert_info **out,
 			size_t *n, char *err, size_t err_len);
+
+/* What `certs` finds of one pair: whether the certificate reads, and its
+ * key. */
+enum cert_key {
+	CERT_KEY_MATCHES,
+	CERT_KEY_MISSING,  /* no key file */
+	CERT_KEY_OPEN,	   /* readable by group or others: refused at start */
+	CERT_KEY_DENIED,   /* the caller may not read it */
+	CERT_KEY_BAD,	   /* unreadable, not PEM, or encrypted */
+	CERT_KEY_MISMATCH, /* not the certificate's key */
+};
+
+struct cert_audit {
+	struct cert_info info; /* name always; the rest when has_cert */
+	bool has_cert;	       /* the certificate file read as PEM */
+	enum cert_key key;     /* when has_cert */
+	char why[2 * PATH_MAX + 64]; /* what is wrong with either file */
+};
+
+/* Every pair the store names, as cert_store_inventory, but a lone
+ * NAME.crt or NAME.key of cert_dir is listed too and nothing stops the
+ * list: each entry says what is wrong with it. False only when the store
+ * cannot be listed (a cert_dir named in the ini that is missing, ...).
+ * Caller frees *out. */
+bool cert_store_audit(const struct config *cfg, struct cert_audit **out,
+		      size_t *n, char *err, size_t err_len);
 
 /* The first certificate of a PEM text (a peer's chain) into *ci. */
 bool cert_describe_pem(const uint8_t *pem, size_t len, const char *name,

@@ -1,5 +1,6 @@
 /*
- * dns: MX and address lookups with libunbound, inside the event loop.
+ * dns: MX, address and TLSA lookups with libunbound, inside the event
+ * loop, DNSSEC-validated against [dns] trust_anchor.
  * libunbound resolves in a thread of its own (ub_ctx_async) and reports on
  * a pipe, ub_fd(), that an ev_io watches; ub_process() then runs on_answer
  * on the loop's thread. This file owns every request from dns_*_route until
@@ -17,6 +18,8 @@
 #include "proto/dns_wire.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,11 +44,12 @@ enum {
 	RR_A = 1,
 	RR_MX = 15,
 	RR_AAAA = 28,
+	RR_TLSA = 52,
 	CLASS_IN = 1,
 	RCODE_NXDOMAIN = 3,
 };
 
-enum stage { STAGE_MX, STAGE_ADDR, STAGE_DONE };
+enum stage { STAGE_MX, STAGE_ADDR, STAGE_TLSA, STAGE_DONE };
 enum outcome { OUT_DATA, OUT_NODATA, OUT_NXDOMAIN, OUT_TEMP };
 
 struct req;
@@ -65,7 +69,8 @@ struct req {
 	struct req *next_done;	 /* waiting for on_kick to call back */
 	struct dns *dns;
 	uint64_t id;
-	dns_route_cb *cb;
+	dns_route_cb *cb;      /* a route request, or ... */
+	dns_tlsa_cb *tlsa_cb;  /* ... a TLSA one */
 	void *arg;
 	enum stage stage;
 	bool cancelled; /* no callback, ever (again) */
@@ -75,7 +80,8 @@ struct req {
 	struct query q[MAX_QUERIES];
 	unsigned in_flight;
 	ev_timer deadline;
-	struct dns_route route;
+	struct dns_route route; /* the answer of a route request */
+	struct dns_tlsa tlsa;	/* the answer of a TLSA request */
 };
 
 struct dns {
@@ -182,9 +188,11 @@ static enum outcome outcome_of(const struct query *q, char *why,
 			 q->err != 0 ? ub_strerror(q->err) : "no answer");
 		return OUT_TEMP;
 	}
-	/* Only with a validator, which TLSA/DANE will bring. */
+	/* A signature that does not verify, or a chain of trust that is
+	 * broken: the answer cannot be trusted, and waiting may mend it. */
 	if (r->bogus) {
-		snprintf(why, why_len, "DNSSEC validation failed");
+		snprintf(why, why_len, "DNSSEC validation failed: %s",
+			 r->why_bogus != NULL ? r->why_bogus : "bogus");
 		return OUT_TEMP;
 	}
 	if (r->nxdomain || r->rcode == RCODE_NXDOMAIN)
@@ -194,6 +202,11 @@ static enum outcome outcome_of(const struct query *q, char *why,
 		return OUT_TEMP;
 	}
 	return r->havedata ? OUT_DATA : OUT_NODATA;
+}
+
+static enum dns_sec sec_of(const struct query *q)
+{
+	return q->res != NULL && q->res->secure ? DNS_SECURE : DNS_INSECURE;
 }
 
 /* ---- the request table ------------------------------------------------ */
@@ -206,7 +219,7 @@ static struct req **bucket(struct dns *dns, uint64_t id)
 static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents);
 
 static struct req *req_new(struct dns *dns, const char *name, unsigned port,
-			   uint64_t id, dns_route_cb *cb, void *arg)
+			   uint64_t id, void *arg)
 {
 	struct req *req = calloc(1, sizeof(*req));
 	struct req **head;
@@ -215,7 +228,6 @@ static struct req *req_new(struct dns *dns, const char *name, unsigned port,
 		return NULL;
 	req->dns = dns;
 	req->id = id;
-	req->cb = cb;
 	req->arg = arg;
 	req->port = port;
 	snprintf(req->name, sizeof(req->name), "%s", name);
@@ -301,15 +313,22 @@ static void finish(struct req *req)
 static void fail(struct req *req, enum dns_status status, const char *fmt,
 		 ...) __attribute__((format(printf, 3, 4)));
 
+/* A TLSA request fails as DNS_TLSA_FAILED whatever the status. */
 static void fail(struct req *req, enum dns_status status, const char *fmt,
 		 ...)
 {
 	va_list ap;
+	char *error = req->tlsa_cb != NULL ? req->tlsa.error
+					   : req->route.error;
+	size_t len = req->tlsa_cb != NULL ? sizeof(req->tlsa.error)
+					  : sizeof(req->route.error);
 
 	req->route.status = status;
 	req->route.n_hosts = 0;
+	req->tlsa.status = DNS_TLSA_FAILED;
+	req->tlsa.n_records = 0;
 	va_start(ap, fmt);
-	vsnprintf(req->route.error, sizeof(req->route.error), fmt, ap);
+	vsnprintf(error, len, fmt, ap);
 	va_end(ap);
 	finish(req);
 }
@@ -330,7 +349,10 @@ static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
 		req->queued = false;
 		if (!req->cancelled) {
 			req->cancelled = true;
-			req->cb(req->id, &req->route, req->arg);
+			if (req->tlsa_cb != NULL)
+				req->tlsa_cb(req->id, &req->tlsa, req->arg);
+			else
+				req->cb(req->id, &req->route, req->arg);
 		}
 		req_maybe_free(req);
 		req = next;
@@ -506,7 +528,7 @@ static void mx_answered(struct req *req)
 {
 	struct query *q = &req->q[0];
 	struct dns_route *rt = &req->route;
-	char why[96];
+	char why[160];
 
 	switch (outcome_of(q, why, sizeof(why))) {
 	case OUT_TEMP:
@@ -529,6 +551,7 @@ static void mx_answered(struct req *req)
 			return;
 		break;
 	}
+	rt->mx_sec = sec_of(q);
 	release_answers(req);
 	ask_addresses(req);
 }
@@ -575,13 +598,17 @@ static void host_addresses(struct req *req, struct dns_host *h,
 	}
 }
 
+/* The data of one address answer; *insecure when it was an answer (data
+ * or none) that did not validate as secure. */
 static const struct ub_result *data_of(const struct query *q, bool *temp,
-				       char *why, size_t why_len)
+				       bool *insecure, char *why,
+				       size_t why_len)
 {
-	char here[96];
+	char here[160];
 
 	switch (outcome_of(q, here, sizeof(here))) {
 	case OUT_DATA:
+		*insecure = *insecure || sec_of(q) != DNS_SECURE;
 		return q->res;
 	case OUT_TEMP:
 		if (!*temp)
@@ -590,6 +617,7 @@ static const struct ub_result *data_of(const struct query *q, bool *temp,
 		break;
 	case OUT_NODATA:
 	case OUT_NXDOMAIN:
+		*insecure = *insecure || sec_of(q) != DNS_SECURE;
 		break;
 	}
 	return NULL;
@@ -600,19 +628,22 @@ static void addresses_answered(struct req *req)
 	struct dns_route *rt = &req->route;
 	size_t kept = 0, asked = rt->n_hosts;
 	bool temp = false;
-	char why[96] = "", first_temp[256] = "";
+	char why[160] = "", first_temp[256] = "";
 
 	for (size_t i = 0; i < asked; i++) {
-		bool was_temp = temp;
+		bool was_temp = temp, insecure = false;
 		const struct ub_result *v6 = data_of(&req->q[2 * i], &temp,
-						     why, sizeof(why));
+						     &insecure, why,
+						     sizeof(why));
 		const struct ub_result *v4 = data_of(&req->q[2 * i + 1],
-						     &temp, why, sizeof(why));
+						     &temp, &insecure, why,
+						     sizeof(why));
 
 		if (temp && !was_temp)
 			snprintf(first_temp, sizeof(first_temp), "%s",
 				 rt->hosts[i].name);
 		host_addresses(req, &rt->hosts[i], v6, v4);
+		rt->hosts[i].sec = insecure ? DNS_INSECURE : DNS_SECURE;
 		if (rt->hosts[i].n_addrs == 0)
 			continue;
 		if (kept != i)
@@ -632,6 +663,49 @@ static void addresses_answered(struct req *req)
 		fail(req, DNS_PERMFAIL, "%s: no address for any of %zu hosts",
 		     req->name, asked);
 	}
+}
+
+/* ---- TLSA answers ------------------------------------------------------ */
+
+/* The records of a secure RRset: the usable ones kept (RFC 7672 §3.1.3),
+ * the others only counted. */
+static void tlsa_records(struct dns_tlsa *t, const struct ub_result *r)
+{
+	for (size_t i = 0; r->data[i] != NULL; i++) {
+		struct tlsa_rr *rr = &t->records[t->n_records];
+
+		t->n_seen++;
+		if (t->n_records < TLSA_MAX_RECORDS &&
+		    tlsa_parse((const unsigned char *)r->data[i],
+			       r->len[i] > 0 ? (size_t)r->len[i] : 0,
+			       rr) == TLSA_PARSE_OK &&
+		    tlsa_usable(rr))
+			t->n_records++;
+	}
+	t->status = DNS_TLSA_RECORDS;
+}
+
+/* Secure records, secure denial (no DANE), insecure (no DANE), or a
+ * failure: bogus, SERVFAIL, no answer (RFC 7672 §2.2). */
+static void tlsa_answered(struct req *req)
+{
+	struct query *q = &req->q[0];
+	struct dns_tlsa *t = &req->tlsa;
+	char why[160];
+	enum outcome out = outcome_of(q, why, sizeof(why));
+
+	if (out == OUT_TEMP) {
+		fail(req, DNS_TEMPFAIL, "TLSA lookup of %s failed: %s",
+		     t->qname, why);
+		return;
+	}
+	if (sec_of(q) != DNS_SECURE)
+		t->status = DNS_TLSA_INSECURE;
+	else if (out == OUT_DATA)
+		tlsa_records(t, q->res);
+	else
+		t->status = DNS_TLSA_NONE;
+	finish(req);
 }
 
 /* ---- the loop side ---------------------------------------------------- */
@@ -657,6 +731,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 			mx_answered(req);
 		else if (req->stage == STAGE_ADDR)
 			addresses_answered(req);
+		else if (req->stage == STAGE_TLSA)
+			tlsa_answered(req);
 	}
 }
 
@@ -676,15 +752,43 @@ static bool set_option(struct ub_ctx *ub, const char *name,
 	return ub_ok(ub_ctx_set_option(ub, name, value), name, err, err_len);
 }
 
+/*
+ * RFC 6761 / RFC 8375 special-use names: no delegation from the root
+ * exists for them, so with the root's anchor every answer a site's
+ * resolver gives for them from a local zone would be bogus. They are
+ * insecure instead; a trust anchor of their own (a test zone's key as
+ * [dns] trust_anchor) still makes a zone under them secure.
+ */
+static const char *const special_use[] = {
+	"test.", "example.", "invalid.", "localhost.", "home.arpa.",
+};
+
+/* The validator and its anchor, or no validation ([dns] trust_anchor =
+ * none: every answer is insecure, so DANE never applies). */
+static bool set_validation(struct ub_ctx *ub, const struct config *cfg,
+			   char *err, size_t err_len)
+{
+	char what[PATH_MAX + 32];
+
+	if (cfg->dns_trust_anchor == NULL)
+		return set_option(ub, "module-config:", "iterator", err,
+				  err_len);
+	if (!set_option(ub, "module-config:", "validator iterator", err,
+			err_len))
+		return false;
+	for (size_t i = 0; i < sizeof(special_use) / sizeof(*special_use); i++)
+		if (!set_option(ub, "domain-insecure:", special_use[i], err,
+				err_len))
+			return false;
+	snprintf(what, sizeof(what), "trust anchor %s", cfg->dns_trust_anchor);
+	return ub_ok(ub_ctx_add_ta_file(ub, cfg->dns_trust_anchor), what, err,
+		     err_len);
+}
+
 static bool set_options(struct ub_ctx *ub, bool forwarders, char *err,
 			size_t err_len)
 {
 	static const char *const options[][2] = {
-		/* No trust anchor yet, so no validator: answers are taken
-		 * as they come. TLSA/DANE will need "validator iterator",
-		 * a trust anchor (ub_ctx_add_ta_autr) and a look at
-		 * ub_result.secure; outcome_of already fails bogus ones. */
-		{"module-config:", "iterator"},
 		/* A resolver that failed is asked again at once instead of
 		 * being skipped for infra-host-ttl (15 min): with one or two
 		 * resolvers there is nobody else to ask. */
@@ -738,6 +842,29 @@ static bool set_servers(struct ub_ctx *ub, const struct config *cfg,
 	return true;
 }
 
+/* libunbound reads the anchors only when a context is finalized, which
+ * its data calls do first: removing a name nobody added does just that,
+ * without a query. Its own reasons go to stderr. */
+static bool finalized(struct ub_ctx *ub)
+{
+	return ub_ctx_data_remove(ub, "smtpgw-check.invalid.") == 0;
+}
+
+/* The anchor is read here, by this process (the queue manager runs as
+ * [gateway] user), rather than at the first lookup, which would fail
+ * every lookup after it. */
+static bool load_now(struct ub_ctx *ub, const struct config *cfg, char *err,
+		     size_t err_len)
+{
+	if (finalized(ub))
+		return true;
+	snprintf(err, err_len, "dns: trust anchor %.200s: cannot be loaded "
+		 "by this process (uid %u); libunbound's reason is on stderr",
+		 cfg->dns_trust_anchor ? cfg->dns_trust_anchor : "(none)",
+		 (unsigned)getuid());
+	return false;
+}
+
 struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 		    char *err, size_t err_len)
 {
@@ -758,7 +885,9 @@ struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 	}
 	if (!ub_ok(ub_ctx_async(dns->ub, 1), "threads", err, err_len) ||
 	    !set_options(dns->ub, cfg->n_dns_resolvers > 0, err, err_len) ||
-	    !set_servers(dns->ub, cfg, err, err_len)) {
+	    !set_validation(dns->ub, cfg, err, err_len) ||
+	    !set_servers(dns->ub, cfg, err, err_len) ||
+	    !load_now(dns->ub, cfg, err, err_len)) {
 		ub_ctx_delete(dns->ub);
 		free(dns);
 		return NULL;
@@ -786,29 +915,108 @@ void dns_free(struct dns *dns)
 	free(dns);
 }
 
+/* ---- checking the trust anchor ------------------------------------------ */
+
+/* A DS or DNSKEY record in the file: the word as a field, outside a
+ * comment. Lines are bounded; a longer one is read in pieces. */
+static bool has_anchor_records(FILE *f)
+{
+	char line[4096], *save;
+
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *semi = strchr(line, ';');
+
+		if (semi != NULL)
+			*semi = '\0';
+		for (char *w = strtok_r(line, " \t\r\n", &save); w != NULL;
+		     w = strtok_r(NULL, " \t\r\n", &save))
+			if (strcasecmp(w, "DS") == 0 ||
+			    strcasecmp(w, "DNSKEY") == 0)
+				return true;
+	}
+	return false;
+}
+
+/* A context of its own, thrown away: the check touches nothing else. */
+static bool anchor_loads(const struct config *cfg, char *err, size_t err_len)
+{
+	struct ub_ctx *ub = ub_ctx_create();
+	bool ok = ub != NULL && set_validation(ub, cfg, err, err_len);
+
+	if (ok && !finalized(ub)) {
+		snprintf(err, err_len, "libunbound cannot load it as DS or "
+				       "DNSKEY records (its reason is on "
+				       "stderr)");
+		ok = false;
+	} else if (ub == NULL) {
+		snprintf(err, err_len, "cannot create a libunbound context");
+	}
+	ub_ctx_delete(ub);
+	return ok;
+}
+
+bool dns_check_config(const struct config *cfg, bool load, char *err,
+		      size_t err_len)
+{
+	const char *path = cfg->dns_trust_anchor;
+	char where[PATH_MAX + 32], why[256] = "";
+	FILE *f;
+
+	if (path == NULL)
+		return true;
+	config_key_where(cfg, "dns", "trust_anchor", where, sizeof(where));
+	if ((f = fopen(path, "r")) == NULL) {
+		snprintf(err, err_len, "%s: trust_anchor %s: %s", where, path,
+			 strerror(errno));
+		return false;
+	}
+	if (!has_anchor_records(f))
+		snprintf(why, sizeof(why), "no DS or DNSKEY record in it");
+	fclose(f);
+	if (why[0] == '\0' && (!load || anchor_loads(cfg, why, sizeof(why))))
+		return true;
+	snprintf(err, err_len, "%s: trust_anchor %s: %s", where, path, why);
+	return false;
+}
+
 /* ---- the interface ---------------------------------------------------- */
 
-static struct req *start(struct dns *dns, const char *name, unsigned port,
-			 uint64_t id, dns_route_cb *cb, void *arg)
+/* Nothing to queue the answer on: say so now rather than never, the
+ * lesser breach of the contract. */
+static void answer_oom(const char *name, uint64_t id, dns_route_cb *cb,
+		       dns_tlsa_cb *tlsa_cb, void *arg)
 {
-	struct req *req = req_new(dns, name, port, id, cb, arg);
+	struct dns_route *rt = calloc(1, sizeof(*rt));
+	struct dns_tlsa *t = calloc(1, sizeof(*t));
+
+	log_msg(LOG_ERR, "dns", "out of memory for %s", name);
+	if (rt != NULL && t != NULL) {
+		rt->status = DNS_TEMPFAIL;
+		t->status = DNS_TLSA_FAILED;
+		snprintf(rt->error, sizeof(rt->error), "out of memory");
+		snprintf(t->error, sizeof(t->error), "out of memory");
+		if (tlsa_cb != NULL)
+			tlsa_cb(id, t, arg);
+		else
+			cb(id, rt, arg);
+	}
+	free(rt);
+	free(t);
+}
+
+/* One of cb and tlsa_cb is set: which kind of answer the request gives. */
+static struct req *start(struct dns *dns, const char *name, unsigned port,
+			 uint64_t id, dns_route_cb *cb, dns_tlsa_cb *tlsa_cb,
+			 void *arg)
+{
+	struct req *req = req_new(dns, name, port, id, arg);
 
 	if (req == NULL) {
-		struct dns_route *rt = calloc(1, sizeof(*rt));
-
-		/* Nothing to queue the answer on: say so now rather than
-		 * never, the lesser breach of the contract. */
-		if (rt != NULL) {
-			rt->status = DNS_TEMPFAIL;
-			snprintf(rt->error, sizeof(rt->error),
-				 "out of memory");
-		}
-		log_msg(LOG_ERR, "dns", "out of memory for %s", name);
-		if (rt != NULL)
-			cb(id, rt, arg);
-		free(rt);
+		answer_oom(name, id, cb, tlsa_cb, arg);
 		return NULL;
 	}
+	req->cb = cb;
+	req->tlsa_cb = tlsa_cb;
 	ev_timer_start(dns->loop, &req->deadline);
 	return req;
 }
@@ -818,7 +1026,8 @@ void dns_mx_route(struct dns *dns, const char *domain, unsigned port,
 {
 	char name[256];
 	bool valid = dns_name_copy(domain, name, sizeof(name));
-	struct req *req = start(dns, valid ? name : domain, port, id, cb, arg);
+	struct req *req = start(dns, valid ? name : domain, port, id, cb, NULL,
+				arg);
 
 	if (req == NULL)
 		return;
@@ -835,7 +1044,7 @@ void dns_mx_route(struct dns *dns, const char *domain, unsigned port,
 void dns_host_route(struct dns *dns, const char *host, unsigned port,
 		    uint64_t id, dns_route_cb *cb, void *arg)
 {
-	struct req *req = start(dns, host, port, id, cb, arg);
+	struct req *req = start(dns, host, port, id, cb, NULL, arg);
 	struct dns_route *rt;
 
 	if (req == NULL)
@@ -843,6 +1052,7 @@ void dns_host_route(struct dns *dns, const char *host, unsigned port,
 	rt = &req->route;
 	snprintf(rt->hosts[0].name, sizeof(rt->hosts[0].name), "%s", host);
 	rt->n_hosts = 1;
+	rt->mx_sec = DNS_SECURE; /* the configuration named it */
 	if (parse_literal(host, port, &rt->hosts[0].addrs[0])) {
 		rt->hosts[0].n_addrs = 1;
 		rt->status = DNS_OK;
@@ -872,6 +1082,28 @@ void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 		dns_next_hop_route(dns, rt->hop, id, cb, arg);
 	else
 		dns_mx_route(dns, domain, 25, id, cb, arg);
+}
+
+void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
+	      dns_tlsa_cb *tlsa_cb, void *arg)
+{
+	char qname[DNS_NAME_MAX + 1];
+	bool valid = tlsa_qname(host, port, qname, sizeof(qname));
+	struct req *req = start(dns, valid ? qname : host, port, id, NULL,
+				tlsa_cb, arg);
+
+	if (req == NULL)
+		return;
+	snprintf(req->tlsa.qname, sizeof(req->tlsa.qname), "%.253s", req->name);
+	if (!valid) {
+		fail(req, DNS_PERMFAIL, "no TLSA name for %.200s port %u",
+		     host, port);
+		return;
+	}
+	req->stage = STAGE_TLSA;
+	ask(req, &req->q[0], req->name, RR_TLSA);
+	if (req->in_flight == 0)
+		tlsa_answered(req);
 }
 
 void dns_cancel(struct dns *dns, uint64_t id)

@@ -9,6 +9,9 @@
 #ifndef SMTPGW_DNS_H
 #define SMTPGW_DNS_H
 
+#include "proto/dns_wire.h"
+#include "proto/tlsa.h"
+
 #include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,12 +31,21 @@ enum dns_status {
 	DNS_TEMPFAIL, /* SERVFAIL, timeout, no answer yet */
 };
 
+/* DNSSEC state of the answers behind a route (RFC 4035 §4.3). A bogus
+ * answer never makes a route: it fails the lookup (DNS_TEMPFAIL). */
+enum dns_sec {
+	DNS_INSECURE = 0, /* not signed, or no trust anchor covers it */
+	DNS_SECURE,	  /* validated up to a trust anchor */
+};
+
 /* One next hop: a name and its addresses, port filled in. */
 struct dns_host {
 	char name[256];
 	unsigned pref;
 	struct sockaddr_storage addrs[DNS_MAX_ADDRS];
 	size_t n_addrs;
+	enum dns_sec sec; /* its A and AAAA answers; an address literal is
+			     DNS_INSECURE (no name to look TLSA up for) */
 };
 
 /* Where mail for a domain goes, in the order to try (RFC 5321 §5.1). */
@@ -42,10 +54,33 @@ struct dns_route {
 	char error[160]; /* why, for logs and DSNs, when not DNS_OK */
 	struct dns_host hosts[DNS_MAX_HOSTS];
 	size_t n_hosts;
+	enum dns_sec mx_sec; /* the MX answer (its NODATA for an implicit
+				MX); DNS_SECURE for a static host name,
+				which no DNS answer chose (RFC 7672 §2.2.3) */
+};
+
+/* A TLSA lookup (RFC 7672 §2.2). */
+enum dns_tlsa_status {
+	DNS_TLSA_RECORDS,  /* a secure RRset: n_seen records, the usable
+			      ones in records[] */
+	DNS_TLSA_NONE,	   /* secure NXDOMAIN or NODATA: no DANE */
+	DNS_TLSA_INSECURE, /* an answer not signed: no DANE */
+	DNS_TLSA_FAILED,   /* bogus, SERVFAIL, timeout: `error` says */
+};
+
+struct dns_tlsa {
+	enum dns_tlsa_status status;
+	char qname[DNS_NAME_MAX + 1]; /* "_25._tcp.mx.example" */
+	char error[200];
+	size_t n_seen;			  /* records in the RRset */
+	size_t n_records;		  /* usable ones kept (tlsa_usable) */
+	struct tlsa_rr records[TLSA_MAX_RECORDS];
 };
 
 typedef void dns_route_cb(uint64_t id, const struct dns_route *route,
 			  void *arg);
+typedef void dns_tlsa_cb(uint64_t id, const struct dns_tlsa *tlsa,
+			 void *arg);
 
 struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 		    char *err, size_t err_len);
@@ -75,6 +110,19 @@ void dns_next_hop_route(struct dns *dns, const struct next_hop *hop,
  * config_route): its next hop, or the MX route of `domain` on port 25. */
 void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 		   uint64_t id, dns_route_cb *cb, void *arg);
+
+/* The TLSA RRset of `host` at `port` (_PORT._tcp.HOST). `cb(id, tlsa,
+ * arg)` is called exactly once, never from inside this call. */
+void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
+	      dns_tlsa_cb *cb, void *arg);
+
+/* Is the trust anchor of `cfg` a readable file with DS or DNSKEY records
+ * in it, and (`load`) does libunbound load it? "FILE:LINE: trust_anchor
+ * ...: why" into err otherwise. Start and reload check without `load`
+ * (a context of libunbound's costs the master memory its children would
+ * inherit); -t loads, and so does the queue manager when it starts. */
+bool dns_check_config(const struct config *cfg, bool load, char *err,
+		      size_t err_len);
 
 /* Forgets the callbacks of `id` (the caller is going away). */
 void dns_cancel(struct dns *dns, uint64_t id);

@@ -18,6 +18,8 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/netaddr.h"
+#include "core/stats.h"
+#include "net/dane.h"
 #include "net/dns.h"
 #include "outbound/outcome.h"
 #include "outbound/smtp_client.h"
@@ -44,12 +46,18 @@ struct job {
 	size_t *index;	    /* recipients of m in this job */
 	struct client_rcpt *rcpts;
 	size_t n;
-	enum tls_level level;
+	enum tls_level level;	   /* the policy's */
+	enum tls_level conn_level; /* the current host's: the level, or
+				      what DANE made of it (may, encrypt) */
 	struct dns_route route;
 	enum route_source source; /* MX of the domain, next_hop, relayhost */
 	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
 	bool no_tls;
+	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
+	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
+	bool use_tlsa;	      /* the current host authenticates by it */
+	char dane_reason[256]; /* the last DANE failure, for the log */
 	bool answered;	   /* a host spoke SMTP */
 	bool unreachable;  /* a host could not be reached, or was lost */
 	struct queued_message file;
@@ -85,14 +93,11 @@ void attempt_destination(const struct config *cfg, const char *domain,
 /* ---- recording outcomes ------------------------------------------------ */
 
 /* retry_min, doubling per attempt, up to retry_max (Postfix's
- * minimal_backoff_time / maximal_backoff_time). */
+ * minimal_backoff_time / maximal_backoff_time); the queue command shows
+ * the same. */
 static double backoff(const struct config *cfg, unsigned attempts)
 {
-	double delay = cfg->retry_min;
-
-	for (unsigned i = 1; i < attempts && delay < cfg->retry_max; i++)
-		delay *= 2;
-	return delay < cfg->retry_max ? delay : cfg->retry_max;
+	return config_retry_delay(cfg, attempts);
 }
 
 static const char *state_word(enum rcpt_state st)
@@ -108,7 +113,8 @@ static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 			   j->handoff_at, r ? r->setup_done : 0, ev_time()};
 
 	outcome_log(j->m, j->index[k], state_word(st), j->relay, &t,
-		    tls_level_name(j->level), r, reply);
+		    tls_level_name(j->level), r, reply,
+		    j->dane_reason[0] != '\0' ? j->dane_reason : NULL);
 }
 
 /* One recipient's outcome: spool state first ("sent" at the job's end, see
@@ -124,6 +130,9 @@ static void record(struct job *j, size_t k, enum rcpt_state st,
 	else
 		message_append_state(j->c->queue, m, i, st, reply);
 	log_rcpt(j, k, st, reply, r);
+	stats_add(st == RCPT_SENT      ? STAT_SENT
+		  : st == RCPT_BOUNCED ? STAT_BOUNCED
+				       : STAT_DEFERRED);
 	m->tries[i]++;
 	if (st == RCPT_PENDING)
 		m->retry_at[i] = now_s(j) + backoff(j->gen->cfg, m->tries[i]);
@@ -268,6 +277,7 @@ static void log_downgrade(const struct job *j, const char *why)
 {
 	struct logline l;
 
+	stats_add(STAT_DOWNGRADES);
 	log_begin(&l, LOG_WARN, "tls_downgrade");
 	log_kv(&l, "qid", "%s", j->m->qid);
 	log_kv(&l, "relay", "%s", j->relay);
@@ -287,11 +297,28 @@ static void learn(struct job *j, enum client_outcome o)
 		j->answered = true;
 }
 
+/* What an outbound connection had, by the level it asked for. */
+static void count_connection(const struct job *j,
+			     const struct client_result *r)
+{
+	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
+
+	if (r->outcome == CLIENT_CONNECT_FAILED)
+		return;
+	if (r->outcome == CLIENT_TLS_FAILED ||
+	    r->outcome == CLIENT_TLS_NOT_OFFERED)
+		had = STAT_HAD_FAILED;
+	else if (r->tls_version[0] != '\0')
+		had = r->tls_verified ? STAT_HAD_VERIFIED : STAT_HAD_TLS;
+	stats_add(stat_outbound_id(j->level, had));
+}
+
 static void on_client(void *owner, const struct client_result *r)
 {
 	struct job *j = owner;
 
 	j->client = NULL;
+	count_connection(j, r);
 	learn(j, r->outcome);
 	if (r->starttls_refused[0] != '\0')
 		log_downgrade(j, r->starttls_refused);
@@ -304,7 +331,10 @@ static void on_client(void *owner, const struct client_result *r)
 			on_result(j, r);
 		return;
 	case CLIENT_TLS_FAILED:
-		if (j->level == TLS_LEVEL_MAY && !j->no_tls) {
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason), "%s",
+				 r->reply);
+		if (j->conn_level == TLS_LEVEL_MAY && !j->no_tls) {
 			/* may: the same host again at once, in plaintext. */
 			log_downgrade(j, r->reply);
 			j->no_tls = true;
@@ -316,6 +346,10 @@ static void on_client(void *owner, const struct client_result *r)
 			 r->reply);
 		break;
 	case CLIENT_TLS_NOT_OFFERED:
+		if (j->use_tlsa)
+			snprintf(j->dane_reason, sizeof(j->dane_reason),
+				 "%.200s has TLSA records, but offered no "
+				 "STARTTLS", j->route.hosts[j->host].name);
 		snprintf(j->failure, sizeof(j->failure),
 			 "4.7.4 TLS is required, but was not offered by host %s",
 			 j->relay);
@@ -330,13 +364,16 @@ static void on_client(void *owner, const struct client_result *r)
 	try_next(j);
 }
 
+/* DANE checks the chain itself: its config verifies nothing. */
 static struct tls_config *level_config(const struct job *j)
 {
-	switch (j->level) {
+	switch (j->conn_level) {
 	case TLS_LEVEL_NONE:
 		return NULL;
 	case TLS_LEVEL_MAY:
 	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_DANE:
+	case TLS_LEVEL_DANE_ONLY:
 		return j->gen->clients.encrypt;
 	case TLS_LEVEL_VERIFY:
 		return j->gen->clients.verify;
@@ -352,6 +389,70 @@ static void describe_relay(struct job *j, const struct dns_host *h,
 	sockaddr_ip_text(a, ip, sizeof(ip));
 	snprintf(j->relay, sizeof(j->relay), "%.255s[%.63s]:%u", h->name, ip,
 		 sockaddr_port(a));
+}
+
+static void log_dane(const struct job *j, const char *plan, const char *why)
+{
+	struct logline l;
+
+	log_begin(&l, LOG_INFO, "dane");
+	log_kv(&l, "qid", "%s", j->m->qid);
+	log_kv(&l, "host", "%s", j->route.hosts[j->host].name);
+	log_kv(&l, "tls", "%s", tls_level_name(j->level));
+	log_kv(&l, "plan", "%s", plan);
+	if (why != NULL)
+		log_kv(&l, "reason", "%s", why);
+	log_end(&l);
+}
+
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg);
+
+/* What DANE makes of the current host (RFC 7672 §2.2): its TLSA records
+ * are looked up first when its MX and address records are secure. False
+ * when try_next must not go on: the lookup is under way, or the host was
+ * given up and try_next has moved on. */
+static bool plan_host(struct job *j)
+{
+	const struct dns_host *h = &j->route.hosts[j->host];
+	bool wanted = dane_wants_tlsa(j->level, &j->route, h);
+	char why[256];
+
+	j->conn_level = j->level;
+	j->use_tlsa = false;
+	if (!dane_level(j->level))
+		return true;
+	if (wanted && j->tlsa_host != j->host + 1) {
+		dns_tlsa(j->c->dns, h->name, sockaddr_port(&h->addrs[0]), j->id,
+			 on_tlsa, j->c);
+		return false;
+	}
+	switch (dane_plan(j->level, &j->route, h, wanted ? &j->tlsa : NULL,
+			  why, sizeof(why))) {
+	case DANE_PLAN_AUTH:
+		j->use_tlsa = true;
+		if (j->addr == 0)
+			log_dane(j, "authenticate", NULL);
+		return true;
+	case DANE_PLAN_ENCRYPT:
+		j->conn_level = TLS_LEVEL_ENCRYPT;
+		break;
+	case DANE_PLAN_MAY:
+		j->conn_level = TLS_LEVEL_MAY;
+		break;
+	case DANE_PLAN_DEFER:
+		log_dane(j, "defer", why);
+		snprintf(j->dane_reason, sizeof(j->dane_reason), "%s", why);
+		snprintf(j->failure, sizeof(j->failure), "4.7.5 %s: %s",
+			 h->name, why);
+		j->host++;
+		j->addr = 0;
+		try_next(j);
+		return false;
+	}
+	if (j->addr == 0)
+		log_dane(j, j->conn_level == TLS_LEVEL_MAY ? "may" : "encrypt",
+			 why);
+	return true;
 }
 
 /* The next address of the current host, else the next host (next MX). */
@@ -371,12 +472,17 @@ static void try_next(struct job *j)
 					       : "4.4.1 no host could be reached");
 		return;
 	}
+	if (!plan_host(j))
+		return;
 	h = &j->route.hosts[j->host];
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
-		.tls_name = j->tls_name,
-		.helo = cfg->hostname, .level = j->level,
+		/* DANE names the MX host, and so does its SNI */
+		.tls_name = dane_level(j->level) ? NULL : j->tls_name,
+		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
+		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
+		.helo = cfg->hostname, .level = j->conn_level,
 		.tls = level_config(j), .no_tls = j->no_tls,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
 		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
@@ -396,6 +502,18 @@ static void try_next(struct job *j)
 static struct job *find_job(struct attempt_ctx *c, uint64_t id)
 {
 	return (struct job *)idmap_first(&c->jobs, id); /* ids are unique */
+}
+
+/* The TLSA answer for the current host: try_next plans it. */
+static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
+{
+	struct job *j = find_job(arg, id);
+
+	if (j == NULL)
+		return;
+	j->tlsa = *tlsa;
+	j->tlsa_host = j->host + 1;
+	try_next(j);
 }
 
 /* A name that does not exist bounces only when it is the recipient's
@@ -445,6 +563,7 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 	}
 	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
 		    "hook client_tls domain %s: %s", j->domain, r.text);
+	stats_add(STAT_POLICY_ERRORS + HOOK_CLIENT_TLS);
 	return false;
 }
 

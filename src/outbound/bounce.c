@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "outbound/outcome.h"
 #include "proto/dsn.h"
 #include "spool/queue.h"
@@ -201,7 +202,8 @@ void bounce_expire(struct queue *q, struct message *m)
 		snprintf(why, sizeof(why), "4.4.7 message expired after %u "
 			 "attempts: %s", m->tries[i],
 			 m->last_error[i] ? m->last_error[i] : "not delivered");
-		outcome_log(m, i, "expired", "", &t, NULL, NULL, why);
+		outcome_log(m, i, "expired", "", &t, NULL, NULL, why, NULL);
+		stats_add(STAT_EXPIRED);
 		bounce_one(q, m, why, i);
 		n++;
 	}
@@ -218,7 +220,7 @@ static void log_loop(const struct message *m, size_t i, const char *why)
 	log_kv(&l, "to", "<%s>", m->env.rcpts[i]);
 	log_kv(&l, "reason", "%s", why);
 	log_end(&l);
-	outcome_log(m, i, "bounced", "", &t, NULL, NULL, why);
+	outcome_log(m, i, "bounced", "", &t, NULL, NULL, why, NULL);
 }
 
 void bounce_loop(struct queue *q, struct message *m)
@@ -232,5 +234,6 @@ void bounce_loop(struct queue *q, struct message *m)
 			continue;
 		bounce_one(q, m, why, i);
 		log_loop(m, i, why);
+		stats_add(STAT_BOUNCED);
 	}
 }

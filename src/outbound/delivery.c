@@ -57,7 +57,7 @@ struct delivery {
 	struct sched_refill refill;
 	struct idmap messages; /* held, by queue id */
 	struct message *fresh; /* taken in, not settled yet */
-	struct queue_scan *scan;
+	struct queue_pass *scan;
 	char scan_qid[QUEUE_ID_LEN + 1]; /* the entry a full set stopped at */
 	double scan_due;
 	bool scan_pending;
@@ -286,8 +286,8 @@ static void maybe_evict(struct delivery *d, struct message *m)
 	if (!queue_set_due(d->queue, m->qid, due)) {
 		if (errno != ENOENT)
 			return; /* kept: it stays due in memory */
-		log_qid_msg(LOG_WARN, "dropped", m->qid,
-			    "deleted from the queue");
+		log_qid_msg(LOG_WARN, "dropped", m->qid, "no longer in "
+			    "queue/ (deleted, or put on hold)");
 	} else {
 		sched_refill_later(&d->refill, due);
 	}
@@ -491,7 +491,7 @@ static void log_pass(const struct delivery *d)
 
 static void end_pass(struct delivery *d)
 {
-	queue_scan_close(d->scan);
+	queue_pass_close(d->scan);
 	d->scan = NULL;
 	d->scan_pending = false;
 	sched_refill_end(&d->refill);
@@ -504,7 +504,7 @@ static bool start_pass(struct delivery *d, double now)
 		return false;
 	sched_refill_start(&d->refill, now);
 	d->pass_seen = d->pass_taken = 0;
-	if ((d->scan = queue_scan_open(d->queue)) == NULL) {
+	if ((d->scan = queue_pass_open(d->queue)) == NULL) {
 		log_msg(LOG_ERR, "queue_pass", "cannot read the queue: %s; "
 			"again later", strerror(errno));
 		sched_refill_end(&d->refill);
@@ -522,7 +522,7 @@ static void refill(struct delivery *d, double now)
 		return;
 	for (unsigned n = 0; n < SCAN_BATCH; n++) {
 		if (!d->scan_pending) {
-			if (!queue_scan_next(d->scan, d->scan_qid,
+			if (!queue_pass_next(d->scan, d->scan_qid,
 					     &d->scan_due)) {
 				end_pass(d);
 				return;
@@ -645,7 +645,7 @@ void delivery_stop(struct delivery *d)
 	ev_timer_stop(d->loop, &d->wake);
 	ev_timer_stop(d->loop, &d->soon);
 	attempt_abort_all(&d->att);
-	queue_scan_close(d->scan);
+	queue_pass_close(d->scan);
 	d->scan = NULL;
 }
 
@@ -692,6 +692,33 @@ static void on_revived(void *arg, const struct sched_dest *sd)
 	log_end(&l);
 }
 
+/* Its due recipients now, and every entry due at once. */
+static void flush_held(struct delivery *d, struct message *m)
+{
+	memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
+	m->dsn_due = 0;
+	m->active_at = ev_time();
+	for (struct entry *e = m->entries; e != NULL; e = e->next) {
+		e->floor = 0;
+		if (e->item.where == ITEM_WAITING)
+			sched_requeue(d->sched, &e->item, 0);
+	}
+}
+
+/* One message now (`queue requeue`, `queue release`): held, or due on
+ * disk at once for the pass that the same signal starts. Its destination
+ * stays dead if it is. */
+void delivery_flush_message(struct delivery *d, const char *qid)
+{
+	struct message *m = held(d, qid);
+
+	if (m != NULL)
+		flush_held(d, m);
+	else if (queue_set_due(d->queue, qid, now_s(d)))
+		sched_refill_later(&d->refill, now_s(d));
+	kick(d);
+}
+
 /* Every deferred message now: those held (a walk, for an operator's
  * command only), those on disk (a pass that takes them all, as room
  * allows), and no destination is dead any more (Postfix's flush too). */
@@ -699,19 +726,8 @@ void delivery_flush(struct delivery *d)
 {
 	for (size_t b = 0; b <= d->messages.mask; b++)
 		for (struct idmap_node *n = d->messages.buckets[b]; n != NULL;
-		     n = n->next) {
-			struct message *m = (struct message *)n;
-
-			memset(m->retry_at, 0,
-			       m->env.n_rcpts * sizeof(*m->retry_at));
-			m->dsn_due = 0;
-			m->active_at = ev_time();
-			for (struct entry *e = m->entries; e; e = e->next) {
-				e->floor = 0;
-				if (e->item.where == ITEM_WAITING)
-					sched_requeue(d->sched, &e->item, 0);
-			}
-		}
+		     n = n->next)
+			flush_held(d, (struct message *)n);
 	sched_revive_all(d->sched, on_revived, NULL);
 	sched_refill_flush(&d->refill);
 	kick(d);

@@ -42,5 +42,7 @@ void delivery_add(struct delivery *d, const char *qid);
 /* Every deferred message, now (SIGUSR1, `queue flush`), and no
  * destination is dead any more. */
 void delivery_flush(struct delivery *d);
+/* One message now (`queue requeue`, `queue release`), when it is held. */
+void delivery_flush_message(struct delivery *d, const char *qid);
 
 #endif

@@ -111,8 +111,14 @@ struct message *message_load(struct queue *q, const char *qid, bool *again)
 		message_free(m);
 		return NULL;
 	}
-	m->recorded = queue_state_load_tries(q, qid, m->states, m->last_error,
-					     m->tries, m->env.n_rcpts);
+	/* attempts: a restart goes on counting where the last run stopped */
+	queue_state_load(q, qid,
+			 &(struct rcpt_records){.states = m->states,
+						.last = m->last_error,
+						.attempts = m->tries},
+			 m->env.n_rcpts);
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		m->recorded |= m->tries[i] > 0 || m->states[i] != RCPT_PENDING;
 	return m;
 }
 

@@ -7,6 +7,7 @@
 #include "outbound/outcome.h"
 
 #include "core/log.h"
+#include "net/dane.h"
 #include "outbound/smtp_client.h"
 #include "proto/log_format.h"
 #include "spool/queue.h"
@@ -78,7 +79,8 @@ struct timing outcome_timing_now(const struct message *m)
 
 void outcome_log(const struct message *m, size_t i, const char *status,
 		 const char *relay, const struct timing *t, const char *level,
-		 const struct client_result *r, const char *reply)
+		 const struct client_result *r, const char *reply,
+		 const char *reason)
 {
 	bool sent = strcmp(status, "sent") == 0;
 	bool bounced = strcmp(status, "bounced") == 0;
@@ -99,11 +101,16 @@ void outcome_log(const struct message *m, size_t i, const char *status,
 		log_kv(&l, "tls", "%s:%s", level,
 		       r && r->tls_version[0] ? r->tls_version : "none");
 	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s", r->tls_verified ? "yes" : "no");
+		log_kv(&l, "verified", "%s",
+		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
+		       : r->tls_verified	 ? "yes"
+						 : "no");
 	log_kv(&l, "status", "%s", status);
 	if (level != NULL)
 		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
 	log_kv(&l, "reply", "%s", reply);
+	if (!sent && reason != NULL)
+		log_kv(&l, "reason", "%s", reason);
 	log_end(&l);
 }
 

@@ -32,10 +32,12 @@ double outcome_arrival(const struct message *m);
 struct timing outcome_timing_now(const struct message *m);
 
 /* One recipient's outcome. `level` and `r` describe the transaction;
- * level NULL when no job ran (then no tls= nor attempt=). */
+ * level NULL when no job ran (then no tls= nor attempt=); `reason`: the
+ * last DANE failure, or NULL. */
 void outcome_log(const struct message *m, size_t i, const char *status,
 		 const char *relay, const struct timing *t, const char *level,
-		 const struct client_result *r, const char *reply);
+		 const struct client_result *r, const char *reply,
+		 const char *reason);
 
 /* Postfix's "QID: from=<S>, size=N, nrcpt=N (queue active)". */
 void outcome_log_active(const struct message *m);

@@ -18,6 +18,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 struct qmgr {
@@ -58,16 +59,39 @@ static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* The markers `queue requeue`, `release` and `flush` left: those
+ * messages now, or every deferred one (flush/all; and a bare SIGUSR1,
+ * `signalled`); the spool is scanned again either way (a released message
+ * comes back). At start, a deferred message waits for its retry time
+ * (its queue file's mtime) unless a marker says otherwise. */
+static void apply_flush_marks(struct qmgr *q, bool signalled)
+{
+	size_t n;
+	bool all;
+	char **ids = queue_take_flush_marks(q->queue, &n, &all);
+
+	delivery_load(q->delivery);
+	if (all || (signalled && n == 0)) {
+		log_msg(LOG_INFO, "flush", "%s: rescanning the spool, every "
+			"deferred message now", signalled ? "SIGUSR1" : "start");
+		delivery_flush(q->delivery);
+	} else if (n > 0) {
+		log_msg(LOG_INFO, "flush", "%s: rescanning the spool, %zu "
+			"message(s) now", signalled ? "SIGUSR1" : "start", n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!all)
+			delivery_flush_message(q->delivery, ids[i]);
+		free(ids[i]);
+	}
+	free(ids);
+}
+
 static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	struct qmgr *q = w->data;
-
 	(void)loop;
 	(void)revents;
-	log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, every "
-				   "deferred message now");
-	delivery_load(q->delivery);
-	delivery_flush(q->delivery);
+	apply_flush_marks(w->data, true);
 }
 
 static void log_ready(const struct generation *gen)
@@ -123,7 +147,7 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	}
 	watch(&q);
 	log_ready(gen);
-	delivery_load(q.delivery);
+	apply_flush_marks(&q, false);
 	ev_run(loop, 0);
 	unwatch(&q);
 	rc = 0;

@@ -739,6 +739,28 @@ static void on_starttls_reply(struct smtp_client *c)
 	}
 }
 
+/* DANE replaces the CA check (the config verifies nothing): the chain
+ * must match the TLSA records, else the session ends before EHLO. */
+static bool dane_check(struct smtp_client *c)
+{
+	size_t len = 0;
+	const uint8_t *pem = tls_peer_cert_chain_pem(c->conn.tls, &len);
+	const char *names[] = {c->job.host};
+	char why[sizeof(c->result.reply)];
+
+	c->result.dane = dane_verify(c->job.tlsa, c->job.n_tlsa, pem, len,
+				     names, c->job.host != NULL, why,
+				     sizeof(why));
+	if (c->result.dane != DANE_AUTH_NONE) {
+		c->result.tls_verified = true;
+		return true;
+	}
+	set_result(c, CLIENT_TLS_FAILED, 0, why);
+	c->result_final = true;
+	send_quit(c);
+	return false;
+}
+
 static void on_tls_ready(struct smtp_client *c)
 {
 	struct tls *t = c->conn.tls;
@@ -751,6 +773,8 @@ static void on_tls_ready(struct smtp_client *c)
 	snprintf(c->result.tls_cipher, sizeof(c->result.tls_cipher), "%s",
 		 cipher ? cipher : "");
 	c->result.tls_verified = c->job.level == TLS_LEVEL_VERIFY;
+	if (c->job.tlsa != NULL && !dane_check(c))
+		return;
 	send_hello(c, "EHLO", CS_EHLO); /* RFC 3207 4.2: start over */
 }
 

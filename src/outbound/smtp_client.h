@@ -10,6 +10,7 @@
 #define SMTPGW_SMTP_CLIENT_H
 
 #include "core/config.h"
+#include "net/dane.h"
 #include "proto/smtp_proto.h"
 
 #include <ev.h>
@@ -36,6 +37,11 @@ struct client_job {
 					 the name checked under verify */
 	const char *tls_name;	      /* when set, the SNI and the name
 					 checked instead of host */
+	const struct tlsa_rr *tlsa;   /* DANE: TLS required, and the chain
+					 must match these usable records
+					 (net/dane.h) after the handshake;
+					 NULL: no DANE */
+	size_t n_tlsa;
 	const char *helo;	      /* our EHLO name */
 	enum tls_level level;
 	struct tls_config *tls;	      /* the level's config; NULL for none */
@@ -69,7 +75,9 @@ struct client_result {
 	char reply[256];      /* its text, or a local reason */
 	char tls_version[16]; /* "TLSv1.3", or "" when in plaintext */
 	char tls_cipher[64];
-	bool tls_verified;    /* chain and name checked (verify level) */
+	bool tls_verified;    /* chain and name checked (verify level), or
+				 authenticated by DANE */
+	enum dane_auth dane;  /* how DANE authenticated it, if it did */
 	bool dot_sent;	      /* the end of data went out: after a loss the
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in

@@ -8,24 +8,20 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "policy/policy.h"
+#include "net/dns.h"
 #include "net/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#ifndef SMTPGW_LUA_DIR
-#define SMTPGW_LUA_DIR "lua"
-#endif
-
 static unsigned next_serial;
 
 const char *generation_lua_dir(void)
 {
-	const char *env = getenv("SMTPGW_LUA_DIR");
-
-	return env != NULL && env[0] != '\0' ? env : SMTPGW_LUA_DIR;
+	return paths_lua_dir();
 }
 
 /* Each certificate served, at start and reload (`announce`), and a
@@ -138,6 +134,10 @@ struct generation *generation_build(const char *config_path, bool make_cert,
 	}
 	g->refs = 1;
 	g->cfg = config_load(config_path, err, err_len);
+	if (g->cfg != NULL && !dns_check_config(g->cfg, false, err, err_len)) {
+		config_free(g->cfg);
+		g->cfg = NULL;
+	}
 	if (g->cfg != NULL)
 		g->policy = policy_load(g->cfg, generation_lua_dir(), err,
 					err_len);

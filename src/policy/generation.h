@@ -35,8 +35,8 @@ struct generation *generation_build(const char *config_path, bool make_cert,
 struct generation *generation_retain(struct generation *g);
 void generation_release(struct generation *g);
 
-/* Where the policies' shared modules live (lua/ of the source tree, or
- * $SMTPGW_LUA_DIR). */
+/* Where the policies' shared modules live: $SMTPGW_LUA_DIR, else lua/ of
+ * the share folder (core/paths.h). */
 const char *generation_lua_dir(void);
 
 #endif

@@ -98,7 +98,7 @@ enum cached_string {
 	S_TEXT,
 	S_HOOK0, /* + enum policy_hook */
 	S_LEVEL0 = S_HOOK0 + HOOK_COUNT, /* + enum tls_level */
-	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_VERIFY + 1,
+	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_DANE_ONLY + 1,
 	S_COUNT,
 };
 
@@ -139,6 +139,8 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_LEVEL0 + TLS_LEVEL_MAY] = "may",
 	[S_LEVEL0 + TLS_LEVEL_ENCRYPT] = "encrypt",
 	[S_LEVEL0 + TLS_LEVEL_VERIFY] = "verify",
+	[S_LEVEL0 + TLS_LEVEL_DANE] = "dane",
+	[S_LEVEL0 + TLS_LEVEL_DANE_ONLY] = "dane-only",
 };
 
 /* One Lua state and what lives in it. Rebuilt whole when poisoned. */
@@ -1122,22 +1124,30 @@ static void fail_result(struct policy_result *out, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* A level, in any case (as in gateway.ini). `where` starts the message of
- * a bad one: the script, or where the hook is defined (policy_check). */
+/* A level, in any case (as in gateway.ini): server_tls gets an inbound
+ * one, client_tls any. `where` starts the message of a bad one: the
+ * script, or where the hook is defined (policy_check). */
 static void read_level(lua_State *L, const char *where, enum policy_hook h,
 		       struct policy_result *out)
 {
 	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
 						       : NULL;
+	bool inbound = h == HOOK_SERVER_TLS;
 
 	if (s != NULL && tls_level_parse(s, &out->level)) {
 		out->outcome = POLICY_LEVEL;
+		if (!inbound || !tls_level_outbound_only(out->level))
+			return;
+		fail_result(out, "%s: %s returned \"%s\", an outbound level "
+				 "(inbound: none, may, encrypt, verify)",
+			    where, hook_names[h], s);
 		return;
 	}
 	fail_result(out, "%s: %s returned %s%.60s%s, not a level (none, may, "
-			 "encrypt, verify)",
+			 "encrypt, verify%s)",
 		    where, hook_names[h], s ? "\"" : "a ",
-		    s ? s : luaL_typename(L, -1), s ? "\"" : "");
+		    s ? s : luaL_typename(L, -1), s ? "\"" : "",
+		    inbound ? "" : ", dane, dane-only");
 }
 
 static bool one_line(const char *text)

@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/ipc.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "inbound/limits.h"
 #include "inbound/listener.h"
 #include "inbound/worker.h"
@@ -20,6 +21,7 @@
 #include "outbound/qmgr.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
+#include "proc/metrics.h"
 #include "spool/queue.h"
 
 #include <errno.h>
@@ -39,12 +41,19 @@
 #include <time.h>
 #include <unistd.h>
 
-enum role { ROLE_WORKER, ROLE_QMGR };
+enum role { ROLE_WORKER, ROLE_QMGR, ROLE_METRICS };
 enum child_state { CHILD_FREE, CHILD_RUNNING, CHILD_RETIRING };
 
 /* Slot 0 is the queue manager's; workers (live and retiring) share the
- * rest. The slot is in every queue id the child makes. */
-enum { QMGR_SLOT = 0, MAX_CHILDREN = QUEUE_SLOTS };
+ * rest of the QUEUE_SLOTS (the slot is in every queue id a child makes);
+ * the metrics child, which makes none, has the one after them. Each slot
+ * has its block of counters in SPOOL/stats, and the master the last. */
+enum {
+	QMGR_SLOT = 0,
+	METRICS_SLOT = QUEUE_SLOTS,
+	MAX_CHILDREN = QUEUE_SLOTS + 1,
+	MASTER_STATS_SLOT = MAX_CHILDREN,
+};
 
 struct child {
 	enum child_state state;
@@ -69,6 +78,8 @@ struct master {
 	unsigned n_workers;
 	uint64_t *beats; /* shared: each child's last loop turn, ms */
 	struct limits *limits; /* shared: every worker's connections */
+	struct stats *stats;   /* shared: SPOOL/stats, a block per slot */
+	int metrics_fd;	       /* [metrics] listen, or -1 */
 	struct tls_ticket_ring *tickets; /* shared: TLS session ticket keys */
 	struct child children[MAX_CHILDREN];
 	bool stopping;
@@ -94,6 +105,8 @@ static const char *role_name(enum role r)
 		return "worker";
 	case ROLE_QMGR:
 		return "qmgr";
+	case ROLE_METRICS:
+		return "metrics";
 	}
 	return "?";
 }
@@ -168,6 +181,18 @@ static int run_role(struct master *m, enum role role, unsigned slot)
 {
 	struct generation *gen = generation_retain(m->gen);
 
+	if (role == ROLE_METRICS) {
+		struct metrics_args a = {.listen_fd = m->metrics_fd,
+					 .stats = m->stats};
+
+		for (size_t i = 0; i < m->n_listen; i++)
+			close(m->listen_fds[i]);
+		close(m->mailbox[0]);
+		close(m->mailbox[1]);
+		return metrics_run(m->loop, gen, &a);
+	}
+	if (m->metrics_fd >= 0)
+		close(m->metrics_fd);
 	if (role == ROLE_QMGR) {
 		struct qmgr_args a = {.slot = slot,
 				      .mailbox_fd = m->mailbox[0]};
@@ -194,10 +219,11 @@ static void child_main(struct master *m, enum role role, unsigned slot)
 	int rc;
 
 	forget_master(m);
-	if (role == ROLE_QMGR)
-		snprintf(name, sizeof(name), "qmgr");
-	else
+	stats_use_slot(m->stats, slot);
+	if (role == ROLE_WORKER)
 		snprintf(name, sizeof(name), "worker%u", slot);
+	else
+		snprintf(name, sizeof(name), "%s", role_name(role));
 	log_set_process(name);
 	if (!drop_privileges(m, err, sizeof(err))) {
 		log_msg(LOG_ERR, "privileges", "%s", err);
@@ -214,6 +240,7 @@ static void child_main(struct master *m, enum role role, unsigned slot)
 	generation_release(m->gen);
 	free(m->listen_fds);
 	limits_free(m->limits);
+	stats_close(m->stats);
 	ev_loop_destroy(m->loop);
 	exit(rc);
 }
@@ -227,7 +254,11 @@ static int free_slot(const struct master *m, enum role role)
 	if (role == ROLE_QMGR)
 		return m->children[QMGR_SLOT].state == CHILD_FREE ? QMGR_SLOT
 								  : -1;
-	for (int i = 1; i < MAX_CHILDREN; i++)
+	if (role == ROLE_METRICS)
+		return m->children[METRICS_SLOT].state == CHILD_FREE
+			       ? METRICS_SLOT
+			       : -1;
+	for (int i = 1; i < QUEUE_SLOTS; i++)
 		if (m->children[i].state == CHILD_FREE)
 			return i;
 	return -1;
@@ -275,6 +306,16 @@ static bool qmgr_present(const struct master *m)
 	return m->children[QMGR_SLOT].state != CHILD_FREE;
 }
 
+/* Children of any role, running or retiring. */
+static unsigned live_children(const struct master *m)
+{
+	unsigned n = 0;
+
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		n += m->children[i].state != CHILD_FREE;
+	return n;
+}
+
 /* Starts whatever is missing: the workers the configuration wants and
  * the queue manager (only once its predecessor is gone: two would
  * deliver the same message twice). */
@@ -284,6 +325,9 @@ static void fill(struct master *m)
 		return;
 	if (!qmgr_present(m))
 		spawn(m, ROLE_QMGR);
+	if (m->metrics_fd >= 0 &&
+	    m->children[METRICS_SLOT].state == CHILD_FREE)
+		spawn(m, ROLE_METRICS);
 	while (count(m, ROLE_WORKER, CHILD_RUNNING) < m->n_workers)
 		if (!spawn(m, ROLE_WORKER))
 			break;
@@ -361,15 +405,14 @@ static void on_child_exit(struct ev_loop *loop, ev_child *w, int revents)
 			"%u unfinished file(s) of slot %u", removed, slot);
 	c->state = CHILD_FREE;
 	if (m->stopping) {
-		if (count(m, ROLE_WORKER, CHILD_RUNNING) +
-			    count(m, ROLE_WORKER, CHILD_RETIRING) +
-			    (qmgr_present(m) ? 1 : 0) ==
-		    0)
+		if (live_children(m) == 0)
 			ev_break(loop, EVBREAK_ALL);
 		return;
 	}
-	if (unexpected)
+	if (unexpected) {
+		stats_add(STAT_CHILD_DEATHS + c->role);
 		schedule_restart(m, ev_now(loop) - c->started);
+	}
 	else
 		fill(m); /* a retired queue manager's successor */
 }
@@ -458,10 +501,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 			     m->gen->cfg->drain_timeout + 10., 0.);
 		ev_timer_start(loop, &m->kill_timer);
 	}
-	if (!qmgr_present(m) && count(m, ROLE_WORKER, CHILD_RUNNING) +
-					    count(m, ROLE_WORKER,
-						  CHILD_RETIRING) ==
-				    0)
+	if (live_children(m) == 0)
 		ev_break(loop, EVBREAK_ALL);
 }
 
@@ -519,6 +559,11 @@ static void warn_restart_keys(const struct config *old,
 	if (strcmp(old->user, new->user) != 0)
 		log_msg(LOG_WARN, "reload",
 			"user changed: takes effect at the next restart");
+	if (old->has_metrics != new->has_metrics ||
+	    (old->has_metrics && strcmp(old->metrics_listen.text,
+					new->metrics_listen.text) != 0))
+		log_msg(LOG_WARN, "reload", "[metrics] listen changed: takes "
+					    "effect at the next restart");
 }
 
 /* Every running child is replaced: new workers start with the new
@@ -715,6 +760,14 @@ static bool prepare(struct master *m, const char *path, char *err,
 	m->limits = limits_new(m->gen->cfg, err, len);
 	if (m->limits == NULL)
 		return false;
+	if (m->gen->cfg->has_metrics &&
+	    (m->metrics_fd = metrics_bind(&m->gen->cfg->metrics_listen, err,
+					  len)) < 0)
+		return false;
+	m->stats = stats_create(m->gen->cfg->spool, MAX_CHILDREN + 1, err, len);
+	if (m->stats == NULL)
+		return false;
+	stats_use_slot(m->stats, MASTER_STATS_SLOT);
 	m->n_listen = m->gen->cfg->n_listen;
 	if (!ipc_pair(m->mailbox)) {
 		snprintf(err, len, "socketpair: %s", strerror(errno));
@@ -751,7 +804,10 @@ static void release(struct master *m, bool remove_pid)
 		close(m->mailbox[1]);
 	if (m->beats != NULL)
 		munmap(m->beats, MAX_CHILDREN * sizeof(*m->beats));
+	if (m->metrics_fd >= 0)
+		close(m->metrics_fd);
 	limits_free(m->limits);
+	stats_close(m->stats);
 	generation_release(m->gen);
 	tls_ticket_ring_free(m->tickets);
 	if (m->lock_fd >= 0)
@@ -764,7 +820,7 @@ int master_run(const char *config_path)
 	char err[1024];
 	bool ok;
 
-	m.lock_fd = m.mailbox[0] = m.mailbox[1] = -1;
+	m.lock_fd = m.mailbox[0] = m.mailbox[1] = m.metrics_fd = -1;
 	m.pid = getpid();
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();

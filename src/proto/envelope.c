@@ -58,7 +58,7 @@ static void add(struct text *t, const char *fmt, ...)
 	t->len += (size_t)n;
 }
 
-static const char *body_name(enum smtp_body_type body)
+const char *envelope_body_name(enum smtp_body_type body)
 {
 	switch (body) {
 	case SMTP_BODY_7BIT:
@@ -80,7 +80,7 @@ char *envelope_format(const struct envelope *e, size_t *len)
 	add(&t, "sender: <%s>\n", e->sender);
 	for (size_t i = 0; i < e->n_rcpts; i++)
 		add(&t, "rcpt: <%s>\n", e->rcpts[i]);
-	add(&t, "body: %s\nsmtputf8: %d\n\n", body_name(e->body), e->smtputf8);
+	add(&t, "body: %s\nsmtputf8: %d\n\n", envelope_body_name(e->body), e->smtputf8);
 	if (t.failed) {
 		free(t.p);
 		return NULL;

@@ -38,5 +38,7 @@ char *envelope_format(const struct envelope *e, size_t *len);
 size_t envelope_parse(const char *buf, size_t len, struct envelope *e,
 		      char *err, size_t err_len);
 void envelope_free(struct envelope *e);
+/* "7BIT", "8BITMIME" or "unspecified", as the header writes it. */
+const char *envelope_body_name(enum smtp_body_type body);
 
 #endif

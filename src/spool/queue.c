@@ -21,6 +21,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char QUEUE_MAGIC[] = "smtpgw-queue-file: 1\n";
@@ -41,6 +42,8 @@ struct queue {
 	int tmp_fd;
 	int queue_fd;
 	int state_fd;
+	int hold_fd;  /* messages a person put on hold: never delivered */
+	int flush_fd; /* markers: "retry this message now" */
 	struct ev_loop *loop;
 	ev_async done_async;
 	pthread_t thread;
@@ -88,7 +91,7 @@ static int open_subdir(const char *spool, const char *name)
 	return fd;
 }
 
-static bool is_queue_id(const char *name)
+bool queue_id_valid(const char *name)
 {
 	size_t n = strspn(name, "0123456789abcdef");
 
@@ -154,7 +157,7 @@ static unsigned scan_queue(struct queue *q)
 
 		if (e->d_name[0] == '.')
 			continue;
-		if (!is_queue_id(e->d_name) ||
+		if (!queue_id_valid(e->d_name) ||
 		    !has_magic(q->queue_fd, e->d_name)) {
 			struct logline l;
 
@@ -297,6 +300,18 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
 	}
 }
 
+static void close_dirs(struct queue *q)
+{
+	int *fds[] = {&q->tmp_fd, &q->queue_fd, &q->state_fd, &q->hold_fd,
+		      &q->flush_fd};
+
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
 static bool open_dirs(struct queue *q, char *err, size_t err_len)
 {
 	if (!mkdir_p(q->dir)) {
@@ -307,7 +322,10 @@ static bool open_dirs(struct queue *q, char *err, size_t err_len)
 	q->tmp_fd = open_subdir(q->dir, "tmp");
 	q->queue_fd = open_subdir(q->dir, "queue");
 	q->state_fd = open_subdir(q->dir, "state");
-	if (q->tmp_fd < 0 || q->queue_fd < 0 || q->state_fd < 0) {
+	q->hold_fd = open_subdir(q->dir, "hold");
+	q->flush_fd = open_subdir(q->dir, "flush");
+	if (q->tmp_fd < 0 || q->queue_fd < 0 || q->state_fd < 0 ||
+	    q->hold_fd < 0 || q->flush_fd < 0) {
 		snprintf(err, err_len, "spool %s: %s", q->dir,
 			 strerror(errno));
 		return false;
@@ -316,7 +334,8 @@ static bool open_dirs(struct queue *q, char *err, size_t err_len)
 }
 
 /* A state file without its message: the message was removed and the
- * process stopped before the state file followed it. */
+ * process stopped before the state file followed it. A held message keeps
+ * its state file where it is. */
 static void remove_orphan_states(struct queue *q)
 {
 	DIR *d = open_listing(q->state_fd);
@@ -324,8 +343,9 @@ static void remove_orphan_states(struct queue *q)
 	struct stat st;
 
 	while (d != NULL && (e = readdir(d)) != NULL)
-		if (is_queue_id(e->d_name) &&
-		    fstatat(q->queue_fd, e->d_name, &st, 0) != 0)
+		if (queue_id_valid(e->d_name) &&
+		    fstatat(q->queue_fd, e->d_name, &st, 0) != 0 &&
+		    fstatat(q->hold_fd, e->d_name, &st, 0) != 0)
 			unlinkat(q->state_fd, e->d_name, 0);
 	if (d != NULL)
 		closedir(d);
@@ -356,7 +376,7 @@ struct queue *queue_open(const char *spool_dir, struct ev_loop *loop,
 		free(q);
 		return NULL;
 	}
-	q->tmp_fd = q->queue_fd = q->state_fd = -1;
+	q->tmp_fd = q->queue_fd = q->state_fd = q->hold_fd = q->flush_fd = -1;
 	q->loop = loop;
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
@@ -389,12 +409,7 @@ void queue_close(struct queue *q)
 		done_cb(q->loop, &q->done_async, 0);
 		ev_async_stop(q->loop, &q->done_async);
 	}
-	if (q->tmp_fd >= 0)
-		close(q->tmp_fd);
-	if (q->queue_fd >= 0)
-		close(q->queue_fd);
-	if (q->state_fd >= 0)
-		close(q->state_fd);
+	close_dirs(q);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
 	free(q->dir);
@@ -566,18 +581,20 @@ static char *read_header(int fd, size_t *len)
 	return NULL;
 }
 
-static bool open_message_at(int queue_fd, const char *qid, struct envelope *e,
-			    struct queued_message *m, char *err, size_t err_len)
+bool queue_open_message_at(int dir_fd, const char *dir_name, const char *qid,
+			   struct envelope *e, struct queued_message *m,
+			   char *err, size_t err_len)
 {
 	struct stat st;
 	size_t len, offset = 0;
 	char *header;
 
-	m->fd = openat(queue_fd, qid, O_RDONLY | O_CLOEXEC);
+	m->fd = openat(dir_fd, qid, O_RDONLY | O_CLOEXEC);
 	if (m->fd < 0 || fstat(m->fd, &st) != 0) {
 		int saved = errno;
 
-		snprintf(err, err_len, "queue/%s: %s", qid, strerror(saved));
+		snprintf(err, err_len, "%s/%s: %s", dir_name, qid,
+			 strerror(saved));
 		if (m->fd >= 0)
 			close(m->fd);
 		errno = saved;
@@ -585,7 +602,7 @@ static bool open_message_at(int queue_fd, const char *qid, struct envelope *e,
 	}
 	header = read_header(m->fd, &len);
 	if (header == NULL) {
-		snprintf(err, err_len, "queue/%s: out of memory", qid);
+		snprintf(err, err_len, "%s/%s: out of memory", dir_name, qid);
 		close(m->fd);
 		errno = ENOMEM;
 		return false;
@@ -602,10 +619,27 @@ static bool open_message_at(int queue_fd, const char *qid, struct envelope *e,
 	return true;
 }
 
+static bool held(const struct queue *q, const char *qid)
+{
+	struct stat st;
+
+	return fstatat(q->hold_fd, qid, &st, 0) == 0;
+}
+
+/* A message put on hold (`queue hold`) is gone from queue/ as a deleted
+ * one is (ENOENT): the reason says which. */
 bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len)
 {
-	return open_message_at(q->queue_fd, qid, e, m, err, err_len);
+	if (queue_open_message_at(q->queue_fd, "queue", qid, e, m, err,
+				  err_len))
+		return true;
+	if (errno == ENOENT && held(q, qid)) {
+		snprintf(err, err_len, "queue/%s: put on hold (queue hold): "
+			 "not retried until it is released", qid);
+		errno = ENOENT;
+	}
+	return false;
 }
 
 static const char *const state_words[] = {
@@ -618,15 +652,15 @@ static const char *const state_words[] = {
 void queue_state_append(struct queue *q, const char *qid, size_t index,
 			enum rcpt_state state, const char *text)
 {
-	char line[600];
+	char line[640];
 	int fd = openat(q->state_fd, qid,
 			O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	int n;
 
 	if (fd < 0)
 		return;
-	n = snprintf(line, sizeof(line), "%zu %s %.500s\n", index,
-		     state_words[state], text);
+	n = snprintf(line, sizeof(line), "%zu %s t=%lld %.500s\n", index,
+		     state_words[state], (long long)time(NULL), text);
 	for (char *c = line; c < line + n - 1; c++)
 		if (*c == '\n' || *c == '\r')
 			*c = ' ';
@@ -636,121 +670,87 @@ void queue_state_append(struct queue *q, const char *qid, size_t index,
 	close(fd);
 }
 
-/* Replays state/ID: the last line of a recipient gives its text; only
- * "sent" and "bounced" change its state ("deferred" is a note). With
- * `tries`, counts each recipient's attempts (its sent, bounced and
- * deferred lines). False when there is no state file. */
-static bool load_states_at(int state_fd, const char *qid,
-			   enum rcpt_state *states, char **last,
-			   unsigned *tries, size_t n)
+/* "t=SECONDS " at the start of a record's text (records written before
+ * it existed have none): the time, and the text after it. */
+static const char *record_time(const char *text, long long *at)
+{
+	int used = 0;
+
+	if (sscanf(text, "t=%lld %n", at, &used) == 1 && used > 0 &&
+	    text[used - 1] == ' ')
+		return text + used;
+	*at = 0;
+	return text;
+}
+
+/* One record of state/ID applied to the recipient it names. */
+static void apply_record(const struct rcpt_records *r, size_t i,
+			 const char *word, const char *text, long long mtime)
+{
+	enum rcpt_state st = RCPT_PENDING;
+	long long at;
+
+	if (strcmp(word, "sent") == 0)
+		st = RCPT_SENT;
+	else if (strcmp(word, "bounced") == 0)
+		st = RCPT_BOUNCED;
+	else if (strcmp(word, "notified") == 0)
+		st = RCPT_NOTIFIED;
+	else if (strcmp(word, "deferred") != 0)
+		return;
+	if (st != RCPT_PENDING || r->states[i] == RCPT_PENDING)
+		r->states[i] = st; /* "deferred" only notes a reason */
+	text = record_time(text, &at);
+	if (r->attempts != NULL && st != RCPT_NOTIFIED)
+		r->attempts[i]++;
+	if (r->last_at != NULL)
+		r->last_at[i] = at != 0 ? at : mtime;
+	if (r->last != NULL) {
+		free(r->last[i]);
+		r->last[i] = strdup(text);
+	}
+}
+
+/* Replays state/ID: the last line of a recipient gives its text and time;
+ * only "sent", "bounced" and "notified" change its state, and every
+ * outcome but "notified" was an attempt. */
+void queue_state_load_at(int state_fd, const char *qid,
+			 const struct rcpt_records *r, size_t n)
 {
 	int fd = openat(state_fd, qid, O_RDONLY | O_CLOEXEC);
 	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	struct stat st;
+	long long mtime = f != NULL && fstat(fd, &st) == 0 ? st.st_mtime : 0;
 	char line[700];
 
-	for (size_t i = 0; i < n; i++)
-		states[i] = RCPT_PENDING;
-	if (tries != NULL)
-		memset(tries, 0, n * sizeof(*tries));
+	for (size_t i = 0; i < n; i++) {
+		r->states[i] = RCPT_PENDING;
+		if (r->attempts != NULL)
+			r->attempts[i] = 0;
+		if (r->last_at != NULL)
+			r->last_at[i] = 0;
+	}
 	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
 		size_t index;
 		char word[16];
 		int text = 0;
 
 		if (sscanf(line, "%zu %15s %n", &index, word, &text) < 2 ||
-		    index >= n)
+		    index >= n || text == 0)
 			continue;
-		if (strcmp(word, "sent") == 0)
-			states[index] = RCPT_SENT;
-		else if (strcmp(word, "bounced") == 0)
-			states[index] = RCPT_BOUNCED;
-		else if (strcmp(word, "notified") == 0)
-			states[index] = RCPT_NOTIFIED;
-		if (tries != NULL && strcmp(word, "notified") != 0)
-			tries[index]++;
-		if (last != NULL && text > 0) {
-			line[strcspn(line, "\n")] = '\0';
-			free(last[index]);
-			last[index] = strdup(line + text);
-		}
+		line[strcspn(line, "\n")] = '\0';
+		apply_record(r, index, word, line + text, mtime);
 	}
 	if (f != NULL)
 		fclose(f);
 	else if (fd >= 0)
 		close(fd);
-	return fd >= 0;
 }
 
-void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
-		      char **last, size_t n)
+void queue_state_load(struct queue *q, const char *qid,
+		      const struct rcpt_records *r, size_t n)
 {
-	load_states_at(q->state_fd, qid, states, last, NULL, n);
-}
-
-/* ---- the spool without a running queue (the queue command) ------------- */
-
-static int open_dir(const char *spool, const char *name)
-{
-	char path[4096];
-
-	snprintf(path, sizeof(path), "%s/%s", spool, name);
-	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-}
-
-bool spool_read_message(const char *spool, const char *qid,
-			struct envelope *e, struct queued_message *m,
-			enum rcpt_state **states, char ***last, char *err,
-			size_t err_len)
-{
-	int queue_fd = open_dir(spool, "queue"), state_fd = -1;
-	bool ok = queue_fd >= 0 &&
-		  open_message_at(queue_fd, qid, e, m, err, err_len);
-
-	if (queue_fd < 0)
-		snprintf(err, err_len, "%s/queue: %s", spool, strerror(errno));
-	if (queue_fd >= 0)
-		close(queue_fd);
-	if (!ok)
-		return false;
-	*states = calloc(e->n_rcpts, sizeof(**states));
-	*last = calloc(e->n_rcpts, sizeof(**last));
-	if (*states == NULL || *last == NULL) {
-		snprintf(err, err_len, "out of memory");
-		return false;
-	}
-	if ((state_fd = open_dir(spool, "state")) >= 0) {
-		load_states_at(state_fd, qid, *states, *last, NULL,
-			       e->n_rcpts);
-		close(state_fd);
-	}
-	return true;
-}
-
-bool spool_remove(const char *spool, const char *qid)
-{
-	int queue_fd = open_dir(spool, "queue"), state_fd = open_dir(spool, "state");
-	bool ok = is_queue_id(qid) && queue_fd >= 0 &&
-		  unlinkat(queue_fd, qid, 0) == 0;
-
-	if (ok && state_fd >= 0)
-		unlinkat(state_fd, qid, 0);
-	if (queue_fd >= 0)
-		close(queue_fd);
-	if (state_fd >= 0)
-		close(state_fd);
-	return ok;
-}
-
-char **spool_list(const char *spool, size_t *n)
-{
-	struct queue q = {.queue_fd = open_dir(spool, "queue")};
-	char **ids = q.queue_fd >= 0 ? queue_list(&q, n) : NULL;
-
-	if (q.queue_fd >= 0)
-		close(q.queue_fd);
-	else
-		*n = 0;
-	return ids;
+	queue_state_load_at(q->state_fd, qid, r, n);
 }
 
 void queue_quarantine(struct queue *q, const char *qid)
@@ -771,15 +771,22 @@ void queue_quarantine(struct queue *q, const char *qid)
 		close(fd);
 }
 
+/* The state file of a message on hold stays: it goes with the message
+ * when it is released (or deleted). */
 void queue_remove(struct queue *q, const char *qid)
 {
-	unlinkat(q->queue_fd, qid, 0);
-	unlinkat(q->state_fd, qid, 0);
+	if (unlinkat(q->queue_fd, qid, 0) == 0 || !held(q, qid))
+		unlinkat(q->state_fd, qid, 0);
 }
 
 char **queue_list(struct queue *q, size_t *n)
 {
-	DIR *d = open_listing(q->queue_fd);
+	return queue_list_at(q->queue_fd, n);
+}
+
+char **queue_list_at(int dir_fd, size_t *n)
+{
+	DIR *d = open_listing(dir_fd);
 	struct dirent *e;
 	char **ids = NULL;
 
@@ -787,7 +794,7 @@ char **queue_list(struct queue *q, size_t *n)
 	while (d != NULL && (e = readdir(d)) != NULL) {
 		char **grown;
 
-		if (!is_queue_id(e->d_name))
+		if (!queue_id_valid(e->d_name))
 			continue;
 		grown = realloc(ids, (*n + 1) * sizeof(*ids));
 		if (grown == NULL)
@@ -798,6 +805,20 @@ char **queue_list(struct queue *q, size_t *n)
 	}
 	if (d != NULL)
 		closedir(d);
+	return ids;
+}
+
+/* Every marker in flush/ is read and removed. */
+char **queue_take_flush_marks(struct queue *q, size_t *n, bool *all)
+{
+	char **ids = queue_list_at(q->flush_fd, n);
+	struct stat st;
+
+	*all = fstatat(q->flush_fd, QUEUE_FLUSH_ALL, &st, 0) == 0;
+	if (*all)
+		unlinkat(q->flush_fd, QUEUE_FLUSH_ALL, 0);
+	for (size_t i = 0; i < *n; i++)
+		unlinkat(q->flush_fd, ids[i], 0);
 	return ids;
 }
 
@@ -898,17 +919,12 @@ long spool_lock_holder(const char *spool)
 bool spool_recover(const char *spool, char *err, size_t err_len)
 {
 	struct queue q = {.dir = (char *)spool, .tmp_fd = -1, .queue_fd = -1,
-			  .state_fd = -1};
+			  .state_fd = -1, .hold_fd = -1, .flush_fd = -1};
 	bool ok = open_dirs(&q, err, err_len);
 
 	if (ok)
 		recover(&q);
-	if (q.tmp_fd >= 0)
-		close(q.tmp_fd);
-	if (q.queue_fd >= 0)
-		close(q.queue_fd);
-	if (q.state_fd >= 0)
-		close(q.state_fd);
+	close_dirs(&q);
 	return ok;
 }
 
@@ -926,7 +942,7 @@ unsigned spool_remove_partials_of(const char *spool, unsigned slot)
 		return 0;
 	d = open_listing(dir_fd);
 	while (d != NULL && (e = readdir(d)) != NULL)
-		if (is_queue_id(e->d_name) &&
+		if (queue_id_valid(e->d_name) &&
 		    queue_id_slot(e->d_name) == slot &&
 		    unlinkat(dir_fd, e->d_name, 0) == 0)
 			removed++;
@@ -957,8 +973,8 @@ static bool chown_entries(int dir_fd, uid_t uid, gid_t gid)
 bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
 		 size_t err_len)
 {
-	static const char *const subdirs[] = {"tmp", "queue", "state",
-					      "corrupt"};
+	static const char *const subdirs[] = {"tmp",	"queue", "state",
+					      "corrupt", "hold",	 "flush"};
 	char path[4096];
 
 	if (chown(spool, uid, gid) != 0)
@@ -986,13 +1002,6 @@ fail:
 
 /* ---- the queue manager's active set (outbound/delivery.c) --------------- */
 
-bool queue_state_load_tries(struct queue *q, const char *qid,
-			    enum rcpt_state *states, char **last,
-			    unsigned *tries, size_t n)
-{
-	return load_states_at(q->state_fd, qid, states, last, tries, n);
-}
-
 void queue_remove_unrecorded(struct queue *q, const char *qid)
 {
 	unlinkat(q->queue_fd, qid, 0);
@@ -1010,15 +1019,15 @@ bool queue_set_due(struct queue *q, const char *qid, double due)
 	return utimensat(q->queue_fd, qid, t, 0) == 0;
 }
 
-struct queue_scan {
+struct queue_pass {
 	DIR *dir;
 };
 
 /* Its own open file description (not a dup of queue_fd, whose position
  * another listing would move). */
-struct queue_scan *queue_scan_open(struct queue *q)
+struct queue_pass *queue_pass_open(struct queue *q)
 {
-	struct queue_scan *s = calloc(1, sizeof(*s));
+	struct queue_pass *s = calloc(1, sizeof(*s));
 	int fd = openat(q->queue_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (s == NULL || fd < 0 || (s->dir = fdopendir(fd)) == NULL) {
@@ -1033,14 +1042,14 @@ struct queue_scan *queue_scan_open(struct queue *q)
 	return s;
 }
 
-bool queue_scan_next(struct queue_scan *s, char qid[QUEUE_ID_LEN + 1],
+bool queue_pass_next(struct queue_pass *s, char qid[QUEUE_ID_LEN + 1],
 		     double *due)
 {
 	struct dirent *e;
 	struct stat st;
 
 	while ((e = readdir(s->dir)) != NULL) {
-		if (!is_queue_id(e->d_name) ||
+		if (!queue_id_valid(e->d_name) ||
 		    fstatat(dirfd(s->dir), e->d_name, &st,
 			    AT_SYMLINK_NOFOLLOW) != 0)
 			continue;
@@ -1052,7 +1061,7 @@ bool queue_scan_next(struct queue_scan *s, char qid[QUEUE_ID_LEN + 1],
 	return false;
 }
 
-void queue_scan_close(struct queue_scan *s)
+void queue_pass_close(struct queue_pass *s)
 {
 	if (s == NULL)
 		return;

@@ -46,6 +46,8 @@ enum { QUEUE_SLOTS = 64 };
 void queue_set_slot(struct queue *q, unsigned slot);
 void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1]);
 unsigned queue_id_slot(const char *qid);
+/* Is `name` a queue id (16 lower-case hex digits)? */
+bool queue_id_valid(const char *name);
 /* When the id was made (seconds since the epoch, to the microsecond): the
  * message's arrival as Postfix's delay= counts it. */
 double queue_id_time(const char *qid);
@@ -85,32 +87,58 @@ struct queued_message {
  * says nothing about the message: try again later. */
 bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len);
+/* The same in any directory of the spool (named `dir_name` in `err`). */
+bool queue_open_message_at(int dir_fd, const char *dir_name, const char *qid,
+			   struct envelope *e, struct queued_message *m,
+			   char *err, size_t err_len);
 
-/* Per-recipient outcomes, appended to state/ID as "INDEX STATUS TEXT"
- * lines (STATUS: sent, bounced, or deferred, which only notes the reason).
- * Not synced: after a crash a recipient whose line was lost is delivered
- * again (a duplicate), never dropped. */
+/* Per-recipient outcomes, appended to state/ID as "INDEX STATUS t=TIME
+ * TEXT" lines (STATUS: sent, bounced, or deferred, which only notes the
+ * reason; TIME: Unix seconds, absent from lines written before it was
+ * added). Not synced: after a crash a recipient whose line was lost is
+ * delivered again (a duplicate), never dropped. */
 /* BOUNCED owes the sender a DSN until NOTIFIED: that DSN is queued (synced),
  * or none is owed (the null sender). */
 enum rcpt_state { RCPT_PENDING, RCPT_SENT, RCPT_BOUNCED, RCPT_NOTIFIED };
 
 void queue_state_append(struct queue *q, const char *qid, size_t index,
 			enum rcpt_state state, const char *text);
-/* Fills states[0..n) from state/ID (PENDING where nothing is recorded) and,
- * when `last` is not NULL, each recipient's last recorded text (malloc'd;
- * a bounce's reason, for a DSN still owed after a restart). */
-void queue_state_load(struct queue *q, const char *qid, enum rcpt_state *states,
-		      char **last, size_t n);
+/* What state/ID says of recipients 0..n-1, each array n long; all but
+ * `states` may be NULL. */
+struct rcpt_records {
+	enum rcpt_state *states; /* PENDING where nothing is recorded */
+	char **last;	   /* the last record's text (malloc'd): a bounce's
+			      reason, for a DSN still owed after a restart */
+	unsigned *attempts; /* sent, bounced and deferred records: for a
+			       pending recipient, the attempts it has had */
+	long long *last_at; /* when its last record was written (Unix time;
+			       the file's mtime for records without t=) */
+};
+void queue_state_load(struct queue *q, const char *qid,
+		      const struct rcpt_records *r, size_t n);
+/* The same from any state directory (the queue command). */
+void queue_state_load_at(int state_fd, const char *qid,
+			 const struct rcpt_records *r, size_t n);
 /* A queue file that cannot be read as one: moved to SPOOL/corrupt/ for a
  * person to look at (never deleted, never retried). */
 void queue_quarantine(struct queue *q, const char *qid);
 
-/* The message is done: queue/ID and state/ID go. */
+/* The message is done: queue/ID and state/ID go (state/ID stays while the
+ * message is on hold in hold/ID: `queue release` brings it back). */
 void queue_remove(struct queue *q, const char *qid);
 
 /* Every queued id, for delivery at start-up (malloc'd array of malloc'd
  * strings). */
 char **queue_list(struct queue *q, size_t *n);
+/* The ids in any directory of the spool. */
+char **queue_list_at(int dir_fd, size_t *n);
+
+/* flush/ holds markers `queue requeue` and `queue release` leave for the
+ * queue manager: flush/ID "retry ID now", flush/all "retry everything".
+ * Takes them all (each removed): the ids, and *all when flush/all was
+ * there. */
+#define QUEUE_FLUSH_ALL "all"
+char **queue_take_flush_marks(struct queue *q, size_t *n, bool *all);
 
 /* Queues a message made here (a DSN): envelope + content, synced like any
  * other; `cb` reports with the new id. */
@@ -118,25 +146,8 @@ bool queue_submit(struct queue *q, const struct envelope *e,
 		  const char *content, size_t len, queue_commit_cb *cb,
 		  void *owner);
 
-/* The same, read from the spool directory by the queue command, with no
- * running queue (queue_open's recovery must not run beside a gateway).
- * *states and *last (the last result per recipient, or NULL) are
- * malloc'd; close m->fd. */
-bool spool_read_message(const char *spool, const char *qid,
-			struct envelope *e, struct queued_message *m,
-			enum rcpt_state **states, char ***last, char *err,
-			size_t err_len);
-bool spool_remove(const char *spool, const char *qid);
-char **spool_list(const char *spool, size_t *n);
-
 /* ---- the queue manager's active set (outbound/delivery.c) ----------- */
 
-/* queue_state_load, with each recipient's attempts counted in `tries`
- * (its sent, bounced and deferred lines); false when there is no state
- * file. */
-bool queue_state_load_tries(struct queue *q, const char *qid,
-			    enum rcpt_state *states, char **last,
-			    unsigned *tries, size_t n);
 /* queue_remove for a message that never got a state file. */
 void queue_remove_unrecorded(struct queue *q, const char *qid);
 /* When a deferred message is due again: queue/ID's mtime (Postfix's
@@ -147,11 +158,11 @@ bool queue_set_due(struct queue *q, const char *qid, double due);
 /* A pass over queue/, one entry at a time, in directory order: the id and
  * due time (mtime) of each queue file. A file added during the pass may
  * or may not be seen. NULL (errno) when the directory cannot be read. */
-struct queue_scan;
-struct queue_scan *queue_scan_open(struct queue *q);
-bool queue_scan_next(struct queue_scan *s, char qid[QUEUE_ID_LEN + 1],
+struct queue_pass;
+struct queue_pass *queue_pass_open(struct queue *q);
+bool queue_pass_next(struct queue_pass *s, char qid[QUEUE_ID_LEN + 1],
 		     double *due);
-void queue_scan_close(struct queue_scan *s);
+void queue_pass_close(struct queue_pass *s);
 
 /* ---- the master's view ---------------------------------------------- */
 

@@ -1,0 +1,221 @@
+-- Outbound DANE (README "DANE"): levels dane and dane-only against real
+-- receivers (spec/support/smtp_receiver.py, OpenSSL) whose TLSA records
+-- live in a DNSSEC-signed zone served by unbound on loopback
+-- (spec/support/dnssec_zone.lua: ldns-signzone, auth-zone). The gateway
+-- validates with the zone's key as [dns] trust_anchor. Every domain routes
+-- by MX (next_hop DOMAIN:PORT, no brackets), so the MX answer, the host's
+-- addresses and its TLSA records all come from the signed zone, the TLSA
+-- records at _PORT._tcp.MXHOST.
+
+local gateway = require "harness"
+local tls = require "tls_support"
+local ds = require "delivery_support"
+local dnssec = require "dnssec_zone"
+
+describe("outbound DANE", function()
+  local dir, zone, gw
+  local r_ee, r_ta, r_plain
+  local sink = {}
+
+  -- mail for DOMAIN goes by MX at the receiver's port
+  local function route(domain, r, level)
+    return { next_hop = domain .. ":" .. r.port, tls = level or "dane" }
+  end
+
+  setup(function()
+    dir = gateway.mktempdir()
+    local ee = tls.self_signed(dir, "ee", { cn = "mx-ee.example.test",
+      san = "DNS:mx-ee.example.test" })
+    local ca = tls.ca(dir, "dane-ca", "smtpgw DANE Test CA")
+    local leaf = tls.signed(dir, "ta", ca, { cn = "mx-ta.example.test",
+      san = "DNS:mx-ta.example.test", eku = "serverAuth" })
+    -- the server sends its chain, leaf first, the CA after it
+    gateway.write_file(dir .. "/ta-chain.crt",
+      gateway.read_file(leaf.crt) .. gateway.read_file(ca.crt))
+    r_ee = ds.receiver{ cert = ee }
+    r_ta = ds.receiver{ cert = { crt = dir .. "/ta-chain.crt", key = leaf.key } }
+    r_plain = ds.receiver() -- no STARTTLS at all
+    local ee_311 = dnssec.tlsa(ee.crt, 3, 1, 1)
+    local wrong_311 = dnssec.tlsa(ca.crt, 3, 1, 1) -- not the server's key
+    local function tcp(port, host) return "_" .. port .. "._tcp." .. host end
+    zone = dnssec.start{ zones = {
+      { name = "example.test", records = {
+        "ee MX 10 mx-ee", "mx-ee A 127.0.0.1",
+        tcp(r_ee.port, "mx-ee") .. " TLSA " .. ee_311,
+        "bad MX 10 mx-bad", "mx-bad A 127.0.0.1",
+        tcp(r_ee.port, "mx-bad") .. " TLSA " .. wrong_311,
+        "ta MX 10 mx-ta", "mx-ta A 127.0.0.1",
+        tcp(r_ta.port, "mx-ta") .. " TLSA " .. dnssec.tlsa(ca.crt, 2, 1, 1),
+        "bogus MX 10 mx-bogus", "mx-bogus A 127.0.0.1",
+        tcp(r_ee.port, "mx-bogus") .. " TLSA " .. ee_311,
+        "notlsa MX 10 mx-none", "mx-none A 127.0.0.1",
+        "only MX 10 mx-none",
+        -- TLSA records, but a server that offers no STARTTLS
+        "strip MX 10 mx-strip", "mx-strip A 127.0.0.1",
+        tcp(r_plain.port, "mx-strip") .. " TLSA " .. ee_311,
+        "only-ee MX 10 mx-ee",
+      }, break_rrsig = { tcp(r_ee.port, "mx-bogus") .. " TLSA" } },
+      -- signed by nobody: insecure, so even its TLSA record means nothing
+      { name = "insecure.test", signed = false, records = {
+        "@ MX 10 mx", "mx A 127.0.0.1",
+        tcp(r_plain.port, "mx") .. " TLSA " .. wrong_311,
+      } },
+    } }
+    sink.gw = gateway.start{ sections = ds.sections("try.lua", {
+      dns = { resolver = zone:resolver(), trust_anchor = zone:trust_anchor() },
+      ["domain:ee.example.test"] = route("ee.example.test", r_ee),
+      ["domain:bad.example.test"] = route("bad.example.test", r_ee),
+      ["domain:ta.example.test"] = route("ta.example.test", r_ta),
+      ["domain:bogus.example.test"] = route("bogus.example.test", r_ee),
+      ["domain:notlsa.example.test"] = route("notlsa.example.test", r_plain),
+      ["domain:insecure.test"] = route("insecure.test", r_plain),
+      ["domain:only.example.test"] = route("only.example.test", r_plain, "dane-only"),
+      ["domain:strip.example.test"] = route("strip.example.test", r_plain),
+      ["domain:only-ee.example.test"] = route("only-ee.example.test", r_ee, "dane-only"),
+    }) }
+    gw = sink.gw
+  end)
+
+  teardown(function()
+    ds.cleanup()
+    if zone then zone:stop() end
+    gateway.rm_rf(dir)
+  end)
+
+  local function deliver(rcpt, status)
+    ds.submit(gw, "sender@origin.example", { rcpt })
+    return ds.wait_delivery(gw, rcpt, status, 1, 20)
+  end
+
+  local function got(r, rcpt)
+    local _, count = r:rcpts()
+    return count[rcpt] ~= nil
+  end
+
+  it("TLSA 3 1 1 matching the server's key: sent, verified=dane-ee", function()
+    local line = deliver("u@ee.example.test", "sent")
+    assert.truthy(line:match(" tls=dane:TLSv1%.[23] verified=dane%-ee "), line)
+    assert.truthy(line:find("relay=mx-ee.example.test[127.0.0.1]:" .. r_ee.port, 1, true), line)
+    assert.truthy(r_ee:wait_rcpts({ "u@ee.example.test" }))
+    assert.are.same({}, r_ee:plaintext({ "MAIL", "RCPT", "DATA" }))
+  end)
+
+  it("TLSA 3 1 1 not matching: deferred with the TLSA reason, nothing sent", function()
+    local line = deliver("u@bad.example.test", "deferred")
+    local reason = ds.field(line, "reason")
+    assert.truthy(reason and reason:match("^TLSA 3 1 1 %x+%.%.%. did not match the " ..
+      "certificate of mx%-bad%.example%.test$"), line)
+    assert.truthy(line:find("4.7.5 Cannot start TLS with mx-bad.example.test", 1, true), line)
+    assert.is_false(got(r_ee, "u@bad.example.test"))
+    -- the handshake was made, then the session ended before MAIL
+    for _, c in ipairs(r_ee:commands()) do
+      assert.is_nil(c.line:find("bad.example.test", 1, true), c.line)
+    end
+  end)
+
+  it("TLSA 2 1 1 of the CA in the server's chain: sent, verified=dane-ta", function()
+    local line = deliver("u@ta.example.test", "sent")
+    assert.truthy(line:match(" tls=dane:TLSv1%.[23] verified=dane%-ta "), line)
+    assert.truthy(r_ta:wait_rcpts({ "u@ta.example.test" }))
+  end)
+
+  it("a TLSA RRset with a broken signature: deferred, never connected", function()
+    local line = deliver("u@bogus.example.test", "deferred")
+    local reason = ds.field(line, "reason") or ""
+    assert.truthy(reason:find("TLSA lookup of _" .. r_ee.port ..
+      "._tcp.mx-bogus.example.test failed: DNSSEC validation failed", 1, true), line)
+    assert.truthy(line:find(" relay=none ", 1, true), line)
+    assert.is_false(got(r_ee, "u@bogus.example.test"))
+  end)
+
+  it("TLSA records and no STARTTLS offered: deferred, never sent in plaintext", function()
+    local line = deliver("u@strip.example.test", "deferred")
+    assert.truthy(line:find("4.7.4 TLS is required, but was not offered by host " ..
+      "mx-strip.example.test", 1, true), line)
+    assert.are.equal("mx-strip.example.test has TLSA records, but offered no STARTTLS",
+      ds.field(line, "reason"), line)
+    assert.is_false(got(r_plain, "u@strip.example.test"))
+  end)
+
+  it("no TLSA records: as may (plaintext to a server without STARTTLS)", function()
+    local line = deliver("u@notlsa.example.test", "sent")
+    assert.truthy(line:find(" tls=dane:none ", 1, true), line)
+    assert.truthy(r_plain:wait_rcpts({ "u@notlsa.example.test" }))
+    local plan = gw:log_lines("event=dane")
+    local found = false
+    for _, l in ipairs(plan) do
+      if l:find("host=mx-none.example.test", 1, true) and l:find("plan=may", 1, true) and
+        l:find("no TLSA records at _" .. r_plain.port .. "._tcp.mx-none.example.test", 1, true) then
+        found = true
+      end
+    end
+    assert.truthy(found, table.concat(plan, "\n"))
+  end)
+
+  it("an unsigned zone: as may, its TLSA record ignored", function()
+    local line = deliver("u@insecure.test", "sent")
+    assert.truthy(line:find(" tls=dane:none ", 1, true), line)
+    assert.truthy(r_plain:wait_rcpts({ "u@insecure.test" }))
+  end)
+
+  it("dane-only without TLSA records: deferred", function()
+    local line = deliver("u@only.example.test", "deferred")
+    assert.are.equal("dane-only: no TLSA records at _" .. r_plain.port ..
+      "._tcp.mx-none.example.test", ds.field(line, "reason"), line)
+    assert.truthy(line:find(" tls=dane-only:none ", 1, true), line)
+    assert.is_false(got(r_plain, "u@only.example.test"))
+  end)
+
+  it("dane-only with a matching TLSA record: sent", function()
+    local line = deliver("u@only-ee.example.test", "sent")
+    assert.truthy(line:match(" tls=dane%-only:TLSv1%.[23] verified=dane%-ee "), line)
+  end)
+end)
+
+describe("DANE configuration", function()
+  local dir
+
+  setup(function() dir = gateway.mktempdir() end)
+  teardown(function() gateway.rm_rf(dir) end)
+
+  local function check(sections)
+    local out, code = gateway.check_config(gateway.ini_text({}, sections))
+    return out, code
+  end
+
+  it("-t names a trust_anchor that cannot be read, with its line", function()
+    local out, code = check{ dns = { resolver = "127.0.0.1@9",
+      trust_anchor = dir .. "/missing.key" } }
+    assert.are.equal(1, code, out)
+    assert.truthy(out:match(":%d+: trust_anchor " .. dir:gsub("%p", "%%%0") ..
+      "/missing%.key: No such file or directory"), out)
+  end)
+
+  it("-t refuses a trust_anchor without DS or DNSKEY records", function()
+    gateway.write_file(dir .. "/empty.key", "; nothing here\n")
+    local out, code = check{ dns = { resolver = "127.0.0.1@9",
+      trust_anchor = dir .. "/empty.key" } }
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("no DS or DNSKEY record in it", 1, true), out)
+  end)
+
+  it("-t has libunbound load the trust_anchor", function()
+    gateway.write_file(dir .. "/broken.key", "example.test. IN DNSKEY not a key\n")
+    local out, code = check{ dns = { resolver = "127.0.0.1@9",
+      trust_anchor = dir .. "/broken.key" } }
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("broken.key: libunbound cannot load it as DS or DNSKEY records", 1, true), out)
+  end)
+
+  it("dane is an outbound level only: server_level = dane is refused", function()
+    local out, code = check{ tls = { server_level = "dane" } }
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("server_level: 'dane' is an outbound level", 1, true), out)
+  end)
+
+  it("accepts tls = dane and dane-only in a domain section, and trust_anchor = none", function()
+    local out, code = check{ dns = { resolver = "127.0.0.1@9", trust_anchor = "none" },
+      ["domain:a.example"] = { tls = "dane" }, ["domain:b.example"] = { tls = "DANE-only" } }
+    assert.are.equal(0, code, out)
+  end)
+end)
