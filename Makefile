@@ -9,6 +9,7 @@ WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CSTD    = -std=c17 -D_GNU_SOURCE -Isrc
 INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
 	  $(shell $(PKGCONF) --cflags libunbound 2>/dev/null) \
+	  $(shell $(PKGCONF) --cflags libcurl 2>/dev/null) \
 	  -DSMTPGW_LUA_DIR='"$(CURDIR)/lua"'
 # libev is linked statically: Debian's libev.so also exports libevent's API
 # (event_base_new, event_add, ...), which would take the place of the real
@@ -17,6 +18,7 @@ INC     = $(shell $(PKGCONF) --cflags inih luajit 2>/dev/null) \
 LIBS    = -l:libev.a $(shell $(PKGCONF) --libs inih 2>/dev/null || echo -linih) \
 	  $(shell $(PKGCONF) --libs luajit 2>/dev/null || echo -lluajit-5.1) \
 	  $(shell $(PKGCONF) --libs libunbound 2>/dev/null || echo -lunbound) \
+	  $(shell $(PKGCONF) --libs libcurl 2>/dev/null || echo -lcurl) \
 	  -ltls -lssl -lcrypto -lpthread
 
 CFLAGS_RELEASE = $(CSTD) $(WARN) -O2 -g $(INC)
@@ -33,7 +35,8 @@ OBJ_CHK  = $(SRC:src/%.c=build/check/obj/%.o)
 
 # Debian packages: what building, running and checking need.
 DEPS_BUILD = build-essential pkg-config libev-dev libinih-dev libtls-dev libssl-dev \
-	     libluajit2-5.1-dev libunbound-dev ca-certificates dns-root-data
+	     libluajit2-5.1-dev libunbound-dev libcurl4-openssl-dev ca-certificates \
+	     dns-root-data
 DEPS_CHECK = lua-busted luajit2 lua-socket swaks iproute2 util-linux libnet-ssleay-perl \
 	     libio-socket-ssl-perl python3 procps openssl testssl.sh mandoc strace \
 	     ldnsutils
@@ -88,6 +91,9 @@ TEST_DANE_SRC = spec/c/test_dane.c src/net/dane.c src/proto/tlsa.c src/proto/dns
 build/check/test_dane: $(TEST_DANE_SRC) $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_DANE_SRC) -lcrypto
 
+build/check/test_sts: spec/c/test_sts.c src/proto/sts.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_sts.c src/proto/sts.c
+
 build/check/test_suggest: spec/c/test_suggest.c src/policy/suggest.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_suggest.c src/policy/suggest.c
 
@@ -109,6 +115,9 @@ build/check/test_queue_scan: $(TEST_QUEUE_SCAN_SRC) $(HDR) spec/c/tap.h | build/
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_QUEUE_SCAN_SRC) -l:libev.a -lpthread
 
 # limits.c is included by its test (white-box checks of the shared table).
+build/check/test_conncache: spec/c/test_conncache.c src/outbound/conncache.c $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_conncache.c src/outbound/conncache.c
+
 build/check/test_limits: spec/c/test_limits.c src/inbound/limits.c src/core/log.c src/proto/log_format.c $(HDR) spec/c/tap.h | build/check/obj
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/test_limits.c src/core/log.c \
 		src/proto/log_format.c -l:libev.a -lpthread
@@ -127,8 +136,9 @@ build/check/test_scheduler: $(TEST_SCHEDULER_SRC) $(HDR) spec/c/tap.h | build/ch
 
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
-		    net/conn.o net/tls.o net/tls_resume.o net/certs.o net/dane.o \
-		    core/config.o core/log.o proto/smtp_proto.o proto/smtp_out.o \
+		    outbound/conncache.o net/conn.o net/tls.o net/tls_resume.o \
+		    net/certs.o net/dane.o core/config.o core/log.o core/netaddr.o \
+		    proto/smtp_proto.o proto/smtp_out.o \
 		    proto/next_hop.o proto/dns_wire.o proto/tlsa.o proto/log_format.o)
 build/check/client_driver: spec/c/client_driver.c $(CLIENT_DRIVER_OBJ) $(HDR)
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ spec/c/client_driver.c \
@@ -225,8 +235,8 @@ check: deps-check user
 		build/check/test_dns_wire build/check/test_limits build/check/test_proxy \
 		build/check/test_suggest build/check/test_http_req build/check/test_stats \
 		build/check/test_queue_scan build/check/test_log_format \
-		build/check/test_tls_resume \
-		build/check/test_tlsa build/check/test_dane \
+		build/check/test_tls_resume build/check/test_sts \
+		build/check/test_tlsa build/check/test_dane build/check/test_conncache \
 		build/check/test_scheduler \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
@@ -241,7 +251,7 @@ check: deps-check user
 # CFLAGS_CHECK around spec/fuzz/replay_main.c (no clang needed).
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES ?= smtp_proto envelope dsn config dns_wire smtp_reply dot_stuff proxy \
-	      http_req log_format tlsa
+	      http_req log_format tlsa sts
 FUZZ_SRC_smtp_proto = src/proto/smtp_proto.c
 FUZZ_SRC_envelope   = src/proto/envelope.c
 FUZZ_SRC_dsn        = src/proto/dsn.c
@@ -255,6 +265,7 @@ FUZZ_SRC_proxy      = src/proto/proxy.c
 FUZZ_SRC_http_req   = src/proto/http_req.c
 FUZZ_SRC_log_format = src/proto/log_format.c
 FUZZ_SRC_tlsa       = src/proto/tlsa.c src/proto/dns_wire.c
+FUZZ_SRC_sts        = src/proto/sts.c
 FUZZ_CFLAGS = $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	      -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(INC)
 REPLAY_BINS = $(FUZZ_NAMES:%=build/check/replay_%)
@@ -283,7 +294,7 @@ fuzz: deps-fuzz
 BENCH_SRC = spec/bench/bench_policy.c src/policy/policy.c src/policy/suggest.c \
 	    src/policy/sandbox_str.c src/policy/pattern.c src/core/config.c \
 	    src/core/log.c src/proto/smtp_proto.c src/proto/next_hop.c \
-	    src/proto/dns_wire.c src/proto/log_format.c
+	    src/proto/dns_wire.c src/proto/log_format.c src/proto/sts.c
 build/bench_policy: $(BENCH_SRC) $(HDR) | build/obj
 	$(CC) $(CFLAGS_RELEASE) -Isrc -o $@ $(BENCH_SRC) $(LIBS)
 
@@ -298,8 +309,9 @@ build/bench/sink: spec/bench/sink.c
 
 # smtpgw and a private Postfix side by side (README "Performance"): root,
 # sealed in a network namespace with only lo; the load generator and sink
-# are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d
-# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= tune it (spec/bench/bench.py);
+# are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d,e,f
+# RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= HS_N= TLS_OUT_N= tune it
+# (spec/bench/bench.py).
 # PARTS=q (smtpgw with a large deferred queue) takes DEFERRED_N=.
 bench: deps user build/bench_policy
 	@mkdir -p build/bench

@@ -32,13 +32,18 @@ M.VERIFY = "verify"
 -- or defer.
 M.DANE = "dane"
 M.DANE_ONLY = "dane-only"
+-- Outbound only, README "MTA-STS": as the destination's MTA-STS policy
+-- says (enforce: verify with the MX host name, and only the MX hosts the
+-- policy names; where the domain publishes no enforce policy: may). See
+-- mta_sts() below.
+M.STS = "sts"
 
--- The levels, weakest first, by what they guarantee: dane only what may
--- does (it falls back to may without TLSA records), dane-only an
--- authenticated peer, as verify.
-M.LEVELS = { M.NONE, M.MAY, M.DANE, M.ENCRYPT, M.VERIFY, M.DANE_ONLY }
+-- The levels, weakest first, by what they guarantee: dane and sts only
+-- what may does (they fall back to may without TLSA records, or without
+-- an enforce policy), dane-only an authenticated peer, as verify.
+M.LEVELS = { M.NONE, M.MAY, M.DANE, M.STS, M.ENCRYPT, M.VERIFY, M.DANE_ONLY }
 
-local RANK = { none = 1, may = 2, dane = 2, encrypt = 3, verify = 4, ["dane-only"] = 4 }
+local RANK = { none = 1, may = 2, dane = 2, sts = 2, encrypt = 3, verify = 4, ["dane-only"] = 4 }
 
 -- describe(v): a value for an error message.
 local function describe(v)
@@ -49,7 +54,7 @@ local function describe(v)
 end
 
 -- level(s): the level s names, in lower case ("VERIFY" -> "verify"); nil
--- when s is not a string naming one of the six. Level names are
+-- when s is not a string naming one of the seven. Level names are
 -- case-insensitive everywhere, as in gateway.ini and in what a hook returns.
 function M.level(s)
   if type(s) ~= "string" then
@@ -62,7 +67,7 @@ function M.level(s)
   return l
 end
 
--- is_level(s): true when s names one of the six levels (any case).
+-- is_level(s): true when s names one of the seven levels (any case).
 function M.is_level(s)
   return M.level(s) ~= nil
 end
@@ -70,13 +75,13 @@ end
 local function rank(s, fname)
   local l = M.level(s)
   if l == nil then
-    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify, dane or dane-only)",
+    error(format("gateway.%s: not a TLS level: %s (expected none, may, encrypt, verify, dane, dane-only or sts)",
       fname, describe(s)), 3)
   end
   return RANK[l]
 end
 
--- level_rank(s): 1 (none), 2 (may, dane), 3 (encrypt), 4 (verify,
+-- level_rank(s): 1 (none), 2 (may, dane, sts), 3 (encrypt), 4 (verify,
 -- dane-only); raises on anything that is not a level.
 function M.level_rank(s)
   local r = rank(s, "level_rank")
@@ -418,6 +423,22 @@ function M.domain_level(ctx, default)
     error("gateway.domain_level: default is not a TLS level: " .. describe(default), 2)
   end
   return section_level(ctx, "tls", M.level(default))
+end
+
+-- mta_sts(ctx, level): "sts" when the recipient domain publishes an
+-- MTA-STS policy in enforce mode (ctx.mta_sts.mode == "enforce", client_tls
+-- only), else level (lower case). level must be a level. A policy in
+-- testing mode changes nothing here: the gateway delivers at the level
+-- chosen and logs what enforce would have refused (README "MTA-STS").
+function M.mta_sts(ctx, level)
+  if not M.is_level(level) then
+    error("gateway.mta_sts: level is not a TLS level: " .. describe(level), 2)
+  end
+  local sts = type(ctx) == "table" and ctx.mta_sts or nil
+  if type(sts) == "table" and sts.mode == "enforce" then
+    return M.STS
+  end
+  return M.level(level)
 end
 
 -- domain_tls_in(ctx): what mail addressed to the recipient domain needs on

@@ -81,10 +81,20 @@ local FIELDS = {
       next_hop = { type = "string", required = false },
     },
   },
+  -- `list`: an array of values of that type, nothing else in it
+  mta_sts = {
+    type = "table", stages = { "client_tls" }, required = false,
+    order = { "mode", "mx" },
+    fields = {
+      mode = { type = "string", required = true, values = { "enforce", "testing", "none" } },
+      mx = { type = "table", required = true, list = "string" },
+    },
+  },
 }
 
 -- The order in which check_shape looks at the top-level fields (the README's).
-M.ORDER = { "stage", "hostname", "client", "helo", "tls", "sender", "recipient", "domain", "section" }
+M.ORDER = { "stage", "hostname", "client", "helo", "tls", "sender", "recipient", "domain", "section",
+  "mta_sts" }
 
 local function copy_spec(spec)
   local out = {}
@@ -169,6 +179,21 @@ end
 
 local check_fields
 
+-- check_list(t, kind, path): the message when t is not an array of values
+-- of type kind (keys 1..n, nothing else), or nil.
+local function check_list(t, kind, path)
+  local n = #t
+  for k, v in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then
+      return format("%s: unknown field %s in a list", path, describe(k))
+    end
+    if type(v) ~= kind then
+      return format("%s[%d]: expected %s, got %s", path, k, kind, type(v))
+    end
+  end
+  return nil
+end
+
 -- check_field(t, name, spec, prefix, stage): the message when field `name`
 -- of table t does not fit spec, or nil.
 local function check_field(t, name, spec, prefix, stage)
@@ -186,6 +211,9 @@ local function check_field(t, name, spec, prefix, stage)
     return nil
   end
   local msg = check_value(path, spec, v)
+  if msg == nil and spec.list then
+    msg = check_list(v, spec.list, path)
+  end
   if msg == nil and spec.fields then
     msg = check_fields(v, spec.fields, spec.order, path .. ".", stage)
   end
@@ -404,10 +432,11 @@ local LEVEL_HOOKS = { server_tls = true, client_tls = true }
 -- t.run(policy, ctx [, host [, opts]]): calls the hook named ctx.stage as the
 -- gateway would and checks its answer: server_tls and client_tls must
 -- return a level (any case; t.run returns it in lower case, as the gateway
--- reads it), the other hooks a verdict (gateway.is_verdict); else t.run
--- raises. An absent hook gives the gateway's default: server_tls
--- opts.server_level (default "may", i.e. [tls] server_level), client_tls
--- "may", the others "accept". host defaults to t.host().
+-- reads it; "sts" only from client_tls), the other hooks a verdict
+-- (gateway.is_verdict); else t.run raises. An absent hook gives the
+-- gateway's default: server_tls opts.server_level (default "may", i.e.
+-- [tls] server_level), client_tls "may" ("sts" where ctx.mta_sts is an
+-- enforce policy), the others "accept". host defaults to t.host().
 function M.run(policy, ctx, host, opts)
   if type(policy) ~= "table" then
     error("gateway.testing.run: policy must be a table of hooks, got " .. type(policy), 2)
@@ -421,7 +450,7 @@ function M.run(policy, ctx, host, opts)
     if stage == "server_tls" then
       return opts and opts.server_level or gateway.MAY
     elseif stage == "client_tls" then
-      return gateway.MAY
+      return gateway.mta_sts(ctx, gateway.MAY)
     end
     return gateway.accept()
   end
@@ -434,7 +463,8 @@ function M.run(policy, ctx, host, opts)
       error(format("gateway.testing.run: %s returned %s, not a level", stage, describe(result)), 2)
     end
     result = gateway.level(result)
-    if stage == "server_tls" and (result == gateway.DANE or result == gateway.DANE_ONLY) then
+    if stage == "server_tls" and (result == gateway.DANE or result == gateway.DANE_ONLY
+        or result == gateway.STS) then
       error(format("gateway.testing.run: server_tls returned %s, an outbound level", describe(result)), 2)
     end
   else
@@ -453,7 +483,8 @@ end
 -- client, in plaintext and over TLS with each kind of client certificate,
 -- with a sender and the null sender, and for rcpt and client_tls a
 -- recipient in each [domain:...] section, in each relay domain and in a
--- domain of no section.
+-- domain of no section; client_tls also with each kind of MTA-STS policy
+-- the domain may publish (none known, enforce, testing, none).
 
 M.FIXTURE_CLIENTS = {
   { ip = "192.0.2.10", port = 40000, trusted = false },
@@ -466,6 +497,9 @@ M.FIXTURE_TLS = {
   { active = true, peer = "trusted" },
 }
 M.FIXTURE_SENDERS = { "sender@example.org", "" }
+-- ctx.mta_sts for client_tls: false (the field absent), then each mode;
+-- mx patterns are made for the recipient's domain.
+M.FIXTURE_MTA_STS = { false, "enforce", "testing", "none" }
 -- Domains tried, in order, for "a recipient in no section".
 M.FIXTURE_UNLISTED = { "example.test", "unlisted.invalid" }
 
@@ -598,10 +632,23 @@ local function plans(n_clients, n_domains)
   end
   for d = 1, n_domains do
     for s = 1, #M.FIXTURE_SENDERS do
-      add({ stage = "client_tls", sender = s, domain = d })
+      for m = 1, #M.FIXTURE_MTA_STS do
+        add({ stage = "client_tls", sender = s, domain = d, mta_sts = m })
+      end
     end
   end
   return out
+end
+
+-- The ctx.mta_sts of a fixture, or nil.
+local function fixture_mta_sts(mode, domain)
+  if not mode then
+    return nil
+  end
+  if mode == "none" then
+    return { mode = mode, mx = {} }
+  end
+  return { mode = mode, mx = { "mx." .. domain, "*." .. domain } }
 end
 
 local function describe_fixture(ctx)
@@ -612,6 +659,9 @@ local function describe_fixture(ctx)
   end
   if ctx.stage == "mail" or ctx.stage == "client_tls" then
     parts[#parts + 1] = "from <" .. ctx.sender .. ">"
+  end
+  if ctx.mta_sts then
+    parts[#parts + 1] = "MTA-STS " .. ctx.mta_sts.mode
   end
   if ctx.client then
     parts[#parts + 1] = "client " .. ctx.client.ip .. (ctx.client.trusted and " (relay_networks)" or "")
@@ -687,6 +737,9 @@ function M.fixtures(opts)
         local section = deep_copy(sections[name])
         section.name = section.name or "domain:" .. name
         over.section = section
+      end
+      if p.mta_sts then
+        over.mta_sts = fixture_mta_sts(M.FIXTURE_MTA_STS[p.mta_sts], domain)
       end
     end
     local ctx = M.ctx(over)

@@ -24,19 +24,25 @@ medians, every round's value and the ratio smtpgw / Postfix.
   (e) STARTTLS handshakes, full and resumed (session tickets), at TLS 1.2
       and 1.3: connections with no message (loadgen -m 0 -N; -R resumes),
       connections/s and MTA CPU per connection, RSA-4096 Default Cert
+  (f) outbound STARTTLS (encrypt, one destination, 4 KiB): TLS_OUT_N
+      messages are queued while their next hop is down (each attempt
+      deferred), then a STARTTLS sink with the RSA-4096 Default Cert comes
+      up and the queue is flushed; msg/s from the flush to the last
+      arrival. smtpgw with connection reuse and with reuse_max_messages = 1;
+      Postfix with smtp_tls_connection_reuse off and on
   (q) smtpgw alone (not in the default PARTS): accept rate and CPU with
       DEFERRED_N (100000) deferred messages in the spool against an empty
       spool, rounds alternated, and the queue manager's memory; then the
       queue manager's peak memory while it works through DEFERRED_N due
       messages for a dead next hop, at two active_limit values
 
+
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 ("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
-SYSCALL_N (1000), PARTS ("a,b,c,d,e": which figures), SESSIONS (20: loadgen's
-concurrency in (a) and (b)), HS_N (500 full handshakes), HS_RESUMED_N (3000
-resumed ones), HS_SESSIONS (10: loadgen's concurrency in (e)), DEFERRED_N
-(100000, of (q)). Every process
-started
+SYSCALL_N (1000), PARTS ("a,b,c,d,e,f": which figures), SESSIONS (20:
+loadgen's concurrency in (a) and (b)), HS_N (500 full handshakes),
+HS_RESUMED_N (3000 resumed ones), HS_SESSIONS (10: loadgen's concurrency in
+(e)), TLS_OUT_N (1000, (f)). Every process started
 here is stopped by its PID.
 """
 import os
@@ -49,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 WORKERS = [int(w) for w in os.environ.get("WORKERS", "1,2").split(",") if w]
@@ -57,7 +64,8 @@ TLS_N = int(os.environ.get("TLS_N", "1000"))
 IDLE_N = int(os.environ.get("IDLE_N", "10000"))
 PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
-PARTS = set(os.environ.get("PARTS", "a,b,c,d,e").split(","))
+TLS_OUT_N = int(os.environ.get("TLS_OUT_N", "1000"))
+PARTS = set(os.environ.get("PARTS", "a,b,c,d,e,f").split(","))
 DEFERRED_N = int(os.environ.get("DEFERRED_N", "100000"))  # of (q)
 SESSIONS = int(os.environ.get("SESSIONS", "20"))  # of (a) and (b)
 HS_N = int(os.environ.get("HS_N", "500"))
@@ -270,9 +278,10 @@ def handshake_round(mta, version, resume):
     return res
 
 
-def loadgen(port, n, tls=False):
+def loadgen(port, n, tls=False, rcpt=None):
     argv = [LOADGEN, "-c", str(SESSIONS), "-m", "1", "-s", str(SIZE),
-            "-n", str(n)] + (["-t"] if tls else []) + ["%s:%d" % (HOST, port)]
+            "-n", str(n)] + (["-t"] if tls else []) + \
+        (["-a", rcpt] if rcpt else []) + ["%s:%d" % (HOST, port)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -287,10 +296,13 @@ def loadgen(port, n, tls=False):
 
 
 class Sink:
-    def __init__(self, port, work, name):
+    def __init__(self, port, work, name, tls=()):
+        """tls: (cert, key) for STARTTLS."""
         self.port = port
         self.file = os.path.join(work, name + ".count")
-        self.proc = spawn([SINK, "-o", self.file, "%s:%d" % (HOST, port)],
+        self.proc = spawn([SINK] + (["-t", tls[0], "-k", tls[1]] if tls
+                                    else []) +
+                          ["-o", self.file, "%s:%d" % (HOST, port)],
                           stdout=subprocess.DEVNULL)
         deadline = time.time() + 10
         while not os.path.exists(self.file) or self.read()[0] < 0:
@@ -330,7 +342,10 @@ class Sink:
 # ---- the two MTAs ----
 
 class Smtpgw:
-    def __init__(self, name, work, port, sink, workers=None):
+    def __init__(self, name, work, port, sink, workers=None,
+                 domain="bench.example", policy=None, delivery=""):
+        """policy: a script's path (default: the stock try.lua); delivery:
+        lines for [delivery]."""
         self.name, self.port, self.sink, self.workers = name, port, sink, workers
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
@@ -345,13 +360,16 @@ class Smtpgw:
         with open(self.ini, "w") as f:
             f.write("[gateway]\nhostname = gw.bench.example\n"
                     "listen = %s:%d\nspool = spool\n"
-                    "relay_domains = bench.example\n"
+                    "relay_domains = %s\n"
                     "max_connections = 15000\n"
                     "max_connections_per_ip = 15000\n%s"
                     "[tls]\ncert_dir = ../certs\n"
-                    "[policy]\nscript = %s/policies/try.lua\n"
-                    "[domain:bench.example]\nnext_hop = %s:%d\n"
-                    % (HOST, port, extra, SRC, HOST, sink.port))
+                    "[policy]\nscript = %s\n"
+                    "[delivery]\n%s"
+                    "[domain:%s]\nnext_hop = %s:%d\n"
+                    % (HOST, port, domain, extra,
+                       policy or SRC + "/policies/try.lua", delivery,
+                       domain, HOST, sink.port))
         self.proc = None
 
     def start(self, prefix=()):
@@ -396,8 +414,12 @@ inet_protocols = ipv4
 myhostname = pfx.bench.example
 mydestination =
 relay_domains = bench.example
-transport_maps = inline:{{bench.example=smtp:[127.0.0.1]:{sink}}}
+transport_maps = inline:{{bench.example=smtp:[127.0.0.1]:{sink},
+    tls.bench.example=smtp:[127.0.0.1]:{out_sink},
+    tlsreuse.bench.example=smtp:[127.0.0.1]:{out_reuse_sink}}}
 smtp_tls_security_level = none
+smtp_tls_policy_maps = inline:{{ [127.0.0.1]:{out_sink}=encrypt,
+    {{ [127.0.0.1]:{out_reuse_sink} = encrypt connection_reuse=yes }} }}
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
@@ -433,6 +455,8 @@ class Postfix:
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
             f.write(POSTFIX_MAIN.format(work=self.dir, daemons=POSTFIX_DAEMONS,
                                         sink=sink.port, cert=cert, key=key,
+                                        out_sink=OUT_PORTS["pf"],
+                                        out_reuse_sink=OUT_PORTS["pf-reuse"],
                                         procs=max(PF_IDLE_N + 50, 100)))
         self.write_master_cf()
         self.proc = None
@@ -444,11 +468,15 @@ class Postfix:
         os.chmod(path, mode)
 
     def write_master_cf(self):
-        """Debian's master.cf, smtpd on HOST:port, nothing chrooted."""
-        out = []
+        """Debian's master.cf, smtpd on HOST:port, nothing chrooted, and
+        tlsproxy (which Debian leaves commented out) for (f)'s
+        connection_reuse=yes."""
+        out = ["tlsproxy unix - - n - 0 tlsproxy\n"]
         with open("/etc/postfix/master.cf") as f:
             for line in f:
                 w = line.split()
+                if w[:2] == ["tlsproxy", "unix"]:
+                    continue
                 if len(w) >= 8 and not line[0].isspace() and w[0][0] != "#":
                     if w[0] == "smtp" and w[1] == "inet":
                         w[0] = "%s:%d" % (HOST, self.port)
@@ -548,6 +576,95 @@ def relay_round(mta, n, tls=False):
                                    ("sink", sink)], machine, n)
     res["e2e"] = n / (last - t0)
     return res
+
+
+# (f): the next hop of each outbound configuration, down while mail is
+# queued, up (a STARTTLS sink) for the flush
+OUT_PORTS = {"gw": 2710, "gw-noreuse": 2711, "pf": 2712, "pf-reuse": 2713}
+OUT_DOMAIN = {"gw": "tls.bench.example", "gw-noreuse": "tls.bench.example",
+              "pf": "tls.bench.example", "pf-reuse": "tlsreuse.bench.example"}
+OUT_POLICY = """-- bench (f): outbound TLS required without checks, inbound may
+local gateway = require "gateway"
+local policy = {}
+function policy.server_tls() return gateway.MAY end
+function policy.client_tls() return gateway.ENCRYPT end
+return policy
+"""
+
+
+def deferred(mta):
+    """Messages the MTA has deferred so far: smtpgw's deferral log lines
+    (one recipient per message), Postfix's deferred queue files."""
+    if isinstance(mta, Smtpgw):
+        with open(mta.log) as f:
+            return sum("event=delivery" in l and "status=deferred" in l
+                       for l in f)
+    n = 0
+    for _, _, files in os.walk(os.path.join(mta.dir, "queue", "deferred")):
+        n += len(files)
+    return n
+
+
+def flush(mta):
+    if isinstance(mta, Smtpgw):
+        os.kill(mta.root, signal.SIGUSR1)  # `smtpgw queue flush`
+        return
+    p = subprocess.run(["postqueue", "-c", mta.dir, "-f"],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise Fail("postqueue -f: %s%s" % (p.stdout, p.stderr))
+
+
+def outbound_round(mta, key, r):
+    """Queues TLS_OUT_N messages for OUT_DOMAIN[key] while its next hop is
+    down, then brings up a STARTTLS sink and flushes: msg/s from the flush
+    to the last arrival, the MTA's and the sink's CPU per message."""
+    n, base = TLS_OUT_N, deferred(mta)
+    loadgen(mta.port, n, rcpt="user@" + OUT_DOMAIN[key])
+    deadline = time.time() + 300
+    while deferred(mta) - base < n:
+        if time.time() > deadline:
+            raise Fail("%s: %d of %d messages deferred" % (
+                mta.name, deferred(mta) - base, n))
+        time.sleep(0.1)
+    cert = os.path.join(WORK, "certs", "default.crt")
+    key_file = os.path.join(WORK, "certs", "default.key")
+    sink = Sink(OUT_PORTS[key], WORK, "out-%s-%d" % (key, r),
+                tls=(cert, key_file))
+    m0, before = machine_cpu(), tree_cpu(mta.root)
+    s0, t0 = tree_cpu(sink.proc.pid), time.time()
+    flush(mta)
+    last = sink.wait_for(n, mta)
+    res = {"rate": n / (last - t0),
+           "cpu_ms": (tree_cpu(mta.root) - before) * 1000 / n,
+           "sink_ms": (tree_cpu(sink.proc.pid) - s0) * 1000 / n}
+    m1 = machine_cpu()
+    res["idle"] = 100.0 * (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
+    stop(sink.proc)
+    return res
+
+
+def outbound(ws, pf):
+    """(f), ROUNDS rounds alternating the four configurations."""
+    policy = os.path.join(WORK, "out_policy.lua")
+    with open(policy, "w") as f:
+        f.write(OUT_POLICY)
+    gws = {}
+    for i, (key, delivery) in enumerate((("gw", ""), (
+            "gw-noreuse", "reuse_max_messages = 1\n"))):
+        gws[key] = Smtpgw("out-" + key, WORK, 2545 + i,
+                          types.SimpleNamespace(port=OUT_PORTS[key]),
+                          ws[-1], domain=OUT_DOMAIN[key], policy=policy,
+                          delivery=delivery)
+        gws[key].start()
+    out = {k: [] for k in OUT_PORTS}
+    for r in range(ROUNDS):
+        for key in ("gw", "pf", "gw-noreuse", "pf-reuse"):
+            out[key].append(outbound_round(gws.get(key, pf), key, r))
+        print("outbound round %d/%d done" % (r + 1, ROUNDS), flush=True)
+    for g in gws.values():
+        g.stop()
+    return out
 
 
 def postfix_idle(pf, tls):
@@ -683,11 +800,11 @@ def main():
     SRC = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     if min(ROUNDS, RELAY_N, TLS_N, IDLE_N, PF_IDLE_N, SYSCALL_N,
-           SESSIONS) <= 0 or \
+           TLS_OUT_N, SESSIONS) <= 0 or \
             not WORKERS or min(WORKERS) <= 0:
         raise Fail("ROUNDS, WORKERS and every *_N must be positive")
-    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e", "q"}:
-        raise Fail("PARTS is a list of a, b, c, d, e, q")
+    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e", "f", "q"}:
+        raise Fail("PARTS is a list of a, b, c, d, e, f, q")
     if min(HS_N, HS_SESSIONS) <= 0 or HS_RESUMED_N <= HS_SESSIONS:
         raise Fail("HS_N, HS_SESSIONS must be positive, HS_RESUMED_N above "
                    "HS_SESSIONS")
@@ -751,6 +868,7 @@ def main():
         mem["pf"] = (postfix_idle(pf, False), postfix_idle(pf, True))
     for g in gws.values():
         g.stop()
+    out = outbound(ws, pf) if "f" in PARTS else None
     pf.stop()
 
     gw_sys = pf_sys = None
@@ -761,6 +879,8 @@ def main():
     report(ws, relay, tls, mem, gw_sys, pf_sys)
     if "e" in PARTS:
         report_handshakes(ws, hs)
+    if "f" in PARTS:
+        report_outbound(ws, out)
     if "q" in PARTS:
         report_deferred(deferred_part(ws[-1]))
     print("\nload average after: %s" % open("/proc/loadavg").read().strip())
@@ -840,9 +960,9 @@ def qmgr_memory(gw):
 def deferred_accept(workers):
     """Accept rate, empty spool against DEFERRED_N deferred (not due)."""
     t0 = time.time()
-    gws = {"empty": DeferredGw("gw-e-empty", 2550, Sink(2750, WORK, "e0"),
+    gws = {"empty": DeferredGw("gw-q-empty", 2550, Sink(2750, WORK, "q0"),
                                workers, 0, 3600),
-           "full": DeferredGw("gw-e-full", 2551, Sink(2751, WORK, "e1"),
+           "full": DeferredGw("gw-q-full", 2551, Sink(2751, WORK, "q1"),
                               workers, DEFERRED_N, 3600)}
     print("(q) %d deferred messages written in %.0f s" % (
         DEFERRED_N, time.time() - t0), flush=True)
@@ -881,9 +1001,9 @@ def deferred_accept(workers):
 def deferred_drain(workers, limit):
     """Peak memory of the queue manager working through DEFERRED_N due
     messages for the dead next hop (each tried or deferred at once)."""
-    g = DeferredGw("gw-e-due-%d" % limit, 2552 if limit > 1000 else 2553,
+    g = DeferredGw("gw-q-due-%d" % limit, 2552 if limit > 1000 else 2553,
                    Sink(2752 if limit > 1000 else 2753, WORK,
-                        "e-due-%d" % limit),
+                        "q-due-%d" % limit),
                    workers, DEFERRED_N, -7200, limit)
     t0 = time.time()
     g.start()
@@ -970,6 +1090,28 @@ def report(ws, relay, tls, mem, gw_sys, pf_sys):
         report_memory(ws, mem)
     if "d" in PARTS:
         report_syscalls(gw_sys, pf_sys)
+
+
+def report_outbound(ws, out):
+    rows = []
+    for label, key in (("msg/s", "rate"), ("MTA CPU ms/msg", "cpu_ms"),
+                       ("sink CPU ms/msg", "sink_ms"),
+                       ("machine CPU idle %", "idle")):
+        digits = 0 if key in ("rate", "idle") else 2
+        rows += [("reuse: " + label, col(out["gw"], key),
+                  col(out["pf-reuse"], key), digits),
+                 ("no reuse: " + label, col(out["gw-noreuse"], key),
+                  col(out["pf"], key), digits)]
+    table("(f) outbound STARTTLS (encrypt, RSA-4096 sink, one destination, "
+          "%d B), %d messages queued then flushed, per round; %s: "
+          "reuse (defaults) vs reuse_max_messages = 1; Postfix: "
+          "smtp_tls_connection_reuse on vs off"
+          % (SIZE, TLS_OUT_N, wlabel(ws[-1])), rows)
+    for a, b in (("gw", "gw-noreuse"), ("pf-reuse", "pf")):
+        x, y = col(out[a], "rate"), col(out[b], "rate")
+        print("  %s reuse / no reuse: %.2f (rounds %s)" % (
+            "smtpgw" if a == "gw" else "Postfix", med(x) / med(y),
+            " ".join("%.2f" % (p / q) for p, q in zip(x, y))))
 
 
 def report_relay(ws, relay):

@@ -9,15 +9,22 @@
  *                 [--ca FILE] [--no-tls] [--helo NAME] --from ADDR
  *                 --rcpt ADDR [--rcpt ADDR ...] --body FILE [--offset N]
  *                 [--timeout S] [--8bitmime] [--smtputf8] [--abort-after S]
- *                 [--bad-family]
+ *                 [--bad-family] [--repeat N [--pause S]
+ *                 [--reuse-max N] [--reuse-idle S]]
  *
  * Output: outcome=DONE code=250 reply="..." tls_version=TLSv1.3
- * tls_cipher=... tls_verified=yes rcpt=ADDR code=N reply="..." ...
- * (outcome=ABORTED after --abort-after). --bad-family hands the client an
- * address of family AF_UNIX, to see a connect that fails at once. Exit 0 once a
- * result is printed, 2 on bad arguments.
+ * tls_cipher=... tls_verified=yes reused=no rcpt=ADDR code=N reply="..."
+ * ... (outcome=ABORTED after --abort-after). --bad-family hands the client
+ * an address of family AF_UNIX, to see a connect that fails at once.
+ * --repeat runs the same transaction N times, one after the other (--pause
+ * seconds between them), a result line each; with --reuse-max the client
+ * has a connection cache (outbound/conncache.c) with those limits, and a
+ * last line "idle=N" tells how many connections it held at the end, before
+ * it was freed (QUIT to each). Exit 0 once every result is printed, 2 on
+ * bad arguments.
  */
 #include "net/conn.h"
+#include "outbound/conncache.h"
 #include "outbound/smtp_client.h"
 #include "net/tls.h"
 
@@ -50,6 +57,10 @@ struct options {
 	bool smtputf8;
 	double abort_after;
 	bool bad_family;
+	int repeat;
+	double pause;
+	unsigned reuse_max;
+	double reuse_idle;
 };
 
 struct run {
@@ -103,10 +114,10 @@ static void on_done(void *owner, const struct client_result *r)
 	run->client = NULL;
 	printf("outcome=%s code=%d reply=", outcome_name(r->outcome), r->code);
 	print_quoted(r->reply);
-	printf(" tls_version=%s tls_cipher=%s tls_verified=%s",
+	printf(" tls_version=%s tls_cipher=%s tls_verified=%s reused=%s",
 	       r->tls_version[0] ? r->tls_version : "none",
 	       r->tls_cipher[0] ? r->tls_cipher : "none",
-	       r->tls_verified ? "yes" : "no");
+	       r->tls_verified ? "yes" : "no", r->reused ? "yes" : "no");
 	printf(" starttls_refused=");
 	print_quoted(r->starttls_refused);
 	print_rcpts(run->job);
@@ -167,6 +178,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	o->helo = "client.test.example";
 	o->level = TLS_LEVEL_MAY;
 	o->timeout = 30;
+	o->repeat = 1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -211,6 +223,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->timeout = atof(v);
 		} else if (strcmp(a, "--abort-after") == 0) {
 			o->abort_after = atof(v);
+		} else if (strcmp(a, "--repeat") == 0) {
+			o->repeat = atoi(v);
+		} else if (strcmp(a, "--pause") == 0) {
+			o->pause = atof(v);
+		} else if (strcmp(a, "--reuse-max") == 0) {
+			o->reuse_max = (unsigned)atoi(v);
+		} else if (strcmp(a, "--reuse-idle") == 0) {
+			o->reuse_idle = atof(v);
 		} else {
 			return usage("unknown option");
 		}
@@ -220,6 +240,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	if (o->addr == NULL || o->from == NULL || o->n_rcpts == 0 ||
 	    o->body == NULL)
 		return usage("need --addr, --from, --rcpt and --body");
+	if (o->repeat < 1 || o->repeat > 1000)
+		return usage("bad --repeat");
 	return 0;
 }
 
@@ -244,6 +266,53 @@ static bool make_tls(const struct options *o, struct tls_clients *tc)
 	return true;
 }
 
+static void on_pause(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	*(bool *)w->data = true;
+	ev_break(loop, EVBREAK_ONE);
+}
+
+/* The loop runs on for `seconds`: parked connections watch and age. */
+static void pause_loop(struct ev_loop *loop, double seconds)
+{
+	ev_timer t;
+	bool over = false;
+
+	ev_timer_init(&t, on_pause, seconds, 0);
+	t.data = &over;
+	ev_timer_start(loop, &t);
+	while (!over)
+		ev_run(loop, EVRUN_ONCE);
+	ev_timer_stop(loop, &t);
+}
+
+/* One transaction, to its result line. */
+static int run_once(struct ev_loop *loop, struct run *run, double abort_after)
+{
+	ev_timer abort_timer;
+
+	run->finished = false;
+	run->client = smtp_client_start(loop, run->job, on_done, run);
+	if (run->client == NULL) {
+		fprintf(stderr, "client_driver: out of memory\n");
+		return 2;
+	}
+	if (run->finished) {
+		fprintf(stderr,
+			"client_driver: done called from inside start\n");
+		return 3;
+	}
+	ev_timer_init(&abort_timer, on_abort, abort_after, 0);
+	abort_timer.data = run;
+	if (abort_after > 0)
+		ev_timer_start(loop, &abort_timer);
+	while (!run->finished)
+		ev_run(loop, EVRUN_ONCE);
+	ev_timer_stop(loop, &abort_timer);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -252,7 +321,6 @@ int main(int argc, char **argv)
 	struct tls_clients tc = {.encrypt_session = -1, .verify_session = -1};
 	struct run run = {0};
 	struct ev_loop *loop;
-	ev_timer abort_timer;
 	struct stat st;
 	int rc = parse_args(argc, argv, &o);
 
@@ -286,25 +354,24 @@ int main(int argc, char **argv)
 	job.smtputf8 = o.smtputf8;
 	job.timeout = o.timeout;
 
+	job.reuse_max = o.reuse_max;
+	job.reuse_idle = o.reuse_idle;
+	if (o.reuse_max > 0 && (job.cache = conncache_new(4)) == NULL)
+		return usage("out of memory");
+
 	loop = ev_loop_new(EVFLAG_AUTO);
 	run.job = &job;
-	run.client = smtp_client_start(loop, &job, on_done, &run);
-	if (run.client == NULL) {
-		fprintf(stderr, "client_driver: out of memory\n");
-		return 2;
+	for (int i = 0; i < o.repeat; i++) {
+		if (i > 0 && o.pause > 0)
+			pause_loop(loop, o.pause);
+		rc = run_once(loop, &run, o.abort_after);
+		if (rc != 0)
+			return rc;
 	}
-	if (run.finished) {
-		fprintf(stderr,
-			"client_driver: done called from inside start\n");
-		return 3;
-	}
-	ev_timer_init(&abort_timer, on_abort, o.abort_after, 0);
-	abort_timer.data = &run;
-	if (o.abort_after > 0)
-		ev_timer_start(loop, &abort_timer);
-	while (!run.finished)
-		ev_run(loop, EVRUN_ONCE);
-	ev_timer_stop(loop, &abort_timer);
+	if (job.cache != NULL)
+		printf("idle=%zu\n", conncache_idle(job.cache));
+	fflush(stdout);
+	conncache_free(job.cache);
 	ev_loop_destroy(loop);
 	tls_clients_free(&tc);
 	close(job.body_fd);

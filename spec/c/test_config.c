@@ -312,6 +312,33 @@ static void test_tls_in(void)
 	config_free(cfg);
 }
 
+/* sts: an outbound level only (tls = sts), not server_level nor tls_in. */
+static void test_sts_level(void)
+{
+	char path[128], err[512];
+	struct config *cfg = load_cfg("[domain:sts.example]\ntls = STS\n", path,
+	                              sizeof(path), err, sizeof(err));
+	const struct domain_rule *r =
+	    cfg ? config_domain_rule(cfg, "sts.example", 11) : NULL;
+
+	check(r != NULL && r->has_tls && r->tls == TLS_LEVEL_STS &&
+	          strcmp(tls_level_name(r->tls), "sts") == 0,
+	      "tls = STS is the level sts (%s)", err);
+	config_free(cfg);
+	cfg = load_cfg("[domain:p.example]\ntls_in = sts\n", path, sizeof(path),
+	               err, sizeof(err));
+	check(cfg == NULL && error_is(err, path, 2,
+	                              "tls_in: 'sts' is not encrypt or verify"),
+	      "tls_in = sts is an error (%s)", err);
+	config_free(cfg);
+	cfg = load_cfg("[tls]\nserver_level = sts\n", path, sizeof(path), err,
+	               sizeof(err));
+	check(cfg == NULL && error_is(err, path, 2,
+	                              "server_level: 'sts' is an outbound level"),
+	      "server_level = sts is an error (%s)", err);
+	config_free(cfg);
+}
+
 /* [tls] ask_client_cert: auto (the default), yes, no. */
 static void test_ask_client_cert(void)
 {
@@ -358,6 +385,7 @@ int main(void)
 	test_routes();
 	test_repeated_keys();
 	test_tls_in();
+	test_sts_level();
 	test_ask_client_cert();
 	rmdir(dir);
 	return tap_done();

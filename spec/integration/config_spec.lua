@@ -107,6 +107,20 @@ describe("config", function()
     assert_error_at(with_line("data_timeout = soon"), 4, "data_timeout = soon")
   end)
 
+  it("[delivery] reuse_max_messages and reuse_idle_time: accepted in range, else the line", function()
+    local ok = "[gateway]\nlisten = 127.0.0.1:0\n[delivery]\nreuse_max_messages = 1\n" ..
+      "reuse_idle_time = 0\n"
+    local out, code = check(ok)
+    assert.are.equal(0, code, out)
+    out, code = check("[delivery]\nreuse_max_messages = 100000\nreuse_idle_time = 300s\n")
+    assert.are.equal(0, code, out)
+    local function bad(line) return "[gateway]\nlisten = 127.0.0.1:0\n[delivery]\n" .. line .. "\n" end
+    assert_error_at(bad("reuse_max_messages = 0"), 4, "reuse_max_messages = 0")
+    assert_error_at(bad("reuse_max_messages = 100001"), 4, "reuse_max_messages = 100001")
+    assert_error_at(bad("reuse_idle_time = 301s"), 4, "reuse_idle_time = 301s")
+    assert_error_at(bad("reuse_idle_time = soon"), 4, "reuse_idle_time = soon")
+  end)
+
   it("reports a line that is neither section, key nor comment", function()
     assert_error_at("[gateway]\nlisten = 127.0.0.1:0\nthis is not ini\n", 3, "garbage line")
   end)

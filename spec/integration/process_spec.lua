@@ -36,12 +36,18 @@ local function smtpgw(args)
 end
 
 -- A relay to a receiver: mail for example.test goes to `r`.
+-- Deliveries one destination may have in flight at once: all a kill -9 of
+-- the queue manager can cut between the receiver's 250 and the spool's
+-- record of it, so the most messages it may deliver twice (at least once,
+-- as Postfix: nothing acknowledged is lost).
+local IN_FLIGHT = 3
+
 local function relay_gateway(r, extra)
   local ini = { workers = 2 }
   for k, v in pairs(extra or {}) do ini[k] = v end
   return gateway.start { ini_extra = ini,
     sections = { ["domain:example.test"] = { next_hop = r:addr() },
-                 delivery = { retry_min = "1s" } } }
+                 delivery = { retry_min = "1s", max_per_destination = IN_FLIGHT } } }
 end
 
 -- Runs spec/support/smtp_load.py against gw until stop() is called.
@@ -70,12 +76,12 @@ local function wait_more_queued(gw, n)
     "the load stalled at " .. queued_count(gw) .. " queued")
 end
 
--- Every id was delivered exactly once: the receiver holds exactly one
--- message whose Received: line names it. Counted at the receiver, not in
--- the log: a kill -9 loses the lines of the loop turn it interrupts (the
--- log is written once per turn, README "Logs"), while the spool's state,
--- which decides redelivery, was written before them.
-local function assert_delivered_once(r, qids)
+-- Every id was delivered: the receiver holds a message whose Received:
+-- line names it, and at most `repeats` ids came twice (0 unless the queue
+-- manager was killed mid-delivery). Counted at the receiver, not in the
+-- log: a kill -9 loses the log lines of the loop turn it interrupts (the
+-- log is written once per turn, README "Logs").
+local function assert_delivered(r, qids, repeats)
   local function copies()
     local n = {}
     for _, m in ipairs(r:messages()) do
@@ -85,18 +91,21 @@ local function assert_delivered_once(r, qids)
     return n
   end
   local n
-  local all = gateway.wait_for(function()
+  gateway.wait_for(function()
     n = copies()
     for _, qid in ipairs(qids) do
       if not n[qid] then return false end
     end
     return true
   end, 30)
+  local twice = {}
   for _, qid in ipairs(qids) do
     assert(n[qid], "qid " .. qid .. " (acknowledged with 250) was never delivered")
-    assert.are.equal(1, n[qid], "qid " .. qid .. " delivered " .. n[qid] .. " times")
+    assert(n[qid] <= 2, "qid " .. qid .. " delivered " .. n[qid] .. " times")
+    if n[qid] > 1 then twice[#twice + 1] = qid end
   end
-  assert.is_true(all)
+  assert(#twice <= repeats, #twice .. " ids delivered twice (at most " .. repeats ..
+    " may be): " .. table.concat(twice, " "))
 end
 
 -- kill -9 of child `name` ("worker1", "qmgr"); waits for its exit line and
@@ -200,6 +209,7 @@ describe("processes", function()
     kill_and_wait_replaced(gw, kids, "worker1", "worker", 1)
     wait_more_queued(gw, 20)
     local result = l.stop()
+    local repeats = 0
     assert.truthy(result.ok > 40, json.encode(result))
     -- ids are unique across workers and restarts
     local seen = {}
@@ -207,10 +217,10 @@ describe("processes", function()
       assert.is_nil(seen[qid], "id " .. qid .. " given twice")
       seen[qid] = true
     end
-    assert_delivered_once(r, result.queued_ids)
+    assert_delivered(r, result.queued_ids, repeats)
   end)
 
-  it("kill -9 of the queue manager: restarted, deliveries resume, none lost or repeated", function()
+  it("kill -9 of the queue manager: restarted, deliveries resume, none lost, only those in flight repeated", function()
     local r = ds.receiver { no_starttls = true }
     local gw = relay_gateway(r)
     local kids = gw:wait_children(3)
@@ -219,8 +229,9 @@ describe("processes", function()
     kill_and_wait_replaced(gw, kids, "qmgr", "qmgr", 0)
     wait_more_queued(gw, 20)
     local result = l.stop()
+    local repeats = IN_FLIGHT
     assert.truthy(result.ok > 60, json.encode(result))
-    assert_delivered_once(r, result.queued_ids)
+    assert_delivered(r, result.queued_ids, repeats)
     ds.wait_queue_empty(gw, result.queued_ids)
   end)
 

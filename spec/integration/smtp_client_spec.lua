@@ -139,6 +139,18 @@ describe("smtp_client", function()
     return out
   end
 
+  -- A receiver's --transcript where every command came in a read of its
+  -- own (no PIPELINING); returns its text.
+  local function assert_lockstep(transcript)
+    local t = harness.read_file(transcript)
+    local seen = {}
+    for c in t:gmatch("(%d+) [^\n]*\n") do
+      assert.is_nil(seen[c], "two commands in one write:\n" .. t)
+      seen[c] = true
+    end
+    return t
+  end
+
   -- The message in an smtp-sink dump: what follows its Received: header.
   local function sink_message(dump)
     local pos = assert(dump:find("\nReceived: ", 1, true), dump)
@@ -227,12 +239,7 @@ describe("smtp_client", function()
         rcpts = { "a@example.test", "b@example.test" } }
       assert.are.equal("DONE", r.outcome, r.reply)
       assert.are.equal(1, #stored(maildir))
-      local t = harness.read_file(transcript)
-      local seen = {}
-      for c in t:gmatch("(%d+) [^\n]*\n") do
-        assert.is_nil(seen[c], "two commands in one write:\n" .. t)
-        seen[c] = true
-      end
+      assert_lockstep(transcript)
     end)
 
     it("gives each recipient its own RCPT reply", function()
@@ -671,6 +678,197 @@ describe("smtp_client", function()
         body = write_body(text) }
       assert.are.equal("DONE", r.outcome, r.reply)
       assert.is_true(text == stored(maildir)[1].eml)
+    end)
+  end)
+
+  -- README "Connection reuse": the driver's --repeat runs the same
+  -- transaction again with a connection cache; a result line each.
+  describe("connection reuse", function()
+    -- Every result of the run, and the idle connections left at its end.
+    local function deliver_each(o)
+      local _, out = deliver(o)
+      local rs = {}
+      for line in out:gmatch("(outcome=[^\n]*)") do rs[#rs + 1] = parse_result(line) end
+      return rs, tonumber(out:match("\nidle=(%d+)")), out
+    end
+
+    -- A receiver logging its commands: port, maildir, and a reader of
+    -- { { conn =, mode =, line =, verb = }, ... }.
+    local function logged_receiver(args)
+      local log = fresh("commands")
+      local port, maildir = receiver("--command-log " .. q(log) .. " " .. (args or ""))
+      return port, maildir, function()
+        local out = {}
+        for conn, mode, line in (harness.read_file(log) or ""):gmatch("(%d+) (%a+) ([^\n]*)\n") do
+          out[#out + 1] = { conn = tonumber(conn), mode = mode, line = line,
+            verb = line:match("^[%u-]+") }
+        end
+        return out
+      end
+    end
+
+    local function verbs(cmds, conn)
+      local out = {}
+      for _, c in ipairs(cmds) do
+        if not conn or c.conn == conn then out[#out + 1] = c.verb end
+      end
+      return table.concat(out, " ")
+    end
+
+    local function reused(rs)
+      local out = {}
+      for i, r in ipairs(rs) do out[i] = r.reused end
+      return table.concat(out, " ")
+    end
+
+    local REUSE = { "--reuse-max 10", "--reuse-idle 5" }
+    local function flags(...)
+      local out = { ... }
+      for _, f in ipairs(REUSE) do out[#out + 1] = f end
+      return out
+    end
+
+    it("carries the next transactions on the same connection, RSET pipelined with MAIL, RCPT and DATA", function()
+      local transcript = fresh("transcript")
+      local port, maildir, cmds = logged_receiver("--transcript " .. q(transcript))
+      local rs, idle = deliver_each{ port = port, level = "none",
+        rcpts = { "a@example.test", "b@example.test" }, flags = flags("--repeat 3") }
+      assert.are.equal(3, #rs)
+      for _, r in ipairs(rs) do
+        assert.are.equal("DONE", r.outcome, r.reply)
+        assert.are.equal(250, r.rcpts[1].code)
+        assert.are.equal(250, r.rcpts[2].code)
+      end
+      assert.are.equal("no yes yes", reused(rs))
+      assert.are.equal(1, idle)
+      assert.are.equal(3, #stored(maildir))
+      -- one connection; QUIT only when the cache let it go
+      assert.are.equal("EHLO MAIL RCPT RCPT DATA RSET MAIL RCPT RCPT DATA " ..
+        "RSET MAIL RCPT RCPT DATA QUIT", verbs(cmds()))
+      -- RFC 2920: RSET, MAIL, both RCPTs and DATA came in one read
+      local t = harness.read_file(transcript)
+      local groups, cur = {}, nil
+      for c, verb in t:gmatch("(%d+) (%u+)[^\n]*\n") do
+        if verb == "RSET" or verb == "EHLO" or verb == "QUIT" then cur = { c = c, ok = true }; groups[#groups + 1] = cur end
+        if verb ~= "QUIT" and c ~= cur.c then cur.ok = false end
+      end
+      assert.are.equal(4, #groups, t)
+      for i = 2, 3 do assert.is_true(groups[i].ok, "not one write:\n" .. t) end
+    end)
+
+    it("reuses a verified TLS connection with its TLS state, with no new handshake", function()
+      local port, maildir, cmds = logged_receiver(tls_args(pki.a))
+      local rs = deliver_each{ port = port, level = "verify", host = "a.test.example",
+        ca = pki.ca.crt, flags = flags("--repeat 2") }
+      assert.are.equal("no yes", reused(rs))
+      for _, r in ipairs(rs) do
+        assert.are.equal("DONE", r.outcome, r.reply)
+        assert.are.equal("yes", r.tls_verified)
+        assert.are.equal("TLSv1.3", r.tls_version)
+      end
+      assert.are.equal(2, #stored(maildir))
+      assert.are.equal("EHLO STARTTLS EHLO MAIL RCPT DATA RSET MAIL RCPT DATA QUIT", verbs(cmds()))
+      for _, c in ipairs(cmds()) do
+        if c.verb ~= "EHLO" and c.verb ~= "STARTTLS" then assert.are.equal("tls", c.mode, c.line) end
+      end
+    end)
+
+    it("carries at most --reuse-max transactions on one connection", function()
+      local port, maildir, cmds = logged_receiver()
+      local rs = deliver_each{ port = port, level = "none",
+        flags = { "--repeat 5", "--reuse-max 2", "--reuse-idle 5" } }
+      assert.are.equal("no yes no yes no", reused(rs))
+      assert.are.equal(5, #stored(maildir))
+      local c = cmds()
+      assert.are.equal(3, c[#c].conn)
+      assert.are.equal("EHLO MAIL RCPT DATA RSET MAIL RCPT DATA QUIT", verbs(c, 1))
+      assert.are.equal("EHLO MAIL RCPT DATA QUIT", verbs(c, 3))
+    end)
+
+    it("replaces a connection whose RSET is refused, and the transaction goes through", function()
+      local port, maildir, cmds = logged_receiver("--rset-reply '421 4.3.2 going down'")
+      local rs = deliver_each{ port = port, level = "none", flags = flags("--repeat 2") }
+      assert.are.equal("DONE", rs[2].outcome, rs[2].reply)
+      assert.are.equal(250, rs[2].rcpts[1].code)
+      assert.are.equal("no no", reused(rs))
+      assert.are.equal(2, #stored(maildir))
+      local c = cmds()
+      -- RSET went with MAIL, RCPT and DATA; nothing more on that one
+      assert.are.equal("EHLO MAIL RCPT DATA RSET", verbs(c, 1):gsub(" MAIL RCPT DATA$", ""))
+      assert.are.equal("EHLO MAIL RCPT DATA", verbs(c, 2):gsub(" QUIT$", ""))
+    end)
+
+    it("does not use a connection the receiver closed while it was idle", function()
+      local port, maildir, cmds = logged_receiver("--idle-close 0.2")
+      local rs, idle = deliver_each{ port = port, level = "none",
+        flags = flags("--repeat 2", "--pause 1.5") }
+      assert.are.equal("no no", reused(rs))
+      assert.are.equal("DONE", rs[2].outcome, rs[2].reply)
+      assert.are.equal(2, #stored(maildir))
+      assert.are.equal(1, idle)
+      assert.are.equal("EHLO MAIL RCPT DATA CLOSED-IDLE", verbs(cmds(), 1))
+    end)
+
+    it("says QUIT to a connection idle for --reuse-idle", function()
+      local port, maildir, cmds = logged_receiver()
+      local rs, idle = deliver_each{ port = port, level = "none",
+        flags = { "--repeat 2", "--pause 1", "--reuse-max 10", "--reuse-idle 0.2" } }
+      assert.are.equal("no no", reused(rs))
+      assert.are.equal(2, #stored(maildir))
+      assert.are.equal(1, idle)
+      assert.are.equal("EHLO MAIL RCPT DATA QUIT", verbs(cmds(), 1))
+    end)
+
+    it("without PIPELINING waits for RSET's reply before MAIL", function()
+      local transcript = fresh("transcript")
+      local port, maildir = logged_receiver("--no-pipelining --transcript " .. q(transcript))
+      local rs = deliver_each{ port = port, level = "none", flags = flags("--repeat 2") }
+      assert.are.equal("no yes", reused(rs))
+      assert.are.equal(2, #stored(maildir))
+      local t = assert_lockstep(transcript)
+      assert.truthy(t:find(" RSET\n", 1, true), t)
+    end)
+
+    it("after every recipient was refused (DATA pipelined and refused) the connection serves again", function()
+      local port, maildir, cmds = logged_receiver("--reject-rcpt a@example.test")
+      local rs = deliver_each{ port = port, level = "none", rcpts = { "a@example.test" },
+        flags = flags("--repeat 2") }
+      assert.are.equal("no yes", reused(rs))
+      for _, r in ipairs(rs) do
+        assert.are.equal("DONE", r.outcome, r.reply)
+        assert.are.equal(550, r.rcpts[1].code)
+      end
+      assert.are.equal(0, #stored(maildir))
+      -- RFC 2920 3.1: the 554 to DATA, and no message after it
+      assert.are.equal("EHLO MAIL RCPT DATA RSET MAIL RCPT DATA QUIT", verbs(cmds()))
+    end)
+
+    it("does not keep a connection in plaintext after a downgrade (may, --no-tls)", function()
+      local port, maildir, cmds = logged_receiver(tls_args(selfsigned))
+      local rs, idle = deliver_each{ port = port, level = "may",
+        flags = flags("--repeat 2", "--no-tls") }
+      assert.are.equal("no no", reused(rs))
+      assert.are.equal(2, #stored(maildir))
+      assert.are.equal(0, idle)
+      assert.are.equal("EHLO MAIL RCPT DATA QUIT", verbs(cmds(), 1))
+    end)
+
+    it("keeps a may connection to a receiver that offers no STARTTLS", function()
+      local port, maildir = logged_receiver("--no-starttls " .. tls_args(selfsigned))
+      local rs = deliver_each{ port = port, level = "may", flags = flags("--repeat 2") }
+      assert.are.equal("no yes", reused(rs))
+      assert.are.equal("none", rs[2].tls_version)
+      assert.are.equal(2, #stored(maildir))
+    end)
+
+    it("a refusal made before MAIL (SIZE) still probes with RSET and keeps the connection", function()
+      local port, maildir, cmds = logged_receiver("--size 100")
+      local big = write_body("Subject: big\r\n\r\n" .. string.rep("x", 200) .. "\r\n")
+      local rs = deliver_each{ port = port, level = "none", body = big, flags = flags("--repeat 2") }
+      assert.are.equal("no yes", reused(rs))
+      assert.are.equal(552, rs[2].rcpts[1].code)
+      assert.are.equal(0, #stored(maildir))
+      assert.are.equal("EHLO RSET QUIT", verbs(cmds()))
     end)
   end)
 end)

@@ -52,7 +52,8 @@ Receiver.__index = Receiver
 
 -- ds.receiver{ cert = {crt=,key=}, no_starttls = bool, break_tls = bool,
 --   rcpt_reply = "450 ...", host = "127.0.0.1", port = n, data_delay = s,
---   maildir = path } -> receiver (fields port, maildir, proc)
+--   maildir = path, rset_reply = "421 ...", idle_close = s }
+--   -> receiver (fields port, maildir, proc)
 function M.receiver(o)
   o = o or {}
   local dir = gateway.mktempdir()
@@ -68,6 +69,8 @@ function M.receiver(o)
   if o.host then args[#args + 1] = "--host " .. q(o.host) end
   if o.port then args[#args + 1] = "--port " .. tostring(o.port) end
   if o.data_delay then args[#args + 1] = "--data-delay " .. tostring(o.data_delay) end
+  if o.rset_reply then args[#args + 1] = "--rset-reply " .. q(o.rset_reply) end
+  if o.idle_close then args[#args + 1] = "--idle-close " .. tostring(o.idle_close) end
   local command_log = dir .. "/commands.log"
   args[#args + 1] = "--command-log " .. q(command_log)
   local p = procs.start(table.concat(args, " "), { ready = "listening (%d+)", dir = dir })
@@ -97,6 +100,15 @@ function Receiver:commands()
       verb = (line:match("^(%a+)") or ""):upper() }
   end
   return out
+end
+
+-- How many connections sent at least one command.
+function Receiver:connections()
+  local seen, n = {}, 0
+  for _, c in ipairs(self:commands()) do
+    if not seen[c.conn] then seen[c.conn], n = true, n + 1 end
+  end
+  return n
 end
 
 -- The commands with one of the given verbs sent outside TLS.

@@ -9,7 +9,8 @@
 --   local dns = dns_server.start{
 --     zones = { ["example.test."] = "static" },       -- local-zone types
 --     data = { "example.test. MX 10 mx.example.test.", -- local-data
---              "mx.example.test. A 127.0.0.1" },
+--              "mx.example.test. A 127.0.0.1",
+--              '_mta-sts.example.test. TXT "v=STSv1; id=1;"' },
 --     servfail = { "broken.test." },                  -- SERVFAIL at once
 --   }
 --   dns:resolver()  --> "127.0.0.1@PORT", for [dns] resolver
@@ -41,8 +42,13 @@ local function free_port()
   error("no free port for the DNS fixture")
 end
 
+-- A TXT record's text comes in double quotes: the line then goes in
+-- single quotes, which unbound's configuration reader takes as well.
 local function quoted(s)
-  assert(not s:find('"', 1, true), "no quotes in DNS fixture data: " .. s)
+  if s:find('"', 1, true) then
+    assert(not s:find("'", 1, true), "not both kinds of quotes in DNS fixture data: " .. s)
+    return "'" .. s .. "'"
+  end
   return '"' .. s .. '"'
 end
 

@@ -21,6 +21,11 @@ session, so commands that came in one write share it.
 --command-log FILE appends every command line received (never the message
 text) as "CONN plain|tls LINE", CONN numbering the receiver's connections
 from 1: what a sender said in the clear, and on which connection.
+For connection reuse: --rset-reply TEXT answers RSET with TEXT (and hangs
+up after it when TEXT is a 421); --idle-close SECONDS hangs up on a
+connection that says nothing for that long after a message's 250, with
+Postfix's "421 4.4.2 ... Error: timeout exceeded", and logs
+"CONN plain|tls CLOSED-IDLE" in the command log.
 """
 import argparse
 import os
@@ -67,7 +72,13 @@ class Session:
 
     def line(self):
         while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                self.send("421 4.4.2 receiver.test Error: timeout exceeded")
+                self.log_command("CLOSED-IDLE")
+                return None
+            self.sock.settimeout(None)
             if not chunk:
                 return None
             self.chunk += 1
@@ -133,7 +144,16 @@ class Session:
             time.sleep(self.opts.data_delay)
         self.send("250 2.0.0 stored as %s" % os.path.basename(base))
         self.reset()
+        if self.opts.idle_close > 0:
+            self.sock.settimeout(self.opts.idle_close)
         return True
+
+    def log_command(self, text):
+        if self.opts.command_log:
+            with counter_lock:
+                with open(self.opts.command_log, "a") as f:
+                    f.write("%d %s %s\n" % (
+                        self.conn, "tls" if self.tls else "plain", text))
 
     def run(self):
         self.send("220 receiver.test ESMTP spec receiver")
@@ -145,11 +165,7 @@ class Session:
             if self.opts.transcript:
                 with open(self.opts.transcript, "a") as f:
                     f.write("%d %s\n" % (self.chunk, text))
-            if self.opts.command_log:
-                with counter_lock:
-                    with open(self.opts.command_log, "a") as f:
-                        f.write("%d %s %s\n" % (
-                            self.conn, "tls" if self.tls else "plain", text))
+            self.log_command(text)
             verb = text.split(" ", 1)[0].upper()
             arg = text[len(verb):].strip()
             if verb in ("EHLO", "HELO"):
@@ -172,6 +188,10 @@ class Session:
                     self.send("250 2.1.5 ok")
             elif verb == "DATA":
                 if not self.data():
+                    return
+            elif verb == "RSET" and self.opts.rset_reply:
+                self.send(self.opts.rset_reply)
+                if self.opts.rset_reply.startswith("421"):
                     return
             elif verb == "RSET":
                 self.reset()
@@ -201,6 +221,8 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--data-delay", type=float, default=0.0)
     p.add_argument("--command-log")
+    p.add_argument("--rset-reply")
+    p.add_argument("--idle-close", type=float, default=0.0)
     opts = p.parse_args()
     os.makedirs(opts.maildir, exist_ok=True)
 
@@ -217,6 +239,10 @@ def main():
         address_family = family
         daemon_threads = True
         allow_reuse_address = True
+        # socketserver's default backlog of 5 drops the handshakes of a
+        # gateway that opens many connections at once (they then wait for
+        # a banner that never comes)
+        request_queue_size = 128
 
     with Server((opts.host, opts.port), Handler) as srv:
         print("listening %d" % srv.server_address[1], flush=True)

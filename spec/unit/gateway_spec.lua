@@ -3,17 +3,18 @@
 local gateway = require "gateway"
 
 describe("gateway levels", function()
-  it("names the six levels", function()
+  it("names the seven levels", function()
     assert.are.equal("none", gateway.NONE)
     assert.are.equal("may", gateway.MAY)
     assert.are.equal("encrypt", gateway.ENCRYPT)
     assert.are.equal("verify", gateway.VERIFY)
     assert.are.equal("dane", gateway.DANE)
     assert.are.equal("dane-only", gateway.DANE_ONLY)
-    assert.are.same({ "none", "may", "dane", "encrypt", "verify", "dane-only" }, gateway.LEVELS)
+    assert.are.equal("sts", gateway.STS)
+    assert.are.same({ "none", "may", "dane", "sts", "encrypt", "verify", "dane-only" }, gateway.LEVELS)
   end)
 
-  it("is_level accepts exactly the six names, in any case", function()
+  it("is_level accepts exactly the seven names, in any case", function()
     for _, l in ipairs(gateway.LEVELS) do
       assert.is_true(gateway.is_level(l))
       assert.is_true(gateway.is_level(l:upper()))
@@ -62,7 +63,7 @@ describe("gateway levels", function()
 
   it("level_rank raises on a non-level, naming it", function()
     assert.has_error(function() gateway.level_rank("verfy") end,
-      'gateway.level_rank: not a TLS level: "verfy" (expected none, may, encrypt, verify, dane or dane-only)')
+      'gateway.level_rank: not a TLS level: "verfy" (expected none, may, encrypt, verify, dane, dane-only or sts)')
     assert.has_error(function() gateway.level_rank(nil) end)
     assert.has_error(function() gateway.level_rank(3) end)
   end)
@@ -443,6 +444,37 @@ describe("gateway.in_networks", function()
       'gateway.in_networks: prefix length over 32 in "10.0.0.0/40"')
     assert.has_error(function() gateway.in_networks({ "bogus" }, "nonsense") end)
     assert.has_error(function() gateway.in_networks({ 10 }, "10.0.0.1") end)
+  end)
+end)
+
+describe("gateway levels: sts", function()
+  it("is an outbound level ranked as may (it falls back to may without an enforce policy)", function()
+    assert.are.equal("sts", gateway.STS)
+    assert.are.equal("sts", gateway.level("STS"))
+    assert.is_true(gateway.is_level("Sts"))
+    assert.are.equal(2, gateway.level_rank("sts"))
+    assert.is_false(gateway.at_least("sts", "encrypt"))
+    assert.is_true(gateway.at_least("sts", "may"))
+  end)
+end)
+
+describe("gateway.mta_sts", function()
+  local enforce = { mode = "enforce", mx = { "mx.example.test" } }
+
+  it("gives sts for an enforce policy, else the level it was given", function()
+    assert.are.equal("sts", gateway.mta_sts({ mta_sts = enforce }, "may"))
+    assert.are.equal("sts", gateway.mta_sts({ mta_sts = enforce }, "none"))
+    assert.are.equal("may", gateway.mta_sts({}, "MAY"))
+    assert.are.equal("verify", gateway.mta_sts({ mta_sts = { mode = "testing", mx = {} } }, "verify"))
+    assert.are.equal("encrypt", gateway.mta_sts({ mta_sts = { mode = "none", mx = {} } }, "encrypt"))
+    assert.are.equal("may", gateway.mta_sts(nil, "may"))
+    assert.are.equal("may", gateway.mta_sts({ mta_sts = "enforce" }, "may"))
+  end)
+
+  it("raises on a level that is not one", function()
+    assert.has_error(function() gateway.mta_sts({}, "strict") end,
+      'gateway.mta_sts: level is not a TLS level: "strict"')
+    assert.has_error(function() gateway.mta_sts({}, nil) end)
   end)
 end)
 

@@ -21,10 +21,11 @@ local function deep_copy(v)
   return out
 end
 
+-- sts: the answer to a domain that publishes an enforce MTA-STS policy
 local STOCK = {
-  { file = "policies/try.lua", server = "may", client = "may" },
-  { file = "policies/require.lua", server = "encrypt", client = "encrypt" },
-  { file = "policies/require_verify.lua", server = "encrypt", client = "verify" },
+  { file = "policies/try.lua", server = "may", client = "may", sts = "sts" },
+  { file = "policies/require.lua", server = "encrypt", client = "encrypt", sts = "encrypt" },
+  { file = "policies/require_verify.lua", server = "encrypt", client = "verify", sts = "verify" },
 }
 
 for _, stock in ipairs(STOCK) do
@@ -63,6 +64,19 @@ for _, stock in ipairs(STOCK) do
       assert.are.equal(stock.client, policy.client_tls(t.ctx{ stage = "client_tls" }, host))
       assert.are.equal(stock.client, policy.client_tls(t.ctx{ stage = "client_tls",
         recipient = "u@partner.example" }, host))
+    end)
+
+    it("answers client_tls with " .. stock.sts .. " to a domain with an enforce MTA-STS policy", function()
+      local function ctls(mode, section)
+        return t.ctx{ stage = "client_tls", recipient = "u@sts.example", section = section,
+          mta_sts = { mode = mode, mx = mode ~= "none" and { "mx.sts.example" } or {} } }
+      end
+      assert.are.equal(stock.sts, policy.client_tls(ctls("enforce"), host))
+      assert.are.equal(stock.client, policy.client_tls(ctls("testing"), host))
+      assert.are.equal(stock.client, policy.client_tls(ctls("none"), host))
+      -- the domain's section wins over MTA-STS
+      assert.are.equal("none", policy.client_tls(ctls("enforce", { tls = "none" }), host))
+      assert.are.equal("sts", policy.client_tls(ctls("testing", { tls = "sts" }), host))
     end)
 
     it("answers client_tls with the domain's section level, up or down", function()
@@ -160,7 +174,8 @@ for _, stock in ipairs(STOCK) do
         [".sub.example"] = { tls = "encrypt", tls_in = "encrypt" },
         ["plain.example"] = { tls = "none" },
       } })
-      assert.are.equal(98, n) -- 6 connect-time, 12 helo, 24 mail, 4 domains x (12 rcpt + 2 client_tls)
+      -- 6 connect-time, 12 helo, 24 mail, 4 domains x (12 rcpt + 8 client_tls)
+      assert.are.equal(122, n)
     end)
 
     it("gives well-formed answers at every stage, as the gateway checks them", function()

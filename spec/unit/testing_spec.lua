@@ -196,6 +196,24 @@ describe("gateway.testing.check_shape", function()
       check(rcpt{ section = { next_hop = 25 } }))
   end)
 
+  it("checks ctx.mta_sts: client_tls only, a mode and a list of patterns", function()
+    local function ctls(over)
+      over.stage = "client_tls"
+      return t.ctx(over, { check = false })
+    end
+    assert.is_true(t.check_shape(ctls{ mta_sts = { mode = "enforce", mx = { "mx.example.test", "*.example.test" } } }))
+    assert.is_true(t.check_shape(ctls{ mta_sts = { mode = "none", mx = {} } }))
+    assert.are.equal('mta_sts.mode: expected one of enforce, testing, none, got "strict"',
+      check(ctls{ mta_sts = { mode = "strict", mx = {} } }))
+    assert.are.equal('mta_sts.mx: missing (required at stage "client_tls")', check(ctls{ mta_sts = { mode = "none" } }))
+    assert.are.equal("mta_sts.mx[2]: expected string, got number",
+      check(ctls{ mta_sts = { mode = "testing", mx = { "a.example", 2 } } }))
+    assert.are.equal('mta_sts.mx: unknown field "x" in a list',
+      check(ctls{ mta_sts = { mode = "testing", mx = { "a.example", x = "b" } } }))
+    assert.are.equal('mta_sts: not a field at stage "rcpt" (only at client_tls)',
+      check(rcpt{ mta_sts = { mode = "none", mx = {} } }))
+  end)
+
   it("catches an unknown field", function()
     assert.are.equal('colour: unknown field at stage "rcpt"', check(rcpt{ colour = "blue" }))
     assert.are.equal('client.name: unknown field at stage "rcpt"', check(rcpt{ client = { name = "x" } }))
@@ -286,6 +304,10 @@ describe("gateway.testing.run", function()
     assert.are.equal("may", t.run({}, t.ctx{ stage = "server_tls" }))
     assert.are.equal("verify", t.run({}, t.ctx{ stage = "server_tls" }, nil, { server_level = "verify" }))
     assert.are.equal("may", t.run({}, t.ctx{ stage = "client_tls" }))
+    assert.are.equal("sts", t.run({}, t.ctx{ stage = "client_tls",
+      mta_sts = { mode = "enforce", mx = { "mx.example.test" } } }))
+    assert.are.equal("may", t.run({}, t.ctx{ stage = "client_tls",
+      mta_sts = { mode = "testing", mx = { "mx.example.test" } } }))
     for _, stage in ipairs({ "connect", "helo", "mail", "rcpt" }) do
       assert.are.equal("accept", t.run({}, t.ctx{ stage = stage }))
     end
@@ -301,6 +323,10 @@ describe("gateway.testing.run", function()
       t.run({ server_tls = function() return "maybe" end }, t.ctx{ stage = "server_tls" })
     end,
       'gateway.testing.run: server_tls returned "maybe", not a level')
+    assert.has_error(function()
+      t.run({ server_tls = function() return "sts" end }, t.ctx{ stage = "server_tls" })
+    end, 'gateway.testing.run: server_tls returned "sts", an outbound level')
+    assert.are.equal("sts", t.run({ client_tls = function() return "STS" end }, t.ctx{ stage = "client_tls" }))
     assert.has_error(function() t.run({ client_tls = function() end }, t.ctx{ stage = "client_tls" }) end,
       "gateway.testing.run: client_tls returned nil, not a level")
     assert.has_error(function() t.run({ mail = function() return "ok" end }, t.ctx{ stage = "mail" }) end,
@@ -368,8 +394,9 @@ describe("gateway.testing.fixtures", function()
       assert.is_number(f.group)
     end
     -- 3 clients; helo, mail and rcpt in plaintext and over TLS with each
-    -- kind of client certificate; mail and client_tls with both senders
-    assert.are.same({ server_tls = 3, connect = 3, helo = 12, mail = 24, rcpt = 12, client_tls = 2 }, stages)
+    -- kind of client certificate; mail and client_tls with both senders,
+    -- client_tls with each kind of MTA-STS policy (none known and 3 modes)
+    assert.are.same({ server_tls = 3, connect = 3, helo = 12, mail = 24, rcpt = 12, client_tls = 8 }, stages)
   end)
 
   it("has an untrusted IPv4 and IPv6 client and a relay_networks one (or not)", function()
@@ -391,7 +418,7 @@ describe("gateway.testing.fixtures", function()
     assert.are.equal(3, count(list, function(c) return c.stage == "rcpt" and not c.tls.active end))
     assert.are.equal(3, count(list, function(c) return c.stage == "helo" and c.tls.sni == "gw.example.net" end))
     assert.are.equal(12, count(list, function(c) return c.stage == "mail" and c.sender == "" end))
-    assert.are.equal(1, count(list, function(c) return c.stage == "client_tls" and c.sender == "" end))
+    assert.are.equal(4, count(list, function(c) return c.stage == "client_tls" and c.sender == "" end))
     assert.are.equal(#list, count(list, function(c) return c.hostname == "gw.example.net" end))
   end)
 
@@ -404,7 +431,7 @@ describe("gateway.testing.fixtures", function()
     local seen = {}
     for _, f in ipairs(all({ sections = sections })) do
       local c = f.ctx
-      if c.stage == "client_tls" and c.sender ~= "" then
+      if c.stage == "client_tls" and c.sender ~= "" and c.mta_sts == nil then
         seen[#seen + 1] = { c.recipient, c.section }
       end
     end
@@ -422,7 +449,7 @@ describe("gateway.testing.fixtures", function()
     for _, f in ipairs(all({ sections = { ["partner.example"] = { tls = "verify" } },
         domains = { "example.test", "partner.example", ".relay.example" } })) do
       local c = f.ctx
-      if c.stage == "client_tls" and c.sender == "" then
+      if c.stage == "client_tls" and c.sender == "" and c.mta_sts == nil then
         seen[#seen + 1] = c.recipient
       end
     end
@@ -458,6 +485,21 @@ describe("gateway.testing.fixtures", function()
     assert.is_true(descs["rcpt <user@partner.example> [domain:partner.example] client 127.0.0.1 (relay_networks) "
       .. "over TLS, client certificate trusted"])
     assert.is_true(descs["client_tls <user@example.test> (no section) from <>"])
+    assert.is_true(descs["client_tls <user@example.test> (no section) from <> MTA-STS enforce"])
+  end)
+
+  it("gives client_tls each kind of MTA-STS policy, with patterns for the domain", function()
+    local seen = {}
+    for _, f in ipairs(all({ sections = { ["partner.example"] = { tls = "verify" } } })) do
+      local c = f.ctx
+      if c.stage == "client_tls" and c.sender ~= "" and c.domain == "partner.example" then
+        seen[#seen + 1] = c.mta_sts or false
+      end
+    end
+    assert.are.same({ false,
+      { mode = "enforce", mx = { "mx.partner.example", "*.partner.example" } },
+      { mode = "testing", mx = { "mx.partner.example", "*.partner.example" } },
+      { mode = "none", mx = {} } }, seen)
   end)
 
   it("raises on bad options", function()
@@ -478,8 +520,8 @@ describe("gateway.testing.check", function()
       client_tls = function(...) count("client_tls")(...) return "may" end,
       rcpt = function(...) count("rcpt")(...) return gateway.accept() end,
     }
-    assert.are.equal(56, t.check(policy))
-    assert.are.same({ server_tls = 3, client_tls = 2, rcpt = 12 }, calls)
+    assert.are.equal(62, t.check(policy))
+    assert.are.same({ server_tls = 3, client_tls = 8, rcpt = 12 }, calls)
   end)
 
   it("raises at the first error, naming the fixture", function()

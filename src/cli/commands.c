@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 
 #include "core/config.h"
+#include "spool/sts_cache.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
 #include "proto/smtp_proto.h"
@@ -209,20 +210,86 @@ static void explain_recipient(const struct generation *g,
 	print_verdict("rcpt", &r, HOOK_RCPT);
 }
 
+/* The MTA-STS policy delivery would start from: the cached one in
+ * SPOOL/sts (explain asks no DNS and fetches nothing). NULL when none. */
+static const struct sts_policy *explain_mta_sts(const struct generation *g,
+						const struct explain_target *t,
+						struct sts_policy *p, char *id,
+						size_t id_len)
+{
+	struct route rt;
+	double fetched;
+	bool old;
+	char when[64];
+	time_t until;
+	struct tm tm;
+
+	config_route(g->cfg, t->domain, strlen(t->domain), &rt);
+	if (rt.source != ROUTE_MX) {
+		printf("%-10s not looked up: mail for %s goes to its %s\n",
+		       "mta-sts", t->domain,
+		       rt.source == ROUTE_NEXT_HOP ? "next_hop" : "relayhost");
+		return NULL;
+	}
+	if (!sts_cache_load(g->cfg->spool, t->domain, (double)time(NULL), p,
+			    id, id_len, &fetched, &old)) {
+		printf("%-10s none cached for %s%s (delivery looks it up)\n",
+		       "mta-sts", t->domain, old ? " (expired)" : "");
+		return NULL;
+	}
+	until = (time_t)(fetched + (double)p->max_age);
+	gmtime_r(&until, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	printf("%-10s %s, id %s, cached until %s\n", "mta-sts",
+	       sts_mode_name(p->mode), id, when);
+	return p;
+}
+
+/* Which mechanism authenticates the delivery under that level. */
+static void explain_mechanism(const struct policy_result *r,
+			      const struct sts_policy *p, const char *id)
+{
+	char mx[512];
+
+	if (r->outcome != POLICY_LEVEL)
+		return;
+	if (r->level == TLS_LEVEL_STS && p != NULL &&
+	    p->mode == STS_MODE_ENFORCE) {
+		sts_mx_text(p, mx, sizeof(mx));
+		printf("%-10s MTA-STS (enforce, id %s): verified TLS for the "
+		       "MX host name, only MX hosts %s\n",
+		       "mechanism", id, mx);
+	} else if (r->level == TLS_LEVEL_STS) {
+		printf("%-10s sts without an enforce policy: as may\n",
+		       "mechanism");
+	} else {
+		printf("%-10s the level %s%s\n", "mechanism",
+		       tls_level_name(r->level),
+		       p != NULL && p->mode == STS_MODE_TESTING
+			       ? " (MTA-STS testing: failures are logged)"
+			       : "");
+	}
+}
+
 static void explain_outbound(const struct generation *g,
 			     const struct explain_options *o,
 			     const struct explain_target *t)
 {
 	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
 	struct policy_result r;
+	struct sts_policy p;
+	char id[STS_ID_MAX + 1] = "";
 
 	f.hostname = g->cfg->hostname;
 	f.sender = o->sender;
 	f.recipient = t->addr.mailbox;
 	f.domain = t->domain[0] ? t->domain : NULL;
 	f.section = t->rule;
+	if (t->domain[0] != '\0')
+		f.mta_sts = explain_mta_sts(g, t, &p, id, sizeof(id));
 	policy_call(g->policy, &f, &r);
 	print_verdict("outbound", &r, HOOK_CLIENT_TLS);
+	explain_mechanism(&r, f.mta_sts, id);
 }
 
 static int explain_run(struct generation *g, const struct explain_options *o)

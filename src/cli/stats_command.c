@@ -23,7 +23,9 @@
 /* Domains of the qshape table and the JSON. */
 enum { TOP_DOMAINS = 20 };
 
-static const char *const levels[] = {"none", "may", "encrypt", "verify"};
+static const char *const levels[] = {"none",    "may",	   "encrypt",
+				      "verify",  "dane",   "dane-only",
+				      "sts"};
 
 /* Is the master that made the file still the gateway of this spool? */
 static bool running(const struct config *cfg, const struct stats *st)
@@ -112,7 +114,7 @@ static void outbound(const struct stats *st)
 	       at(st, STAT_BOUNCED), at(st, STAT_EXPIRED));
 	printf("  %-20s %10s %10s %10s %10s\n", "connections by level",
 	       "plaintext", "TLS", "verified", "TLS failed");
-	for (int l = 0; l < 4; l++) {
+	for (int l = 0; l < 7; l++) {
 		printf("    %-18s", levels[l]);
 		for (int h = 0; h < STAT_HAD_COUNT; h++)
 			printf(" %10" PRIu64,

@@ -556,16 +556,17 @@ static const char *const level_names[] = {
 	[TLS_LEVEL_VERIFY] = "verify",
 	[TLS_LEVEL_DANE] = "dane",
 	[TLS_LEVEL_DANE_ONLY] = "dane-only",
+	[TLS_LEVEL_STS] = "sts",
 };
 
 const char *tls_level_name(enum tls_level level)
 {
-	return level <= TLS_LEVEL_DANE_ONLY ? level_names[level] : "?";
+	return level <= TLS_LEVEL_LAST ? level_names[level] : "?";
 }
 
 bool tls_level_parse(const char *text, enum tls_level *out)
 {
-	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_DANE_ONLY; i++) {
+	for (int i = TLS_LEVEL_NONE; i <= TLS_LEVEL_LAST; i++) {
 		if (strcasecmp(text, level_names[i]) == 0) {
 			*out = (enum tls_level)i;
 			return true;
@@ -576,7 +577,8 @@ bool tls_level_parse(const char *text, enum tls_level *out)
 
 bool tls_level_outbound_only(enum tls_level level)
 {
-	return level == TLS_LEVEL_DANE || level == TLS_LEVEL_DANE_ONLY;
+	return level == TLS_LEVEL_DANE || level == TLS_LEVEL_DANE_ONLY ||
+	       level == TLS_LEVEL_STS;
 }
 
 /* An inbound level: DANE is a client's business. */
@@ -930,6 +932,10 @@ static const struct key_def keys[] = {
 	 1000, 8640000000ULL, "5d"},
 	{"delivery", "timeout", set_duration, AT(delivery_timeout), 1000,
 	 3600000, "300s"},
+	{"delivery", "reuse_max_messages", set_uint, AT(reuse_max_messages), 1,
+	 100000, "100"},
+	{"delivery", "reuse_idle_time", set_duration, AT(reuse_idle_time), 0,
+	 300000, "5s"},
 	{"delivery", "relayhost", set_relayhost, 0, 0, 0, ""},
 	{"delivery", "active_limit", set_uint, AT(active_limit), 1, 10000000,
 	 "20000"},
@@ -1061,7 +1067,7 @@ static int on_domain_key(struct load_ctx *ctx, const char *section,
 		if (!tls_level_parse(value, &r->tls))
 			return fail(ctx, "tls: '%s' is not a level "
 					 "(none, may, encrypt, verify, dane, "
-					 "dane-only)",
+					 "dane-only, sts)",
 				    value);
 		r->has_tls = true;
 		return true;

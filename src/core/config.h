@@ -40,12 +40,19 @@ enum tls_level {
 	TLS_LEVEL_DANE,	     /* outbound only: DANE when the MX host has
 				secure TLSA records, else as may */
 	TLS_LEVEL_DANE_ONLY, /* outbound only: DANE or defer */
+	TLS_LEVEL_STS,	     /* outbound only: as the destination's MTA-STS
+				policy says (enforce: verify, and only its
+				MX hosts; otherwise may) */
 };
 
-/* "none", "may", "encrypt", "verify", "dane", "dane-only" (any case). */
+/* The last level, for tables and loops. */
+#define TLS_LEVEL_LAST TLS_LEVEL_STS
+
+/* "none", "may", "encrypt", "verify", "dane", "dane-only", "sts" (any
+ * case). */
 const char *tls_level_name(enum tls_level level);
 bool tls_level_parse(const char *text, enum tls_level *out);
-/* dane and dane-only: levels of outbound delivery only. */
+/* dane, dane-only and sts: levels of outbound delivery only. */
 bool tls_level_outbound_only(enum tls_level level);
 
 /* [tls] ask_client_cert: auto asks for client certificates when the
@@ -155,6 +162,10 @@ struct config {
 	double retry_max;
 	double max_queue_lifetime;
 	double delivery_timeout;
+	unsigned reuse_max_messages; /* transactions per connection; 1: no
+					reuse */
+	double reuse_idle_time;	     /* a parked connection's wait; 0: none
+					are kept */
 	bool has_relayhost;
 	struct next_hop relayhost; /* the default route, when has_relayhost */
 	unsigned active_limit; /* messages the queue manager holds in memory */

@@ -135,6 +135,9 @@ static const struct stat_desc descs[STAT_COUNT] = {
 	OUT4(1, "may"),
 	OUT4(2, "encrypt"),
 	OUT4(3, "verify"),
+	OUT4(4, "dane"),
+	OUT4(5, "dane-only"),
+	OUT4(6, "sts"),
 	[STAT_DOWNGRADES] = {"outbound_tls_downgrades_total", "",
 			     "Outbound connections at level may that went on "
 			     "in plaintext after STARTTLS was refused or "
@@ -159,7 +162,7 @@ enum stat_id stat_reject_id(enum stat_stage stage, int code)
 
 enum stat_id stat_outbound_id(unsigned level, enum stat_tls_had had)
 {
-	return (enum stat_id)(STAT_OUTBOUND + 4 * (level % 4) +
+	return (enum stat_id)(STAT_OUTBOUND + 4 * (level % 7) +
 			      had % STAT_HAD_COUNT);
 }
 

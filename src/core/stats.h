@@ -46,10 +46,11 @@ enum stat_id {
 	STAT_DEFERRED,
 	STAT_BOUNCED,
 	STAT_EXPIRED,
-	/* outbound connections: level asked (enum tls_level) × what was
-	 * had (enum stat_tls_had) */
+	/* outbound connections: level asked (enum tls_level: none, may,
+	 * encrypt, verify, dane, dane-only, sts) × what was had (enum
+	 * stat_tls_had) */
 	STAT_OUTBOUND,
-	STAT_OUTBOUND_LAST = STAT_OUTBOUND + 15,
+	STAT_OUTBOUND_LAST = STAT_OUTBOUND + 27,
 	STAT_DOWNGRADES, /* may: went on in plaintext */
 	/* children that died unexpectedly, by role (enum stat_role) */
 	STAT_CHILD_DEATHS,

@@ -844,13 +844,13 @@ static const char *ca_needed(const struct config *cfg, char *why, size_t len)
 		return "ask_client_cert = yes";
 	for (size_t i = 0; i < cfg->n_domains; i++) {
 		const struct domain_rule *d = &cfg->domains[i];
+		bool out = d->has_tls && (d->tls == TLS_LEVEL_VERIFY ||
+					  d->tls == TLS_LEVEL_STS);
 
-		if ((d->has_tls && d->tls == TLS_LEVEL_VERIFY) ||
-		    (d->has_tls_in && d->tls_in == TLS_LEVEL_VERIFY)) {
-			snprintf(why, len, "[domain:%s] %s = verify", d->name,
-				 d->has_tls && d->tls == TLS_LEVEL_VERIFY
-					 ? "tls"
-					 : "tls_in");
+		if (out || (d->has_tls_in && d->tls_in == TLS_LEVEL_VERIFY)) {
+			snprintf(why, len, "[domain:%s] %s = %s", d->name,
+				 out ? "tls" : "tls_in",
+				 tls_level_name(out ? d->tls : d->tls_in));
 			return why;
 		}
 	}

@@ -41,7 +41,9 @@ enum conn_tls_state {
 
 struct conn;
 
-/* Returns false when the owner has destroyed the conn inside the call. */
+/* Returns false when the owner has destroyed the conn inside the call, or
+ * handed it on (an outbound connection parked for reuse): either way the
+ * call that raised the event touches it no more. */
 typedef bool conn_handler(struct conn *c, enum conn_event ev, void *owner);
 
 struct conn {

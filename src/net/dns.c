@@ -1,9 +1,9 @@
 /*
- * dns: MX, address and TLSA lookups with libunbound, inside the event
- * loop, DNSSEC-validated against [dns] trust_anchor.
+ * dns: MX, address, TLSA and other record lookups with libunbound, inside
+ * the event loop, DNSSEC-validated against [dns] trust_anchor.
  * libunbound resolves in a thread of its own (ub_ctx_async) and reports on
  * a pipe, ub_fd(), that an ev_io watches; ub_process() then runs on_answer
- * on the loop's thread. This file owns every request from dns_*_route until
+ * on the loop's thread. This file owns every request from a dns_* call until
  * its callback has returned or it was cancelled; callers only see their ids.
  * It never calls back from inside a dns_* call or from inside ub_process()
  * (callbacks run from a zero timer), never blocks the loop, and never reads
@@ -49,7 +49,7 @@ enum {
 	RCODE_NXDOMAIN = 3,
 };
 
-enum stage { STAGE_MX, STAGE_ADDR, STAGE_TLSA, STAGE_DONE };
+enum stage { STAGE_MX, STAGE_ADDR, STAGE_TLSA, STAGE_RRSET, STAGE_DONE };
 enum outcome { OUT_DATA, OUT_NODATA, OUT_NXDOMAIN, OUT_TEMP };
 
 struct req;
@@ -70,7 +70,8 @@ struct req {
 	struct dns *dns;
 	uint64_t id;
 	dns_route_cb *cb;      /* a route request, or ... */
-	dns_tlsa_cb *tlsa_cb;  /* ... a TLSA one */
+	dns_tlsa_cb *tlsa_cb;  /* ... a TLSA one, or ... */
+	dns_rrset_cb *rrset_cb; /* ... an RRset one (dns_rrset) */
 	void *arg;
 	enum stage stage;
 	bool cancelled; /* no callback, ever (again) */
@@ -80,8 +81,11 @@ struct req {
 	struct query q[MAX_QUERIES];
 	unsigned in_flight;
 	ev_timer deadline;
-	struct dns_route route; /* the answer of a route request */
+	struct dns_route route; /* the answer of a route request; the
+				   status and error of an RRset one */
 	struct dns_tlsa tlsa;	/* the answer of a TLSA request */
+	struct dns_rrset rrset; /* dns_rrset: the records, into rr_buf */
+	unsigned char *rr_buf;
 };
 
 struct dns {
@@ -264,6 +268,7 @@ static void req_free(struct req *req)
 		req->next->prev = req->prev;
 	ev_timer_stop(dns->loop, &req->deadline);
 	release_answers(req);
+	free(req->rr_buf);
 	free(req);
 }
 
@@ -333,6 +338,27 @@ static void fail(struct req *req, enum dns_status status, const char *fmt,
 	finish(req);
 }
 
+/* One callback: a route, a TLSA answer, or an RRset (whose status is
+ * the route's). */
+static void call_back(struct req *req)
+{
+	struct dns_rrset *rs = &req->rrset;
+
+	if (req->tlsa_cb != NULL) {
+		req->tlsa_cb(req->id, &req->tlsa, req->arg);
+		return;
+	}
+	if (req->rrset_cb == NULL) {
+		req->cb(req->id, &req->route, req->arg);
+		return;
+	}
+	rs->status = req->route.status;
+	memcpy(rs->error, req->route.error, sizeof(rs->error));
+	if (rs->status != DNS_OK)
+		rs->n = 0;
+	req->rrset_cb(req->id, rs, req->arg);
+}
+
 /* Calls back what was finished before this round; what a callback
  * finishes (a new address literal, say) waits for the next round. */
 static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
@@ -349,10 +375,7 @@ static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
 		req->queued = false;
 		if (!req->cancelled) {
 			req->cancelled = true;
-			if (req->tlsa_cb != NULL)
-				req->tlsa_cb(req->id, &req->tlsa, req->arg);
-			else
-				req->cb(req->id, &req->route, req->arg);
+			call_back(req);
 		}
 		req_maybe_free(req);
 		req = next;
@@ -665,6 +688,59 @@ static void addresses_answered(struct req *req)
 	}
 }
 
+/* ---- other records ---------------------------------------------------- */
+
+/* The records of the answer, copied: its ub_result goes in finish(). */
+static bool rrset_copy(struct req *req, const struct ub_result *r)
+{
+	struct dns_rrset *rs = &req->rrset;
+	size_t total = 0, off = 0;
+
+	for (size_t i = 0; r->data[i] != NULL && i < DNS_MAX_RRS; i++)
+		if (r->len[i] > 0 && total + (size_t)r->len[i] <= DNS_RRSET_MAX)
+			total += (size_t)r->len[i];
+	if (total > 0 && (req->rr_buf = malloc(total)) == NULL)
+		return false;
+	for (size_t i = 0; r->data[i] != NULL && i < DNS_MAX_RRS; i++) {
+		size_t n = r->len[i] > 0 ? (size_t)r->len[i] : 0;
+
+		if (n == 0 || off + n > total)
+			continue;
+		memcpy(req->rr_buf + off, r->data[i], n);
+		rs->data[rs->n] = req->rr_buf + off;
+		rs->len[rs->n++] = n;
+		off += n;
+	}
+	rs->secure = r->secure != 0 && !r->bogus;
+	return true;
+}
+
+static void rrset_answered(struct req *req)
+{
+	struct query *q = &req->q[0];
+	char why[96];
+
+	switch (outcome_of(q, why, sizeof(why))) {
+	case OUT_TEMP:
+		fail(req, DNS_TEMPFAIL, "%s: lookup failed: %s", req->name,
+		     why);
+		return;
+	case OUT_NXDOMAIN:
+		fail(req, DNS_PERMFAIL, "%s: not found (NXDOMAIN)", req->name);
+		return;
+	case OUT_NODATA:
+		break;
+	case OUT_DATA:
+		if (!rrset_copy(req, q->res)) {
+			fail(req, DNS_TEMPFAIL, "%s: out of memory", req->name);
+			return;
+		}
+		break;
+	}
+	req->route.status = DNS_OK;
+	finish(req);
+}
+
 /* ---- TLSA answers ------------------------------------------------------ */
 
 /* The records of a secure RRset: the usable ones kept (RFC 7672 §3.1.3),
@@ -731,6 +807,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 			mx_answered(req);
 		else if (req->stage == STAGE_ADDR)
 			addresses_answered(req);
+		else if (req->stage == STAGE_RRSET)
+			rrset_answered(req);
 		else if (req->stage == STAGE_TLSA)
 			tlsa_answered(req);
 	}
@@ -1082,6 +1160,33 @@ void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 		dns_next_hop_route(dns, rt->hop, id, cb, arg);
 	else
 		dns_mx_route(dns, domain, 25, id, cb, arg);
+}
+
+void dns_rrset(struct dns *dns, const char *name, int rrtype, uint64_t id,
+	       dns_rrset_cb *cb, void *arg)
+{
+	char copy[256];
+	bool valid = dns_name_copy(name, copy, sizeof(copy));
+	struct req *req = req_new(dns, valid ? copy : "", 0, id, arg);
+
+	if (req == NULL) {
+		struct dns_rrset rs = {.status = DNS_TEMPFAIL,
+				       .error = "out of memory"};
+
+		log_msg(LOG_ERR, "dns", "out of memory for %s", name);
+		cb(id, &rs, arg); /* as start(): the lesser breach */
+		return;
+	}
+	req->rrset_cb = cb;
+	ev_timer_start(dns->loop, &req->deadline);
+	if (!valid) {
+		fail(req, DNS_PERMFAIL, "invalid name");
+		return;
+	}
+	req->stage = STAGE_RRSET;
+	ask(req, &req->q[0], req->name, rrtype);
+	if (req->in_flight == 0)
+		rrset_answered(req);
 }
 
 void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,

@@ -1,7 +1,7 @@
 /*
- * dns: asynchronous MX and address lookups with libunbound, inside the
- * event loop (its descriptor is watched by libev; answers are processed
- * when it is readable). Callbacks carry the caller's id, never a pointer:
+ * dns: asynchronous MX, address and other record lookups with libunbound,
+ * inside the event loop (its descriptor is watched by libev; answers are
+ * processed when it is readable). Callbacks carry the caller's id, never a pointer:
  * whoever asked may be gone when the answer comes. Only the resolvers of
  * [dns] resolver are asked when it is set; the system's resolv.conf only
  * when it is not.
@@ -82,6 +82,26 @@ typedef void dns_route_cb(uint64_t id, const struct dns_route *route,
 typedef void dns_tlsa_cb(uint64_t id, const struct dns_tlsa *tlsa,
 			 void *arg);
 
+enum {
+	DNS_MAX_RRS = 16,	 /* records of one RRset kept */
+	DNS_RRSET_MAX = 65536, /* octets of their rdata kept */
+};
+
+/* The records of one name and type (dns_rrset), rdata as libunbound hands
+ * them out (wire format). DNS_OK with n = 0 is NODATA; DNS_PERMFAIL is
+ * NXDOMAIN. Records past DNS_MAX_RRS or DNS_RRSET_MAX are left out. */
+struct dns_rrset {
+	enum dns_status status;
+	char error[160];
+	bool secure; /* DNSSEC-validated: only once a validator runs */
+	size_t n;
+	const unsigned char *data[DNS_MAX_RRS];
+	size_t len[DNS_MAX_RRS];
+};
+
+typedef void dns_rrset_cb(uint64_t id, const struct dns_rrset *rrset,
+			  void *arg);
+
 struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 		    char *err, size_t err_len);
 void dns_free(struct dns *dns);
@@ -110,6 +130,12 @@ void dns_next_hop_route(struct dns *dns, const struct next_hop *hop,
  * config_route): its next hop, or the MX route of `domain` on port 25. */
 void dns_route_for(struct dns *dns, const struct route *rt, const char *domain,
 		   uint64_t id, dns_route_cb *cb, void *arg);
+
+/* The `rrtype` records of `name` (16: TXT for MTA-STS). `cb` is called
+ * exactly once, never from inside this call; the rdata it sees live
+ * until it returns. */
+void dns_rrset(struct dns *dns, const char *name, int rrtype, uint64_t id,
+	       dns_rrset_cb *cb, void *arg);
 
 /* The TLSA RRset of `host` at `port` (_PORT._tcp.HOST). `cb(id, tlsa,
  * arg)` is called exactly once, never from inside this call. */

@@ -2,9 +2,10 @@
  * tls: libtls configs. libtls does the TLS; the OpenSSL library underneath
  * it (LibreTLS is libtls over OpenSSL) is used only where libtls has no
  * API: verifying a client's chain ourselves so an untrusted certificate is
- * a reply, not a failed handshake. The certificates and keys served come
- * from the store (net/certs.c); session tickets are net/tls_resume.c's
- * (tls_server_new calls it).
+ * a reply, not a failed handshake, and a server's chain after a handshake
+ * that did not verify it (what MTA-STS testing mode reports). The
+ * certificates and keys served come from the store (net/certs.c); session
+ * tickets are net/tls_resume.c's (tls_server_new calls it).
  */
 #include "net/tls.h"
 
@@ -262,10 +263,42 @@ static struct tls_config *client_config(const struct config *cfg, bool verify,
 	return c;
 }
 
+enum { CA_FILE_MAX = 16 << 20 };
+
+/* ca_file's text, or NULL (nothing verifies then, and that is said where
+ * it matters: tls_ca_file at start, the fetch's error later). */
+static char *read_ca_pem(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char *buf = NULL;
+	size_t n = 0;
+	ssize_t r = 1;
+
+	*len = 0;
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size > 0 && st.st_size <= CA_FILE_MAX)
+		buf = malloc((size_t)st.st_size + 1);
+	while (buf != NULL && n < (size_t)st.st_size &&
+	       (r = read(fd, buf + n, (size_t)st.st_size - n)) > 0)
+		n += (size_t)r;
+	if (fd >= 0)
+		close(fd);
+	if (buf == NULL || r <= 0 || n == 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
 bool tls_clients_new(const struct config *cfg, struct tls_clients *out,
 		     char *err, size_t err_len)
 {
 	out->encrypt_session = out->verify_session = -1;
+	out->trust = NULL; /* tls_clients_load_trust, where it is needed */
+	out->ca_pem = read_ca_pem(cfg->ca_file, &out->ca_pem_len);
 	out->encrypt = client_config(cfg, false, &out->encrypt_session, err,
 				     err_len);
 	out->verify = out->encrypt ? client_config(cfg, true,
@@ -289,4 +322,77 @@ void tls_clients_free(struct tls_clients *c)
 	if (c->verify_session >= 0)
 		close(c->verify_session);
 	c->encrypt_session = c->verify_session = -1;
+	X509_STORE_free(c->trust);
+	c->trust = NULL;
+	free(c->ca_pem);
+	c->ca_pem = NULL;
+	c->ca_pem_len = 0;
+}
+
+bool tls_clients_load_trust(struct tls_clients *c)
+{
+	STACK_OF(X509) *certs;
+	int n;
+
+	if (c->trust != NULL || c->ca_pem == NULL)
+		return c->trust != NULL;
+	certs = parse_chain((const uint8_t *)c->ca_pem, c->ca_pem_len);
+	n = certs != NULL ? sk_X509_num(certs) : 0;
+	c->trust = n > 0 ? X509_STORE_new() : NULL;
+	for (int i = 0; c->trust != NULL && i < n; i++)
+		X509_STORE_add_cert(c->trust, sk_X509_value(certs, i));
+	sk_X509_pop_free(certs, X509_free);
+	return c->trust != NULL;
+}
+
+/* ---- a server's chain, checked after the handshake --------------------- */
+
+static enum tls_cert_verdict verdict_of(int error)
+{
+	switch (error) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return TLS_CERT_EXPIRED;
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return TLS_CERT_NAME;
+	default:
+		return TLS_CERT_UNTRUSTED;
+	}
+}
+
+enum tls_cert_verdict tls_check_server(const struct tls_clients *c,
+				       struct tls *conn,
+				       const char *name, char *why,
+				       size_t why_len)
+{
+	size_t len = 0;
+	const uint8_t *pem = tls_peer_cert_chain_pem(conn, &len);
+	STACK_OF(X509) *chain = pem ? parse_chain(pem, len) : NULL;
+	X509_STORE_CTX *vctx = X509_STORE_CTX_new();
+	enum tls_cert_verdict v = TLS_CERT_UNTRUSTED;
+
+	snprintf(why, why_len, "%s", c->trust == NULL
+					     ? "no trust anchors in ca_file"
+					     : "no certificate chain");
+	if (c->trust != NULL && chain != NULL && sk_X509_num(chain) > 0 &&
+	    vctx != NULL &&
+	    X509_STORE_CTX_init(vctx, c->trust, sk_X509_value(chain, 0),
+				chain) == 1) {
+		X509_STORE_CTX_set_purpose(vctx, X509_PURPOSE_SSL_SERVER);
+		X509_VERIFY_PARAM_set1_host(X509_STORE_CTX_get0_param(vctx),
+					    name, 0);
+		if (X509_verify_cert(vctx) == 1) {
+			v = TLS_CERT_OK;
+			why[0] = '\0';
+		} else {
+			int e = X509_STORE_CTX_get_error(vctx);
+
+			v = verdict_of(e);
+			snprintf(why, why_len, "%s",
+				 X509_verify_cert_error_string(e));
+		}
+	}
+	X509_STORE_CTX_free(vctx);
+	sk_X509_pop_free(chain, X509_free);
+	return v;
 }

@@ -21,8 +21,11 @@
 #include "core/stats.h"
 #include "net/dane.h"
 #include "net/dns.h"
+#include "outbound/conncache.h"
 #include "outbound/outcome.h"
 #include "outbound/smtp_client.h"
+#include "outbound/sts.h"
+#include "proto/dns_wire.h"
 #include "proto/next_hop.h"
 #include "policy/generation.h"
 #include "policy/policy.h"
@@ -33,6 +36,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* How the connection to an MX host is authenticated (host_auth). */
+enum host_auth {
+	AUTH_LEVEL, /* as the level says */
+	AUTH_DANE,  /* by its TLSA records (RFC 7672): plan_host said so */
+	AUTH_STS,   /* verify, for the MX host name (RFC 8461 §4.2) */
+	AUTH_SKIP,  /* not to be used: j->failure says why */
+};
 
 struct job {
 	struct idmap_node node; /* c->jobs, by id */
@@ -46,13 +57,21 @@ struct job {
 	size_t *index;	    /* recipients of m in this job */
 	struct client_rcpt *rcpts;
 	size_t n;
-	enum tls_level level;	   /* the policy's */
+	enum tls_level asked; /* what client_tls returned */
+	enum tls_level level; /* what applies: sts only under an enforce
+				 policy, else may (see effective_level) */
 	enum tls_level conn_level; /* the current host's: the level, or
-				      what DANE made of it (may, encrypt) */
+				      what DANE or MTA-STS made of it */
+	struct route rt;      /* where it goes (pointers into gen->cfg) */
+	bool route_wait, sts_wait; /* lookups still out */
+	struct sts_answer sts;	   /* the domain's MTA-STS policy, if .have */
+	bool sts_changed;	   /* the lookup found other than the peek */
 	struct dns_route route;
 	enum route_source source; /* MX of the domain, next_hop, relayhost */
 	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
 	size_t host, addr;
+	size_t judged;	     /* 1 + the host host_auth judged last ... */
+	enum host_auth auth; /* ... and what it said */
 	bool no_tls;
 	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
 	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
@@ -164,6 +183,8 @@ static void job_free(struct job *j)
 	if (j->client != NULL)
 		smtp_client_abort(j->client);
 	dns_cancel(c->dns, j->id);
+	if (j->sts_wait)
+		sts_cancel(c->sts, j->id);
 	if (j->file.fd >= 0)
 		close(j->file.fd);
 	generation_release(j->gen);
@@ -187,8 +208,16 @@ static void job_done(struct job *j)
 	c->done(c->owner, e, fb, why);
 }
 
+/* Under an enforced MTA-STS policy every deferral says so. */
 void attempt_defer(struct job *j, const char *why)
 {
+	char text[sizeof(j->failure) + 200];
+
+	if (j->level == TLS_LEVEL_STS && strstr(why, "MTA-STS") == NULL) {
+		snprintf(text, sizeof(text), "%s (MTA-STS policy of %s: "
+			 "enforce, id %s)", why, j->domain, j->sts.id);
+		why = text;
+	}
 	record_all(j, RCPT_PENDING, why, NULL);
 	job_done(j);
 }
@@ -196,6 +225,7 @@ void attempt_defer(struct job *j, const char *why)
 /* ---- trying hosts ------------------------------------------------------ */
 
 static void try_next(struct job *j);
+static void job_go(struct job *j);
 
 /* Keeps only the recipients still undecided (4xx) in the job, for the
  * next MX host; returns how many there are. */
@@ -297,13 +327,92 @@ static void learn(struct job *j, enum client_outcome o)
 		j->answered = true;
 }
 
-/* What an outbound connection had, by the level it asked for. */
+/* ---- MTA-STS ----------------------------------------------------------- */
+
+/* An enforce policy that applies: under the level sts, and under dane
+ * to the hosts DANE does not authenticate (RFC 8461 §2: DANE first).
+ * Another level chosen by client_tls does not follow the policy. */
+static bool sts_enforced(const struct job *j)
+{
+	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE &&
+	       (j->level == TLS_LEVEL_STS || j->level == TLS_LEVEL_DANE);
+}
+
+/* A policy whose failures are reported: testing, or enforced. */
+static bool sts_watched(const struct job *j)
+{
+	return sts_enforced(j) ||
+	       (j->sts.have && j->sts.policy.mode == STS_MODE_TESTING);
+}
+
+static void sts_failed(struct job *j, const char *mx,
+		       enum tlsrpt_result result, const char *why)
+{
+	struct sts_failure f = {.domain = j->domain, .mx = mx,
+				.relay = j->relay, .qid = j->m->qid,
+				.result = result, .reason = why};
+
+	sts_report(j->c->sts, &j->sts, &f);
+}
+
+/*
+ * How the connection to MX host h is authenticated by MTA-STS, where DANE
+ * does not (the two meet in current_host: plan_host first, and a host it
+ * authenticates by TLSA never comes here, RFC 8461 §2). An enforced
+ * policy allows only the MX hosts it names, each verified for its own
+ * name; testing reports the others and goes on.
+ */
+static enum host_auth host_auth(struct job *j, const struct dns_host *h)
+{
+	char why[600];
+
+	if (!sts_watched(j))
+		return AUTH_LEVEL;
+	if (sts_mx_allowed(&j->sts, j->domain, h->name, why, sizeof(why)))
+		return sts_enforced(j) ? AUTH_STS : AUTH_LEVEL;
+	sts_failed(j, h->name, TLSRPT_VALIDATION_FAILURE, why);
+	if (!sts_enforced(j))
+		return AUTH_LEVEL; /* testing: delivered as usual */
+	snprintf(j->failure, sizeof(j->failure), "4.7.5 %s", why);
+	return AUTH_SKIP;
+}
+
+/* A session under a watched policy: counted, and a failure reported. The
+ * plaintext retry of may after a failed handshake is not a session of
+ * its own. */
+static void sts_session(struct job *j, const struct client_result *r)
+{
+	enum tlsrpt_result result;
+	const char *why;
+
+	if (!sts_watched(j) || j->no_tls || r->outcome == CLIENT_CONNECT_FAILED)
+		return;
+	if (!sts_session_failed(r, j->conn_level != TLS_LEVEL_NONE, &result,
+				&why))
+		sts_count(j->c->sts, j->domain, true, result);
+	else
+		sts_failed(j, j->route.hosts[j->host].name, result, why);
+}
+
+/* What applies: client_tls's sts means verify under an enforce policy and
+ * may without one (a static route has none). */
+static enum tls_level effective_level(const struct job *j)
+{
+	if (j->asked != TLS_LEVEL_STS)
+		return j->asked;
+	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE
+		       ? TLS_LEVEL_STS
+		       : TLS_LEVEL_MAY;
+}
+
+/* What an outbound connection had, by the level it asked for; a reused
+ * one was counted when it was new. */
 static void count_connection(const struct job *j,
 			     const struct client_result *r)
 {
 	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
 
-	if (r->outcome == CLIENT_CONNECT_FAILED)
+	if (r->outcome == CLIENT_CONNECT_FAILED || r->reused)
 		return;
 	if (r->outcome == CLIENT_TLS_FAILED ||
 	    r->outcome == CLIENT_TLS_NOT_OFFERED)
@@ -318,6 +427,7 @@ static void on_client(void *owner, const struct client_result *r)
 	struct job *j = owner;
 
 	j->client = NULL;
+	sts_session(j, r);
 	count_connection(j, r);
 	learn(j, r->outcome);
 	if (r->starttls_refused[0] != '\0')
@@ -376,6 +486,7 @@ static struct tls_config *level_config(const struct job *j)
 	case TLS_LEVEL_DANE_ONLY:
 		return j->gen->clients.encrypt;
 	case TLS_LEVEL_VERIFY:
+	case TLS_LEVEL_STS:
 		return j->gen->clients.verify;
 	}
 	return NULL;
@@ -389,6 +500,16 @@ static void describe_relay(struct job *j, const struct dns_host *h,
 	sockaddr_ip_text(a, ip, sizeof(ip));
 	snprintf(j->relay, sizeof(j->relay), "%.255s[%.63s]:%u", h->name, ip,
 		 sockaddr_port(a));
+}
+
+/* host_auth once per host: its answer holds for every address. */
+static enum host_auth host_auth_once(struct job *j, const struct dns_host *h)
+{
+	if (j->judged != j->host + 1) {
+		j->auth = host_auth(j, h);
+		j->judged = j->host + 1;
+	}
+	return j->auth;
 }
 
 static void log_dane(const struct job *j, const char *plan, const char *why)
@@ -455,40 +576,78 @@ static bool plan_host(struct job *j)
 	return true;
 }
 
+/* The host to try now and how it is authenticated: the current one
+ * while it has addresses left, else the next one that neither DANE
+ * (plan_host) nor MTA-STS (host_auth) gives up. NULL when none is left,
+ * or (*wait) when plan_host has a TLSA lookup under way or has moved on
+ * by itself. */
+static const struct dns_host *current_host(struct job *j,
+					   enum host_auth *auth, bool *wait)
+{
+	*wait = false;
+	for (;;) {
+		const struct dns_host *h;
+
+		while (j->host < j->route.n_hosts &&
+		       j->addr >= j->route.hosts[j->host].n_addrs) {
+			j->host++;
+			j->addr = 0;
+		}
+		if (j->host >= j->route.n_hosts)
+			return NULL;
+		if (!plan_host(j)) {
+			*wait = true;
+			return NULL;
+		}
+		h = &j->route.hosts[j->host];
+		*auth = j->use_tlsa ? AUTH_DANE : host_auth_once(j, h);
+		if (*auth != AUTH_SKIP)
+			return h;
+		j->addr = h->n_addrs; /* the next host */
+	}
+}
+
 /* The next address of the current host, else the next host (next MX). */
 static void try_next(struct job *j)
 {
 	const struct config *cfg = j->gen->cfg;
 	struct client_job cj;
 	const struct dns_host *h;
+	enum host_auth auth = AUTH_LEVEL;
+	bool wait;
 
-	while (j->host < j->route.n_hosts &&
-	       j->addr >= j->route.hosts[j->host].n_addrs) {
-		j->host++;
-		j->addr = 0;
-	}
-	if (j->host >= j->route.n_hosts) {
-		attempt_defer(j, j->failure[0] ? j->failure
-					       : "4.4.1 no host could be reached");
+	if ((h = current_host(j, &auth, &wait)) == NULL) {
+		if (!wait)
+			attempt_defer(j, j->failure[0]
+					     ? j->failure
+					     : "4.4.1 no host could be reached");
 		return;
 	}
-	if (!plan_host(j))
-		return;
-	h = &j->route.hosts[j->host];
+	if (auth == AUTH_STS)
+		j->conn_level = TLS_LEVEL_VERIFY; /* for the MX host name */
+	if (sts_watched(j) && auth == AUTH_LEVEL) /* testing: our own check */
+		tls_clients_load_trust(&j->gen->clients);
 	describe_relay(j, h, &h->addrs[j->addr]);
 	cj = (struct client_job){
 		.addr = h->addrs[j->addr], .host = h->name,
-		/* DANE names the MX host, and so does its SNI */
-		.tls_name = dane_level(j->level) ? NULL : j->tls_name,
+		/* DANE and MTA-STS name the MX host, and so does its SNI */
+		.tls_name = dane_level(j->level) || auth == AUTH_STS
+				    ? NULL
+				    : j->tls_name,
 		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
 		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
 		.helo = cfg->hostname, .level = j->conn_level,
 		.tls = level_config(j), .no_tls = j->no_tls,
+		.cert_check = sts_watched(j) && auth == AUTH_LEVEL
+				      ? &j->gen->clients
+				      : NULL,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
 		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
 		.body_size = j->file.body_size, .body_type = j->m->env.body,
 		.smtputf8 = j->m->env.smtputf8,
 		.timeout = cfg->delivery_timeout,
+		.cache = j->c->cache, .reuse_max = cfg->reuse_max_messages,
+		.reuse_idle = cfg->reuse_idle_time, .epoch = j->gen->serial,
 	};
 	for (size_t k = 0; k < j->n; k++) {
 		j->rcpts[k].code = 0;
@@ -529,7 +688,8 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		return;
 	if (route->status == DNS_OK) {
 		j->route = *route;
-		try_next(j);
+		j->route_wait = false;
+		job_go(j);
 		return;
 	}
 	bounce = route->status == DNS_PERMFAIL && j->source == ROUTE_MX;
@@ -546,7 +706,7 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 
 /* ---- starting jobs ----------------------------------------------------- */
 
-static bool choose_level(struct job *j, const struct domain_rule *rule)
+static bool choose_level(struct job *j)
 {
 	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
 	struct policy_result r;
@@ -555,10 +715,12 @@ static bool choose_level(struct job *j, const struct domain_rule *rule)
 	f.sender = j->m->env.sender;
 	f.recipient = j->rcpts[0].address;
 	f.domain = j->domain;
-	f.section = rule;
+	f.section = j->rt.rule;
+	f.mta_sts = j->sts.have ? &j->sts.policy : NULL;
 	policy_call(j->gen->policy, &f, &r);
 	if (r.outcome == POLICY_LEVEL) {
-		j->level = r.level;
+		j->asked = r.level;
+		j->level = effective_level(j);
 		return true;
 	}
 	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
@@ -586,9 +748,52 @@ static void job_unopened(struct job *j, int error, const char *why)
 	job_done(j);
 }
 
+/* MTA-STS is looked up for the MX route of a domain name. */
+static bool sts_applies(const struct job *j)
+{
+	char name[DNS_NAME_MAX + 1];
+
+	return j->c->sts != NULL && j->source == ROUTE_MX &&
+	       dns_name_copy(j->domain, name, sizeof(name));
+}
+
+/* Both lookups are in: the level again if the MTA-STS lookup found other
+ * than the first call was told, then the first host. */
+static void job_go(struct job *j)
+{
+	if (j->route_wait || j->sts_wait)
+		return;
+	if (j->sts_changed && !choose_level(j)) {
+		attempt_defer(j, "4.3.0 policy failure (client_tls)");
+		return;
+	}
+	try_next(j);
+}
+
+static bool same_answer(const struct sts_answer *a, const struct sts_answer *b)
+{
+	return a->have == b->have &&
+	       (!a->have || (strcmp(a->id, b->id) == 0 &&
+			     a->policy.mode == b->policy.mode));
+}
+
+static void on_sts(uint64_t id, const struct sts_answer *a, void *arg)
+{
+	struct job *j = find_job(arg, id);
+
+	if (j == NULL || !j->sts_wait)
+		return;
+	j->sts_wait = false;
+	j->sts_changed = !same_answer(&j->sts, a);
+	j->sts = *a;
+	job_go(j);
+}
+
+/* client_tls is called at once with what is known of the domain's
+ * MTA-STS policy (a policy error defers at once), and again if the
+ * lookup that runs beside the route's finds something else. */
 void attempt_begin(struct job *j)
 {
-	struct route rt;
 	struct envelope e;
 	char err[200];
 
@@ -602,14 +807,21 @@ void attempt_begin(struct job *j)
 		return;
 	}
 	envelope_free(&e);
-	config_route(j->gen->cfg, j->domain, strlen(j->domain), &rt);
-	if (!choose_level(j, rt.rule)) {
+	config_route(j->gen->cfg, j->domain, strlen(j->domain), &j->rt);
+	j->source = j->rt.source;
+	j->tls_name = j->rt.tls_name;
+	if (sts_applies(j))
+		sts_peek(j->c->sts, j->domain, &j->sts);
+	if (!choose_level(j)) {
 		attempt_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
-	j->source = rt.source;
-	j->tls_name = rt.tls_name;
-	dns_route_for(j->c->dns, &rt, j->domain, j->id, on_route, j->c);
+	j->route_wait = true;
+	if (sts_applies(j)) {
+		j->sts_wait = true;
+		sts_lookup(j->c->sts, j->domain, j->id, on_sts, j->c);
+	}
+	dns_route_for(j->c->dns, &j->rt, j->domain, j->id, on_route, j->c);
 }
 
 static struct job *job_alloc(size_t n)

@@ -20,7 +20,9 @@
 #include <stdint.h>
 
 struct config;
+struct conncache;
 struct dns;
+struct sts;
 struct generation;
 struct job;
 struct queue;
@@ -35,6 +37,8 @@ struct attempt_ctx {
 	struct ev_loop *loop;
 	struct queue *queue;
 	struct dns *dns;
+	struct sts *sts;	    /* MTA-STS policies; NULL: none */
+	struct conncache *cache;    /* idle connections for reuse */
 	struct generation *const *current;
 	attempt_done_cb *done;
 	void *owner;

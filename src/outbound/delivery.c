@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "outbound/attempt.h"
 #include "outbound/bounce.h"
+#include "outbound/conncache.h"
 #include "outbound/message.h"
 #include "outbound/outcome.h"
 #include "outbound/scheduler.h"
@@ -629,7 +630,9 @@ struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 				      .current = current, .done = on_attempt,
 				      .owner = d};
 	sched_refill_init(&d->refill, cfg->active_limit, pass_interval(cfg));
-	if ((d->sched = sched_for(cfg)) == NULL ||
+	/* as many idle connections as there may be busy ones */
+	d->att.cache = conncache_new(cfg->delivery_max_connections);
+	if (d->att.cache == NULL || (d->sched = sched_for(cfg)) == NULL ||
 	    !idmap_init(&d->messages) || !attempt_ctx_init(&d->att)) {
 		delivery_free(d);
 		return NULL;
@@ -645,8 +648,15 @@ void delivery_stop(struct delivery *d)
 	ev_timer_stop(d->loop, &d->wake);
 	ev_timer_stop(d->loop, &d->soon);
 	attempt_abort_all(&d->att);
+	conncache_free(d->att.cache); /* QUIT to every idle connection */
+	d->att.cache = NULL;
 	queue_pass_close(d->scan);
 	d->scan = NULL;
+}
+
+void delivery_use_sts(struct delivery *d, struct sts *sts)
+{
+	d->att.sts = sts;
 }
 
 void delivery_free(struct delivery *d)

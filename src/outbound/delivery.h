@@ -18,12 +18,16 @@ struct delivery;
 struct dns;
 struct generation;
 struct queue;
+struct sts;
 
 /* `current` points at the running generation (it changes on reload);
  * each attempt uses the generation current when it starts. */
 struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 			      struct dns *dns,
 			      struct generation *const *current);
+/* MTA-STS policies from `sts` (outbound/sts.h) for MX routes; NULL (the
+ * default): none. Set before the first delivery_load. */
+void delivery_use_sts(struct delivery *d, struct sts *sts);
 /* Aborts transactions in flight (their messages stay queued) and ignores
  * what is added from then on: called before the queue's last callbacks. */
 void delivery_stop(struct delivery *d);

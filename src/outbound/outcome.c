@@ -105,6 +105,8 @@ void outcome_log(const struct message *m, size_t i, const char *status,
 		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
 		       : r->tls_verified	 ? "yes"
 						 : "no");
+	if (r)
+		log_kv(&l, "reused", "%s", r->reused ? "yes" : "no");
 	log_kv(&l, "status", "%s", status);
 	if (level != NULL)
 		log_kv(&l, "attempt", "%u", m->tries[i] + 1);

@@ -1,9 +1,10 @@
 /*
  * qmgr: wiring of the queue manager process. Owns its queue (for DSNs and
- * per-recipient state), its dns resolver and delivery (the active set and
- * its scheduler); reads the mailbox the master keeps open across its
- * restarts, so notices sent while it was down are waiting when it comes
- * back. Must not accept connections or touch the spool lock.
+ * per-recipient state), its dns resolver, its MTA-STS resolver and
+ * delivery (the active set and its scheduler); reads the mailbox the
+ * master keeps open across its restarts, so notices sent while it was
+ * down are waiting when it comes back. Must not accept connections or
+ * touch the spool lock.
  */
 #include "outbound/qmgr.h"
 
@@ -13,6 +14,7 @@
 #include "net/conn.h"
 #include "net/dns.h"
 #include "outbound/delivery.h"
+#include "outbound/sts.h"
 #include "policy/generation.h"
 #include "spool/queue.h"
 
@@ -130,6 +132,7 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	struct qmgr q = {.loop = loop, .mailbox_fd = a->mailbox_fd};
 	struct generation *current = gen;
 	struct dns *dns = NULL;
+	struct sts *sts = NULL;
 	char err[512];
 	int rc = 1;
 
@@ -140,11 +143,15 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	dns = dns_new(loop, gen->cfg, err, sizeof(err));
 	if (dns == NULL)
 		goto out;
+	sts = sts_new(loop, dns, &current, err, sizeof(err));
+	if (sts == NULL)
+		goto out;
 	q.delivery = delivery_new(loop, q.queue, dns, &current);
 	if (q.delivery == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
 		goto out;
 	}
+	delivery_use_sts(q.delivery, sts);
 	watch(&q);
 	log_ready(gen);
 	apply_flush_marks(&q, false);
@@ -157,6 +164,7 @@ out:
 	delivery_stop(q.delivery);
 	queue_close(q.queue);
 	delivery_free(q.delivery);
+	sts_free(sts);
 	dns_free(dns);
 	generation_release(current);
 	conn_pool_release();

@@ -2,18 +2,31 @@
  * smtp_client: one outbound SMTP transaction (RFC 5321) as an explicit
  * state machine on a conn. Every conn event ends in settle(), the one
  * place that flushes, streams the body and, once the state is CS_DONE,
- * reports and destroys the client; so `done` runs exactly once, from the
- * loop, and no handler ever runs on a freed client.
+ * reports and then destroys the client or parks it in the job's
+ * conncache; so `done` runs exactly once, from the loop, and no handler
+ * ever runs on a freed client.
+ *
+ * A parked client (CS_IDLE) is a connection and its session (EHLO
+ * keywords, TLS) without a job: the cache owns it, it only watches for
+ * the peer closing or talking (then it closes) and for its idle time
+ * (then QUIT and close), and smtp_client_start takes it back for a job
+ * it serves. The next transaction on it begins with RSET (Postfix's RSET
+ * probe), pipelined with MAIL, RCPT and DATA when PIPELINING is offered;
+ * until RSET's 2xx has come, any failure means the connection had gone
+ * stale, and the client connects anew as if it had found none.
  */
 #include "outbound/smtp_client.h"
 
+#include "core/netaddr.h"
 #include "net/conn.h"
+#include "outbound/conncache.h"
 #include "proto/smtp_out.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +44,12 @@ enum {
 static const double QUIT_WAIT = 2.0;
 static const double CONNECT_TIMEOUT = 30.0;
 static const double LAST_WORDS_WAIT = 5.0;
+/* Postfix's smtp_rset_timeout: a parked connection's peer that has gone
+ * silent costs this, not a whole step, before a new connection. */
+static const double RSET_WAIT = 20.0;
+/* Postfix's smtp_connection_reuse_time_limit: no new transaction on a
+ * connection older than this. */
+static const double REUSE_LIFETIME = 300.0;
 
 enum client_state {
 	CS_CONNECT,	/* waiting for the TCP connection */
@@ -43,12 +62,14 @@ enum client_state {
 	CS_BODY,	/* 354 received: streaming the message */
 	CS_DOT,		/* end of data sent: waiting for its reply */
 	CS_QUIT,	/* QUIT sent: waiting briefly for 221 */
-	CS_DONE,	/* finished: settle() reports and destroys */
+	CS_DONE,	/* finished: settle() reports, then destroys or parks */
+	CS_IDLE,	/* parked in the cache, no job: watching the peer */
 };
 
 /* Transaction commands, remembered in the order they went out so that
  * pipelined replies find their command. */
 enum tx_cmd {
+	TX_RSET, /* first on a parked connection taken again */
 	TX_MAIL,
 	TX_RCPT,
 	TX_DATA,
@@ -79,6 +100,16 @@ struct smtp_client {
 	bool tls_active;
 	struct smtp_reply reply;
 	bool write_failed; /* output dropped: only listening now */
+	bool peer_closing; /* a 421 came: the server is hanging up */
+	/* reuse */
+	struct conncache_entry entry; /* while parked */
+	struct tlsa_rr *tlsa;	      /* parked: its copy of the records DANE
+					 authenticated it by (entry.key) */
+	unsigned uses;		      /* transactions begun on it */
+	double born;		      /* when it was connected to */
+	bool park;		      /* CS_DONE: park rather than destroy */
+	bool rset_pending;	      /* taken from the cache: RSET first */
+	bool rset_done;		      /* its 2xx came: the connection lives */
 	/* transaction */
 	struct rcpt_track *track;
 	struct sent_cmd *sent;
@@ -112,6 +143,7 @@ static bool expects_reply(enum client_state st)
 	case CS_CONNECT:
 	case CS_HANDSHAKE:
 	case CS_DONE:
+	case CS_IDLE: /* anything it says closes it (on_idle_event) */
 		break;
 	}
 	return false;
@@ -154,6 +186,11 @@ static void enter_state(struct smtp_client *c, enum client_state next)
 	case CS_DONE:
 		conn_set_reading(&c->conn, false);
 		conn_set_timeout(&c->conn, 0);
+		break;
+	case CS_IDLE:
+		/* reading: to see the peer hang up or say 421 */
+		conn_set_reading(&c->conn, true);
+		conn_set_timeout(&c->conn, c->job.reuse_idle);
 		break;
 	}
 }
@@ -207,12 +244,25 @@ static void send_quit(struct smtp_client *c);
 static void fail_session(struct smtp_client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+static void reconnect(struct smtp_client *c);
+
+/* Taken from the cache and RSET not answered yet: whatever goes wrong
+ * says the connection had gone stale, not that the transaction failed. */
+static bool stale(const struct smtp_client *c)
+{
+	return c->result.reused && !c->rset_done;
+}
+
 static void fail_session(struct smtp_client *c, const char *fmt, ...)
 {
 	char text[sizeof(c->result.reply)];
 	enum client_outcome outcome = CLIENT_LOST;
 	va_list ap;
 
+	if (stale(c)) {
+		reconnect(c);
+		return;
+	}
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
@@ -244,6 +294,8 @@ static const char *stage_text(const struct smtp_client *c)
 	case CS_TRANSACTION:
 		if (c->n_replied < c->n_sent) {
 			switch (c->sent[c->n_replied].cmd) {
+			case TX_RSET:
+				return "sending RSET";
 			case TX_MAIL:
 				return "sending MAIL FROM";
 			case TX_RCPT:
@@ -263,6 +315,7 @@ static const char *stage_text(const struct smtp_client *c)
 	case CS_QUIT:
 		return "sending QUIT";
 	case CS_DONE:
+	case CS_IDLE:
 		break;
 	}
 	return "finishing";
@@ -299,14 +352,22 @@ static bool write_command(struct smtp_client *c, const char *fmt, ...)
 	return conn_write(&c->conn, line, (size_t)n + 2);
 }
 
-static void send_hello(struct smtp_client *c, const char *verb,
-		       enum client_state next)
+/* Our EHLO name: the job's when it is fit for a command line. */
+static const char *hello_name(const struct client_job *j)
 {
-	const char *helo = c->job.helo;
+	const char *helo = j->helo;
 
 	if (helo == NULL || helo[0] == '\0' || !clean_text(helo, 255) ||
 	    strchr(helo, ' ') != NULL)
-		helo = "localhost";
+		return "localhost";
+	return helo;
+}
+
+static void send_hello(struct smtp_client *c, const char *verb,
+		       enum client_state next)
+{
+	const char *helo = hello_name(&c->job);
+
 	memset(&c->ext, 0, sizeof(c->ext));
 	if (!write_command(c, "%s %s", verb, helo)) {
 		fail_session(c, "cannot send %s to %s", verb, c->peer);
@@ -361,9 +422,19 @@ static bool data_wanted(const struct smtp_client *c)
  * written (nothing left, a reply to wait for, or no room). */
 static bool send_next_command(struct smtp_client *c)
 {
-	if (c->tx_over || c->write_failed ||
+	if (c->write_failed ||
 	    (!c->ext.pipelining && c->n_sent != c->n_replied) ||
 	    conn_output_room(&c->conn) < SMTP_COMMAND_LINE_MAX)
+		return false;
+	if (c->rset_pending) {
+		/* RFC 2920 3.1: RSET may appear anywhere in a group */
+		if (!write_command(c, "RSET"))
+			return false;
+		c->rset_pending = false;
+		remember(c, TX_RSET, 0);
+		return true;
+	}
+	if (c->tx_over)
 		return false;
 	if (!c->mail_sent) {
 		if (!write_mail(c))
@@ -415,42 +486,74 @@ static void check_rcpts(struct smtp_client *c)
 	}
 }
 
-static void start_transaction(struct smtp_client *c)
+/* What the transaction cannot be, judged before a word is sent: a
+ * refusal for every recipient, or 0. */
+static int local_refusal(const struct smtp_client *c, const char **text)
 {
 	const struct client_job *j = &c->job;
 
 	if (c->ext.size && c->ext.size_limit > 0 &&
 	    j->body_size > c->ext.size_limit) {
-		refuse_all(c, 552,
-			   "552 5.3.4 Message size exceeds fixed limit "
-			   "of the receiving server",
-			   false);
-		send_quit(c);
-		return;
+		*text = "552 5.3.4 Message size exceeds fixed limit of the "
+			"receiving server";
+		return 552;
 	}
 	if (j->smtputf8 && !c->ext.smtputf8) {
-		refuse_all(c, 553,
-			   "553 5.6.7 SMTPUTF8 not supported by the "
-			   "receiving server",
-			   false);
-		send_quit(c);
-		return;
+		*text = "553 5.6.7 SMTPUTF8 not supported by the receiving "
+			"server";
+		return 553;
 	}
 	if (j->sender == NULL || !clean_text(j->sender, SMTP_PATH_MAX - 2)) {
-		refuse_all(c, 501, "501 5.1.7 Bad sender address syntax",
-			   false);
-		send_quit(c);
-		return;
+		*text = "501 5.1.7 Bad sender address syntax";
+		return 501;
+	}
+	return 0;
+}
+
+static void end_transaction(struct smtp_client *c);
+
+/* MAIL, RCPT and DATA, as far as they may go now; on a connection taken
+ * from the cache RSET goes first (alone when it refused locally: the
+ * probe still tells whether the connection lives). */
+static void start_transaction(struct smtp_client *c)
+{
+	const char *text = NULL;
+	int code = local_refusal(c, &text);
+
+	c->uses++;
+	if (code != 0) {
+		refuse_all(c, code, text, false);
+		c->tx_over = true;
 	}
 	enter_state(c, CS_TRANSACTION);
 	c->result.setup_done = ev_time(); /* wall time, as the queue ids */
-	if (!send_commands(c))
+	if (c->rset_pending)
+		conn_set_timeout(&c->conn, step_timeout(c) < RSET_WAIT
+						   ? step_timeout(c)
+						   : RSET_WAIT);
+	if (send_commands(c))
+		return;
+	if (code != 0)
+		end_transaction(c); /* nothing went out */
+	else
 		fail_session(c, "cannot send MAIL FROM to %s", c->peer);
 }
 
 static bool is_2xx(int code)
 {
 	return code >= 200 && code < 300;
+}
+
+/* The RSET probe: a 2xx says the parked connection lives (and the
+ * step timeout is the transaction's again); anything else, a new one. */
+static void on_rset_reply(struct smtp_client *c)
+{
+	if (!is_2xx(c->reply.code)) {
+		reconnect(c);
+		return;
+	}
+	c->rset_done = true;
+	conn_set_timeout(&c->conn, step_timeout(c));
 }
 
 static void on_mail_reply(struct smtp_client *c)
@@ -517,6 +620,9 @@ static void on_transaction_reply(struct smtp_client *c)
 	}
 	cmd = c->sent[c->n_replied++];
 	switch (cmd.cmd) {
+	case TX_RSET:
+		on_rset_reply(c);
+		break;
 	case TX_MAIL:
 		on_mail_reply(c);
 		break;
@@ -537,7 +643,7 @@ static void on_transaction_reply(struct smtp_client *c)
 	/* Nothing outstanding and nothing more to send: it is over. */
 	if (!c->result_final)
 		no_recipients(c);
-	send_quit(c);
+	end_transaction(c);
 }
 
 /* ---- the message ------------------------------------------------------ */
@@ -620,7 +726,7 @@ static void on_body_reply(struct smtp_client *c)
 static void on_dot_reply(struct smtp_client *c)
 {
 	refuse_all(c, c->reply.code, c->reply.text, true);
-	send_quit(c);
+	end_transaction(c);
 }
 
 /* ---- greeting, EHLO, STARTTLS ----------------------------------------- */
@@ -775,6 +881,12 @@ static void on_tls_ready(struct smtp_client *c)
 	c->result.tls_verified = c->job.level == TLS_LEVEL_VERIFY;
 	if (c->job.tlsa != NULL && !dane_check(c))
 		return;
+	if (c->job.cert_check != NULL) {
+		c->result.cert_checked = true;
+		c->result.cert = tls_check_server(
+			c->job.cert_check, t, c->job.host ? c->job.host : "",
+			c->result.cert_why, sizeof(c->result.cert_why));
+	}
 	send_hello(c, "EHLO", CS_EHLO); /* RFC 3207 4.2: start over */
 }
 
@@ -808,6 +920,7 @@ static void on_reply(struct smtp_client *c)
 	case CS_CONNECT:
 	case CS_HANDSHAKE:
 	case CS_DONE:
+	case CS_IDLE:
 		break;
 	}
 }
@@ -829,6 +942,8 @@ static void take_reply_line(struct smtp_client *c, const char *line, size_t len)
 	case SMTP_REPLY_DONE:
 		break;
 	}
+	if (c->reply.code == 421)
+		c->peer_closing = true; /* whatever it answered: never reuse */
 	on_reply(c);
 	smtp_reply_next(&c->reply);
 }
@@ -862,22 +977,166 @@ static void process_input(struct smtp_client *c)
 
 static void client_free(struct smtp_client *c)
 {
+	conncache_remove(&c->entry); /* the owner frees: out of the cache */
 	conn_stop(&c->conn);
+	free(c->tlsa);
 	free(c->track);
 	free(c->sent);
 	free(c);
 }
 
-/* Reports and destroys: the owner gets its result from a client that is
- * already gone, so it may start the next one from the callback. */
+/* QUIT without waiting for its 221 (Postfix's smtp_skip_quit_response),
+ * for a parked connection nobody wants any more. */
+static void quit_and_free(struct smtp_client *c)
+{
+	if (!c->peer_closing && write_command(c, "QUIT"))
+		conn_flush(&c->conn);
+	client_free(c);
+}
+
+static struct smtp_client *entry_client(struct conncache_entry *e)
+{
+	return (struct smtp_client *)(void *)((char *)e -
+					      offsetof(struct smtp_client,
+						       entry));
+}
+
+/* The cache let it go (full, or being freed). */
+static void on_evicted(struct conncache_entry *e)
+{
+	quit_and_free(entry_client(e));
+}
+
+/* The name in messages: the host, or the address when there is none. */
+static void server_name(const struct client_job *j, char *out, size_t len)
+{
+	if (j->host != NULL && j->host[0] != '\0')
+		snprintf(out, len, "%s", j->host);
+	else
+		sockaddr_ip_text(&j->addr, out, len);
+}
+
+/* SNI and the name verify checks: tls_name when set, else as above. */
+static void expected_name(const struct client_job *j, char *out, size_t len)
+{
+	if (j->tls_name != NULL && j->tls_name[0] != '\0')
+		snprintf(out, len, "%s", j->tls_name);
+	else
+		server_name(j, out, len);
+}
+
+static void job_key(const struct client_job *j, struct conncache_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->addr = j->addr;
+	snprintf(k->helo, sizeof(k->helo), "%s", hello_name(j));
+	expected_name(j, k->host, sizeof(k->host));
+	k->level = j->level;
+	k->tls = j->tls;
+	k->epoch = j->epoch;
+	k->tlsa = j->n_tlsa > 0 ? j->tlsa : NULL;
+	k->n_tlsa = k->tlsa != NULL ? j->n_tlsa : 0;
+}
+
+/* Ended in step with the server (every reply in, nothing unread, no
+ * 421), within the limits: worth keeping. Not a connection in plaintext
+ * after a downgrade (may: a failed handshake, a refused STARTTLS): the
+ * next message tries TLS again, and its downgrade is logged with it. */
+static bool may_park(const struct smtp_client *c)
+{
+	const struct client_job *j = &c->job;
+	size_t unread;
+
+	conn_input(&c->conn, &unread);
+	return j->cache != NULL && j->reuse_idle > 0 && !j->no_tls &&
+	       c->result.starttls_refused[0] == '\0' &&
+	       c->uses < j->reuse_max && !c->write_failed &&
+	       !c->peer_closing && unread == 0 &&
+	       !conn_output_pending(&c->conn) && c->n_replied == c->n_sent &&
+	       ev_now(c->conn.loop) - c->born < REUSE_LIFETIME;
+}
+
+/* The transaction is over: the connection is parked when it may be,
+ * else QUIT. */
+static void end_transaction(struct smtp_client *c)
+{
+	if (!may_park(c)) {
+		send_quit(c);
+		return;
+	}
+	c->park = true;
+	finish(c);
+}
+
+/* Into the cache, without its job (whose memory is the caller's). False
+ * when the cache would not have it (or out of memory). Its conn is armed for the idle watch
+ * here: the event that got it here returns false (settle) and its conn
+ * call touches it no more. */
+static bool park(struct smtp_client *c)
+{
+	job_key(&c->job, &c->entry.key);
+	free(c->tlsa);
+	c->tlsa = NULL;
+	if (c->entry.key.n_tlsa > 0) {
+		/* the job's records go with the job: the key keeps a copy */
+		c->tlsa = malloc(c->entry.key.n_tlsa * sizeof(*c->tlsa));
+		if (c->tlsa == NULL)
+			return false;
+		memcpy(c->tlsa, c->entry.key.tlsa,
+		       c->entry.key.n_tlsa * sizeof(*c->tlsa));
+		c->entry.key.tlsa = c->tlsa;
+	}
+	c->entry.state.tls = c->tls_active;
+	c->entry.state.verified = c->result.tls_verified;
+	c->entry.state.dane = c->result.dane != DANE_AUTH_NONE;
+	c->entry.close = on_evicted;
+	c->done = NULL;
+	c->owner = NULL;
+	c->job.host = c->job.tls_name = c->job.helo = c->job.sender = NULL;
+	c->job.tlsa = NULL;
+	c->job.n_tlsa = 0;
+	c->job.rcpts = NULL;
+	c->job.n_rcpts = 0;
+	c->job.body_fd = -1;
+	free(c->track);
+	free(c->sent);
+	c->track = NULL;
+	c->sent = NULL;
+	enter_state(c, CS_IDLE);
+	return conncache_put(c->job.cache, &c->entry);
+}
+
+/* Reports, then destroys or parks: the owner gets its result once the
+ * client is gone or idle, so it may start the next one (on this very
+ * connection) from the callback. */
 static void report(struct smtp_client *c)
 {
 	struct client_result r = c->result;
 	client_done_cb *done = c->done;
 	void *owner = c->owner;
 
-	client_free(c);
+	if (!c->park || !park(c))
+		client_free(c);
 	done(owner, &r);
+}
+
+/* Parked: the peer hung up or spoke (a 421 before its own idle timeout)
+ * and the connection is closed; the idle time ran out: QUIT. Always gone
+ * afterwards. */
+static bool on_idle_event(struct smtp_client *c, enum conn_event ev)
+{
+	switch ((int)ev) {
+	case CONN_TIMEOUT:
+		quit_and_free(c);
+		return false;
+	case CONN_DATAIN:
+	case CONN_EOF:
+	case CONN_ERROR:
+		client_free(c);
+		return false;
+	default:
+		return true;
+	}
 }
 
 /* A write failed, but a server that hangs up mid-way (a 5xx in the
@@ -898,7 +1157,7 @@ static bool hear_last_words(struct smtp_client *c)
 	return true;
 }
 
-/* The end of every event. False when the client is gone. */
+/* The end of every event. False when the client is gone (or parked). */
 static bool settle(struct smtp_client *c)
 {
 	for (;;) {
@@ -963,6 +1222,8 @@ static bool on_conn_event(struct conn *conn, enum conn_event ev, void *owner)
 	struct smtp_client *c = owner;
 
 	(void)conn;
+	if (c->state == CS_IDLE)
+		return on_idle_event(c, ev);
 	switch ((int)ev) {
 	case CONN_CONNECTED:
 		enter_state(c, CS_BANNER);
@@ -993,62 +1254,121 @@ static bool on_conn_event(struct conn *conn, enum conn_event ev, void *owner)
 
 static void describe_peer(struct smtp_client *c)
 {
-	const struct sockaddr_storage *a = &c->job.addr;
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
+	char ip[INET6_ADDRSTRLEN];
 
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
-
-		inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof(ip));
-		port = ntohs(v4->sin_port);
-	} else if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
-
-		inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof(ip));
-		port = ntohs(v6->sin6_port);
-	}
-	if (c->job.host != NULL && c->job.host[0] != '\0')
-		snprintf(c->servername, sizeof(c->servername), "%s",
-			 c->job.host);
-	else
-		snprintf(c->servername, sizeof(c->servername), "%s", ip);
+	server_name(&c->job, c->servername, sizeof(c->servername));
+	sockaddr_ip_text(&c->job.addr, ip, sizeof(ip));
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->servername, ip,
-		 port);
-	if (c->job.tls_name != NULL && c->job.tls_name[0] != '\0')
-		snprintf(c->servername, sizeof(c->servername), "%s",
-			 c->job.tls_name); /* what verify checks, and SNI */
+		 sockaddr_port(&c->job.addr));
+	expected_name(&c->job, c->servername, sizeof(c->servername));
+}
+
+/* The transaction's own state, empty, for its recipients. */
+static void tx_reset(struct smtp_client *c)
+{
+	c->n_sent = c->n_replied = 0;
+	c->mail_sent = c->data_sent = c->tx_over = false;
+	c->next_rcpt = c->n_rcpt_sent = c->n_accepted = 0;
+	c->body_sent = 0;
+	c->result_final = false;
+	memset(c->track, 0, (c->job.n_rcpts > 0 ? c->job.n_rcpts : 1) *
+				    sizeof(*c->track));
+	for (size_t i = 0; i < c->job.n_rcpts; i++)
+		give_rcpt(&c->job.rcpts[i], 0, "");
+	check_rcpts(c);
+}
+
+/* A new connection for the job (the first, or after a stale one). */
+static void connect_fresh(struct smtp_client *c, struct ev_loop *loop)
+{
+	memset(&c->ext, 0, sizeof(c->ext));
+	memset(&c->reply, 0, sizeof(c->reply));
+	memset(&c->result, 0, sizeof(c->result));
+	c->tls_active = c->write_failed = c->peer_closing = false;
+	c->rset_pending = c->rset_done = c->park = false;
+	c->uses = 0;
+	c->born = ev_now(loop);
+	tx_reset(c);
+	conn_connect(&c->conn, loop, &c->job.addr, on_conn_event, c);
+	/* A reply must arrive whole within the step timeout: a peer that
+	 * drips a byte at a time must not hold a delivery slot for days. */
+	c->conn.deadline = true;
+	enter_state(c, CS_CONNECT);
+}
+
+/* The parked connection did not survive its RSET probe: closed, and the
+ * transaction starts over on a new one, as Postfix does when a cached
+ * session fails its probe. Only once: the new one is not reused. */
+static void reconnect(struct smtp_client *c)
+{
+	struct ev_loop *loop = c->conn.loop;
+
+	conn_stop(&c->conn);
+	connect_fresh(c, loop);
+}
+
+/* A parked connection that serves the job, or NULL. */
+static struct smtp_client *take_parked(const struct client_job *job)
+{
+	struct conncache_key want;
+	struct conncache_entry *e;
+
+	if (job->cache == NULL)
+		return NULL;
+	job_key(job, &want);
+	e = conncache_take(job->cache, &want);
+	return e != NULL ? entry_client(e) : NULL;
+}
+
+/* Its session (EHLO keywords, TLS and what the handshake said) stays;
+ * the transaction starts with RSET and goes out at once. A write that
+ * fails here is a stale connection too: a new one. */
+static void resume(struct smtp_client *c)
+{
+	struct client_result kept = {.reused = true};
+
+	memcpy(kept.tls_version, c->result.tls_version,
+	       sizeof(kept.tls_version));
+	memcpy(kept.tls_cipher, c->result.tls_cipher, sizeof(kept.tls_cipher));
+	kept.tls_verified = c->result.tls_verified;
+	kept.dane = c->result.dane;
+	c->result = kept;
+	c->park = c->rset_done = false;
+	c->rset_pending = true;
+	tx_reset(c);
+	start_transaction(c);
+	if (c->state == CS_TRANSACTION && !conn_flush(&c->conn))
+		reconnect(c);
 }
 
 struct smtp_client *smtp_client_start(struct ev_loop *loop,
 				      const struct client_job *job,
 				      client_done_cb *done, void *owner)
 {
-	struct smtp_client *c = calloc(1, sizeof(*c));
 	size_t n = job->n_rcpts;
+	struct rcpt_track *track = calloc(n > 0 ? n : 1, sizeof(*track));
+	/* RSET, MAIL, RCPTs, DATA, "." */
+	struct sent_cmd *sent = calloc(n + 4, sizeof(*sent));
+	struct smtp_client *c = NULL;
 
-	if (c == NULL)
-		return NULL;
-	c->track = calloc(n > 0 ? n : 1, sizeof(*c->track));
-	c->sent = calloc(n + 3, sizeof(*c->sent)); /* MAIL, RCPTs, DATA, . */
-	if (c->track == NULL || c->sent == NULL) {
-		free(c->track);
-		free(c->sent);
-		free(c);
+	if (track != NULL && sent != NULL &&
+	    (c = take_parked(job)) == NULL)
+		c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		free(track);
+		free(sent);
 		return NULL;
 	}
+	c->track = track;
+	c->sent = sent;
 	c->job = *job;
 	c->done = done;
 	c->owner = owner;
-	for (size_t i = 0; i < n; i++)
-		give_rcpt(&c->job.rcpts[i], 0, "");
-	check_rcpts(c);
 	describe_peer(c);
-	conn_connect(&c->conn, loop, &c->job.addr, on_conn_event, c);
-	/* A reply must arrive whole within the step timeout: a peer that
-	 * drips a byte at a time must not hold a delivery slot for days. */
-	c->conn.deadline = true;
-	enter_state(c, CS_CONNECT);
+	if (c->state == CS_IDLE)
+		resume(c);
+	else
+		connect_fresh(c, loop);
 	return c;
 }
 

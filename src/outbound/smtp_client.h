@@ -1,16 +1,20 @@
 /*
  * smtp_client: one outbound SMTP transaction with one host, as an explicit
  * state machine on a conn: connect, banner, EHLO (HELO fallback), STARTTLS
- * as the level asks, EHLO again, MAIL, RCPT (pipelined when offered), DATA
- * with the message streamed from the spool file, dot-stuffed, QUIT. It
- * reports what happened; what that means for the queue (retry, next MX,
- * bounce) is delivery.c's business.
+ * as the level asks, EHLO again, MAIL, RCPT and DATA (in one write when
+ * PIPELINING is offered), the message streamed from the spool file,
+ * dot-stuffed, then QUIT, or, with a connection cache, the connection
+ * parked idle for the next transaction to the same place (README
+ * "Connection reuse"), which starts with RSET. It reports what happened;
+ * what that means for the queue (retry, next MX, bounce) is delivery.c's
+ * business.
  */
 #ifndef SMTPGW_SMTP_CLIENT_H
 #define SMTPGW_SMTP_CLIENT_H
 
 #include "core/config.h"
 #include "net/dane.h"
+#include "net/tls.h"
 #include "proto/smtp_proto.h"
 
 #include <ev.h>
@@ -20,6 +24,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <tls.h>
+
+struct conncache;
 
 /* One recipient of the transaction; the client fills code and reply. */
 struct client_rcpt {
@@ -56,6 +62,17 @@ struct client_job {
 	enum smtp_body_type body_type;
 	bool smtputf8;
 	double timeout;		      /* per step (RFC 5321 4.5.3.2) */
+	/* Connection reuse: with a cache, an idle connection that serves
+	 * this job (conncache_key_serves) is taken from it, and afterwards
+	 * the connection is parked there; NULL: a connection of its own. */
+	struct conncache *cache;
+	unsigned reuse_max;	      /* transactions per connection */
+	double reuse_idle;	      /* seconds a parked one may wait */
+	unsigned epoch;		      /* the generation: part of the key */
+	/* When set, the server's chain is also checked after the handshake
+	 * against these clients' ca_file for `host` (tls_check_server), and
+	 * only reported: MTA-STS testing mode. */
+	const struct tls_clients *cert_check;
 };
 
 enum client_outcome {
@@ -78,10 +95,15 @@ struct client_result {
 	bool tls_verified;    /* chain and name checked (verify level), or
 				 authenticated by DANE */
 	enum dane_auth dane;  /* how DANE authenticated it, if it did */
+	bool cert_checked;    /* job.cert_check ran: see cert, cert_why */
+	enum tls_cert_verdict cert;
+	char cert_why[128];
 	bool dot_sent;	      /* the end of data went out: after a loss the
 				 message may have arrived all the same */
 	char starttls_refused[128]; /* may: the refusal it went on in
 				       plaintext after, or "" */
+	bool reused;	      /* it ran on a connection kept from an earlier
+				 transaction (TLS fields: that handshake's) */
 	double setup_done;    /* when MAIL FROM went out (the end of
 				 Postfix's connection set-up), or 0 */
 };
@@ -91,11 +113,14 @@ struct smtp_client;
 typedef void client_done_cb(void *owner, const struct client_result *r);
 
 /* Starts the transaction; `done` is called exactly once, never from
- * inside this call, unless the client is aborted first. */
+ * inside this call, unless the client is aborted first. A cached
+ * connection that fails its RSET is closed and a new one made, silently:
+ * that is no failure of the transaction. */
 struct smtp_client *smtp_client_start(struct ev_loop *loop,
 				      const struct client_job *job,
 				      client_done_cb *done, void *owner);
-/* Stops at once: QUIT is not sent and `done` is not called. */
+/* Stops at once: QUIT is not sent, `done` is not called and the
+ * connection is not kept. */
 void smtp_client_abort(struct smtp_client *c);
 
 #endif

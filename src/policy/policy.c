@@ -96,9 +96,13 @@ enum cached_string {
 	S_ACTION,
 	S_CODE,
 	S_TEXT,
-	S_HOOK0, /* + enum policy_hook */
+	S_MTA_STS,
+	S_MODE,
+	S_MX,
+	S_MODE0, /* + enum sts_mode */
+	S_HOOK0 = S_MODE0 + STS_MODE_ENFORCE + 1, /* + enum policy_hook */
 	S_LEVEL0 = S_HOOK0 + HOOK_COUNT, /* + enum tls_level */
-	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_DANE_ONLY + 1,
+	S_HOSTNAME_VALUE = S_LEVEL0 + TLS_LEVEL_LAST + 1,
 	S_COUNT,
 };
 
@@ -129,6 +133,12 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_ACTION] = "action",
 	[S_CODE] = "code",
 	[S_TEXT] = "text",
+	[S_MTA_STS] = "mta_sts",
+	[S_MODE] = "mode",
+	[S_MX] = "mx",
+	[S_MODE0 + STS_MODE_NONE] = "none",
+	[S_MODE0 + STS_MODE_TESTING] = "testing",
+	[S_MODE0 + STS_MODE_ENFORCE] = "enforce",
 	[S_HOOK0 + HOOK_SERVER_TLS] = "server_tls",
 	[S_HOOK0 + HOOK_CLIENT_TLS] = "client_tls",
 	[S_HOOK0 + HOOK_CONNECT] = "connect",
@@ -141,6 +151,7 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_LEVEL0 + TLS_LEVEL_VERIFY] = "verify",
 	[S_LEVEL0 + TLS_LEVEL_DANE] = "dane",
 	[S_LEVEL0 + TLS_LEVEL_DANE_ONLY] = "dane-only",
+	[S_LEVEL0 + TLS_LEVEL_STS] = "sts",
 };
 
 /* One Lua state and what lives in it. Rebuilt whole when poisoned. */
@@ -1084,6 +1095,22 @@ static void push_section(lua_State *L, int strs, const struct domain_rule *r)
 	set_table(L, strs, S_SECTION);
 }
 
+/* ctx.mta_sts = { mode = "enforce", mx = { "mx.example.com", ... } }: a
+ * fresh table (only client_tls has one). */
+static void push_mta_sts(lua_State *L, int strs, const struct sts_policy *p)
+{
+	lua_createtable(L, 0, 2);
+	set_cached(L, strs, S_MODE, S_MODE0 + p->mode);
+	push_cached(L, strs, S_MX);
+	lua_createtable(L, (int)p->n_mx, 0);
+	for (unsigned i = 0; i < p->n_mx && i < STS_MAX_MX; i++) {
+		lua_pushstring(L, p->mx[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_rawset(L, -3);
+	set_table(L, strs, S_MTA_STS);
+}
+
 /* The ctx of a call. The tables are reused, not rebuilt: allocating and
  * collecting them was most of a decision's cost. Every field is written
  * (or cleared) on every call, so nothing of one call shows in the next;
@@ -1109,6 +1136,10 @@ static void push_ctx(struct vm *vm, int strs, const struct policy_facts *f)
 		push_section(L, strs, f->section);
 	else
 		clear(L, strs, S_SECTION);
+	if (f->mta_sts != NULL)
+		push_mta_sts(L, strs, f->mta_sts);
+	else
+		clear(L, strs, S_MTA_STS);
 }
 
 static void fail_result(struct policy_result *out, const char *fmt, ...)
@@ -1147,7 +1178,7 @@ static void read_level(lua_State *L, const char *where, enum policy_hook h,
 			 "encrypt, verify%s)",
 		    where, hook_names[h], s ? "\"" : "a ",
 		    s ? s : luaL_typename(L, -1), s ? "\"" : "",
-		    inbound ? "" : ", dane, dane-only");
+		    inbound ? "" : ", dane, dane-only, sts");
 }
 
 static bool one_line(const char *text)
@@ -1216,18 +1247,24 @@ static void read_verdict(lua_State *L, const char *where,
 			    where, hook_names[h], luaL_typename(L, -1));
 }
 
-static void apply_default(const struct policy *p, enum policy_hook h,
+/* client_tls absent: may, or sts where the domain publishes an enforce
+ * policy (as the stock try.lua without its [domain:...] rules). */
+static void apply_default(const struct policy *p,
+			  const struct policy_facts *f,
 			  struct policy_result *out)
 {
 	out->by_default = true;
-	switch (h) {
+	switch (f->hook) {
 	case HOOK_SERVER_TLS:
 		out->outcome = POLICY_LEVEL;
 		out->level = p->cfg->server_level;
 		break;
 	case HOOK_CLIENT_TLS:
 		out->outcome = POLICY_LEVEL;
-		out->level = TLS_LEVEL_MAY;
+		out->level = f->mta_sts != NULL &&
+					     f->mta_sts->mode == STS_MODE_ENFORCE
+				     ? TLS_LEVEL_STS
+				     : TLS_LEVEL_MAY;
 		break;
 	case HOOK_CONNECT:
 	case HOOK_HELO:
@@ -1387,7 +1424,7 @@ void policy_call(struct policy *p, const struct policy_facts *f,
 {
 	memset(out, 0, sizeof(*out));
 	if (p->script == NULL || !p->has_hook[f->hook]) {
-		apply_default(p, f->hook, out);
+		apply_default(p, f, out);
 		return;
 	}
 	if (p->vm == NULL && past(&p->retry_at))
@@ -1615,7 +1652,7 @@ static bool check_call(struct check_run *r, char *err, size_t err_len)
 }
 
 /* The whole check may take CHECK_MAX_TIME, and CHECK_FIXTURE_NS more for
- * each fixture (a large configuration has many: 14 per domain). */
+ * each fixture (a large configuration has many: 20 per domain). */
 static void extend(struct timespec *end, long ns)
 {
 	end->tv_nsec += ns;

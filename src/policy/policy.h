@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 #include "net/tls.h"
+#include "proto/sts.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,6 +46,9 @@ struct policy_facts {
 	const char *recipient;
 	const char *domain;
 	const struct domain_rule *section;
+	/* client_tls: the MTA-STS policy the domain publishes (ctx.mta_sts),
+	 * NULL when it has none (or none is known) */
+	const struct sts_policy *mta_sts;
 	unsigned long long sid; /* for host.log lines; 0 when none */
 };
 

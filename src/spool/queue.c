@@ -973,8 +973,9 @@ static bool chown_entries(int dir_fd, uid_t uid, gid_t gid)
 bool spool_chown(const char *spool, uid_t uid, gid_t gid, char *err,
 		 size_t err_len)
 {
-	static const char *const subdirs[] = {"tmp",	"queue", "state",
-					      "corrupt", "hold",	 "flush"};
+	static const char *const subdirs[] = {"tmp",	 "queue", "state",
+					      "corrupt", "hold",  "flush",
+					      "sts"};
 	char path[4096];
 
 	if (chown(spool, uid, gid) != 0)
