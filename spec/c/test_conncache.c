@@ -180,6 +180,27 @@ static void test_dane(void)
 	      "dane-only: never a connection without DANE");
 }
 
+static void test_cert_check(void)
+{
+	struct conncache_key have = key("127.0.0.1", 25, TLS_LEVEL_MAY,
+					"mx.example");
+	struct conncache_key want = have;
+	struct conncache_state tls = {.tls = true};
+	struct conncache_state checked = {.tls = true, .checked = true};
+	struct conncache_state plain = {0};
+
+	want.cert_check = true;
+	check(!conncache_key_serves(&have, &tls, &want),
+	      "cert_check (MTA-STS testing): never a TLS connection unchecked");
+	check(conncache_key_serves(&have, &checked, &want),
+	      "cert_check: a checked one");
+	check(conncache_key_serves(&have, &plain, &want),
+	      "cert_check at may: a plaintext one (nothing to check)");
+	want.cert_check = false;
+	check(conncache_key_serves(&have, &checked, &want),
+	      "no cert_check: a checked one too");
+}
+
 static void test_order_and_bound(void)
 {
 	struct conncache *cc = conncache_new(3);
@@ -242,6 +263,7 @@ int main(void)
 {
 	test_serves();
 	test_dane();
+	test_cert_check();
 	test_order_and_bound();
 	test_zero();
 	return tap_done();

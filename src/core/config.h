@@ -176,6 +176,7 @@ struct config {
 					are kept */
 	bool has_relayhost;
 	struct next_hop relayhost; /* the default route, when has_relayhost */
+	unsigned active_limit; /* messages the queue manager holds in memory */
 	/* [tlsrpt] (README "TLS-RPT"); NULL strings take their defaults */
 	bool tlsrpt_enable;
 	char *tlsrpt_organization; /* organization-name; NULL: hostname */

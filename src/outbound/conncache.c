@@ -103,6 +103,8 @@ static bool same_tlsa(const struct conncache_key *a,
 static bool tls_serves(const struct conncache_key *want,
 		       const struct conncache_state *st)
 {
+	if (want->cert_check && st->tls && !st->checked)
+		return false;
 	if (want->n_tlsa > 0)
 		return st->tls && st->dane;
 	switch (want->level) {

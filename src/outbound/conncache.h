@@ -37,6 +37,8 @@ struct conncache_key {
 					 handshake had to match (compared by
 					 content); NULL: no DANE */
 	size_t n_tlsa;
+	bool cert_check;	      /* MTA-STS testing: the chain checked
+					 (and reported) after the handshake */
 };
 
 /* What the connection turned out to be, for the verify rule. */
@@ -44,6 +46,7 @@ struct conncache_state {
 	bool tls;      /* TLS is on */
 	bool verified; /* chain and key.host checked by the handshake */
 	bool dane;     /* authenticated by DANE against key.tlsa */
+	bool checked;  /* its chain was checked as key.cert_check asks */
 };
 
 struct conncache_entry;
@@ -73,7 +76,8 @@ void conncache_free(struct conncache *cc);
  * (case-insensitive) and the same TLSA records; under verify only a
  * connection whose handshake verified that name; under encrypt and verify
  * only one with TLS on; with TLSA records (DANE) only one the handshake
- * authenticated by them.
+ * authenticated by them; with cert_check only one whose chain was
+ * checked.
  */
 bool conncache_key_serves(const struct conncache_key *have,
 			  const struct conncache_state *st,

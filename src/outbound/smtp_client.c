@@ -1083,6 +1083,7 @@ static void job_key(const struct client_job *j, struct conncache_key *k)
 	k->epoch = j->epoch;
 	k->tlsa = j->n_tlsa > 0 ? j->tlsa : NULL;
 	k->n_tlsa = k->tlsa != NULL ? j->n_tlsa : 0;
+	k->cert_check = j->cert_check != NULL;
 }
 
 /* Ended in step with the server (every reply in, nothing unread, no
@@ -1136,12 +1137,14 @@ static bool park(struct smtp_client *c)
 	c->entry.state.tls = c->tls_active;
 	c->entry.state.verified = c->result.tls_verified;
 	c->entry.state.dane = c->result.dane != DANE_AUTH_NONE;
+	c->entry.state.checked = c->result.cert_checked;
 	c->entry.close = on_evicted;
 	c->done = NULL;
 	c->owner = NULL;
 	c->job.host = c->job.tls_name = c->job.helo = c->job.sender = NULL;
 	c->job.tlsa = NULL;
 	c->job.n_tlsa = 0;
+	c->job.cert_check = NULL;
 	c->job.rcpts = NULL;
 	c->job.n_rcpts = 0;
 	c->job.body_fd = -1;
@@ -1391,6 +1394,9 @@ static void resume(struct smtp_client *c)
 	memcpy(kept.tls_cipher, c->result.tls_cipher, sizeof(kept.tls_cipher));
 	kept.tls_verified = c->result.tls_verified;
 	kept.dane = c->result.dane;
+	kept.cert_checked = c->result.cert_checked;
+	kept.cert = c->result.cert;
+	memcpy(kept.cert_why, c->result.cert_why, sizeof(kept.cert_why));
 	c->result = kept;
 	c->park = c->rset_done = false;
 	c->rset_pending = true;
