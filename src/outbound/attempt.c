@@ -11,7 +11,11 @@
  * the end of the job and not written at all when the message then goes
  * (a crash in between delivers that recipient again: a duplicate, never a
  * loss). A job reports what it learnt about its destination: success when
- * a host answered, failure when none could be reached.
+ * a host answered, failure when none could be reached. Each session is
+ * counted for TLS reporting (outbound/tlsrpt, under the DANE, MTA-STS or
+ * no policy that held it). A REQUIRETLS message (RFC 8689) goes only to
+ * hosts that proto/requiretls finds authenticated; when every session
+ * refused it, its recipients bounce with 5.7.30 rather than wait.
  */
 #include "outbound/attempt.h"
 
