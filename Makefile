@@ -129,6 +129,11 @@ build/check/test_tls_resume: $(TEST_TLS_RESUME_SRC) $(HDR) spec/c/tap.h | build/
 	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_TLS_RESUME_SRC) -l:libev.a -ltls -lssl \
 		-lcrypto -lpthread
 
+TEST_SCHEDULER_SRC = spec/c/test_scheduler.c src/outbound/scheduler.c \
+		     src/outbound/idmap.c
+build/check/test_scheduler: $(TEST_SCHEDULER_SRC) $(HDR) spec/c/tap.h | build/check/obj
+	$(CC) $(CFLAGS_CHECK) -Isrc -o $@ $(TEST_SCHEDULER_SRC) -lm
+
 # One smtp_client transaction, driven by spec/integration/smtp_client_spec.lua.
 CLIENT_DRIVER_OBJ = $(addprefix build/check/obj/,outbound/smtp_client.o \
 		    outbound/conncache.o net/conn.o net/tls.o net/tls_resume.o \
@@ -232,6 +237,7 @@ check: deps-check user
 		build/check/test_queue_scan build/check/test_log_format \
 		build/check/test_tls_resume build/check/test_sts \
 		build/check/test_tlsa build/check/test_dane build/check/test_conncache \
+		build/check/test_scheduler \
 		build/check/client_driver build/check/delivery_driver \
 		build/check/sandbox_str.so $(REPLAY_BINS)
 	./spec/run.sh
@@ -306,6 +312,7 @@ build/bench/sink: spec/bench/sink.c
 # are checked first (selftest.sh). ROUNDS=3 WORKERS=1,2 PARTS=a,b,c,d,e,f
 # RELAY_N= TLS_N= IDLE_N= PF_IDLE_N= SYSCALL_N= HS_N= TLS_OUT_N= tune it
 # (spec/bench/bench.py).
+# PARTS=q (smtpgw with a large deferred queue) takes DEFERRED_N=.
 bench: deps user build/bench_policy
 	@mkdir -p build/bench
 	@for p in try require require_verify; do \

@@ -2,9 +2,9 @@
 # Runs every spec for `make check`: the C unit tests (build/check/
 # test_smtp_proto, test_dsn, test_envelope, test_dns_wire, test_proxy,
 # test_config, test_limits, test_log_format, test_suggest, test_http_req,
-# test_stats, test_queue_scan, test_tls_resume, test_tlsa, test_dane and
-# test_conncache, TAP), the fuzz corpora replayed (build/check/replay_NAME
-# spec/fuzz/corpus/NAME/) and the busted
+# test_stats, test_queue_scan, test_tls_resume, test_tlsa, test_dane,
+# test_conncache and test_scheduler, TAP), the fuzz corpora replayed
+# (build/check/replay_NAME spec/fuzz/corpus/NAME/) and the busted
 # specs in spec/unit and spec/integration (TAP), against the sanitized
 # build/check/smtpgw.
 # Prints all output, then as the very last line "N passed, N failed".
@@ -74,10 +74,12 @@ export SMTPGW_SPEC_CERTS="$tmp/certs"
 # src/core/config.c reads lines, of src/inbound/limits.c,
 # src/policy/suggest.c, src/proto/http_req.c, src/core/stats.c and
 # src/spool/queue_scan.c, the TLS ticket key ring of src/net/tls_resume.c,
-# DANE matching (src/net/dane.c) and src/outbound/conncache.c
+# DANE matching (src/net/dane.c), src/outbound/conncache.c and
+# src/outbound/scheduler.c
 for t in test_smtp_proto test_dsn test_envelope test_dns_wire test_proxy test_config \
 	test_limits test_log_format test_suggest test_http_req test_stats \
-	test_queue_scan test_tls_resume test_tlsa test_dane test_sts test_conncache; do
+	test_queue_scan test_tls_resume test_tlsa test_dane test_sts test_conncache \
+	test_scheduler; do
 	echo "# ==== spec/c: build/check/$t"
 	if [ -x "build/check/$t" ]; then
 		timeout -k 10 120 "./build/check/$t" >"$tmp/$t.out" 2>&1

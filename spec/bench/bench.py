@@ -30,6 +30,12 @@ medians, every round's value and the ratio smtpgw / Postfix.
       up and the queue is flushed; msg/s from the flush to the last
       arrival. smtpgw with connection reuse and with reuse_max_messages = 1;
       Postfix with smtp_tls_connection_reuse off and on
+  (q) smtpgw alone (not in the default PARTS): accept rate and CPU with
+      DEFERRED_N (100000) deferred messages in the spool against an empty
+      spool, rounds alternated, and the queue manager's memory; then the
+      queue manager's peak memory while it works through DEFERRED_N due
+      messages for a dead next hop, at two active_limit values
+
 
 Both MTAs fsync a message before its 250. Environment: ROUNDS (3), WORKERS
 ("1,2"), RELAY_N (3000), TLS_N (1000), IDLE_N (10000), PF_IDLE_N (100),
@@ -60,6 +66,7 @@ PF_IDLE_N = int(os.environ.get("PF_IDLE_N", "100"))
 SYSCALL_N = int(os.environ.get("SYSCALL_N", "1000"))
 TLS_OUT_N = int(os.environ.get("TLS_OUT_N", "1000"))
 PARTS = set(os.environ.get("PARTS", "a,b,c,d,e,f").split(","))
+DEFERRED_N = int(os.environ.get("DEFERRED_N", "100000"))  # of (q)
 SESSIONS = int(os.environ.get("SESSIONS", "20"))  # of (a) and (b)
 HS_N = int(os.environ.get("HS_N", "500"))
 HS_RESUMED_N = int(os.environ.get("HS_RESUMED_N", "3000"))
@@ -796,8 +803,8 @@ def main():
            TLS_OUT_N, SESSIONS) <= 0 or \
             not WORKERS or min(WORKERS) <= 0:
         raise Fail("ROUNDS, WORKERS and every *_N must be positive")
-    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e", "f"}:
-        raise Fail("PARTS is a list of a, b, c, d, e, f")
+    if not PARTS or not PARTS <= {"a", "b", "c", "d", "e", "f", "q"}:
+        raise Fail("PARTS is a list of a, b, c, d, e, f, q")
     if min(HS_N, HS_SESSIONS) <= 0 or HS_RESUMED_N <= HS_SESSIONS:
         raise Fail("HS_N, HS_SESSIONS must be positive, HS_RESUMED_N above "
                    "HS_SESSIONS")
@@ -874,7 +881,196 @@ def main():
         report_handshakes(ws, hs)
     if "f" in PARTS:
         report_outbound(ws, out)
+    if "q" in PARTS:
+        report_deferred(deferred_part(ws[-1]))
     print("\nload average after: %s" % open("/proc/loadavg").read().strip())
+
+# ---- (q) a large deferred queue (smtpgw alone) ----
+#
+# Self-contained: its own gateways (ports 2550-2553), sinks (2750-2753)
+# and spools. The deferred messages are written straight into the spool,
+# as a gateway that could not reach dead.bench.example leaves them: a
+# queue file, a state file with one "deferred" line, and the queue file's
+# mtime (smtpgw's due time) an hour or more ahead.
+
+DEAD_HOP = "127.0.0.1:9"  # nothing listens: refused at once
+
+
+class DeferredGw(Smtpgw):
+    def __init__(self, name, port, sink, workers, deferred, due_in,
+                 active_limit=None):
+        super().__init__(name, WORK, port, sink, workers)
+        extra = "[domain:dead.bench.example]\nnext_hop = %s\n" % DEAD_HOP
+        if active_limit is not None:
+            extra += "[delivery]\nactive_limit = %d\n" % active_limit
+        with open(self.ini, "a") as f:
+            f.write(extra)
+        self.deferred = deferred
+        fill_deferred(os.path.join(self.dir, "spool"), deferred, due_in)
+
+    def qmgr_pid(self):
+        pid = None
+        with open(self.log) as f:
+            for line in f:
+                if " event=ready role=qmgr " in line:
+                    pid = int(line.split(" pid=")[1].split()[0])
+        return pid
+
+    def qmgr_restarts(self):
+        with open(self.log) as f:
+            return f.read().count(" event=ready role=qmgr ") - 1
+
+    def wait_log(self, needle, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            with open(self.log) as f:
+                if needle in f.read():
+                    return True
+            time.sleep(0.2)
+        return False
+
+
+def fill_deferred(spool, n, due_in):
+    """n deferred messages for dead.bench.example, due `due_in` seconds
+    from now and later (spread over an hour)."""
+    for d in ("queue", "state"):
+        os.makedirs(os.path.join(spool, d), exist_ok=True)
+    now = time.time()
+    for i in range(n):
+        qid = "00000001%08x" % i
+        with open(os.path.join(spool, "queue", qid), "w") as f:
+            f.write("smtpgw-queue-file: 1\nid: %s\narrival: %d\n"
+                    "client: 127.0.0.1\nhelo: client.example\n"
+                    "sender: <s@origin.example>\n"
+                    "rcpt: <u%d@dead.bench.example>\nbody: 7BIT\n"
+                    "smtputf8: 0\n\nSubject: deferred %d\r\n\r\n"
+                    "body\r\n" % (qid, int(now), i, i))
+        with open(os.path.join(spool, "state", qid), "w") as f:
+            f.write("0 deferred 4.4.1 %s: Connection refused\n" % DEAD_HOP)
+        due = now + due_in + (i % 3600)
+        os.utime(os.path.join(spool, "queue", qid), (due, due))
+
+
+def qmgr_memory(gw):
+    pid = gw.qmgr_pid()
+    return (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")) if pid \
+        else (0, 0)
+
+
+def deferred_accept(workers):
+    """Accept rate, empty spool against DEFERRED_N deferred (not due)."""
+    t0 = time.time()
+    gws = {"empty": DeferredGw("gw-q-empty", 2550, Sink(2750, WORK, "q0"),
+                               workers, 0, 3600),
+           "full": DeferredGw("gw-q-full", 2551, Sink(2751, WORK, "q1"),
+                              workers, DEFERRED_N, 3600)}
+    print("(q) %d deferred messages written in %.0f s" % (
+        DEFERRED_N, time.time() - t0), flush=True)
+    res = {"empty": [], "full": [], "start": {}}
+    for k, g in gws.items():
+        t0 = time.time()
+        g.start()
+        # the start-up pass over the spool is over (a build without an
+        # active set has no such line: then a minute for its start)
+        if not ACTIVE_SET or not g.wait_log("event=queue_pass", 600):
+            time.sleep(60)
+        res["start"][k] = time.time() - t0
+        res[k + "_mem0"] = qmgr_memory(g)
+    for r in range(ROUNDS):  # alternated, and which goes first too
+        for k in ("empty", "full") if r % 2 == 0 else ("full", "empty"):
+            g = gws[k]
+            before = cpu_by_pid(g.root)
+            round_ = relay_round(g, RELAY_N)
+            after, qpid = cpu_by_pid(g.root), g.qmgr_pid()
+            # accepting (the workers) and delivering (the queue manager,
+            # found by its pid: a restarted one is not the first child;
+            # one killed during the round counts in the master's column)
+            used = {p: after[p] - before.get(p, 0) for p in after}
+            round_["accept_ms"] = sum(v for p, v in used.items() if p not in
+                                      (g.root, qpid)) * 1000 / RELAY_N
+            round_["qmgr_ms"] = used.get(qpid, 0) * 1000 / RELAY_N
+            round_["restarts"] = g.qmgr_restarts()
+            res[k].append(round_)
+        print("(q) round %d/%d done" % (r + 1, ROUNDS), flush=True)
+    for k, g in gws.items():
+        res[k + "_mem"] = qmgr_memory(g)
+        g.stop()
+    return res
+
+
+def deferred_drain(workers, limit):
+    """Peak memory of the queue manager working through DEFERRED_N due
+    messages for the dead next hop (each tried or deferred at once)."""
+    g = DeferredGw("gw-q-due-%d" % limit, 2552 if limit > 1000 else 2553,
+                   Sink(2752 if limit > 1000 else 2753, WORK,
+                        "q-due-%d" % limit),
+                   workers, DEFERRED_N, -7200, limit)
+    t0 = time.time()
+    g.start()
+    ok = g.wait_log("event=queue_pass seen=%d " % DEFERRED_N, 1800)
+    deferred = 0
+    while ok and deferred < DEFERRED_N and time.time() < t0 + 1800:
+        time.sleep(1)  # the pass is over; the last held are on their way
+        with open(g.log) as f:
+            deferred = f.read().count("status=deferred")
+    took = time.time() - t0
+    mem = qmgr_memory(g)
+    g.stop()
+    if not ok:
+        raise Fail("(q) the queue manager did not get through %d due "
+                   "messages within 30 min" % DEFERRED_N)
+    return {"limit": limit, "seconds": took, "mem": mem,
+            "deferred": deferred}
+
+
+def deferred_part(workers):
+    global ACTIVE_SET
+    ACTIVE_SET = check_ini(os.path.join(WORK, "probe"), "active_limit",
+                           "[delivery]\nactive_limit = 1000\n"
+                           ).returncode == 0
+    res = deferred_accept(workers)
+    res["drain"] = [deferred_drain(workers, limit)
+                    for limit in (20000, 1000)] if ACTIVE_SET else []
+    return res
+
+
+def report_deferred(res):
+    e, f = res["empty"], res["full"]
+    print("\n(q) smtpgw with %d deferred messages in the spool (not due; "
+          "for dead.bench.example) against an empty spool; (a)'s load, %d "
+          "messages per round, alternated (empty first in odd rounds)"
+          % (DEFERRED_N, RELAY_N))
+    print("  %-30s %-34s %-34s %s" % ("", "empty: median (rounds)",
+                                      "deferred: median (rounds)",
+                                      "deferred/empty"))
+    for label, key, digits in (("accepted msg/s", "rate", 0),
+                               ("delivered msg/s (e2e)", "e2e", 0),
+                               ("CPU ms per message", "cpu_ms", 2),
+                               ("  workers (accepting)", "accept_ms", 2),
+                               ("  queue manager", "qmgr_ms", 2),
+                               ("latency p50 ms", "p50", 1)):
+        a, b = col(e, key), col(f, key)
+        print("  %-30s %-34s %-34s %.2f (%s)" % (
+            label, fmt(a, digits), fmt(b, digits), med(b) / med(a),
+            " ".join("%.2f" % (y / x) for x, y in zip(a, b))))
+    print("  queue manager restarted (watchdog) by the end of each round: "
+          "empty %s; deferred %s" % (" ".join(str(r["restarts"]) for r in e),
+                                     " ".join(str(r["restarts"]) for r in f)))
+    print("  start (ready + first pass over the spool): empty %.1f s, "
+          "deferred %.1f s" % (res["start"]["empty"], res["start"]["full"]))
+    for k in ("empty", "full"):
+        print("  queue manager %s: VmRSS %d KiB after start, %d KiB after "
+              "the rounds (VmHWM %d KiB)" % (
+                  k, res[k + "_mem0"][0], res[k + "_mem"][0],
+                  res[k + "_mem"][1]))
+    if not res["drain"]:
+        print("  (this build has no [delivery] active_limit: no drain)")
+    for d in res["drain"]:
+        print("  %d messages due for the dead next hop, active_limit %d: "
+              "through in %.0f s (%d deferral lines); queue manager VmRSS "
+              "%d KiB, VmHWM %d KiB" % (DEFERRED_N, d["limit"], d["seconds"],
+                                        d["deferred"], d["mem"][0],
+                                        d["mem"][1]))
 
 
 def wlabel(w):

@@ -89,16 +89,21 @@ describe("delivery: message lifetimes", function()
     gateway.write_file(wrapper, "#!/bin/sh\nexec prlimit --nofile=64:64 -- " ..
       gateway.shell_quote(gateway.bin()) .. " \"$@\"\n")
     assert(select(2, gateway.run("chmod 755 " .. gateway.shell_quote(wrapper))) == 0)
+    -- one next hop per domain (each its own destination, so that none
+    -- waits for another's window): refused at once
+    local sections = {
+      delivery = { max_connections = 200, retry_min = "1h", retry_max = "1h" },
+      dns = { resolver = ds.DEAD_RESOLVER },
+    }
+    local rcpts = {}
+    for i = 1, 60 do
+      rcpts[i] = "u@d" .. i .. ".test"
+      sections["domain:d" .. i .. ".test"] = { next_hop = "127.0.0." .. (i + 1) .. ":9" }
+    end
     local gw = gateway.start{ dir = dir, bin = wrapper, ini_extra = { workers = 1 },
-      sections = {
-        delivery = { max_connections = 200, retry_min = "1h", retry_max = "1h" },
-        dns = { resolver = ds.DEAD_RESOLVER },
-        ["domain:.test"] = { next_hop = "127.0.0.1:9" }, -- refused at once
-      } }
+      sections = sections }
     -- one transaction per domain, each holding the queue file open while
     -- it starts: more of them than the queue manager has descriptors
-    local rcpts = {}
-    for i = 1, 60 do rcpts[i] = "u@d" .. i .. ".test" end
     local qid = ds.submit(gw, "sender@origin.example", rcpts)
     -- the round is over: the message was removed, or every recipient has
     -- its deferral

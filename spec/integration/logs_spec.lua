@@ -180,8 +180,16 @@ describe("logs", function()
     end
     local function n(p) return #gw_pf:log_lines(p) end
     assert.are.equal(RECEIVED, n("postfix/smtpd%[%d+%]: %x+: client=unknown%[127%.0%.0%.1%]$"))
-    assert.are.equal(RECEIVED + DSNS,
-      n("postfix/qmgr%[%d+%]: %x+: from=<[^>]*>, size=%d+, nrcpt=1 %(queue active%)$"))
+    -- (queue active) each time a message enters the active set: once, and
+    -- again for a deferred one each time it is retried (as Postfix's)
+    local active = {}
+    for _, line in ipairs(gw_pf:log_lines(
+        "postfix/qmgr%[%d+%]: %x+: from=<[^>]*>, size=%d+, nrcpt=1 %(queue active%)$")) do
+      active[line:match("postfix/qmgr%[%d+%]: (%x+): ")] = true
+    end
+    local n_active = 0
+    for _ in pairs(active) do n_active = n_active + 1 end
+    assert.are.equal(RECEIVED + DSNS, n_active)
     assert.are.equal(N.dead, n("postfix/qmgr%[%d+%]: %x+: from=<s%d+@origin%.example>, " ..
       "status=expired, returned to sender$"))
     assert.are.equal(DSNS, n("postfix/bounce%[%d+%]: %x+: sender non%-delivery notification: %x+$"))
@@ -239,8 +247,14 @@ describe("logs", function()
         e.f.from:match("^<s%d+@origin%.example>$") and e.f.nrcpt == "1" and
         tonumber(e.f.size) > 0 and e.f.client == "127.0.0.1"
     end))
-    -- every message (and DSN) taken in by the queue manager and removed
-    assert.are.equal(RECEIVED + DSNS, count("active"))
+    -- every message (and DSN) taken in by the queue manager (again at
+    -- each retry of a deferred one) and removed once
+    local active = {}
+    for _, e in ipairs(events.active or {}) do active[e.f.qid] = true end
+    local n_active = 0
+    for _ in pairs(active) do n_active = n_active + 1 end
+    assert.are.equal(RECEIVED + DSNS, n_active)
+    assert.truthy(count("active") >= RECEIVED + DSNS)
     assert.are.equal(RECEIVED + DSNS, count("removed"))
 
     -- deliveries: the Postfix fields on every line

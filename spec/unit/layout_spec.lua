@@ -1,10 +1,22 @@
 -- The source layout (README "Source layout"): a file in src/X/ includes
 -- only from its own folder and the folders below it; inbound/ and
--- outbound/ never include each other; proto/ does no I/O.
+-- outbound/ never include each other; proto/ does no I/O, and neither do
+-- the queue manager's pure modules (PURE below), which include nothing of
+-- the project but each other and proto/.
 local lfs = require "lfs"
 
 local ORDER = { proto = 0, core = 1, net = 2, policy = 3, spool = 4,
   inbound = 5, outbound = 5, cli = 6, proc = 6 }
+
+-- Pure modules outside proto/: no I/O, no event loop, no clock.
+local PURE = { ["outbound/scheduler.c"] = true, ["outbound/scheduler.h"] = true,
+  ["outbound/idmap.c"] = true, ["outbound/idmap.h"] = true }
+
+local function io_line(line)
+  return line:match("#include <unistd%.h>") or line:match("#include <sys/socket%.h>")
+    or line:match("%f[%w_]fopen%s*%(") or line:match("%f[%w_]read%s*%(%s*fd")
+    or line:match("#include <ev%.h>")
+end
 
 local function root()
   local src = debug.getinfo(1, "S").source:sub(2)
@@ -60,14 +72,29 @@ describe("src/ layout", function()
     for _, f in ipairs(files) do
       if f.dir == "proto" then
         for line in io.lines(f.file) do
-          if line:match("#include <unistd%.h>") or line:match("#include <sys/socket%.h>")
-            or line:match("%f[%w_]fopen%s*%(") or line:match("%f[%w_]read%s*%(%s*fd")
-            or line:match("#include <ev%.h>") then
+          if io_line(line) then bad[#bad + 1] = f.name .. ": " .. line end
+        end
+      end
+    end
+    assert.are.same({}, bad)
+  end)
+
+  it("keeps the queue manager's scheduler pure", function()
+    local bad, seen = {}, 0
+    for _, f in ipairs(files) do
+      if PURE[f.name] then
+        seen = seen + 1
+        for line in io.lines(f.file) do
+          local inc = line:match('^#include "([%w_/]+%.h)"')
+          if io_line(line) or line:match("#include <time%.h>")
+            or (inc and not PURE[inc:gsub("%.h$", ".c")] and not PURE[inc]
+              and not inc:match("^proto/")) then
             bad[#bad + 1] = f.name .. ": " .. line
           end
         end
       end
     end
+    assert.are.equal(4, seen)
     assert.are.same({}, bad)
   end)
 end)

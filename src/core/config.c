@@ -937,6 +937,8 @@ static const struct key_def keys[] = {
 	{"delivery", "reuse_idle_time", set_duration, AT(reuse_idle_time), 0,
 	 300000, "5s"},
 	{"delivery", "relayhost", set_relayhost, 0, 0, 0, ""},
+	{"delivery", "active_limit", set_uint, AT(active_limit), 1, 10000000,
+	 "20000"},
 	{"dns", "resolver", set_resolvers, 0, 0, 0, ""},
 	{"dns", "trust_anchor", set_trust_anchor, AT(dns_trust_anchor), 0, 0,
 	 "/usr/share/dns/root.key"},

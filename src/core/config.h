@@ -168,6 +168,7 @@ struct config {
 					are kept */
 	bool has_relayhost;
 	struct next_hop relayhost; /* the default route, when has_relayhost */
+	unsigned active_limit; /* messages the queue manager holds in memory */
 	/* [dns] resolver: "IP" or "IP@PORT" each; none → /etc/resolv.conf */
 	char **dns_resolvers;
 	size_t n_dns_resolvers;

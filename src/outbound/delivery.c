@@ -1,153 +1,74 @@
 /*
- * delivery: the queue runner. Owns the in-memory messages and the jobs (one
- * message × one recipient domain × one attempt); a job owns its smtp_client
- * and holds a reference to the generation it started under. DNS answers come
- * back by job id, so a job that is gone is simply not found; so do MTA-STS
- * answers (outbound/sts), looked up beside the route for an MX route, and
- * applied per MX host by host_auth.
+ * delivery: the queue manager's active set. Owns the messages it holds in
+ * memory (a hash by queue id), their entries in the scheduler, the pass
+ * over the spool that refills the set, and the two timers that run it.
  *
- * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
- * bounced; 4xx, no connection, a TLS failure the level does not allow →
- * the next address or MX, then deferred, retried (per recipient) after
- * retry_min doubling to retry_max, bounced once the message is older than
- * max_queue_lifetime. Every outcome is appended to the spool's state file
- * before anything else happens, so a restart never delivers a sent
- * recipient again; a bounced one stays owed until the DSN that reports it
- * is synced ("notified"), and only then may the message go.
+ * At most [delivery] active_limit messages are held. A message comes in
+ * when a worker names it (or a DSN of ours is synced) and there is room,
+ * or when a pass over SPOOL/queue finds it due; it leaves when it is done
+ * (removed) or when nothing of it is due now and nothing is in flight:
+ * then its queue file's mtime says when it is due again, and a later pass
+ * brings it back (Postfix's deferred queue). The scheduler hands out its
+ * entries by due time, per destination within windows; attempt runs them;
+ * bounce owes the sender the DSNs. No event walks every message or job:
+ * lookups are hashed, the scheduler is O(log n), and a pass reads the
+ * directory a batch per loop turn, at most once per interval.
  *
- * The scheduler (run_queue) runs from the loop only, from its own two
- * timers: `soon` (work was recorded) and `wake` (a retry comes due). Nothing
- * else calls it: admitting a message, a flush, a DSN that reached the spool
- * and a finishing job only record what changed and kick. A callback may
- * thus go on using its message after that: only the scheduler frees one
- * (finish_if_done), and never under a caller that still holds it.
+ * The queue runs from the loop only, from its own two timers: `soon` (work
+ * was recorded) and `wake` (a due time, a dead spell's end, a pass).
+ * Admitting a message, a flush and a DSN that reached the spool only
+ * record what changed and kick. A message is freed only where nothing
+ * else holds it: when its last job has ended (the job is freed first) or
+ * when its last DSN is back, and never under the run's feet (each entry
+ * the run hands out is dealt with before it asks for the next).
  */
 #include "outbound/delivery.h"
 
 #include "core/config.h"
-#include "net/dane.h"
-#include "net/dns.h"
-#include "proto/dsn.h"
-#include "proto/envelope.h"
-#include "policy/generation.h"
-#include "core/netaddr.h"
 #include "core/log.h"
-#include "core/stats.h"
-#include "policy/policy.h"
-#include "spool/queue.h"
+#include "outbound/attempt.h"
+#include "outbound/bounce.h"
 #include "outbound/conncache.h"
-#include "outbound/smtp_client.h"
-#include "outbound/sts.h"
-#include "proto/dns_wire.h"
+#include "outbound/message.h"
+#include "outbound/outcome.h"
+#include "outbound/scheduler.h"
+#include "policy/generation.h"
+#include "spool/queue.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
+#include <time.h>
 
-/* How the connection to an MX host is authenticated (host_auth). */
-enum host_auth {
-	AUTH_LEVEL, /* as the level says */
-	AUTH_DANE,  /* by its TLSA records (RFC 7672): plan_host said so */
-	AUTH_STS,   /* verify, for the MX host name (RFC 8461 §4.2) */
-	AUTH_SKIP,  /* not to be used: j->failure says why */
-};
-
-/* Postfix's hopcount_limit: more Received: headers than this is a loop
- * (an MX or next_hop pointing back at us, or two gateways in a circle). */
-enum { DSN_HEADER_MAX = 65536, MAX_HOPS = 50 };
-
-struct message {
-	struct message *next;
-	char qid[QUEUE_ID_LEN + 1];
-	struct envelope env;
-	enum rcpt_state *states;
-	bool *busy;	    /* tried in this round: set when a job takes the
-			       recipient, cleared when the round ends, so a
-			       deferral waits for its retry time */
-	bool *dsn_busy;	    /* in a DSN the sync thread still holds */
-	char **last_error;  /* per recipient, for the DSN and the queue */
-	double next_attempt; /* the earliest retry_at of a pending recipient */
-	double *retry_at;    /* per recipient: not before (0: at once) */
-	unsigned *tries;     /* per recipient: attempts made */
-	unsigned jobs;
-	unsigned dsns;	   /* DSNs being synced; the message waits for them */
-	unsigned hops;	   /* Received: headers in the message */
-	uint64_t size;	   /* octets of the message, for the logs */
-	double active_at;  /* when this round became due (Postfix: entered
-			      the active queue), for delays= */
-	bool gone; /* its queue file was deleted (queue delete) */
-};
-
-struct job {
-	struct job *next;
-	uint64_t id;
-	struct delivery *d;
-	struct message *m;
-	struct generation *gen;
-	char domain[256];
-	size_t *index; /* recipients of m in this job */
-	struct client_rcpt *rcpts;
-	size_t n;
-	enum tls_level asked; /* what client_tls returned */
-	enum tls_level level; /* what applies: sts only under an enforce
-				 policy, else may (see effective_level) */
-	enum tls_level conn_level; /* the current host's: the level, or
-				      what DANE or MTA-STS made of it */
-	struct route rt;      /* where it goes (pointers into gen->cfg) */
-	bool route_wait, sts_wait; /* lookups still out */
-	struct sts_answer sts;	   /* the domain's MTA-STS policy, if .have */
-	bool sts_changed;	   /* the lookup found other than the peek */
-	struct dns_route route;
-	enum route_source source; /* MX of the domain, next_hop, relayhost */
-	const char *tls_name;	  /* the section's tls_name (in gen), or NULL */
-	size_t host, addr;
-	size_t judged;	     /* 1 + the host host_auth judged last ... */
-	enum host_auth auth; /* ... and what it said */
-	bool no_tls;
-	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
-	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
-	bool use_tlsa;	      /* the current host authenticates by it */
-	char dane_reason[256]; /* the last DANE failure, for the log */
-	struct queued_message file;
-	struct smtp_client *client;
-	double active_at;  /* the message's, when the job was planned */
-	double handoff_at; /* the job began: routing, connecting ... */
-	char relay[340];   /* host[ip]:port of the current try */
-	char failure[800]; /* why the last try failed, for a deferral */
-};
-
-/* A queued message whose file could not be read for the moment (out of
- * descriptors or memory): read again at the next retry. */
-struct unread {
-	struct unread *next;
-	char qid[QUEUE_ID_LEN + 1];
+enum {
+	DEAD_AFTER = 3,	    /* connection failures in a row: dead */
+	INITIAL_WINDOW = 2, /* a new destination's transactions at once */
+	SCAN_BATCH = 512,   /* directory entries per loop turn */
+	START_BATCH = 256,  /* entries handed out per loop turn */
 };
 
 struct delivery {
 	struct ev_loop *loop;
 	struct queue *queue;
-	struct dns *dns;
-	struct sts *sts; /* NULL: no MTA-STS */
 	struct generation *const *current;
-	struct message *messages;
-	struct job *jobs;
-	struct unread *unread;
-	double unread_at; /* when the unread are read again */
-	unsigned active;
-	uint64_t next_id;
-	ev_timer wake; /* the earliest retry of a message without jobs */
+	struct attempt_ctx att;
+	struct sched *sched;
+	struct sched_refill refill;
+	struct idmap messages; /* held, by queue id */
+	struct message *fresh; /* taken in, not settled yet */
+	struct queue_pass *scan;
+	char scan_qid[QUEUE_ID_LEN + 1]; /* the entry a full set stopped at */
+	double scan_due;
+	bool scan_pending;
+	unsigned pass_seen, pass_taken;
+	ev_timer wake; /* a due time, a dead spell's end, a pass */
 	ev_timer soon; /* kicked: run the queue at the loop's next turn */
-	struct conncache *cache; /* idle connections (README "Connection
-				    reuse"); closed by delivery_stop */
 	bool stopping;
 };
 
-static double now_s(struct delivery *d)
+static double now_s(const struct delivery *d)
 {
 	return ev_now(d->loop);
 }
@@ -157,121 +78,24 @@ static const struct config *cfg_now(const struct delivery *d)
 	return (*d->current)->cfg;
 }
 
-/* ---- messages ---------------------------------------------------------- */
-
-static unsigned count_hops(const struct queued_message *f);
-
-static void message_free(struct message *m)
+static uint64_t qid_key(const char *qid)
 {
-	for (size_t i = 0; i < m->env.n_rcpts; i++)
-		free(m->last_error[i]);
-	free(m->last_error);
-	free(m->states);
-	free(m->busy);
-	free(m->dsn_busy);
-	free(m->retry_at);
-	free(m->tries);
-	envelope_free(&m->env);
-	free(m);
+	return strtoull(qid, NULL, 16);
 }
 
-/* NULL when it cannot be taken in: `again` says whether that is the
- * moment's (out of descriptors or memory) rather than the message's. */
-static struct message *message_load(struct delivery *d, const char *qid,
-				    bool *again)
+static void iso_time(double t, char *out, size_t len)
 {
-	struct message *m = calloc(1, sizeof(*m));
-	struct queued_message file;
-	char err[200];
-	size_t n;
+	time_t s = (time_t)t;
+	struct tm tm;
 
-	*again = true;
-	if (m == NULL)
-		return NULL;
-	if (!queue_open_message(d->queue, qid, &m->env, &file, err,
-				sizeof(err))) {
-		/* Gone (queue delete) is fine; not a queue file is set aside
-		 * rather than left to fail at every start. */
-		*again = errno != ENOENT && errno != EBADMSG;
-		if (errno == EBADMSG)
-			queue_quarantine(d->queue, qid);
-		log_qid_msg(LOG_ERR, "delivery_load", qid, "%s%s", err,
-			    *again ? "; read again later" : "");
-		free(m);
-		return NULL;
-	}
-	/* Counted now, on the descriptor already open: not read again. */
-	m->hops = count_hops(&file);
-	m->size = file.body_size;
-	close(file.fd);
-	n = m->env.n_rcpts;
-	memcpy(m->qid, qid, sizeof(m->qid));
-	m->states = calloc(n, sizeof(*m->states));
-	m->busy = calloc(n, sizeof(*m->busy));
-	m->dsn_busy = calloc(n, sizeof(*m->dsn_busy));
-	m->retry_at = calloc(n, sizeof(*m->retry_at));
-	m->tries = calloc(n, sizeof(*m->tries));
-	m->last_error = calloc(n, sizeof(*m->last_error));
-	if (!m->states || !m->busy || !m->dsn_busy || !m->last_error ||
-	    !m->retry_at || !m->tries) {
-		message_free(m);
-		return NULL;
-	}
-	/* attempts: a restart goes on counting where the last run stopped */
-	queue_state_load(d->queue, qid,
-			 &(struct rcpt_records){.states = m->states,
-						.last = m->last_error,
-						.attempts = m->tries},
-			 n);
-	m->next_attempt = now_s(d);
-	m->active_at = ev_time(); /* the log's clock: the ids' (wall time) */
-	return m;
+	if (gmtime_r(&s, &tm) == NULL ||
+	    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, len, "%.0f", t);
 }
 
-static bool message_pending(const struct message *m)
-{
-	for (size_t i = 0; i < m->env.n_rcpts; i++)
-		if (m->states[i] == RCPT_PENDING)
-			return true;
-	return false;
-}
-
-/* Lower-case domain of a recipient; <postmaster> is ours. */
-static void rcpt_domain(const struct delivery *d, const char *rcpt, char *out,
-			size_t len)
-{
-	const char *at = strrchr(rcpt, '@');
-
-	snprintf(out, len, "%s", at ? at + 1 : cfg_now(d)->hostname);
-	for (char *c = out; *c != '\0'; c++)
-		*c = (char)tolower((unsigned char)*c);
-}
-
-/* ---- timing ------------------------------------------------------------ */
-
-/* Arms the timer for the next due message. One that is already due was
- * held back by a concurrency limit: a finishing job kicks the runner, and
- * a one-second poll covers the rest, so the loop never spins on it. A kick
- * has its own timer, so this never delays one. */
-static void schedule(struct delivery *d)
-{
-	double next = INFINITY, now = now_s(d);
-
-	for (struct message *m = d->messages; m != NULL; m = m->next)
-		if (m->jobs == 0 && m->next_attempt < next)
-			next = m->next_attempt;
-	if (d->unread != NULL && d->unread_at < next)
-		next = d->unread_at;
-	ev_timer_stop(d->loop, &d->wake);
-	if (next == INFINITY)
-		return;
-	ev_timer_set(&d->wake, next > now ? next - now : 1.0, 0);
-	ev_timer_start(d->loop, &d->wake);
-}
-
-/* Something changed (a message came in, a job ended, a flush): the queue
- * runs at the loop's next turn, never from inside the caller, which may
- * still hold a message the run would free. Kicks before that run are one. */
+/* Something changed: the queue runs at the loop's next turn, never from
+ * inside the caller, which may still hold a message the run would free.
+ * Kicks before that run are one. */
 static void kick(struct delivery *d)
 {
 	if (d->stopping || ev_is_active(&d->soon))
@@ -280,1282 +104,477 @@ static void kick(struct delivery *d)
 	ev_timer_start(d->loop, &d->soon);
 }
 
-/* retry_min, doubling per attempt, up to retry_max (Postfix's
- * minimal_backoff_time / maximal_backoff_time); the queue command shows
- * the same. */
-static double backoff(const struct config *cfg, unsigned attempts)
+/* ---- holding messages -------------------------------------------------- */
+
+static struct message *held(const struct delivery *d, const char *qid)
 {
-	return config_retry_delay(cfg, attempts);
+	for (struct idmap_node *n = idmap_first(&d->messages, qid_key(qid));
+	     n != NULL; n = idmap_next(n))
+		if (strcmp(((struct message *)n)->qid, qid) == 0)
+			return (struct message *)n;
+	return NULL;
 }
 
-/* ---- recording outcomes ------------------------------------------------ */
-
-static const char *state_word(enum rcpt_state st)
+static void drop_entry(struct delivery *d, struct entry *e)
 {
-	return st == RCPT_SENT ? "sent" : st == RCPT_BOUNCED ? "bounced"
-							    : "deferred";
+	struct entry **p = &e->m->entries;
+
+	sched_remove(d->sched, &e->item, now_s(d));
+	while (*p != e)
+		p = &(*p)->next;
+	*p = e->next;
+	free(e);
 }
 
-/* The enhanced status code in "550 5.1.1 text" or "5.1.2 text"; else
- * `fallback`. */
-static void status_code(const char *reply, const char *fallback, char *out,
-			size_t len)
+/* The one way a held message leaves memory (done, evicted, or stopping). */
+static void unhold(struct delivery *d, struct message *m)
 {
-	const char *p = reply;
-	int a, b, c, used = 0;
+	while (m->entries != NULL)
+		drop_entry(d, m->entries);
+	if (m->fresh) {
+		struct message **p = &d->fresh;
 
-	if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
-	    isdigit((unsigned char)p[2]) && p[3] == ' ')
-		p += 4;
-	if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &used) == 3 && used > 0 &&
-	    (a == 2 || a == 4 || a == 5))
-		snprintf(out, len, "%d.%d.%d", a, b, c);
-	else
-		snprintf(out, len, "%s", fallback);
-}
-
-/* The queue id's time, to the microsecond; the header's arrival (to the
- * second, at the end of DATA) when the id is not one of ours. */
-static double arrival_of(const struct message *m)
-{
-	double t = queue_id_time(m->qid);
-	double off = t - (double)m->env.arrival;
-
-	return off > -86400 && off < 86400 ? t : (double)m->env.arrival;
-}
-
-/* Postfix's clock of one delivery (log_adhoc): arrival (the queue id's
- * time), entry into this round, hand-off to the job, end of connection
- * set-up (MAIL FROM sent), now. */
-struct timing {
-	double arrival, active, handoff, setup, now;
-};
-
-static double later(double a, double b)
-{
-	return a > b ? a : b;
-}
-
-/* The stamps come from two processes' clocks (the id is the worker's):
- * kept in order, so that the four parts add up to the whole. */
-static void log_delays(struct logline *l, const struct timing *t)
-{
-	double active = later(t->active, t->arrival);
-	double handoff = later(t->handoff, active);
-	double setup = t->setup > 0 ? later(t->setup, handoff) : handoff;
-	double now = later(t->now, setup);
-	char total[24], da[24], db[24], dc[24], dd[24];
-	double a = active - t->arrival, b = handoff - active;
-	double c = setup - handoff, x = now - setup;
-
-	log_format_delay(now - t->arrival, total, sizeof(total));
-	log_format_delay(a, da, sizeof(da));
-	log_format_delay(b, db, sizeof(db));
-	log_format_delay(c, dc, sizeof(dc));
-	log_format_delay(x, dd, sizeof(dd));
-	log_kv(l, "delay", "%s", total);
-	log_kv(l, "delays", "%s/%s/%s/%s", da, db, dc, dd);
-}
-
-/* A recipient's line when no job ran for it (expired, loop): the whole
- * delay is before the queue manager's hand-off. */
-static struct timing timing_now(const struct message *m)
-{
-	double now = ev_time();
-
-	return (struct timing){arrival_of(m), now, now, 0, now};
-}
-
-/* One recipient's outcome, as Postfix's smtp logs it (status= sent,
- * deferred, bounced, expired) plus smtpgw's own facts. */
-static void log_outcome(const struct message *m, size_t i, const char *status,
-			const char *relay, const struct timing *t,
-			const struct job *j, const struct client_result *r,
-			const char *reply)
-{
-	bool sent = strcmp(status, "sent") == 0;
-	bool bounced = strcmp(status, "bounced") == 0;
-	char dsn[16];
-	struct logline l;
-
-	status_code(reply, sent ? "2.0.0" : bounced ? "5.0.0" : "4.0.0", dsn,
-		    sizeof(dsn));
-	log_begin(&l, sent || bounced ? LOG_INFO : LOG_WARN, "delivery");
-	log_kv(&l, "qid", "%s", m->qid);
-	log_kv(&l, "from", "<%s>", m->env.sender);
-	log_kv(&l, "to", "<%s>", m->env.rcpts[i]);
-	log_kv(&l, "relay", "%s", relay[0] ? relay : "none");
-	log_delays(&l, t);
-	log_kv(&l, "dsn", "%s", dsn);
-	log_kv(&l, "size", "%llu", (unsigned long long)m->size);
-	if (j != NULL)
-		log_kv(&l, "tls", "%s:%s", tls_level_name(j->level),
-		       r && r->tls_version[0] ? r->tls_version : "none");
-	if (r && r->tls_version[0])
-		log_kv(&l, "verified", "%s",
-		       r->dane != DANE_AUTH_NONE ? dane_auth_name(r->dane)
-		       : r->tls_verified	 ? "yes"
-						 : "no");
-	if (r)
-		log_kv(&l, "reused", "%s", r->reused ? "yes" : "no");
-	log_kv(&l, "status", "%s", status);
-	if (j != NULL)
-		log_kv(&l, "attempt", "%u", m->tries[i] + 1);
-	log_kv(&l, "reply", "%s", reply);
-	if (j != NULL && !sent && j->dane_reason[0] != '\0')
-		log_kv(&l, "reason", "%s", j->dane_reason);
-	log_end(&l);
-}
-
-static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
-		     const char *reply, const struct client_result *r)
-{
-	struct timing t = {arrival_of(j->m), j->active_at,
-			   j->handoff_at, r ? r->setup_done : 0, ev_time()};
-
-	log_outcome(j->m, j->index[k], state_word(st), j->relay, &t, j, r,
-		    reply);
-}
-
-/* One recipient's outcome: spool state first, then memory and the log. */
-static void record(struct job *j, size_t k, enum rcpt_state st,
-		   const char *reply, const struct client_result *r)
-{
-	struct message *m = j->m;
-	size_t i = j->index[k];
-
-	queue_state_append(j->d->queue, m->qid, i, st, reply);
-	log_rcpt(j, k, st, reply, r);
-	stats_add(st == RCPT_SENT      ? STAT_SENT
-		  : st == RCPT_BOUNCED ? STAT_BOUNCED
-				       : STAT_DEFERRED);
-	m->tries[i]++;
-	if (st == RCPT_PENDING)
-		m->retry_at[i] = now_s(j->d) + backoff(cfg_now(j->d), m->tries[i]);
-	m->states[i] = st;
-	free(m->last_error[i]);
-	m->last_error[i] = strdup(reply);
-}
-
-static void record_all(struct job *j, enum rcpt_state st, const char *reply,
-		       const struct client_result *r)
-{
-	for (size_t k = 0; k < j->n; k++)
-		record(j, k, st, reply, r);
-}
-
-/* ---- DSN --------------------------------------------------------------- */
-
-/* A DSN on its way to the spool: which bounced recipients it covers. The
- * message is not removed while one is in flight (m->dsns). */
-struct dsn_commit {
-	struct delivery *d;
-	struct message *m;
-	size_t n;
-	size_t index[];
-};
-
-static bool owes_dsn(const struct message *m)
-{
-	for (size_t i = 0; i < m->env.n_rcpts; i++)
-		if (m->states[i] == RCPT_BOUNCED)
-			return true;
-	return false;
-}
-
-static bool finish_if_done(struct delivery *d, struct message *m);
-
-static void mark_notified(struct delivery *d, struct message *m, size_t i,
-			  const char *why)
-{
-	queue_state_append(d->queue, m->qid, i, RCPT_NOTIFIED, why);
-	m->states[i] = RCPT_NOTIFIED;
-}
-
-/* Postfix's "QID: sender non-delivery notification: DSNQID", the link
- * from a message to the DSN about it; without a DSN, why not. */
-static void log_bounce(const struct message *m, const char *dsn_qid,
-		       size_t n, const char *why)
-{
-	struct logline l;
-
-	log_begin(&l, LOG_INFO, "bounce");
-	log_kv(&l, "qid", "%s", m->qid);
-	if (dsn_qid != NULL)
-		log_kv(&l, "dsn_qid", "%s", dsn_qid);
-	log_kv(&l, "to", "<%s>", m->env.sender);
-	log_kv(&l, "nrcpt", "%zu", n);
-	if (why != NULL)
-		log_kv(&l, "reason", "%s", why);
-	log_end(&l);
-}
-
-/* Only now, with the DSN synced, are its recipients settled; a DSN that
- * failed leaves them owed, for the next round to try again. delivery_add
- * only records the DSN, so `m` is still ours until finish_if_done. */
-static void on_dsn_queued(void *owner, bool ok, const char *qid)
-{
-	struct dsn_commit *c = owner;
-	struct delivery *d = c->d;
-	struct message *m = c->m;
-	char why[64];
-
-	snprintf(why, sizeof(why), "DSN queued as %s", qid);
-	if (ok)
-		log_bounce(m, qid, c->n, NULL);
-	for (size_t k = 0; k < c->n; k++) {
-		m->dsn_busy[c->index[k]] = false;
-		if (ok)
-			mark_notified(d, m, c->index[k], why);
+		while (*p != m)
+			p = &(*p)->fresh_next;
+		*p = m->fresh_next;
 	}
-	if (!ok) {
-		log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "the DSN did not "
-			    "reach the spool; retried later");
-		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
-	}
-	m->dsns--;
-	free(c);
-	if (d->stopping)
-		return;
-	if (ok)
-		delivery_add(d, qid);
-	finish_if_done(d, m);
+	idmap_remove(&d->messages, &m->node);
+	message_free(m);
+	sched_refill_released(&d->refill);
+	if (d->refill.scanning || d->refill.more)
+		kick(d); /* room for what waits on disk */
 }
 
-/* The message's header section, read from an open queue file. */
-static char *read_headers(const struct queued_message *f, size_t *len)
-{
-	char *buf = malloc(DSN_HEADER_MAX), *end;
-	ssize_t n = buf ? pread(f->fd, buf, DSN_HEADER_MAX, f->body_offset) : -1;
-
-	*len = 0;
-	if (n <= 0) {
-		free(buf);
-		return NULL;
-	}
-	end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
-	*len = end ? (size_t)(end - buf) + 2 : (size_t)n;
-	return buf;
-}
-
-/* The original header section, for the DSN's third part. */
-static char *original_headers(struct delivery *d, struct message *m,
-			      size_t *len)
-{
-	struct envelope e;
-	struct queued_message f;
-	char err[200], *headers;
-
-	*len = 0;
-	if (!queue_open_message(d->queue, m->qid, &e, &f, err, sizeof(err)))
-		return NULL;
-	envelope_free(&e);
-	headers = read_headers(&f, len);
-	close(f.fd);
-	return headers;
-}
-
-static unsigned count_hops(const struct queued_message *f)
-{
-	size_t len;
-	char *h = read_headers(f, &len);
-	unsigned hops = 0;
-
-	for (size_t i = 0; h != NULL && i + 9 <= len; i++)
-		if ((i == 0 || h[i - 1] == '\n') &&
-		    strncasecmp(h + i, "Received:", 9) == 0)
-			hops++;
-	free(h);
-	return hops;
-}
-
-/* The owed recipients not already in a DSN in flight, into `c`. */
-static size_t dsn_rcpts(const struct message *m, struct dsn_rcpt *out,
-			char (*status)[16], struct dsn_commit *c)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < m->env.n_rcpts; i++) {
-		const char *why = m->last_error[i] ? m->last_error[i] : "";
-
-		if (m->states[i] != RCPT_BOUNCED || m->dsn_busy[i])
-			continue;
-		status_code(why, "5.0.0", status[n], sizeof(status[n]));
-		out[n] = (struct dsn_rcpt){.address = m->env.rcpts[i],
-					   .action = DSN_FAILED,
-					   .status = status[n],
-					   .diagnostic = why};
-		c->index[n++] = i;
-	}
-	c->n = n;
-	return n;
-}
-
-static bool submit_dsn(struct delivery *d, struct message *m,
-		       struct dsn_input *in, struct dsn_commit *c)
+/* An entry per domain with pending recipients, each in its destination's
+ * queue, due at once. False when out of memory. */
+static bool make_entries(struct delivery *d, struct message *m)
 {
 	const struct config *cfg = cfg_now(d);
-	char *to[1] = {m->env.sender};
-	struct envelope e = {.sender = "", .rcpts = to, .n_rcpts = 1,
-			     .arrival = (long long)now_s(d),
-			     .helo = (char *)cfg->hostname};
-	size_t len = 0;
-	char *text;
-	bool ok;
-
-	snprintf(e.client, sizeof(e.client), "local");
-	in->headers = original_headers(d, m, &in->headers_len);
-	text = dsn_build(in, &len);
-	ok = text != NULL &&
-	     queue_submit(d->queue, &e, text, len, on_dsn_queued, c);
-	free((char *)in->headers);
-	free(text);
-	return ok;
-}
-
-/* Bounces go to the sender, never for a null sender (RFC 5321 §4.5.5):
- * those recipients are settled at once. */
-static void send_dsn(struct delivery *d, struct message *m)
-{
-	size_t n = m->env.n_rcpts;
-	struct dsn_rcpt *rcpts = calloc(n, sizeof(*rcpts));
-	char (*status)[16] = calloc(n, sizeof(*status));
-	struct dsn_commit *c = calloc(1, sizeof(*c) + n * sizeof(size_t));
-	struct dsn_input in = {.hostname = cfg_now(d)->hostname,
-			       .qid = m->qid, .sender = m->env.sender,
-			       .arrival = (time_t)m->env.arrival,
-			       .now = (time_t)now_s(d), .rcpts = rcpts};
-
-	if (rcpts == NULL || status == NULL || c == NULL)
-		goto out;
-	in.n_rcpts = dsn_rcpts(m, rcpts, status, c);
-	if (in.n_rcpts == 0)
-		goto out;
-	if (m->env.sender[0] == '\0') {
-		log_bounce(m, NULL, c->n, "no DSN for the null sender");
-		for (size_t k = 0; k < c->n; k++)
-			mark_notified(d, m, c->index[k],
-				      "no DSN for the null sender");
-		goto out;
-	}
-	*c = (struct dsn_commit){.d = d, .m = m, .n = c->n};
-	for (size_t k = 0; k < c->n; k++)
-		m->dsn_busy[c->index[k]] = true;
-	m->dsns++;
-	if (submit_dsn(d, m, &in, c)) {
-		c = NULL; /* the queue holds it until on_dsn_queued */
-	} else {
-		log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "cannot queue the "
-			    "DSN; retried later");
-		for (size_t k = 0; k < c->n; k++)
-			m->dsn_busy[c->index[k]] = false;
-		m->dsns--;
-		m->next_attempt = now_s(d) + cfg_now(d)->retry_min;
-	}
-out:
-	free(c);
-	free(rcpts);
-	free(status);
-}
-
-/* ---- after an attempt -------------------------------------------------- */
-
-/* Postfix's "QID: from=<S>, status=expired, returned to sender", after
- * a status=expired line per recipient. */
-static void expire(struct delivery *d, struct message *m)
-{
-	struct timing t = timing_now(m);
-	struct logline l;
-	char why[400];
-	unsigned n = 0;
 
 	for (size_t i = 0; i < m->env.n_rcpts; i++) {
+		char dom[256], dest[300];
+		struct entry *e;
+		struct sched_dest *sd;
+
 		if (m->states[i] != RCPT_PENDING)
 			continue;
-		snprintf(why, sizeof(why), "4.4.7 message expired after %u "
-			 "attempts: %s", m->tries[i],
-			 m->last_error[i] ? m->last_error[i] : "not delivered");
-		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
-		log_outcome(m, i, "expired", "", &t, NULL, NULL, why);
-		stats_add(STAT_EXPIRED);
-		m->states[i] = RCPT_BOUNCED;
-		free(m->last_error[i]);
-		m->last_error[i] = strdup(why);
-		n++;
+		message_rcpt_domain(cfg->hostname, m->env.rcpts[i], dom,
+				    sizeof(dom));
+		for (e = m->entries; e != NULL; e = e->next)
+			if (strcmp(e->domain, dom) == 0)
+				break;
+		if (e != NULL)
+			continue;
+		attempt_destination(cfg, dom, dest, sizeof(dest));
+		if ((e = calloc(1, sizeof(*e) + strlen(dom) + 1)) == NULL)
+			return false;
+		strcpy(e->domain, dom);
+		e->m = m;
+		e->next = m->entries;
+		m->entries = e;
+		if ((sd = sched_dest(d->sched, dest)) == NULL ||
+		    !sched_add(d->sched, &e->item, sd, 0))
+			return false;
 	}
-	log_begin(&l, LOG_WARN, "expired");
-	log_kv(&l, "qid", "%s", m->qid);
-	log_kv(&l, "from", "<%s>", m->env.sender);
-	log_kv(&l, "nrcpt", "%u", n);
-	log_end(&l);
+	return true;
 }
 
-static void unlink_message(struct delivery *d, struct message *m)
-{
-	struct message **p = &d->messages;
-
-	while (*p != m)
-		p = &(*p)->next;
-	*p = m->next;
-}
-
-/* Each recipient waits for its own retry time: one held back by a
- * concurrency limit has not been tried and is due at once. */
-static double earliest_retry(const struct message *m)
-{
-	double next = INFINITY;
-
-	for (size_t i = 0; i < m->env.n_rcpts; i++)
-		if (m->states[i] == RCPT_PENDING && m->retry_at[i] < next)
-			next = m->retry_at[i];
-	return next;
-}
-
-/* Postfix's "QID: removed": the message's last line. */
-static void log_removed(const char *qid)
+static void log_full(const struct delivery *d)
 {
 	struct logline l;
 
-	log_begin(&l, LOG_INFO, "removed");
-	log_kv(&l, "qid", "%s", qid);
+	log_begin(&l, LOG_WARN, "active_full");
+	log_kv(&l, "held", "%u", d->refill.held);
+	log_kv(&l, "active_limit", "%u", d->refill.limit);
+	log_kv(&l, "msg", "%s", "further messages wait in the spool");
 	log_end(&l);
 }
 
-/* A message goes only when nothing is pending, no DSN is owed or in flight
- * and no job holds it; true when it went. */
+/* Takes a queued message in; false when it is not held after this (held
+ * already: a worker's notice can race a pass; no room; nothing to do). */
+static bool admit(struct delivery *d, const char *qid)
+{
+	struct message *m;
+	bool again;
+
+	if (d->stopping || held(d, qid) != NULL)
+		return false;
+	if (!sched_refill_room(&d->refill)) {
+		if (sched_refill_refused(&d->refill))
+			log_full(d);
+		return false;
+	}
+	if ((m = message_load(d->queue, qid, &again)) == NULL) {
+		if (again) /* found again by a pass */
+			sched_refill_later(&d->refill,
+					   now_s(d) + cfg_now(d)->retry_min);
+		return false;
+	}
+	if (!message_pending(m) && !message_owes_dsn(m)) {
+		outcome_log_removed(qid); /* settled before a restart */
+		queue_remove(d->queue, qid);
+		message_free(m);
+		return false;
+	}
+	m->active_at = ev_time(); /* the log's clock: the ids' (wall time) */
+	outcome_log_active(m);
+	idmap_insert(&d->messages, &m->node, qid_key(qid));
+	sched_refill_held(&d->refill);
+	m->fresh = true;
+	m->fresh_next = d->fresh;
+	d->fresh = m;
+	if (!make_entries(d, m)) {
+		log_qid_msg(LOG_ERR, "delivery_load", qid, "out of memory; "
+			    "read again later");
+		unhold(d, m);
+		sched_refill_later(&d->refill, now_s(d) + cfg_now(d)->retry_min);
+		return false;
+	}
+	return true;
+}
+
+/* ---- settling a message ------------------------------------------------ */
+
+static void on_bounce(void *owner, struct message *m, bool ok,
+		      const char *dsn_qid);
+
+/* Nothing pending, no DSN owed or in flight, no job: the message goes;
+ * true when it went. */
 static bool finish_if_done(struct delivery *d, struct message *m)
 {
 	if (m->jobs > 0 || m->dsns > 0)
 		return false;
-	if (!m->gone && (message_pending(m) || owes_dsn(m)))
+	if (!m->gone && (message_pending(m) || message_owes_dsn(m)))
 		return false;
 	if (!m->gone)
-		log_removed(m->qid);
-	queue_remove(d->queue, m->qid);
-	unlink_message(d, m);
-	message_free(m);
+		outcome_log_removed(m->qid);
+	if (m->recorded)
+		queue_remove(d->queue, m->qid);
+	else
+		queue_remove_unrecorded(d->queue, m->qid);
+	unhold(d, m);
 	return true;
 }
 
-/* Every job of a round is back: bounce, retry, or finish the message. */
-static void round_done(struct delivery *d, struct message *m)
+/* When the message has work next: its earliest entry, or a DSN to try
+ * again; `now` or earlier when it has work now. */
+static double next_work(const struct message *m)
 {
-	const struct config *cfg = cfg_now(d);
+	double next = INFINITY;
 
+	for (const struct entry *e = m->entries; e != NULL; e = e->next) {
+		if (e->item.where != ITEM_WAITING)
+			return -INFINITY; /* ready, handed out or parked */
+		if (e->item.when.at < next)
+			next = e->item.when.at;
+	}
+	if (message_owes_dsn(m) && m->dsn_due < next)
+		next = m->dsn_due;
+	return next;
+}
+
+/* Nothing of it due now and nothing in flight: out of memory, due again
+ * at its next work (the queue file's mtime); a pass brings it back. */
+static void maybe_evict(struct delivery *d, struct message *m)
+{
+	double due;
+
+	if (m->jobs > 0 || m->dsns > 0 || m->gone)
+		return;
+	due = next_work(m);
+	if (due <= now_s(d) || due == INFINITY)
+		return;
+	if (!queue_set_due(d->queue, m->qid, due)) {
+		if (errno != ENOENT)
+			return; /* kept: it stays due in memory */
+		log_qid_msg(LOG_WARN, "dropped", m->qid, "no longer in "
+			    "queue/ (deleted, or put on hold)");
+	} else {
+		sched_refill_later(&d->refill, due);
+	}
+	unhold(d, m);
+}
+
+/* No job holds the message: loops bounce, owed DSNs go, and the message
+ * is removed, evicted, or left for its due entries. */
+static void settle(struct delivery *d, struct message *m)
+{
+	double now = now_s(d);
+
+	if (m->jobs > 0)
+		return;
 	if (m->gone) {
 		finish_if_done(d, m);
 		return;
 	}
-	memset(m->busy, 0, m->env.n_rcpts * sizeof(*m->busy));
-	if (message_pending(m) &&
-	    now_s(d) - (double)m->env.arrival > cfg->max_queue_lifetime)
-		expire(d, m);
-	send_dsn(d, m);
-	if (message_pending(m)) {
-		m->next_attempt = earliest_retry(m);
-		/* due already (never tried): due now */
-		m->active_at = later(m->next_attempt, ev_time());
-	} else {
-		finish_if_done(d, m);
+	if (message_pending(m) && m->hops > MESSAGE_MAX_HOPS)
+		bounce_loop(d->queue, m);
+	if (message_owes_dsn(m) && m->dsn_due <= now &&
+	    !bounce_send(d->queue, cfg_now(d), now, m, on_bounce, d))
+		m->dsn_due = now + cfg_now(d)->retry_min;
+	for (struct entry *e = m->entries, *next; e != NULL &&
+	     !message_pending(m); e = next) {
+		next = e->next;
+		if (e->item.where == ITEM_WAITING)
+			drop_entry(d, e); /* bounced: a loop, or too old */
 	}
+	if (!finish_if_done(d, m))
+		maybe_evict(d, m);
 }
 
-static void job_free(struct job *j)
+static void on_bounce(void *owner, struct message *m, bool ok,
+		      const char *dsn_qid)
 {
-	struct delivery *d = j->d;
-	struct job **p = &d->jobs;
+	struct delivery *d = owner;
 
-	while (*p != j)
-		p = &(*p)->next;
-	*p = j->next;
-	if (j->client != NULL)
-		smtp_client_abort(j->client);
-	dns_cancel(d->dns, j->id);
-	if (j->sts_wait)
-		sts_cancel(d->sts, j->id);
-	if (j->file.fd >= 0)
-		close(j->file.fd);
-	generation_release(j->gen);
-	free(j->index);
-	free(j->rcpts);
-	free(j);
-	d->active--;
+	if (d->stopping)
+		return;
+	if (ok) {
+		admit(d, dsn_qid);
+		kick(d);
+	} else {
+		log_qid_msg(LOG_ERR, "dsn_failed", m->qid, "the DSN did not "
+			    "reach the spool; retried later");
+		m->dsn_due = now_s(d) + cfg_now(d)->retry_min;
+	}
+	settle(d, m);
 }
 
-static void job_done(struct job *j)
-{
-	struct delivery *d = j->d;
-	struct message *m = j->m;
+/* ---- after an attempt -------------------------------------------------- */
 
-	job_free(j);
-	if (--m->jobs == 0)
+/* Due again at its pending recipients' earliest retry (not before its
+ * floor); gone when it has none left. */
+static void requeue(struct delivery *d, struct entry *e)
+{
+	const struct message *m = e->m;
+	const char *host = cfg_now(d)->hostname;
+	double due = INFINITY;
+
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->retry_at[i] < due &&
+		    message_rcpt_in(m, i, host, e->domain))
+			due = m->retry_at[i];
+	if (due == INFINITY) {
+		drop_entry(d, e);
+		return;
+	}
+	/* It has just left the heap: there is room for it again. */
+	(void)sched_requeue(d->sched, &e->item, due > e->floor ? due : e->floor);
+}
+
+static void log_change(const struct entry *e, const struct sched_dest *sd,
+		       enum sched_change change, const char *why)
+{
+	struct logline l;
+	char until[32];
+
+	if (change == SCHED_SAME)
+		return;
+	log_begin(&l, change == SCHED_NOW_DEAD ? LOG_WARN : LOG_INFO,
+		  change == SCHED_NOW_DEAD ? "destination_dead"
+					   : "destination_alive");
+	log_kv(&l, "destination", "%s", sched_dest_name(sd));
+	log_kv(&l, "domain", "%s", e->domain);
+	if (change == SCHED_NOW_DEAD) {
+		iso_time(sched_dest_until(sd), until, sizeof(until));
+		log_kv(&l, "failures", "%u", sched_dest_failures(sd));
+		log_kv(&l, "until", "%s", until);
+		log_kv(&l, "reply", "%s", why);
+	}
+	log_end(&l);
+}
+
+/* Every job of a round is back: bounce, retry, or finish the message.
+ * One that stays held starts a new round (for delays=) when its next
+ * entry is due. */
+static void round_done(struct delivery *d, struct message *m)
+{
+	double next;
+
+	if (!m->gone && message_pending(m) &&
+	    now_s(d) - (double)m->env.arrival > cfg_now(d)->max_queue_lifetime)
+		bounce_expire(d->queue, m);
+	next = next_work(m);
+	m->active_at = next > ev_time() ? next : ev_time();
+	settle(d, m);
+}
+
+/* attempt's callback: the job is freed already. */
+static void on_attempt(void *owner, struct entry *e, enum sched_feedback fb,
+		       const char *why)
+{
+	struct delivery *d = owner;
+	struct message *m = e->m;
+	struct sched_dest *sd = e->item.dest;
+
+	log_change(e, sd, sched_done(d->sched, &e->item, fb, now_s(d)), why);
+	/* "sent" is written unless the message goes now */
+	if (m->jobs > 0 || m->dsns > 0 || message_pending(m) ||
+	    message_owes_dsn(m))
+		message_save_sent(d->queue, m);
+	requeue(d, e);
+	if (m->jobs == 0)
 		round_done(d, m);
 	kick(d);
 }
 
-/* ---- trying hosts ------------------------------------------------------ */
+/* ---- the run ----------------------------------------------------------- */
 
-static void try_next(struct job *j);
-static void job_go(struct job *j);
-
-/* Under an enforced MTA-STS policy every deferral says so. */
-static void job_defer(struct job *j, const char *why)
+static void dead_defer(struct job *j, struct entry *e)
 {
-	char text[sizeof(j->failure) + 200];
+	const struct sched_dest *sd = e->item.dest;
+	char why[400], until[32];
 
-	if (j->level == TLS_LEVEL_STS && strstr(why, "MTA-STS") == NULL) {
-		snprintf(text, sizeof(text), "%s (MTA-STS policy of %s: "
-			 "enforce, id %s)", why, j->domain, j->sts.id);
-		why = text;
-	}
-	record_all(j, RCPT_PENDING, why, NULL);
-	job_done(j);
+	e->floor = sched_dest_until(sd);
+	iso_time(e->floor, until, sizeof(until));
+	snprintf(why, sizeof(why), "4.4.1 destination %s is not answering "
+		 "(%u connection failures in a row): not tried before %s",
+		 sched_dest_name(sd), sched_dest_failures(sd), until);
+	attempt_defer(j, why);
 }
 
-/* Keeps only the recipients still undecided (4xx) in the job, for the
- * next MX host; returns how many there are. */
-static size_t keep_undecided(struct job *j)
+/* Hands out what is due, a batch per turn. Each entry is dealt with
+ * before the next is asked for: a job that ends at once may free its
+ * message, and nothing here holds on to it. */
+static void start_work(struct delivery *d, double now)
 {
-	size_t kept = 0;
-
-	for (size_t k = 0; k < j->n; k++) {
-		if (j->m->states[j->index[k]] != RCPT_PENDING)
-			continue;
-		j->index[kept] = j->index[k];
-		j->rcpts[kept] = j->rcpts[k];
-		kept++;
-	}
-	j->n = kept;
-	return kept;
-}
-
-static bool more_hosts(const struct job *j)
-{
-	return j->host + 1 < j->route.n_hosts;
-}
-
-/* The transaction ended: 2xx sent, 5xx bounced; a 4xx goes to the next MX
- * host while there is one, and is deferred after the last. */
-static void on_result(struct job *j, const struct client_result *r)
-{
-	bool next_mx = r->outcome == CLIENT_DONE && more_hosts(j);
-
-	for (size_t k = 0; k < j->n; k++) {
-		int code = j->rcpts[k].code;
-		const char *reply = j->rcpts[k].reply[0] ? j->rcpts[k].reply
-							 : r->reply;
-
-		if (r->outcome != CLIENT_DONE && code / 100 != 5)
-			record(j, k, RCPT_PENDING, r->reply, r);
-		else if (code / 100 == 2)
-			record(j, k, RCPT_SENT, reply, r);
-		else if (code / 100 == 5)
-			record(j, k, RCPT_BOUNCED, reply, r);
-		else if (next_mx)
-			snprintf(j->failure, sizeof(j->failure), "%s", reply);
-		else
-			record(j, k, RCPT_PENDING, reply, r);
-	}
-	if (next_mx && keep_undecided(j) > 0) {
-		j->host++;
-		j->addr = 0;
-		j->no_tls = false;
-		try_next(j);
-		return;
-	}
-	job_done(j);
-}
-
-/* Lost before the message went out: the 5xx recipients bounce, the rest try
- * the next address or MX (after the dot they wait: it may have arrived).
- * False when there is nowhere else to go. */
-static bool lost_elsewhere(struct job *j, const struct client_result *r)
-{
-	if (j->addr + 1 >= j->route.hosts[j->host].n_addrs && !more_hosts(j))
-		return false;
-	for (size_t k = 0; k < j->n; k++)
-		if (j->rcpts[k].code / 100 == 5)
-			record(j, k, RCPT_BOUNCED, j->rcpts[k].reply, r);
-	if (keep_undecided(j) == 0) {
-		job_done(j);
-		return true;
-	}
-	snprintf(j->failure, sizeof(j->failure), "4.4.2 %s: %s", j->relay,
-		 r->reply);
-	j->no_tls = false;
-	j->addr++;
-	try_next(j);
-	return true;
-}
-
-static void log_downgrade(const struct job *j, const char *why)
-{
-	struct logline l;
-
-	stats_add(STAT_DOWNGRADES);
-	log_begin(&l, LOG_WARN, "tls_downgrade");
-	log_kv(&l, "qid", "%s", j->m->qid);
-	log_kv(&l, "relay", "%s", j->relay);
-	log_kv(&l, "tls", "may");
-	log_kv(&l, "reason", "%s", why);
-	log_kv(&l, "msg", "no TLS with this host; going on in plaintext");
-	log_end(&l);
-}
-
-/* ---- MTA-STS ----------------------------------------------------------- */
-
-/* An enforce policy that applies: under the level sts, and under dane
- * to the hosts DANE does not authenticate (RFC 8461 §2: DANE first).
- * Another level chosen by client_tls does not follow the policy. */
-static bool sts_enforced(const struct job *j)
-{
-	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE &&
-	       (j->level == TLS_LEVEL_STS || j->level == TLS_LEVEL_DANE);
-}
-
-/* A policy whose failures are reported: testing, or enforced. */
-static bool sts_watched(const struct job *j)
-{
-	return sts_enforced(j) ||
-	       (j->sts.have && j->sts.policy.mode == STS_MODE_TESTING);
-}
-
-static void sts_failed(struct job *j, const char *mx,
-		       enum tlsrpt_result result, const char *why)
-{
-	struct sts_failure f = {.domain = j->domain, .mx = mx,
-				.relay = j->relay, .qid = j->m->qid,
-				.result = result, .reason = why};
-
-	sts_report(j->d->sts, &j->sts, &f);
-}
-
-/*
- * How the connection to MX host h is authenticated by MTA-STS, where DANE
- * does not (the two meet in current_host: plan_host first, and a host it
- * authenticates by TLSA never comes here, RFC 8461 §2). An enforced
- * policy allows only the MX hosts it names, each verified for its own
- * name; testing reports the others and goes on.
- */
-static enum host_auth host_auth(struct job *j, const struct dns_host *h)
-{
-	char why[600];
-
-	if (!sts_watched(j))
-		return AUTH_LEVEL;
-	if (sts_mx_allowed(&j->sts, j->domain, h->name, why, sizeof(why)))
-		return sts_enforced(j) ? AUTH_STS : AUTH_LEVEL;
-	sts_failed(j, h->name, TLSRPT_VALIDATION_FAILURE, why);
-	if (!sts_enforced(j))
-		return AUTH_LEVEL; /* testing: delivered as usual */
-	snprintf(j->failure, sizeof(j->failure), "4.7.5 %s", why);
-	return AUTH_SKIP;
-}
-
-/* A session under a watched policy: counted, and a failure reported. The
- * plaintext retry of may after a failed handshake is not a session of
- * its own. */
-static void sts_session(struct job *j, const struct client_result *r)
-{
-	enum tlsrpt_result result;
-	const char *why;
-
-	if (!sts_watched(j) || j->no_tls || r->outcome == CLIENT_CONNECT_FAILED)
-		return;
-	if (!sts_session_failed(r, j->conn_level != TLS_LEVEL_NONE, &result,
-				&why))
-		sts_count(j->d->sts, j->domain, true, result);
-	else
-		sts_failed(j, j->route.hosts[j->host].name, result, why);
-}
-
-/* What applies: client_tls's sts means verify under an enforce policy and
- * may without one (a static route has none). */
-static enum tls_level effective_level(const struct job *j)
-{
-	if (j->asked != TLS_LEVEL_STS)
-		return j->asked;
-	return j->sts.have && j->sts.policy.mode == STS_MODE_ENFORCE
-		       ? TLS_LEVEL_STS
-		       : TLS_LEVEL_MAY;
-}
-
-/* What an outbound connection had, by the level it asked for; a reused
- * one was counted when it was new. */
-static void count_connection(const struct job *j,
-			     const struct client_result *r)
-{
-	enum stat_tls_had had = STAT_HAD_PLAINTEXT;
-
-	if (r->outcome == CLIENT_CONNECT_FAILED || r->reused)
-		return;
-	if (r->outcome == CLIENT_TLS_FAILED ||
-	    r->outcome == CLIENT_TLS_NOT_OFFERED)
-		had = STAT_HAD_FAILED;
-	else if (r->tls_version[0] != '\0')
-		had = r->tls_verified ? STAT_HAD_VERIFIED : STAT_HAD_TLS;
-	stats_add(stat_outbound_id(j->level, had));
-}
-
-static void on_client(void *owner, const struct client_result *r)
-{
-	struct job *j = owner;
-
-	j->client = NULL;
-	sts_session(j, r);
-	count_connection(j, r);
-	if (r->starttls_refused[0] != '\0')
-		log_downgrade(j, r->starttls_refused);
-	switch (r->outcome) {
-	case CLIENT_DONE:
-		on_result(j, r);
-		return;
-	case CLIENT_LOST:
-		if (r->dot_sent || !lost_elsewhere(j, r))
-			on_result(j, r);
-		return;
-	case CLIENT_TLS_FAILED:
-		if (j->use_tlsa)
-			snprintf(j->dane_reason, sizeof(j->dane_reason), "%s",
-				 r->reply);
-		if (j->conn_level == TLS_LEVEL_MAY && !j->no_tls) {
-			/* may: the same host again at once, in plaintext. */
-			log_downgrade(j, r->reply);
-			j->no_tls = true;
-			try_next(j);
-			return;
-		}
-		snprintf(j->failure, sizeof(j->failure),
-			 "4.7.5 Cannot start TLS with %s: %s", j->relay,
-			 r->reply);
-		break;
-	case CLIENT_TLS_NOT_OFFERED:
-		if (j->use_tlsa)
-			snprintf(j->dane_reason, sizeof(j->dane_reason),
-				 "%.200s has TLSA records, but offered no "
-				 "STARTTLS", j->route.hosts[j->host].name);
-		snprintf(j->failure, sizeof(j->failure),
-			 "4.7.4 TLS is required, but was not offered by host %s",
-			 j->relay);
-		break;
-	case CLIENT_CONNECT_FAILED:
-		snprintf(j->failure, sizeof(j->failure),
-			 "4.4.1 %s: %s", j->relay, r->reply);
-		break;
-	}
-	j->no_tls = false;
-	j->addr++;
-	try_next(j);
-}
-
-/* DANE checks the chain itself: its config verifies nothing. */
-static struct tls_config *level_config(const struct job *j)
-{
-	switch (j->conn_level) {
-	case TLS_LEVEL_NONE:
-		return NULL;
-	case TLS_LEVEL_MAY:
-	case TLS_LEVEL_ENCRYPT:
-	case TLS_LEVEL_DANE:
-	case TLS_LEVEL_DANE_ONLY:
-		return j->gen->clients.encrypt;
-	case TLS_LEVEL_VERIFY:
-	case TLS_LEVEL_STS:
-		return j->gen->clients.verify;
-	}
-	return NULL;
-}
-
-static void describe_relay(struct job *j, const struct dns_host *h,
-			   const struct sockaddr_storage *a)
-{
-	char ip[64];
-
-	sockaddr_ip_text(a, ip, sizeof(ip));
-	snprintf(j->relay, sizeof(j->relay), "%.255s[%.63s]:%u", h->name, ip,
-		 sockaddr_port(a));
-}
-
-/* host_auth once per host: its answer holds for every address. */
-static enum host_auth host_auth_once(struct job *j, const struct dns_host *h)
-{
-	if (j->judged != j->host + 1) {
-		j->auth = host_auth(j, h);
-		j->judged = j->host + 1;
-	}
-	return j->auth;
-}
-
-static void log_dane(const struct job *j, const char *plan, const char *why)
-{
-	struct logline l;
-
-	log_begin(&l, LOG_INFO, "dane");
-	log_kv(&l, "qid", "%s", j->m->qid);
-	log_kv(&l, "host", "%s", j->route.hosts[j->host].name);
-	log_kv(&l, "tls", "%s", tls_level_name(j->level));
-	log_kv(&l, "plan", "%s", plan);
-	if (why != NULL)
-		log_kv(&l, "reason", "%s", why);
-	log_end(&l);
-}
-
-static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg);
-
-/* What DANE makes of the current host (RFC 7672 §2.2): its TLSA records
- * are looked up first when its MX and address records are secure. False
- * when try_next must not go on: the lookup is under way, or the host was
- * given up and try_next has moved on. */
-static bool plan_host(struct job *j)
-{
-	const struct dns_host *h = &j->route.hosts[j->host];
-	bool wanted = dane_wants_tlsa(j->level, &j->route, h);
-	char why[256];
-
-	j->conn_level = j->level;
-	j->use_tlsa = false;
-	if (!dane_level(j->level))
-		return true;
-	if (wanted && j->tlsa_host != j->host + 1) {
-		dns_tlsa(j->d->dns, h->name, sockaddr_port(&h->addrs[0]), j->id,
-			 on_tlsa, j->d);
-		return false;
-	}
-	switch (dane_plan(j->level, &j->route, h, wanted ? &j->tlsa : NULL,
-			  why, sizeof(why))) {
-	case DANE_PLAN_AUTH:
-		j->use_tlsa = true;
-		if (j->addr == 0)
-			log_dane(j, "authenticate", NULL);
-		return true;
-	case DANE_PLAN_ENCRYPT:
-		j->conn_level = TLS_LEVEL_ENCRYPT;
-		break;
-	case DANE_PLAN_MAY:
-		j->conn_level = TLS_LEVEL_MAY;
-		break;
-	case DANE_PLAN_DEFER:
-		log_dane(j, "defer", why);
-		snprintf(j->dane_reason, sizeof(j->dane_reason), "%s", why);
-		snprintf(j->failure, sizeof(j->failure), "4.7.5 %s: %s",
-			 h->name, why);
-		j->host++;
-		j->addr = 0;
-		try_next(j);
-		return false;
-	}
-	if (j->addr == 0)
-		log_dane(j, j->conn_level == TLS_LEVEL_MAY ? "may" : "encrypt",
-			 why);
-	return true;
-}
-
-/* The host to try now and how it is authenticated: the current one
- * while it has addresses left, else the next one that neither DANE
- * (plan_host) nor MTA-STS (host_auth) gives up. NULL when none is left,
- * or (*wait) when plan_host has a TLSA lookup under way or has moved on
- * by itself. */
-static const struct dns_host *current_host(struct job *j,
-					   enum host_auth *auth, bool *wait)
-{
-	*wait = false;
-	for (;;) {
-		const struct dns_host *h;
-
-		while (j->host < j->route.n_hosts &&
-		       j->addr >= j->route.hosts[j->host].n_addrs) {
-			j->host++;
-			j->addr = 0;
-		}
-		if (j->host >= j->route.n_hosts)
-			return NULL;
-		if (!plan_host(j)) {
-			*wait = true;
-			return NULL;
-		}
-		h = &j->route.hosts[j->host];
-		*auth = j->use_tlsa ? AUTH_DANE : host_auth_once(j, h);
-		if (*auth != AUTH_SKIP)
-			return h;
-		j->addr = h->n_addrs; /* the next host */
-	}
-}
-
-/* The next address of the current host, else the next host (next MX). */
-static void try_next(struct job *j)
-{
-	const struct config *cfg = j->gen->cfg;
-	struct client_job cj;
-	const struct dns_host *h;
-	enum host_auth auth = AUTH_LEVEL;
-	bool wait;
-
-	if ((h = current_host(j, &auth, &wait)) == NULL) {
-		if (!wait)
-			job_defer(j, j->failure[0]
-					     ? j->failure
-					     : "4.4.1 no host could be reached");
-		return;
-	}
-	if (auth == AUTH_STS)
-		j->conn_level = TLS_LEVEL_VERIFY; /* for the MX host name */
-	if (sts_watched(j) && auth == AUTH_LEVEL) /* testing: our own check */
-		tls_clients_load_trust(&j->gen->clients);
-	describe_relay(j, h, &h->addrs[j->addr]);
-	cj = (struct client_job){
-		.addr = h->addrs[j->addr], .host = h->name,
-		/* DANE and MTA-STS name the MX host, and so does its SNI */
-		.tls_name = dane_level(j->level) || auth == AUTH_STS
-				    ? NULL
-				    : j->tls_name,
-		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
-		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
-		.helo = cfg->hostname, .level = j->conn_level,
-		.tls = level_config(j), .no_tls = j->no_tls,
-		.cert_check = sts_watched(j) && auth == AUTH_LEVEL
-				      ? &j->gen->clients
-				      : NULL,
-		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
-		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
-		.body_size = j->file.body_size, .body_type = j->m->env.body,
-		.smtputf8 = j->m->env.smtputf8,
-		.timeout = cfg->delivery_timeout,
-		.cache = j->d->cache, .reuse_max = cfg->reuse_max_messages,
-		.reuse_idle = cfg->reuse_idle_time, .epoch = j->gen->serial,
-	};
-	for (size_t k = 0; k < j->n; k++) {
-		j->rcpts[k].code = 0;
-		j->rcpts[k].reply[0] = '\0';
-	}
-	j->client = smtp_client_start(j->d->loop, &cj, on_client, j);
-	if (j->client == NULL)
-		job_defer(j, "4.3.0 cannot start an SMTP client");
-}
-
-static struct job *find_job(struct delivery *d, uint64_t id)
-{
-	for (struct job *j = d->jobs; j != NULL; j = j->next)
-		if (j->id == id)
-			return j;
-	return NULL;
-}
-
-/* The TLSA answer for the current host: try_next plans it. */
-static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
-{
-	struct job *j = find_job(arg, id);
-
-	if (j == NULL)
-		return;
-	j->tlsa = *tlsa;
-	j->tlsa_host = j->host + 1;
-	try_next(j);
-}
-
-/* A name that does not exist bounces only when it is the recipient's
- * domain: a next_hop or relayhost that does not resolve is the
- * gateway's own mistake, and the mail waits for it to be put right. */
-static void on_route(uint64_t id, const struct dns_route *route, void *arg)
-{
-	struct job *j = find_job(arg, id);
-	bool bounce;
-	char why[300];
-
-	if (j == NULL)
-		return;
-	if (route->status == DNS_OK) {
-		j->route = *route;
-		j->route_wait = false;
-		job_go(j);
-		return;
-	}
-	bounce = route->status == DNS_PERMFAIL && j->source == ROUTE_MX;
-	snprintf(why, sizeof(why), "%s Host or domain name %s: %s%s",
-		 bounce ? "5.1.2" : "4.4.3",
-		 route->status == DNS_PERMFAIL ? "not found" : "lookup failed",
-		 route->error,
-		 j->source == ROUTE_RELAYHOST  ? " (relayhost)"
-		 : j->source == ROUTE_NEXT_HOP ? " (next_hop)"
-					       : "");
-	record_all(j, bounce ? RCPT_BOUNCED : RCPT_PENDING, why, NULL);
-	job_done(j);
-}
-
-/* ---- starting jobs ----------------------------------------------------- */
-
-static bool choose_level(struct job *j)
-{
-	struct policy_facts f = {.hook = HOOK_CLIENT_TLS};
-	struct policy_result r;
-
-	f.hostname = j->gen->cfg->hostname;
-	f.sender = j->m->env.sender;
-	f.recipient = j->rcpts[0].address;
-	f.domain = j->domain;
-	f.section = j->rt.rule;
-	f.mta_sts = j->sts.have ? &j->sts.policy : NULL;
-	policy_call(j->gen->policy, &f, &r);
-	if (r.outcome == POLICY_LEVEL) {
-		j->asked = r.level;
-		j->level = effective_level(j);
-		return true;
-	}
-	log_qid_msg(LOG_ERR, "policy_error", j->m->qid,
-		    "hook client_tls domain %s: %s", j->domain, r.text);
-	stats_add(STAT_POLICY_ERRORS + HOOK_CLIENT_TLS);
-	return false;
-}
-
-/* The queue file did not open. Deleted (queue delete), or no longer a
- * queue file (set aside): nothing left to send. Anything else (out of
- * descriptors, say) is the moment's, not the message's: a deferral. */
-static void job_unopened(struct job *j, int error, const char *why)
-{
-	char text[300];
-
-	if (error != ENOENT && error != EBADMSG) {
-		snprintf(text, sizeof(text), "4.3.0 %s", why);
-		job_defer(j, text);
-		return;
-	}
-	log_qid_msg(LOG_WARN, "dropped", j->m->qid, "%s", why);
-	if (error == EBADMSG)
-		queue_quarantine(j->d->queue, j->m->qid);
-	j->m->gone = true;
-	job_done(j);
-}
-
-/* MTA-STS is looked up for the MX route of a domain name. */
-static bool sts_applies(const struct job *j)
-{
-	char name[DNS_NAME_MAX + 1];
-
-	return j->d->sts != NULL && j->source == ROUTE_MX &&
-	       dns_name_copy(j->domain, name, sizeof(name));
-}
-
-/* Both lookups are in: the level again if the MTA-STS lookup found other
- * than the first call was told, then the first host. */
-static void job_go(struct job *j)
-{
-	if (j->route_wait || j->sts_wait)
-		return;
-	if (j->sts_changed && !choose_level(j)) {
-		job_defer(j, "4.3.0 policy failure (client_tls)");
-		return;
-	}
-	try_next(j);
-}
-
-static bool same_answer(const struct sts_answer *a, const struct sts_answer *b)
-{
-	return a->have == b->have &&
-	       (!a->have || (strcmp(a->id, b->id) == 0 &&
-			     a->policy.mode == b->policy.mode));
-}
-
-static void on_sts(uint64_t id, const struct sts_answer *a, void *arg)
-{
-	struct job *j = find_job(arg, id);
-
-	if (j == NULL || !j->sts_wait)
-		return;
-	j->sts_wait = false;
-	j->sts_changed = !same_answer(&j->sts, a);
-	j->sts = *a;
-	job_go(j);
-}
-
-/* client_tls is called at once with what is known of the domain's
- * MTA-STS policy (a policy error defers at once), and again if the
- * lookup that runs beside the route's finds something else. */
-static void job_begin(struct job *j)
-{
-	struct envelope e;
-	char err[200];
-
-	if (!queue_open_message(j->d->queue, j->m->qid, &e, &j->file, err,
-				sizeof(err))) {
-		job_unopened(j, errno, err);
-		return;
-	}
-	envelope_free(&e);
-	config_route(j->gen->cfg, j->domain, strlen(j->domain), &j->rt);
-	j->source = j->rt.source;
-	j->tls_name = j->rt.tls_name;
-	if (sts_applies(j))
-		sts_peek(j->d->sts, j->domain, &j->sts);
-	if (!choose_level(j)) {
-		job_defer(j, "4.3.0 policy failure (client_tls)");
-		return;
-	}
-	j->route_wait = true;
-	if (sts_applies(j)) {
-		j->sts_wait = true;
-		sts_lookup(j->d->sts, j->domain, j->id, on_sts, j->d);
-	}
-	dns_route_for(j->d->dns, &j->rt, j->domain, j->id, on_route, j->d);
-}
-
-static unsigned active_for(const struct delivery *d, const char *domain)
-{
+	struct sched_item *it;
 	unsigned n = 0;
 
-	for (const struct job *j = d->jobs; j != NULL; j = j->next)
-		n += strcmp(j->domain, domain) == 0;
-	return n;
+	for (; n < START_BATCH && (it = sched_next(d->sched, now)) != NULL;
+	     n++) {
+		struct entry *e = (struct entry *)it;
+		struct job *j = attempt_new(&d->att, e, now);
+
+		if (j == NULL) { /* out of memory: a retry later */
+			sched_done(d->sched, it, SCHED_NEUTRAL, now);
+			e->floor = now + cfg_now(d)->retry_min;
+			requeue(d, e);
+		} else if (it->dead) {
+			dead_defer(j, e);
+		} else {
+			e->floor = 0;
+			attempt_begin(j);
+		}
+	}
+	if (n == START_BATCH)
+		kick(d);
 }
 
-/* A job for the idle pending recipients of `m` in `domain`. */
-static struct job *job_new(struct delivery *d, struct message *m,
-			   const char *domain)
+/* New arrivals: an owed DSN goes, a loop bounces, nothing to do goes. */
+static void settle_fresh(struct delivery *d)
 {
-	struct job *j = calloc(1, sizeof(*j));
-	size_t n = m->env.n_rcpts;
+	while (d->fresh != NULL) {
+		struct message *m = d->fresh;
 
-	if (j == NULL || (j->index = calloc(n, sizeof(*j->index))) == NULL ||
-	    (j->rcpts = calloc(n, sizeof(*j->rcpts))) == NULL) {
-		if (j != NULL)
-			free(j->index);
-		free(j);
-		return NULL;
+		d->fresh = m->fresh_next;
+		m->fresh = false;
+		settle(d, m);
 	}
-	j->id = ++d->next_id;
-	j->d = d;
-	j->m = m;
-	j->gen = generation_retain(*d->current);
-	j->file.fd = -1;
-	j->handoff_at = ev_time();
-	j->active_at = m->active_at < j->handoff_at ? m->active_at
-						    : j->handoff_at;
-	snprintf(j->domain, sizeof(j->domain), "%s", domain);
-	for (size_t i = 0; i < n; i++) {
-		char dom[256];
-
-		if (m->states[i] != RCPT_PENDING || m->busy[i] ||
-		    m->retry_at[i] > now_s(d))
-			continue;
-		rcpt_domain(d, m->env.rcpts[i], dom, sizeof(dom));
-		if (strcmp(dom, domain) != 0)
-			continue;
-		m->busy[i] = true;
-		j->index[j->n] = i;
-		j->rcpts[j->n++].address = m->env.rcpts[i];
-	}
-	j->next = d->jobs;
-	d->jobs = j;
-	d->active++;
-	m->jobs++;
-	return j;
 }
 
-static void log_loop(const struct message *m, size_t i, const char *why)
+static void log_pass(const struct delivery *d)
 {
-	struct timing t = timing_now(m);
 	struct logline l;
+	char next[32];
 
-	log_begin(&l, LOG_WARN, "loop");
-	log_kv(&l, "qid", "%s", m->qid);
-	log_kv(&l, "to", "<%s>", m->env.rcpts[i]);
-	log_kv(&l, "reason", "%s", why);
+	log_begin(&l, LOG_INFO, "queue_pass");
+	log_kv(&l, "seen", "%u", d->pass_seen);
+	log_kv(&l, "taken", "%u", d->pass_taken);
+	log_kv(&l, "held", "%u", d->refill.held);
+	log_kv(&l, "active_limit", "%u", d->refill.limit);
+	if (d->refill.disk_due != INFINITY) {
+		iso_time(d->refill.disk_due, next, sizeof(next));
+		log_kv(&l, "next_due", "%s", next);
+	}
 	log_end(&l);
-	log_outcome(m, i, "bounced", "", &t, NULL, NULL, why);
 }
 
-static void bounce_loop(struct delivery *d, struct message *m)
+static void end_pass(struct delivery *d)
 {
-	char why[200];
+	queue_pass_close(d->scan);
+	d->scan = NULL;
+	d->scan_pending = false;
+	sched_refill_end(&d->refill);
+	log_pass(d);
+}
 
-	snprintf(why, sizeof(why), "5.4.6 too many hops (%u Received: "
-		 "headers): mail forwarding loop", m->hops);
-	for (size_t i = 0; i < m->env.n_rcpts; i++) {
-		if (m->states[i] != RCPT_PENDING || m->busy[i])
-			continue;
-		queue_state_append(d->queue, m->qid, i, RCPT_BOUNCED, why);
-		m->states[i] = RCPT_BOUNCED;
-		free(m->last_error[i]);
-		m->last_error[i] = strdup(why);
-		log_loop(m, i, why);
-		stats_add(STAT_BOUNCED);
+static bool start_pass(struct delivery *d, double now)
+{
+	if (!sched_refill_due(&d->refill, now))
+		return false;
+	sched_refill_start(&d->refill, now);
+	d->pass_seen = d->pass_taken = 0;
+	if ((d->scan = queue_pass_open(d->queue)) == NULL) {
+		log_msg(LOG_ERR, "queue_pass", "cannot read the queue: %s; "
+			"again later", strerror(errno));
+		sched_refill_end(&d->refill);
+		sched_refill_later(&d->refill, now + cfg_now(d)->retry_min);
+		return false;
 	}
+	return true;
 }
 
-/* Plans jobs for a due message's idle recipients, within the limits. */
-static void plan_message(struct delivery *d, struct message *m)
+/* A batch of the pass over the spool: due messages come in while there
+ * is room; a full set stops the pass at its entry until a message goes. */
+static void refill(struct delivery *d, double now)
 {
-	const struct config *cfg = cfg_now(d);
-
-	for (size_t i = 0; i < m->env.n_rcpts; i++) {
-		char dom[256];
-
-		if (m->states[i] != RCPT_PENDING || m->busy[i] ||
-		    m->retry_at[i] > now_s(d))
-			continue;
-		if (d->active >= cfg->delivery_max_connections)
+	if (!d->refill.scanning && !start_pass(d, now))
+		return;
+	for (unsigned n = 0; n < SCAN_BATCH; n++) {
+		if (!d->scan_pending) {
+			if (!queue_pass_next(d->scan, d->scan_qid,
+					     &d->scan_due)) {
+				end_pass(d);
+				return;
+			}
+			d->scan_pending = true;
+			d->pass_seen++;
+		}
+		switch (sched_refill_entry(&d->refill, d->scan_due,
+					   held(d, d->scan_qid) != NULL, now)) {
+		case REFILL_STOP:
+			if (sched_refill_filled(&d->refill))
+				log_full(d);
 			return;
-		rcpt_domain(d, m->env.rcpts[i], dom, sizeof(dom));
-		if (active_for(d, dom) < cfg->delivery_max_per_destination)
-			job_new(d, m, dom);
+		case REFILL_TAKE:
+			d->pass_taken += admit(d, d->scan_qid);
+			break;
+		case REFILL_SKIP:
+			break;
+		}
+		d->scan_pending = false;
 	}
+	kick(d); /* the rest at the next turn */
 }
 
-static bool admit_message(struct delivery *d, const char *qid);
-
-/* The messages that could not be read last time, again. */
-static void read_again(struct delivery *d)
+/* Arms `wake` for what comes due by itself; a finishing job, a DSN and
+ * room in the set kick instead. */
+static void arm(struct delivery *d, double now)
 {
-	struct unread *u = d->unread;
+	double next = sched_wake(d->sched), pass;
 
-	d->unread = NULL;
-	while (u != NULL) {
-		struct unread *next = u->next;
-
-		admit_message(d, u->qid);
-		free(u);
-		u = next;
-	}
+	pass = sched_refill_wake(&d->refill, now);
+	if (pass < next)
+		next = pass;
+	ev_timer_stop(d->loop, &d->wake);
+	if (next == INFINITY)
+		return;
+	ev_timer_set(&d->wake, next > now ? next - now : 0.01, 0);
+	ev_timer_start(d->loop, &d->wake);
 }
 
-/* Plans every due message first and begins the jobs afterwards, by id: a
- * job that ends at once (an unreadable file, a policy failure) may finish
- * its message, which must not happen under the planning loop's feet. Such
- * a job kicks again, so the room it leaves is used at the next turn. Only
- * the timers call this (see the top of the file). */
 static void run_queue(struct delivery *d)
 {
 	double now = now_s(d);
-	uint64_t first = d->next_id + 1, last;
 
 	ev_timer_stop(d->loop, &d->soon);
 	if (d->stopping)
 		return;
-	if (d->unread != NULL && d->unread_at <= now)
-		read_again(d);
-	for (struct message *m = d->messages, *next; m != NULL; m = next) {
-		next = m->next;
-		if (m->next_attempt > now)
-			continue;
-		if (message_pending(m) && m->hops > MAX_HOPS) {
-			bounce_loop(d, m);
-			send_dsn(d, m);
-			finish_if_done(d, m);
-		} else if (message_pending(m)) {
-			plan_message(d, m);
-		} else if (m->jobs == 0 && m->dsns == 0 && owes_dsn(m)) {
-			/* a DSN that failed, or one owed from before a
-			 * restart */
-			send_dsn(d, m);
-			finish_if_done(d, m);
-		}
-	}
-	last = d->next_id;
-	for (uint64_t id = first; id <= last; id++) {
-		struct job *j = find_job(d, id);
-
-		if (j != NULL)
-			job_begin(j);
-	}
-	schedule(d);
+	refill(d, now);
+	settle_fresh(d);
+	start_work(d, now);
+	arm(d, now);
 }
 
 /* `wake` and `soon`: the only callers of run_queue. */
@@ -1568,34 +587,57 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- the interface ----------------------------------------------------- */
 
+static struct sched *sched_for(const struct config *cfg)
+{
+	struct sched_limits l = {
+		.max_active = cfg->delivery_max_connections,
+		.max_window = cfg->delivery_max_per_destination,
+		.initial_window = INITIAL_WINDOW,
+		.dead_after = DEAD_AFTER,
+		.dead_time = cfg->retry_min,
+		.forget_after = cfg->retry_max,
+	};
+
+	return sched_new(&l);
+}
+
+/* Passes at most once a minute, or once per retry_min when that is
+ * shorter (but not more than once a second). */
+static double pass_interval(const struct config *cfg)
+{
+	double i = cfg->retry_min < 60 ? cfg->retry_min : 60;
+
+	return i < 1 ? 1 : i;
+}
+
 struct delivery *delivery_new(struct ev_loop *loop, struct queue *q,
 			      struct dns *dns,
 			      struct generation *const *current)
 {
 	struct delivery *d = calloc(1, sizeof(*d));
+	const struct config *cfg = (*current)->cfg;
 
 	if (d == NULL)
 		return NULL;
 	d->loop = loop;
 	d->queue = q;
-	d->dns = dns;
 	d->current = current;
-	/* as many idle connections as there may be busy ones */
-	d->cache = conncache_new(cfg_now(d)->delivery_max_connections);
-	if (d->cache == NULL) {
-		free(d);
-		return NULL;
-	}
 	ev_init(&d->wake, timer_cb);
 	d->wake.data = d;
 	ev_init(&d->soon, timer_cb);
 	d->soon.data = d;
+	d->att = (struct attempt_ctx){.loop = loop, .queue = q, .dns = dns,
+				      .current = current, .done = on_attempt,
+				      .owner = d};
+	sched_refill_init(&d->refill, cfg->active_limit, pass_interval(cfg));
+	/* as many idle connections as there may be busy ones */
+	d->att.cache = conncache_new(cfg->delivery_max_connections);
+	if (d->att.cache == NULL || (d->sched = sched_for(cfg)) == NULL ||
+	    !idmap_init(&d->messages) || !attempt_ctx_init(&d->att)) {
+		delivery_free(d);
+		return NULL;
+	}
 	return d;
-}
-
-void delivery_use_sts(struct delivery *d, struct sts *sts)
-{
-	d->sts = sts;
 }
 
 void delivery_stop(struct delivery *d)
@@ -1605,141 +647,98 @@ void delivery_stop(struct delivery *d)
 	d->stopping = true;
 	ev_timer_stop(d->loop, &d->wake);
 	ev_timer_stop(d->loop, &d->soon);
-	while (d->jobs != NULL) {
-		d->jobs->m->jobs--;
-		job_free(d->jobs);
-	}
-	conncache_free(d->cache); /* QUIT to every idle connection */
-	d->cache = NULL;
+	attempt_abort_all(&d->att);
+	conncache_free(d->att.cache); /* QUIT to every idle connection */
+	d->att.cache = NULL;
+	queue_pass_close(d->scan);
+	d->scan = NULL;
+}
+
+void delivery_use_sts(struct delivery *d, struct sts *sts)
+{
+	d->att.sts = sts;
 }
 
 void delivery_free(struct delivery *d)
 {
+	size_t cursor = 0;
+	struct idmap_node *n;
+
 	if (d == NULL)
 		return;
 	delivery_stop(d);
-	while (d->messages != NULL) {
-		struct message *m = d->messages;
-
-		d->messages = m->next;
-		message_free(m);
-	}
-	while (d->unread != NULL) {
-		struct unread *u = d->unread;
-
-		d->unread = u->next;
-		free(u);
-	}
+	while (d->messages.buckets != NULL &&
+	       (n = idmap_any(&d->messages, &cursor)) != NULL)
+		unhold(d, (struct message *)n);
+	idmap_free(&d->messages);
+	attempt_ctx_free(&d->att);
+	sched_free(d->sched);
 	free(d);
 }
 
-static bool holds_message(const struct delivery *d, const char *qid)
-{
-	for (const struct message *m = d->messages; m != NULL; m = m->next)
-		if (strcmp(m->qid, qid) == 0)
-			return true;
-	return false;
-}
-
-/* Remembered until the next retry (once, however often it is named). */
-static void remember_unread(struct delivery *d, const char *qid)
-{
-	struct unread *u;
-
-	for (u = d->unread; u != NULL; u = u->next)
-		if (strcmp(u->qid, qid) == 0)
-			return;
-	if ((u = calloc(1, sizeof(*u))) == NULL) {
-		log_qid_msg(LOG_ERR, "delivery_load", qid, "out of memory; "
-			    "found again at the next spool scan");
-		return;
-	}
-	snprintf(u->qid, sizeof(u->qid), "%s", qid);
-	if (d->unread == NULL)
-		d->unread_at = now_s(d) + cfg_now(d)->retry_min;
-	u->next = d->unread;
-	d->unread = u;
-	kick(d); /* for schedule() to arm the retry */
-}
-
-/* Postfix's "QID: from=<S>, size=N, nrcpt=N (queue active)". */
-static void log_active(const struct message *m)
-{
-	struct logline l;
-
-	log_begin(&l, LOG_INFO, "active");
-	log_kv(&l, "qid", "%s", m->qid);
-	log_kv(&l, "from", "<%s>", m->env.sender);
-	log_kv(&l, "size", "%llu", (unsigned long long)m->size);
-	log_kv(&l, "nrcpt", "%zu", m->env.n_rcpts);
-	log_end(&l);
-}
-
-/* Takes a queued message in; false when there is nothing to do for it
- * (or it is held already: a worker's notice can race a spool scan). */
-static bool admit_message(struct delivery *d, const char *qid)
-{
-	struct message *m;
-	bool again;
-
-	if (d->stopping || holds_message(d, qid))
-		return false;
-	if ((m = message_load(d, qid, &again)) == NULL) {
-		if (again)
-			remember_unread(d, qid);
-		return false;
-	}
-	if (!message_pending(m) && !owes_dsn(m)) {
-		log_removed(qid); /* settled before a restart */
-		queue_remove(d->queue, qid);
-		message_free(m);
-		return false;
-	}
-	m->next = d->messages;
-	d->messages = m;
-	log_active(m);
-	return true;
-}
-
-/* Admission records and kicks; the run comes from the loop. */
+/* A run either way: one not taken in may have to be looked for later. */
 void delivery_add(struct delivery *d, const char *qid)
 {
-	if (admit_message(d, qid))
-		kick(d);
-}
-
-/* Every message first, then one run: a run per message would walk the
- * whole queue each time (quadratic in its length, on the loop). */
-void delivery_load(struct delivery *d)
-{
-	size_t n;
-	char **ids = queue_list(d->queue, &n);
-
-	for (size_t i = 0; i < n; i++) {
-		admit_message(d, ids[i]);
-		free(ids[i]);
-	}
-	free(ids);
+	admit(d, qid);
 	kick(d);
 }
 
-void delivery_flush_message(struct delivery *d, const char *qid)
+/* A pass over the spool (at start-up; again later is harmless). */
+void delivery_load(struct delivery *d)
 {
-	for (struct message *m = d->messages; m != NULL; m = m->next) {
-		if (strcmp(m->qid, qid) != 0)
-			continue;
-		m->next_attempt = 0;
-		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
-		kick(d);
+	d->refill.more = true;
+	d->refill.last_pass = -INFINITY;
+	kick(d);
+}
+
+static void on_revived(void *arg, const struct sched_dest *sd)
+{
+	struct logline l;
+
+	(void)arg;
+	log_begin(&l, LOG_INFO, "destination_alive");
+	log_kv(&l, "destination", "%s", sched_dest_name(sd));
+	log_kv(&l, "reason", "flush");
+	log_end(&l);
+}
+
+/* Its due recipients now, and every entry due at once. */
+static void flush_held(struct delivery *d, struct message *m)
+{
+	memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
+	m->dsn_due = 0;
+	m->active_at = ev_time();
+	for (struct entry *e = m->entries; e != NULL; e = e->next) {
+		e->floor = 0;
+		if (e->item.where == ITEM_WAITING)
+			sched_requeue(d->sched, &e->item, 0);
 	}
 }
 
+/* One message now (`queue requeue`, `queue release`): held, or due on
+ * disk at once for the pass that the same signal starts. Its destination
+ * stays dead if it is. */
+void delivery_flush_message(struct delivery *d, const char *qid)
+{
+	struct message *m = held(d, qid);
+
+	if (m != NULL)
+		flush_held(d, m);
+	else if (queue_set_due(d->queue, qid, now_s(d)))
+		sched_refill_later(&d->refill, now_s(d));
+	kick(d);
+}
+
+/* Every deferred message now: those held (a walk, for an operator's
+ * command only), those on disk (a pass that takes them all, as room
+ * allows), and no destination is dead any more (Postfix's flush too). */
 void delivery_flush(struct delivery *d)
 {
-	for (struct message *m = d->messages; m != NULL; m = m->next) {
-		m->next_attempt = 0;
-		m->active_at = ev_time();
-		memset(m->retry_at, 0, m->env.n_rcpts * sizeof(*m->retry_at));
-	}
+	for (size_t b = 0; b <= d->messages.mask; b++)
+		for (struct idmap_node *n = d->messages.buckets[b]; n != NULL;
+		     n = n->next)
+			flush_held(d, (struct message *)n);
+	sched_revive_all(d->sched, on_revived, NULL);
+	sched_refill_flush(&d->refill);
 	kick(d);
 }

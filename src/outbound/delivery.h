@@ -1,10 +1,13 @@
 /*
- * delivery: gets queued mail out. It keeps every queued message in memory
- * (envelope and per-recipient state, not the content), groups a message's
- * pending recipients by domain, runs one outbound transaction per domain
- * and records each recipient's outcome in the spool, retrying with backoff
- * until delivered, bounced, or too old; bounces go back as RFC 3464 DSNs
- * through the same queue.
+ * delivery: gets queued mail out. It holds at most [delivery] active_limit
+ * messages in memory (envelope and per-recipient state, not the content);
+ * the rest wait in the spool until a pass over it finds them due. Each
+ * message's pending recipients are grouped by domain and scheduled per
+ * destination (outbound/scheduler.h); each attempt runs one outbound
+ * transaction (outbound/attempt.h) and records every recipient's outcome
+ * in the spool, retrying with backoff until delivered, bounced, or too
+ * old; bounces go back as RFC 3464 DSNs through the same queue
+ * (outbound/bounce.h).
  */
 #ifndef SMTPGW_DELIVERY_H
 #define SMTPGW_DELIVERY_H
@@ -34,13 +37,14 @@ void delivery_free(struct delivery *d);
 
 /* The three below only record the work and run the queue at the loop's
  * next turn, never from inside the call: any callback may make them. */
-/* Every message in the spool (at start-up; again later is harmless). */
+/* A pass over the spool (at start-up; again later is harmless). */
 void delivery_load(struct delivery *d);
 /* A message that has just been queued; one already held is left alone,
  * one that cannot be read now (out of descriptors) is read again at the
  * next retry. */
 void delivery_add(struct delivery *d, const char *qid);
-/* Every deferred message, now (SIGUSR1, `queue flush`). */
+/* Every deferred message, now (SIGUSR1, `queue flush`), and no
+ * destination is dead any more. */
 void delivery_flush(struct delivery *d);
 /* One message now (`queue requeue`, `queue release`), when it is held. */
 void delivery_flush_message(struct delivery *d, const char *qid);

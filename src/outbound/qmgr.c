@@ -1,9 +1,10 @@
 /*
  * qmgr: wiring of the queue manager process. Owns its queue (for DSNs and
- * per-recipient state), its dns resolver, its MTA-STS resolver and the
- * delivery scheduler; reads the mailbox the master keeps open across its
- * restarts, so notices sent while it was down are waiting when it comes
- * back. Must not accept connections or touch the spool lock.
+ * per-recipient state), its dns resolver, its MTA-STS resolver and
+ * delivery (the active set and its scheduler); reads the mailbox the
+ * master keeps open across its restarts, so notices sent while it was
+ * down are waiting when it comes back. Must not accept connections or
+ * touch the spool lock.
  */
 #include "outbound/qmgr.h"
 
@@ -60,27 +61,25 @@ static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
-/* SIGUSR1: the spool is scanned again (a released message comes back);
- * the markers `queue requeue` and `release` left say which messages to
- * retry now; none (a bare signal), or flush/all (`queue flush`): every
- * deferred message. */
-static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
+/* The markers `queue requeue`, `release` and `flush` left: those
+ * messages now, or every deferred one (flush/all; and a bare SIGUSR1,
+ * `signalled`); the spool is scanned again either way (a released message
+ * comes back). At start, a deferred message waits for its retry time
+ * (its queue file's mtime) unless a marker says otherwise. */
+static void apply_flush_marks(struct qmgr *q, bool signalled)
 {
-	struct qmgr *q = w->data;
 	size_t n;
 	bool all;
 	char **ids = queue_take_flush_marks(q->queue, &n, &all);
 
-	(void)loop;
-	(void)revents;
 	delivery_load(q->delivery);
-	if (all || n == 0) {
-		log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, "
-					   "every deferred message now");
+	if (all || (signalled && n == 0)) {
+		log_msg(LOG_INFO, "flush", "%s: rescanning the spool, every "
+			"deferred message now", signalled ? "SIGUSR1" : "start");
 		delivery_flush(q->delivery);
-	} else {
-		log_msg(LOG_INFO, "flush", "SIGUSR1: rescanning the spool, "
-					   "%zu message(s) now", n);
+	} else if (n > 0) {
+		log_msg(LOG_INFO, "flush", "%s: rescanning the spool, %zu "
+			"message(s) now", signalled ? "SIGUSR1" : "start", n);
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!all)
@@ -90,16 +89,11 @@ static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
 	free(ids);
 }
 
-/* Markers left from before this start: everything is tried now anyway. */
-static void drop_flush_marks(struct queue *queue)
+static void on_flush(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	size_t n;
-	bool all;
-	char **ids = queue_take_flush_marks(queue, &n, &all);
-
-	for (size_t i = 0; i < n; i++)
-		free(ids[i]);
-	free(ids);
+	(void)loop;
+	(void)revents;
+	apply_flush_marks(w->data, true);
 }
 
 static void log_ready(const struct generation *gen)
@@ -160,8 +154,7 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	delivery_use_sts(q.delivery, sts);
 	watch(&q);
 	log_ready(gen);
-	drop_flush_marks(q.queue);
-	delivery_load(q.delivery);
+	apply_flush_marks(&q, false);
 	ev_run(loop, 0);
 	unwatch(&q);
 	rc = 0;

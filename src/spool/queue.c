@@ -1000,3 +1000,72 @@ fail:
 	snprintf(err, err_len, "spool %s: chown: %s", spool, strerror(errno));
 	return false;
 }
+
+/* ---- the queue manager's active set (outbound/delivery.c) --------------- */
+
+void queue_remove_unrecorded(struct queue *q, const char *qid)
+{
+	unlinkat(q->queue_fd, qid, 0);
+}
+
+bool queue_set_due(struct queue *q, const char *qid, double due)
+{
+	struct timespec t[2];
+
+	t[0].tv_sec = (time_t)due;
+	t[0].tv_nsec = (long)((due - (double)t[0].tv_sec) * 1e9);
+	if (t[0].tv_nsec < 0 || t[0].tv_nsec >= 1000000000L)
+		t[0].tv_nsec = 0;
+	t[1] = t[0];
+	return utimensat(q->queue_fd, qid, t, 0) == 0;
+}
+
+struct queue_pass {
+	DIR *dir;
+};
+
+/* Its own open file description (not a dup of queue_fd, whose position
+ * another listing would move). */
+struct queue_pass *queue_pass_open(struct queue *q)
+{
+	struct queue_pass *s = calloc(1, sizeof(*s));
+	int fd = openat(q->queue_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (s == NULL || fd < 0 || (s->dir = fdopendir(fd)) == NULL) {
+		int saved = errno;
+
+		if (fd >= 0)
+			close(fd);
+		free(s);
+		errno = saved;
+		return NULL;
+	}
+	return s;
+}
+
+bool queue_pass_next(struct queue_pass *s, char qid[QUEUE_ID_LEN + 1],
+		     double *due)
+{
+	struct dirent *e;
+	struct stat st;
+
+	while ((e = readdir(s->dir)) != NULL) {
+		if (!queue_id_valid(e->d_name) ||
+		    fstatat(dirfd(s->dir), e->d_name, &st,
+			    AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		memcpy(qid, e->d_name, QUEUE_ID_LEN + 1);
+		*due = (double)st.st_mtim.tv_sec +
+		       (double)st.st_mtim.tv_nsec / 1e9;
+		return true;
+	}
+	return false;
+}
+
+void queue_pass_close(struct queue_pass *s)
+{
+	if (s == NULL)
+		return;
+	closedir(s->dir);
+	free(s);
+}

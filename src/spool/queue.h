@@ -146,6 +146,24 @@ bool queue_submit(struct queue *q, const struct envelope *e,
 		  const char *content, size_t len, queue_commit_cb *cb,
 		  void *owner);
 
+/* ---- the queue manager's active set (outbound/delivery.c) ----------- */
+
+/* queue_remove for a message that never got a state file. */
+void queue_remove_unrecorded(struct queue *q, const char *qid);
+/* When a deferred message is due again: queue/ID's mtime (Postfix's
+ * deferred queue does the same). Not synced: after a crash it may be
+ * tried early, never late. False (errno) when it cannot be set: ENOENT
+ * when the message is gone. */
+bool queue_set_due(struct queue *q, const char *qid, double due);
+/* A pass over queue/, one entry at a time, in directory order: the id and
+ * due time (mtime) of each queue file. A file added during the pass may
+ * or may not be seen. NULL (errno) when the directory cannot be read. */
+struct queue_pass;
+struct queue_pass *queue_pass_open(struct queue *q);
+bool queue_pass_next(struct queue_pass *s, char qid[QUEUE_ID_LEN + 1],
+		     double *due);
+void queue_pass_close(struct queue_pass *s);
+
 /* ---- the master's view ---------------------------------------------- */
 
 /* Takes SPOOL/lock for the life of the returned descriptor (and of every

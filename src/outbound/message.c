@@ -1,0 +1,177 @@
+/*
+ * message: reading a queued message in (envelope, hop count, state with
+ * attempt counts), its state lines and its teardown. Owns the message's
+ * arrays and strings; must not touch the scheduler or start anything.
+ */
+#include "outbound/message.h"
+
+#include "core/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum { HEADER_MAX = 65536 };
+
+void message_free(struct message *m)
+{
+	if (m == NULL)
+		return;
+	while (m->entries != NULL) {
+		struct entry *e = m->entries;
+
+		m->entries = e->next;
+		free(e);
+	}
+	for (size_t i = 0; m->last_error != NULL && i < m->env.n_rcpts; i++)
+		free(m->last_error[i]);
+	free(m->last_error);
+	free(m->states);
+	free(m->unsaved);
+	free(m->dsn_busy);
+	free(m->retry_at);
+	free(m->tries);
+	envelope_free(&m->env);
+	free(m);
+}
+
+char *message_headers(const struct queued_message *f, size_t *len)
+{
+	char *buf = malloc(HEADER_MAX), *end;
+	ssize_t n = buf ? pread(f->fd, buf, HEADER_MAX, f->body_offset) : -1;
+
+	*len = 0;
+	if (n <= 0) {
+		free(buf);
+		return NULL;
+	}
+	end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
+	*len = end ? (size_t)(end - buf) + 2 : (size_t)n;
+	return buf;
+}
+
+static unsigned count_hops(const struct queued_message *f)
+{
+	size_t len;
+	char *h = message_headers(f, &len);
+	unsigned hops = 0;
+
+	for (size_t i = 0; h != NULL && i + 9 <= len; i++)
+		if ((i == 0 || h[i - 1] == '\n') &&
+		    strncasecmp(h + i, "Received:", 9) == 0)
+			hops++;
+	free(h);
+	return hops;
+}
+
+static bool alloc_arrays(struct message *m)
+{
+	size_t n = m->env.n_rcpts;
+
+	m->states = calloc(n, sizeof(*m->states));
+	m->unsaved = calloc(n, sizeof(*m->unsaved));
+	m->dsn_busy = calloc(n, sizeof(*m->dsn_busy));
+	m->retry_at = calloc(n, sizeof(*m->retry_at));
+	m->tries = calloc(n, sizeof(*m->tries));
+	m->last_error = calloc(n, sizeof(*m->last_error));
+	return m->states && m->unsaved && m->dsn_busy && m->last_error &&
+	       m->retry_at && m->tries;
+}
+
+struct message *message_load(struct queue *q, const char *qid, bool *again)
+{
+	struct message *m = calloc(1, sizeof(*m));
+	struct queued_message file;
+	char err[200];
+
+	*again = true;
+	if (m == NULL)
+		return NULL;
+	if (!queue_open_message(q, qid, &m->env, &file, err, sizeof(err))) {
+		/* Gone (queue delete) is fine; not a queue file is set aside
+		 * rather than left to fail at every start. */
+		*again = errno != ENOENT && errno != EBADMSG;
+		if (errno == EBADMSG)
+			queue_quarantine(q, qid);
+		log_qid_msg(LOG_ERR, "delivery_load", qid, "%s%s", err,
+			    *again ? "; read again later" : "");
+		free(m);
+		return NULL;
+	}
+	/* Counted now, on the descriptor already open: not read again. */
+	m->hops = count_hops(&file);
+	m->size = file.body_size;
+	close(file.fd);
+	memcpy(m->qid, qid, sizeof(m->qid));
+	if (!alloc_arrays(m)) {
+		message_free(m);
+		return NULL;
+	}
+	/* attempts: a restart goes on counting where the last run stopped */
+	queue_state_load(q, qid,
+			 &(struct rcpt_records){.states = m->states,
+						.last = m->last_error,
+						.attempts = m->tries},
+			 m->env.n_rcpts);
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		m->recorded |= m->tries[i] > 0 || m->states[i] != RCPT_PENDING;
+	return m;
+}
+
+bool message_pending(const struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_PENDING)
+			return true;
+	return false;
+}
+
+bool message_owes_dsn(const struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->states[i] == RCPT_BOUNCED)
+			return true;
+	return false;
+}
+
+void message_append_state(struct queue *q, struct message *m, size_t i,
+			  enum rcpt_state st, const char *text)
+{
+	queue_state_append(q, m->qid, i, st, text);
+	m->recorded = true;
+	m->unsaved[i] = false;
+}
+
+void message_save_sent(struct queue *q, struct message *m)
+{
+	for (size_t i = 0; i < m->env.n_rcpts; i++)
+		if (m->unsaved[i])
+			message_append_state(q, m, i, RCPT_SENT,
+					     m->last_error[i] ? m->last_error[i]
+							      : "");
+}
+
+void message_rcpt_domain(const char *hostname, const char *rcpt, char *out,
+			 size_t len)
+{
+	const char *at = strrchr(rcpt, '@');
+
+	snprintf(out, len, "%s", at ? at + 1 : hostname);
+	for (char *c = out; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+}
+
+bool message_rcpt_in(const struct message *m, size_t i, const char *hostname,
+		     const char *domain)
+{
+	char dom[256];
+
+	if (m->states[i] != RCPT_PENDING)
+		return false;
+	message_rcpt_domain(hostname, m->env.rcpts[i], dom, sizeof(dom));
+	return strcmp(dom, domain) == 0;
+}
