@@ -43,31 +43,51 @@ static int tls_events(const struct conn *c)
 	       (c->tls_wants_write ? EV_WRITE : 0);
 }
 
+static bool wants_input(const struct conn *c)
+{
+	return c->reading && c->in_len < CONN_BUF_SIZE;
+}
+
+/* What the owner's state needs the watcher to wait for. */
+static int wanted_events(const struct conn *c)
+{
+	if (c->connecting)
+		return EV_WRITE; /* writable: the connect has finished */
+	if (c->tls_state == CONN_TLS_HANDSHAKE)
+		return tls_events(c);
+	if (c->tls_state == CONN_TLS_ON)
+		return wants_input(c) || conn_output_pending(c) ? tls_events(c)
+								 : 0;
+	return (wants_input(c) ? EV_READ : 0) |
+	       (conn_output_pending(c) ? EV_WRITE : 0);
+}
+
+/* Changes the watcher only when what it waits for changes, and without
+ * ev_io_set: that marks the fd as new and costs an epoll_ctl even when
+ * the events stay the same. Waiting for nothing is EV_READ "parked":
+ * libev leaves a stopped fd in the epoll set, and starting it again later
+ * tries EPOLL_CTL_ADD, which fails with EEXIST; so a connection that only
+ * pauses its input (while a message syncs, while the 220 to STARTTLS goes
+ * out) keeps its watcher. The first readiness nobody wants spends the
+ * parking (io_cb); only then does the watcher stop. */
 static void rearm(struct conn *c)
 {
-	int events = 0;
-	bool want_input = c->reading && c->in_len < CONN_BUF_SIZE;
+	int events;
 
-	if (c->connecting && (c->fd < 0 || c->sock_error != 0))
+	if (c->fd < 0 || (c->connecting && c->sock_error != 0))
 		return; /* the failure is already on its way as an event */
-	if (c->connecting) {
-		events = EV_WRITE; /* writable: the connect has finished */
-	} else if (c->tls_state == CONN_TLS_HANDSHAKE) {
-		events = tls_events(c);
-	} else if (c->tls_state == CONN_TLS_ON) {
-		if (want_input || conn_output_pending(c))
-			events = tls_events(c);
-		if (want_input && c->tls_buffered)
-			ev_feed_event(c->loop, &c->io, EV_READ);
-	} else {
-		events = (want_input ? EV_READ : 0) |
-			 (conn_output_pending(c) ? EV_WRITE : 0);
-	}
+	events = wanted_events(c);
+	if (events != 0)
+		c->park_spent = false;
+	else if (!c->connecting && !c->park_spent)
+		events = EV_READ;
+	if (c->tls_state == CONN_TLS_ON && wants_input(c) && c->tls_buffered)
+		ev_feed_event(c->loop, &c->io, EV_READ);
 	if (events == (c->io.events & (EV_READ | EV_WRITE)) &&
 	    ev_is_active(&c->io) == (events != 0))
 		return;
 	ev_io_stop(c->loop, &c->io);
-	ev_io_set(&c->io, c->fd, events);
+	ev_io_modify(&c->io, events);
 	if (events != 0)
 		ev_io_start(c->loop, &c->io);
 }
@@ -142,6 +162,10 @@ static bool on_readable(struct conn *c)
 	n = raw_read(c, c->in + c->in_len, CONN_BUF_SIZE - c->in_len);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return true;
+	/* A short read (or EOF) emptied the socket's queue just now. */
+	c->read_all = c->tls_state == CONN_TLS_OFF && n >= 0 &&
+		      (size_t)n < CONN_BUF_SIZE - c->in_len;
+	c->read_turn = ev_iteration(c->loop);
 	if (n <= 0)
 		return c->handler(c, n == 0 ? CONN_EOF : CONN_ERROR, c->owner);
 	c->in_len += (size_t)n;
@@ -204,6 +228,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			revents = EV_READ; /* bytes may already be waiting */
 		else
 			revents = 0;
+	} else if (wanted_events(c) == 0) {
+		c->park_spent = true; /* parked, and woken for nothing */
+		revents = 0;
 	} else if (c->tls_state == CONN_TLS_ON) {
 		/* libtls decides what a readiness means; try both. */
 		revents = EV_READ | (conn_output_pending(c) ? EV_WRITE : 0);
@@ -243,7 +270,10 @@ void conn_start(struct conn *c, struct ev_loop *loop, int fd,
 
 /* close(2) with unread input sends a reset, and a reset can make the peer
  * lose the reply it has not read yet (our 421 or 554): drop what is
- * queued first. Bounded: a peer that keeps sending gets its reset. */
+ * queued first. Bounded: a peer that keeps sending gets its reset. Not
+ * when a read of this same loop turn found the queue empty (a QUIT read,
+ * its 221 written, the close): a recv now would only say EAGAIN, and
+ * what arrives after it gets the reset either way. */
 static void drain_input(int fd)
 {
 	char sink[4096];
@@ -264,7 +294,8 @@ void conn_stop(struct conn *c)
 		c->tls = NULL;
 	}
 	if (c->fd >= 0) {
-		if (!c->connecting)
+		if (!c->connecting &&
+		    !(c->read_all && c->read_turn == ev_iteration(c->loop)))
 			drain_input(c->fd);
 		close(c->fd);
 	}

@@ -69,13 +69,18 @@ struct conn {
 			    restart it (outbound replies are timed whole;
 			    inbound sessions arm each deadline themselves) */
 	int sock_error;	 /* errno of a failed conn_connect, else 0 */
+	bool park_spent; /* woken while parked (conn.c's rearm) */
+	bool read_all;	 /* a plain read in loop turn read_turn found the
+			    socket empty: conn_stop need not drain it */
+	unsigned read_turn;
 };
 
 void conn_start(struct conn *c, struct ev_loop *loop, int fd,
 		conn_handler *handler, void *owner);
 /* Closes the socket and returns the buffers; the struct is the owner's.
- * Input already queued in the kernel is read and dropped first (bounded),
- * so the close is a FIN, not a reset that could destroy the last reply. */
+ * Input already queued in the kernel is read and dropped first (bounded;
+ * skipped when a read of the same loop turn found none), so the close is a
+ * FIN, not a reset that could destroy the last reply. */
 void conn_stop(struct conn *c);
 
 /* Input is read only while the owner wants it (back-pressure). */

@@ -21,6 +21,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -469,49 +470,86 @@ void queue_new_id(struct queue *q, char out[QUEUE_ID_LEN + 1])
 	snprintf(out, QUEUE_ID_LEN + 1, "%016" PRIx64, q->last_id);
 }
 
+static void spool_file_free_buffer(struct spool_file *f)
+{
+	free(f->buf);
+	f->buf = NULL;
+	f->buf_len = 0;
+}
+
 bool spool_file_create(struct queue *q, const char *qid,
 		       struct spool_file *f)
 {
 	memset(f, 0, sizeof(*f));
 	memcpy(f->qid, qid, QUEUE_ID_LEN + 1);
+	f->fd = -1;
+	if ((f->buf = malloc(SPOOL_BUF_SIZE)) == NULL) {
+		log_qid_msg(LOG_ERR, "spool_create_failed", qid, "out of memory");
+		f->failed = true;
+		return false;
+	}
 	f->fd = openat(q->tmp_fd, qid,
 		       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (f->fd < 0) {
 		log_qid_msg(LOG_ERR, "spool_create_failed", qid, "%s",
 			    strerror(errno));
+		spool_file_free_buffer(f);
 		f->failed = true;
 		return false;
 	}
-	f->written = 0;
-	if (write(f->fd, QUEUE_MAGIC, sizeof(QUEUE_MAGIC) - 1) !=
-	    (ssize_t)sizeof(QUEUE_MAGIC) - 1)
-		f->failed = true;
-	return !f->failed;
+	memcpy(f->buf, QUEUE_MAGIC, sizeof(QUEUE_MAGIC) - 1);
+	f->buf_len = sizeof(QUEUE_MAGIC) - 1;
+	return true;
 }
 
-void spool_file_write(struct spool_file *f, const void *data, size_t len)
+/* Hands the buffer and then `len` octets of `data` to the kernel, in one
+ * writev(2) unless it writes short. */
+static void spool_file_put(struct spool_file *f, const char *data, size_t len)
 {
-	const char *p = data;
+	struct iovec iov[2] = {{f->buf, f->buf_len}, {(void *)data, len}};
+	struct iovec *v = iov;
+	int n_iov = 2;
 
-	while (len > 0 && !f->failed) {
-		ssize_t n = write(f->fd, p, len);
+	while (n_iov > 0 && !f->failed) {
+		ssize_t n = writev(f->fd, v, n_iov);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			log_qid_msg(LOG_ERR, "spool_write_failed", f->qid,
-				    "%s", strerror(errno));
+				    "%s", n < 0 ? strerror(errno) : "no progress");
 			f->failed = true;
 			break;
 		}
-		p += n;
-		len -= (size_t)n;
 		f->written += (uint64_t)n;
+		while (n_iov > 0 && (size_t)n >= v->iov_len) {
+			n -= (ssize_t)v->iov_len;
+			v++;
+			n_iov--;
+		}
+		if (n_iov > 0) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= (size_t)n;
+		}
 	}
+	f->buf_len = 0;
+}
+
+void spool_file_write(struct spool_file *f, const void *data, size_t len)
+{
+	if (f->failed)
+		return;
+	if (len > SPOOL_BUF_SIZE - f->buf_len) {
+		spool_file_put(f, data, len);
+		return;
+	}
+	memcpy(f->buf + f->buf_len, data, len);
+	f->buf_len += len;
 }
 
 void spool_file_abort(struct queue *q, struct spool_file *f)
 {
+	spool_file_free_buffer(f);
 	if (f->fd < 0)
 		return;
 	close(f->fd);
@@ -524,6 +562,9 @@ struct queue_commit *queue_commit(struct queue *q, struct spool_file *f,
 {
 	struct queue_commit *c;
 
+	if (!f->failed && f->buf_len > 0)
+		spool_file_put(f, NULL, 0);
+	spool_file_free_buffer(f);
 	if (f->failed || (c = calloc(1, sizeof(*c))) == NULL) {
 		spool_file_abort(q, f);
 		return NULL;

@@ -1,6 +1,6 @@
 /*
  * queue: the durable spool. A message is written to SPOOL/tmp/ID as it
- * arrives; queue_commit hands the file to the sync thread, which fsyncs it,
+ * arrives (gathered into 16 KiB writes); queue_commit hands the file to the sync thread, which fsyncs it,
  * renames it to SPOOL/queue/ID and fsyncs the directory (one directory sync
  * per batch of commits that arrived together), then reports back on the
  * loop. Only after that report may anyone say "250". The loop never waits
@@ -22,11 +22,18 @@
 struct queue;
 struct queue_commit;
 
+/* A message being written: what spool_file_write gets is gathered in `buf`
+ * and reaches the file in SPOOL_BUF_SIZE pieces, so a small message costs
+ * one write(2), made when it is committed. */
+enum { SPOOL_BUF_SIZE = 16384 };
+
 struct spool_file {
 	int fd;
 	char qid[QUEUE_ID_LEN + 1];
-	uint64_t written;
+	uint64_t written; /* octets handed to the kernel so far */
 	bool failed;
+	char *buf; /* SPOOL_BUF_SIZE, while the file is open */
+	size_t buf_len;
 };
 
 /* Called on the loop once the commit is durable (ok) or has failed. */
@@ -54,14 +61,16 @@ double queue_id_time(const char *qid);
 
 bool spool_file_create(struct queue *q, const char *qid,
 		       struct spool_file *f);
-/* Writes all of data or marks the file failed (checked at commit). */
+/* Writes all of data (buffered) or marks the file failed: a failure
+ * shows in f->failed, at the latest when queue_commit refuses the file. */
 void spool_file_write(struct spool_file *f, const void *data, size_t len);
-/* Closes and removes the temporary file. */
+/* Closes and removes the temporary file, and drops its buffer. */
 void spool_file_abort(struct queue *q, struct spool_file *f);
 
 /*
- * Takes ownership of f's descriptor. Returns a handle the owner keeps while
- * waiting, or NULL (and no callback) if the file had already failed.
+ * Writes what f still buffers, then takes ownership of f's descriptor.
+ * Returns a handle the owner keeps while waiting, or NULL (and no
+ * callback; the file is removed) if the file failed.
  */
 struct queue_commit *queue_commit(struct queue *q, struct spool_file *f,
 				  queue_commit_cb *cb, void *owner);
