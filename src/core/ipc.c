@@ -1,12 +1,14 @@
 /*
  * ipc: datagram framing (see ipc.h). Owns no descriptor: callers open and
- * close the sockets; this only formats, checks and moves one frame.
+ * close the sockets; this only formats, checks and moves frames (one, or
+ * a batch of them in one system call).
  */
 #include "core/ipc.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 bool ipc_pair(int fds[2])
 {
@@ -16,18 +18,35 @@ bool ipc_pair(int fds[2])
 
 bool ipc_send(int fd, enum ipc_type type, const char *text)
 {
-	char frame[1 + IPC_TEXT_MAX];
-	size_t n = strlen(text);
-	ssize_t w;
+	return ipc_send_many(fd, type, &text, 1) == 1;
+}
 
-	if (n > IPC_TEXT_MAX)
-		return false;
-	frame[0] = (char)type;
-	memcpy(frame + 1, text, n);
+unsigned ipc_send_many(int fd, enum ipc_type type, const char *const *texts,
+		       unsigned n)
+{
+	char frames[IPC_BATCH_MAX][1 + IPC_TEXT_MAX];
+	struct iovec iov[IPC_BATCH_MAX];
+	struct mmsghdr msgs[IPC_BATCH_MAX];
+	unsigned k = 0;
+	int sent;
+
+	for (; k < n && k < IPC_BATCH_MAX; k++) {
+		size_t len = strlen(texts[k]);
+
+		if (len > IPC_TEXT_MAX)
+			break;
+		frames[k][0] = (char)type;
+		memcpy(frames[k] + 1, texts[k], len);
+		iov[k] = (struct iovec){frames[k], len + 1};
+		msgs[k] = (struct mmsghdr){
+			.msg_hdr = {.msg_iov = &iov[k], .msg_iovlen = 1}};
+	}
+	if (k == 0)
+		return 0;
 	do
-		w = send(fd, frame, n + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (w < 0 && errno == EINTR);
-	return w == (ssize_t)(n + 1);
+		sent = sendmmsg(fd, msgs, k, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (sent < 0 && errno == EINTR);
+	return sent < 0 ? 0 : (unsigned)sent;
 }
 
 bool ipc_decode(const char *buf, long len, struct ipc_msg *out)

@@ -30,6 +30,14 @@ bool ipc_pair(int fds[2]);
  * long); the caller decides whether that matters. */
 bool ipc_send(int fd, enum ipc_type type, const char *text);
 
+/* Up to IPC_BATCH_MAX messages of one type in one system call
+ * (sendmmsg(2)), each its own datagram as from ipc_send. Returns how many
+ * of texts[0..n-1] went, in order: the rest were not sent (as ipc_send's
+ * false; a text too long stops the batch there). */
+enum { IPC_BATCH_MAX = 64 };
+unsigned ipc_send_many(int fd, enum ipc_type type, const char *const *texts,
+		       unsigned n);
+
 /* One message, or false when none is waiting (or a malformed frame was
  * read and dropped: call again until false). */
 enum ipc_recv { IPC_NONE, IPC_GOT, IPC_BAD };

@@ -24,10 +24,13 @@
 
 enum worker_state { W_RUNNING, W_RETIRING, W_DRAINING };
 
-/* Notices the queue manager's mailbox had no room for (it is restarting,
- * or busy): sent again every second. Past its size a notice is dropped
- * and the message waits for the manager's next spool scan (at its start
- * and on `queue flush`). */
+/* Notices not sent yet: those of this loop turn's commits, which go
+ * together just before the loop waits again (one system call however many
+ * messages the sync thread reported at once), and those the queue
+ * manager's mailbox had no room for (it is restarting, or busy), sent
+ * again every second. Past BACKLOG_MAX a notice is dropped and the
+ * message waits for the manager's next spool scan (at its start and on
+ * `queue flush`). */
 enum { BACKLOG_MAX = 4096 };
 
 struct worker {
@@ -35,6 +38,7 @@ struct worker {
 	int notify_fd;
 	char (*backlog)[QUEUE_ID_LEN + 1];
 	size_t n_backlog;
+	ev_prepare notify; /* this turn's notices, before the loop waits */
 	ev_timer resend;
 	enum worker_state state;
 	ev_signal sig_term, sig_retire;
@@ -42,35 +46,61 @@ struct worker {
 	ev_timer idle_check; /* retiring: gone once no session is left */
 };
 
+/* Sends what it can of the backlog, oldest first. */
+static void send_backlog(struct worker *w)
+{
+	size_t sent = 0;
+
+	log_flush_ordered(); /* our "queued" lines before the qmgr's */
+	while (sent < w->n_backlog) {
+		const char *ids[IPC_BATCH_MAX];
+		unsigned n = 0, k;
+
+		while (n < IPC_BATCH_MAX && sent + n < w->n_backlog) {
+			ids[n] = w->backlog[sent + n];
+			n++;
+		}
+		k = ipc_send_many(w->notify_fd, IPC_QUEUED, ids, n);
+		sent += k;
+		if (k < n)
+			break;
+	}
+	memmove(w->backlog, w->backlog + sent,
+		(w->n_backlog - sent) * sizeof(*w->backlog));
+	w->n_backlog -= sent;
+}
+
 static void on_queued(struct server *srv, const char *qid)
 {
 	struct worker *w = (struct worker *)srv;
 
-	log_flush_ordered(); /* our "queued" line before the qmgr's */
-	if (w->n_backlog == 0 && ipc_send(w->notify_fd, IPC_QUEUED, qid))
-		return;
 	if (w->n_backlog == BACKLOG_MAX) {
 		log_qid_msg(LOG_WARN, "notify_dropped", qid,
 			    "the queue manager finds it at its next scan");
 		return;
 	}
 	memcpy(w->backlog[w->n_backlog++], qid, QUEUE_ID_LEN + 1);
-	if (!ev_is_active(&w->resend))
-		ev_timer_start(srv->loop, &w->resend);
+	if (!ev_is_active(&w->resend)) /* else the mailbox is full: wait */
+		ev_prepare_start(srv->loop, &w->notify);
+}
+
+static void on_notify(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+	struct worker *w = p->data;
+
+	(void)revents;
+	ev_prepare_stop(loop, p);
+	send_backlog(w);
+	if (w->n_backlog > 0)
+		ev_timer_start(loop, &w->resend);
 }
 
 static void on_resend(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
-	size_t sent = 0;
 
 	(void)revents;
-	while (sent < w->n_backlog &&
-	       ipc_send(w->notify_fd, IPC_QUEUED, w->backlog[sent]))
-		sent++;
-	memmove(w->backlog, w->backlog + sent,
-		(w->n_backlog - sent) * sizeof(*w->backlog));
-	w->n_backlog -= sent;
+	send_backlog(w);
 	if (w->n_backlog == 0)
 		ev_timer_stop(loop, t);
 }
@@ -173,8 +203,10 @@ static void watch(struct worker *w)
 	ev_timer_init(&w->deadline, on_deadline, 0., 0.);
 	ev_timer_init(&w->idle_check, on_idle_check, 0.2, 0.2);
 	ev_timer_init(&w->resend, on_resend, 1., 1.);
+	ev_prepare_init(&w->notify, on_notify);
 	w->sig_term.data = w->sig_retire.data = w;
 	w->deadline.data = w->idle_check.data = w->resend.data = w;
+	w->notify.data = w;
 	ev_signal_start(loop, &w->sig_term);
 	ev_signal_start(loop, &w->sig_retire);
 }
@@ -188,6 +220,7 @@ static void unwatch(struct worker *w)
 	ev_timer_stop(loop, &w->deadline);
 	ev_timer_stop(loop, &w->idle_check);
 	ev_timer_stop(loop, &w->resend);
+	ev_prepare_stop(loop, &w->notify);
 }
 
 int worker_run(struct ev_loop *loop, struct generation *gen,
@@ -224,6 +257,8 @@ out:
 	smtp_server_destroy_all(&w.srv);
 	listener_close(w.srv.listener);
 	queue_close(w.srv.queue);
+	if (w.n_backlog > 0) /* the last turn's, if the loop ended in it */
+		send_backlog(&w);
 	if (w.n_backlog > 0)
 		log_msg(LOG_WARN, "notify_dropped",
 			"%zu notice(s): the queue manager finds them at its "
