@@ -508,7 +508,7 @@ static void spool_file_put(struct spool_file *f, const char *data, size_t len)
 {
 	struct iovec iov[2] = {{f->buf, f->buf_len}, {(void *)data, len}};
 	struct iovec *v = iov;
-	int n_iov = 2;
+	int n_iov = len > 0 ? 2 : 1;
 
 	while (n_iov > 0 && !f->failed) {
 		ssize_t n = writev(f->fd, v, n_iov);
