@@ -11,6 +11,9 @@ Run it sealed, as root (the gateway drops to [gateway] user smtpgw):
   unshare --net -- sh -c 'ip link set lo up && python3 spec/bench/syscalls.py \
       build/smtpgw build/bench/loadgen build/bench/sink [N] [WORKERS]'
 strace slows the gateway down; the counts are what it is for, not time.
+Environment: STRACE=1 uses strace (names each failed call's errno) instead
+of perf stat; TLS=1 has loadgen use STARTTLS; KEEP=1 keeps the work
+directory (logs, traces).
 It stops every process it starts, by PID.
 """
 import collections
@@ -60,8 +63,9 @@ def sink_count(path):
 
 def relay(loadgen, sink, count_file, n):
     before = sink_count(count_file)
+    tls = ["-t"] if os.environ.get("TLS") else []
     p = subprocess.run([loadgen, "-c", "20", "-m", "1", "-s", "4096", "-n",
-                        str(n), "%s:%d" % (HOST, PORT)],
+                        str(n)] + tls + ["%s:%d" % (HOST, PORT)],
                        capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         sys.exit("loadgen: %s%s" % (p.stdout, p.stderr))
