@@ -117,4 +117,27 @@ describe("durability", function()
     local qid = h.deliver(c, "me@example.org", { "user@example.test" }, h.message("deep"))
     assert.is_not_nil(gateway.read_file(gw:dir() .. "/deep/spool/queue/" .. qid))
   end)
+
+  -- The queue file is written in 16 KiB pieces (a small message in one
+  -- write at the end of data): every size around and past a piece, with
+  -- dot-stuffed lines, lands byte for byte.
+  it("writes messages of every size around its 16 KiB writes byte for byte", function()
+    local gw = gateway.start()
+    local c = h.session(gw)
+    for _, n in ipairs({ 0, 1, 195, 199, 200, 201, 202, 203, 204, 205, 210, 409, 410, 1300 }) do
+      local lines = {}
+      for i = 1, n do
+        local text = string.format("%05d ", i) .. string.rep(string.char(97 + i % 26), 72)
+        lines[i] = (i % 7 == 0) and ("." .. text) or text
+      end
+      local raw = h.message("size " .. n, lines)
+      local qid = h.deliver(c, "me@example.org", { "user@example.test" },
+        (raw:gsub("\r\n%.", "\r\n..")))
+      local env, body = gateway.parse_queue_file(gw:queue_file(qid))
+      assert.are.equal(qid, env.id)
+      assert.truthy(body:find("^Received: "), "size " .. n)
+      assert.are.equal(raw, body:sub(-#raw), "size " .. n)
+      assert.are.equal(raw, body:sub(body:find("\r\nFrom: ", 1, true) + 2), "size " .. n)
+    end
+  end)
 end)
