@@ -196,8 +196,7 @@ static void job_free(struct job *j)
 	dns_cancel(c->dns, j->id);
 	if (j->sts_wait)
 		sts_cancel(c->sts, j->id);
-	if (j->file.fd >= 0)
-		close(j->file.fd);
+	queued_message_close(&j->file);
 	generation_release(j->gen);
 	j->m->jobs--;
 	free(j->index);
@@ -878,7 +877,11 @@ static void try_next(struct job *j)
 				      ? &j->gen->clients
 				      : NULL,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
-		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
+		.body_fd = j->file.fd,
+		.body_data = j->file.data != NULL
+				     ? j->file.data + j->file.body_offset
+				     : NULL,
+		.body_offset = j->file.body_offset,
 		.body_size = j->file.body_size, .body_type = j->m->env.body,
 		.smtputf8 = j->m->env.smtputf8,
 		.timeout = cfg->delivery_timeout,
@@ -1046,12 +1049,14 @@ void attempt_begin(struct job *j)
 		job_done(j);
 		return;
 	}
-	if (!queue_open_message(j->c->queue, j->m->qid, &e, &j->file, err,
-				sizeof(err))) {
-		job_unopened(j, errno, err);
-		return;
+	if (!message_take_file(j->m, ev_time(), &j->file)) {
+		if (!queue_read_message(j->c->queue, j->m->qid, &e, &j->file,
+					err, sizeof(err))) {
+			job_unopened(j, errno, err);
+			return;
+		}
+		envelope_free(&e);
 	}
-	envelope_free(&e);
 	config_route(j->gen->cfg, j->domain, strlen(j->domain), &j->rt);
 	j->source = j->rt.source;
 	j->tls_name = j->rt.tls_name;
