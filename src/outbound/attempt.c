@@ -1,7 +1,9 @@
 /*
- * attempt: the jobs. Owns each job (its recipient list, queue file
- * descriptor, smtp_client, DNS query by id and generation reference) from
- * attempt_new until job_done, which frees it and then tells delivery.
+ * attempt: the jobs. Owns each job (its recipient list, queue file — in
+ * memory, taken from the message's first read or read again, or its
+ * descriptor when big — smtp_client, DNS query by id and generation
+ * reference) from attempt_new until job_done, which frees it and then
+ * tells delivery.
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
  * bounced; 4xx, no connection, a TLS failure the level does not allow →

@@ -719,6 +719,7 @@ static bool body_chunk(struct smtp_client *c)
 	size_t room = conn_output_room(&c->conn);
 	uint64_t left = c->job.body_size - c->body_sent;
 	size_t want = room > BODY_TAIL ? (room - BODY_TAIL) / 2 : 0;
+	const char *from = chunk;
 	ssize_t got;
 
 	if (left == 0) {
@@ -734,7 +735,7 @@ static bool body_chunk(struct smtp_client *c)
 	if (want < BODY_MIN_CHUNK && want < left)
 		return false;
 	if (c->job.body_data != NULL) {
-		memcpy(chunk, c->job.body_data + c->body_sent, want);
+		from = c->job.body_data + c->body_sent;
 		got = (ssize_t)want;
 	} else {
 		do
@@ -750,7 +751,7 @@ static bool body_chunk(struct smtp_client *c)
 		return false;
 	}
 	if (!conn_write(&c->conn, out,
-			smtp_stuff(&c->stuffer, chunk, (size_t)got, out))) {
+			smtp_stuff(&c->stuffer, from, (size_t)got, out))) {
 		fail_session(c, "cannot send the message to %s", c->peer);
 		return false;
 	}

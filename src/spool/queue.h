@@ -90,7 +90,8 @@ struct queued_message {
 bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len);
 /* The same, but a file of up to 64 KiB is read whole, in one read, into
- * m->data and its descriptor closed; a bigger one is opened as above.
+ * m->data and its descriptor closed (so is a bigger one whose header alone
+ * needed reads up to its end); any other is opened as above.
  * Free with queued_message_close. */
 bool queue_read_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len);
