@@ -1,7 +1,9 @@
 /*
- * attempt: the jobs. Owns each job (its recipient list, queue file
- * descriptor, smtp_client, DNS query by id and generation reference) from
- * attempt_new until job_done, which frees it and then tells delivery.
+ * attempt: the jobs. Owns each job (its recipient list, queue file — in
+ * memory, taken from the message's first read or read again, or its
+ * descriptor when big — smtp_client, DNS query by id and generation
+ * reference) from attempt_new until job_done, which frees it and then
+ * tells delivery.
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
  * bounced; 4xx, no connection, a TLS failure the level does not allow →
@@ -196,8 +198,7 @@ static void job_free(struct job *j)
 	dns_cancel(c->dns, j->id);
 	if (j->sts_wait)
 		sts_cancel(c->sts, j->id);
-	if (j->file.fd >= 0)
-		close(j->file.fd);
+	queued_message_close(&j->file);
 	generation_release(j->gen);
 	j->m->jobs--;
 	free(j->index);
@@ -878,7 +879,11 @@ static void try_next(struct job *j)
 				      ? &j->gen->clients
 				      : NULL,
 		.sender = j->m->env.sender, .rcpts = j->rcpts, .n_rcpts = j->n,
-		.body_fd = j->file.fd, .body_offset = j->file.body_offset,
+		.body_fd = j->file.fd,
+		.body_data = j->file.data != NULL
+				     ? j->file.data + j->file.body_offset
+				     : NULL,
+		.body_offset = j->file.body_offset,
 		.body_size = j->file.body_size, .body_type = j->m->env.body,
 		.smtputf8 = j->m->env.smtputf8,
 		.timeout = cfg->delivery_timeout,
@@ -1046,12 +1051,14 @@ void attempt_begin(struct job *j)
 		job_done(j);
 		return;
 	}
-	if (!queue_open_message(j->c->queue, j->m->qid, &e, &j->file, err,
-				sizeof(err))) {
-		job_unopened(j, errno, err);
-		return;
+	if (!message_take_file(j->m, ev_time(), &j->file)) {
+		if (!queue_read_message(j->c->queue, j->m->qid, &e, &j->file,
+					err, sizeof(err))) {
+			job_unopened(j, errno, err);
+			return;
+		}
+		envelope_free(&e);
 	}
-	envelope_free(&e);
 	config_route(j->gen->cfg, j->domain, strlen(j->domain), &j->rt);
 	j->source = j->rt.source;
 	j->tls_name = j->rt.tls_name;

@@ -5,7 +5,8 @@
  * the level, walks the hosts and addresses with smtp_client and records
  * each recipient's outcome (its state line first, but "sent" at the end of
  * the job and only when the message stays; then memory and the log).
- * A job holds its queue file open, its smtp_client and a reference to the
+ * A job holds its queue file (in memory, or open when big), its
+ * smtp_client and a reference to the
  * generation it started under; DNS answers come back by job id, so a job
  * that is gone is simply not found. Must not free a message.
  */

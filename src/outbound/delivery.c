@@ -204,7 +204,7 @@ static bool admit(struct delivery *d, const char *qid)
 			log_full(d);
 		return false;
 	}
-	if ((m = message_load(d->queue, qid, &again)) == NULL) {
+	if ((m = message_load(d->queue, qid, ev_time(), &again)) == NULL) {
 		if (again) /* found again by a pass */
 			sched_refill_later(&d->refill,
 					   now_s(d) + cfg_now(d)->retry_min);

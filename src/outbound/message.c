@@ -18,6 +18,23 @@
 
 enum { HEADER_MAX = 65536 };
 
+/* A message's file, read whole at admission, is kept for its first
+ * attempt if that begins soon (a queue delete or hold after that is seen
+ * at the next attempt, as one during a transaction is), and within a
+ * bound on what every kept file holds together. */
+enum { KEEP_TOTAL = 32 << 20 };
+static const double KEEP_TIME = 5.0; /* seconds */
+static size_t kept_total; /* octets in every message's kept file: the
+			     queue manager has one loop */
+
+static void drop_file(struct message *m)
+{
+	if (m->file.data == NULL)
+		return;
+	kept_total -= (size_t)m->file.body_offset + m->file.body_size;
+	queued_message_close(&m->file);
+}
+
 void message_free(struct message *m)
 {
 	if (m == NULL)
@@ -36,6 +53,7 @@ void message_free(struct message *m)
 	free(m->dsn_busy);
 	free(m->retry_at);
 	free(m->tries);
+	drop_file(m);
 	envelope_free(&m->env);
 	free(m);
 }
@@ -55,13 +73,28 @@ char *message_headers(const struct queued_message *f, size_t *len)
 	return buf;
 }
 
+/* The header section of a file in memory (not a copy), else read. */
+static char *header_section(const struct queued_message *f, size_t *len,
+			    bool *copy)
+{
+	const char *h = f->data + f->body_offset, *end;
+
+	*copy = f->data == NULL;
+	if (*copy)
+		return message_headers(f, len);
+	end = memmem(h, f->body_size, "\r\n\r\n", 4);
+	*len = end ? (size_t)(end - h) + 2 : f->body_size;
+	return (char *)h;
+}
+
 /* What delivery needs from the header section, read once: the hops
  * (Received: headers) and TLS-Required: No. */
 static void read_header_facts(const struct queued_message *f,
 			      struct message *m)
 {
 	size_t len;
-	char *h = message_headers(f, &len);
+	bool copy;
+	char *h = header_section(f, &len, &copy);
 
 	m->hops = 0;
 	for (size_t i = 0; h != NULL && i + 9 <= len; i++)
@@ -72,7 +105,8 @@ static void read_header_facts(const struct queued_message *f,
 	 * ignored */
 	m->tls_required_no = h != NULL && !m->env.requiretls &&
 			     requiretls_header_no(h, len);
-	free(h);
+	if (copy)
+		free(h);
 }
 
 static bool alloc_arrays(struct message *m)
@@ -89,7 +123,37 @@ static bool alloc_arrays(struct message *m)
 	       m->retry_at && m->tries;
 }
 
-struct message *message_load(struct queue *q, const char *qid, bool *again)
+/* Kept for the first attempt when the bound allows, else closed. */
+static void keep_file(struct message *m, const struct queued_message *file,
+		      double now)
+{
+	size_t size = (size_t)file->body_offset + file->body_size;
+
+	m->file = *file;
+	m->file_at = now;
+	if (m->file.data == NULL || kept_total + size > KEEP_TOTAL) {
+		queued_message_close(&m->file);
+		return;
+	}
+	kept_total += size;
+}
+
+bool message_take_file(struct message *m, double now,
+		       struct queued_message *out)
+{
+	bool fresh = m->file.data != NULL && now - m->file_at < KEEP_TIME;
+
+	if (fresh) {
+		kept_total -= (size_t)m->file.body_offset + m->file.body_size;
+		*out = m->file;
+		m->file.data = NULL;
+	}
+	drop_file(m);
+	return fresh;
+}
+
+struct message *message_load(struct queue *q, const char *qid, double now,
+			     bool *again)
 {
 	struct message *m = calloc(1, sizeof(*m));
 	struct queued_message file;
@@ -98,7 +162,8 @@ struct message *message_load(struct queue *q, const char *qid, bool *again)
 	*again = true;
 	if (m == NULL)
 		return NULL;
-	if (!queue_open_message(q, qid, &m->env, &file, err, sizeof(err))) {
+	m->file.fd = -1;
+	if (!queue_read_message(q, qid, &m->env, &file, err, sizeof(err))) {
 		/* Gone (queue delete) is fine; not a queue file is set aside
 		 * rather than left to fail at every start. */
 		*again = errno != ENOENT && errno != EBADMSG;
@@ -109,10 +174,10 @@ struct message *message_load(struct queue *q, const char *qid, bool *again)
 		free(m);
 		return NULL;
 	}
-	/* Counted now, on the descriptor already open: not read again. */
+	/* Counted now, on what was read: not read again. */
 	read_header_facts(&file, m);
 	m->size = file.body_size;
-	close(file.fd);
+	keep_file(m, &file, now);
 	memcpy(m->qid, qid, sizeof(m->qid));
 	if (!alloc_arrays(m)) {
 		message_free(m);

@@ -1,6 +1,7 @@
 /*
  * message: one queued message as the queue manager holds it in memory — its
- * envelope and per-recipient state, never its content — and its entries,
+ * envelope and per-recipient state; its content only from admission to its
+ * first attempt, bounded (see message.c) — and its entries,
  * one per recipient domain with recipients still pending, which are what
  * the scheduler schedules. Shared by delivery (the active set), attempt
  * (transactions) and bounce (DSNs). Owns reading a message in from the
@@ -49,6 +50,9 @@ struct message {
 	double active_at;    /* when this round became due (Postfix: entered
 				the active queue), wall time, for delays= */
 	uint64_t size;	     /* octets of the message, for the logs */
+	struct queued_message file; /* read at admission, for the first
+				       attempt (data NULL: not kept) */
+	double file_at;	     /* when it was read (ev_time) */
 	bool tls_required_no; /* "TLS-Required: No" (RFC 8689 §3), and no
 				 REQUIRETLS: the recipient's policies
 				 (DANE, MTA-STS) may be ignored */
@@ -64,7 +68,13 @@ struct message {
  * so far). NULL when it cannot be taken in: `again` says whether that is
  * the moment's (out of descriptors or memory) rather than the message's
  * (gone, or not a queue file: then moved to corrupt/). Logs why. */
-struct message *message_load(struct queue *q, const char *qid, bool *again);
+struct message *message_load(struct queue *q, const char *qid, double now,
+			     bool *again);
+/* The queue file as admission read it, into `out` (queued_message_close
+ * it), when it was kept and is recent (see message.c); false: open it
+ * again. Either way the message keeps it no more. */
+bool message_take_file(struct message *m, double now,
+		       struct queued_message *out);
 /* Frees the message and its entries (out of the scheduler already). */
 void message_free(struct message *m);
 

@@ -19,10 +19,13 @@
 #include "policy/generation.h"
 #include "spool/queue.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+enum { QMGR_TRIM_THRESHOLD = 8 << 20 };
 
 struct qmgr {
 	struct ev_loop *loop;
@@ -139,6 +142,10 @@ int qmgr_run(struct ev_loop *loop, struct generation *gen,
 	char err[512];
 	int rc = 1;
 
+	/* Every message's file is read into a buffer and freed: without a
+	 * higher trim threshold glibc gives the heap's top back to the
+	 * kernel and asks for it again (brk) every few messages. */
+	mallopt(M_TRIM_THRESHOLD, QMGR_TRIM_THRESHOLD);
 	q.queue = queue_open(gen->cfg->spool, loop, err, sizeof(err));
 	if (q.queue == NULL)
 		goto out;

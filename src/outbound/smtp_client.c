@@ -149,6 +149,15 @@ static bool expects_reply(enum client_state st)
 	return false;
 }
 
+/* Only a change re-arms: conn_set_reading with output queued but not yet
+ * flushed would stop and start the watcher for nothing, and libev pays
+ * that with a failing epoll_ctl (EEXIST) at its next turn. */
+static void set_reading(struct smtp_client *c, bool on)
+{
+	if (c->conn.reading != on)
+		conn_set_reading(&c->conn, on);
+}
+
 static void enter_state(struct smtp_client *c, enum client_state next)
 {
 	c->state = next;
@@ -158,13 +167,13 @@ static void enter_state(struct smtp_client *c, enum client_state next)
 	case CS_CONNECT:
 		/* Postfix's smtp_connect_timeout: a dead host costs 30 s,
 		 * not a whole step, before the next address is tried. */
-		conn_set_reading(&c->conn, false);
+		set_reading(c, false);
 		conn_set_timeout(&c->conn, step_timeout(c) < CONNECT_TIMEOUT
 						   ? step_timeout(c)
 						   : CONNECT_TIMEOUT);
 		break;
 	case CS_HANDSHAKE:
-		conn_set_reading(&c->conn, false);
+		set_reading(c, false);
 		conn_set_timeout(&c->conn, step_timeout(c));
 		break;
 	case CS_BANNER:
@@ -174,22 +183,23 @@ static void enter_state(struct smtp_client *c, enum client_state next)
 	case CS_TRANSACTION:
 	case CS_BODY:
 	case CS_DOT:
-		conn_set_reading(&c->conn, true);
+		set_reading(c, true);
 		conn_set_timeout(&c->conn, step_timeout(c));
 		break;
 	case CS_QUIT:
-		conn_set_reading(&c->conn, true);
+		set_reading(c, true);
 		conn_set_timeout(&c->conn, step_timeout(c) < QUIT_WAIT
 					       ? step_timeout(c)
 					       : QUIT_WAIT);
 		break;
 	case CS_DONE:
-		conn_set_reading(&c->conn, false);
+		/* one that is about to be parked goes on reading (CS_IDLE) */
+		set_reading(c, c->park);
 		conn_set_timeout(&c->conn, 0);
 		break;
 	case CS_IDLE:
 		/* reading: to see the peer hang up or say 421 */
-		conn_set_reading(&c->conn, true);
+		set_reading(c, true);
 		conn_set_timeout(&c->conn, c->job.reuse_idle);
 		break;
 	}
@@ -709,6 +719,7 @@ static bool body_chunk(struct smtp_client *c)
 	size_t room = conn_output_room(&c->conn);
 	uint64_t left = c->job.body_size - c->body_sent;
 	size_t want = room > BODY_TAIL ? (room - BODY_TAIL) / 2 : 0;
+	const char *from = chunk;
 	ssize_t got;
 
 	if (left == 0) {
@@ -723,10 +734,15 @@ static bool body_chunk(struct smtp_client *c)
 		want = (size_t)left;
 	if (want < BODY_MIN_CHUNK && want < left)
 		return false;
-	do
-		got = pread(c->job.body_fd, chunk, want,
-			    c->job.body_offset + (off_t)c->body_sent);
-	while (got < 0 && errno == EINTR);
+	if (c->job.body_data != NULL) {
+		from = c->job.body_data + c->body_sent;
+		got = (ssize_t)want;
+	} else {
+		do
+			got = pread(c->job.body_fd, chunk, want,
+				    c->job.body_offset + (off_t)c->body_sent);
+		while (got < 0 && errno == EINTR);
+	}
 	if (got <= 0) {
 		/* No dot: the server must not take a truncated message. */
 		fail_session(c, "cannot read the queue file: %s",
@@ -735,7 +751,7 @@ static bool body_chunk(struct smtp_client *c)
 		return false;
 	}
 	if (!conn_write(&c->conn, out,
-			smtp_stuff(&c->stuffer, chunk, (size_t)got, out))) {
+			smtp_stuff(&c->stuffer, from, (size_t)got, out))) {
 		fail_session(c, "cannot send the message to %s", c->peer);
 		return false;
 	}
@@ -1148,6 +1164,7 @@ static bool park(struct smtp_client *c)
 	c->job.rcpts = NULL;
 	c->job.n_rcpts = 0;
 	c->job.body_fd = -1;
+	c->job.body_data = NULL;
 	free(c->track);
 	free(c->sent);
 	c->track = NULL;

@@ -58,6 +58,7 @@ struct client_job {
 	struct client_rcpt *rcpts;
 	size_t n_rcpts;
 	int body_fd;		      /* the spool file, read with pread */
+	const char *body_data;	      /* or the message in memory */
 	off_t body_offset;	      /* where the message starts in it */
 	uint64_t body_size;	      /* octets from body_offset to EOF */
 	enum smtp_body_type body_type;

@@ -592,22 +592,31 @@ void queue_commit_orphan(struct queue_commit *commit)
 
 /* ---- delivery's view ---------------------------------------------------- */
 
-enum { HEADER_READ = 16384, HEADER_MAX = 4 << 20 };
+/* HEADER_READ: the first read of a queue file opened for its descriptor;
+ * WHOLE_READ: of one read into memory (queue_read_message), which takes
+ * the whole file when it is no bigger. */
+enum { HEADER_READ = 16384, WHOLE_READ = 65536, HEADER_MAX = 4 << 20 };
 
-/* Reads until the header's blank line is in the buffer. */
-static char *read_header(int fd, size_t *len)
+/* Reads until the header's blank line is in the buffer; `eof`: the buffer
+ * holds the whole file (a regular file reads short only at its end). */
+static char *read_header(int fd, size_t cap, size_t *len, bool *eof)
 {
-	size_t cap = HEADER_READ;
 	char *buf = malloc(cap);
 
 	*len = 0;
+	*eof = false;
 	while (buf != NULL) {
-		ssize_t n = pread(fd, buf + *len, cap - *len, (off_t)*len);
+		size_t want = cap - *len;
+		ssize_t n = pread(fd, buf + *len, want, (off_t)*len);
 
-		if (n <= 0)
+		if (n <= 0) {
+			*eof = n == 0;
 			return buf; /* the parser says what is missing */
+		}
 		*len += (size_t)n;
-		if (memmem(buf, *len, "\n\n", 2) != NULL || cap >= HEADER_MAX)
+		*eof = (size_t)n < want;
+		if (*eof || memmem(buf, *len, "\n\n", 2) != NULL ||
+		    cap >= HEADER_MAX)
 			return buf;
 		if (*len == cap) {
 			char *grown = realloc(buf, cap * 2);
@@ -622,42 +631,82 @@ static char *read_header(int fd, size_t *len)
 	return NULL;
 }
 
-bool queue_open_message_at(int dir_fd, const char *dir_name, const char *qid,
-			   struct envelope *e, struct queued_message *m,
-			   char *err, size_t err_len)
+static bool open_failed(struct queued_message *m, const char *dir_name,
+			const char *qid, char *err, size_t err_len)
+{
+	int saved = errno;
+
+	snprintf(err, err_len, "%s/%s: %s", dir_name, qid, strerror(saved));
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+	errno = saved;
+	return false;
+}
+
+/* The size comes from the read when it reached the end, else from fstat;
+ * `keep`: a file read whole stays in m->data, its descriptor closed. */
+static bool open_message(int dir_fd, const char *dir_name, const char *qid,
+			 struct envelope *e, struct queued_message *m,
+			 bool keep, char *err, size_t err_len)
 {
 	struct stat st;
 	size_t len, offset = 0;
+	bool eof;
 	char *header;
 
+	m->data = NULL;
 	m->fd = openat(dir_fd, qid, O_RDONLY | O_CLOEXEC);
-	if (m->fd < 0 || fstat(m->fd, &st) != 0) {
-		int saved = errno;
-
-		snprintf(err, err_len, "%s/%s: %s", dir_name, qid,
-			 strerror(saved));
-		if (m->fd >= 0)
-			close(m->fd);
-		errno = saved;
-		return false;
-	}
-	header = read_header(m->fd, &len);
+	if (m->fd < 0)
+		return open_failed(m, dir_name, qid, err, err_len);
+	header = read_header(m->fd, keep ? WHOLE_READ : HEADER_READ, &len,
+			     &eof);
 	if (header == NULL) {
 		snprintf(err, err_len, "%s/%s: out of memory", dir_name, qid);
 		close(m->fd);
+		m->fd = -1;
 		errno = ENOMEM;
 		return false;
 	}
+	st.st_size = (off_t)len;
+	if (!eof && fstat(m->fd, &st) != 0) {
+		free(header);
+		return open_failed(m, dir_name, qid, err, err_len);
+	}
 	offset = envelope_parse(header, len, e, err, err_len);
-	free(header);
 	if (offset == 0) {
+		free(header);
 		close(m->fd);
+		m->fd = -1;
 		errno = EBADMSG; /* read, and not a queue file */
 		return false;
 	}
 	m->body_offset = (off_t)offset;
 	m->body_size = (uint64_t)st.st_size - offset;
+	if (keep && eof) {
+		m->data = header;
+		close(m->fd);
+		m->fd = -1;
+	} else {
+		free(header);
+	}
 	return true;
+}
+
+bool queue_open_message_at(int dir_fd, const char *dir_name, const char *qid,
+			   struct envelope *e, struct queued_message *m,
+			   char *err, size_t err_len)
+{
+	return open_message(dir_fd, dir_name, qid, e, m, false, err, err_len);
+}
+
+void queued_message_close(struct queued_message *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+	free(m->data);
+	m->data = NULL;
 }
 
 static bool held(const struct queue *q, const char *qid)
@@ -669,11 +718,11 @@ static bool held(const struct queue *q, const char *qid)
 
 /* A message put on hold (`queue hold`) is gone from queue/ as a deleted
  * one is (ENOENT): the reason says which. */
-bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
-			struct queued_message *m, char *err, size_t err_len)
+static bool open_queued(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, bool keep, char *err,
+			size_t err_len)
 {
-	if (queue_open_message_at(q->queue_fd, "queue", qid, e, m, err,
-				  err_len))
+	if (open_message(q->queue_fd, "queue", qid, e, m, keep, err, err_len))
 		return true;
 	if (errno == ENOENT && held(q, qid)) {
 		snprintf(err, err_len, "queue/%s: put on hold (queue hold): "
@@ -681,6 +730,18 @@ bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 		errno = ENOENT;
 	}
 	return false;
+}
+
+bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len)
+{
+	return open_queued(q, qid, e, m, false, err, err_len);
+}
+
+bool queue_read_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len)
+{
+	return open_queued(q, qid, e, m, true, err, err_len);
 }
 
 static const char *const state_words[] = {

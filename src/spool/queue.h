@@ -83,9 +83,11 @@ void queue_commit_orphan(struct queue_commit *commit);
 struct envelope;
 
 /* A queued message opened for delivery: its envelope, and the descriptor
- * with the offset and size of the message itself. */
+ * (or, from queue_read_message, the whole file in memory) with the offset
+ * and size of the message itself. */
 struct queued_message {
-	int fd;
+	int fd;		   /* -1 when data holds the file */
+	char *data;	   /* the whole file (malloc'd), or NULL */
 	off_t body_offset;
 	uint64_t body_size;
 };
@@ -96,6 +98,14 @@ struct queued_message {
  * says nothing about the message: try again later. */
 bool queue_open_message(struct queue *q, const char *qid, struct envelope *e,
 			struct queued_message *m, char *err, size_t err_len);
+/* The same, but a file of up to 64 KiB is read whole, in one read, into
+ * m->data and its descriptor closed (so is a bigger one whose header alone
+ * needed reads up to its end); any other is opened as above.
+ * Free with queued_message_close. */
+bool queue_read_message(struct queue *q, const char *qid, struct envelope *e,
+			struct queued_message *m, char *err, size_t err_len);
+/* Closes the descriptor and frees the data, whichever it has. */
+void queued_message_close(struct queued_message *m);
 /* The same in any directory of the spool (named `dir_name` in `err`). */
 bool queue_open_message_at(int dir_fd, const char *dir_name, const char *qid,
 			   struct envelope *e, struct queued_message *m,
