@@ -21,6 +21,10 @@ describe("outbound DANE", function()
   local function route(domain, r, level)
     return { next_hop = domain .. ":" .. r.port, tls = level or "dane" }
   end
+  -- the same, with no tls key: try.lua decides by ctx.dane
+  local function by_mx(domain, r)
+    return { next_hop = domain .. ":" .. r.port }
+  end
 
   setup(function()
     dir = gateway.mktempdir()
@@ -72,6 +76,10 @@ describe("outbound DANE", function()
       ["domain:only.example.test"] = route("only.example.test", r_plain, "dane-only"),
       ["domain:strip.example.test"] = route("strip.example.test", r_plain),
       ["domain:only-ee.example.test"] = route("only-ee.example.test", r_ee, "dane-only"),
+      ["domain:auto-ee.test"] = by_mx("ee.example.test", r_ee),
+      ["domain:auto-notlsa.test"] = by_mx("notlsa.example.test", r_plain),
+      ["domain:auto-insecure.test"] = by_mx("insecure.test", r_plain),
+      ["domain:auto-bogus.test"] = by_mx("bogus.example.test", r_ee),
     }) }
     gw = sink.gw
   end)
@@ -169,6 +177,76 @@ describe("outbound DANE", function()
   it("dane-only with a matching TLSA record: sent", function()
     local line = deliver("u@only-ee.example.test", "sent")
     assert.truthy(line:match(" tls=dane%-only:TLSv1%.[23] verified=dane%-ee "), line)
+  end)
+
+  -- try.lua without a [domain] tls: DANE where DNSSEC says the MX hosts
+  -- publish TLSA records (ctx.dane), else may
+  it("try.lua: a secure TLSA RRset upgrades to dane: sent, verified=dane-ee", function()
+    local line = deliver("u@auto-ee.test", "sent")
+    assert.truthy(line:match(" tls=dane:TLSv1%.[23] verified=dane%-ee "), line)
+    assert.truthy(r_ee:wait_rcpts({ "u@auto-ee.test" }))
+  end)
+
+  it("try.lua: no TLSA records (a secure denial) or an unsigned zone: may", function()
+    local line = deliver("u@auto-notlsa.test", "sent")
+    assert.truthy(line:find(" tls=may:none ", 1, true), line)
+    line = deliver("u@auto-insecure.test", "sent")
+    assert.truthy(line:find(" tls=may:none ", 1, true), line)
+  end)
+
+  it("try.lua: a bogus TLSA answer upgrades to dane, which defers with the TLSA reason", function()
+    local line = deliver("u@auto-bogus.test", "deferred")
+    assert.truthy(line:find(" tls=dane:none ", 1, true), line)
+    local reason = ds.field(line, "reason") or ""
+    assert.truthy(reason:find("TLSA lookup of _" .. r_ee.port ..
+      "._tcp.mx-bogus.example.test failed: DNSSEC validation failed", 1, true), line)
+    assert.is_false(got(r_ee, "u@auto-bogus.test"))
+  end)
+
+  -- A policy of its own sees ctx.dane, and its answer (dane-only for a
+  -- secure destination) is what the delivery follows.
+  it("ctx.dane reaches a policy's client_tls: secure, insecure, bogus, absent", function()
+    local script = dir .. "/dane_policy.lua"
+    gateway.write_file(script, [[
+local gateway = require "gateway"
+return {
+  client_tls = function(ctx, host)
+    host.log("ctx.dane=" .. tostring(ctx.dane) .. " for " .. ctx.domain)
+    if ctx.dane == "secure" then return gateway.DANE_ONLY end
+    return gateway.MAY
+  end,
+}
+]])
+    local sections = ds.sections("try.lua", {
+      policy = { script = script },
+      dns = { resolver = zone:resolver(), trust_anchor = zone:trust_anchor() },
+      ["domain:ee.test"] = by_mx("ee.example.test", r_ee),
+      ["domain:plain.test"] = by_mx("insecure.test", r_plain),
+      ["domain:bogus.test"] = by_mx("bogus.example.test", r_ee),
+      -- a configured [host]: no MX lookup, no ctx.dane
+      ["domain:static.test"] = { next_hop = "[127.0.0.1]:" .. r_plain.port },
+    })
+    local g2 = gateway.start{ sections = sections }
+    local ok, err = pcall(function()
+      local rcpts = { "a@ee.test", "b@plain.test", "c@bogus.test", "d@static.test" }
+      ds.submit(g2, "sender@origin.example", rcpts)
+      local sent = ds.wait_delivery(g2, "a@ee.test", "sent", 1, 20)
+      assert.truthy(sent:match(" tls=dane%-only:TLSv1%.[23] verified=dane%-ee "), sent)
+      assert.truthy(ds.wait_delivery(g2, "b@plain.test", "sent", 1, 20):find(" tls=may:none ", 1, true))
+      -- may goes to the host a failed TLSA lookup would skip under dane
+      assert.truthy(ds.wait_delivery(g2, "c@bogus.test", "sent", 1, 20):find(" tls=may:TLSv1", 1, true))
+      assert.truthy(ds.wait_delivery(g2, "d@static.test", "sent", 1, 20))
+      local said = {}
+      for _, l in ipairs(g2:log_lines("event=policy_log[^\n]*hook=client_tls")) do
+        local v, d = l:match("ctx%.dane=(%S+) for ([%w%.%-]+)")
+        if v then said[d] = said[d] and (said[d] .. "," .. v) or v end
+      end
+      -- called at once without it, then again once the TLSA answers are in
+      assert.are.same({ ["ee.test"] = "nil,secure", ["plain.test"] = "nil,insecure",
+        ["bogus.test"] = "nil,bogus", ["static.test"] = "nil" }, said)
+    end)
+    g2:stop()
+    if not ok then error(err, 0) end
   end)
 end)
 

@@ -87,8 +87,8 @@ struct job {
 	struct dns_tlsa *tlsa_of[DNS_MAX_HOSTS]; /* DANE: the TLSA answer of
 						    each host; NULL: none */
 	unsigned tlsa_wait;   /* TLSA lookups still out */
-	bool level_pending;   /* client_tls waits for ctx.dane (dane_first) */
-	enum dane_dest dane;  /* ctx.dane */
+	bool dane_lookup;     /* ctx.dane is being looked up (dane_first) */
+	enum dane_dest dane;  /* ctx.dane; UNKNOWN until looked up */
 	bool use_tlsa;	      /* the current host authenticates by it */
 	char dane_reason[256]; /* the last DANE failure, for the log */
 	bool answered;	   /* a host spoke SMTP */
@@ -971,7 +971,7 @@ static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
 	}
 	if (j->tlsa_wait > 0)
 		return;
-	if (j->level_pending)
+	if (j->dane_lookup)
 		job_go(j);
 	else
 		try_next(j);
@@ -1005,7 +1005,7 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		/* RFC 8689 §4.2.1: an MX answer DNSSEC vouches for */
 		j->requiretls.mx_dnssec = route->mx_sec == DNS_SECURE;
 		j->route_wait = false;
-		if (j->level_pending && !ask_dane_state(j)) {
+		if (j->dane_lookup && !ask_dane_state(j)) {
 			attempt_defer(j, "4.3.0 out of memory");
 			return;
 		}
@@ -1037,11 +1037,7 @@ static bool choose_level(struct job *j)
 	f.domain = j->domain;
 	f.section = j->rt.rule;
 	f.mta_sts = j->sts.have ? &j->sts.policy : NULL;
-	if (j->level_pending)
-		j->dane = dane_destination(
-			&j->route, (const struct dns_tlsa *const *)j->tlsa_of);
 	f.dane = dane_dest_name(j->dane);
-	j->level_pending = false;
 	policy_call(j->gen->policy, &f, &r);
 	if (r.outcome == POLICY_LEVEL) {
 		j->asked = r.level;
@@ -1087,14 +1083,21 @@ static bool sts_applies(const struct job *j)
 	       dns_name_copy(j->domain, name, sizeof(name));
 }
 
-/* The lookups are in: the level now (ctx.dane), or again if the MTA-STS
- * lookup found other than the first call was told, then the first
- * host. */
+/* The lookups are in: the level again if ctx.dane was looked up, or the
+ * MTA-STS lookup found other than the first call was told; then the
+ * first host. */
 static void job_go(struct job *j)
 {
+	bool again = j->sts_changed || j->dane_lookup;
+
 	if (j->route_wait || j->sts_wait || j->tlsa_wait > 0)
 		return;
-	if ((j->level_pending || j->sts_changed) && !choose_level(j)) {
+	if (j->dane_lookup) {
+		j->dane = dane_destination(
+			&j->route, (const struct dns_tlsa *const *)j->tlsa_of);
+		j->dane_lookup = false;
+	}
+	if (again && !choose_level(j)) {
 		attempt_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
@@ -1121,8 +1124,8 @@ static void on_sts(uint64_t id, const struct sts_answer *a, void *arg)
 }
 
 /* Is ctx.dane looked up for this job? With a validating resolver, for a
- * route chosen by an MX lookup (not a [host] or an address); client_tls
- * then waits for the route and the TLSA answers. */
+ * route chosen by an MX lookup (not a [host] or an address): the TLSA
+ * RRsets of its hosts, once the route is in. */
 static bool dane_first(const struct job *j)
 {
 	return dns_validating(j->c->dns) &&
@@ -1130,10 +1133,10 @@ static bool dane_first(const struct job *j)
 }
 
 /* client_tls is called at once with what is known of the domain's
- * MTA-STS policy (a policy error defers at once), and again if the
- * lookup that runs beside the route's finds something else; where
- * ctx.dane is looked up (dane_first), once, after the route, the TLSA
- * records and the MTA-STS lookup. */
+ * MTA-STS policy and no ctx.dane (a policy error defers at once), and
+ * again when the lookups that run beside the route's are in, if ctx.dane
+ * was looked up (dane_first) or the MTA-STS lookup found something else;
+ * the last answer decides. */
 void attempt_begin(struct job *j)
 {
 	struct envelope e;
@@ -1155,10 +1158,10 @@ void attempt_begin(struct job *j)
 	/* RFC 8689 §4.2.1: a name an MX answer gave needs DNSSEC or MTA-STS
 	 * behind it; a configured [host] or address does not */
 	j->requiretls.mx_lookup = j->rt.hop == NULL || !j->rt.hop->no_mx;
-	j->level_pending = dane_first(j);
-	if (sts_applies(j) && !j->level_pending)
+	j->dane_lookup = dane_first(j);
+	if (sts_applies(j))
 		sts_peek(j->c->sts, j->domain, &j->sts);
-	if (!j->level_pending && !choose_level(j)) {
+	if (!choose_level(j)) {
 		attempt_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
