@@ -291,6 +291,76 @@ describe("DANE configuration", function()
     assert.truthy(out:find("server_level: 'dane' is an outbound level", 1, true), out)
   end)
 
+  -- explain asks no DNS: --dane supposes what DNSSEC would say, and the
+  -- `source` line names the input client_tls decided by
+  describe("explain", function()
+    local ini
+
+    local function explain(rcpt, extra, sections)
+      gateway.write_file(ini, gateway.ini_text({}, sections or {
+        policy = { script = ds.policy("try.lua") },
+        dns = { resolver = "127.0.0.1@9" },
+        ["domain:partner.example"] = { tls = "verify" },
+        ["domain:static.example"] = { next_hop = "[127.0.0.1]:2525" },
+      }))
+      local out, code = gateway.run(gateway.shell_quote(gateway.bin()) .. " -c " ..
+        gateway.shell_quote(ini) .. " explain --client 192.0.2.1 --rcpt " .. rcpt ..
+        (extra and " " .. extra or "") .. " 2>&1")
+      assert.are.equal(0, code, out)
+      local t = {}
+      for line in out:gmatch("[^\n]+") do
+        local label, rest = line:match("^(%S+)%s+(.-)%s*$")
+        if label then t[label] = rest:gsub("%s+", " ") end
+      end
+      return t, out
+    end
+
+    setup(function() ini = dir .. "/explain.ini" end)
+
+    it("try.lua with --dane secure: dane, decided by DANE", function()
+      local t, out = explain("u@dane.example", "--dane secure")
+      assert.are.equal("secure (supposed: --dane)", t.dane, out)
+      assert.are.equal("dane decided by client_tls", t.outbound, out)
+      assert.are.equal("DANE", t.source, out)
+      assert.truthy(t.mechanism:find("^DANE: TLS authenticated by the TLSA records"), out)
+    end)
+
+    it("--dane bogus: dane, which skips the host; insecure: may by default", function()
+      local t, out = explain("u@dane.example", "--dane bogus")
+      assert.are.equal("dane decided by client_tls", t.outbound, out)
+      assert.truthy(t.mechanism:find("a TLSA lookup failed", 1, true), out)
+      t, out = explain("u@dane.example", "--dane insecure")
+      assert.are.equal("may decided by client_tls", t.outbound, out)
+      assert.are.equal("the policy's default", t.source, out)
+    end)
+
+    it("the domain's section wins over DANE, and says so", function()
+      local t, out = explain("u@partner.example", "--dane secure")
+      assert.are.equal("verify decided by client_tls", t.outbound, out)
+      assert.are.equal("the domain's section", t.source, out)
+    end)
+
+    it("without --dane, for a configured host, and with trust_anchor = none: no ctx.dane", function()
+      local t, out = explain("u@dane.example")
+      assert.truthy(t.dane:find("^not known: explain asks no DNS"), out)
+      assert.are.equal("may decided by client_tls", t.outbound, out)
+      t, out = explain("u@static.example", "--dane secure")
+      assert.truthy(t.dane:find("^not looked up: mail for static.example goes to a configured host"), out)
+      assert.are.equal("may decided by client_tls", t.outbound, out)
+      t, out = explain("u@dane.example", "--dane secure", {
+        dns = { resolver = "127.0.0.1@9", trust_anchor = "none" } })
+      assert.are.equal("not looked up: [dns] trust_anchor = none", t.dane, out)
+      assert.are.equal("may decided by client_tls (absent: default)", t.outbound, out)
+      assert.are.equal("the policy's default (no client_tls)", t.source, out)
+    end)
+
+    it("without a script the built-in default follows DANE too", function()
+      local t, out = explain("u@dane.example", "--dane secure", { dns = { resolver = "127.0.0.1@9" } })
+      assert.are.equal("dane decided by client_tls (absent: default)", t.outbound, out)
+      assert.are.equal("DANE", t.source, out)
+    end)
+  end)
+
   it("accepts tls = dane and dane-only in a domain section, and trust_anchor = none", function()
     local out, code = check{ dns = { resolver = "127.0.0.1@9", trust_anchor = "none" },
       ["domain:a.example"] = { tls = "dane" }, ["domain:b.example"] = { tls = "DANE-only" } }
