@@ -91,6 +91,8 @@ struct job {
 	enum dane_dest dane;  /* ctx.dane; UNKNOWN until looked up */
 	bool use_tlsa;	      /* the current host authenticates by it */
 	char dane_reason[256]; /* the last DANE failure, for the log */
+	char sts_reason[256];  /* the last failure under an enforced
+				  MTA-STS policy, for the log */
 	bool answered;	   /* a host spoke SMTP */
 	bool unreachable;  /* a host could not be reached, or was lost */
 	struct queued_message file;
@@ -147,7 +149,9 @@ static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 
 	outcome_log(j->m, j->index[k], state_word(st), j->relay, &t,
 		    tls_level_name(j->level), r, reply,
-		    j->dane_reason[0] != '\0' ? j->dane_reason : NULL);
+		    j->dane_reason[0] != '\0' ? j->dane_reason
+		    : j->sts_reason[0] != '\0' ? j->sts_reason
+						: NULL);
 }
 
 /* One recipient's outcome: spool state first ("sent" at the job's end, see
@@ -553,6 +557,8 @@ static void sts_failed(struct job *j, const char *mx,
 
 	sts_report(j->c->sts, &j->sts, &f);
 	report_sts_failure(j, mx, r, result, why);
+	if (sts_enforced(j))
+		snprintf(j->sts_reason, sizeof(j->sts_reason), "%s", why);
 }
 
 /*
