@@ -1,8 +1,9 @@
 /*
- * dane: SMTP DANE (RFC 7672) for outbound connections. Two parts: the plan
- * for one MX host (from the level, the DNSSEC state of its MX and address
- * records, and its TLSA RRset: authenticate, TLS without authentication,
- * as may, or not this host now), and the check of a server's certificate
+ * dane: SMTP DANE (RFC 7672) for outbound connections. Three parts: the
+ * plan for one MX host (from the level, the DNSSEC state of its MX and
+ * address records, and its TLSA RRset: authenticate, TLS without
+ * authentication, as may, or not this host now), what a whole route
+ * publishes (ctx.dane for policies), and the check of a server's certificate
  * chain against the usable TLSA records once the handshake is done
  * (libtls does no DANE; OpenSSL's libcrypto matches and verifies). No
  * I/O, no DNS and no socket here: net/dns.c looks the records up and

@@ -1,6 +1,7 @@
 /*
  * attempt: the jobs. Owns each job (its recipient list, queue file
- * descriptor, smtp_client, DNS query by id and generation reference) from
+ * descriptor, smtp_client, DNS queries by id, the TLSA answers of its
+ * hosts and generation reference) from
  * attempt_new until job_done, which frees it and then tells delivery.
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
@@ -87,7 +88,7 @@ struct job {
 	struct dns_tlsa *tlsa_of[DNS_MAX_HOSTS]; /* DANE: the TLSA answer of
 						    each host; NULL: none */
 	unsigned tlsa_wait;   /* TLSA lookups still out */
-	bool dane_lookup;     /* ctx.dane is being looked up (dane_first) */
+	bool dane_lookup;     /* ctx.dane is being looked up */
 	enum dane_dest dane;  /* ctx.dane; UNKNOWN until looked up */
 	bool use_tlsa;	      /* the current host authenticates by it */
 	char dane_reason[256]; /* the last DANE failure, for the log */
@@ -1132,7 +1133,7 @@ static void on_sts(uint64_t id, const struct sts_answer *a, void *arg)
 /* Is ctx.dane looked up for this job? With a validating resolver, for a
  * route chosen by an MX lookup (not a [host] or an address): the TLSA
  * RRsets of its hosts, once the route is in. */
-static bool dane_first(const struct job *j)
+static bool wants_dane_state(const struct job *j)
 {
 	return dns_validating(j->c->dns) &&
 	       (j->rt.hop == NULL || !j->rt.hop->no_mx);
@@ -1141,8 +1142,8 @@ static bool dane_first(const struct job *j)
 /* client_tls is called at once with what is known of the domain's
  * MTA-STS policy and no ctx.dane (a policy error defers at once), and
  * again when the lookups that run beside the route's are in, if ctx.dane
- * was looked up (dane_first) or the MTA-STS lookup found something else;
- * the last answer decides. */
+ * was looked up (wants_dane_state) or the MTA-STS lookup found something
+ * else; the last answer decides. */
 void attempt_begin(struct job *j)
 {
 	struct envelope e;
@@ -1164,7 +1165,7 @@ void attempt_begin(struct job *j)
 	/* RFC 8689 §4.2.1: a name an MX answer gave needs DNSSEC or MTA-STS
 	 * behind it; a configured [host] or address does not */
 	j->requiretls.mx_lookup = j->rt.hop == NULL || !j->rt.hop->no_mx;
-	j->dane_lookup = dane_first(j);
+	j->dane_lookup = wants_dane_state(j);
 	if (sts_applies(j))
 		sts_peek(j->c->sts, j->domain, &j->sts);
 	if (!choose_level(j)) {
