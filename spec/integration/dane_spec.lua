@@ -11,6 +11,7 @@ local gateway = require "harness"
 local tls = require "tls_support"
 local ds = require "delivery_support"
 local dnssec = require "dnssec_zone"
+local ps = require "policy_support"
 
 describe("outbound DANE", function()
   local dir, zone, gw
@@ -307,12 +308,7 @@ describe("DANE configuration", function()
         gateway.shell_quote(ini) .. " explain --client 192.0.2.1 --rcpt " .. rcpt ..
         (extra and " " .. extra or "") .. " 2>&1")
       assert.are.equal(0, code, out)
-      local t = {}
-      for line in out:gmatch("[^\n]+") do
-        local label, rest = line:match("^(%S+)%s+(.-)%s*$")
-        if label then t[label] = rest:gsub("%s+", " ") end
-      end
-      return t, out
+      return ps.explain_table(out), out
     end
 
     setup(function() ini = dir .. "/explain.ini" end)
