@@ -59,6 +59,7 @@ static void usage(FILE *to)
 		"VERSION]\n"
 		"                     [--peer none|untrusted|trusted] [--helo "
 		"NAME] [--from ADDR]\n"
+		"                     [--dane secure|insecure|bogus]\n"
 		"       smtpgw -c FILE reload\n"
 		"       smtpgw -c FILE queue [--json] | show ID [--json] | flush\n"
 		"       smtpgw -c FILE queue delete|hold|release|requeue ID... "
@@ -127,6 +128,10 @@ static bool explain_option(struct options *o, const char *name,
 		e->helo = val;
 	else if (strcmp(name, "--from") == 0)
 		e->sender = val;
+	else if (strcmp(name, "--dane") == 0 &&
+		 (strcmp(val, "secure") == 0 || strcmp(val, "insecure") == 0 ||
+		  strcmp(val, "bogus") == 0))
+		e->dane = val;
 	else if (strcmp(name, "--peer") == 0 && strcmp(val, "none") == 0)
 		e->peer = TLS_PEER_NONE;
 	else if (strcmp(name, "--peer") == 0 && strcmp(val, "untrusted") == 0)

@@ -441,6 +441,24 @@ function M.mta_sts(ctx, level)
   return M.level(level)
 end
 
+-- dane(ctx, level): "dane" when DNSSEC says the destination publishes
+-- TLSA records (ctx.dane == "secure") or their lookup failed
+-- (ctx.dane == "bogus": under dane that host is skipped, and the mail
+-- waits rather than go out unauthenticated, RFC 7672 §2.2), else level
+-- (lower case): ctx.dane "insecure" or absent (client_tls only; README
+-- "DANE"). level must be a level. DANE comes before MTA-STS (RFC 8461
+-- §2): gateway.dane(ctx, gateway.mta_sts(ctx, gateway.MAY)).
+function M.dane(ctx, level)
+  if not M.is_level(level) then
+    error("gateway.dane: level is not a TLS level: " .. describe(level), 2)
+  end
+  local state = type(ctx) == "table" and ctx.dane or nil
+  if state == "secure" or state == "bogus" then
+    return M.DANE
+  end
+  return M.level(level)
+end
+
 -- domain_tls_in(ctx): what mail addressed to the recipient domain needs on
 -- the way in: the `tls_in` key of its [domain:...] section
 -- (ctx.section.tls_in) when it is "encrypt" or "verify"; else "none" (no

@@ -90,11 +90,13 @@ local FIELDS = {
       mx = { type = "table", required = true, list = "string" },
     },
   },
+  dane = { type = "string", stages = { "client_tls" }, required = false,
+    values = { "secure", "insecure", "bogus" } },
 }
 
 -- The order in which check_shape looks at the top-level fields (the README's).
 M.ORDER = { "stage", "hostname", "client", "helo", "tls", "sender", "recipient", "domain", "section",
-  "mta_sts" }
+  "mta_sts", "dane" }
 
 local function copy_spec(spec)
   local out = {}
@@ -435,8 +437,9 @@ local LEVEL_HOOKS = { server_tls = true, client_tls = true }
 -- reads it; "sts" only from client_tls), the other hooks a verdict
 -- (gateway.is_verdict); else t.run raises. An absent hook gives the
 -- gateway's default: server_tls opts.server_level (default "may", i.e.
--- [tls] server_level), client_tls "may" ("sts" where ctx.mta_sts is an
--- enforce policy), the others "accept". host defaults to t.host().
+-- [tls] server_level), client_tls "may" ("dane" where ctx.dane is
+-- "secure" or "bogus", else "sts" where ctx.mta_sts is an enforce
+-- policy), the others "accept". host defaults to t.host().
 function M.run(policy, ctx, host, opts)
   if type(policy) ~= "table" then
     error("gateway.testing.run: policy must be a table of hooks, got " .. type(policy), 2)
@@ -450,7 +453,7 @@ function M.run(policy, ctx, host, opts)
     if stage == "server_tls" then
       return opts and opts.server_level or gateway.MAY
     elseif stage == "client_tls" then
-      return gateway.mta_sts(ctx, gateway.MAY)
+      return gateway.dane(ctx, gateway.mta_sts(ctx, gateway.MAY))
     end
     return gateway.accept()
   end
@@ -484,7 +487,9 @@ end
 -- with a sender and the null sender, and for rcpt and client_tls a
 -- recipient in each [domain:...] section, in each relay domain and in a
 -- domain of no section; client_tls also with each kind of MTA-STS policy
--- the domain may publish (none known, enforce, testing, none).
+-- the domain may publish (none known, enforce, testing, none), and with
+-- each DANE state (ctx.dane secure, insecure, bogus) beside no MTA-STS
+-- policy and beside an enforce one.
 
 M.FIXTURE_CLIENTS = {
   { ip = "192.0.2.10", port = 40000, trusted = false },
@@ -500,6 +505,10 @@ M.FIXTURE_SENDERS = { "sender@example.org", "" }
 -- ctx.mta_sts for client_tls: false (the field absent), then each mode;
 -- mx patterns are made for the recipient's domain.
 M.FIXTURE_MTA_STS = { false, "enforce", "testing", "none" }
+-- ctx.dane for client_tls, each with FIXTURE_DANE_STS[1] and [2]
+-- (ctx.mta_sts absent, then enforce); false: absent (the list above).
+M.FIXTURE_DANE = { false, "secure", "insecure", "bogus" }
+M.FIXTURE_DANE_STS = { 1, 2 }
 -- Domains tried, in order, for "a recipient in no section".
 M.FIXTURE_UNLISTED = { "example.test", "unlisted.invalid" }
 
@@ -633,7 +642,12 @@ local function plans(n_clients, n_domains)
   for d = 1, n_domains do
     for s = 1, #M.FIXTURE_SENDERS do
       for m = 1, #M.FIXTURE_MTA_STS do
-        add({ stage = "client_tls", sender = s, domain = d, mta_sts = m })
+        add({ stage = "client_tls", sender = s, domain = d, mta_sts = m, dane = 1 })
+      end
+      for k = 2, #M.FIXTURE_DANE do
+        for _, m in ipairs(M.FIXTURE_DANE_STS) do
+          add({ stage = "client_tls", sender = s, domain = d, mta_sts = m, dane = k })
+        end
       end
     end
   end
@@ -662,6 +676,9 @@ local function describe_fixture(ctx)
   end
   if ctx.mta_sts then
     parts[#parts + 1] = "MTA-STS " .. ctx.mta_sts.mode
+  end
+  if ctx.dane then
+    parts[#parts + 1] = "DANE " .. ctx.dane
   end
   if ctx.client then
     parts[#parts + 1] = "client " .. ctx.client.ip .. (ctx.client.trusted and " (relay_networks)" or "")
@@ -740,6 +757,9 @@ function M.fixtures(opts)
       end
       if p.mta_sts then
         over.mta_sts = fixture_mta_sts(M.FIXTURE_MTA_STS[p.mta_sts], domain)
+      end
+      if p.dane then
+        over.dane = M.FIXTURE_DANE[p.dane] or nil
       end
     end
     local ctx = M.ctx(over)

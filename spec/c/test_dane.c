@@ -348,11 +348,52 @@ static void test_plan(void)
 	      "a failed TLSA lookup defers even at dane (%s)", why);
 }
 
+/* ctx.dane: a route of three hosts, their TLSA answers combined. */
+static void test_destination(void)
+{
+	static struct dns_route rt;
+	static struct dns_tlsa none, insecure, failed, records, unusable;
+	const struct dns_tlsa *t[DNS_MAX_HOSTS] = {0};
+
+	rt = route_of(DNS_SECURE, DNS_SECURE);
+	rt.n_hosts = 3;
+	none.status = DNS_TLSA_NONE;
+	insecure.status = DNS_TLSA_INSECURE;
+	failed.status = DNS_TLSA_FAILED;
+	records.status = unusable.status = DNS_TLSA_RECORDS;
+	records.n_seen = records.n_records = 1;
+	unusable.n_seen = 2;
+	check(dane_destination(&rt, t) == DANE_DEST_INSECURE,
+	      "no TLSA lookup at all (insecure MX or addresses): insecure");
+	t[0] = &none;
+	t[1] = &insecure;
+	check(dane_destination(&rt, t) == DANE_DEST_INSECURE,
+	      "no records, or insecure ones: insecure");
+	t[2] = &failed;
+	check(dane_destination(&rt, t) == DANE_DEST_BOGUS,
+	      "a failed lookup and nothing secure: bogus");
+	t[1] = &records;
+	check(dane_destination(&rt, t) == DANE_DEST_SECURE,
+	      "a secure RRset wins over a failed lookup: secure");
+	t[1] = &unusable;
+	check(dane_destination(&rt, t) == DANE_DEST_SECURE,
+	      "a secure RRset of unusable records: secure (TLS required)");
+	rt.n_hosts = 1;
+	check(dane_destination(&rt, t) == DANE_DEST_INSECURE,
+	      "only the route's hosts count");
+	check(strcmp(dane_dest_name(DANE_DEST_SECURE), "secure") == 0 &&
+		  strcmp(dane_dest_name(DANE_DEST_INSECURE), "insecure") == 0 &&
+		  strcmp(dane_dest_name(DANE_DEST_BOGUS), "bogus") == 0 &&
+		  dane_dest_name(DANE_DEST_UNKNOWN) == NULL,
+	      "the names of ctx.dane; none when not looked up");
+}
+
 int main(void)
 {
 	test_ee();
 	test_ta();
 	test_sets();
 	test_plan();
+	test_destination();
 	return tap_done();
 }

@@ -11,6 +11,7 @@ local gateway = require "harness"
 local tls = require "tls_support"
 local ds = require "delivery_support"
 local dnssec = require "dnssec_zone"
+local ps = require "policy_support"
 
 describe("outbound DANE", function()
   local dir, zone, gw
@@ -20,6 +21,10 @@ describe("outbound DANE", function()
   -- mail for DOMAIN goes by MX at the receiver's port
   local function route(domain, r, level)
     return { next_hop = domain .. ":" .. r.port, tls = level or "dane" }
+  end
+  -- the same, with no tls key: try.lua decides by ctx.dane
+  local function by_mx(domain, r)
+    return { next_hop = domain .. ":" .. r.port }
   end
 
   setup(function()
@@ -72,6 +77,10 @@ describe("outbound DANE", function()
       ["domain:only.example.test"] = route("only.example.test", r_plain, "dane-only"),
       ["domain:strip.example.test"] = route("strip.example.test", r_plain),
       ["domain:only-ee.example.test"] = route("only-ee.example.test", r_ee, "dane-only"),
+      ["domain:auto-ee.test"] = by_mx("ee.example.test", r_ee),
+      ["domain:auto-notlsa.test"] = by_mx("notlsa.example.test", r_plain),
+      ["domain:auto-insecure.test"] = by_mx("insecure.test", r_plain),
+      ["domain:auto-bogus.test"] = by_mx("bogus.example.test", r_ee),
     }) }
     gw = sink.gw
   end)
@@ -170,6 +179,76 @@ describe("outbound DANE", function()
     local line = deliver("u@only-ee.example.test", "sent")
     assert.truthy(line:match(" tls=dane%-only:TLSv1%.[23] verified=dane%-ee "), line)
   end)
+
+  -- try.lua without a [domain] tls: DANE where DNSSEC says the MX hosts
+  -- publish TLSA records (ctx.dane), else may
+  it("try.lua: a secure TLSA RRset upgrades to dane: sent, verified=dane-ee", function()
+    local line = deliver("u@auto-ee.test", "sent")
+    assert.truthy(line:match(" tls=dane:TLSv1%.[23] verified=dane%-ee "), line)
+    assert.truthy(r_ee:wait_rcpts({ "u@auto-ee.test" }))
+  end)
+
+  it("try.lua: no TLSA records (a secure denial) or an unsigned zone: may", function()
+    local line = deliver("u@auto-notlsa.test", "sent")
+    assert.truthy(line:find(" tls=may:none ", 1, true), line)
+    line = deliver("u@auto-insecure.test", "sent")
+    assert.truthy(line:find(" tls=may:none ", 1, true), line)
+  end)
+
+  it("try.lua: a bogus TLSA answer upgrades to dane, which defers with the TLSA reason", function()
+    local line = deliver("u@auto-bogus.test", "deferred")
+    assert.truthy(line:find(" tls=dane:none ", 1, true), line)
+    local reason = ds.field(line, "reason") or ""
+    assert.truthy(reason:find("TLSA lookup of _" .. r_ee.port ..
+      "._tcp.mx-bogus.example.test failed: DNSSEC validation failed", 1, true), line)
+    assert.is_false(got(r_ee, "u@auto-bogus.test"))
+  end)
+
+  -- A policy of its own sees ctx.dane, and its answer (dane-only for a
+  -- secure destination) is what the delivery follows.
+  it("ctx.dane reaches a policy's client_tls: secure, insecure, bogus, absent", function()
+    local script = dir .. "/dane_policy.lua"
+    gateway.write_file(script, [[
+local gateway = require "gateway"
+return {
+  client_tls = function(ctx, host)
+    host.log("ctx.dane=" .. tostring(ctx.dane) .. " for " .. ctx.domain)
+    if ctx.dane == "secure" then return gateway.DANE_ONLY end
+    return gateway.MAY
+  end,
+}
+]])
+    local sections = ds.sections("try.lua", {
+      policy = { script = script },
+      dns = { resolver = zone:resolver(), trust_anchor = zone:trust_anchor() },
+      ["domain:ee.test"] = by_mx("ee.example.test", r_ee),
+      ["domain:plain.test"] = by_mx("insecure.test", r_plain),
+      ["domain:bogus.test"] = by_mx("bogus.example.test", r_ee),
+      -- a configured [host]: no MX lookup, no ctx.dane
+      ["domain:static.test"] = { next_hop = "[127.0.0.1]:" .. r_plain.port },
+    })
+    local g2 = gateway.start{ sections = sections }
+    local ok, err = pcall(function()
+      local rcpts = { "a@ee.test", "b@plain.test", "c@bogus.test", "d@static.test" }
+      ds.submit(g2, "sender@origin.example", rcpts)
+      local sent = ds.wait_delivery(g2, "a@ee.test", "sent", 1, 20)
+      assert.truthy(sent:match(" tls=dane%-only:TLSv1%.[23] verified=dane%-ee "), sent)
+      assert.truthy(ds.wait_delivery(g2, "b@plain.test", "sent", 1, 20):find(" tls=may:none ", 1, true))
+      -- may goes to the host a failed TLSA lookup would skip under dane
+      assert.truthy(ds.wait_delivery(g2, "c@bogus.test", "sent", 1, 20):find(" tls=may:TLSv1", 1, true))
+      assert.truthy(ds.wait_delivery(g2, "d@static.test", "sent", 1, 20))
+      local said = {}
+      for _, l in ipairs(g2:log_lines("event=policy_log[^\n]*hook=client_tls")) do
+        local v, d = l:match("ctx%.dane=(%S+) for ([%w%.%-]+)")
+        if v then said[d] = said[d] and (said[d] .. "," .. v) or v end
+      end
+      -- called at once without it, then again once the TLSA answers are in
+      assert.are.same({ ["ee.test"] = "nil,secure", ["plain.test"] = "nil,insecure",
+        ["bogus.test"] = "nil,bogus", ["static.test"] = "nil" }, said)
+    end)
+    g2:stop()
+    if not ok then error(err, 0) end
+  end)
 end)
 
 describe("DANE configuration", function()
@@ -211,6 +290,71 @@ describe("DANE configuration", function()
     local out, code = check{ tls = { server_level = "dane" } }
     assert.are.equal(1, code, out)
     assert.truthy(out:find("server_level: 'dane' is an outbound level", 1, true), out)
+  end)
+
+  -- explain asks no DNS: --dane supposes what DNSSEC would say, and the
+  -- `source` line names the input client_tls decided by
+  describe("explain", function()
+    local ini
+
+    local function explain(rcpt, extra, sections)
+      gateway.write_file(ini, gateway.ini_text({}, sections or {
+        policy = { script = ds.policy("try.lua") },
+        dns = { resolver = "127.0.0.1@9" },
+        ["domain:partner.example"] = { tls = "verify" },
+        ["domain:static.example"] = { next_hop = "[127.0.0.1]:2525" },
+      }))
+      local out, code = gateway.run(gateway.shell_quote(gateway.bin()) .. " -c " ..
+        gateway.shell_quote(ini) .. " explain --client 192.0.2.1 --rcpt " .. rcpt ..
+        (extra and " " .. extra or "") .. " 2>&1")
+      assert.are.equal(0, code, out)
+      return ps.explain_table(out), out
+    end
+
+    setup(function() ini = dir .. "/explain.ini" end)
+
+    it("try.lua with --dane secure: dane, decided by DANE", function()
+      local t, out = explain("u@dane.example", "--dane secure")
+      assert.are.equal("secure (supposed: --dane)", t.dane, out)
+      assert.are.equal("dane decided by client_tls", t.outbound, out)
+      assert.are.equal("DANE", t.source, out)
+      assert.truthy(t.mechanism:find("^DANE: TLS authenticated by the TLSA records"), out)
+    end)
+
+    it("--dane bogus: dane, which skips the host; insecure: may by default", function()
+      local t, out = explain("u@dane.example", "--dane bogus")
+      assert.are.equal("dane decided by client_tls", t.outbound, out)
+      assert.truthy(t.mechanism:find("a TLSA lookup failed", 1, true), out)
+      t, out = explain("u@dane.example", "--dane insecure")
+      assert.are.equal("may decided by client_tls", t.outbound, out)
+      assert.are.equal("the policy's default", t.source, out)
+    end)
+
+    it("the domain's section wins over DANE, and says so", function()
+      local t, out = explain("u@partner.example", "--dane secure")
+      assert.are.equal("verify decided by client_tls", t.outbound, out)
+      assert.are.equal("the domain's section", t.source, out)
+    end)
+
+    it("without --dane, for a configured host, and with trust_anchor = none: no ctx.dane", function()
+      local t, out = explain("u@dane.example")
+      assert.truthy(t.dane:find("^not known: explain asks no DNS"), out)
+      assert.are.equal("may decided by client_tls", t.outbound, out)
+      t, out = explain("u@static.example", "--dane secure")
+      assert.truthy(t.dane:find("^not looked up: mail for static.example goes to a configured host"), out)
+      assert.are.equal("may decided by client_tls", t.outbound, out)
+      t, out = explain("u@dane.example", "--dane secure", {
+        dns = { resolver = "127.0.0.1@9", trust_anchor = "none" } })
+      assert.are.equal("not looked up: [dns] trust_anchor = none", t.dane, out)
+      assert.are.equal("may decided by client_tls (absent: default)", t.outbound, out)
+      assert.are.equal("the policy's default (no client_tls)", t.source, out)
+    end)
+
+    it("without a script the built-in default follows DANE too", function()
+      local t, out = explain("u@dane.example", "--dane secure", { dns = { resolver = "127.0.0.1@9" } })
+      assert.are.equal("dane decided by client_tls (absent: default)", t.outbound, out)
+      assert.are.equal("DANE", t.source, out)
+    end)
   end)
 
   it("accepts tls = dane and dane-only in a domain section, and trust_anchor = none", function()

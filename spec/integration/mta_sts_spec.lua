@@ -241,6 +241,8 @@ describe("MTA-STS", function()
     local domain = rcpt:match("@(.*)$")
     local f = assert(line_with("event=mta_sts_failure[^\n]*domain=" .. domain:gsub("%.", "%%.")), gw:log())
     assert.truthy(f:find(result, 1, true), f)
+    -- the delivery line names the policy's reason too
+    assert.are.equal(ds.field(f, "reason"), ds.field(line, "reason"), line)
     local _, count = rx:rcpts()
     assert.is_nil(count[rcpt])
   end

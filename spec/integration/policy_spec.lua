@@ -801,12 +801,7 @@ describe("policies", function()
     local function explain(args)
       local out, err, code = ps.smtpgw("-c " .. q(ini) .. " explain " .. args)
       assert.are.equal(0, code, out .. err)
-      local t = {}
-      for line in out:gmatch("[^\n]+") do
-        local label, rest = line:match("^(%S+)%s+(.-)%s*$")
-        if label then t[label] = rest:gsub("%s+", " ") end
-      end
-      return t, out
+      return ps.explain_table(out), out
     end
 
     it("a TLS client without a certificate: encrypt inbound, 550 for the verify domain, verify outbound", function()

@@ -210,6 +210,17 @@ function M.unescape(s)
   return table.concat(out)
 end
 
+-- ps.explain_table(out): explain's output as { label = the rest of its
+-- line, runs of blanks made one space }.
+function M.explain_table(out)
+  local t = {}
+  for line in out:gmatch("[^\n]+") do
+    local label, rest = line:match("^(%S+)%s+(.-)%s*$")
+    if label then t[label] = rest:gsub("%s+", " ") end
+  end
+  return t
+end
+
 -- The value of key in a log line (unquoted and unescaped), or nil.
 function M.log_value(line, key)
   local _, e = line:find(" " .. key .. "=\"", 1, true)

@@ -613,3 +613,29 @@ describe("gateway.rcpt_tls_verdict", function()
     end
   end)
 end)
+
+describe("gateway.dane", function()
+  it("gives dane where ctx.dane is secure or bogus, else the level it was given", function()
+    assert.are.equal("dane", gateway.dane({ dane = "secure" }, "may"))
+    assert.are.equal("dane", gateway.dane({ dane = "bogus" }, "may"))
+    assert.are.equal("dane", gateway.dane({ dane = "secure" }, "sts"))
+    assert.are.equal("may", gateway.dane({ dane = "insecure" }, "MAY"))
+    assert.are.equal("verify", gateway.dane({}, "verify"))
+    assert.are.equal("may", gateway.dane(nil, "may"))
+    assert.are.equal("may", gateway.dane({ dane = true }, "may"))
+  end)
+
+  it("comes before MTA-STS in the stock order (RFC 8461 §2)", function()
+    local enforce = { mode = "enforce", mx = { "mx.example.test" } }
+    local function level(ctx) return gateway.dane(ctx, gateway.mta_sts(ctx, gateway.MAY)) end
+    assert.are.equal("dane", level({ dane = "secure", mta_sts = enforce }))
+    assert.are.equal("sts", level({ dane = "insecure", mta_sts = enforce }))
+    assert.are.equal("may", level({ dane = "insecure" }))
+  end)
+
+  it("raises on a level that is not one", function()
+    assert.has_error(function() gateway.dane({}, "strict") end,
+      'gateway.dane: level is not a TLS level: "strict"')
+    assert.has_error(function() gateway.dane({ dane = "secure" }, nil) end)
+  end)
+end)

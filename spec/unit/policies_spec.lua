@@ -21,11 +21,12 @@ local function deep_copy(v)
   return out
 end
 
--- sts: the answer to a domain that publishes an enforce MTA-STS policy
+-- sts: the answer to a domain that publishes an enforce MTA-STS policy;
+-- dane: to one whose MX hosts publish secure TLSA records (ctx.dane)
 local STOCK = {
-  { file = "policies/try.lua", server = "may", client = "may", sts = "sts" },
-  { file = "policies/require.lua", server = "encrypt", client = "encrypt", sts = "encrypt" },
-  { file = "policies/require_verify.lua", server = "encrypt", client = "verify", sts = "verify" },
+  { file = "policies/try.lua", server = "may", client = "may", sts = "sts", dane = "dane" },
+  { file = "policies/require.lua", server = "encrypt", client = "encrypt", sts = "encrypt", dane = "encrypt" },
+  { file = "policies/require_verify.lua", server = "encrypt", client = "verify", sts = "verify", dane = "verify" },
 }
 
 for _, stock in ipairs(STOCK) do
@@ -77,6 +78,23 @@ for _, stock in ipairs(STOCK) do
       -- the domain's section wins over MTA-STS
       assert.are.equal("none", policy.client_tls(ctls("enforce", { tls = "none" }), host))
       assert.are.equal("sts", policy.client_tls(ctls("testing", { tls = "sts" }), host))
+    end)
+
+    it("answers client_tls with " .. stock.dane .. " where DNSSEC says the destination has TLSA records", function()
+      local function ctls(dane, mode, section)
+        return t.ctx{ stage = "client_tls", recipient = "u@dane.example", section = section, dane = dane,
+          mta_sts = mode and { mode = mode, mx = { "mx.dane.example" } } or nil }
+      end
+      assert.are.equal(stock.dane, policy.client_tls(ctls("secure"), host))
+      -- a failed TLSA lookup: dane, which skips the host and defers (RFC 7672)
+      assert.are.equal(stock.dane, policy.client_tls(ctls("bogus"), host))
+      assert.are.equal(stock.client, policy.client_tls(ctls("insecure"), host))
+      -- DANE wins over MTA-STS (RFC 8461 §2); without DANE MTA-STS decides
+      assert.are.equal(stock.dane, policy.client_tls(ctls("secure", "enforce"), host))
+      assert.are.equal(stock.sts, policy.client_tls(ctls("insecure", "enforce"), host))
+      -- the domain's section wins over both
+      assert.are.equal("verify", policy.client_tls(ctls("secure", "enforce", { tls = "verify" }), host))
+      assert.are.equal("may", policy.client_tls(ctls("bogus", nil, { tls = "may" }), host))
     end)
 
     it("answers client_tls with the domain's section level, up or down", function()
@@ -174,8 +192,8 @@ for _, stock in ipairs(STOCK) do
         [".sub.example"] = { tls = "encrypt", tls_in = "encrypt" },
         ["plain.example"] = { tls = "none" },
       } })
-      -- 6 connect-time, 12 helo, 24 mail, 4 domains x (12 rcpt + 8 client_tls)
-      assert.are.equal(122, n)
+      -- 6 connect-time, 12 helo, 24 mail, 4 domains x (12 rcpt + 20 client_tls)
+      assert.are.equal(170, n)
     end)
 
     it("gives well-formed answers at every stage, as the gateway checks them", function()

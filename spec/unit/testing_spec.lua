@@ -214,6 +214,19 @@ describe("gateway.testing.check_shape", function()
       check(rcpt{ mta_sts = { mode = "none", mx = {} } }))
   end)
 
+  it("checks ctx.dane: client_tls only, secure, insecure or bogus", function()
+    local function ctls(over)
+      over.stage = "client_tls"
+      return t.ctx(over, { check = false })
+    end
+    for _, state in ipairs({ "secure", "insecure", "bogus" }) do
+      assert.is_true(t.check_shape(ctls{ dane = state }))
+    end
+    assert.are.equal('dane: expected one of secure, insecure, bogus, got "yes"', check(ctls{ dane = "yes" }))
+    assert.are.equal("dane: expected string, got boolean", check(ctls{ dane = true }))
+    assert.are.equal('dane: not a field at stage "rcpt" (only at client_tls)', check(rcpt{ dane = "secure" }))
+  end)
+
   it("catches an unknown field", function()
     assert.are.equal('colour: unknown field at stage "rcpt"', check(rcpt{ colour = "blue" }))
     assert.are.equal('client.name: unknown field at stage "rcpt"', check(rcpt{ client = { name = "x" } }))
@@ -395,8 +408,9 @@ describe("gateway.testing.fixtures", function()
     end
     -- 3 clients; helo, mail and rcpt in plaintext and over TLS with each
     -- kind of client certificate; mail and client_tls with both senders,
-    -- client_tls with each kind of MTA-STS policy (none known and 3 modes)
-    assert.are.same({ server_tls = 3, connect = 3, helo = 12, mail = 24, rcpt = 12, client_tls = 8 }, stages)
+    -- client_tls with each kind of MTA-STS policy (none known and 3 modes),
+    -- and each DANE state beside none and an enforce policy (4 + 3 * 2)
+    assert.are.same({ server_tls = 3, connect = 3, helo = 12, mail = 24, rcpt = 12, client_tls = 20 }, stages)
   end)
 
   it("has an untrusted IPv4 and IPv6 client and a relay_networks one (or not)", function()
@@ -418,7 +432,7 @@ describe("gateway.testing.fixtures", function()
     assert.are.equal(3, count(list, function(c) return c.stage == "rcpt" and not c.tls.active end))
     assert.are.equal(3, count(list, function(c) return c.stage == "helo" and c.tls.sni == "gw.example.net" end))
     assert.are.equal(12, count(list, function(c) return c.stage == "mail" and c.sender == "" end))
-    assert.are.equal(4, count(list, function(c) return c.stage == "client_tls" and c.sender == "" end))
+    assert.are.equal(10, count(list, function(c) return c.stage == "client_tls" and c.sender == "" end))
     assert.are.equal(#list, count(list, function(c) return c.hostname == "gw.example.net" end))
   end)
 
@@ -431,7 +445,7 @@ describe("gateway.testing.fixtures", function()
     local seen = {}
     for _, f in ipairs(all({ sections = sections })) do
       local c = f.ctx
-      if c.stage == "client_tls" and c.sender ~= "" and c.mta_sts == nil then
+      if c.stage == "client_tls" and c.sender ~= "" and c.mta_sts == nil and c.dane == nil then
         seen[#seen + 1] = { c.recipient, c.section }
       end
     end
@@ -449,7 +463,7 @@ describe("gateway.testing.fixtures", function()
     for _, f in ipairs(all({ sections = { ["partner.example"] = { tls = "verify" } },
         domains = { "example.test", "partner.example", ".relay.example" } })) do
       local c = f.ctx
-      if c.stage == "client_tls" and c.sender == "" and c.mta_sts == nil then
+      if c.stage == "client_tls" and c.sender == "" and c.mta_sts == nil and c.dane == nil then
         seen[#seen + 1] = c.recipient
       end
     end
@@ -492,7 +506,7 @@ describe("gateway.testing.fixtures", function()
     local seen = {}
     for _, f in ipairs(all({ sections = { ["partner.example"] = { tls = "verify" } } })) do
       local c = f.ctx
-      if c.stage == "client_tls" and c.sender ~= "" and c.domain == "partner.example" then
+      if c.stage == "client_tls" and c.sender ~= "" and c.domain == "partner.example" and c.dane == nil then
         seen[#seen + 1] = c.mta_sts or false
       end
     end
@@ -500,6 +514,21 @@ describe("gateway.testing.fixtures", function()
       { mode = "enforce", mx = { "mx.partner.example", "*.partner.example" } },
       { mode = "testing", mx = { "mx.partner.example", "*.partner.example" } },
       { mode = "none", mx = {} } }, seen)
+  end)
+
+  it("gives client_tls each DANE state, without and with an enforce MTA-STS policy", function()
+    local seen = {}
+    for _, f in ipairs(all()) do
+      local c = f.ctx
+      if c.stage == "client_tls" and c.sender ~= "" and c.dane ~= nil then
+        seen[#seen + 1] = c.dane .. " " .. (c.mta_sts and c.mta_sts.mode or "-")
+      end
+    end
+    assert.are.same({ "secure -", "secure enforce", "insecure -", "insecure enforce",
+      "bogus -", "bogus enforce" }, seen)
+    local descs = {}
+    for _, f in ipairs(all()) do descs[f.desc] = true end
+    assert.is_true(descs["client_tls <user@example.test> (no section) from <> MTA-STS enforce DANE secure"])
   end)
 
   it("raises on bad options", function()
@@ -520,8 +549,8 @@ describe("gateway.testing.check", function()
       client_tls = function(...) count("client_tls")(...) return "may" end,
       rcpt = function(...) count("rcpt")(...) return gateway.accept() end,
     }
-    assert.are.equal(62, t.check(policy))
-    assert.are.same({ server_tls = 3, client_tls = 8, rcpt = 12 }, calls)
+    assert.are.equal(74, t.check(policy))
+    assert.are.same({ server_tls = 3, client_tls = 20, rcpt = 12 }, calls)
   end)
 
   it("raises at the first error, naming the fixture", function()

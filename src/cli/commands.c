@@ -245,15 +245,102 @@ static const struct sts_policy *explain_mta_sts(const struct generation *g,
 	return p;
 }
 
+/* ctx.dane as delivery would give it: explain asks no DNS, so --dane
+ * supposes a state; absent where delivery looks none up. */
+static const char *explain_dane(const struct generation *g,
+				const struct explain_options *o,
+				const struct explain_target *t)
+{
+	struct route rt;
+
+	config_route(g->cfg, t->domain, strlen(t->domain), &rt);
+	if (g->cfg->dns_trust_anchor == NULL) {
+		printf("%-10s not looked up: [dns] trust_anchor = none\n",
+		       "dane");
+		return NULL;
+	}
+	if (rt.hop != NULL && rt.hop->no_mx) {
+		printf("%-10s not looked up: mail for %s goes to a configured "
+		       "host (%s), not by MX\n", "dane", t->domain,
+		       rt.source == ROUTE_NEXT_HOP ? "next_hop" : "relayhost");
+		return NULL;
+	}
+	if (o->dane == NULL) {
+		printf("%-10s not known: explain asks no DNS (--dane secure, "
+		       "insecure or bogus supposes one)\n", "dane");
+		return NULL;
+	}
+	printf("%-10s %s (supposed: --dane)\n", "dane", o->dane);
+	return o->dane;
+}
+
+/* The level client_tls gives without one of its inputs; true when it
+ * differs from `level` (that input decided). */
+static bool changes_without(const struct generation *g,
+			    struct policy_facts f, int input,
+			    enum tls_level level)
+{
+	struct policy_result r;
+
+	if (input == 0)
+		f.section = NULL;
+	else if (input == 1)
+		f.dane = NULL;
+	else
+		f.mta_sts = NULL;
+	policy_call(g->policy, &f, &r);
+	return r.outcome != POLICY_LEVEL || r.level != level;
+}
+
+/* What decided the outbound level: each input of client_tls (the domain's
+ * section, ctx.dane, ctx.mta_sts) without which the answer changes; none:
+ * the policy's own default. */
+static void explain_source(const struct generation *g,
+			   const struct policy_facts *f,
+			   const struct policy_result *r)
+{
+	static const char *const names[] = {"the domain's section", "DANE",
+					    "MTA-STS"};
+	bool present[] = {f->section != NULL, f->dane != NULL,
+			  f->mta_sts != NULL};
+	char text[200] = "";
+	size_t o = 0;
+
+	if (r->outcome != POLICY_LEVEL)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (present[i] && o < sizeof(text) &&
+		    changes_without(g, *f, i, r->level))
+			o += (size_t)snprintf(text + o, sizeof(text) - o, "%s%s",
+					      o ? ", " : "", names[i]);
+	if (o == 0)
+		snprintf(text, sizeof(text), "the policy's default%s",
+			 r->by_default ? " (no client_tls)" : "");
+	printf("%-10s %s\n", "source", text);
+}
+
 /* Which mechanism authenticates the delivery under that level. */
 static void explain_mechanism(const struct policy_result *r,
-			      const struct sts_policy *p, const char *id)
+			      const struct sts_policy *p, const char *id,
+			      const char *dane)
 {
 	char mx[512];
 
 	if (r->outcome != POLICY_LEVEL)
 		return;
-	if (r->level == TLS_LEVEL_STS && p != NULL &&
+	if ((r->level == TLS_LEVEL_DANE || r->level == TLS_LEVEL_DANE_ONLY) &&
+	    dane != NULL && strcmp(dane, "bogus") == 0) {
+		printf("%-10s DANE (a TLSA lookup failed): that MX host is "
+		       "skipped, and the mail waits when none is left\n",
+		       "mechanism");
+	} else if ((r->level == TLS_LEVEL_DANE ||
+		    r->level == TLS_LEVEL_DANE_ONLY) &&
+		   dane != NULL && strcmp(dane, "secure") == 0) {
+		printf("%-10s DANE: TLS authenticated by the TLSA records of "
+		       "each MX host that has them; one without them %s\n",
+		       "mechanism",
+		       r->level == TLS_LEVEL_DANE ? "is as may" : "defers");
+	} else if (r->level == TLS_LEVEL_STS && p != NULL &&
 	    p->mode == STS_MODE_ENFORCE) {
 		sts_mx_text(p, mx, sizeof(mx));
 		printf("%-10s MTA-STS (enforce, id %s): verified TLS for the "
@@ -285,11 +372,14 @@ static void explain_outbound(const struct generation *g,
 	f.recipient = t->addr.mailbox;
 	f.domain = t->domain[0] ? t->domain : NULL;
 	f.section = t->rule;
-	if (t->domain[0] != '\0')
+	if (t->domain[0] != '\0') {
 		f.mta_sts = explain_mta_sts(g, t, &p, id, sizeof(id));
+		f.dane = explain_dane(g, o, t);
+	}
 	policy_call(g->policy, &f, &r);
 	print_verdict("outbound", &r, HOOK_CLIENT_TLS);
-	explain_mechanism(&r, f.mta_sts, id);
+	explain_source(g, &f, &r);
+	explain_mechanism(&r, f.mta_sts, id, f.dane);
 }
 
 static int explain_run(struct generation *g, const struct explain_options *o)

@@ -17,6 +17,7 @@ struct explain_options {
 	enum tls_peer peer;
 	const char *helo;
 	const char *sender;
+	const char *dane; /* --dane: ctx.dane to suppose; NULL: absent */
 };
 
 int explain_command(const char *config_path, const struct explain_options *o);

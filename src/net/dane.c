@@ -105,6 +105,37 @@ enum dane_plan dane_plan(enum tls_level level, const struct dns_route *rt,
 	return from_tlsa(level, tlsa, why, why_len);
 }
 
+enum dane_dest dane_destination(const struct dns_route *rt,
+				const struct dns_tlsa *const *tlsa)
+{
+	enum dane_dest d = DANE_DEST_INSECURE;
+
+	for (size_t i = 0; i < rt->n_hosts && i < DNS_MAX_HOSTS; i++) {
+		if (tlsa[i] == NULL)
+			continue;
+		if (tlsa[i]->status == DNS_TLSA_RECORDS && tlsa[i]->n_seen > 0)
+			return DANE_DEST_SECURE;
+		if (tlsa[i]->status == DNS_TLSA_FAILED)
+			d = DANE_DEST_BOGUS;
+	}
+	return d;
+}
+
+const char *dane_dest_name(enum dane_dest d)
+{
+	switch (d) {
+	case DANE_DEST_INSECURE:
+		return "insecure";
+	case DANE_DEST_SECURE:
+		return "secure";
+	case DANE_DEST_BOGUS:
+		return "bogus";
+	case DANE_DEST_UNKNOWN:
+		break;
+	}
+	return NULL;
+}
+
 /* ---- matching ---------------------------------------------------------- */
 
 /* The peer's chain, leaf first; NULL when there is no certificate. */

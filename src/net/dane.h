@@ -1,8 +1,9 @@
 /*
- * dane: SMTP DANE (RFC 7672) for outbound connections. Two parts: the plan
- * for one MX host (from the level, the DNSSEC state of its MX and address
- * records, and its TLSA RRset: authenticate, TLS without authentication,
- * as may, or not this host now), and the check of a server's certificate
+ * dane: SMTP DANE (RFC 7672) for outbound connections. Three parts: the
+ * plan for one MX host (from the level, the DNSSEC state of its MX and
+ * address records, and its TLSA RRset: authenticate, TLS without
+ * authentication, as may, or not this host now), what a whole route
+ * publishes (ctx.dane for policies), and the check of a server's certificate
  * chain against the usable TLSA records once the handshake is done
  * (libtls does no DANE; OpenSSL's libcrypto matches and verifies). No
  * I/O, no DNS and no socket here: net/dns.c looks the records up and
@@ -43,6 +44,27 @@ bool dane_wants_tlsa(enum tls_level level, const struct dns_route *rt,
 enum dane_plan dane_plan(enum tls_level level, const struct dns_route *rt,
 			 const struct dns_host *h, const struct dns_tlsa *tlsa,
 			 char *why, size_t why_len);
+
+/* What a destination publishes, for client_tls (ctx.dane), from the DNSSEC
+ * state of its MX answer and the TLSA answers of its MX hosts. */
+enum dane_dest {
+	DANE_DEST_UNKNOWN,  /* not looked up: ctx.dane absent */
+	DANE_DEST_INSECURE, /* no DANE: MX, addresses or TLSA insecure, or
+			       no TLSA records */
+	DANE_DEST_SECURE,   /* a host has a secure, non-empty TLSA RRset */
+	DANE_DEST_BOGUS,    /* a TLSA lookup failed (bogus, SERVFAIL,
+			       timeout) and no host has a secure RRset */
+};
+
+/* The state of route `rt` (RFC 7672 §2.2): tlsa[i] is host i's TLSA
+ * answer, NULL where none was looked up (dane_wants_tlsa said no). A
+ * secure RRset anywhere wins, then a failure (which DANE must not
+ * ignore: the host is skipped), else insecure. */
+enum dane_dest dane_destination(const struct dns_route *rt,
+				const struct dns_tlsa *const *tlsa);
+
+/* "secure", "insecure", "bogus"; NULL for DANE_DEST_UNKNOWN. */
+const char *dane_dest_name(enum dane_dest d);
 
 enum dane_auth {
 	DANE_AUTH_NONE,

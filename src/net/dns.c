@@ -97,6 +97,7 @@ struct dns {
 	struct req *ready;
 	struct req *done, *done_tail;
 	uint64_t rng;
+	bool validating; /* [dns] trust_anchor set: a validator runs */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -970,6 +971,7 @@ struct dns *dns_new(struct ev_loop *loop, const struct config *cfg,
 		free(dns);
 		return NULL;
 	}
+	dns->validating = cfg->dns_trust_anchor != NULL;
 	ev_io_init(&dns->io, on_readable, ub_fd(dns->ub), EV_READ);
 	dns->io.data = dns;
 	ev_io_start(loop, &dns->io);
@@ -1209,6 +1211,11 @@ void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
 	ask(req, &req->q[0], req->name, RR_TLSA);
 	if (req->in_flight == 0)
 		tlsa_answered(req);
+}
+
+bool dns_validating(const struct dns *dns)
+{
+	return dns->validating;
 }
 
 void dns_cancel(struct dns *dns, uint64_t id)

@@ -150,6 +150,10 @@ void dns_tlsa(struct dns *dns, const char *host, unsigned port, uint64_t id,
 bool dns_check_config(const struct config *cfg, bool load, char *err,
 		      size_t err_len);
 
+/* Does it validate DNSSEC ([dns] trust_anchor is a file, not none)?
+ * Without a validator every answer is insecure. */
+bool dns_validating(const struct dns *dns);
+
 /* Forgets the callbacks of `id` (the caller is going away). */
 void dns_cancel(struct dns *dns, uint64_t id);
 

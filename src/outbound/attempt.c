@@ -1,9 +1,9 @@
 /*
  * attempt: the jobs. Owns each job (its recipient list, queue file — in
  * memory, taken from the message's first read or read again, or its
- * descriptor when big — smtp_client, DNS query by id and generation
- * reference) from attempt_new until job_done, which frees it and then
- * tells delivery.
+ * descriptor when big — smtp_client, DNS queries by id, the TLSA answers
+ * of its hosts and generation reference) from attempt_new until job_done,
+ * which frees it and then tells delivery.
  *
  * Outcomes per recipient (RFC 5321 §4.2.5, §4.5.4): 2xx → sent; 5xx →
  * bounced; 4xx, no connection, a TLS failure the level does not allow →
@@ -86,10 +86,15 @@ struct job {
 	unsigned clients;	  /* sessions started in this job ... */
 	unsigned rt_refusals;	  /* ... and those that could not take a
 				     REQUIRETLS message (5.7.30) */
-	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
-	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
+	struct dns_tlsa *tlsa_of[DNS_MAX_HOSTS]; /* DANE: the TLSA answer of
+						    each host; NULL: none */
+	unsigned tlsa_wait;   /* TLSA lookups still out */
+	bool dane_lookup;     /* ctx.dane is being looked up */
+	enum dane_dest dane;  /* ctx.dane; UNKNOWN until looked up */
 	bool use_tlsa;	      /* the current host authenticates by it */
 	char dane_reason[256]; /* the last DANE failure, for the log */
+	char sts_reason[256];  /* the last failure under an enforced
+				  MTA-STS policy, for the log */
 	bool answered;	   /* a host spoke SMTP */
 	bool unreachable;  /* a host could not be reached, or was lost */
 	struct queued_message file;
@@ -146,7 +151,9 @@ static void log_rcpt(const struct job *j, size_t k, enum rcpt_state st,
 
 	outcome_log(j->m, j->index[k], state_word(st), j->relay, &t,
 		    tls_level_name(j->level), r, reply,
-		    j->dane_reason[0] != '\0' ? j->dane_reason : NULL);
+		    j->dane_reason[0] != '\0' ? j->dane_reason
+		    : j->sts_reason[0] != '\0' ? j->sts_reason
+						: NULL);
 }
 
 /* One recipient's outcome: spool state first ("sent" at the job's end, see
@@ -196,6 +203,8 @@ static void job_free(struct job *j)
 	if (j->client != NULL)
 		smtp_client_abort(j->client);
 	dns_cancel(c->dns, j->id);
+	for (size_t i = 0; i < DNS_MAX_HOSTS; i++)
+		free(j->tlsa_of[i]);
 	if (j->sts_wait)
 		sts_cancel(c->sts, j->id);
 	queued_message_close(&j->file);
@@ -401,7 +410,8 @@ static void tlsrpt_policy_of(const struct job *j, struct tlsrpt_policy *p,
 	*p = (struct tlsrpt_policy){.type = TLSRPT_POLICY_NONE,
 				    .domain = j->domain};
 	if (j->use_tlsa) {
-		tlsa_strings(&j->tlsa, t->strings, sizeof(t->strings));
+		tlsa_strings(j->tlsa_of[j->host], t->strings,
+			     sizeof(t->strings));
 		p->type = TLSRPT_POLICY_TLSA;
 		p->strings = t->strings;
 		p->mx_hosts = j->route.hosts[j->host].name;
@@ -420,8 +430,8 @@ static void tlsrpt_policy_of(const struct job *j, struct tlsrpt_policy *p,
 static void report_dane_defer(const struct job *j)
 {
 	const struct dns_host *h = &j->route.hosts[j->host];
-	bool lookup_failed = j->tlsa_host == j->host + 1 &&
-			     j->tlsa.status == DNS_TLSA_FAILED;
+	const struct dns_tlsa *t = j->tlsa_of[j->host];
+	bool lookup_failed = t != NULL && t->status == DNS_TLSA_FAILED;
 	struct tlsrpt_policy p = {.type = TLSRPT_POLICY_TLSA,
 				  .domain = j->domain, .mx_hosts = h->name};
 	struct tlsrpt_session s = {.mx_host = h->name};
@@ -429,7 +439,7 @@ static void report_dane_defer(const struct job *j)
 	tlsrpt_failure(j->c->tlsrpt, &p, &s,
 		       lookup_failed ? TLSRPT_DNSSEC_INVALID
 				     : TLSRPT_DANE_REQUIRED,
-		       lookup_failed ? j->tlsa.error : NULL);
+		       lookup_failed ? t->error : NULL);
 }
 
 /* A failure under the domain's MTA-STS policy, with or without a session
@@ -548,6 +558,8 @@ static void sts_failed(struct job *j, const char *mx,
 
 	sts_report(j->c->sts, &j->sts, &f);
 	report_sts_failure(j, mx, r, result, why);
+	if (sts_enforced(j))
+		snprintf(j->sts_reason, sizeof(j->sts_reason), "%s", why);
 }
 
 /*
@@ -740,6 +752,28 @@ static void log_dane(const struct job *j, const char *plan, const char *why)
 
 static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg);
 
+/* Looks up the TLSA RRset of host i (answered in on_tlsa). A host
+ * without a TLSA name gets a failed answer at once. False when out of
+ * memory. */
+static bool ask_tlsa(struct job *j, size_t i)
+{
+	const struct dns_host *h = &j->route.hosts[i];
+	unsigned port = sockaddr_port(&h->addrs[0]);
+	char qname[DNS_NAME_MAX + 1];
+
+	if (tlsa_qname(h->name, port, qname, sizeof(qname))) {
+		dns_tlsa(j->c->dns, h->name, port, j->id, on_tlsa, j->c);
+		j->tlsa_wait++;
+		return true;
+	}
+	if ((j->tlsa_of[i] = calloc(1, sizeof(*j->tlsa_of[i]))) == NULL)
+		return false;
+	j->tlsa_of[i]->status = DNS_TLSA_FAILED;
+	snprintf(j->tlsa_of[i]->error, sizeof(j->tlsa_of[i]->error),
+		 "no TLSA name for %.150s port %u", h->name, port);
+	return true;
+}
+
 /* What DANE makes of the current host (RFC 7672 §2.2): its TLSA records
  * are looked up first when its MX and address records are secure. False
  * when try_next must not go on: the lookup is under way, or the host was
@@ -754,13 +788,17 @@ static bool plan_host(struct job *j)
 	j->use_tlsa = false;
 	if (!dane_level(j->level))
 		return true;
-	if (wanted && j->tlsa_host != j->host + 1) {
-		dns_tlsa(j->c->dns, h->name, sockaddr_port(&h->addrs[0]), j->id,
-			 on_tlsa, j->c);
-		return false;
+	if (wanted && j->tlsa_of[j->host] == NULL) {
+		if (!ask_tlsa(j, j->host)) {
+			attempt_defer(j, "4.3.0 out of memory");
+			return false;
+		}
+		if (j->tlsa_wait > 0)
+			return false;
 	}
-	switch (dane_plan(j->level, &j->route, h, wanted ? &j->tlsa : NULL,
-			  why, sizeof(why))) {
+	switch (dane_plan(j->level, &j->route, h,
+			  wanted ? j->tlsa_of[j->host] : NULL, why,
+			  sizeof(why))) {
 	case DANE_PLAN_AUTH:
 		j->use_tlsa = true;
 		if (j->addr == 0)
@@ -871,8 +909,8 @@ static void try_next(struct job *j)
 		.tls_name = dane_level(j->level) || auth == AUTH_STS
 				    ? NULL
 				    : j->tls_name,
-		.tlsa = j->use_tlsa ? j->tlsa.records : NULL,
-		.n_tlsa = j->use_tlsa ? j->tlsa.n_records : 0,
+		.tlsa = j->use_tlsa ? j->tlsa_of[j->host]->records : NULL,
+		.n_tlsa = j->use_tlsa ? j->tlsa_of[j->host]->n_records : 0,
 		.helo = cfg->hostname, .level = j->conn_level,
 		.tls = level_config(j), .no_tls = j->no_tls,
 		.cert_check = sts_watched(j) && auth == AUTH_LEVEL
@@ -906,16 +944,60 @@ static struct job *find_job(struct attempt_ctx *c, uint64_t id)
 	return (struct job *)idmap_first(&c->jobs, id); /* ids are unique */
 }
 
-/* The TLSA answer for the current host: try_next plans it. */
+/* Keeps a TLSA answer for the host whose TLSA name it is (DNS answers
+ * carry the job's id only). False when out of memory. */
+static bool keep_tlsa(struct job *j, const struct dns_tlsa *tlsa)
+{
+	char qname[DNS_NAME_MAX + 1];
+
+	for (size_t i = 0; i < j->route.n_hosts; i++) {
+		const struct dns_host *h = &j->route.hosts[i];
+
+		if (j->tlsa_of[i] != NULL ||
+		    !tlsa_qname(h->name, sockaddr_port(&h->addrs[0]), qname,
+				sizeof(qname)) ||
+		    strcmp(qname, tlsa->qname) != 0)
+			continue;
+		if ((j->tlsa_of[i] = malloc(sizeof(*tlsa))) == NULL)
+			return false;
+		*j->tlsa_of[i] = *tlsa;
+	}
+	return true;
+}
+
+/* A TLSA answer: the last of those ctx.dane waits for lets client_tls
+ * decide (job_go); one the current host waits for is planned
+ * (try_next). */
 static void on_tlsa(uint64_t id, const struct dns_tlsa *tlsa, void *arg)
 {
 	struct job *j = find_job(arg, id);
 
 	if (j == NULL)
 		return;
-	j->tlsa = *tlsa;
-	j->tlsa_host = j->host + 1;
-	try_next(j);
+	j->tlsa_wait--;
+	if (!keep_tlsa(j, tlsa)) {
+		if (j->tlsa_wait == 0)
+			attempt_defer(j, "4.3.0 out of memory");
+		return;
+	}
+	if (j->tlsa_wait > 0)
+		return;
+	if (j->dane_lookup)
+		job_go(j);
+	else
+		try_next(j);
+}
+
+/* ctx.dane: the TLSA RRsets of every host DANE would look at, all at
+ * once (RFC 7672 §2.2); kept for the connections. */
+static bool ask_dane_state(struct job *j)
+{
+	for (size_t i = 0; i < j->route.n_hosts; i++)
+		if (dane_wants_tlsa(TLS_LEVEL_DANE, &j->route,
+				    &j->route.hosts[i]) &&
+		    !ask_tlsa(j, i))
+			return false;
+	return true;
 }
 
 /* A name that does not exist bounces only when it is the recipient's
@@ -934,6 +1016,10 @@ static void on_route(uint64_t id, const struct dns_route *route, void *arg)
 		/* RFC 8689 §4.2.1: an MX answer DNSSEC vouches for */
 		j->requiretls.mx_dnssec = route->mx_sec == DNS_SECURE;
 		j->route_wait = false;
+		if (j->dane_lookup && !ask_dane_state(j)) {
+			attempt_defer(j, "4.3.0 out of memory");
+			return;
+		}
 		job_go(j);
 		return;
 	}
@@ -962,6 +1048,7 @@ static bool choose_level(struct job *j)
 	f.domain = j->domain;
 	f.section = j->rt.rule;
 	f.mta_sts = j->sts.have ? &j->sts.policy : NULL;
+	f.dane = dane_dest_name(j->dane);
 	policy_call(j->gen->policy, &f, &r);
 	if (r.outcome == POLICY_LEVEL) {
 		j->asked = r.level;
@@ -1007,13 +1094,21 @@ static bool sts_applies(const struct job *j)
 	       dns_name_copy(j->domain, name, sizeof(name));
 }
 
-/* Both lookups are in: the level again if the MTA-STS lookup found other
- * than the first call was told, then the first host. */
+/* The lookups are in: the level again if ctx.dane was looked up, or the
+ * MTA-STS lookup found other than the first call was told; then the
+ * first host. */
 static void job_go(struct job *j)
 {
-	if (j->route_wait || j->sts_wait)
+	bool again = j->sts_changed || j->dane_lookup;
+
+	if (j->route_wait || j->sts_wait || j->tlsa_wait > 0)
 		return;
-	if (j->sts_changed && !choose_level(j)) {
+	if (j->dane_lookup) {
+		j->dane = dane_destination(
+			&j->route, (const struct dns_tlsa *const *)j->tlsa_of);
+		j->dane_lookup = false;
+	}
+	if (again && !choose_level(j)) {
 		attempt_defer(j, "4.3.0 policy failure (client_tls)");
 		return;
 	}
@@ -1039,9 +1134,20 @@ static void on_sts(uint64_t id, const struct sts_answer *a, void *arg)
 	job_go(j);
 }
 
+/* Is ctx.dane looked up for this job? With a validating resolver, for a
+ * route chosen by an MX lookup (not a [host] or an address): the TLSA
+ * RRsets of its hosts, once the route is in. */
+static bool wants_dane_state(const struct job *j)
+{
+	return dns_validating(j->c->dns) &&
+	       (j->rt.hop == NULL || !j->rt.hop->no_mx);
+}
+
 /* client_tls is called at once with what is known of the domain's
- * MTA-STS policy (a policy error defers at once), and again if the
- * lookup that runs beside the route's finds something else. */
+ * MTA-STS policy and no ctx.dane (a policy error defers at once), and
+ * again when the lookups that run beside the route's are in, if ctx.dane
+ * was looked up (wants_dane_state) or the MTA-STS lookup found something
+ * else; the last answer decides. */
 void attempt_begin(struct job *j)
 {
 	struct envelope e;
@@ -1065,6 +1171,7 @@ void attempt_begin(struct job *j)
 	/* RFC 8689 §4.2.1: a name an MX answer gave needs DNSSEC or MTA-STS
 	 * behind it; a configured [host] or address does not */
 	j->requiretls.mx_lookup = j->rt.hop == NULL || !j->rt.hop->no_mx;
+	j->dane_lookup = wants_dane_state(j);
 	if (sts_applies(j))
 		sts_peek(j->c->sts, j->domain, &j->sts);
 	if (!choose_level(j)) {

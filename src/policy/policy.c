@@ -97,6 +97,7 @@ enum cached_string {
 	S_CODE,
 	S_TEXT,
 	S_MTA_STS,
+	S_DANE,
 	S_MODE,
 	S_MX,
 	S_MODE0, /* + enum sts_mode */
@@ -134,6 +135,7 @@ static const char *const fixed_strings[S_HOSTNAME_VALUE] = {
 	[S_CODE] = "code",
 	[S_TEXT] = "text",
 	[S_MTA_STS] = "mta_sts",
+	[S_DANE] = "dane",
 	[S_MODE] = "mode",
 	[S_MX] = "mx",
 	[S_MODE0 + STS_MODE_NONE] = "none",
@@ -1140,6 +1142,7 @@ static void push_ctx(struct vm *vm, int strs, const struct policy_facts *f)
 		push_mta_sts(L, strs, f->mta_sts);
 	else
 		clear(L, strs, S_MTA_STS);
+	set_string(L, strs, S_DANE, f->dane);
 }
 
 static void fail_result(struct policy_result *out, const char *fmt, ...)
@@ -1247,8 +1250,20 @@ static void read_verdict(lua_State *L, const char *where,
 			    where, hook_names[h], luaL_typename(L, -1));
 }
 
-/* client_tls absent: may, or sts where the domain publishes an enforce
- * policy (as the stock try.lua without its [domain:...] rules). */
+/* client_tls absent: dane where the destination publishes TLSA records
+ * (or their lookup failed), else sts where the domain publishes an
+ * enforce MTA-STS policy, else may (as the stock try.lua without its
+ * [domain:...] rules; gateway.dane and gateway.mta_sts). */
+static enum tls_level default_client_level(const struct policy_facts *f)
+{
+	if (f->dane != NULL && (strcmp(f->dane, "secure") == 0 ||
+				strcmp(f->dane, "bogus") == 0))
+		return TLS_LEVEL_DANE;
+	if (f->mta_sts != NULL && f->mta_sts->mode == STS_MODE_ENFORCE)
+		return TLS_LEVEL_STS;
+	return TLS_LEVEL_MAY;
+}
+
 static void apply_default(const struct policy *p,
 			  const struct policy_facts *f,
 			  struct policy_result *out)
@@ -1261,10 +1276,7 @@ static void apply_default(const struct policy *p,
 		break;
 	case HOOK_CLIENT_TLS:
 		out->outcome = POLICY_LEVEL;
-		out->level = f->mta_sts != NULL &&
-					     f->mta_sts->mode == STS_MODE_ENFORCE
-				     ? TLS_LEVEL_STS
-				     : TLS_LEVEL_MAY;
+		out->level = default_client_level(f);
 		break;
 	case HOOK_CONNECT:
 	case HOOK_HELO:

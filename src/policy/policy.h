@@ -49,6 +49,10 @@ struct policy_facts {
 	/* client_tls: the MTA-STS policy the domain publishes (ctx.mta_sts),
 	 * NULL when it has none (or none is known) */
 	const struct sts_policy *mta_sts;
+	/* client_tls: what DNSSEC says of the destination's TLSA records
+	 * (ctx.dane: "secure", "insecure", "bogus"), NULL when not looked
+	 * up (no validator, or a route that is not an MX lookup) */
+	const char *dane;
 	unsigned long long sid; /* for host.log lines; 0 when none */
 };
 
