@@ -13,9 +13,10 @@
  * loss). A job reports what it learnt about its destination: success when
  * a host answered, failure when none could be reached. Each session is
  * counted for TLS reporting (outbound/tlsrpt, under the DANE, MTA-STS or
- * no policy that held it). A REQUIRETLS message (RFC 8689) goes only to
- * hosts that proto/requiretls finds authenticated; when every session
- * refused it, its recipients bounce with 5.7.30 rather than wait.
+ * no policy that held it), unless the message is a TLS report. A
+ * REQUIRETLS message (RFC 8689) goes only to hosts that proto/requiretls
+ * finds authenticated; when every session refused it, its recipients
+ * bounce with 5.7.30 (5.7.10 when TLS failed) rather than wait.
  */
 #include "outbound/attempt.h"
 
@@ -83,7 +84,7 @@ struct job {
 					     the route says of its hosts */
 	unsigned clients;	  /* sessions started in this job ... */
 	unsigned rt_refusals;	  /* ... and those that could not take a
-				     REQUIRETLS message (5.7.30) */
+				     REQUIRETLS message (5.7.30, 5.7.10) */
 	struct dns_tlsa tlsa; /* DANE: the TLSA answer for ... */
 	size_t tlsa_host;     /* ... hosts[tlsa_host - 1]; 0: none yet */
 	bool use_tlsa;	      /* the current host authenticates by it */
@@ -425,6 +426,8 @@ static void report_dane_defer(const struct job *j)
 				  .domain = j->domain, .mx_hosts = h->name};
 	struct tlsrpt_session s = {.mx_host = h->name};
 
+	if (j->m->tlsrpt_report)
+		return; /* a report's own sessions: RFC 8460 §5.3.1 */
 	tlsrpt_failure(j->c->tlsrpt, &p, &s,
 		       lookup_failed ? TLSRPT_DNSSEC_INVALID
 				     : TLSRPT_DANE_REQUIRED,
@@ -442,6 +445,8 @@ static void report_sts_failure(const struct job *j, const char *mx,
 	struct tlsrpt_session sess = {.mx_host = mx};
 	char ip[64] = "";
 
+	if (j->m->tlsrpt_report)
+		return;
 	tlsrpt_policy_of(j, &p, &t);
 	if (r != NULL) {
 		sockaddr_ip_text(&j->route.hosts[j->host].addrs[j->addr], ip,
@@ -463,7 +468,8 @@ static void report_tls(const struct job *j, const struct client_result *r)
 	struct tlsrpt_session sess;
 	char ip[64];
 
-	if (j->c->tlsrpt == NULL || r->tls_try == TLS_TRY_NONE ||
+	if (j->c->tlsrpt == NULL || j->m->tlsrpt_report ||
+	    r->tls_try == TLS_TRY_NONE ||
 	    r->reused || (!j->use_tlsa && sts_watched(j)))
 		return;
 	tlsrpt_policy_of(j, &p, &t);
@@ -500,7 +506,7 @@ static void report_tls(const struct job *j, const struct client_result *r)
 
 /* RFC 8689: a host that cannot take a REQUIRETLS message (no TLS, not
  * authenticated, no REQUIRETLS keyword) is passed over like a failed one;
- * when every host was, the recipients bounce with 5.7.30 (try_next). */
+ * when every host was, the recipients bounce (try_next). */
 static bool requiretls_refused(struct job *j, const struct client_result *r)
 {
 	bool tls_failure = r->outcome == CLIENT_TLS_NOT_OFFERED ||
@@ -510,9 +516,16 @@ static bool requiretls_refused(struct job *j, const struct client_result *r)
 	    (r->outcome != CLIENT_REQUIRETLS && !tls_failure))
 		return false;
 	j->rt_refusals++;
-	snprintf(j->failure, sizeof(j->failure),
-		 "5.7.30 REQUIRETLS support required: %s: %s%s", j->relay,
-		 tls_failure ? "TLS: " : "", r->reply);
+	/* RFC 8689 §4.2.1: 5.7.10 when no TLS session could be had, 5.7.30
+	 * when the hop is not authenticated or does not offer REQUIRETLS */
+	if (tls_failure)
+		snprintf(j->failure, sizeof(j->failure),
+			 "5.7.10 REQUIRETLS needs a TLS session: %s: TLS: %s",
+			 j->relay, r->reply);
+	else
+		snprintf(j->failure, sizeof(j->failure),
+			 "5.7.30 REQUIRETLS support required: %s: %s",
+			 j->relay, r->reply);
 	j->no_tls = false;
 	j->addr++;
 	try_next(j);
@@ -578,8 +591,8 @@ static void report_sts_success(const struct job *j,
 	struct tlsrpt_policy p;
 	struct policy_text t;
 
-	if (r->reused)
-		return; /* counted when it was new */
+	if (r->reused || j->m->tlsrpt_report)
+		return; /* counted when it was new; a report is not */
 	tlsrpt_policy_of(j, &p, &t);
 	tlsrpt_success(j->c->tlsrpt, &p, NULL);
 }
@@ -824,7 +837,8 @@ static const struct dns_host *current_host(struct job *j,
 }
 
 /* Every host tried: deferred, unless this is a REQUIRETLS message that
- * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30. */
+ * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30 or
+ * 5.7.10. */
 static void route_exhausted(struct job *j)
 {
 	if (j->rt_refusals > 0 && j->rt_refusals == j->clients) {
