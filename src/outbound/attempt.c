@@ -79,6 +79,8 @@ struct job {
 	size_t host, addr;
 	size_t judged;	     /* 1 + the host host_auth judged last ... */
 	enum host_auth auth; /* ... and what it said */
+	bool sts_mx_failed;  /* testing: that host is outside the policy,
+				counted as its sessions' failure */
 	bool no_tls;
 	struct requiretls_hop requiretls; /* a REQUIRETLS message: what
 					     the route says of its hosts */
@@ -573,11 +575,13 @@ static enum host_auth host_auth(struct job *j, const struct dns_host *h)
 {
 	char why[600];
 
+	j->sts_mx_failed = false;
 	if (!sts_watched(j))
 		return AUTH_LEVEL;
 	if (sts_mx_allowed(&j->sts, j->domain, h->name, why, sizeof(why)))
 		return sts_enforced(j) ? AUTH_STS : AUTH_LEVEL;
 	sts_failed(j, h->name, NULL, TLSRPT_VALIDATION_FAILURE, why);
+	j->sts_mx_failed = true;
 	if (!sts_enforced(j))
 		return AUTH_LEVEL; /* testing: delivered as usual */
 	snprintf(j->failure, sizeof(j->failure), "4.7.5 %s", why);
@@ -599,13 +603,15 @@ static void report_sts_success(const struct job *j,
 
 /* A session under a watched policy: counted, and a failure reported. The
  * plaintext retry of may after a failed handshake is not a session of
- * its own. */
+ * its own; nor is one to a host outside a testing policy another result
+ * (host_auth counted its failure: one result a session, RFC 8460 §4.2). */
 static void sts_session(struct job *j, const struct client_result *r)
 {
 	enum tlsrpt_result result;
 	const char *why;
 
-	if (!sts_watched(j) || j->no_tls || r->outcome == CLIENT_CONNECT_FAILED)
+	if (!sts_watched(j) || j->no_tls || j->sts_mx_failed ||
+	    r->outcome == CLIENT_CONNECT_FAILED)
 		return;
 	if (!sts_session_failed(r, j->conn_level != TLS_LEVEL_NONE, &result,
 				&why))
