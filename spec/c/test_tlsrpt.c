@@ -399,6 +399,10 @@ static void test_mail(void)
 	      "multipart/report with the gzip part");
 	check(strstr(mail, "To: <a@x.test>,\r\n\t<b@y.test>\r\n") != NULL,
 	      "both recipients");
+	check(strstr(mail, "\r\nTLS-Required: No\r\n") != NULL,
+	      "TLS-Required: No (RFC 8460 5.3.1: sent despite TLS failures)");
+	check(tlsrpt_mail_is_report(mail, strlen(mail)),
+	      "the mail is known as a report");
 	check(lines_short(mail), "CRLF lines under 998 octets");
 	att = strstr(mail, "filename=");
 	att = att ? strstr(att, "\r\n\r\n") : NULL;
@@ -413,6 +417,20 @@ static void test_mail(void)
 	free(gz);
 }
 
+static void test_is_report(void)
+{
+	const char *h1 = "From: <a@b>\r\ntls-report-domain: x.test\r\n\r\n";
+	const char *h2 = "From: <a@b>\r\nSubject: x\r\n TLS-Report-Domain: "
+			 "x\r\n\r\nTLS-Report-Domain: x.test\r\n";
+	const char *h3 = "X-TLS-Report-Domain: x.test\r\n\r\n";
+
+	check(tlsrpt_mail_is_report(h1, strlen(h1)), "the field, any case");
+	check(!tlsrpt_mail_is_report(h2, strlen(h2)),
+	      "not in a folded line, nor in the body");
+	check(!tlsrpt_mail_is_report(h3, strlen(h3)), "not another field");
+	check(!tlsrpt_mail_is_report(h1, 20), "not cut short");
+}
+
 int main(void)
 {
 	test_names();
@@ -424,5 +442,6 @@ int main(void)
 	test_json();
 	test_gzip();
 	test_mail();
+	test_is_report();
 	return tap_done();
 }

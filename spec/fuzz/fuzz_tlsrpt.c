@@ -3,7 +3,8 @@
  * fuzz`; `make check` replays spec/fuzz/corpus/tlsrpt/). Octet 0 picks
  * what the rest is (each in a buffer of exactly its length):
  *
- *   0: one joined _smtp._tls TXT record (tlsrpt_record_parse)
+ *   0: one joined _smtp._tls TXT record (tlsrpt_record_parse), and the
+ *      same octets as a header section (tlsrpt_mail_is_report)
  *   1: a TXT RRset: rdatas cut at each 0xFF octet (tlsrpt_record_pick)
  *   2: record lines, LF-separated (tlsrpt_entry_parse), then the JSON
  *      report and the mail built from those that parsed
@@ -12,7 +13,8 @@
  * FOUND keeps at most TLSRPT_MAX_RUA addresses, each printable, without
  * spaces, with one '@'; a line that parses formats back to the same octets
  * (one spelling); the JSON has balanced brackets outside strings and no
- * control octet; the mail has CRLF lines under 998 octets.
+ * control octet; the mail has CRLF lines under 998 octets and is known as
+ * a report.
  */
 #include "proto/tlsrpt.h"
 #include "proto/tlsrpt_report.h"
@@ -57,6 +59,7 @@ static void one_record(const uint8_t *p, size_t n)
 	r = tlsrpt_record_parse(text, n, &rua, &why);
 	check_rua(r, &rua);
 	REQUIRE(r == TLSRPT_RECORD_FOUND || why != NULL);
+	(void)tlsrpt_mail_is_report(text, n);
 	free(text);
 }
 
@@ -143,6 +146,7 @@ static void report(const struct tlsrpt_entry *e, size_t n)
 	mail = tlsrpt_mail_build(&m, &mlen);
 	REQUIRE(mail != NULL);
 	check_mail(mail, mlen);
+	REQUIRE(tlsrpt_mail_is_report(mail, mlen));
 	free(mail);
 	free(gz);
 	free(json);

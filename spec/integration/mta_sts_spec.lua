@@ -16,6 +16,7 @@ local dnssec = require "dnssec_zone"
 local tlss = require "tls_support"
 local procs = require "procs"
 local tools = require "tools"
+local json = require "dkjson"
 local json_quote -- below
 
 local q = gateway.shell_quote
@@ -148,8 +149,25 @@ describe("MTA-STS", function()
     gw = gateway.start{ sections = ds.sections("try.lua", {
       dns = { resolver = dns:resolver() },
       tls = { ca_file = pki.ca.crt },
+      tlsrpt = { enable = "yes" }, -- counts only: no _smtp._tls records here
     }) }
     return gw
+  end
+
+  -- The TLS report of `domain` today (`smtpgw tlsrpt`), once `want(report)`
+  -- holds (the counts reach the spool at `queue flush`).
+  local function tls_report(domain, want)
+    local report, out
+    local ok = gateway.wait_for(function()
+      ds.flush(gw)
+      local code
+      out, code = gateway.run("timeout -k 5 30 " .. q(gateway.bin()) .. " -c " ..
+        q(gw.ini) .. " tlsrpt --domain " .. domain .. " </dev/null")
+      report = code == 0 and json.decode(out) or nil
+      return report ~= nil and want(report)
+    end, 20, 0.5)
+    assert(ok, "no TLS report for " .. domain .. " as wanted:\n" .. tostring(out))
+    return report
   end
 
   local function line_with(pattern)
@@ -271,6 +289,34 @@ describe("MTA-STS", function()
     -- would have refused, found after the handshake
     f = assert(line_with("event=mta_sts_failure[^\n]*domain=trial2%.test"), gw:log())
     assert.truthy(f:find("mode=testing id=t2 result=certificate-host-mismatch mx=other.trial2.test", 1, true), f)
+    -- and counted as failures under the policy, for TLS-RPT (RFC 8460 §4.3)
+    local function sts_failure(rep, result)
+      local pol = rep.policies and rep.policies[1]
+      local d = pol and pol["failure-details"] and pol["failure-details"][1]
+      return pol and pol.policy["policy-type"] == "sts" and d and
+        d["result-type"] == result and pol
+    end
+    local pol = sts_failure(tls_report("trial.test", function(rep)
+      return sts_failure(rep, "validation-failure") end), "validation-failure")
+    assert.truthy(pol.policy["policy-string"][2] == "mode: testing", json.encode(pol))
+    assert.are.same({ "*.trial.test" }, pol.policy["mx-host"])
+    assert.are.equal("mx.evil.test", pol["failure-details"][1]["receiving-mx-hostname"])
+    assert.are.equal(1, pol.summary["total-failure-session-count"], json.encode(pol))
+    assert.are.equal(0, pol.summary["total-successful-session-count"], json.encode(pol))
+    pol = sts_failure(tls_report("trial2.test", function(rep)
+      return sts_failure(rep, "certificate-host-mismatch") end), "certificate-host-mismatch")
+    assert.are.equal(1, pol.summary["total-failure-session-count"], json.encode(pol))
+    assert.are.equal(0, pol.summary["total-successful-session-count"], json.encode(pol))
+  end)
+
+  -- RFC 8689 §4.2.2: TLS-Required: No sets the recipient's policy aside
+  it("TLS-Required: No sets an enforce policy aside: sent to an MX outside it", function()
+    start_gateway()
+    ds.submit(gw, "sender@origin.example", { "cy@outside.test" },
+      { extra_headers = { "TLS-Required: No" } })
+    local sent = ds.wait_delivery(gw, "cy@outside.test", "sent", 1, 30)
+    assert.truthy(sent:find("relay=mx.evil.test[", 1, true), sent)
+    assert.truthy(sent:find(" tls=may:TLSv1", 1, true), sent)
   end)
 
   it("a policy that cannot be had is no policy: redirect, media type, size, web certificate", function()

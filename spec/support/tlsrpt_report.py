@@ -2,7 +2,8 @@
 """Decodes a TLS report mail (RFC 8460 §5.3) for the specs, with Python's
 email, gzip and json: reads one stored message (.eml) and prints one JSON
 object: {"content_type", "report_type", "subject", "from", "to",
-"tls_report_domain", "tls_report_submitter", "parts": [content types],
+"tls_report_domain", "tls_report_submitter", "tls_required",
+"parts": [content types],
 "filename", "report": the JSON report} or {"error": "..."}.
 
     tlsrpt_report.py FILE.eml
@@ -25,6 +26,7 @@ def decode(path):
         "to": str(msg.get("To", "")),
         "tls_report_domain": str(msg.get("TLS-Report-Domain", "")),
         "tls_report_submitter": str(msg.get("TLS-Report-Submitter", "")),
+        "tls_required": str(msg.get("TLS-Required", "")),
         "parts": [],
     }
     for part in msg.iter_parts():

@@ -15,9 +15,10 @@
  * loss). A job reports what it learnt about its destination: success when
  * a host answered, failure when none could be reached. Each session is
  * counted for TLS reporting (outbound/tlsrpt, under the DANE, MTA-STS or
- * no policy that held it). A REQUIRETLS message (RFC 8689) goes only to
- * hosts that proto/requiretls finds authenticated; when every session
- * refused it, its recipients bounce with 5.7.30 rather than wait.
+ * no policy that held it), unless the message is a TLS report. A
+ * REQUIRETLS message (RFC 8689) goes only to hosts that proto/requiretls
+ * finds authenticated; when every session refused it, its recipients
+ * bounce with 5.7.30 (5.7.10 when TLS failed) rather than wait.
  */
 #include "outbound/attempt.h"
 
@@ -80,12 +81,14 @@ struct job {
 	size_t host, addr;
 	size_t judged;	     /* 1 + the host host_auth judged last ... */
 	enum host_auth auth; /* ... and what it said */
+	bool sts_mx_failed;  /* testing: that host is outside the policy,
+				counted as its sessions' failure */
 	bool no_tls;
 	struct requiretls_hop requiretls; /* a REQUIRETLS message: what
 					     the route says of its hosts */
 	unsigned clients;	  /* sessions started in this job ... */
 	unsigned rt_refusals;	  /* ... and those that could not take a
-				     REQUIRETLS message (5.7.30) */
+				     REQUIRETLS message (5.7.30, 5.7.10) */
 	struct dns_tlsa *tlsa_of[DNS_MAX_HOSTS]; /* DANE: the TLSA answer of
 						    each host; NULL: none */
 	unsigned tlsa_wait;   /* TLSA lookups still out */
@@ -436,6 +439,8 @@ static void report_dane_defer(const struct job *j)
 				  .domain = j->domain, .mx_hosts = h->name};
 	struct tlsrpt_session s = {.mx_host = h->name};
 
+	if (j->m->tlsrpt_report)
+		return; /* a report's own sessions: RFC 8460 §5.3.1 */
 	tlsrpt_failure(j->c->tlsrpt, &p, &s,
 		       lookup_failed ? TLSRPT_DNSSEC_INVALID
 				     : TLSRPT_DANE_REQUIRED,
@@ -453,6 +458,8 @@ static void report_sts_failure(const struct job *j, const char *mx,
 	struct tlsrpt_session sess = {.mx_host = mx};
 	char ip[64] = "";
 
+	if (j->m->tlsrpt_report)
+		return;
 	tlsrpt_policy_of(j, &p, &t);
 	if (r != NULL) {
 		sockaddr_ip_text(&j->route.hosts[j->host].addrs[j->addr], ip,
@@ -474,7 +481,8 @@ static void report_tls(const struct job *j, const struct client_result *r)
 	struct tlsrpt_session sess;
 	char ip[64];
 
-	if (j->c->tlsrpt == NULL || r->tls_try == TLS_TRY_NONE ||
+	if (j->c->tlsrpt == NULL || j->m->tlsrpt_report ||
+	    r->tls_try == TLS_TRY_NONE ||
 	    r->reused || (!j->use_tlsa && sts_watched(j)))
 		return;
 	tlsrpt_policy_of(j, &p, &t);
@@ -511,7 +519,7 @@ static void report_tls(const struct job *j, const struct client_result *r)
 
 /* RFC 8689: a host that cannot take a REQUIRETLS message (no TLS, not
  * authenticated, no REQUIRETLS keyword) is passed over like a failed one;
- * when every host was, the recipients bounce with 5.7.30 (try_next). */
+ * when every host was, the recipients bounce (try_next). */
 static bool requiretls_refused(struct job *j, const struct client_result *r)
 {
 	bool tls_failure = r->outcome == CLIENT_TLS_NOT_OFFERED ||
@@ -521,9 +529,16 @@ static bool requiretls_refused(struct job *j, const struct client_result *r)
 	    (r->outcome != CLIENT_REQUIRETLS && !tls_failure))
 		return false;
 	j->rt_refusals++;
-	snprintf(j->failure, sizeof(j->failure),
-		 "5.7.30 REQUIRETLS support required: %s: %s%s", j->relay,
-		 tls_failure ? "TLS: " : "", r->reply);
+	/* RFC 8689 §4.2.1: 5.7.10 when no TLS session could be had, 5.7.30
+	 * when the hop is not authenticated or does not offer REQUIRETLS */
+	if (tls_failure)
+		snprintf(j->failure, sizeof(j->failure),
+			 "5.7.10 REQUIRETLS needs a TLS session: %s: TLS: %s",
+			 j->relay, r->reply);
+	else
+		snprintf(j->failure, sizeof(j->failure),
+			 "5.7.30 REQUIRETLS support required: %s: %s",
+			 j->relay, r->reply);
 	j->no_tls = false;
 	j->addr++;
 	try_next(j);
@@ -573,11 +588,13 @@ static enum host_auth host_auth(struct job *j, const struct dns_host *h)
 {
 	char why[600];
 
+	j->sts_mx_failed = false;
 	if (!sts_watched(j))
 		return AUTH_LEVEL;
 	if (sts_mx_allowed(&j->sts, j->domain, h->name, why, sizeof(why)))
 		return sts_enforced(j) ? AUTH_STS : AUTH_LEVEL;
 	sts_failed(j, h->name, NULL, TLSRPT_VALIDATION_FAILURE, why);
+	j->sts_mx_failed = true;
 	if (!sts_enforced(j))
 		return AUTH_LEVEL; /* testing: delivered as usual */
 	snprintf(j->failure, sizeof(j->failure), "4.7.5 %s", why);
@@ -591,21 +608,23 @@ static void report_sts_success(const struct job *j,
 	struct tlsrpt_policy p;
 	struct policy_text t;
 
-	if (r->reused)
-		return; /* counted when it was new */
+	if (r->reused || j->m->tlsrpt_report)
+		return; /* counted when it was new; a report is not */
 	tlsrpt_policy_of(j, &p, &t);
 	tlsrpt_success(j->c->tlsrpt, &p, NULL);
 }
 
 /* A session under a watched policy: counted, and a failure reported. The
  * plaintext retry of may after a failed handshake is not a session of
- * its own. */
+ * its own; nor is one to a host outside a testing policy another result
+ * (host_auth counted its failure: one result a session, RFC 8460 §4.2). */
 static void sts_session(struct job *j, const struct client_result *r)
 {
 	enum tlsrpt_result result;
 	const char *why;
 
-	if (!sts_watched(j) || j->no_tls || r->outcome == CLIENT_CONNECT_FAILED)
+	if (!sts_watched(j) || j->no_tls || j->sts_mx_failed ||
+	    r->outcome == CLIENT_CONNECT_FAILED)
 		return;
 	if (!sts_session_failed(r, j->conn_level != TLS_LEVEL_NONE, &result,
 				&why))
@@ -863,7 +882,8 @@ static const struct dns_host *current_host(struct job *j,
 }
 
 /* Every host tried: deferred, unless this is a REQUIRETLS message that
- * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30. */
+ * every session refused (RFC 8689 §4.2.1): then it bounces, 5.7.30 or
+ * 5.7.10. */
 static void route_exhausted(struct job *j)
 {
 	if (j->rt_refusals > 0 && j->rt_refusals == j->clients) {

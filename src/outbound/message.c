@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "proto/requiretls.h"
+#include "proto/tlsrpt_report.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -88,7 +89,7 @@ static char *header_section(const struct queued_message *f, size_t *len,
 }
 
 /* What delivery needs from the header section, read once: the hops
- * (Received: headers) and TLS-Required: No. */
+ * (Received: headers), TLS-Required: No, and whether it is a TLS report. */
 static void read_header_facts(const struct queued_message *f,
 			      struct message *m)
 {
@@ -105,6 +106,8 @@ static void read_header_facts(const struct queued_message *f,
 	 * ignored */
 	m->tls_required_no = h != NULL && !m->env.requiretls &&
 			     requiretls_header_no(h, len);
+	m->tlsrpt_report = h != NULL && m->env.sender[0] == '\0' &&
+			   tlsrpt_mail_is_report(h, len);
 	if (copy)
 		free(h);
 }

@@ -56,6 +56,9 @@ struct message {
 	bool tls_required_no; /* "TLS-Required: No" (RFC 8689 §3), and no
 				 REQUIRETLS: the recipient's policies
 				 (DANE, MTA-STS) may be ignored */
+	bool tlsrpt_report;  /* a TLS report (the null sender and a
+				TLS-Report-Domain: field): its sessions are
+				not counted (RFC 8460 §5.3.1) */
 	unsigned jobs;	     /* attempts in flight */
 	unsigned dsns;	     /* DSNs being synced; the message waits */
 	unsigned hops;	     /* Received: headers in the message */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <zlib.h>
 
@@ -357,9 +358,11 @@ static void mail_header(FILE *f, const struct tlsrpt_mail *m,
 	fprintf(f, "\r\nSubject: Report Domain: %s\r\n Submitter: %s\r\n "
 		   "Report-ID: <%s>\r\n",
 		m->domain, m->submitter, m->report_id);
+	/* TLS-Required: No (RFC 8689 §4.2.2): a report goes out despite
+	 * the TLS failures it may report (RFC 8460 §5.3.1) */
 	fprintf(f, "Message-ID: <%s>\r\nTLS-Report-Domain: %s\r\n"
-		   "TLS-Report-Submitter: %s\r\nAuto-Submitted: auto-generated"
-		   "\r\nMIME-Version: 1.0\r\n",
+		   "TLS-Report-Submitter: %s\r\nTLS-Required: No\r\n"
+		   "Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n",
 		m->message_id, m->domain, m->submitter);
 	fprintf(f, "Content-Type: multipart/report; report-type=\"tlsrpt\";"
 		   "\r\n\tboundary=\"%s\"\r\n\r\n",
@@ -409,4 +412,23 @@ char *tlsrpt_mail_build(const struct tlsrpt_mail *m, size_t *len)
 	base64_lines(f, m->gz, m->gz_len);
 	fprintf(f, "\r\n--%s--\r\n", boundary);
 	return stream_done(f, &buf, len);
+}
+
+bool tlsrpt_mail_is_report(const char *headers, size_t len)
+{
+	static const char NAME[] = "TLS-Report-Domain:";
+	size_t n = sizeof(NAME) - 1;
+
+	for (size_t i = 0; i < len;) {
+		const char *lf;
+
+		if (headers[i] == '\n' || headers[i] == '\r')
+			return false; /* the empty line: the body follows */
+		if (len - i > n && strncasecmp(headers + i, NAME, n) == 0)
+			return true;
+		if ((lf = memchr(headers + i, '\n', len - i)) == NULL)
+			return false;
+		i = (size_t)(lf - headers) + 1;
+	}
+	return false;
 }

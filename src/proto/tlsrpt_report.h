@@ -64,4 +64,10 @@ struct tlsrpt_mail {
  * or holds a control octet, a space or 8-bit octets. */
 char *tlsrpt_mail_build(const struct tlsrpt_mail *m, size_t *len);
 
+/* Does the header section (up to its empty line) hold a
+ * TLS-Report-Domain: field, as the mail above does? With the null sender
+ * it marks a report, whose own sessions are not counted (RFC 8460
+ * §5.3.1). */
+bool tlsrpt_mail_is_report(const char *headers, size_t len);
+
 #endif
