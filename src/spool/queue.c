@@ -684,10 +684,17 @@ static bool open_message(int dir_fd, const char *dir_name, const char *qid,
 	m->body_offset = (off_t)offset;
 	m->body_size = (uint64_t)st.st_size - offset;
 	if (keep && eof) {
-		/* read into WHOLE_READ octets: kept at its own size */
-		char *fit = realloc(header, len > 0 ? len : 1);
+		/* read into WHOLE_READ octets, kept at its own size: a copy,
+		 * so the big buffer is freed whole and the next read reuses
+		 * it (a shrinking realloc left holes that no read fits) */
+		char *fit = malloc(len > 0 ? len : 1);
 
-		m->data = fit != NULL ? fit : header;
+		if (fit != NULL) {
+			memcpy(fit, header, len);
+			free(header);
+			header = fit;
+		}
+		m->data = header;
 		close(m->fd);
 		m->fd = -1;
 	} else {
