@@ -684,7 +684,10 @@ static bool open_message(int dir_fd, const char *dir_name, const char *qid,
 	m->body_offset = (off_t)offset;
 	m->body_size = (uint64_t)st.st_size - offset;
 	if (keep && eof) {
-		m->data = header;
+		/* read into WHOLE_READ octets: kept at its own size */
+		char *fit = realloc(header, len > 0 ? len : 1);
+
+		m->data = fit != NULL ? fit : header;
 		close(m->fd);
 		m->fd = -1;
 	} else {
