@@ -133,23 +133,38 @@ static bool needs_quotes(const char *v)
 	return strpbrk(v, " \"=\\") != NULL;
 }
 
+/* How many octets from v's start go out as they are. */
+static size_t plain_len(const char *v)
+{
+	size_t n = 0;
+
+	for (unsigned char c; (c = (unsigned char)v[n]) != '\0'; n++)
+		if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f)
+			break;
+	return n;
+}
+
 static void put_escaped(struct out *o, const char *v)
 {
 	char esc[8];
 
-	for (; *v != '\0'; v++) {
-		unsigned char c = (unsigned char)*v;
+	while (*v != '\0') {
+		size_t run = plain_len(v);
+		unsigned char c = (unsigned char)v[run];
 
+		put(o, v, run);
+		v += run;
+		if (c == '\0')
+			break;
 		if (c == '"' || c == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)c;
 			put(o, esc, 2);
-		} else if (c < 0x20 || c == 0x7f) {
+		} else {
 			snprintf(esc, sizeof(esc), "\\x%02x", c);
 			put(o, esc, 4);
-		} else {
-			put(o, v, 1);
 		}
+		v++;
 	}
 }
 
@@ -160,11 +175,18 @@ static void put_kv(struct out *o, const char *key, const char *value)
 	bool quote = needs_quotes(value);
 
 	put(o, " ", 1);
-	for (; *key != '\0'; key++) {
-		/* keys are ours, but a line must stay a line whatever they are */
-		char c = isalnum((unsigned char)*key) ? *key : '_';
+	while (*key != '\0') {
+		size_t run = 0;
 
-		put(o, &c, 1);
+		while (isalnum((unsigned char)key[run]))
+			run++;
+		put(o, key, run);
+		key += run;
+		/* keys are ours, but a line must stay a line whatever they are */
+		if (*key != '\0') {
+			put(o, "_", 1);
+			key++;
+		}
 	}
 	puts_(o, quote ? "=\"" : "=");
 	put_escaped(o, value);
